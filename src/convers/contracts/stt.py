@@ -1,0 +1,27 @@
+"""Speech to text: a finished utterance in, words out."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+from convers.contracts.audio import AudioFrame
+
+
+@dataclass(frozen=True)
+class Transcript:
+    """What the recogniser heard, and how long decoding took."""
+
+    text: str
+    decode_s: float = 0.0
+    language: str | None = None
+
+
+@runtime_checkable
+class SpeechToText(Protocol):
+    """Transcribes audio at `sample_rate` (callers resample to it). Decoding must not block the loop."""
+
+    name: str
+    sample_rate: int
+
+    async def transcribe(self, audio: AudioFrame) -> Transcript: ...

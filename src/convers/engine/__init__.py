@@ -1,0 +1,1 @@
+"""The conversation engine: sessions, turn-taking, replies. Knows contracts, never concrete providers."""

@@ -1,0 +1,43 @@
+"""Every turn-taking and barge-in default in one place, each with its unit in its name."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pydantic import ConfigDict
+
+
+@dataclass(frozen=True)
+class TurnTiming:
+    """When the user has started and finished speaking."""
+
+    __pydantic_config__ = ConfigDict(extra="forbid")
+
+    # A frame counts as speech above this probability ...
+    speech_start_threshold: float = 0.5
+    # ... and as silence again only below this lower one (hysteresis: no flapping on a breath).
+    speech_stop_threshold: float = 0.35
+    # Speech shorter than this is a click or a cough, not the start of a turn.
+    min_speech_s: float = 0.15
+    # Silence that ends the user's turn. 0.5 s is the usual compromise between cutting people off
+    # mid-thought and making them wait.
+    end_of_turn_silence_s: float = 0.5
+    # Audio kept from before the detected onset so the first syllable reaches STT.
+    pre_roll_s: float = 0.3
+    # An utterance is cut here even if the user keeps talking, so STT never gets minutes of audio.
+    max_utterance_s: float = 30.0
+
+
+@dataclass(frozen=True)
+class BargeInPolicy:
+    """When speech over the agent interrupts it."""
+
+    __pydantic_config__ = ConfigDict(extra="forbid")
+
+    enabled: bool = True
+    # Speech over the agent must last this long before the reply is cancelled and flushed.
+    min_barge_in_speech_s: float = 0.25
+    # Playback pauses at speech onset over the agent, before the minimum above is reached.
+    pause_on_onset: bool = True
+    # If a pause is not confirmed as a real interruption within this time, playback resumes.
+    false_interruption_timeout_s: float = 1.0

@@ -1,0 +1,108 @@
+"""What happened in a session, as a JSONL log with timestamps, and per-turn latency metrics."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+log = logging.getLogger(__name__)
+
+# Marks a turn can carry, in pipeline order. Latencies are measured from `turn_start`
+# (end of the user's speech, or the moment typed text arrived).
+TURN_MARKS = (
+    "speech_start",
+    "speech_end",
+    "turn_start",
+    "stt_final",
+    "recall_done",
+    "llm_first_token",
+    "first_chunk",
+    "tts_first_audio",
+    "first_audio_out",
+    "reply_done",
+)
+
+
+@dataclass
+class TurnMetrics:
+    """Monotonic timestamps of one agent turn; `latencies()` turns them into milliseconds."""
+
+    turn: int
+    marks: dict[str, float] = field(default_factory=dict)
+    durations_ms: dict[str, float] = field(default_factory=dict)
+
+    def mark(self, name: str, at: float) -> None:
+        # The first occurrence counts: "first token" stays the first even if marked again.
+        self.marks.setdefault(name, at)
+
+    def latencies(self) -> dict[str, float]:
+        """Milliseconds from turn start to each later mark, plus measured stage durations."""
+        start = self.marks.get("turn_start")
+        result: dict[str, float] = {}
+        if start is not None:
+            for name in TURN_MARKS:
+                if name in self.marks and name != "turn_start" and self.marks[name] >= start:
+                    result[f"{name}_ms"] = round((self.marks[name] - start) * 1000, 1)
+        for name, value in self.durations_ms.items():
+            result[name] = round(value, 1)
+        return result
+
+
+class EventLog:
+    """Appends one JSON object per line to `path`; a write failure disables the log, never the session."""
+
+    def __init__(self, path: Path | None, clock: Callable[[], float] = time.monotonic) -> None:
+        self.path = path
+        self._clock = clock
+        self._origin = clock()
+        self._handle: IO[str] | None = None
+        self.listeners: list[Callable[[dict[str, Any]], None]] = []
+        if path is not None:
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                self._handle = path.open("a", encoding="utf-8", buffering=1)
+            except OSError as error:
+                log.warning("event log %s cannot be opened (%s); continuing without it", path, error)
+
+    def now(self) -> float:
+        return self._clock()
+
+    def emit(self, kind: str, **fields: Any) -> dict[str, Any]:
+        """Records an event with wall-clock time and seconds since the session began."""
+        event = {"event": kind, "time": time.time(), "t": round(self._clock() - self._origin, 4), **fields}
+        for listener in self.listeners:
+            listener(event)
+        if self._handle is not None:
+            try:
+                self._handle.write(json.dumps(event, default=str) + "\n")
+            except OSError as error:
+                log.warning("event log %s stopped: %s", self.path, error)
+                self._close_quietly()
+        return event
+
+    def _close_quietly(self) -> None:
+        handle, self._handle = self._handle, None
+        if handle is not None:
+            try:
+                handle.close()
+            except OSError:
+                pass
+
+    def close(self) -> None:
+        self._close_quietly()
+
+
+def read_events(path: Path) -> list[dict[str, Any]]:
+    """All events of a log file (a torn last line from a crash is skipped)."""
+    events = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            events.append(json.loads(line))
+        except ValueError:
+            continue
+    return events
