@@ -3,6 +3,7 @@
 from convers.contracts.audio import AudioFormat, AudioFrame
 from convers.contracts.embedder import Embedder
 from convers.contracts.llm import ChatMessage, LanguageModel, LlmError
+from convers.contracts.provider import Availability, ProviderClass
 from convers.contracts.memory import ConversationMemory, MemoryHit, MemoryStore, MemoryTurn
 from convers.contracts.stt import SpeechToText, Transcript
 from convers.contracts.tool import Tool
@@ -13,6 +14,7 @@ from convers.contracts.vad import Vad
 __all__ = [
     "AudioFormat",
     "AudioFrame",
+    "Availability",
     "ChatMessage",
     "ConversationMemory",
     "Embedder",
@@ -25,6 +27,7 @@ __all__ = [
     "MemoryHit",
     "MemoryStore",
     "MemoryTurn",
+    "ProviderClass",
     "SpeechToText",
     "TextToSpeech",
     "Tool",
