@@ -1,0 +1,147 @@
+"""Turns a stream of LLM text deltas into speakable chunks, as early as it is safe to speak them."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+# Words that end in a period without ending a sentence. Lower-cased, without the final period.
+ABBREVIATIONS = frozenset(
+    {
+        "mr", "mrs", "ms", "dr", "prof", "sr", "jr", "st", "mt", "ft", "vs", "etc", "e.g", "i.e", "cf",
+        "approx", "no", "nos", "fig", "vol", "inc", "ltd", "co", "corp", "dept", "est", "jan", "feb",
+        "mar", "apr", "jun", "jul", "aug", "sep", "sept", "oct", "nov", "dec", "mon", "tue", "wed",
+        "thu", "fri", "sat", "sun", "a.m", "p.m", "u.s", "u.k", "ph.d", "gen", "gov", "sgt", "capt",
+        "lt", "col", "rev", "hon", "min", "max", "tel", "ave", "blvd", "rd",
+    }
+)
+_CLOSERS = "\"')]}\u201d\u2019"
+_SENTENCE_END = re.compile(r"([.!?]+|\u2026)([" + re.escape(_CLOSERS) + r"]*)(\s+)")
+_CLAUSE_END = re.compile(r"([,;:]|\s[\u2013\u2014-])(\s+)")
+_PARAGRAPH = re.compile(r"\n\s*\n|\n(?=\s*(?:[-*+]|\d+[.)])\s)")
+
+_EMOJI = re.compile(
+    "["
+    "\U0001f000-\U0001faff"  # pictographs, emoticons, transport, symbols and pictographs ext.
+    "\U00002600-\U000027bf"  # misc symbols, dingbats
+    "\U0001f1e6-\U0001f1ff"  # flags
+    "\U0000fe0f\U0000200d"  # variation selector, zero-width joiner
+    "\U00002b00-\U00002bff"
+    "]+"
+)
+_MD_LINK = re.compile(r"!?\[([^\]]*)\]\([^)]*\)")
+_MD_CODE_FENCE = re.compile(r"```[a-zA-Z0-9_-]*")
+_MD_EMPHASIS = re.compile(r"(\*{1,3}|_{2,3}|~~|`+)")
+_MD_HEADING = re.compile(r"^\s{0,3}#{1,6}\s+", re.MULTILINE)
+_MD_BULLET = re.compile(r"^\s*(?:[-*+]|\d+[.)])\s+", re.MULTILINE)
+_MD_QUOTE = re.compile(r"^\s*>\s?", re.MULTILINE)
+_SPACES = re.compile(r"\s+")
+
+
+def speakable(text: str) -> str:
+    """Text with markdown, emoji and layout removed, as a voice should say it."""
+    text = _MD_LINK.sub(r"\1", text)
+    text = _MD_CODE_FENCE.sub("", text)
+    text = _MD_HEADING.sub("", text)
+    text = _MD_BULLET.sub("", text)
+    text = _MD_QUOTE.sub("", text)
+    text = _MD_EMPHASIS.sub("", text)
+    text = _EMOJI.sub("", text)
+    return _SPACES.sub(" ", text).strip()
+
+
+def _word_before(text: str, end: int) -> str:
+    start = end
+    while start > 0 and not text[start - 1].isspace() and text[start - 1] not in "(\"'":
+        start -= 1
+    return text[start:end]
+
+
+def _is_sentence_end(text: str, match: re.Match[str]) -> bool:
+    """Whether punctuation followed by whitespace really ends a sentence."""
+    marks = match.group(1)
+    if marks == "\u2026" or marks.startswith(".."):
+        return False  # an ellipsis trails off mid-thought more often than it ends one
+    if marks != ".":
+        return True  # ! ? ?! end sentences
+    word = _word_before(text, match.start(1)).lower().rstrip(".")
+    if word in ABBREVIATIONS:
+        return False
+    if len(word) == 1 and word.isalpha():
+        return False  # an initial, as in "J. R. R. Tolkien"
+    line_start = text.rfind("\n", 0, match.start(1)) + 1
+    if word.isdigit() and text[line_start:match.start(1)].strip() == word:
+        return False  # a numbered-list marker such as "2. "
+    return True
+
+
+@dataclass
+class SentenceSplitter:
+    """Feed deltas with `push`, get speakable chunks back; `flush` at the end of the stream.
+
+    The first chunk may end at a clause boundary once it has `first_chunk_min_words` words, so the
+    voice can start before the first sentence is complete. A chunk never grows past
+    `max_chunk_chars`: a run-on reply is split at the last clause or word boundary.
+    """
+
+    first_chunk_min_words: int = 4
+    max_chunk_chars: int = 250
+    _buffer: str = field(default="", init=False)
+    _emitted: int = field(default=0, init=False)
+
+    def push(self, delta: str) -> list[str]:
+        self._buffer += delta
+        chunks: list[str] = []
+        while True:
+            cut = self._next_cut()
+            if cut is None:
+                break
+            chunks.extend(self._take(cut))
+        return chunks
+
+    def flush(self) -> list[str]:
+        """Whatever is left when the stream ends."""
+        rest, self._buffer = self._buffer, ""
+        return self._speakable(rest)
+
+    def _take(self, cut: int) -> list[str]:
+        piece, self._buffer = self._buffer[:cut], self._buffer[cut:]
+        return self._speakable(piece)
+
+    def _speakable(self, piece: str) -> list[str]:
+        spoken = speakable(piece)
+        # A chunk with nothing to say ("**", an emoji, a bullet) is dropped, not sent to TTS.
+        if not any(ch.isalnum() for ch in spoken):
+            return []
+        self._emitted += 1
+        return [spoken]
+
+    def _next_cut(self) -> int | None:
+        # The earliest safe cut wins, so the result does not depend on how the stream was sliced.
+        text = self._buffer
+        cuts: list[int] = []
+        for match in _SENTENCE_END.finditer(text):
+            if _is_sentence_end(text, match):
+                cuts.append(match.end(2))
+                break
+        paragraph = _PARAGRAPH.search(text)
+        if paragraph and text[: paragraph.start()].strip():
+            cuts.append(paragraph.start() + 1)
+        if self._emitted == 0:
+            for match in _CLAUSE_END.finditer(text):
+                if len(text[: match.start(2)].split()) >= self.first_chunk_min_words:
+                    cuts.append(match.start(2))
+                    break
+        if cuts:
+            return min(cuts)
+        if len(text) > self.max_chunk_chars:
+            return self._fallback_cut(text)
+        return None
+
+    def _fallback_cut(self, text: str) -> int:
+        window = text[: self.max_chunk_chars]
+        clauses = list(_CLAUSE_END.finditer(window))
+        if clauses:
+            return clauses[-1].start(2)
+        space = window.rfind(" ")
+        return space if space > 0 else self.max_chunk_chars

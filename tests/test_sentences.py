@@ -1,0 +1,97 @@
+"""SentenceSplitter: where a token stream may be cut into speakable chunks."""
+
+from __future__ import annotations
+
+import pytest
+
+from convers.engine.sentences import SentenceSplitter, speakable
+
+
+def split_stream(text: str, step: int = 3, **options: int) -> list[str]:
+    """Feeds `text` in small deltas, as an LLM would, and collects every chunk."""
+    splitter = SentenceSplitter(**options)
+    chunks: list[str] = []
+    for i in range(0, len(text), step):
+        chunks.extend(splitter.push(text[i : i + step]))
+    chunks.extend(splitter.flush())
+    return chunks
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("Hello there. How are you?", ["Hello there.", "How are you?"]),
+        ("Dr. Smith will see you now. Please wait.", ["Dr. Smith will see you now.", "Please wait."]),
+        ("Bring fruit, e.g. apples and pears. Thanks!", ["Bring fruit, e.g. apples and pears.", "Thanks!"]),
+        ("It costs 3.5 dollars. Cheap.", ["It costs 3.5 dollars.", "Cheap."]),
+        ("See https://example.com/a.b?c=1 for more. Bye.", ["See https://example.com/a.b?c=1 for more.", "Bye."]),
+        ("Well... I guess so. Yes.", ["Well... I guess so.", "Yes."]),
+        ("Hmm\u2026 maybe later. Okay.", ["Hmm\u2026 maybe later.", "Okay."]),
+        ("J. R. R. Tolkien wrote it. Right?", ["J. R. R. Tolkien wrote it.", "Right?"]),
+        ("Really?! No way. Wow!", ["Really?!", "No way.", "Wow!"]),
+        ('He said "stop." Then left.', ['He said "stop."', "Then left."]),
+        ("We met in 2023. It rained.", ["We met in 2023.", "It rained."]),
+        ("No trailing punctuation", ["No trailing punctuation"]),
+        ("", []),
+    ],
+)
+def test_sentence_boundaries(text: str, expected: list[str]) -> None:
+    # first_chunk_min_words is large here so only sentence rules are under test.
+    assert split_stream(text, first_chunk_min_words=100) == expected
+
+
+@pytest.mark.parametrize("step", [1, 2, 5, 50])
+def test_chunks_do_not_depend_on_delta_size(step: int) -> None:
+    text = "Dr. Who costs 3.5 pounds, e.g. cheap. Go to example.org now! Done... or not? Yes."
+    assert split_stream(text, step=step) == split_stream(text, step=len(text))
+
+
+@pytest.mark.parametrize(
+    ("text", "expected_first"),
+    [
+        # A first clause of four or more words is spoken early ...
+        ("The weather today looks sunny, with a light breeze later on.", "The weather today looks sunny,"),
+        # ... but a one-word opener is not split off on its own.
+        ("Sure, I can help you with that today.", "Sure, I can help you with that today."),
+    ],
+)
+def test_first_chunk_is_a_short_clause(text: str, expected_first: str) -> None:
+    assert split_stream(text)[0] == expected_first
+
+
+def test_only_the_first_chunk_is_cut_at_a_clause() -> None:
+    chunks = split_stream("The weather today looks sunny, with wind. Later on, it may rain in the north, sadly.")
+    assert chunks == ["The weather today looks sunny,", "with wind.", "Later on, it may rain in the north, sadly."]
+
+
+def test_run_on_text_is_capped() -> None:
+    text = " ".join(["word"] * 200)
+    chunks = split_stream(text, max_chunk_chars=100)
+    assert len(chunks) > 5
+    assert all(len(chunk) <= 100 for chunk in chunks)
+    assert " ".join(chunks).split() == text.split()
+
+
+def test_markdown_lists_split_per_item_and_are_cleaned() -> None:
+    text = "Here are **two** ideas:\n\n1. Take a *walk*.\n2. Call [Ana](https://x.y) \U0001f600\n"
+    chunks = split_stream(text, first_chunk_min_words=100)
+    assert chunks == ["Here are two ideas:", "Take a walk.", "Call Ana"]
+
+
+@pytest.mark.parametrize(
+    ("raw", "spoken"),
+    [
+        ("**Bold** and _under_ and `code`", "Bold and _under_ and code"),
+        ("## Heading\nText", "Heading Text"),
+        ("Great job! \U0001f389\U0001f44d", "Great job!"),
+        ("> quoted line", "quoted line"),
+        ("[link text](http://a.b/c)", "link text"),
+        ("\u2764\ufe0f love", "love"),
+    ],
+)
+def test_speakable_strips_markdown_and_emoji(raw: str, spoken: str) -> None:
+    assert speakable(raw) == spoken
+
+
+def test_emoji_only_chunk_is_dropped() -> None:
+    assert split_stream("\U0001f600\U0001f600. Hi there.", first_chunk_min_words=100) == ["Hi there."]
