@@ -1,0 +1,429 @@
+"""One conversation with one client: listens all the time, replies in a cancellable task."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from convers.contracts.audio import AudioFrame
+from convers.contracts.llm import ChatMessage, LanguageModel, LlmError
+from convers.contracts.memory import ConversationMemory, MemoryHit
+from convers.contracts.stt import SpeechToText
+from convers.contracts.transport import InboundAudio, InboundPlayed, InboundText, Transport
+from convers.contracts.tts import TextToSpeech
+from convers.contracts.vad import Vad
+from convers.engine.prompt import PromptBuilder
+from convers.engine.reply import ReplyProgress, ReplyStreamer, Resampler, heard_text
+from convers.engine.timing import BargeInPolicy, TurnTiming
+from convers.events import EventLog, TurnMetrics
+
+if TYPE_CHECKING:
+    from convers.engine.listener import Listener, ListenerEvent
+
+log = logging.getLogger(__name__)
+
+# Utterances that say "I'm listening" rather than "stop": they never cost the agent its reply.
+BACKCHANNELS = frozenset({"mm", "mhm", "mm-hm", "mmhm", "uh-huh", "hmm", "uh", "um", "ah", "oh", "huh"})
+
+
+@dataclass
+class SessionParts:
+    """The providers a session talks through. Voice parts are None in a text-only session."""
+
+    llm: LanguageModel
+    tts: TextToSpeech | None = None
+    stt: SpeechToText | None = None
+    vad: Vad | None = None
+    memory: ConversationMemory | None = None
+
+
+@dataclass
+class SessionOptions:
+    """What a session needs from settings, as plain values."""
+
+    agent_name: str = "Juniper"
+    speaker_name: str = "user"
+    rolling_chars: int = 2000
+    max_tokens: int | None = None
+    temperature: float | None = None
+    # Recall is context, not a requirement: past this wait the reply goes ahead without it.
+    recall_timeout_s: float = 0.35
+    greet: bool = True
+    turns: TurnTiming = TurnTiming()
+    barge_in: BargeInPolicy = BargeInPolicy()
+
+
+@dataclass
+class AgentTurn:
+    """The agent turn the client is hearing or about to hear."""
+
+    turn: int
+    progress: ReplyProgress
+    metrics: TurnMetrics
+    task: asyncio.Task[None] | None
+    history_index: int | None = None
+    played_ms: float = 0.0
+    paused: bool = False
+    settled: bool = False
+
+    @property
+    def audible(self) -> bool:
+        """Generating, or audio sent that the client has not finished playing."""
+        running = self.task is not None and not self.task.done()
+        return running or self.played_ms + 1 < self.progress.audio_ms
+
+
+class Session:
+    """Owns the listen loop, the reply task of the current agent turn, and the history.
+
+    User speech over an audible agent turn is a barge-in: playback pauses at onset, and once the
+    speech lasts `min_barge_in_speech_s` the reply task is cancelled and the turn flushed. Speech
+    that stays shorter resumes the paused audio; an interruption that turns out to hold no words
+    (or only "mm-hm") restarts the unheard rest of the reply as a new turn.
+    """
+
+    def __init__(
+        self,
+        transport: Transport,
+        parts: SessionParts,
+        prompt: PromptBuilder,
+        events: EventLog,
+        resample: Resampler,
+        options: SessionOptions | None = None,
+        session_id: str | None = None,
+    ) -> None:
+        self.transport = transport
+        self.parts = parts
+        self.prompt = prompt
+        self.events = events
+        self.resample = resample
+        self.options = options or SessionOptions()
+        self.session_id = session_id or uuid.uuid4().hex[:12]
+        self.history: list[ChatMessage] = []
+        self.current: AgentTurn | None = None
+        self._next_turn = 1
+        self._background: set[asyncio.Task[Any]] = set()
+        self._streamer = ReplyStreamer(
+            parts.llm,
+            parts.tts,
+            transport,
+            events,
+            resample,
+            max_tokens=self.options.max_tokens,
+            temperature=self.options.temperature,
+        )
+        self._listener: Listener | None = None
+        if parts.vad is not None and parts.stt is not None:
+            # Imported only for voice sessions: a text chat needs no VAD or audio stack.
+            from convers.engine.listener import Listener
+
+            self._listener = Listener(parts.vad, self.options.turns, resample)
+        self._barge_onset_at: float | None = None
+        self._pending_restart: str | None = None
+
+    # ----------------------------------------------------------------- lifecycle
+
+    async def run(self) -> None:
+        """Runs until the client goes away; always leaves no task behind."""
+        self.events.emit("session_start", session=self.session_id)
+        try:
+            await self._set_state("listening")
+            if self.options.greet and self.parts.memory is not None:
+                self._spawn(self._greet())
+            async for event in self.transport.inbound():
+                if isinstance(event, InboundAudio):
+                    await self._on_audio(event.frame)
+                elif isinstance(event, InboundText):
+                    await self.user_said(event.text)
+                elif isinstance(event, InboundPlayed):
+                    await self._on_played(event.turn, event.ms)
+        finally:
+            await self.close()
+
+    async def close(self) -> None:
+        if self.current is not None:
+            await self._cancel_current(reason="session_end", flush=False)
+        for task in list(self._background):
+            task.cancel()
+        await asyncio.gather(*self._background, return_exceptions=True)
+        self.events.emit("session_end", session=self.session_id)
+
+    def _spawn(self, coro: Any) -> asyncio.Task[Any]:
+        task = asyncio.create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+        task.add_done_callback(_log_failure)
+        return task
+
+    # ----------------------------------------------------------------- text in, reply out
+
+    async def user_said(self, text: str, metrics: TurnMetrics | None = None) -> asyncio.Task[None] | None:
+        """A finished user turn (typed, or transcribed): cancel what the agent says, start a reply."""
+        text = text.strip()
+        if not text:
+            return None
+        if self.current is not None:
+            await self._cancel_current(reason="new_user_turn", flush=True)
+        turn = self._next_turn
+        self._next_turn += 1
+        metrics = metrics or TurnMetrics(turn=turn)
+        metrics.turn = turn
+        metrics.mark("turn_start", self.events.now())
+        self.events.emit("user_turn", turn=turn, text=text)
+        await self.transport.send_event({"type": "transcript", "text": text, "final": True})
+        self.history.append(ChatMessage("user", text))
+        if self.parts.memory is not None:
+            self.parts.memory.remember(self.session_id, "user", self.options.speaker_name, text)
+        progress = ReplyProgress(turn=turn)
+        agent_turn = AgentTurn(turn=turn, progress=progress, metrics=metrics, task=None)
+        agent_turn.task = asyncio.create_task(self._reply(agent_turn, text))
+        self.current = agent_turn
+        return agent_turn.task
+
+    async def interrupt(self) -> None:
+        """Stops the agent now (Ctrl-C in the terminal, a stop button): same path as a barge-in."""
+        if self.current is not None and not self.current.settled:
+            await self._cancel_current(reason="interrupted", flush=True)
+
+    async def _reply(self, agent_turn: AgentTurn, text: str) -> None:
+        await self._set_state("thinking")
+        recalled = await self._recall(text, agent_turn.metrics)
+        profile = self.parts.memory.profile_text() if self.parts.memory is not None else ""
+        # The user's message is already the last history entry; the builder appends it itself.
+        messages = self.prompt.build(text, self.history[:-1], profile=profile, recalled=recalled)
+        try:
+            if self.parts.tts is not None:
+                await self._set_state("speaking")
+            await self._streamer.run(messages, agent_turn.progress, agent_turn.metrics)
+        except* LlmError as group:
+            error = group.exceptions[0]
+            self.events.emit("llm_error", turn=agent_turn.turn, error=str(error))
+            await self.transport.send_event({"type": "error", "code": "llm_unavailable", "message": str(error)})
+        except* Exception as group:
+            # A TTS or transport failure ends this reply with a visible error, never the session.
+            error = group.exceptions[0]
+            log.error("reply %d failed", agent_turn.turn, exc_info=error)
+            self.events.emit("reply_error", turn=agent_turn.turn, error=repr(error))
+            await self.transport.send_event({"type": "error", "code": "reply_failed", "message": str(error)})
+        self._finish_generation(agent_turn)
+
+    async def _recall(self, text: str, metrics: TurnMetrics) -> list[MemoryHit]:
+        memory = self.parts.memory
+        if memory is None:
+            return []
+        try:
+            hits = await asyncio.wait_for(memory.recall(text), self.options.recall_timeout_s)
+        except TimeoutError:
+            self.events.emit("recall_timeout", turn=metrics.turn)
+            hits = []
+        except Exception as error:  # memory is optional: a failure costs context, never the reply
+            log.warning("recall failed: %s", error)
+            hits = []
+        metrics.mark("recall_done", self.events.now())
+        return hits
+
+    def _finish_generation(self, agent_turn: AgentTurn) -> None:
+        """The reply is fully generated; its history entry stands unless a barge-in cuts it."""
+        progress = agent_turn.progress
+        metrics = agent_turn.metrics
+        metrics.mark("reply_done", self.events.now())
+        if progress.text:
+            self.history.append(ChatMessage("assistant", progress.text))
+            agent_turn.history_index = len(self.history) - 1
+        self.events.emit("reply_done", turn=agent_turn.turn, text=progress.text, metrics=metrics.latencies())
+        self._spawn(self.transport.send_event({"type": "metrics", "turn": agent_turn.turn, **metrics.latencies()}))
+        if self.parts.tts is None or progress.audio_ms == 0:
+            self._settle(agent_turn, progress.text)
+            self._spawn(self._set_state("listening"))
+
+    def _settle(self, agent_turn: AgentTurn, final_text: str) -> None:
+        """The agent turn is over; what the user heard goes to long-term memory once."""
+        if agent_turn.settled:
+            return
+        agent_turn.settled = True
+        if final_text and self.parts.memory is not None:
+            self.parts.memory.remember(self.session_id, "assistant", self.options.agent_name, final_text)
+
+    async def _cancel_current(self, reason: str, flush: bool) -> None:
+        agent_turn = self.current
+        if agent_turn is None:
+            return
+        self.current = None
+        task = agent_turn.task
+        if task is not None and not task.done():
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        if agent_turn.settled:
+            return
+        if flush:
+            await self.transport.flush(agent_turn.turn)
+        was_audible = self.parts.tts is not None and agent_turn.progress.audio_ms > agent_turn.played_ms + 1
+        if self.parts.tts is None:
+            kept = agent_turn.progress.text  # in text every generated word was shown
+        elif was_audible or not agent_turn.progress.generation_done:
+            kept = heard_text(agent_turn.progress, agent_turn.played_ms)
+        else:
+            kept = agent_turn.progress.text
+        self._replace_history(agent_turn, kept)
+        self.events.emit(
+            "reply_cut", turn=agent_turn.turn, reason=reason, played_ms=agent_turn.played_ms, kept=kept
+        )
+        self._settle(agent_turn, kept)
+
+    def _replace_history(self, agent_turn: AgentTurn, text: str) -> None:
+        if agent_turn.history_index is not None:
+            if text:
+                self.history[agent_turn.history_index] = ChatMessage("assistant", text)
+            else:
+                del self.history[agent_turn.history_index]
+        elif text:
+            self.history.append(ChatMessage("assistant", text))
+
+    # ----------------------------------------------------------------- greeting
+
+    async def _greet(self) -> None:
+        assert self.parts.memory is not None
+        try:
+            text = await self.parts.memory.greeting(self.options.agent_name)
+        except Exception as error:
+            log.warning("greeting failed: %s", error)
+            return
+        await self.say(text)
+
+    async def say(self, text: str, kind: str = "greeting") -> None:
+        """Speaks fixed text as an agent turn (no LLM), recorded in history like any reply."""
+        if self.current is not None and self.current.audible:
+            return  # never talk over ourselves
+        turn = self._next_turn
+        self._next_turn += 1
+        metrics = TurnMetrics(turn=turn)
+        metrics.mark("turn_start", self.events.now())
+        progress = ReplyProgress(turn=turn)
+        agent_turn = AgentTurn(turn=turn, progress=progress, metrics=metrics, task=None)
+        self.current = agent_turn
+        self.events.emit(kind, turn=turn, text=text)
+
+        async def speak() -> None:
+            if self.parts.tts is not None:
+                await self._set_state("speaking")
+            await self._streamer.speak_text(text, progress, metrics)
+            self._finish_generation(agent_turn)
+
+        agent_turn.task = asyncio.create_task(speak())
+        await asyncio.gather(agent_turn.task, return_exceptions=True)
+
+    # ----------------------------------------------------------------- audio in
+
+    async def _on_audio(self, frame: AudioFrame) -> None:
+        if self._listener is None:
+            await self.transport.send_event(
+                {"type": "error", "code": "no_voice", "message": "this session has no speech recognition; type instead"}
+            )
+            return
+        for event in self._listener.feed(frame, self.events.now()):
+            await self._on_listener_event(event)
+
+    async def _on_listener_event(self, event: ListenerEvent) -> None:
+        kind = event.kind
+        current = self.current
+        speaking = current is not None and current.audible and not current.settled
+        if kind == "speech_onset":
+            self.events.emit("speech_start", at=event.at)
+            if speaking and self.options.barge_in.enabled:
+                assert current is not None
+                self._barge_onset_at = event.at
+                if self.options.barge_in.pause_on_onset and not current.paused:
+                    current.paused = True
+                    await self.transport.pause(current.turn)
+                    self.events.emit("playback_paused", turn=current.turn)
+        elif kind == "speech_continuing":
+            if speaking and self._barge_onset_at is not None:
+                assert current is not None
+                if event.speech_s >= self.options.barge_in.min_barge_in_speech_s:
+                    await self._barge_in(current)
+        elif kind == "speech_dropped":
+            # Too short to be a turn: a click or a cough. The paused reply carries on.
+            if current is not None and current.paused and self._barge_onset_at is not None:
+                current.paused = False
+                self._barge_onset_at = None
+                await self.transport.resume(current.turn)
+                self.events.emit("playback_resumed", turn=current.turn, reason="noise")
+        elif kind == "user_turn_ended":
+            self.events.emit("speech_end", at=event.at, duration_s=event.speech_s)
+            assert event.audio is not None
+            metrics = TurnMetrics(turn=0)
+            metrics.mark("speech_start", event.started_at)
+            metrics.mark("speech_end", event.at)
+            self._spawn(self._transcribe(event.audio, metrics))
+
+    async def _barge_in(self, agent_turn: AgentTurn) -> None:
+        onset = self._barge_onset_at
+        self._barge_onset_at = None
+        unheard = agent_turn.progress.unspoken_text(agent_turn.played_ms)
+        await self._cancel_current(reason="barge_in", flush=True)
+        flushed_at = self.events.now()
+        self.events.emit(
+            "barge_in",
+            turn=agent_turn.turn,
+            onset_to_flush_ms=round((flushed_at - onset) * 1000, 1) if onset is not None else None,
+            played_ms=agent_turn.played_ms,
+        )
+        # Keep what was left unsaid in case the interruption was only "mm-hm".
+        self._pending_restart = unheard or None
+        await self._set_state("listening")
+
+    async def _transcribe(self, audio: AudioFrame, metrics: TurnMetrics) -> None:
+        assert self.parts.stt is not None
+        metrics.mark("turn_start", metrics.marks["speech_end"])
+        try:
+            transcript = await self.parts.stt.transcribe(audio)
+        except Exception as error:
+            log.warning("speech recognition failed: %s", error)
+            await self.transport.send_event({"type": "error", "code": "stt_failed", "message": str(error)})
+            return
+        metrics.mark("stt_final", self.events.now())
+        metrics.durations_ms["stt_decode_ms"] = transcript.decode_s * 1000
+        self.events.emit("stt_final", text=transcript.text, decode_s=round(transcript.decode_s, 4))
+        words = [w.strip(".,!?").lower() for w in transcript.text.split()]
+        if not words or all(w in BACKCHANNELS for w in words):
+            await self._false_interruption()
+            return
+        self._pending_restart = None
+        await self.user_said(transcript.text, metrics)
+
+    async def _false_interruption(self) -> None:
+        """An interruption without words: say the rest of the cut reply instead of losing it.
+
+        Restart rather than resume: by the time STT has spoken, the cut turn's audio is flushed
+        on the client, so the unheard text is synthesised again from the start of its chunk.
+        """
+        rest, self._pending_restart = self._pending_restart, None
+        if rest:
+            self.events.emit("reply_restart", text=rest)
+            await self.say(rest, kind="reply_restart")
+
+    async def _on_played(self, turn: int, ms: int) -> None:
+        current = self.current
+        if current is None or current.turn != turn:
+            return
+        current.played_ms = max(current.played_ms, float(ms))
+        done = current.task is None or current.task.done()
+        if done and not current.settled and current.played_ms + 1 >= current.progress.audio_ms:
+            self.events.emit("played", turn=turn, ms=ms)
+            self._settle(current, current.progress.text)
+            await self._set_state("listening")
+
+    async def _set_state(self, state: str) -> None:
+        await self.transport.send_event({"type": "state", "state": state})
+
+
+def _log_failure(task: asyncio.Task[Any]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("session task failed", exc_info=task.exception())
+
+
+SessionFactory = Callable[[Transport], Session]

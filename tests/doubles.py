@@ -1,0 +1,144 @@
+"""Test doubles for engine tests: a scripted LLM, a synthetic TTS, a recording transport, a memory."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+from convers.contracts.audio import AudioFormat, AudioFrame
+from convers.contracts.llm import ChatMessage, LlmError
+from convers.contracts.memory import MemoryHit, MemoryTurn
+from convers.contracts.transport import InboundEvent
+
+
+class ScriptedLlm:
+    """Streams the given tokens with a delay between them; records prompts and whether it was closed."""
+
+    name = "scripted"
+
+    def __init__(self, tokens: Sequence[str], delay_s: float = 0.0, fail: str | None = None) -> None:
+        self.tokens = list(tokens)
+        self.delay_s = delay_s
+        self.fail = fail
+        self.prompts: list[list[ChatMessage]] = []
+        self.closed_early = False
+        self.sent = 0
+
+    async def stream(
+        self, messages: Sequence[ChatMessage], *, max_tokens: int | None = None, temperature: float | None = None
+    ) -> AsyncIterator[str]:
+        self.prompts.append(list(messages))
+        if self.fail:
+            raise LlmError(self.fail)
+        finished = False
+        try:
+            for token in self.tokens:
+                if self.delay_s:
+                    await asyncio.sleep(self.delay_s)
+                self.sent += 1
+                yield token
+            finished = True
+        finally:
+            if not finished:
+                self.closed_early = True
+
+
+class ToneTts:
+    """Yields 10 ms of a tone per character, in 50 ms pieces: a real-time-shaped synthetic voice."""
+
+    name = "tone"
+
+    def __init__(self, sample_rate: int = 16000, delay_s: float = 0.0) -> None:
+        self.sample_rate = sample_rate
+        self.delay_s = delay_s
+        self.texts: list[str] = []
+
+    async def synthesize(self, text: str) -> AsyncIterator[AudioFrame]:
+        self.texts.append(text)
+        total = int(self.sample_rate * 0.01 * len(text))
+        piece = int(self.sample_rate * 0.05)
+        for start in range(0, total, piece):
+            if self.delay_s:
+                await asyncio.sleep(self.delay_s)
+            yield AudioFrame(b"\x10\x00" * min(piece, total - start), self.sample_rate)
+
+
+@dataclass
+class RecordingTransport:
+    """Feeds scripted inbound events and records everything the session sends, in order."""
+
+    output_format: AudioFormat = AudioFormat(sample_rate=16000)
+    name: str = "recording"
+    log: list[tuple[str, Any]] = field(default_factory=list)
+    inbox: asyncio.Queue[InboundEvent | None] = field(default_factory=asyncio.Queue)
+
+    async def inbound(self) -> AsyncIterator[InboundEvent]:
+        while True:
+            event = await self.inbox.get()
+            if event is None:
+                return
+            yield event
+
+    async def send_audio(self, turn: int, seq: int, frame: AudioFrame) -> None:
+        self.log.append(("audio", (turn, seq, frame)))
+
+    async def send_event(self, event: dict[str, Any]) -> None:
+        self.log.append(("event", event))
+
+    async def flush(self, turn: int) -> None:
+        self.log.append(("flush", turn))
+
+    async def pause(self, turn: int) -> None:
+        self.log.append(("pause", turn))
+
+    async def resume(self, turn: int) -> None:
+        self.log.append(("resume", turn))
+
+    async def close(self) -> None:
+        self.log.append(("close", None))
+
+    def events(self, kind: str) -> list[dict[str, Any]]:
+        return [e for k, e in self.log if k == "event" and e.get("type") == kind]
+
+    def reply_text(self, turn: int) -> str:
+        return "".join(e.get("delta", "") for e in self.events("reply") if e.get("turn") == turn)
+
+    def audio(self, turn: int | None = None) -> list[tuple[int, int, AudioFrame]]:
+        return [a for k, a in self.log if k == "audio" and (turn is None or a[0] == turn)]
+
+
+@dataclass
+class ListMemory:
+    """Remembers in a list; recall returns fixed hits after an optional delay."""
+
+    hits: list[MemoryHit] = field(default_factory=list)
+    recall_delay_s: float = 0.0
+    profile: str = ""
+    greeting_text: str = "Hello! I'm Juniper. What's your name?"
+    remembered: list[tuple[str, str, str]] = field(default_factory=list)
+
+    def profile_text(self) -> str:
+        return self.profile
+
+    async def recall(self, query: str) -> list[MemoryHit]:
+        await asyncio.sleep(self.recall_delay_s)
+        return self.hits
+
+    def remember(self, session: str, role: str, speaker: str, text: str) -> None:
+        self.remembered.append((role, speaker, text))
+
+    async def greeting(self, agent_name: str) -> str:
+        return self.greeting_text
+
+    async def aclose(self) -> None:
+        return None
+
+
+def hit(text: str, score: float = 0.9, speaker: str = "Sam") -> MemoryHit:
+    turn = MemoryTurn(
+        id="t1", session="s0", time=datetime(2026, 1, 5, tzinfo=timezone.utc), speaker=speaker, role="user", text=text
+    )
+    return MemoryHit(id="t1", text=text, score=score, turn=turn)
