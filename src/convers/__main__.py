@@ -1,0 +1,5 @@
+"""`python -m convers` runs the CLI."""
+
+from convers.cli import main
+
+main()
