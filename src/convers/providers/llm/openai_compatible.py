@@ -1,0 +1,327 @@
+"""Any OpenAI-compatible `/v1/chat/completions` streaming server: llama-server, Ollama, vLLM, LM Studio."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import httpx
+
+from convers.contracts.llm import ChatMessage, LlmError
+from convers.contracts.provider import Availability
+
+if TYPE_CHECKING:
+    from convers.config import Settings
+
+# Tried in order when llm.base_url is unset: (what it usually is, root URL).
+DEFAULT_CANDIDATES: tuple[tuple[str, str], ...] = (
+    ("llama-server", "http://127.0.0.1:8080"),
+    ("Ollama", "http://127.0.0.1:11434"),
+)
+# A local server answers a refused or accepted connection in well under a millisecond; this only
+# bounds the wait when a firewall drops packets, so doctor and the first turn stay quick.
+PROBE_TIMEOUT_S = 0.5
+# How much of an error body goes into the message: enough for the server's own explanation.
+BODY_SNIPPET_CHARS = 300
+
+
+def api_root(base_url: str) -> str:
+    """`http://host:port` or `http://host:port/v1` (with or without a slash) as `http://host:port/v1`."""
+    root = base_url.strip().rstrip("/")
+    if not root.startswith(("http://", "https://")):
+        raise LlmError(f"llm.base_url {base_url!r} is not an http(s) URL; for example http://127.0.0.1:8080")
+    return root if root.endswith("/v1") else root + "/v1"
+
+
+@dataclass(frozen=True)
+class Probe:
+    """What `GET {api}/models` told us: whether anything answered, and which models it lists."""
+
+    api: str
+    answered: bool
+    status: int | None = None
+    models: list[str] = field(default_factory=list)
+    problem: str = ""
+
+
+def probe(api: str, timeout_s: float = PROBE_TIMEOUT_S, api_key: str | None = None) -> Probe:
+    """Asks one server for its models. Never raises: a dead or odd server is a `Probe` that says so."""
+    url = f"{api}/models"
+    try:
+        with httpx.Client(timeout=timeout_s, headers=_auth(api_key)) as client:
+            response = client.get(url)
+    except httpx.HTTPError as error:
+        return Probe(api, answered=False, problem=f"{type(error).__name__}: {error or 'no answer'}")
+    if response.status_code != 200:
+        return Probe(api, True, response.status_code, problem=f"HTTP {response.status_code}: {_snippet(response.text)}")
+    try:
+        data = response.json().get("data", [])
+        models = [str(entry["id"]) for entry in data if isinstance(entry, dict) and "id" in entry]
+    except (ValueError, AttributeError) as error:
+        return Probe(api, True, 200, problem=f"model list is not OpenAI-shaped JSON ({error}): {_snippet(response.text)}")
+    return Probe(api, True, 200, models)
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """The server and model a stream goes to, once resolved."""
+
+    label: str
+    api: str
+    model: str
+
+
+class OpenAICompatibleLlm:
+    """Streams chat completions over HTTP from a local OpenAI-compatible server.
+
+    When no base URL is given, the first of `candidates` that answers is used; when no model is
+    given, the first one the server lists. Both choices are made once and kept on the instance.
+    """
+
+    name = "openai"
+
+    def __init__(
+        self,
+        *,
+        base_url: str | None = None,
+        model: str | None = None,
+        api_key: str | None = None,
+        temperature: float = 0.7,
+        max_tokens: int = 400,
+        connect_timeout_s: float = 3.0,
+        read_timeout_s: float = 60.0,
+        options: Mapping[str, Any] | None = None,
+        candidates: Sequence[tuple[str, str]] = DEFAULT_CANDIDATES,
+    ) -> None:
+        self.base_url = base_url
+        self.model = model
+        self.api_key = api_key
+        self.temperature = temperature
+        self.max_tokens = max_tokens
+        self.connect_timeout_s = connect_timeout_s
+        self.read_timeout_s = read_timeout_s
+        # Extra request fields (top_p, stop, seed, ...), sent as given.
+        self.options = dict(options or {})
+        self.candidates = tuple(candidates)
+        self._endpoint: Endpoint | None = None
+
+    @classmethod
+    def from_settings(
+        cls, settings: Settings, candidates: Sequence[tuple[str, str]] = DEFAULT_CANDIDATES
+    ) -> OpenAICompatibleLlm:
+        llm = settings.llm
+        return cls(
+            base_url=llm.base_url,
+            model=llm.model,
+            api_key=llm.api_key,
+            temperature=llm.temperature,
+            max_tokens=llm.max_tokens,
+            connect_timeout_s=llm.connect_timeout_s,
+            read_timeout_s=llm.read_timeout_s,
+            options=llm.options,
+            candidates=candidates,
+        )
+
+    @classmethod
+    def availability(
+        cls, settings: Settings, candidates: Sequence[tuple[str, str]] = DEFAULT_CANDIDATES
+    ) -> Availability:
+        llm = settings.llm
+        timeout = min(PROBE_TIMEOUT_S, llm.connect_timeout_s)
+        if llm.base_url:
+            try:
+                api = api_root(llm.base_url)
+            except LlmError as error:
+                return Availability(False, str(error))
+            found = probe(api, timeout, llm.api_key)
+            if not found.answered:
+                return Availability(False, f"no answer from {api} ({found.problem}); start the server or fix llm.base_url")
+            return _describe(api, "llm.base_url", found, llm.model)
+        for label, url in candidates:
+            api = api_root(url)
+            found = probe(api, timeout, llm.api_key)
+            if found.answered:
+                return _describe(api, label, found, llm.model)
+        return Availability(False, _nothing_answers(candidates))
+
+    # -- resolving where to send -----------------------------------------------------------
+
+    async def endpoint(self) -> Endpoint:
+        """The server and model in use, found on first call (probing candidates if needed)."""
+        if self._endpoint is not None:
+            return self._endpoint
+        timeout = min(PROBE_TIMEOUT_S, self.connect_timeout_s)
+        found: Probe | None = None
+        if self.base_url:
+            label, api = "llm.base_url", api_root(self.base_url)
+        else:
+            for label, url in self.candidates:
+                api = api_root(url)
+                found = await asyncio.to_thread(probe, api, timeout, self.api_key)
+                if found.answered:
+                    break
+            else:
+                raise LlmError(_nothing_answers(self.candidates))
+        model = self.model
+        if not model:
+            if found is None:
+                found = await asyncio.to_thread(probe, api, self.connect_timeout_s, self.api_key)
+            model = _first_model(api, found)
+        self._endpoint = Endpoint(label, api, model)
+        return self._endpoint
+
+    # -- streaming ---------------------------------------------------------------------------
+
+    async def stream(
+        self,
+        messages: Sequence[ChatMessage],
+        *,
+        max_tokens: int | None = None,
+        temperature: float | None = None,
+    ) -> AsyncIterator[str]:
+        """Yields text deltas. Closing the generator closes the HTTP connection, which is how
+        llama-server, Ollama and vLLM learn to stop generating."""
+        endpoint = await self.endpoint()
+        url = f"{endpoint.api}/chat/completions"
+        payload = {
+            **self.options,
+            "model": endpoint.model,
+            "messages": [m.as_dict() for m in messages],
+            "stream": True,
+            "max_tokens": max_tokens if max_tokens is not None else self.max_tokens,
+            "temperature": temperature if temperature is not None else self.temperature,
+        }
+        # The read timeout bounds each wait for bytes: the first token and every next one.
+        timeout = httpx.Timeout(self.read_timeout_s, connect=self.connect_timeout_s)
+        # One client per reply: connections never outlive the event loop that made them, and a
+        # cancelled reply leaves no half-read connection in a pool.
+        async with httpx.AsyncClient(timeout=timeout, headers=_auth(self.api_key)) as client:
+            try:
+                async with client.stream("POST", url, json=payload) as response:
+                    await _raise_for_status(response, url)
+                    if response.headers.get("content-type", "").startswith("application/json"):
+                        # The server ignored "stream": true and sent the whole reply at once.
+                        text = _whole_reply(await response.aread(), url)
+                        if text:
+                            yield text
+                        return
+                    async for text in _sse_deltas(response, url):
+                        yield text
+            except httpx.ConnectTimeout:
+                raise LlmError(
+                    f"no connection to {url} within {self.connect_timeout_s} s (llm.connect_timeout_s); is the server up?"
+                ) from None
+            except httpx.ConnectError as error:
+                # The server went away: let the next reply look again (it may have moved ports).
+                self._endpoint = None
+                raise LlmError(f"cannot connect to {url}: {error}; start the server or fix llm.base_url") from None
+            except httpx.ReadTimeout:
+                raise LlmError(
+                    f"{url} sent nothing for {self.read_timeout_s} s (llm.read_timeout_s); "
+                    "the server is stuck or overloaded"
+                ) from None
+            except httpx.RemoteProtocolError as error:
+                raise LlmError(f"{url} broke off the reply: {error}") from None
+            except httpx.HTTPError as error:
+                raise LlmError(f"request to {url} failed: {type(error).__name__}: {error}") from None
+
+
+async def _raise_for_status(response: httpx.Response, url: str) -> None:
+    if response.status_code < 400:
+        return
+    body = (await response.aread()).decode("utf-8", "replace")
+    hint = "; check llm.api_key" if response.status_code in (401, 403) else ""
+    if response.status_code == 404:
+        hint = "; check llm.model (the server may not have it) and llm.base_url"
+    raise LlmError(f"{url} answered HTTP {response.status_code}: {_snippet(body)}{hint}")
+
+
+async def _sse_deltas(response: httpx.Response, url: str) -> AsyncIterator[str]:
+    """Text deltas from an SSE body; raises LlmError on anything that is not a well-formed stream."""
+    finished = False
+    async for line in response.aiter_lines():
+        if not line or line.startswith(":"):
+            continue  # event separator or SSE comment (keep-alive)
+        name, _, value = line.partition(":")
+        if name in ("event", "id", "retry"):
+            continue
+        if name != "data":
+            raise LlmError(f"{url} sent a line that is not server-sent events: {line[:120]!r}")
+        value = value.removeprefix(" ")
+        if value.strip() == "[DONE]":
+            return
+        try:
+            chunk = json.loads(value)
+        except ValueError:
+            raise LlmError(f"{url} sent a data line that is not JSON: {value[:120]!r}") from None
+        text, finish_reason = _delta(chunk, url)
+        if text:
+            yield text
+        finished = finished or bool(finish_reason)
+    # A stream that ends without [DONE] was cut short, unless the server already said why it
+    # stopped (some servers omit [DONE] after the final finish_reason chunk).
+    if not finished:
+        raise LlmError(f"{url} ended the stream before [DONE]: the reply is cut short (server crashed or restarted?)")
+
+
+def _delta(chunk: Any, url: str) -> tuple[str, str | None]:
+    if not isinstance(chunk, dict):
+        raise LlmError(f"{url} sent a chunk that is not a JSON object: {str(chunk)[:120]!r}")
+    if "error" in chunk:
+        error = chunk["error"]
+        message = error.get("message", error) if isinstance(error, dict) else error
+        raise LlmError(f"{url} reported an error mid-reply: {message}")
+    choices = chunk.get("choices")
+    if not isinstance(choices, list):
+        raise LlmError(f"{url} sent a chunk without choices: {json.dumps(chunk)[:120]}")
+    if not choices:
+        return "", None  # usage-only chunk
+    choice = choices[0] if isinstance(choices[0], dict) else {}
+    delta = choice.get("delta") or {}
+    text = delta.get("content") if isinstance(delta, dict) else None
+    return (text if isinstance(text, str) else ""), choice.get("finish_reason")
+
+
+def _whole_reply(body: bytes, url: str) -> str:
+    try:
+        return str(json.loads(body)["choices"][0]["message"]["content"] or "")
+    except (ValueError, KeyError, IndexError, TypeError):
+        raise LlmError(f"{url} answered with JSON that is not a chat completion: {_snippet(body.decode('utf-8', 'replace'))}") from None
+
+
+def _first_model(api: str, found: Probe) -> str:
+    if not found.answered:
+        raise LlmError(f"cannot ask {api}/models which models it has ({found.problem}); start the server or set llm.model")
+    if found.status != 200:
+        raise LlmError(f"{api}/models answered {found.problem}; set llm.model to the model's name")
+    if not found.models:
+        raise LlmError(f"{api}/models lists no models; load one in the server (e.g. `ollama pull qwen2.5:1.5b`) or set llm.model")
+    return found.models[0]
+
+
+def _describe(api: str, label: str, found: Probe, model: str | None) -> Availability:
+    if model:
+        return Availability(True, f"{api} ({label}) answers; model {model}")
+    if found.models:
+        return Availability(True, f"{api} ({label}) answers; model {found.models[0]} (first it lists)")
+    return Availability(False, f"{api} ({label}) answers but lists no model ({found.problem or 'empty list'}); set llm.model")
+
+
+def _nothing_answers(candidates: Sequence[tuple[str, str]]) -> str:
+    if not candidates:
+        return "llm.base_url is unset and there is nothing to probe; set llm.base_url"
+    where = " or ".join(url.removeprefix("http://").removeprefix("https://") for _, url in candidates)
+    names = " or ".join(label for label, _ in candidates)
+    return f"no OpenAI-compatible server on {where}; start {names}, or set llm.base_url"
+
+
+def _auth(api_key: str | None) -> dict[str, str]:
+    return {"Authorization": f"Bearer {api_key}"} if api_key else {}
+
+
+def _snippet(text: str) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= BODY_SNIPPET_CHARS else flat[:BODY_SNIPPET_CHARS] + "..."
