@@ -17,6 +17,12 @@ class MemoryTurn:
     speaker: str
     role: Literal["user", "assistant"]
     text: str
+    # "digest": a short third-person summary of a long user turn, stored beside the raw turn.
+    kind: Literal["turn", "digest"] = "turn"
+
+
+class MemoryStoreError(RuntimeError):
+    """The memory database cannot be used (corrupt, locked, newer schema); names the file and what to do."""
 
 
 @dataclass(frozen=True)
