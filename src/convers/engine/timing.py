@@ -24,6 +24,9 @@ class TurnTiming:
     end_of_turn_silence_s: float = 0.5
     # Audio kept from before the detected onset so the first syllable reaches STT.
     pre_roll_s: float = 0.3
+    # Audio kept after the last speech frame: the fading end of a word, without the whole
+    # end-of-turn silence (which only costs STT decode time).
+    post_roll_s: float = 0.2
     # An utterance is cut here even if the user keeps talking, so STT never gets minutes of audio.
     max_utterance_s: float = 30.0
 

@@ -1,0 +1,199 @@
+"""TurnTaker: decides from VAD scores when the user starts talking, pauses, resumes and is done.
+
+Pure and synchronous: it is fed (probability, timestamp, frame) and returns events; it keeps no
+clock and starts no task. Timestamps are the moment each frame was complete (its end), in seconds
+on any monotonic clock, so a live listener passes `now` as frames arrive and a test passes a
+scripted timeline. A frame covers [at - frame.duration_s, at].
+
+States: silent -> onset (above the start threshold, not yet `min_speech_s` long) -> speaking ->
+pausing (below the stop threshold after speech) -> speaking again or, after
+`end_of_turn_silence_s`, a finished turn and silent again.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar, Literal
+
+from convers.audio import PcmRing
+from convers.contracts.audio import AudioFrame
+from convers.engine.timing import TurnTiming
+
+# Float slack when comparing accumulated frame times to thresholds: 25 x 0.02 s must reach 0.5 s.
+_EPSILON_S = 1e-6
+
+State = Literal["silent", "onset", "speaking", "pausing"]
+
+
+@dataclass(frozen=True)
+class SpeechOnset:
+    """A frame rose above the start threshold: maybe speech. Pause the agent now, confirm later."""
+
+    kind: ClassVar[str] = "speech_onset"
+    at: float
+    started_at: float
+
+
+@dataclass(frozen=True)
+class SpeechStarted:
+    """The onset lasted `min_speech_s`: the user is talking."""
+
+    kind: ClassVar[str] = "speech_started"
+    at: float
+    started_at: float
+
+
+@dataclass(frozen=True)
+class SpeechDropped:
+    """The onset fell silent before `min_speech_s`: a click or a cough, not a turn."""
+
+    kind: ClassVar[str] = "speech_dropped"
+    at: float
+    speech_s: float
+
+
+@dataclass(frozen=True)
+class SpeechPaused:
+    """Silence after speech: the turn may be ending (a good moment to start speculative work)."""
+
+    kind: ClassVar[str] = "speech_paused"
+    at: float
+    speech_ended_at: float
+    speech_s: float
+
+
+@dataclass(frozen=True)
+class SpeechResumed:
+    """Speech came back before the end-of-turn silence was reached: the pause was mid-turn."""
+
+    kind: ClassVar[str] = "speech_resumed"
+    at: float
+    paused_s: float
+
+
+@dataclass(frozen=True)
+class UserTurnEnded:
+    """The user's turn is over, by silence or because it reached `max_utterance_s`.
+
+    `audio` holds the pre-roll, the whole utterance and up to `post_roll_s` after the last speech.
+    `ended_at` is when speech stopped (not when the silence confirmed it: that is `at`).
+    """
+
+    kind: ClassVar[str] = "user_turn_ended"
+    at: float
+    audio: AudioFrame
+    started_at: float
+    ended_at: float
+    reason: Literal["silence", "max_length"] = "silence"
+
+    @property
+    def speech_s(self) -> float:
+        return self.ended_at - self.started_at
+
+
+TurnEvent = SpeechOnset | SpeechStarted | SpeechDropped | SpeechPaused | SpeechResumed | UserTurnEnded
+
+
+class TurnTaker:
+    """Turns a stream of VAD probabilities into turn events (see the module docstring)."""
+
+    def __init__(self, timing: TurnTiming | None = None, sample_rate: int = 16000) -> None:
+        self.timing = timing or TurnTiming()
+        self.sample_rate = sample_rate
+        self._ring = PcmRing(round(self.timing.pre_roll_s * sample_rate))
+        self._utterance = bytearray()
+        self.state: State = "silent"
+        self._started_at = 0.0
+        self._speech_ended_at = 0.0
+        # Length of the utterance buffer when the current pause began: where speech stopped.
+        self._speech_end_bytes = 0
+        self._last_at = 0.0
+
+    @property
+    def speech_s(self) -> float:
+        """How long the current utterance has been going (0 when silent)."""
+        return 0.0 if self.state == "silent" else self._last_at - self._started_at
+
+    def reset(self) -> None:
+        """Forget everything: a new stream starts."""
+        self._ring.clear()
+        self._clear_utterance()
+
+    def feed(self, probability: float, at: float, frame: AudioFrame) -> list[TurnEvent]:
+        """One VAD-scored frame that ended at `at`; returns what it decided, in order."""
+        if frame.sample_rate != self.sample_rate:
+            raise ValueError(f"TurnTaker runs at {self.sample_rate} Hz, got a frame at {frame.sample_rate} Hz")
+        timing = self.timing
+        frame_start = at - frame.duration_s
+        self._last_at = at
+        events: list[TurnEvent] = []
+        loud = probability >= timing.speech_start_threshold
+        quiet = probability < timing.speech_stop_threshold
+
+        if self.state == "silent":
+            if loud:
+                self.state = "onset"
+                self._started_at = frame_start
+                self._utterance = bytearray(self._ring.contents())
+                self._utterance.extend(frame.pcm)
+                events.append(SpeechOnset(at=at, started_at=frame_start))
+                self._confirm_if_long_enough(at, events)
+        elif self.state == "onset":
+            if quiet:
+                events.append(SpeechDropped(at=at, speech_s=frame_start - self._started_at))
+                self._clear_utterance()
+            else:
+                self._utterance.extend(frame.pcm)
+                self._confirm_if_long_enough(at, events)
+        elif self.state == "speaking":
+            if quiet:
+                self.state = "pausing"
+                self._speech_ended_at = frame_start
+                self._speech_end_bytes = len(self._utterance)
+                events.append(
+                    SpeechPaused(at=at, speech_ended_at=frame_start, speech_s=frame_start - self._started_at)
+                )
+            self._utterance.extend(frame.pcm)
+        elif self.state == "pausing":
+            self._utterance.extend(frame.pcm)
+            if loud:
+                self.state = "speaking"
+                events.append(SpeechResumed(at=at, paused_s=frame_start - self._speech_ended_at))
+            elif at - self._speech_ended_at + _EPSILON_S >= timing.end_of_turn_silence_s:
+                events.append(self._end_turn(at, "silence"))
+
+        if self.state in ("speaking", "pausing") and at - self._started_at + _EPSILON_S >= timing.max_utterance_s:
+            events.append(self._end_turn(at, "max_length"))
+            # The cut audio is in the event; a pre-roll from it would hear its tail twice.
+            self._ring.clear()
+            return events
+        self._ring.append(frame.pcm)
+        return events
+
+    def _confirm_if_long_enough(self, at: float, events: list[TurnEvent]) -> None:
+        if at - self._started_at + _EPSILON_S >= self.timing.min_speech_s:
+            self.state = "speaking"
+            events.append(SpeechStarted(at=at, started_at=self._started_at))
+
+    def _end_turn(self, at: float, reason: Literal["silence", "max_length"]) -> UserTurnEnded:
+        if self.state == "pausing":
+            ended_at = self._speech_ended_at
+            post_roll = round(self.timing.post_roll_s * self.sample_rate) * 2
+            pcm = bytes(self._utterance[: self._speech_end_bytes + post_roll])
+        else:
+            ended_at = at
+            pcm = bytes(self._utterance)
+        event = UserTurnEnded(
+            at=at,
+            audio=AudioFrame(pcm, self.sample_rate),
+            started_at=self._started_at,
+            ended_at=ended_at,
+            reason=reason,
+        )
+        self._clear_utterance()
+        return event
+
+    def _clear_utterance(self) -> None:
+        self.state = "silent"
+        self._utterance = bytearray()
+        self._speech_end_bytes = 0
