@@ -1,0 +1,127 @@
+"""The in-memory vector index behind recall, and a blocking way to call any Embedder from a thread."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+import numpy as np
+
+from convers.contracts.embedder import Embedder, EmbedderError
+
+
+def embed_blocking(embedder: Embedder, texts: Sequence[str]) -> np.ndarray:
+    """Embeds from a worker thread: the provider's `embed_sync` when it has one, else its async `embed`.
+
+    Any failure becomes EmbedderError, so callers have one thing to catch and can store the row without
+    a vector. The result is re-normalised: the index relies on unit vectors for cosine = dot product.
+    """
+    try:
+        sync = getattr(embedder, "embed_sync", None)
+        if callable(sync):
+            vectors = sync(list(texts))
+        else:
+            vectors = asyncio.run(embedder.embed(list(texts)))
+    except EmbedderError:
+        raise
+    except Exception as error:  # noqa: BLE001 - a provider bug must not lose the turn being stored
+        raise EmbedderError(f"embedder {getattr(embedder, 'name', embedder)!r} failed: {error!r}") from error
+    return unit_rows(np.asarray(vectors, dtype=np.float32))
+
+
+def unit_rows(vectors: np.ndarray) -> np.ndarray:
+    """Rows scaled to length 1 (zero rows stay zero), as contiguous float32."""
+    vectors = np.atleast_2d(np.asarray(vectors, dtype=np.float32))
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    return np.ascontiguousarray(vectors / np.clip(norms, 1e-12, None), dtype=np.float32)
+
+
+class VectorIndex:
+    """Unit vectors keyed by database rowid; brute-force cosine search over one float32 matrix.
+
+    Brute force is the right tool at this scale: 100k turns x 384 dims is 154 MB and one
+    matrix-vector product over it takes a few milliseconds on one core, with no index to build,
+    tune or keep in sync with the database.
+    """
+
+    def __init__(self, dimension: int | None = None) -> None:
+        self.dimension = dimension
+        self._matrix = np.zeros((0, dimension or 0), dtype=np.float32)
+        self._rowids = np.zeros(0, dtype=np.int64)
+        self._size = 0
+        self._position: dict[int, int] = {}
+
+    def __len__(self) -> int:
+        return self._size
+
+    @property
+    def max_rowid(self) -> int:
+        return int(self._rowids[: self._size].max()) if self._size else 0
+
+    def clear(self) -> None:
+        self.__init__(self.dimension)  # type: ignore[misc]
+
+    def add(self, rowids: Sequence[int], vectors: np.ndarray) -> None:
+        """Adds or replaces vectors for `rowids` (rows must already be unit length)."""
+        if len(rowids) == 0:
+            return
+        vectors = np.asarray(vectors, dtype=np.float32)
+        if self.dimension is None or self._matrix.shape[1] != vectors.shape[1]:
+            if self._size and self.dimension != vectors.shape[1]:
+                raise ValueError(f"vector width {vectors.shape[1]} does not match the index width {self.dimension}")
+            self.dimension = int(vectors.shape[1])
+            self._matrix = np.zeros((0, self.dimension), dtype=np.float32)
+        fresh: list[int] = []
+        for i, rowid in enumerate(rowids):
+            at = self._position.get(int(rowid))
+            if at is None:
+                fresh.append(i)
+            else:
+                self._matrix[at] = vectors[i]
+        if not fresh:
+            return
+        need = self._size + len(fresh)
+        if need > len(self._matrix):
+            # Doubling keeps appends amortised O(1) while a conversation grows the store turn by turn.
+            grown = np.zeros((max(need, 2 * len(self._matrix), 64), self.dimension), dtype=np.float32)
+            grown[: self._size] = self._matrix[: self._size]
+            ids = np.zeros(len(grown), dtype=np.int64)
+            ids[: self._size] = self._rowids[: self._size]
+            self._matrix, self._rowids = grown, ids
+        end = self._size + len(fresh)
+        self._matrix[self._size : end] = vectors[fresh]
+        self._rowids[self._size : end] = [int(rowids[i]) for i in fresh]
+        for offset, i in enumerate(fresh):
+            self._position[int(rowids[i])] = self._size + offset
+        self._size = end
+
+    def remove(self, rowids: Sequence[int]) -> None:
+        """Drops rowids (missing ones are ignored) by moving the last row into each hole."""
+        for rowid in rowids:
+            at = self._position.pop(int(rowid), None)
+            if at is None:
+                continue
+            last = self._size - 1
+            if at != last:
+                moved = int(self._rowids[last])
+                self._matrix[at] = self._matrix[last]
+                self._rowids[at] = moved
+                self._position[moved] = at
+            self._size = last
+
+    def search(self, query: np.ndarray, k: int) -> list[tuple[int, float]]:
+        """The `k` nearest rowids by cosine similarity, best first."""
+        if self._size == 0 or k <= 0:
+            return []
+        query = np.asarray(query, dtype=np.float32).reshape(-1)
+        if query.shape[0] != self.dimension:
+            raise ValueError(f"query width {query.shape[0]} does not match the index width {self.dimension}")
+        scores = self._matrix[: self._size] @ query
+        k = min(k, self._size)
+        top = np.argpartition(-scores, k - 1)[:k] if k < self._size else np.arange(self._size)
+        top = top[np.argsort(-scores[top], kind="stable")]
+        return [(int(self._rowids[i]), float(scores[i])) for i in top]
+
+    def vectors_for(self, rowids: Sequence[int]) -> dict[int, np.ndarray]:
+        """The stored vectors of those rowids that have one."""
+        return {r: self._matrix[self._position[r]] for r in rowids if r in self._position}
