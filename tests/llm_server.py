@@ -166,8 +166,8 @@ class ScriptedLlmServer:
 
     # -- what tests look at ------------------------------------------------------------------
 
-    @property
     def chat_requests(self) -> list[ReceivedRequest]:
+        """The chat completion requests received so far, oldest first."""
         return [r for r in self.requests if r.path.endswith("/chat/completions")]
 
     async def wait_finished(self, request: ReceivedRequest, timeout_s: float = 5.0) -> None:

@@ -44,7 +44,7 @@ async def test_streams_deltas_and_sends_an_openai_request():
         llm = OpenAICompatibleLlm(base_url=server.base_url, model="m", api_key="sk-local", temperature=0.2, max_tokens=50)
         assert isinstance(llm, LanguageModel)
         assert await collect(llm) == ["Hel", "lo", " you"]
-    [request] = server.chat_requests
+    [request] = server.chat_requests()
     assert request.path == "/v1/chat/completions"
     assert request.headers["authorization"] == "Bearer sk-local"
     assert request.body["model"] == "m"
@@ -59,7 +59,7 @@ async def test_call_arguments_and_options_reach_the_server():
     async with serve_llm(Reply(["ok"])) as server:
         llm = OpenAICompatibleLlm(base_url=server.base_url + "/v1/", model="m", options={"top_p": 0.5})
         await collect(llm, max_tokens=7, temperature=0.0)
-    body = server.chat_requests[0].body
+    body = server.chat_requests()[0].body
     assert (body["max_tokens"], body["temperature"], body["top_p"]) == (7, 0.0, 0.5)
 
 
@@ -98,7 +98,7 @@ async def test_cancelling_the_consumer_closes_the_connection_mid_reply():
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
-        [request] = server.chat_requests
+        [request] = server.chat_requests()
         await server.wait_finished(request, GUARD_S)
     assert request.client_disconnected
     assert not request.completed
@@ -111,7 +111,7 @@ async def test_closing_the_generator_closes_the_connection():
         stream = llm.stream(HELLO)
         assert await anext(stream) == "tok "
         await stream.aclose()
-        [request] = server.chat_requests
+        [request] = server.chat_requests()
         await server.wait_finished(request, GUARD_S)
     assert request.client_disconnected
     assert request.tokens_sent < 200
@@ -178,7 +178,7 @@ async def test_a_server_that_never_sends_a_token_times_out():
     async with serve_llm(Reply([], ending="stall")) as server:
         llm = OpenAICompatibleLlm(base_url=server.base_url, model="m", read_timeout_s=0.3)
         got, error = await collect_until_error(llm)
-        [request] = server.chat_requests
+        [request] = server.chat_requests()
         await server.wait_finished(request, GUARD_S)
     assert got == []
     assert "sent nothing for 0.3 s" in str(error)
@@ -203,7 +203,7 @@ async def test_model_is_discovered_from_v1_models_once():
         llm = OpenAICompatibleLlm(base_url=server.base_url)
         await collect(llm)
         await collect(llm)
-    assert [r.body["model"] for r in server.chat_requests] == ["first-model", "first-model"]
+    assert [r.body["model"] for r in server.chat_requests()] == ["first-model", "first-model"]
     assert [r.path for r in server.requests].count("/v1/models") == 1
 
 
@@ -285,4 +285,4 @@ def test_scripted_server_runs_in_a_thread_for_synchronous_callers():
                 json={"model": "m", "stream": True, "messages": [{"role": "user", "content": "say this back"}]},
             )
     assert "say" in response.text and "[DONE]" in response.text
-    assert server.chat_requests[0].completed
+    assert server.chat_requests()[0].completed
