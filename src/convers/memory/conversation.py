@@ -1,0 +1,337 @@
+"""CompanionMemory: the ConversationMemory a Session uses, built on the profile, the store and the embedder.
+
+Nothing here may slow a reply down. Recall embeds the query in a worker thread with a deadline and
+searches by words alone if the embedder is late; writes go on a queue that a background task drains
+after the turn; digests, name learning, embedding backfill and reflection all happen off that path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections import deque
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Literal
+
+from convers.contracts.embedder import Embedder
+from convers.contracts.llm import LanguageModel
+from convers.contracts.memory import MemoryHit, MemoryStoreError, MemoryTurn
+from convers.memory import greeting as greetings
+from convers.memory.digest import make_digest, needs_digest
+from convers.memory.names import find_name
+from convers.memory.profile import ProfileError, ProfileFile
+from convers.memory.reflection import Reflection
+from convers.memory.store import SqliteMemoryStore
+from convers.memory.vectors import embed_blocking
+
+if TYPE_CHECKING:
+    from convers.config import Settings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class MemoryOptions:
+    """Knobs for CompanionMemory; every time is in seconds."""
+
+    recall_k: int = 4
+    recall_floor: float = 0.3
+    digest_min_words: int = 15
+    # Characters of this session already in the rolling buffer: recall skips those turns.
+    rolling_chars: int = 2000
+    # Longest wait for the query's vector; after it recall uses words only. MiniLM needs ~10 ms
+    # for a sentence once loaded, so this only bites when the embedder is cold, busy or remote.
+    embed_deadline_s: float = 0.15
+    # How long after a failed embedding to try the backfill again.
+    backfill_retry_s: float = 30.0
+    backfill_batch: int = 32
+    greeting_llm_timeout_s: float = 4.0
+    # aclose waits this long for queued digests and reflection before giving up on them.
+    close_timeout_s: float = 60.0
+    reflection: bool = False
+
+
+@dataclass(frozen=True)
+class _Write:
+    session: str
+    role: Literal["user", "assistant"]
+    speaker: str
+    text: str
+    time: datetime
+
+
+class CompanionMemory:
+    """Profile + recall + background writes, behind the ConversationMemory protocol."""
+
+    def __init__(
+        self,
+        store: SqliteMemoryStore,
+        profile: ProfileFile,
+        *,
+        embedder: Embedder | None = None,
+        llm: LanguageModel | None = None,
+        options: MemoryOptions | None = None,
+        reflection: Reflection | None = None,
+    ) -> None:
+        self.store = store
+        self.profile = profile
+        self.embedder = embedder if embedder is not None else store.embedder
+        self.llm = llm
+        self.options = options or MemoryOptions()
+        self.reflection = reflection
+        self._queue: asyncio.Queue[_Write | None] = asyncio.Queue()
+        self._digests: asyncio.Queue[tuple[_Write, str] | None] = asyncio.Queue()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._recent_ids: deque[tuple[str, int]] = deque()
+        self._recent_chars = 0
+        self._sessions: set[str] = set()
+        self._asked_for_name = False
+        self._last_backfill_try = -1e9
+        self._profile_cache: tuple[float, str] | None = None
+        self._closed = False
+
+    @classmethod
+    def from_settings(cls, settings: Settings, llm: LanguageModel | None = None) -> CompanionMemory:
+        """Opens data_dir's store and profile; an embedder that cannot start means word-only recall."""
+        from convers import registry
+
+        embedder: Embedder | None = None
+        try:
+            embedder = registry.create("embedder", settings.embedder.provider, settings)
+        except Exception as error:  # noqa: BLE001 - recall still works by words; writes backfill later
+            log.warning("embedder %s unavailable, recall uses words only: %s", settings.embedder.provider, error)
+        store = SqliteMemoryStore.from_settings(settings, embedder)
+        memory = settings.memory
+        options = MemoryOptions(
+            recall_k=memory.recall_k,
+            recall_floor=memory.recall_floor,
+            digest_min_words=memory.digest_min_words,
+            rolling_chars=memory.rolling_chars,
+            reflection=memory.reflection,
+        )
+        reflection = None
+        if memory.reflection and llm is not None:
+            reflection = Reflection(llm, settings.data_path, settings.agent.name)
+        return cls(store, ProfileFile.in_data_dir(settings.data_path), embedder=embedder, llm=llm,
+                   options=options, reflection=reflection)
+
+    # ----------------------------------------------------------------- background tasks
+
+    def _start(self) -> None:
+        if self._tasks or self._closed:
+            return
+        self._tasks = [
+            asyncio.create_task(self._write_loop(), name="memory-writes"),
+            asyncio.create_task(self._digest_loop(), name="memory-digests"),
+        ]
+        if self.embedder is not None:
+            # Loads the model now, while the greeting plays, rather than during the first recall.
+            self._tasks.append(asyncio.create_task(self._warm_up(), name="memory-warm-up"))
+
+    async def _warm_up(self) -> None:
+        assert self.embedder is not None
+        try:
+            await asyncio.to_thread(embed_blocking, self.embedder, ["hello"])
+        except Exception as error:  # noqa: BLE001 - recall degrades to words
+            log.warning("embedder warm-up failed: %s", error)
+
+    async def _write_loop(self) -> None:
+        while (item := await self._queue.get()) is not None:
+            try:
+                await self._store(item)
+            except Exception as error:  # noqa: BLE001 - memory must never take the conversation down
+                log.error("could not store a turn: %s", error)
+            finally:
+                self._queue.task_done()
+        self._queue.task_done()
+
+    async def _store(self, item: _Write) -> None:
+        turn = MemoryTurn(uuid.uuid4().hex, item.session, item.time, item.speaker, item.role, item.text)
+        await asyncio.to_thread(self.store.add, turn)
+        self._note_recent(turn.id, len(item.text))
+        if item.role == "user":
+            await self._learn_name(item.text)
+            if self.llm is not None and needs_digest(item.text, self.options.digest_min_words):
+                self._digests.put_nowait((item, turn.id))
+        else:
+            # If the agent asked for their name, the next user turn may answer with just the name.
+            self._asked_for_name = "name" in item.text.lower() and "?" in item.text
+        if self.store.embed_failures:
+            await self._maybe_backfill()
+
+    async def _maybe_backfill(self) -> None:
+        now = time.monotonic()
+        if now - self._last_backfill_try < self.options.backfill_retry_s:
+            return
+        self._last_backfill_try = now
+        filled = await asyncio.to_thread(self.store.backfill, self.options.backfill_batch)
+        if filled:
+            log.info("embedded %d turn(s) stored earlier without a vector", filled)
+            # More may be waiting: allow the next write to continue at once.
+            self._last_backfill_try = -1e9 if filled == self.options.backfill_batch else now
+
+    async def backfill_all(self) -> int:
+        """Embeds every stored turn that lacks a vector (for `convers memory` and tests)."""
+        total = 0
+        while filled := await asyncio.to_thread(self.store.backfill, self.options.backfill_batch):
+            total += filled
+        return total
+
+    async def _digest_loop(self) -> None:
+        while (job := await self._digests.get()) is not None:
+            item, source_id = job
+            try:
+                assert self.llm is not None
+                summary = await make_digest(self.llm, item.speaker, item.text)
+                if summary:
+                    digest = MemoryTurn(uuid.uuid4().hex, item.session, item.time, item.speaker, "user", summary,
+                                        kind="digest")
+                    await asyncio.to_thread(self.store.add, digest, source_id)
+            except Exception as error:  # noqa: BLE001 - the raw turn is already stored
+                log.warning("digest not stored: %s", error)
+            finally:
+                self._digests.task_done()
+        self._digests.task_done()
+
+    def _note_recent(self, turn_id: str, chars: int) -> None:
+        self._recent_ids.append((turn_id, chars))
+        self._recent_chars += chars
+        while len(self._recent_ids) > 1 and self._recent_chars > self.options.rolling_chars:
+            self._recent_chars -= self._recent_ids.popleft()[1]
+
+    async def _learn_name(self, text: str) -> None:
+        mention = find_name(text, asked_for_name=self._asked_for_name)
+        self._asked_for_name = False
+        if mention is None:
+            return
+        try:
+            current = await asyncio.to_thread(self.profile.load)
+            # A guess ("I'm Sam") only fills an empty name; "my name is" / "call me" may correct it.
+            if current.name == mention.name or (current.name and not mention.certain):
+                return
+            await asyncio.to_thread(self.profile.update, "name", mention.name)
+            self._profile_cache = None
+            log.info("learned the user's name: %s", mention.name)
+        except ProfileError as error:
+            log.warning("name %s not saved: %s", mention.name, error)
+
+    # ----------------------------------------------------------------- ConversationMemory
+
+    def profile_text(self) -> str:
+        try:
+            mtime = self.profile.path.stat().st_mtime if self.profile.path.exists() else 0.0
+            if self._profile_cache is None or self._profile_cache[0] != mtime:
+                self._profile_cache = (mtime, self.profile.load().render())
+            text = self._profile_cache[1]
+        except (ProfileError, OSError) as error:
+            log.warning("profile left out of the prompt: %s", error)
+            text = ""
+        if self.reflection is not None:
+            memo = self.reflection.memo()
+            if memo:
+                text = f"{text}\n\nYour own notes on this relationship:\n{memo}".strip()
+        return text
+
+    async def recall(self, query: str) -> list[MemoryHit]:
+        self._start()
+        if not query.strip() or self.options.recall_k == 0:
+            return []
+        vector = None
+        if self.embedder is not None:
+            try:
+                vectors = await asyncio.wait_for(
+                    asyncio.to_thread(embed_blocking, self.embedder, [query]), self.options.embed_deadline_s
+                )
+                vector = vectors[0]
+            except (TimeoutError, asyncio.TimeoutError):
+                log.info("embedder slower than %.0f ms: recall by words only", self.options.embed_deadline_s * 1000)
+            except Exception as error:  # noqa: BLE001 - words only
+                log.warning("recall by words only: %s", error)
+        exclude = [turn_id for turn_id, _ in self._recent_ids]
+        try:
+            return await asyncio.to_thread(
+                self.store.search,
+                query,
+                self.options.recall_k,
+                vector=vector,
+                mode="fused" if vector is not None else "lexical",
+                floor=self.options.recall_floor,
+                exclude=exclude,
+            )
+        except MemoryStoreError as error:
+            log.warning("recall skipped: %s", error)
+            return []
+
+    def remember(self, session: str, role: Literal["user", "assistant"], speaker: str, text: str) -> None:
+        if self._closed or not text.strip():
+            return
+        self._start()
+        self._sessions.add(session)
+        self._queue.put_nowait(_Write(session, role, speaker, text.strip(), datetime.now(timezone.utc)))
+
+    async def greeting(self, agent_name: str) -> str:
+        self._start()
+        name = await self.user_name()
+        previous = await asyncio.to_thread(self.store.list, 1, 0, kind="turn")
+        if name is None:
+            self._asked_for_name = True
+            return greetings.returning_without_name(agent_name) if previous else greetings.first_visit(agent_name)
+        last_time = await asyncio.to_thread(self._last_session_user_turns)
+        return await greetings.compose_welcome(
+            agent_name, name, last_time, self.llm, timeout_s=self.options.greeting_llm_timeout_s
+        )
+
+    async def user_name(self) -> str | None:
+        """From the profile, else from something they said in an earlier conversation."""
+        try:
+            profile = await asyncio.to_thread(self.profile.load)
+            if profile.name:
+                return profile.name
+        except ProfileError as error:
+            log.warning("profile unreadable: %s", error)
+        recent_user_turns = await asyncio.to_thread(self.store.list, 500, 0, kind="turn", role="user")
+        return greetings.name_from_turns(recent_user_turns)
+
+    def _last_session_user_turns(self) -> list[MemoryTurn]:
+        latest = self.store.list(1, 0, kind="turn")
+        if not latest:
+            return []
+        session = latest[0].session
+        return list(reversed(self.store.list(20, 0, session=session, role="user", kind="turn")))
+
+    async def aclose(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self._tasks:
+            self._queue.put_nowait(None)
+            self._digests.put_nowait(None)
+            writer, digester, *others = self._tasks
+            await writer  # stored turns are the one thing that must not be lost
+            try:
+                await asyncio.wait_for(asyncio.gather(digester, *others), self.options.close_timeout_s)
+            except (TimeoutError, asyncio.TimeoutError):
+                log.warning("gave up on unfinished digests at shutdown; the raw turns are stored")
+            await self._reflect()
+        await asyncio.to_thread(self.store.close)
+
+    async def _reflect(self) -> None:
+        if self.reflection is None:
+            return
+        for session in sorted(self._sessions):
+            try:
+                turns = await asyncio.to_thread(self.store.list, 400, 0, session=session, newest_first=False)
+                name = await self.user_name()
+                await asyncio.wait_for(
+                    self.reflection.after_session(session, turns, name), self.options.close_timeout_s
+                )
+            except Exception as error:  # noqa: BLE001 - reflection is optional
+                log.warning("session reflection skipped: %r", error)
+
+
+def open_memory(settings: Settings, llm: LanguageModel | None = None) -> CompanionMemory:
+    """The ConversationMemory for `settings` (what the CLI wires into a Session)."""
+    return CompanionMemory.from_settings(settings, llm)

@@ -1,0 +1,59 @@
+"""Recalled turns rendered as a prompt section: background to understand, never to recite."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime, timezone
+
+from convers.contracts.memory import MemoryHit
+
+RECALL_HEADER = (
+    "Background: things from earlier conversations that may relate to what they just said. "
+    "It is for your understanding only: do not quote it, do not restate or list it, and do not say "
+    "that you remembered or looked anything up. Use it only where it naturally helps, as a friend "
+    "who simply knows these things would. If it does not fit the moment, ignore it."
+)
+
+
+def _utc(moment: datetime) -> datetime:
+    """Naive times (imported without an offset) are taken as UTC so all times compare."""
+    return moment.replace(tzinfo=timezone.utc) if moment.tzinfo is None else moment
+
+
+def how_long_ago(then: datetime, now: datetime) -> str:
+    """'today', 'yesterday', '3 days ago', '2 weeks ago', '5 months ago', 'over a year ago'."""
+    now = _utc(now)
+    days = (now.date() - _utc(then).astimezone(now.tzinfo).date()).days
+    if days <= 0:
+        return "today"
+    if days == 1:
+        return "yesterday"
+    if days < 14:
+        return f"{days} days ago"
+    if days < 60:
+        return f"{days // 7} weeks ago"
+    if days < 365:
+        return f"{days // 30} months ago"
+    return "over a year ago"
+
+
+def render_recall(hits: Sequence[MemoryHit], now: datetime | None = None, user_label: str = "they") -> str:
+    """The prompt section for recalled turns ('' when there are none), oldest first.
+
+    Each line says when and who ("3 days ago, they said: ...") so the model can tell the user's
+    own words from its earlier replies, and does not mistake an old remark for today's news.
+    """
+    if not hits:
+        return ""
+    now = now or datetime.now(timezone.utc)
+    lines = [RECALL_HEADER]
+    for hit in sorted(hits, key=lambda h: _utc(h.turn.time)):
+        turn = hit.turn
+        if turn.kind == "digest":
+            who = "in summary"
+        elif turn.role == "assistant":
+            who = "you said"
+        else:
+            who = f"{user_label} said"
+        lines.append(f"- {how_long_ago(turn.time, now)}, {who}: {' '.join(hit.text.split())}")
+    return "\n".join(lines)
