@@ -286,3 +286,16 @@ def test_scripted_server_runs_in_a_thread_for_synchronous_callers():
             )
     assert "say" in response.text and "[DONE]" in response.text
     assert server.chat_requests()[0].completed
+
+
+async def test_a_detected_server_that_goes_away_is_looked_for_again():
+    async with serve_llm(Reply(["one"]), models=["first"]) as first:
+        llm = OpenAICompatibleLlm(candidates=[("llama-server", first.base_url)])
+        assert await collect(llm) == ["one"]
+    # The first server is gone: this reply fails, and the next one probes afresh.
+    _, error = await collect_until_error(llm)
+    assert "cannot connect" in str(error)
+    async with serve_llm(Reply(["two"]), models=["second"]) as second:
+        llm.candidates = (("llama-server", refused_url()), ("Ollama", second.base_url))
+        assert await collect(llm) == ["two"]
+        assert (await llm.endpoint()).model == "second"
