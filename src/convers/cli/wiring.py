@@ -22,6 +22,32 @@ def build(kind: str, settings: Settings, name: str | None = None) -> Any:
     return registry.create(kind, name or section.provider, settings)
 
 
+def build_memory(settings: Settings, llm: Any) -> Any:
+    """Long-term memory for a session, or None (with a warning) when it cannot be opened.
+
+    Memory is optional to a conversation: a locked or corrupt database is reported, never fatal.
+    """
+    from convers.contracts.memory import MemoryStoreError
+    from convers.memory.conversation import open_memory
+    from convers.memory.profile import ProfileError
+
+    try:
+        return open_memory(settings, llm)
+    except (MemoryStoreError, ProfileError) as error:
+        log.warning("memory is off for this session: %s", error)
+        return None
+
+
+def build_voice(settings: Settings) -> tuple[Any, Any, Any]:
+    """VAD, STT (with `auto` resolved) and TTS from settings."""
+    from convers.providers.stt import stt_provider_name
+
+    vad = build("vad", settings)
+    stt = build("stt", settings, name=stt_provider_name(settings))
+    tts = build("tts", settings)
+    return vad, stt, tts
+
+
 def session_options(settings: Settings, greet: bool = True) -> SessionOptions:
     return SessionOptions(
         agent_name=settings.agent.name,

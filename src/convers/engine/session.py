@@ -7,7 +7,7 @@ import logging
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from convers.contracts.audio import AudioFrame
 from convers.contracts.llm import ChatMessage, LanguageModel, LlmError
@@ -16,13 +16,13 @@ from convers.contracts.stt import SpeechToText
 from convers.contracts.transport import InboundAudio, InboundPlayed, InboundText, Transport
 from convers.contracts.tts import TextToSpeech
 from convers.contracts.vad import Vad
+from convers.engine.listener import Listener
 from convers.engine.prompt import PromptBuilder
 from convers.engine.reply import ReplyProgress, ReplyStreamer, Resampler, heard_text
 from convers.engine.timing import BargeInPolicy, TurnTiming
+from convers.engine.turns import SpeechDropped, SpeechOnset, SpeechStarted, TurnEvent, UserTurnEnded
 from convers.events import EventLog, TurnMetrics
 
-if TYPE_CHECKING:
-    from convers.engine.listener import Listener, ListenerEvent
 
 log = logging.getLogger(__name__)
 
@@ -118,10 +118,7 @@ class Session:
         )
         self._listener: Listener | None = None
         if parts.vad is not None and parts.stt is not None:
-            # Imported only for voice sessions: a text chat needs no VAD or audio stack.
-            from convers.engine.listener import Listener
-
-            self._listener = Listener(parts.vad, self.options.turns, resample)
+            self._listener = Listener(parts.vad, self.options.turns)
         self._barge_onset_at: float | None = None
         self._pending_restart: str | None = None
 
@@ -325,39 +322,42 @@ class Session:
             )
             return
         for event in self._listener.feed(frame, self.events.now()):
-            await self._on_listener_event(event)
+            await self._on_turn_event(event)
+        current = self.current
+        if (
+            self._barge_onset_at is not None
+            and current is not None
+            and not current.settled
+            and self._listener.speech_s >= self.options.barge_in.min_barge_in_speech_s
+        ):
+            await self._barge_in(current)
 
-    async def _on_listener_event(self, event: ListenerEvent) -> None:
-        kind = event.kind
+    async def _on_turn_event(self, event: TurnEvent) -> None:
         current = self.current
         speaking = current is not None and current.audible and not current.settled
-        if kind == "speech_onset":
-            self.events.emit("speech_start", at=event.at)
+        if isinstance(event, SpeechOnset):
             if speaking and self.options.barge_in.enabled:
                 assert current is not None
-                self._barge_onset_at = event.at
+                self._barge_onset_at = event.started_at
                 if self.options.barge_in.pause_on_onset and not current.paused:
                     current.paused = True
                     await self.transport.pause(current.turn)
                     self.events.emit("playback_paused", turn=current.turn)
-        elif kind == "speech_continuing":
-            if speaking and self._barge_onset_at is not None:
-                assert current is not None
-                if event.speech_s >= self.options.barge_in.min_barge_in_speech_s:
-                    await self._barge_in(current)
-        elif kind == "speech_dropped":
-            # Too short to be a turn: a click or a cough. The paused reply carries on.
+        elif isinstance(event, SpeechStarted):
+            self.events.emit("speech_start", at=round(event.started_at, 4), over_agent=speaking)
+        elif isinstance(event, SpeechDropped):
+            # Too short to be a turn: a click or a cough. The paused reply carries on where it was.
             if current is not None and current.paused and self._barge_onset_at is not None:
                 current.paused = False
-                self._barge_onset_at = None
                 await self.transport.resume(current.turn)
                 self.events.emit("playback_resumed", turn=current.turn, reason="noise")
-        elif kind == "user_turn_ended":
-            self.events.emit("speech_end", at=event.at, duration_s=event.speech_s)
-            assert event.audio is not None
+            self._barge_onset_at = None
+        elif isinstance(event, UserTurnEnded):
+            self._barge_onset_at = None
+            self.events.emit("speech_end", duration_s=round(event.speech_s, 3), reason=event.reason)
             metrics = TurnMetrics(turn=0)
             metrics.mark("speech_start", event.started_at)
-            metrics.mark("speech_end", event.at)
+            metrics.mark("speech_end", event.ended_at)
             self._spawn(self._transcribe(event.audio, metrics))
 
     async def _barge_in(self, agent_turn: AgentTurn) -> None:
