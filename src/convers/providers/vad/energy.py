@@ -16,8 +16,9 @@ if TYPE_CHECKING:
 class EnergyVad:
     """Scores a frame by how far its level (dBFS) stands above a running noise floor.
 
-    The floor falls fast (a quieter frame is better evidence of the noise level) and rises slowly,
-    so a long utterance does not become "noise" before it ends. The score is a logistic curve of
+    The first frame sets the floor; after that it falls fast (a quieter frame is better evidence of
+    the noise level) and rises slowly, so a long utterance does not become "noise" before it ends.
+    Speech in the very first frame of a stream is therefore missed until a quieter frame comes. The score is a logistic curve of
     the margin: 0.5 at `margin_db` above the floor, near 1 a few dB beyond.
     Options: `margin_db` (default 12), `slope_db` (default 2), `frame_ms` (default 20).
     """
@@ -38,6 +39,7 @@ class EnergyVad:
         self.margin_db = margin_db
         self.slope_db = slope_db
         self.floor_dbfs = self.min_floor_dbfs
+        self._fresh = True
 
     @classmethod
     def from_settings(cls, settings: Settings) -> EnergyVad:
@@ -54,9 +56,18 @@ class EnergyVad:
 
     def reset(self) -> None:
         self.floor_dbfs = self.min_floor_dbfs
+        self._fresh = True
 
     def speech_probability(self, pcm: bytes) -> float:
+        if len(pcm) != self.frame_samples * 2:
+            raise ValueError(
+                f"energy VAD needs frames of {self.frame_samples} samples, got {len(pcm) // 2}: "
+                "re-chunk with convers.audio.Rechunker"
+            )
         level = dbfs(AudioFrame(pcm, self.sample_rate))
+        if self._fresh:
+            self._fresh = False
+            self.floor_dbfs = max(self.min_floor_dbfs, level)
         margin = level - self.floor_dbfs
         score = 1.0 / (1.0 + math.exp(-(margin - self.margin_db) / self.slope_db))
         if level > SILENCE_DBFS:

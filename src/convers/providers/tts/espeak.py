@@ -1,0 +1,168 @@
+"""espeak-ng through its CLI: offline, always there, and streaming as it synthesises."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import struct
+import subprocess
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
+
+from convers.audio import resample
+from convers.contracts.audio import AudioFrame
+from convers.contracts.provider import Availability
+
+if TYPE_CHECKING:
+    from convers.config import Settings
+
+# espeak-ng always writes 22050 Hz mono PCM16 for its own voices.
+ESPEAK_RATE = 22050
+READ_SIZE = 8192
+
+
+class WavStreamError(RuntimeError):
+    """The synthesiser's output did not start with a PCM16 mono WAV header."""
+
+
+class WavHeaderParser:
+    """Reads the header of a WAV stream whose size fields are bogus (the writer did not know them).
+
+    Feed bytes until `sample_rate` is set; what follows the `data` chunk header is returned as PCM.
+    """
+
+    def __init__(self) -> None:
+        self._buffer = bytearray()
+        self.sample_rate: int | None = None
+        self.done = False
+
+    def feed(self, data: bytes) -> bytes:
+        if self.done:
+            return data
+        self._buffer.extend(data)
+        buffer = self._buffer
+        if len(buffer) < 12:
+            return b""
+        if buffer[:4] != b"RIFF" or buffer[8:12] != b"WAVE":
+            raise WavStreamError(f"expected a RIFF/WAVE header, got {bytes(buffer[:12])!r}")
+        offset = 12
+        while len(buffer) >= offset + 8:
+            chunk_id = bytes(buffer[offset : offset + 4])
+            (size,) = struct.unpack_from("<I", buffer, offset + 4)
+            body = offset + 8
+            if chunk_id == b"data":
+                if self.sample_rate is None:
+                    raise WavStreamError("WAV stream has audio data before its fmt chunk")
+                self.done = True
+                rest = bytes(buffer[body:])
+                self._buffer = bytearray()
+                return rest
+            if len(buffer) < body + size:
+                return b""  # wait for the rest of this chunk
+            if chunk_id == b"fmt ":
+                audio_format, channels, rate = struct.unpack_from("<HHI", buffer, body)
+                (bits,) = struct.unpack_from("<H", buffer, body + 14)
+                if audio_format != 1 or channels != 1 or bits != 16:
+                    raise WavStreamError(
+                        f"expected PCM16 mono, got format {audio_format}, {channels} channels, {bits} bits"
+                    )
+                self.sample_rate = rate
+            offset = body + size + (size & 1)
+        return b""
+
+
+def espeak_version() -> str | None:
+    """`espeak-ng --version` first words, or None when the program is missing."""
+    program = shutil.which("espeak-ng")
+    if program is None:
+        return None
+    try:
+        result = subprocess.run([program, "--version"], capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    words = result.stdout.split()
+    # "eSpeak NG text-to-speech: 1.51  Data at: ..."
+    return words[3] if len(words) > 3 else result.stdout.strip() or "unknown version"
+
+
+class EspeakTts:
+    """Runs `espeak-ng --stdout` per text and yields PCM as the process writes it.
+
+    Closing the generator (or cancelling its consumer) kills the process at once, so a barge-in
+    never leaves a synthesiser running. Options (settings.tts.options): `pitch` (0-99), `gap_ms`
+    (pause between words, in 10 ms units of espeak's -g).
+    """
+
+    name = "espeak-ng"
+    sample_rate = ESPEAK_RATE
+
+    def __init__(
+        self, voice: str = "en-us", words_per_minute: int = 175, pitch: int | None = None, program: str = "espeak-ng"
+    ) -> None:
+        self.voice = voice
+        self.words_per_minute = words_per_minute
+        self.pitch = pitch
+        self.program = program
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> EspeakTts:
+        tts = settings.tts
+        program = shutil.which("espeak-ng")
+        if program is None:
+            raise FileNotFoundError("espeak-ng is not installed: apt-get install espeak-ng")
+        pitch = tts.options.get("pitch")
+        return cls(tts.voice, tts.words_per_minute, int(pitch) if pitch is not None else None, program)
+
+    @classmethod
+    def availability(cls, settings: Settings) -> Availability:
+        version = espeak_version()
+        if version is None:
+            return Availability(False, "espeak-ng is not installed: apt-get install espeak-ng")
+        return Availability(True, f"espeak-ng {version} found, voice {settings.tts.voice}")
+
+    def command(self) -> list[str]:
+        args = [self.program, "--stdout", "-b", "1", "-v", self.voice, "-s", str(self.words_per_minute)]
+        if self.pitch is not None:
+            args += ["-p", str(self.pitch)]
+        return args
+
+    async def synthesize(self, text: str) -> AsyncIterator[AudioFrame]:
+        text = text.strip()
+        if not text:
+            return
+        process = await asyncio.create_subprocess_exec(
+            *self.command(),
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        assert process.stdin is not None and process.stdout is not None and process.stderr is not None
+        try:
+            # Text goes through stdin so a chunk starting with "-" is never read as an option.
+            process.stdin.write(text.encode("utf-8"))
+            await process.stdin.drain()
+            process.stdin.close()
+            header = WavHeaderParser()
+            odd = b""
+            while True:
+                data = await process.stdout.read(READ_SIZE)
+                if not data:
+                    break
+                pcm = odd + header.feed(data)
+                # Reads can split a sample; keep its first byte for the next read.
+                cut = len(pcm) - (len(pcm) & 1)
+                pcm, odd = pcm[:cut], pcm[cut:]
+                if pcm:
+                    assert header.sample_rate is not None
+                    frame = AudioFrame(pcm, header.sample_rate)
+                    yield frame if frame.sample_rate == self.sample_rate else resample(frame, self.sample_rate)
+            code = await process.wait()
+            if code != 0 or not header.done:
+                error = (await process.stderr.read()).decode("utf-8", "replace").strip()
+                raise RuntimeError(
+                    f"espeak-ng failed (exit {code}) for voice {self.voice!r}: {error or 'no audio produced'}"
+                )
+        finally:
+            if process.returncode is None:
+                process.kill()
+                await process.wait()
