@@ -1,0 +1,199 @@
+"""Session on the voice path with a scripted timeline: turn-taking, barge-in, false interruptions.
+
+The VAD and STT here are doubles (loudness is speech; STT returns scripted words) and time is a fake
+clock, so every decision is exact; tests/test_voice_pipeline.py runs the same paths on real models.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+import numpy as np
+import pytest
+
+from convers.contracts.audio import AudioFrame
+from convers.contracts.stt import Transcript
+from convers.engine.prompt import PromptBuilder
+from convers.engine.session import Session, SessionOptions, SessionParts
+from convers.engine.timing import BargeInPolicy, TurnTiming
+from convers.events import EventLog
+from tests.doubles import RecordingTransport, ScriptedLlm, ToneTts
+
+RATE = 16000
+FRAME_S = 0.02
+
+
+class LoudnessVad:
+    """Speech is anything loud: exact and instant, so tests are about the session, not the model."""
+
+    sample_rate = RATE
+    frame_samples = 320
+
+    def speech_probability(self, pcm: bytes) -> float:
+        return 1.0 if np.abs(np.frombuffer(pcm, dtype="<i2")).max(initial=0) > 1000 else 0.0
+
+    def reset(self) -> None:
+        return None
+
+
+class ScriptedStt:
+    """Returns the next scripted transcript for each utterance."""
+
+    name = "scripted-stt"
+    sample_rate = RATE
+
+    def __init__(self, texts: Sequence[str]) -> None:
+        self.texts = list(texts)
+        self.heard: list[float] = []
+
+    async def transcribe(self, audio: AudioFrame) -> Transcript:
+        self.heard.append(audio.duration_s)
+        return Transcript(self.texts.pop(0) if self.texts else "", decode_s=0.01)
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def frame(loud: bool) -> AudioFrame:
+    value = 8000 if loud else 0
+    return AudioFrame(np.full(int(RATE * FRAME_S), value, dtype="<i2").tobytes(), RATE)
+
+
+class Rig:
+    def __init__(self, tokens: Sequence[str], transcripts: Sequence[str], **barge_in: object) -> None:
+        self.clock = FakeClock()
+        self.transport = RecordingTransport()
+        self.llm = ScriptedLlm(tokens)
+        self.stt = ScriptedStt(transcripts)
+        self.session = Session(
+            self.transport,
+            SessionParts(llm=self.llm, tts=ToneTts(), stt=self.stt, vad=LoudnessVad()),
+            PromptBuilder(persona="P"),
+            EventLog(None, clock=self.clock),
+            lambda f, r: f,
+            options=SessionOptions(greet=False, turns=TurnTiming(), barge_in=BargeInPolicy(**barge_in)),
+        )
+
+    async def feed(self, loud: bool, seconds: float) -> None:
+        for _ in range(round(seconds / FRAME_S)):
+            self.clock.now += FRAME_S
+            await self.session._on_audio(frame(loud))
+
+    async def settle(self) -> None:
+        for _ in range(50):
+            await asyncio.sleep(0.005)
+        tasks = list(self.session._background)
+        if self.session.current is not None and self.session.current.task is not None:
+            tasks.append(self.session.current.task)
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    def log_kinds(self) -> list[str]:
+        return [kind for kind, _ in self.transport.log]
+
+
+async def test_spoken_question_gets_a_spoken_reply() -> None:
+    rig = Rig(["It is sunny today."], ["what is the weather"])
+    await rig.feed(False, 0.2)
+    await rig.feed(True, 0.8)
+    await rig.feed(False, 0.6)  # past the 0.5 s end-of-turn silence
+    await rig.settle()
+    assert rig.transport.events("transcript")[0]["text"] == "what is the weather"
+    assert rig.transport.reply_text(1) == "It is sunny today."
+    assert rig.transport.audio(1)
+    # Pre-roll, the utterance and the post-roll reached STT, not the whole silence.
+    assert 0.8 < rig.stt.heard[0] < 0.8 + 0.3 + 0.2 + 0.05
+
+
+async def test_pause_shorter_than_end_of_turn_keeps_one_turn() -> None:
+    rig = Rig(["Okay."], ["one long sentence"])
+    await rig.feed(True, 0.5)
+    await rig.feed(False, 0.3)
+    await rig.feed(True, 0.5)
+    await rig.feed(False, 0.6)
+    await rig.settle()
+    assert len(rig.stt.heard) == 1 and rig.stt.heard[0] > 1.2
+
+
+async def agent_is_speaking(rig: Rig) -> None:
+    rig.llm.tokens = ["This is a long answer that keeps going. " * 3, "And then some more words follow here."]
+    task = await rig.session.user_said("tell me something")
+    await task
+    assert rig.session.current is not None and rig.session.current.audible
+
+
+async def test_barge_in_pauses_at_onset_then_flushes_and_cuts_history() -> None:
+    rig = Rig([], ["stop please"], min_barge_in_speech_s=0.25)
+    await agent_is_speaking(rig)
+    await rig.session._on_played(1, 500)  # the client has played 0.5 s of about 1.6 s
+    frames_before = len(rig.transport.audio(1))
+    await rig.feed(True, 0.06)
+    assert ("pause", 1) in rig.transport.log and ("flush", 1) not in rig.transport.log
+    await rig.feed(True, 0.24)
+    assert ("flush", 1) in rig.transport.log
+    flush_at = rig.transport.log.index(("flush", 1))
+    # No frame of the interrupted turn is sent after its flush.
+    assert all(not (k == "audio" and v[0] == 1) for k, v in rig.transport.log[flush_at:])
+    assert len(rig.transport.audio(1)) == frames_before
+    kept = rig.session.history[-1]
+    # 10 ms of audio per character: about 50 characters were heard.
+    assert kept.role == "assistant" and 30 < len(kept.content) < 70
+    assert kept.content.startswith("This is a long answer")
+    # The interruption itself becomes the next user turn.
+    rig.llm.tokens = ["Sure."]
+    await rig.feed(False, 0.6)
+    await rig.settle()
+    assert rig.transport.reply_text(2) == "Sure."
+    assert [m.role for m in rig.session.history][-2:] == ["user", "assistant"]
+
+
+async def test_barge_in_latency_is_the_minimum_speech_duration() -> None:
+    rig = Rig([], [], min_barge_in_speech_s=0.25)
+    await agent_is_speaking(rig)
+    onset = rig.clock.now
+    flushed_at = None
+    for _ in range(30):
+        await rig.feed(True, FRAME_S)
+        if ("flush", 1) in rig.transport.log:
+            flushed_at = rig.clock.now
+            break
+    assert flushed_at is not None
+    assert 0.25 <= flushed_at - onset <= 0.25 + 0.05
+
+
+async def test_a_cough_pauses_and_resumes_without_losing_the_reply() -> None:
+    rig = Rig([], [], min_barge_in_speech_s=0.25)
+    await agent_is_speaking(rig)
+    await rig.feed(True, 0.08)  # shorter than min_speech_s (0.15) and the barge-in minimum
+    await rig.feed(False, 0.1)
+    assert ("pause", 1) in rig.transport.log and ("resume", 1) in rig.transport.log
+    assert ("flush", 1) not in rig.transport.log
+    assert rig.session.current is not None and rig.session.current.turn == 1
+    assert rig.stt.heard == []
+
+
+async def test_an_mm_hm_restarts_the_unheard_rest_of_the_reply() -> None:
+    rig = Rig([], ["mm-hm"], min_barge_in_speech_s=0.25)
+    await agent_is_speaking(rig)
+    await rig.session._on_played(1, 500)
+    await rig.feed(True, 0.4)  # long enough to cut the reply ...
+    assert ("flush", 1) in rig.transport.log
+    await rig.feed(False, 0.6)  # ... but it held no words
+    await rig.settle()
+    restarted = rig.transport.reply_text(2)
+    assert restarted.startswith("This is a long answer")
+    assert rig.transport.audio(2)
+    assert rig.llm.prompts and len(rig.llm.prompts) == 1  # no new LLM call for a backchannel
+
+
+@pytest.mark.parametrize("enabled", [False])
+async def test_barge_in_can_be_turned_off(enabled: bool) -> None:
+    rig = Rig([], [], enabled=enabled)
+    await agent_is_speaking(rig)
+    await rig.feed(True, 0.5)
+    assert ("pause", 1) not in rig.transport.log and ("flush", 1) not in rig.transport.log
