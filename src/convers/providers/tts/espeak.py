@@ -85,6 +85,24 @@ def espeak_version() -> str | None:
     return words[3] if len(words) > 3 else result.stdout.strip() or "unknown version"
 
 
+def espeak_voices() -> set[str]:
+    """Every name espeak-ng accepts for `-v`, lower-cased: language codes, voice names, voice files."""
+    program = shutil.which("espeak-ng")
+    if program is None:
+        return set()
+    try:
+        listing = subprocess.run([program, "--voices"], capture_output=True, text=True, timeout=5).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return set()
+    names: set[str] = set()
+    for line in listing.splitlines()[1:]:
+        columns = line.split()
+        if len(columns) >= 5:
+            # Pty Language Age/Gender VoiceName File [Other languages]
+            names.update({columns[1].lower(), columns[3].lower(), columns[4].lower(), columns[4].rsplit("/", 1)[-1].lower()})
+    return names
+
+
 class EspeakTts:
     """Runs `espeak-ng --stdout` per text and yields PCM as the process writes it.
 
@@ -118,7 +136,13 @@ class EspeakTts:
         version = espeak_version()
         if version is None:
             return Availability(False, "espeak-ng is not installed: apt-get install espeak-ng")
-        return Availability(True, f"espeak-ng {version} found, voice {settings.tts.voice}")
+        # espeak-ng silently falls back to its default voice on an unknown name: catch it here.
+        voice = settings.tts.voice
+        if voice.split("+", 1)[0].lower() not in espeak_voices():
+            return Availability(
+                False, f"espeak-ng {version} has no voice {voice!r}: pick one from `espeak-ng --voices` for tts.voice"
+            )
+        return Availability(True, f"espeak-ng {version} found, voice {voice}")
 
     def command(self) -> list[str]:
         args = [self.program, "--stdout", "-b", "1", "-v", self.voice, "-s", str(self.words_per_minute)]
