@@ -40,7 +40,9 @@ async def _chat(settings: Settings) -> None:
     memory = wiring.build_memory(settings, llm) if settings.memory.enabled else None
     transport = TerminalTransport(settings.agent.name)
     session_id = uuid.uuid4().hex[:12]
-    session = wiring.make_session(settings, transport, SessionParts(llm=llm, memory=memory), session_id)
+    session = wiring.make_session(
+        settings, transport, SessionParts(llm=llm, memory=memory), session_id, finish_reply_on_input_end=True
+    )
     loop = asyncio.get_running_loop()
 
     def on_interrupt() -> None:

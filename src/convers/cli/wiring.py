@@ -48,13 +48,14 @@ def build_voice(settings: Settings) -> tuple[Any, Any, Any]:
     return vad, stt, tts
 
 
-def session_options(settings: Settings, greet: bool = True) -> SessionOptions:
+def session_options(settings: Settings, greet: bool = True, finish_reply_on_input_end: bool = False) -> SessionOptions:
     return SessionOptions(
         agent_name=settings.agent.name,
         rolling_chars=settings.memory.rolling_chars,
         max_tokens=settings.llm.max_tokens,
         temperature=settings.llm.temperature,
         greet=greet,
+        finish_reply_on_input_end=finish_reply_on_input_end,
         turns=settings.turns,
         barge_in=settings.barge_in,
     )
@@ -68,7 +69,12 @@ def event_log(settings: Settings, session_id: str) -> EventLog:
 
 
 def make_session(
-    settings: Settings, transport: Transport, parts: SessionParts, session_id: str, greet: bool = True
+    settings: Settings,
+    transport: Transport,
+    parts: SessionParts,
+    session_id: str,
+    greet: bool = True,
+    finish_reply_on_input_end: bool = False,
 ) -> Session:
     from convers.audio import resample
 
@@ -82,6 +88,6 @@ def make_session(
         prompt,
         event_log(settings, session_id),
         resample,
-        options=session_options(settings, greet=greet),
+        options=session_options(settings, greet=greet, finish_reply_on_input_end=finish_reply_on_input_end),
         session_id=session_id,
     )

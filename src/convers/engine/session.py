@@ -53,6 +53,9 @@ class SessionOptions:
     # Recall is context, not a requirement: past this wait the reply goes ahead without it.
     recall_timeout_s: float = 0.35
     greet: bool = True
+    # When the client's input ends (Ctrl-D, a closed pipe), finish the reply in flight before leaving;
+    # a browser that disconnects gets no such grace, its speaker is gone.
+    finish_reply_on_input_end: bool = False
     turns: TurnTiming = TurnTiming()
     barge_in: BargeInPolicy = BargeInPolicy()
 
@@ -138,6 +141,8 @@ class Session:
                     await self.user_said(event.text)
                 elif isinstance(event, InboundPlayed):
                     await self._on_played(event.turn, event.ms)
+            if self.options.finish_reply_on_input_end and self.current is not None and self.current.task is not None:
+                await asyncio.gather(self.current.task, return_exceptions=True)
         finally:
             await self.close()
 
@@ -289,6 +294,8 @@ class Session:
         except Exception as error:
             log.warning("greeting failed: %s", error)
             return
+        if any(message.role == "user" for message in self.history):
+            return  # the user spoke first; a late "welcome back" would talk over the conversation
         await self.say(text)
 
     async def say(self, text: str, kind: str = "greeting") -> None:
