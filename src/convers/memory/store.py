@@ -160,6 +160,8 @@ class SqliteMemoryStore:
     embedder: Embedder | None = None
     floor: float = 0.0
     fusion: Fusion = "rrf"
+    blend_vector_weight: float = BLEND_VECTOR_WEIGHT
+    lexical_half: float = LEXICAL_HALF
     busy_timeout_s: float = 10.0
     embed_failures: int = 0
     _conn: sqlite3.Connection = field(init=False, repr=False)
@@ -588,7 +590,7 @@ class SqliteMemoryStore:
             found[rowid] = _Candidate(rowid, cosine=cosine, vector_rank=rank)
         for rank, (rowid, bm25) in enumerate(lexical_hits):
             candidate = found.setdefault(rowid, _Candidate(rowid))
-            candidate.lexical = bm25 / (bm25 + LEXICAL_HALF)
+            candidate.lexical = bm25 / (bm25 + self.lexical_half)
             candidate.lexical_rank = rank
         if vector is not None:
             # Word matches outside the vector top list still get their true cosine.
@@ -604,7 +606,8 @@ class SqliteMemoryStore:
             elif only_vectors:
                 c.similarity = max(c.cosine, 0.0)
             else:
-                c.similarity = BLEND_VECTOR_WEIGHT * max(c.cosine, 0.0) + (1 - BLEND_VECTOR_WEIGHT) * c.lexical
+                weight = self.blend_vector_weight
+                c.similarity = weight * max(c.cosine, 0.0) + (1 - weight) * c.lexical
             if fusion == "rrf":
                 c.order = sum(1.0 / (RRF_K + r + 1) for r in (c.vector_rank, c.lexical_rank) if r is not None)
             else:
