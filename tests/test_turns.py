@@ -198,3 +198,38 @@ def test_frame_at_another_rate_is_refused() -> None:
     taker = TurnTaker(TIMING, sample_rate=16000)
     with pytest.raises(ValueError, match="16000 Hz"):
         taker.feed(0.9, 0.02, AudioFrame(b"\x00\x00" * 160, 8000))
+
+
+# ------------------------------------------------------------------ with real speech and Silero
+
+from convers.audio import Rechunker, concat, silence  # noqa: E402
+from convers.config import Settings  # noqa: E402
+from convers.providers.vad.silero import SileroVad  # noqa: E402
+from tests.speech import SpeechMaker, speech  # noqa: E402, F401
+
+
+def voiced_span(audio: AudioFrame) -> tuple[float, float]:
+    """Start and end (s) of the audible part: espeak-ng pads its output with silence."""
+    loud = np.flatnonzero(np.abs(np.frombuffer(audio.pcm, dtype="<i2")) > 300)
+    return loud[0] / audio.sample_rate, loud[-1] / audio.sample_rate
+
+
+def test_silero_and_turn_taker_find_each_spoken_turn(speech: SpeechMaker) -> None:  # noqa: F811
+    """Two sentences with a long gap are two turns; each turn's audio covers its sentence."""
+    first = speech.frame("Hello there, how are you today?")
+    second = speech.frame("Tell me about the weather.")
+    stream = concat([silence(0.6, 16000), first, silence(1.2, 16000), second, silence(1.0, 16000)])
+    vad = SileroVad.from_settings(Settings())
+    taker = TurnTaker(TurnTiming(), sample_rate=16000)
+    ended = []
+    for index, frame in enumerate(Rechunker(512, 16000).push(stream)):
+        at = (index + 1) * 512 / 16000
+        ended += [e for e in taker.feed(vad.speech_probability(frame.pcm), at, frame) if isinstance(e, UserTurnEnded)]
+    assert len(ended) == 2
+    begin, end = voiced_span(first)
+    assert ended[0].started_at == pytest.approx(0.6 + begin, abs=0.1)
+    assert ended[0].ended_at == pytest.approx(0.6 + end, abs=0.15)
+    begin, _ = voiced_span(second)
+    assert ended[1].started_at == pytest.approx(0.6 + first.duration_s + 1.2 + begin, abs=0.1)
+    # Pre-roll + speech + post-roll: never shorter than the words themselves.
+    assert ended[1].audio.duration_s >= second.duration_s - 0.2
