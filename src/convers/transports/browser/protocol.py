@@ -1,0 +1,118 @@
+"""The browser wire format (docs/protocol.md) as pure functions: one WebSocket message in, one decision out.
+
+Nothing here touches a socket, so every malformed case is a row in a table test.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from dataclasses import dataclass
+from typing import Any
+
+from convers.contracts.audio import AudioFrame
+from convers.contracts.transport import InboundAudio, InboundEvent, InboundPlayed, InboundText
+
+# Past this a message is refused (and answered with an error) rather than parsed.
+MAX_MESSAGE_BYTES = 1024 * 1024
+# Telephone-band to studio: anything outside is a client bug, not a microphone.
+MIN_SAMPLE_RATE = 8000
+MAX_SAMPLE_RATE = 48000
+# Typed messages longer than this are not conversation; they would only flood the LLM context.
+MAX_TEXT_CHARS = 4000
+AUDIO_HEADER = struct.Struct("<II")  # turn id, sequence number
+PCM_FORMAT = "pcm16"
+
+
+@dataclass(frozen=True)
+class Hello:
+    """The client's first message: the rate of the microphone audio that follows."""
+
+    sample_rate: int
+
+
+@dataclass(frozen=True)
+class ProtocolError:
+    """A message the server refused; sent back as an `error` event, the connection stays open."""
+
+    code: str
+    message: str
+
+    def event(self) -> dict[str, Any]:
+        return {"type": "error", "code": self.code, "message": self.message}
+
+
+Parsed = Hello | InboundEvent | ProtocolError | None
+
+
+def parse_text(text: str) -> Hello | InboundText | InboundPlayed | ProtocolError:
+    """A JSON control message."""
+    if len(text) > MAX_MESSAGE_BYTES or len(text.encode("utf-8")) > MAX_MESSAGE_BYTES:
+        return ProtocolError("message_too_large", f"text message over {MAX_MESSAGE_BYTES} bytes dropped")
+    try:
+        data = json.loads(text)
+    except ValueError as error:
+        return ProtocolError("bad_json", f"message is not JSON ({error}); send one JSON object per text message")
+    if not isinstance(data, dict):
+        return ProtocolError("bad_message", f"expected a JSON object, got {type(data).__name__}")
+    kind = data.get("type")
+    if kind == "hello":
+        return _parse_hello(data)
+    if kind == "text":
+        value = data.get("text")
+        if not isinstance(value, str) or not value.strip():
+            return ProtocolError("bad_message", "text message needs a non-empty string field 'text'")
+        if len(value) > MAX_TEXT_CHARS:
+            return ProtocolError("text_too_long", f"typed text of {len(value)} characters; the limit is {MAX_TEXT_CHARS}")
+        return InboundText(value)
+    if kind == "played":
+        turn, ms = data.get("turn"), data.get("ms")
+        if not _non_negative_int(turn) or not _non_negative_int(ms):
+            return ProtocolError("bad_message", f"played needs integer turn and ms >= 0, got turn={turn!r} ms={ms!r}")
+        return InboundPlayed(int(turn), int(ms))
+    return ProtocolError("unknown_type", f"unknown message type {kind!r}; expected hello, text or played")
+
+
+def _parse_hello(data: dict[str, Any]) -> Hello | ProtocolError:
+    rate, fmt = data.get("sample_rate"), data.get("format", PCM_FORMAT)
+    if fmt != PCM_FORMAT:
+        return ProtocolError("bad_hello", f"audio format {fmt!r} is not supported; send {PCM_FORMAT!r}")
+    if not _non_negative_int(rate) or not MIN_SAMPLE_RATE <= rate <= MAX_SAMPLE_RATE:
+        return ProtocolError(
+            "bad_sample_rate",
+            f"sample_rate {rate!r} is out of range; send an integer from {MIN_SAMPLE_RATE} to {MAX_SAMPLE_RATE} (16000 recommended)",
+        )
+    return Hello(int(rate))
+
+
+def _non_negative_int(value: Any) -> bool:
+    # bool is an int in Python; true/false in JSON are never a count.
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**32
+
+
+def parse_audio(data: bytes, sample_rate: int | None) -> InboundAudio | ProtocolError | None:
+    """A binary microphone message at the rate the hello announced; empty messages are ignored."""
+    if len(data) > MAX_MESSAGE_BYTES:
+        return ProtocolError("message_too_large", f"audio message of {len(data)} bytes over {MAX_MESSAGE_BYTES} dropped")
+    if sample_rate is None:
+        return ProtocolError("hello_required", "audio arrived before hello; send {\"type\":\"hello\",\"sample_rate\":16000,\"format\":\"pcm16\"} first")
+    if len(data) % 2:
+        return ProtocolError("odd_audio_length", f"audio message of {len(data)} bytes; PCM16 needs an even byte count")
+    if not data:
+        return None
+    return InboundAudio(AudioFrame(bytes(data), sample_rate))
+
+
+def encode_audio(turn: int, seq: int, pcm: bytes) -> bytes:
+    """An outbound audio message: 8-byte header (uint32 LE turn, uint32 LE seq) then PCM16 LE mono."""
+    return AUDIO_HEADER.pack(turn & 0xFFFFFFFF, seq & 0xFFFFFFFF) + pcm
+
+
+def decode_audio(message: bytes) -> tuple[int, int, bytes]:
+    """(turn, seq, pcm) of an outbound audio message; for tests and Python clients."""
+    turn, seq = AUDIO_HEADER.unpack_from(message)
+    return turn, seq, message[AUDIO_HEADER.size :]
+
+
+def ready_event(output_sample_rate: int) -> dict[str, Any]:
+    return {"type": "ready", "audio_out": {"sample_rate": output_sample_rate, "format": PCM_FORMAT}}

@@ -1,0 +1,64 @@
+"""Running the app on uvicorn with TLS, and the addresses to tell the user."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import uvicorn
+from starlette.types import ASGIApp
+
+from convers.transports.browser.tls import CertificatePaths, lan_addresses
+
+# uvicorn closes the connection (1009) past this; between 1 MiB and this the app answers with an
+# `error` event instead, so a too-large message costs the client one message, not the session.
+WS_MAX_MESSAGE_BYTES = 4 * 1024 * 1024
+# Phones sleep their radios; a ping every 20 s keeps NAT and Wi-Fi power saving from dropping us.
+WS_PING_INTERVAL_S = 20.0
+WS_PING_TIMEOUT_S = 20.0
+
+
+def uvicorn_config(
+    app: ASGIApp, host: str, port: int, certificate: CertificatePaths | None, log_level: str = "warning"
+) -> uvicorn.Config:
+    """The uvicorn settings convers runs with; `certificate` None serves plain HTTP (tests only)."""
+    return uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        ssl_certfile=str(certificate.cert) if certificate else None,
+        ssl_keyfile=str(certificate.key) if certificate else None,
+        ws_max_size=WS_MAX_MESSAGE_BYTES,
+        ws_ping_interval=WS_PING_INTERVAL_S,
+        ws_ping_timeout=WS_PING_TIMEOUT_S,
+        log_level=log_level,
+        lifespan="on",
+        server_header=False,
+    )
+
+
+def open_urls(host: str, port: int, token: str | None, scheme: str = "https") -> list[str]:
+    """The addresses to open: every LAN address when bound to all interfaces, else the bound host."""
+    if host in {"0.0.0.0", "::", ""}:
+        hosts = [*lan_addresses(), "localhost"]
+    elif host in {"127.0.0.1", "::1"}:
+        hosts = ["localhost"]
+    else:
+        hosts = [host]
+    suffix = f"/?token={token}" if token else "/"
+    return [f"{scheme}://{_bracket(h)}:{port}{suffix}" for h in hosts]
+
+
+def _bracket(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
+
+
+def certificate_for(data_dir: Path, host: str, cert: Path | None, key: Path | None) -> CertificatePaths:
+    """The user's certificate when given, else the self-signed one in data_dir/tls (made as needed)."""
+    from convers.transports.browser.tls import check_user_certificate, ensure_certificate
+
+    if cert is not None or key is not None:
+        if cert is None or key is None:
+            raise ValueError("--cert and --key go together: pass both PEM files, or neither for a self-signed certificate")
+        return check_user_certificate(cert, key)
+    return ensure_certificate(data_dir / "tls", extra_hosts=[host])

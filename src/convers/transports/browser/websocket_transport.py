@@ -1,0 +1,186 @@
+"""The Transport contract over one browser WebSocket (wire format in docs/protocol.md)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+from starlette.websockets import WebSocket, WebSocketState
+
+from convers.contracts.audio import AudioFormat, AudioFrame
+from convers.contracts.transport import InboundEvent
+from convers.transports.browser.outbound import SendQueue
+from convers.transports.browser.protocol import Hello, ProtocolError, encode_audio, parse_audio, parse_text, ready_event
+
+log = logging.getLogger(__name__)
+
+# Close codes the page understands (4000-4999 are the application's own).
+CLOSE_UNAUTHORIZED = 4401
+CLOSE_FORBIDDEN_ORIGIN = 4403
+CLOSE_CLIENT_STALLED = 4408
+CLOSE_NO_HELLO = 4400
+
+
+class WebSocketTransport:
+    """One connected page. Inbound messages become InboundEvents; outbound ones go through a bounded queue.
+
+    `send_*`, `flush`, `pause` and `resume` only enqueue, so the engine never waits on the network.
+    Malformed inbound messages are answered with an `error` event and otherwise ignored.
+    """
+
+    name = "browser"
+
+    def __init__(self, websocket: WebSocket, output_sample_rate: int, queue: SendQueue | None = None) -> None:
+        self.websocket = websocket
+        self.output_format = AudioFormat(sample_rate=output_sample_rate)
+        self.input_sample_rate: int | None = None
+        self.queue = queue or SendQueue()
+        self.protocol_errors = 0
+        self._early: list[InboundEvent] = []
+        self._writer: asyncio.Task[None] | None = None
+        self._closed = False
+        self._disconnected = False
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def start(self) -> None:
+        """Starts the task that drains the send queue into the socket."""
+        if self._writer is None:
+            self._writer = asyncio.create_task(self._write_loop(), name="ws-writer")
+
+    async def handshake(self, timeout_s: float) -> bool:
+        """Waits for the client's hello and answers `ready`; False if it never comes or the client left.
+
+        Text and played messages that arrive first are kept for `inbound()`; bad ones get an error.
+        """
+        try:
+            async with asyncio.timeout(timeout_s):
+                while self.input_sample_rate is None:
+                    parsed = await self._receive()
+                    if parsed is _GONE:
+                        return False
+                    if isinstance(parsed, (Hello, ProtocolError)) or parsed is None:
+                        self._handle_control(parsed)
+                    else:
+                        self._early.append(parsed)  # type: ignore[arg-type]
+        except TimeoutError:
+            return False
+        return True
+
+    async def inbound(self) -> AsyncIterator[InboundEvent]:
+        early, self._early = self._early, []
+        for event in early:
+            yield event
+        while not self._closed:
+            parsed = await self._receive()
+            if parsed is _GONE:
+                return
+            if isinstance(parsed, (Hello, ProtocolError)) or parsed is None:
+                self._handle_control(parsed)
+            else:
+                yield parsed  # type: ignore[misc]
+
+    async def _receive(self) -> Any:
+        if self._disconnected:
+            return _GONE
+        try:
+            message = await self.websocket.receive()
+        except Exception:  # the socket went away underneath us
+            self._disconnected = True
+            return _GONE
+        if message["type"] == "websocket.disconnect":
+            self._disconnected = True
+            return _GONE
+        data = message.get("bytes")
+        if data is not None:
+            return parse_audio(data, self.input_sample_rate)
+        text = message.get("text")
+        if text is not None:
+            return parse_text(text)
+        return None
+
+    def _handle_control(self, parsed: Hello | ProtocolError | None) -> None:
+        if isinstance(parsed, Hello):
+            # A repeated hello may change the rate (a new AudioContext after a device switch).
+            self.input_sample_rate = parsed.sample_rate
+            self._enqueue_event(ready_event(self.output_format.sample_rate))
+        elif isinstance(parsed, ProtocolError):
+            self.protocol_errors += 1
+            log.info("browser client sent a bad message: %s", parsed.message)
+            self._enqueue_event(parsed.event())
+
+    # ----------------------------------------------------------------- outbound (never blocks)
+
+    async def send_audio(self, turn: int, seq: int, frame: AudioFrame) -> None:
+        if self._closed:
+            return
+        if frame.sample_rate != self.output_format.sample_rate:
+            raise ValueError(
+                f"audio frame at {frame.sample_rate} Hz sent to a browser transport declared at "
+                f"{self.output_format.sample_rate} Hz: resample to output_format first"
+            )
+        if not self.queue.put_audio(turn, encode_audio(turn, seq, frame.pcm)):
+            if self.queue.dropped_audio_frames == 1:
+                log.warning("browser client is not keeping up: dropping audio frames (turn %d)", turn)
+
+    async def send_event(self, event: dict[str, Any]) -> None:
+        self._enqueue_event(event)
+
+    async def flush(self, turn: int) -> None:
+        self.queue.drop_turns_up_to(turn)
+        self._enqueue_event({"type": "flush", "turn": turn})
+
+    async def pause(self, turn: int) -> None:
+        self._enqueue_event({"type": "pause", "turn": turn})
+
+    async def resume(self, turn: int) -> None:
+        self._enqueue_event({"type": "resume", "turn": turn})
+
+    def _enqueue_event(self, event: dict[str, Any]) -> None:
+        if self._closed:
+            return
+        if not self.queue.put_event(json.dumps(event, separators=(",", ":"), default=str)):
+            log.warning("browser client stopped reading (%d messages unsent): closing it", len(self.queue))
+            asyncio.get_running_loop().create_task(self.close(CLOSE_CLIENT_STALLED, "client stopped reading"))
+
+    async def _write_loop(self) -> None:
+        while True:
+            item = await self.queue.get()
+            try:
+                if isinstance(item.data, bytes):
+                    await self.websocket.send_bytes(item.data)
+                else:
+                    await self.websocket.send_text(item.data)
+            except Exception as error:  # the client went away; sends after this are dropped
+                log.debug("browser send failed: %r", error)
+                self._closed = True
+                return
+
+    async def drain(self, timeout_s: float = 1.0) -> None:
+        """Gives queued messages up to `timeout_s` to go out (a last error before closing)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while len(self.queue) and not self._closed and loop.time() < deadline:
+            await asyncio.sleep(0.01)
+
+    async def close(self, code: int = 1000, reason: str = "") -> None:
+        if self._closed and self._writer is None:
+            return
+        self._closed = True
+        writer, self._writer = self._writer, None
+        if writer is not None:
+            writer.cancel()
+            await asyncio.gather(writer, return_exceptions=True)
+        if self.websocket.application_state == WebSocketState.CONNECTED and not self._disconnected:
+            try:
+                await self.websocket.close(code, reason)
+            except Exception:  # already gone
+                pass
+
+
+_GONE = object()

@@ -1,0 +1,319 @@
+"""The browser wire protocol against a real uvicorn server over TLS, with an echoing session double."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import ssl
+from pathlib import Path
+
+import pytest
+import websockets
+
+from convers.contracts.transport import InboundAudio, InboundPlayed, InboundText
+from convers.transports.browser import protocol
+from convers.transports.browser.protocol import Hello, ProtocolError, decode_audio, parse_audio, parse_text
+from tests.browser_helpers import TOKEN, EchoSession, RunningServer, hello, running_server
+
+
+async def recv_json(ws: websockets.ClientConnection, kind: str | None = None, timeout_s: float = 5.0) -> dict:
+    """The next JSON message (of type `kind` when given), skipping binary audio and other types."""
+    async with asyncio.timeout(timeout_s):
+        while True:
+            message = await ws.recv()
+            if isinstance(message, bytes):
+                continue
+            data = json.loads(message)
+            if kind is None or data.get("type") == kind:
+                return data
+
+
+async def connect(server: RunningServer, token: str | None = TOKEN, **kwargs) -> websockets.ClientConnection:
+    url = server.ws_url + (f"?token={token}" if token else "")
+    # An unbounded client queue: unread audio must not stop the client from seeing the close frame.
+    return await websockets.connect(url, ssl=server.ssl_context, max_queue=None, **kwargs)
+
+
+async def open_session(server: RunningServer, rate: int = 16000) -> websockets.ClientConnection:
+    ws = await connect(server)
+    await ws.send(hello(rate))
+    ready = await recv_json(ws, "ready")
+    assert ready["audio_out"]["format"] == "pcm16"
+    return ws
+
+
+@pytest.fixture
+async def echo(tmp_path: Path):
+    double = EchoSession()
+    async with running_server(double, tmp_path / "tls") as server:
+        yield double, server
+
+
+# ----------------------------------------------------------------- pure parsing, as a table
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ('{"type":"hello","sample_rate":16000,"format":"pcm16"}', Hello(16000)),
+        ('{"type":"hello","sample_rate":48000}', Hello(48000)),
+        ('{"type":"text","text":"hi there"}', InboundText("hi there")),
+        ('{"type":"played","turn":3,"ms":1200}', InboundPlayed(3, 1200)),
+        ("not json", "bad_json"),
+        ("[1,2]", "bad_message"),
+        ('{"type":"dance"}', "unknown_type"),
+        ('{"text":"no type"}', "unknown_type"),
+        ('{"type":"hello","sample_rate":7999}', "bad_sample_rate"),
+        ('{"type":"hello","sample_rate":48001}', "bad_sample_rate"),
+        ('{"type":"hello","sample_rate":"16000"}', "bad_sample_rate"),
+        ('{"type":"hello","sample_rate":true}', "bad_sample_rate"),
+        ('{"type":"hello","sample_rate":16000,"format":"opus"}', "bad_hello"),
+        ('{"type":"text","text":""}', "bad_message"),
+        ('{"type":"text","text":42}', "bad_message"),
+        ('{"type":"text","text":"' + "a" * 5000 + '"}', "text_too_long"),
+        ('{"type":"played","turn":-1,"ms":5}', "bad_message"),
+        ('{"type":"played","turn":1,"ms":2.5}', "bad_message"),
+        ('{"type":"played","turn":1}', "bad_message"),
+    ],
+)
+def test_parse_text(text: str, expected: object) -> None:
+    parsed = parse_text(text)
+    if isinstance(expected, str):
+        assert isinstance(parsed, ProtocolError) and parsed.code == expected
+    else:
+        assert parsed == expected
+
+
+@pytest.mark.parametrize(
+    ("data", "rate", "expected"),
+    [
+        (b"\x01\x00\x02\x00", 16000, 2),
+        (b"\x01\x00\x02", 16000, "odd_audio_length"),
+        (b"\x01\x00", None, "hello_required"),
+        (b"", 16000, None),
+        (b"\x00" * (protocol.MAX_MESSAGE_BYTES + 2), 16000, "message_too_large"),
+    ],
+)
+def test_parse_audio(data: bytes, rate: int | None, expected: object) -> None:
+    parsed = parse_audio(data, rate)
+    if expected is None:
+        assert parsed is None
+    elif isinstance(expected, str):
+        assert isinstance(parsed, ProtocolError) and parsed.code == expected
+    else:
+        assert isinstance(parsed, InboundAudio)
+        assert parsed.frame.samples == expected and parsed.frame.sample_rate == rate
+
+
+def test_audio_header_round_trip() -> None:
+    message = protocol.encode_audio(7, 300, b"\x01\x02\x03\x04")
+    assert message[:8] == (7).to_bytes(4, "little") + (300).to_bytes(4, "little")
+    assert decode_audio(message) == (7, 300, b"\x01\x02\x03\x04")
+
+
+# ----------------------------------------------------------------- over a real TLS server
+
+async def test_refused_without_token(echo) -> None:
+    _, server = echo
+    for token in (None, "wrong-token"):
+        ws = await connect(server, token=token)
+        with pytest.raises(websockets.ConnectionClosed) as closed:
+            await ws.recv()
+        assert closed.value.rcvd.code == 4401
+
+
+async def test_cookie_token_is_accepted(echo) -> None:
+    double, server = echo
+    ws = await connect(server, token=None, additional_headers={"Cookie": f"convers_token={TOKEN}"})
+    await ws.send(hello())
+    assert (await recv_json(ws, "ready"))["type"] == "ready"
+    await ws.close()
+
+
+async def test_cross_origin_refused(echo) -> None:
+    _, server = echo
+    ws = await connect(server, origin="https://evil.example")
+    with pytest.raises(websockets.ConnectionClosed) as closed:
+        await ws.recv()
+    assert closed.value.rcvd.code == 4403
+
+
+async def test_plain_tls_client_without_trust_fails(echo) -> None:
+    _, server = echo
+    with pytest.raises(ssl.SSLCertVerificationError):
+        await websockets.connect(server.ws_url + f"?token={TOKEN}", ssl=ssl.create_default_context())
+
+
+async def test_hello_ready_and_audio_arrives_at_rate(echo) -> None:
+    double, server = echo
+    ws = await connect(server)
+    await ws.send(hello(22050))
+    ready = await recv_json(ws, "ready")
+    assert ready == {"type": "ready", "audio_out": {"sample_rate": 24000, "format": "pcm16"}}
+    frame = bytes(range(256)) * 3  # 768 bytes: 384 samples
+    await ws.send(frame)
+    await ws.send(b"\x00\x00" * 10)
+    frames = await double.wait_for(lambda: len(double.events(InboundAudio)) >= 2 and double.events(InboundAudio))
+    assert frames[0].frame.pcm == frame
+    assert frames[0].frame.sample_rate == 22050
+    assert frames[1].frame.samples == 10
+    await ws.close()
+
+
+async def test_text_gets_reply_and_audio_with_turn_header(echo) -> None:
+    double, server = echo
+    ws = await open_session(server)
+    await ws.send(json.dumps({"type": "text", "text": "hello agent"}))
+    replies, audio = [], []
+    async with asyncio.timeout(5):
+        while len(audio) < round(double.reply_audio_s * 1000 / double.frame_ms):
+            message = await ws.recv()
+            if isinstance(message, bytes):
+                audio.append(decode_audio(message))
+            elif (data := json.loads(message))["type"] == "reply":
+                replies.append(data)
+    assert "".join(r["delta"] for r in replies).strip() == "You said: hello agent"
+    assert {r["turn"] for r in replies} == {1}
+    assert [turn for turn, _, _ in audio] == [1] * len(audio)
+    assert [seq for _, seq, _ in audio] == list(range(len(audio)))
+    assert len(audio[0][2]) == 24000 * 20 // 1000 * 2
+    assert double.events(InboundText) == [InboundText("hello agent")]
+    await ws.close()
+
+
+async def test_played_arrives(echo) -> None:
+    double, server = echo
+    ws = await open_session(server)
+    await ws.send(json.dumps({"type": "played", "turn": 2, "ms": 340}))
+    played = await double.wait_for(lambda: double.events(InboundPlayed))
+    assert played == [InboundPlayed(2, 340)]
+    await ws.close()
+
+
+async def test_flush_reaches_client(echo) -> None:
+    double, server = echo
+    ws = await open_session(server)
+    await ws.send(json.dumps({"type": "text", "text": "hi"}))
+    await recv_json(ws, "reply")
+    await ws.send(json.dumps({"type": "text", "text": "/flush"}))
+    assert await recv_json(ws, "flush") == {"type": "flush", "turn": 1}
+    await ws.close()
+
+
+MALFORMED: list[tuple[str | bytes, str]] = [
+    ("{nope", "bad_json"),
+    ('{"type":"sing"}', "unknown_type"),
+    ('"just a string"', "bad_message"),
+    ('{"type":"hello","sample_rate":4000}', "bad_sample_rate"),
+    ('{"type":"hello","sample_rate":96000}', "bad_sample_rate"),
+    ('{"type":"played","turn":"x","ms":1}', "bad_message"),
+    (b"\x01\x02\x03", "odd_audio_length"),
+    (b"\x00" * (protocol.MAX_MESSAGE_BYTES + 1024), "message_too_large"),
+    ('{"type":"text","text":"' + "x" * (protocol.MAX_MESSAGE_BYTES + 10) + '"}', "message_too_large"),
+]
+
+
+@pytest.mark.parametrize(("message", "code"), MALFORMED, ids=[c for _, c in MALFORMED])
+async def test_malformed_message_gets_error_and_session_survives(echo, message: str | bytes, code: str) -> None:
+    double, server = echo
+    ws = await open_session(server)
+    await ws.send(message)
+    error = await recv_json(ws, "error")
+    assert error["code"] == code and error["message"]
+    # The session goes on: audio and text still work on the same connection.
+    await ws.send(b"\x01\x00" * 160)
+    await ws.send(json.dumps({"type": "text", "text": "still here"}))
+    reply = await recv_json(ws, "reply")
+    assert reply["turn"] == 1
+    await double.wait_for(lambda: double.events(InboundAudio) and double.events(InboundText))
+    assert double.events(InboundAudio)[-1].frame.samples == 160
+    assert 0 not in double.finished
+    await ws.close()
+
+
+async def test_audio_before_hello_is_an_error_then_hello_works(echo) -> None:
+    double, server = echo
+    ws = await connect(server)
+    await ws.send(b"\x00\x00" * 160)
+    error = await recv_json(ws, "error")
+    assert error["code"] == "hello_required"
+    await ws.send(json.dumps({"type": "text", "text": "typed before hello"}))
+    await ws.send(hello(16000))
+    await recv_json(ws, "ready")
+    await ws.send(b"\x00\x00" * 160)
+    await double.wait_for(lambda: double.events(InboundAudio))
+    assert double.events(InboundText) == [InboundText("typed before hello")]
+    assert len(double.events(InboundAudio)) == 1  # the frame before hello was dropped, not delivered
+    await ws.close()
+
+
+async def test_no_hello_closes_connection(tmp_path: Path) -> None:
+    async with running_server(EchoSession(), tmp_path / "tls", hello_timeout_s=0.3) as server:
+        ws = await connect(server)
+        assert (await recv_json(ws, "error"))["code"] == "no_hello"
+        with pytest.raises(websockets.ConnectionClosed) as closed:
+            await ws.recv()
+        assert closed.value.rcvd.code == 4400
+
+
+async def test_over_the_protocol_limit_closes_only_that_connection(echo) -> None:
+    double, server = echo
+    other = await open_session(server)
+    ws = await open_session(server)
+    await ws.send(b"\x00" * (5 * 1024 * 1024))
+    with pytest.raises(websockets.ConnectionClosed):
+        await recv_json(ws, "never")
+    await other.send(json.dumps({"type": "text", "text": "unaffected"}))
+    assert (await recv_json(other, "reply"))["turn"] == 1
+    await other.close()
+
+
+async def test_two_sessions_are_independent(echo) -> None:
+    double, server = echo
+    first = await open_session(server)
+    second = await open_session(server)
+    await first.send(json.dumps({"type": "text", "text": "from one"}))
+    await second.send(json.dumps({"type": "text", "text": "from two"}))
+    assert (await recv_json(first, "transcript"))["text"] == "from one"
+    assert (await recv_json(second, "transcript"))["text"] == "from two"
+    await first.close()
+    await double.wait_for(lambda: 0 in double.finished)
+    # The second conversation carries on, with its own turn numbering.
+    await second.send(json.dumps({"type": "text", "text": "again"}))
+    assert (await recv_json(second, "transcript"))["text"] == "again"
+    reply = await recv_json(second, "reply")
+    assert reply["turn"] == 2
+    assert 1 not in double.finished
+    texts = {(s.connection, s.event.text) for s in double.seen if isinstance(s.event, InboundText)}
+    assert texts == {(0, "from one"), (1, "from two"), (1, "again")}
+    await second.close()
+    await double.wait_for(lambda: 1 in double.finished)
+
+
+async def test_session_crash_is_reported_and_server_lives_on(tmp_path: Path) -> None:
+    calls = []
+
+    async def crashing(transport) -> None:
+        calls.append(transport)
+        if len(calls) == 1:
+            raise RuntimeError("engine exploded")
+        async for _ in transport.inbound():
+            await transport.send_event({"type": "state", "state": "thinking"})
+
+    async with running_server(crashing, tmp_path / "tls") as server:
+        ws = await open_session(server)
+        error = await recv_json(ws, "error")
+        assert error["code"] == "session_failed" and "engine exploded" in error["message"]
+        ws2 = await open_session(server)
+        await ws2.send(json.dumps({"type": "text", "text": "hi"}))
+        assert (await recv_json(ws2, "state"))["state"] == "thinking"
+        await ws2.close()
+
+
+async def test_notices_follow_ready(tmp_path: Path) -> None:
+    notice = {"code": "no_llm", "message": "no language model is reachable: start llama-server"}
+    async with running_server(EchoSession(), tmp_path / "tls", notices=[notice]) as server:
+        ws = await connect(server)
+        await ws.send(hello())
+        assert (await recv_json(ws))["type"] == "ready"
+        assert await recv_json(ws, "error") == {"type": "error", **notice}
+        await ws.close()
