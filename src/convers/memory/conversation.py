@@ -308,9 +308,10 @@ class CompanionMemory:
         self._closed = True
         if self._tasks:
             self._queue.put_nowait(None)
-            self._digests.put_nowait(None)
             writer, digester, *others = self._tasks
             await writer  # stored turns are the one thing that must not be lost
+            # Only now: the writer may have queued digests up to its last item.
+            self._digests.put_nowait(None)
             try:
                 await asyncio.wait_for(asyncio.gather(digester, *others), self.options.close_timeout_s)
             except (TimeoutError, asyncio.TimeoutError):
