@@ -13,7 +13,13 @@ from convers import registry
 from convers.audio import write_wav
 from convers.config import Settings
 from convers.contracts.audio import AudioFrame
-from convers.contracts.transport import InboundAudio, InboundEvent, InboundPlayed, InboundText, Transport
+from convers.contracts.transport import (
+    InboundAudio,
+    InboundEvent,
+    InboundPlayed,
+    InboundText,
+    Transport,
+)
 from convers.transports.loopback import LoopbackTransport
 
 # Fast enough to keep tests short, slow enough that scheduling noise does not matter.

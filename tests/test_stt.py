@@ -6,7 +6,7 @@ import asyncio
 import threading
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import pytest
@@ -109,7 +109,7 @@ def test_whisper_model_folder_is_under_the_data_dir(tmp_path: Path) -> None:
 class FakeWhisperModel:
     """Stands in for faster_whisper.WhisperModel: records how it was built and what it decoded."""
 
-    created: list[dict[str, Any]] = []
+    created: ClassVar[list[dict[str, Any]]] = []
 
     def __init__(self, path: str, **kwargs: Any) -> None:
         FakeWhisperModel.created.append({"path": path, **kwargs})

@@ -5,9 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from convers.audio import Rechunker, concat, silence
+from convers.config import Settings
 from convers.contracts.audio import AudioFrame
 from convers.engine.timing import TurnTiming
 from convers.engine.turns import SpeechPaused, SpeechStarted, TurnTaker, UserTurnEnded
+from convers.providers.vad.silero import SileroVad
+from tests.speech import SpeechMaker, speech  # noqa: F401
 
 # A tiny rate keeps frames small: 20 samples = 20 ms per frame.
 RATE = 1000
@@ -202,10 +206,6 @@ def test_frame_at_another_rate_is_refused() -> None:
 
 # ------------------------------------------------------------------ with real speech and Silero
 
-from convers.audio import Rechunker, concat, silence  # noqa: E402
-from convers.config import Settings  # noqa: E402
-from convers.providers.vad.silero import SileroVad  # noqa: E402
-from tests.speech import SpeechMaker, speech  # noqa: E402, F401
 
 
 def voiced_span(audio: AudioFrame) -> tuple[float, float]:

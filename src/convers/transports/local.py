@@ -14,7 +14,12 @@ from typing import TYPE_CHECKING, Any, TextIO
 from convers.audio import StreamResampler, resample
 from convers.contracts.audio import AudioFormat, AudioFrame
 from convers.contracts.provider import Availability
-from convers.contracts.transport import InboundAudio, InboundEvent, InboundPlayed, InboundText
+from convers.contracts.transport import (
+    InboundAudio,
+    InboundEvent,
+    InboundPlayed,
+    InboundText,
+)
 
 if TYPE_CHECKING:
     from convers.config import Settings
@@ -117,7 +122,7 @@ class PlaybackQueue:
             return self._ms(turn)
 
     def _ms(self, turn: int) -> int:
-        return int(round(self._played_samples.get(turn, 0) * 1000 / self.sample_rate))
+        return round(self._played_samples.get(turn, 0) * 1000 / self.sample_rate)
 
     def fill(self, nbytes: int) -> bytes:
         """The next `nbytes` for the sound card: queued audio of the head turn, silence after it."""
@@ -286,7 +291,7 @@ class LocalAudioTransport:
             try:
                 stream.stop()
                 stream.close()
-            except Exception as error:  # closing must never raise out of session teardown
+            except Exception as error:  # noqa: BLE001 - closing must never raise out of session teardown
                 log.debug("closing audio stream failed: %s", error)
         self._streams = []
         self._end_line()

@@ -22,7 +22,12 @@ import numpy as np
 from convers.audio import read_wav, resample
 from convers.contracts.audio import AudioFormat, AudioFrame
 from convers.contracts.provider import Availability
-from convers.contracts.transport import InboundAudio, InboundEvent, InboundPlayed, InboundText
+from convers.contracts.transport import (
+    InboundAudio,
+    InboundEvent,
+    InboundPlayed,
+    InboundText,
+)
 
 if TYPE_CHECKING:
     from convers.config import Settings
@@ -345,7 +350,7 @@ class LoopbackTransport:
         self._report(turn, playback, force=drained)
 
     def _report(self, turn: int, playback: _TurnPlayback, force: bool) -> None:
-        ms = int(round(playback.played_ms))
+        ms = round(playback.played_ms)
         due = ms - max(playback.reported_ms, 0) >= self.report_every_ms
         if ms != playback.reported_ms and (force or due):
             playback.reported_ms = ms

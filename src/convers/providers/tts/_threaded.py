@@ -27,7 +27,7 @@ async def iterate_in_thread(make_items: Callable[[threading.Event], Iterator[T]]
                 if stop.is_set():
                     break
                 loop.call_soon_threadsafe(queue.put_nowait, item)
-        except BaseException as error:  # handed to the consumer, which re-raises it
+        except BaseException as error:  # noqa: BLE001 - handed to the consumer, which re-raises it
             loop.call_soon_threadsafe(queue.put_nowait, error)
         finally:
             loop.call_soon_threadsafe(queue.put_nowait, _DONE)

@@ -77,7 +77,7 @@ def espeak_version() -> str | None:
     if program is None:
         return None
     try:
-        result = subprocess.run([program, "--version"], capture_output=True, text=True, timeout=5)
+        result = subprocess.run([program, "--version"], capture_output=True, text=True, timeout=5, check=False)
     except (OSError, subprocess.TimeoutExpired):
         return None
     words = result.stdout.split()
@@ -91,7 +91,7 @@ def espeak_voices() -> set[str]:
     if program is None:
         return set()
     try:
-        listing = subprocess.run([program, "--voices"], capture_output=True, text=True, timeout=5).stdout
+        listing = subprocess.run([program, "--voices"], capture_output=True, text=True, timeout=5, check=False).stdout
     except (OSError, subprocess.TimeoutExpired):
         return set()
     names: set[str] = set()
