@@ -267,7 +267,7 @@ def run_benchmark(settings: Settings, config: BenchConfig, progress: Callable[[s
             "note": ("filler turns reuse the vectors of a fixed set of unique sentences (embedded once); "
                      "facts, mentions and questions are embedded individually"),
         },
-        "defaults": {"fusion": settings.memory.options.get("fusion", "rrf"), "recall_k": settings.memory.recall_k,
+        "defaults": {"fusion": settings.memory.options.get("fusion", "blend"), "recall_k": settings.memory.recall_k,
                      "recall_floor": settings.memory.recall_floor},
         "query_embedding_latency": query_embed,
         "timings": timings,
