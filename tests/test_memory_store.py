@@ -232,3 +232,14 @@ def test_vector_search_over_100k_rows(tmp_path) -> None:
 
 def test_query_terms_drop_stopwords() -> None:
     assert query_terms("What did I tell you about Ana's dog?") == ["ana", "dog"]
+
+
+def test_a_changed_embedder_degrades_to_word_search_for_old_rows(tmp_path) -> None:
+    path = tmp_path / "memory.db"
+    with SqliteMemoryStore(path, embedder=WordHashEmbedder(dimension=256)) as old:
+        old.add(turn(1, "Ana moved to Lisbon"))
+    with SqliteMemoryStore(path, embedder=WordHashEmbedder(dimension=64)) as new:
+        new.add(turn(2, "Bilal moved to Osaka"))  # stored with its 64-wide vector, no crash
+        assert new.search("Ana Lisbon", 1, floor=0.0)[0].id == "t1"
+        assert new.search("Bilal Osaka", 1, floor=0.0)[0].id == "t2"
+        assert new.count() == 2

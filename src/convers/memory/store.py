@@ -301,6 +301,16 @@ class SqliteMemoryStore:
         # If someone else bumped since we last synced, our index is stale: force a full reload.
         self._index_generation = new if old == self._index_generation else "stale"
 
+    def _index_add(self, rowids: list[int], vectors: np.ndarray) -> None:
+        """Adds to the in-memory index; vectors of another width (the embedder changed) stay out of it."""
+        try:
+            self._index.add(rowids, vectors)
+        except ValueError as error:
+            log.warning(
+                "memory %s: %s; vector recall covers only turns from one embedder. To re-embed everything: "
+                "`convers memory export F`, `convers memory wipe`, `convers memory import F`", self.path, error
+            )
+
     # ----------------------------------------------------------------- writing
 
     def _embed(self, texts: Sequence[str]) -> np.ndarray | None:
@@ -366,7 +376,7 @@ class SqliteMemoryStore:
         # The index only follows committed rows, so a failed transaction leaves no phantom vectors.
         if vectors is not None and added_rowids and self._index_rowid >= 0:
             with self._lock:
-                self._index.add(added_rowids, np.stack(added_vectors))
+                self._index_add(added_rowids, np.stack(added_vectors))
         return len(added_rowids)
 
     def backfill(self, limit: int = 64) -> int:
@@ -399,7 +409,7 @@ class SqliteMemoryStore:
         if filled and self._index_rowid >= 0:
             with self._lock:
                 by_rowid = {r: v for (r, _), v in zip(rows, vectors)}
-                self._index.add(filled, np.stack([by_rowid[r] for r in filled]))
+                self._index_add(filled, np.stack([by_rowid[r] for r in filled]))
         return len(filled)
 
     def forget(self, turn_id: str) -> bool:
@@ -514,10 +524,14 @@ class SqliteMemoryStore:
             "SELECT rowid, embedding FROM turns WHERE rowid > ? AND embedding IS NOT NULL", (self._index_rowid,)
         ).fetchall()
         if rows:
-            width = len(rows[0][1]) // 4
+            width = self._index.dimension or len(rows[0][1]) // 4
             good = [(r, b) for r, b in rows if len(b) == width * 4]
-            matrix = np.frombuffer(b"".join(b for _, b in good), dtype=np.float32).reshape(len(good), width)
-            self._index.add([r for r, _ in good], matrix)
+            if len(good) < len(rows):
+                log.warning("memory %s: %d turns have vectors of another width (embedder changed?) and are "
+                            "found by words only", self.path, len(rows) - len(good))
+            if good:
+                matrix = np.frombuffer(b"".join(b for _, b in good), dtype=np.float32).reshape(len(good), width)
+                self._index.add([r for r, _ in good], matrix)
         self._index_rowid = top
 
     def embed_query(self, query: str) -> np.ndarray | None:
@@ -569,11 +583,15 @@ class SqliteMemoryStore:
         excluded = set(exclude)
         with self._lock:
             try:
+                vector_hits = []
                 if vector is not None and mode != "lexical":
                     self._sync_index()
-                    vector_hits = self._index.search(unit_rows(vector)[0], CANDIDATES)
-                else:
-                    vector_hits = []
+                    if self._index.dimension not in (None, len(np.ravel(vector))):
+                        log.warning("memory %s holds %s-wide vectors but the query is %d wide: searching by words",
+                                    self.path, self._index.dimension, len(np.ravel(vector)))
+                        vector = None
+                    else:
+                        vector_hits = self._index.search(unit_rows(vector)[0], CANDIDATES)
                 lexical_hits = self._lexical(query, CANDIDATES) if mode != "vector" else []
                 candidates = self._score(vector_hits, lexical_hits, vector if mode == "fused" else None, fusion)
                 rows = self._rows([c.rowid for c in candidates])

@@ -59,7 +59,8 @@ class VectorIndex:
         return int(self._rowids[: self._size].max()) if self._size else 0
 
     def clear(self) -> None:
-        self.__init__(self.dimension)  # type: ignore[misc]
+        # The width is forgotten too: after a wipe the store may be refilled by another embedder.
+        self.__init__()  # type: ignore[misc]
 
     def add(self, rowids: Sequence[int], vectors: np.ndarray) -> None:
         """Adds or replaces vectors for `rowids` (rows must already be unit length)."""
