@@ -184,3 +184,12 @@ async def test_open_memory_from_settings(tmp_path: Path) -> None:
     assert [h.text for h in await memory.recall("Biscuit")] == ["Biscuit is my dog"]
     await memory.aclose()
     assert (tmp_path / "memory.db").exists()
+
+
+async def test_user_turns_are_stored_under_the_known_name(tmp_path: Path) -> None:
+    ProfileFile(tmp_path / "profile.json").update("name", "Sam")
+    memory = make(tmp_path)
+    memory.remember("s1", "user", "user", "Lovely day")
+    await memory.aclose()
+    with SqliteMemoryStore(tmp_path / "memory.db") as store:
+        assert store.list(1)[0].speaker == "Sam"

@@ -74,6 +74,11 @@ FILLER_VERBS = ["was honestly", "turned out", "has been", "felt", "seemed", "is 
 FILLER_ENDS = ["pretty good", "exhausting", "kind of boring", "better than expected", "a total mess",
                "surprisingly fun", "too long", "quite relaxing", "annoying again", "really lovely",
                "a little strange", "nothing special", "stressful", "cheerful", "slow"]
+# Filler that names the same people: near-distractors whose number grows with the store size.
+PEOPLE_FILLER = ["I texted {p} about the weekend plans.", "{p} says hi, by the way.",
+                 "I was thinking about {p} earlier today.", "{p} and I watched a film last night.",
+                 "I owe {p} a phone call.", "{p} was in a good mood this morning.",
+                 "I need to give {p} their umbrella back.", "{p} recommended a podcast to me."]
 REPLIES = ["That sounds lovely.", "Oh no, I'm sorry to hear that.", "How did that make you feel?",
            "Tell me more about that.", "That's good news!", "Hmm, that does sound tiring.",
            "I hope tomorrow is easier.", "Ha, that made me smile."]
@@ -132,6 +137,7 @@ def build_corpus(config: BenchConfig) -> Corpus:
             when = start + timedelta(days=rng.randint(0, 360))
             evidence.append(MemoryTurn(f"mention-{n}-{m}", f"s-mention-{n}", when, "Sam", "user", mention.format(p=person)))
     filler = sorted({f"{s} {v} {e} today." for s in FILLER_SUBJECTS for v in FILLER_VERBS for e in FILLER_ENDS})
+    filler += [t.format(p=p) for p in people for t in PEOPLE_FILLER]
     rng.shuffle(filler)
     return Corpus(evidence, questions, filler)
 

@@ -149,7 +149,11 @@ class CompanionMemory:
         self._queue.task_done()
 
     async def _store(self, item: _Write) -> None:
-        turn = MemoryTurn(uuid.uuid4().hex, item.session, item.time, item.speaker, item.role, item.text)
+        speaker = item.speaker
+        if item.role == "user" and speaker.lower() in ("", "user"):
+            # The session does not know the user's name; the word index should (questions name people).
+            speaker = await self.user_name() or speaker
+        turn = MemoryTurn(uuid.uuid4().hex, item.session, item.time, speaker, item.role, item.text)
         await asyncio.to_thread(self.store.add, turn)
         self._note_recent(turn.id, len(item.text))
         if item.role == "user":
