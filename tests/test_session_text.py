@@ -5,17 +5,11 @@ from __future__ import annotations
 import asyncio
 import json
 
-from convers.contracts.audio import AudioFrame
 from convers.contracts.transport import InboundPlayed, InboundText
 from convers.engine.prompt import RECALL_HEADER, PromptBuilder
 from convers.engine.session import Session, SessionOptions, SessionParts
 from convers.events import EventLog, read_events
 from tests.doubles import ListMemory, RecordingTransport, ScriptedLlm, ToneTts, hit
-
-
-def same_rate(frame: AudioFrame, rate: int) -> AudioFrame:
-    assert frame.sample_rate == rate, "these tests use one rate end to end"
-    return frame
 
 
 def make_session(llm, transport, tts=None, memory=None, events=None, **options) -> Session:
@@ -24,7 +18,6 @@ def make_session(llm, transport, tts=None, memory=None, events=None, **options) 
         SessionParts(llm=llm, tts=tts, memory=memory),
         PromptBuilder(persona="You are Juniper."),
         events or EventLog(None),
-        same_rate,
         options=SessionOptions(greet=False, **options),
     )
 

@@ -76,7 +76,6 @@ class Rig:
             SessionParts(llm=self.llm, tts=ToneTts(), stt=self.stt, vad=LoudnessVad()),
             PromptBuilder(persona="P"),
             EventLog(None, clock=self.clock),
-            lambda f, r: f,
             options=SessionOptions(greet=False, turns=TurnTiming(), barge_in=BargeInPolicy(**barge_in)),
         )
 

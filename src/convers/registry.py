@@ -59,6 +59,12 @@ def create(kind: str, name: str, settings: Settings) -> Any:
     """Builds provider `name`: `from_settings(settings)` when the class has it, else a plain call."""
     factory = load(kind, name)
     from_settings = getattr(factory, "from_settings", None)
-    if callable(from_settings):
-        return from_settings(settings)
-    return factory()
+    try:
+        if callable(from_settings):
+            return from_settings(settings)
+        return factory()
+    except (ImportError, OSError) as error:
+        # A missing library, model file or device: say which provider and how to see the rest.
+        raise ProviderUnavailableError(
+            f"{kind} provider {name!r} cannot start: {error} (`convers doctor` lists what is usable here)"
+        ) from error

@@ -76,8 +76,6 @@ def make_session(
     greet: bool = True,
     finish_reply_on_input_end: bool = False,
 ) -> Session:
-    from convers.audio import resample
-
     prompt = PromptBuilder(
         persona=load_persona(settings.agent.persona_file, settings.agent.name),
         rolling_chars=settings.memory.rolling_chars,
@@ -87,7 +85,6 @@ def make_session(
         parts,
         prompt,
         event_log(settings, session_id),
-        resample,
         options=session_options(settings, greet=greet, finish_reply_on_input_end=finish_reply_on_input_end),
         session_id=session_id,
     )

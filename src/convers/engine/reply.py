@@ -9,9 +9,11 @@ stream) and the TTS generator is closed (which stops synthesis).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+from contextlib import aclosing
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from convers.audio import StreamResampler
 from convers.contracts.audio import AudioFrame
 from convers.contracts.llm import ChatMessage, LanguageModel
 from convers.contracts.transport import Transport
@@ -68,9 +70,6 @@ def heard_text(progress: ReplyProgress, played_ms: float) -> str:
     return " ".join(words)
 
 
-Resampler = Callable[[AudioFrame, int], AudioFrame]
-
-
 class ReplyStreamer:
     """Streams one reply to a transport; text only when `tts` is None."""
 
@@ -80,7 +79,6 @@ class ReplyStreamer:
         tts: TextToSpeech | None,
         transport: Transport,
         events: EventLog,
-        resample: Resampler,
         max_tokens: int | None = None,
         temperature: float | None = None,
     ) -> None:
@@ -88,7 +86,6 @@ class ReplyStreamer:
         self.tts = tts
         self.transport = transport
         self.events = events
-        self.resample = resample
         self.max_tokens = max_tokens
         self.temperature = temperature
 
@@ -121,17 +118,20 @@ class ReplyStreamer:
     ) -> None:
         splitter = SentenceSplitter()
         try:
+            # aclosing: a cancel while we await the transport must still close the HTTP stream now,
+            # not whenever the generator is garbage-collected.
             stream = self.llm.stream(messages, max_tokens=self.max_tokens, temperature=self.temperature)
-            async for delta in stream:
-                if not delta:
-                    continue
-                if not progress.text:
-                    metrics.mark("llm_first_token", self.events.now())
-                    self.events.emit("llm_first_token", turn=progress.turn)
-                progress.text += delta
-                await self.transport.send_event({"type": "reply", "turn": progress.turn, "delta": delta})
-                for chunk in splitter.push(delta):
-                    self._chunk_ready(chunk, progress, metrics, chunks)
+            async with aclosing(stream):
+                async for delta in stream:
+                    if not delta:
+                        continue
+                    if not progress.text:
+                        metrics.mark("llm_first_token", self.events.now())
+                        self.events.emit("llm_first_token", turn=progress.turn)
+                    progress.text += delta
+                    await self.transport.send_event({"type": "reply", "turn": progress.turn, "delta": delta})
+                    for chunk in splitter.push(delta):
+                        self._chunk_ready(chunk, progress, metrics, chunks)
             for chunk in splitter.flush():
                 self._chunk_ready(chunk, progress, metrics, chunks)
             progress.generation_done = True
@@ -149,7 +149,6 @@ class ReplyStreamer:
     async def _speak(self, chunks: asyncio.Queue[object], progress: ReplyProgress, metrics: TurnMetrics) -> None:
         assert self.tts is not None
         out_rate = self.transport.output_format.sample_rate
-        max_bytes = int(out_rate * MAX_OUTBOUND_FRAME_S) * 2
         while True:
             item = await chunks.get()
             if item is _END:
@@ -157,21 +156,35 @@ class ReplyStreamer:
             text = str(item)
             spoken = SpokenChunk(text=text, start_ms=progress.audio_ms)
             progress.chunks.append(spoken)
-            async for frame in self.tts.synthesize(text):
-                if not frame.pcm:
-                    continue
-                if "tts_first_audio" not in metrics.marks:
-                    metrics.mark("tts_first_audio", self.events.now())
-                    self.events.emit("tts_first_audio", turn=progress.turn)
-                if frame.sample_rate != out_rate:
-                    frame = self.resample(frame, out_rate)
-                for start in range(0, len(frame.pcm), max_bytes):
-                    piece = AudioFrame(frame.pcm[start : start + max_bytes], out_rate)
-                    await self.transport.send_audio(progress.turn, progress.seq, piece)
-                    if progress.seq == 0:
-                        metrics.mark("first_audio_out", self.events.now())
-                        self.events.emit("first_audio_out", turn=progress.turn)
-                    progress.seq += 1
-                    duration_ms = piece.duration_s * 1000
-                    progress.audio_ms += duration_ms
-                    spoken.duration_ms += duration_ms
+            synthesis = self.tts.synthesize(text)
+            # One resampler per chunk keeps its filter state across frames: no clicks at frame edges.
+            resampler: StreamResampler | None = None
+            async with aclosing(synthesis):
+                async for frame in synthesis:
+                    if not frame.pcm:
+                        continue
+                    if "tts_first_audio" not in metrics.marks:
+                        metrics.mark("tts_first_audio", self.events.now())
+                        self.events.emit("tts_first_audio", turn=progress.turn)
+                    if frame.sample_rate != out_rate:
+                        if resampler is None or resampler.in_rate != frame.sample_rate:
+                            resampler = StreamResampler(frame.sample_rate, out_rate)
+                        frame = resampler.push(frame)
+                    await self._send(frame, progress, spoken, metrics)
+            if resampler is not None:
+                tail = resampler.push(AudioFrame(b"", resampler.in_rate), last=True)
+                await self._send(tail, progress, spoken, metrics)
+
+    async def _send(self, frame: AudioFrame, progress: ReplyProgress, spoken: SpokenChunk, metrics: TurnMetrics) -> None:
+        """Sends audio in frames of at most MAX_OUTBOUND_FRAME_S, each tagged with the turn and a sequence number."""
+        max_bytes = int(frame.sample_rate * MAX_OUTBOUND_FRAME_S) * 2
+        for start in range(0, len(frame.pcm), max_bytes):
+            piece = AudioFrame(frame.pcm[start : start + max_bytes], frame.sample_rate)
+            await self.transport.send_audio(progress.turn, progress.seq, piece)
+            if progress.seq == 0:
+                metrics.mark("first_audio_out", self.events.now())
+                self.events.emit("first_audio_out", turn=progress.turn)
+            progress.seq += 1
+            duration_ms = piece.duration_s * 1000
+            progress.audio_ms += duration_ms
+            spoken.duration_ms += duration_ms

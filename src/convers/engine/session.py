@@ -18,7 +18,7 @@ from convers.contracts.tts import TextToSpeech
 from convers.contracts.vad import Vad
 from convers.engine.listener import Listener
 from convers.engine.prompt import PromptBuilder
-from convers.engine.reply import ReplyProgress, ReplyStreamer, Resampler, heard_text
+from convers.engine.reply import ReplyProgress, ReplyStreamer, heard_text
 from convers.engine.timing import BargeInPolicy, TurnTiming
 from convers.engine.turns import SpeechDropped, SpeechOnset, SpeechStarted, TurnEvent, UserTurnEnded
 from convers.events import EventLog, TurnMetrics
@@ -95,7 +95,6 @@ class Session:
         parts: SessionParts,
         prompt: PromptBuilder,
         events: EventLog,
-        resample: Resampler,
         options: SessionOptions | None = None,
         session_id: str | None = None,
     ) -> None:
@@ -103,7 +102,6 @@ class Session:
         self.parts = parts
         self.prompt = prompt
         self.events = events
-        self.resample = resample
         self.options = options or SessionOptions()
         self.session_id = session_id or uuid.uuid4().hex[:12]
         self.history: list[ChatMessage] = []
@@ -115,7 +113,6 @@ class Session:
             parts.tts,
             transport,
             events,
-            resample,
             max_tokens=self.options.max_tokens,
             temperature=self.options.temperature,
         )
