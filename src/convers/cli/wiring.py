@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -38,14 +39,42 @@ def build_memory(settings: Settings, llm: Any) -> Any:
         return None
 
 
-def build_voice(settings: Settings) -> tuple[Any, Any, Any]:
-    """VAD, STT (with `auto` resolved) and TTS from settings."""
+def build_stt(settings: Settings) -> Any:
+    """The STT provider from settings, with `auto` resolved to what is usable here."""
     from convers.providers.stt import stt_provider_name
 
-    vad = build("vad", settings)
-    stt = build("stt", settings, name=stt_provider_name(settings))
-    tts = build("tts", settings)
-    return vad, stt, tts
+    return build("stt", settings, name=stt_provider_name(settings))
+
+
+def build_voice(settings: Settings) -> tuple[Any, Any, Any]:
+    """VAD, STT and TTS from settings."""
+    return build("vad", settings), build_stt(settings), build("tts", settings)
+
+
+class ServerSessions:
+    """What `convers serve` runs for each connected client.
+
+    The LLM, STT and TTS are shared (they hold no per-conversation state and load their models
+    once); each client gets its own VAD (it carries state between frames) and its own memory view.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.llm = build("llm", settings)
+        self.stt = build_stt(settings)
+        self.tts = build("tts", settings)
+        build("vad", settings)  # fail at start, not at the first connection, if the VAD cannot run
+
+    async def __call__(self, transport: Transport) -> None:
+        settings = self.settings
+        memory = build_memory(settings, self.llm) if settings.memory.enabled else None
+        parts = SessionParts(llm=self.llm, tts=self.tts, stt=self.stt, vad=build("vad", settings), memory=memory)
+        session = make_session(settings, transport, parts, session_id=uuid.uuid4().hex[:12])
+        try:
+            await session.run()
+        finally:
+            if memory is not None:
+                await memory.aclose()
 
 
 def session_options(settings: Settings, greet: bool = True, finish_reply_on_input_end: bool = False) -> SessionOptions:
