@@ -37,9 +37,9 @@ def main(ctx: click.Context, config_file: Path | None, data_dir: Path | None, as
 def _register() -> None:
     # Imported here, not at module top, so `convers --help` stays fast and one broken optional
     # command cannot take the others down at import time.
-    from convers.cli import bench, chat, config_cmd, doctor, memory, models
+    from convers.cli import bench, chat, config_cmd, doctor, memory, models, serve
 
-    for command in (chat.chat, config_cmd.config, doctor.doctor, models.models, memory.memory, memory.profile, bench.bench):
+    for command in (chat.chat, config_cmd.config, doctor.doctor, models.models, memory.memory, memory.profile, bench.bench, serve.serve, serve.token):
         main.add_command(command)
 
 

@@ -1,0 +1,150 @@
+"""`convers serve`: the browser front-end over HTTPS on the LAN, and `convers token` to manage its access token."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import click
+
+from convers.cli.context import settings_from
+from convers.config import Settings
+
+log = logging.getLogger(__name__)
+
+
+@click.command()
+@click.option("--host", help="Interface to listen on (default: settings server.host, 0.0.0.0 = every LAN address).")
+@click.option("--port", type=int, help="Port (default: settings server.port, 8443).")
+@click.option("--cert", type=click.Path(path_type=Path), help="Your own TLS certificate (PEM); default: a self-signed one in DATA_DIR/tls.")
+@click.option("--key", type=click.Path(path_type=Path), help="Private key (PEM) for --cert.")
+@click.option("--no-auth", is_flag=True, help="No access token (only allowed with --host 127.0.0.1).")
+@click.option("--rotate-token", is_flag=True, help="Make a new access token first: old links and cookies stop working.")
+@click.pass_context
+def serve(
+    ctx: click.Context,
+    host: str | None,
+    port: int | None,
+    cert: Path | None,
+    key: Path | None,
+    no_auth: bool,
+    rotate_token: bool,
+) -> None:
+    """Talk to the agent from a browser on this machine or a phone on the same network."""
+    from convers.transports.browser.auth import AuthConfigError, check_no_auth, load_or_create_token
+    from convers.transports.browser.auth import rotate_token as make_new_token
+    from convers.transports.browser.server import certificate_for, open_urls
+
+    flags: dict[str, Any] = {"server.host": host, "server.port": port, "server.cert": cert, "server.key": key}
+    if no_auth:
+        flags["server.auth"] = False
+    settings = settings_from(ctx, **flags)
+    server = settings.server
+    if not server.auth:
+        try:
+            check_no_auth(server.host)
+        except AuthConfigError as error:
+            raise click.UsageError(str(error)) from None
+    data_dir = settings.data_path
+    data_dir.mkdir(parents=True, exist_ok=True)
+    token: str | None = None
+    if server.auth:
+        token = make_new_token(data_dir) if rotate_token else load_or_create_token(data_dir)
+    try:
+        certificate = certificate_for(data_dir, server.host, server.cert, server.key)
+    except ValueError as error:
+        raise click.UsageError(str(error)) from None
+
+    app = build_app(settings, token)
+    click.echo("convers is listening. Open one of these (the browser will warn about the self-signed")
+    click.echo("certificate the first time; accept it for this address):")
+    for url in open_urls(server.host, server.port, token):
+        click.echo(f"  {url}")
+    if token is not None:
+        click.echo("Anyone with this link can talk to the agent and read its memory: `convers token rotate` revokes it.")
+    run_server(app, settings, certificate)
+
+
+def build_app(settings: Settings, token: str | None) -> Any:
+    """The ASGI app with the engine's per-connection session runner and the memory store wired in."""
+    from convers.cli import wiring
+    from convers.transports.browser.app import BrowserAppConfig, create_app
+
+    notices = llm_notices(settings)
+    try:
+        sessions = wiring.ServerSessions(settings)
+    except Exception as error:  # a provider that cannot start is a message, not a traceback
+        raise click.ClickException(f"cannot start the conversation engine: {error}") from None
+    output_rate = getattr(getattr(sessions, "tts", None), "output_format", None)
+    config = BrowserAppConfig(
+        token=token,
+        # The page resamples whatever rate it is told; sending the voice's own rate avoids a resample.
+        output_sample_rate=getattr(output_rate, "sample_rate", None) or 24000,
+        notices=notices,
+    )
+    return create_app(sessions, config, memory_store=memory_store(settings))
+
+
+def llm_notices(settings: Settings) -> list[dict[str, str]]:
+    """An error every page shows on connect when the configured LLM is not usable now."""
+    from convers.cli.doctor import check_provider
+
+    availability = check_provider("llm", settings.llm.provider, settings)
+    if availability.usable:
+        return []
+    log.warning("LLM %s is not usable: %s", settings.llm.provider, availability.detail)
+    return [{"code": "no_llm", "message": f"{settings.llm.provider}: {availability.detail}"}]
+
+
+def memory_store(settings: Settings) -> Any | None:
+    """The store behind the memory panel (None when memory is off or cannot be opened)."""
+    if not settings.memory.enabled:
+        return None
+    from convers.cli import wiring
+
+    try:
+        embedder = wiring.build("embedder", settings)
+    except Exception as error:  # search degrades to words only
+        log.warning("memory panel search without embeddings: %s", error)
+        embedder = None
+    try:
+        from convers.memory.store import SqliteMemoryStore
+
+        return SqliteMemoryStore.from_settings(settings, embedder=embedder)
+    except Exception as error:
+        log.warning("memory panel is off: %s", error)
+        return None
+
+
+def run_server(app: Any, settings: Settings, certificate: Any) -> None:
+    import uvicorn
+
+    from convers.transports.browser.server import uvicorn_config
+
+    level = logging.getLogger().getEffectiveLevel()
+    log_level = "info" if level <= logging.INFO else "warning"
+    uvicorn.Server(uvicorn_config(app, settings.server.host, settings.server.port, certificate, log_level)).run()
+
+
+@click.group()
+def token() -> None:
+    """The access token in the link `convers serve` prints."""
+
+
+@token.command("show")
+@click.pass_context
+def token_show(ctx: click.Context) -> None:
+    """Print the current token (made if there is none)."""
+    from convers.transports.browser.auth import load_or_create_token
+
+    click.echo(load_or_create_token(settings_from(ctx).data_path))
+
+
+@token.command("rotate")
+@click.pass_context
+def token_rotate(ctx: click.Context) -> None:
+    """Make a new token: every old link and browser cookie stops working (restart `convers serve`)."""
+    from convers.transports.browser.auth import rotate_token
+
+    click.echo(rotate_token(settings_from(ctx).data_path))
