@@ -1,0 +1,99 @@
+"""The memory panel's JSON endpoints over TLS, against an in-memory store double."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import httpx
+import pytest
+
+from convers.contracts.memory import MemoryHit, MemoryTurn
+from tests.browser_helpers import TOKEN, EchoSession, running_server
+
+
+@dataclass
+class ListStore:
+    """list/count/search/forget/wipe over a Python list; search matches words."""
+
+    turns: list[MemoryTurn] = field(default_factory=list)
+
+    def list(self, limit: int = 50, offset: int = 0) -> list[MemoryTurn]:
+        return list(reversed(self.turns))[offset : offset + limit]
+
+    def count(self) -> int:
+        return len(self.turns)
+
+    def search(self, query: str, k: int = 5) -> list[MemoryHit]:
+        words = set(query.lower().split())
+        hits = [MemoryHit(t.id, t.text, 0.9, t) for t in self.turns if words & set(t.text.lower().split())]
+        return hits[:k]
+
+    def forget(self, turn_id: str) -> bool:
+        before = len(self.turns)
+        self.turns = [t for t in self.turns if t.id != turn_id]
+        return len(self.turns) < before
+
+    def wipe(self) -> int:
+        count, self.turns = len(self.turns), []
+        return count
+
+
+def turn(n: int, text: str) -> MemoryTurn:
+    return MemoryTurn(f"id{n}", "s1", datetime(2025, 1, n, tzinfo=timezone.utc), "user", "user", text)
+
+
+@pytest.fixture
+async def api(tmp_path: Path):
+    store = ListStore([turn(1, "I have a cat named Miso"), turn(2, "my sister lives in Lyon"), turn(3, "the cat likes boxes")])
+    async with running_server(EchoSession(), tmp_path / "tls", memory_store=store) as server:
+        headers = {"Authorization": f"Bearer {TOKEN}"}
+        async with httpx.AsyncClient(base_url=server.base_url, verify=server.ssl_context, headers=headers) as client:
+            yield client, store
+
+
+async def test_list_newest_first_with_paging(api) -> None:
+    client, _ = api
+    body = (await client.get("/api/memory", params={"limit": 2})).json()
+    assert body["total"] == 3
+    assert [i["id"] for i in body["items"]] == ["id3", "id2"]
+    assert body["items"][0]["time"].startswith("2025-01-03") and body["items"][0]["role"] == "user"
+    rest = (await client.get("/api/memory", params={"limit": 2, "offset": 2})).json()
+    assert [i["id"] for i in rest["items"]] == ["id1"]
+
+
+async def test_search(api) -> None:
+    client, _ = api
+    body = (await client.get("/api/memory", params={"q": "cat"})).json()
+    assert {i["id"] for i in body["items"]} == {"id1", "id3"}
+    assert all(i["score"] == 0.9 for i in body["items"])
+
+
+@pytest.mark.parametrize("params", [{"limit": "x"}, {"limit": 0}, {"limit": 1000}, {"offset": -1}])
+async def test_bad_paging_is_400(api, params) -> None:
+    client, _ = api
+    response = await client.get("/api/memory", params=params)
+    assert response.status_code == 400 and "limit" in response.json()["error"]
+
+
+async def test_forget_one_and_wipe(api) -> None:
+    client, store = api
+    assert (await client.delete("/api/memory/id2")).json() == {"deleted": "id2"}
+    assert [t.id for t in store.turns] == ["id1", "id3"]
+    assert (await client.delete("/api/memory/id2")).status_code == 404
+    assert (await client.delete("/api/memory")).json() == {"deleted": 2}
+    assert store.turns == []
+
+
+async def test_cross_origin_delete_refused(api) -> None:
+    client, store = api
+    response = await client.delete("/api/memory", headers={"Origin": "https://evil.example"})
+    assert response.status_code == 403 and len(store.turns) == 3
+
+
+async def test_memory_off_is_503(tmp_path: Path) -> None:
+    async with running_server(EchoSession(), tmp_path / "tls") as server:
+        async with httpx.AsyncClient(base_url=server.base_url, verify=server.ssl_context) as client:
+            response = await client.get("/api/memory", headers={"Authorization": f"Bearer {TOKEN}"})
+            assert response.status_code == 503 and "memory is off" in response.json()["error"]
