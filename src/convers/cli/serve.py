@@ -69,18 +69,18 @@ def serve(
 def build_app(settings: Settings, token: str | None) -> Any:
     """The ASGI app with the engine's per-connection session runner and the memory store wired in."""
     from convers.cli import wiring
-    from convers.transports.browser.app import BrowserAppConfig, create_app
+    from convers.transports.browser.app import DEFAULT_OUTPUT_SAMPLE_RATE, BrowserAppConfig, create_app
 
     notices = llm_notices(settings)
     try:
         sessions = wiring.ServerSessions(settings)
     except Exception as error:  # a provider that cannot start is a message, not a traceback
         raise click.ClickException(f"cannot start the conversation engine: {error}") from None
-    output_rate = getattr(getattr(sessions, "tts", None), "output_format", None)
+    voice_rate = getattr(getattr(sessions, "tts", None), "sample_rate", None)
     config = BrowserAppConfig(
         token=token,
         # The page resamples whatever rate it is told; sending the voice's own rate avoids a resample.
-        output_sample_rate=getattr(output_rate, "sample_rate", None) or 24000,
+        output_sample_rate=voice_rate or DEFAULT_OUTPUT_SAMPLE_RATE,
         notices=notices,
     )
     return create_app(sessions, config, memory_store=memory_store(settings))
