@@ -113,8 +113,9 @@ async def test_conversation_in_the_browser(tmp_path: Path, mic_wav: Path) -> Non
         await transport.flush(2)
         flushed_at = loop.time()
         await double.speak(transport, 2, 0.5, start_seq=1000)  # late frames of the flushed turn
-        await asyncio.sleep(1.2)
-        assert double.played(2, since=flushed_at + 0.3) == []
+        await asyncio.sleep(1.5)
+        # Reports posted before the flush reached the page may still be in flight for a moment.
+        assert double.played(2, since=flushed_at + 0.5) == []
         assert max(double.played(2)) < 2000
         await page.wait_for_selector('.msg.agent.interrupted[data-turn="2"]')
 
