@@ -1,4 +1,4 @@
-"""Rolling buffer keeps whole recent turns; recalled turns are framed as background not to be restated."""
+"""Recalled turns are framed as background not to be restated (the rolling buffer: tests/test_prompt.py)."""
 
 from __future__ import annotations
 
@@ -6,22 +6,8 @@ from datetime import datetime, timedelta, timezone
 
 from convers.contracts.memory import MemoryHit, MemoryTurn
 from convers.memory.recall import how_long_ago, render_recall
-from convers.memory.rolling import RollingBuffer
 
 NOW = datetime(2025, 6, 10, 12, 0, tzinfo=timezone.utc)
-
-
-def test_rolling_buffer_drops_oldest_whole_turns() -> None:
-    buffer = RollingBuffer(max_chars=25)
-    buffer.add("user", "a" * 10)
-    buffer.add("assistant", "b" * 10)
-    assert [m.content for m in buffer.messages()] == ["a" * 10, "b" * 10]
-    buffer.add("user", "c" * 10)
-    # "a" dropped first; then "b" would open the history with an unanswered assistant line.
-    assert [m.content for m in buffer.messages()] == ["c" * 10]
-    assert buffer.chars == 10
-    buffer.add("assistant", "d" * 100)
-    assert [m.content for m in buffer.messages()] == ["d" * 100]  # the newest turn always stays
 
 
 def _hit(text: str, days_ago: int, role: str = "user", kind: str = "turn") -> MemoryHit:

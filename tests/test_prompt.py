@@ -7,7 +7,9 @@ from pathlib import Path
 import pytest
 
 from convers.contracts.llm import ChatMessage
-from convers.engine.prompt import RECALL_HEADER, PersonaError, PromptBuilder, load_persona, recent_turns
+from convers.engine.prompt import PersonaError, PromptBuilder, load_persona
+from convers.memory.recall import RECALL_HEADER
+from convers.memory.rolling import recent_turns
 from tests.doubles import hit
 
 
@@ -25,8 +27,8 @@ def test_profile_and_recall_are_framed_as_background() -> None:
     )
     system = messages[0].content
     assert "name: Sam" in system
-    assert RECALL_HEADER in system and "Do not quote it" in system
-    assert "(2026-01-05, Sam) My dog is called Rex." in system
+    assert RECALL_HEADER in system and "do not quote it" in system
+    assert "they said: My dog is called Rex." in system
     assert system.index("name: Sam") < system.index(RECALL_HEADER)
 
 

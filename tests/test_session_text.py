@@ -6,7 +6,8 @@ import asyncio
 import json
 
 from convers.contracts.transport import InboundPlayed, InboundText
-from convers.engine.prompt import RECALL_HEADER, PromptBuilder
+from convers.engine.prompt import PromptBuilder
+from convers.memory.recall import RECALL_HEADER
 from convers.engine.session import Session, SessionOptions, SessionParts
 from convers.events import EventLog, read_events
 from tests.doubles import ListMemory, RecordingTransport, ScriptedLlm, ToneTts, hit

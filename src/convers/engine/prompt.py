@@ -8,6 +8,8 @@ from pathlib import Path
 
 from convers.contracts.llm import ChatMessage
 from convers.contracts.memory import MemoryHit
+from convers.memory.recall import render_recall
+from convers.memory.rolling import recent_turns
 
 DEFAULT_PERSONA = """\
 You are {name}, a warm, curious companion who talks with one person by voice.
@@ -18,11 +20,6 @@ Everything you write is spoken aloud, so:
 - if you are interrupted, do not repeat what you already said.
 You remember this person across conversations. Use what you remember naturally, as a friend would."""
 
-RECALL_HEADER = (
-    "Background from earlier conversations with this person, for your own understanding only. "
-    "Do not quote it, do not list it and do not mention that you looked it up; "
-    "bring it in only where it naturally helps the current conversation."
-)
 PROFILE_HEADER = "What you know about this person (they may correct it):"
 
 
@@ -39,34 +36,6 @@ def load_persona(path: Path | None, agent_name: str) -> str:
     except OSError as error:
         raise PersonaError(f"persona file {path} cannot be read: {error.strerror}; fix agent.persona_file") from error
     return text.replace("{name}", agent_name).strip()
-
-
-def frame_recall(hits: Sequence[MemoryHit]) -> str:
-    """Recalled turns as background the model must not restate; '' when there is nothing."""
-    if not hits:
-        return ""
-    lines = [RECALL_HEADER]
-    for hit in hits:
-        turn = hit.turn
-        when = turn.time.strftime("%Y-%m-%d")
-        lines.append(f"- ({when}, {turn.speaker}) {hit.text}")
-    return "\n".join(lines)
-
-
-def recent_turns(history: Sequence[ChatMessage], budget_chars: int) -> list[ChatMessage]:
-    """The newest whole turns whose text fits in `budget_chars` (the rolling buffer)."""
-    kept: list[ChatMessage] = []
-    used = 0
-    for message in reversed(history):
-        used += len(message.content)
-        if used > budget_chars:
-            break
-        kept.append(message)
-    kept.reverse()
-    # A history must not open with an assistant line cut off from the question it answered.
-    while kept and kept[0].role == "assistant" and len(kept) < len(history):
-        kept.pop(0)
-    return kept
 
 
 @dataclass(frozen=True)
@@ -86,7 +55,7 @@ class PromptBuilder:
         sections = [self.persona]
         if profile.strip():
             sections.append(f"{PROFILE_HEADER}\n{profile.strip()}")
-        background = frame_recall(recalled)
+        background = render_recall(recalled)
         if background:
             sections.append(background)
         messages = [ChatMessage("system", "\n\n".join(sections))]
