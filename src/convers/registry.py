@@ -55,14 +55,17 @@ def load(kind: str, name: str) -> Any:
     return providers[name].load()
 
 
-def create(kind: str, name: str, settings: Settings) -> Any:
-    """Builds provider `name`: `from_settings(settings)` when the class has it, else a plain call."""
+def create(kind: str, name: str, settings: Settings, **parts: Any) -> Any:
+    """Builds provider `name`: `from_settings(settings, **parts)` when the class has it, else a plain call.
+
+    `parts` are other providers this one is built on (a memory store gets its embedder).
+    """
     factory = load(kind, name)
     from_settings = getattr(factory, "from_settings", None)
     try:
         if callable(from_settings):
-            return from_settings(settings)
-        return factory()
+            return from_settings(settings, **parts)
+        return factory(**parts)
     except (ImportError, OSError) as error:
         # A missing library, model file or device: say which provider and how to see the rest.
         raise ProviderUnavailableError(

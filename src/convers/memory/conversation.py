@@ -103,7 +103,12 @@ class CompanionMemory:
             embedder = registry.create("embedder", settings.embedder.provider, settings)
         except Exception as error:  # noqa: BLE001 - recall still works by words; writes backfill later
             log.warning("embedder %s unavailable, recall uses words only: %s", settings.embedder.provider, error)
-        store = SqliteMemoryStore.from_settings(settings, embedder)
+        store = registry.create("memory", settings.memory.provider, settings, embedder=embedder)
+        if not isinstance(store, SqliteMemoryStore):
+            # Recall, backfill and digests use the SQLite store's own methods beyond the Protocol.
+            raise MemoryStoreError(
+                f"memory provider {settings.memory.provider!r} is not supported by the conversation memory yet; use sqlite"
+            )
         memory = settings.memory
         options = MemoryOptions(
             recall_k=memory.recall_k,
