@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -19,7 +20,7 @@ from convers.config import load_settings
 from tests.browser_helpers import TOKEN, running_server
 from tests.llm_server import Reply, ScriptedLlmServer
 from tests.speech import SpeechMaker, speech  # noqa: F401
-from tests.test_browser_e2e import browser, open_page
+from tests.test_browser_e2e import SCREENSHOT_ENV, browser, open_page
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -93,6 +94,9 @@ async def test_spoken_conversation_with_barge_in_in_the_browser(tmp_path: Path, 
             heard = (await page.inner_text(".msg.user")).lower()
             assert {"weather", "today", "like", "what"} & set(heard.split()), heard
             await page.wait_for_selector('.msg.agent[data-turn="1"]:has-text("forecast")', timeout=30_000)
+            if path := os.environ.get(SCREENSHOT_ENV):
+                await asyncio.sleep(1.0)  # let the circle react to the agent's voice
+                await page.screenshot(path=path)
 
             # "stop please" over the agent: barge-in, flush, and the page marks the turn cut.
             barge = await wait_for_event(data_dir, lambda e: e["event"] == "barge_in", 40)
