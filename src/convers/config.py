@@ -11,7 +11,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from convers.engine.timing import BargeInPolicy, TurnTiming
+from convers.engine.timing import BargeInPolicy, SpeculationPolicy, TurnTiming
 
 ENV_PREFIX = "CONVERS_"
 # CONVERS_LLM__BASE_URL sets llm.base_url: a double underscore separates nesting levels.
@@ -163,6 +163,7 @@ class Settings(Section):
     vad: VadSettings = Field(default_factory=VadSettings)
     turns: TurnTiming = Field(default_factory=TurnTiming)
     barge_in: BargeInPolicy = Field(default_factory=BargeInPolicy)
+    speculation: SpeculationPolicy = Field(default_factory=SpeculationPolicy)
     embedder: EmbedderSettings = Field(default_factory=EmbedderSettings)
     memory: MemorySettings = Field(default_factory=MemorySettings)
     server: ServerSettings = Field(default_factory=ServerSettings)

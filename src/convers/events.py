@@ -18,6 +18,7 @@ TURN_MARKS = (
     "speech_start",
     "speech_end",
     "turn_start",
+    "turn_confirmed",
     "stt_final",
     "recall_done",
     "llm_first_token",

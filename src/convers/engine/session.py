@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import copy
 import logging
 import uuid
 from collections.abc import Callable
@@ -19,7 +20,8 @@ from convers.contracts.vad import Vad
 from convers.engine.listener import Listener
 from convers.engine.prompt import PromptBuilder
 from convers.engine.reply import ReplyProgress, ReplyStreamer, heard_text
-from convers.engine.timing import BargeInPolicy, TurnTiming
+from convers.engine.speculation import SpeculativeResult, Speculator
+from convers.engine.timing import BargeInPolicy, SpeculationPolicy, TurnTiming
 from convers.engine.turns import SpeechDropped, SpeechOnset, SpeechStarted, TurnEvent, UserTurnEnded
 from convers.events import EventLog, TurnMetrics
 
@@ -58,6 +60,9 @@ class SessionOptions:
     finish_reply_on_input_end: bool = False
     turns: TurnTiming = TurnTiming()
     barge_in: BargeInPolicy = BargeInPolicy()
+    # Off unless asked for (wiring passes settings.speculation, on by default): a session built by
+    # hand then makes exactly one STT call per utterance, which scripted tests rely on.
+    speculation: SpeculationPolicy = SpeculationPolicy(enabled=False)
 
 
 @dataclass
@@ -119,8 +124,32 @@ class Session:
         self._listener: Listener | None = None
         if parts.vad is not None and parts.stt is not None:
             self._listener = Listener(parts.vad, self.options.turns)
+        self._speculator: Speculator | None = None
+        if self._listener is not None and parts.stt is not None and self.options.speculation.enabled:
+            self._speculator = self._make_speculator(parts.stt)
         self._barge_onset_at: float | None = None
         self._pending_restart: str | None = None
+
+    def _make_speculator(self, stt: SpeechToText) -> Speculator:
+        memory = self.parts.memory
+
+        def build_messages(text: str, recalled: list[MemoryHit]) -> list[ChatMessage]:
+            # What _reply will build if the turn is confirmed now: same history, same recall.
+            profile = memory.profile_text() if memory is not None else ""
+            return self.prompt.build(text, self.history, profile=profile, recalled=recalled)
+
+        return Speculator(
+            stt,
+            self.events,
+            self.options.speculation,
+            post_roll_s=self.options.turns.post_roll_s,
+            recall=(lambda text: self._recall(text, TurnMetrics(turn=0))) if memory is not None else None,
+            build_messages=build_messages,
+            llm=self.parts.llm,
+            max_tokens=self.options.max_tokens,
+            temperature=self.options.temperature,
+            usable_text=_has_words,
+        )
 
     # ----------------------------------------------------------------- lifecycle
 
@@ -146,6 +175,8 @@ class Session:
     async def close(self) -> None:
         if self.current is not None:
             await self._cancel_current(reason="session_end", flush=False)
+        if self._speculator is not None:
+            await self._speculator.aclose()
         for task in list(self._background):
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
@@ -160,7 +191,9 @@ class Session:
 
     # ----------------------------------------------------------------- text in, reply out
 
-    async def user_said(self, text: str, metrics: TurnMetrics | None = None) -> asyncio.Task[None] | None:
+    async def user_said(
+        self, text: str, metrics: TurnMetrics | None = None, speculative: SpeculativeResult | None = None
+    ) -> asyncio.Task[None] | None:
         """A finished user turn (typed, or transcribed): cancel what the agent says, start a reply."""
         text = text.strip()
         if not text:
@@ -179,7 +212,7 @@ class Session:
             self.parts.memory.remember(self.session_id, "user", self.options.speaker_name, text)
         progress = ReplyProgress(turn=turn)
         agent_turn = AgentTurn(turn=turn, progress=progress, metrics=metrics, task=None)
-        agent_turn.task = asyncio.create_task(self._reply(agent_turn, text))
+        agent_turn.task = asyncio.create_task(self._reply(agent_turn, text, speculative))
         self.current = agent_turn
         return agent_turn.task
 
@@ -188,16 +221,25 @@ class Session:
         if self.current is not None and not self.current.settled:
             await self._cancel_current(reason="interrupted", flush=True)
 
-    async def _reply(self, agent_turn: AgentTurn, text: str) -> None:
+    async def _reply(self, agent_turn: AgentTurn, text: str, speculative: SpeculativeResult | None = None) -> None:
         await self._set_state("thinking")
-        recalled = await self._recall(text, agent_turn.metrics)
+        if speculative is not None and speculative.recall_done_at is not None:
+            recalled = speculative.recalled or []  # recalled during the end-of-turn silence
+            agent_turn.metrics.mark("recall_done", speculative.recall_done_at)
+        else:
+            recalled = await self._recall(text, agent_turn.metrics)
         profile = self.parts.memory.profile_text() if self.parts.memory is not None else ""
         # The user's message is already the last history entry; the builder appends it itself.
         messages = self.prompt.build(text, self.history[:-1], profile=profile, recalled=recalled)
         try:
             if self.parts.tts is not None:
                 await self._set_state("speaking")
-            await self._streamer.run(messages, agent_turn.progress, agent_turn.metrics)
+            streamer = self._streamer
+            if speculative is not None and speculative.prefetch is not None:
+                # The LLM request may already be running: answer from its buffer if the prompt is the same.
+                streamer = copy.copy(self._streamer)
+                streamer.llm = speculative.language_model(self._streamer.llm)
+            await streamer.run(messages, agent_turn.progress, agent_turn.metrics)
         except* LlmError as group:
             error = group.exceptions[0]
             self.events.emit("llm_error", turn=agent_turn.turn, error=str(error))
@@ -325,7 +367,10 @@ class Session:
                 {"type": "error", "code": "no_voice", "message": "this session has no speech recognition; type instead"}
             )
             return
-        for event in self._listener.feed(frame, self.events.now()):
+        turn_events = self._listener.feed(frame, self.events.now())
+        if self._speculator is not None:
+            self._speculator.observe(turn_events, self._listener.turns)
+        for event in turn_events:
             await self._on_turn_event(event)
         current = self.current
         if (
@@ -362,7 +407,9 @@ class Session:
             metrics = TurnMetrics(turn=0)
             metrics.mark("speech_start", event.started_at)
             metrics.mark("speech_end", event.ended_at)
-            self._spawn(self._transcribe(event.audio, metrics))
+            metrics.mark("turn_confirmed", event.at)
+            speculation = self._speculator.claim(event.audio) if self._speculator is not None else None
+            self._spawn(self._transcribe(event.audio, metrics, speculation))
 
     async def _barge_in(self, agent_turn: AgentTurn) -> None:
         onset = self._barge_onset_at
@@ -380,24 +427,32 @@ class Session:
         self._pending_restart = unheard or None
         await self._set_state("listening")
 
-    async def _transcribe(self, audio: AudioFrame, metrics: TurnMetrics) -> None:
+    async def _transcribe(
+        self,
+        audio: AudioFrame,
+        metrics: TurnMetrics,
+        speculation: asyncio.Task[SpeculativeResult | None] | None = None,
+    ) -> None:
         assert self.parts.stt is not None
         metrics.mark("turn_start", metrics.marks["speech_end"])
+        result = await _speculative_result(speculation)
         try:
-            transcript = await self.parts.stt.transcribe(audio)
+            transcript = result.transcript if result is not None else await self.parts.stt.transcribe(audio)
         except Exception as error:
             log.warning("speech recognition failed: %s", error)
             await self.transport.send_event({"type": "error", "code": "stt_failed", "message": str(error)})
             return
-        metrics.mark("stt_final", self.events.now())
+        metrics.mark("stt_final", result.stt_done_at if result is not None else self.events.now())
         metrics.durations_ms["stt_decode_ms"] = transcript.decode_s * 1000
         self.events.emit("stt_final", text=transcript.text, decode_s=round(transcript.decode_s, 4))
         words = [w.strip(".,!?").lower() for w in transcript.text.split()]
         if not words or all(w in BACKCHANNELS for w in words):
+            if result is not None:
+                result.discard()
             await self._false_interruption()
             return
         self._pending_restart = None
-        await self.user_said(transcript.text, metrics)
+        await self.user_said(transcript.text, metrics, speculative=result)
 
     async def _false_interruption(self) -> None:
         """An interruption without words: say the rest of the cut reply instead of losing it.
@@ -423,6 +478,29 @@ class Session:
 
     async def _set_state(self, state: str) -> None:
         await self.transport.send_event({"type": "state", "state": state})
+
+
+def _has_words(text: str) -> bool:
+    """Words that make a turn: not silence, not only "mm-hm"."""
+    words = [w.strip(".,!?").lower() for w in text.split()]
+    return bool(words) and not all(w in BACKCHANNELS for w in words)
+
+
+async def _speculative_result(
+    speculation: asyncio.Task[SpeculativeResult | None] | None,
+) -> SpeculativeResult | None:
+    """The claimed speculation's result, or None (none claimed, or it failed: transcribe again)."""
+    if speculation is None:
+        return None
+    try:
+        return await speculation
+    except asyncio.CancelledError:
+        if speculation.cancelled():
+            return None  # the speculation was dropped, not this task
+        raise
+    except Exception as error:
+        log.info("speculation failed, transcribing again: %s", error)
+        return None
 
 
 def _log_failure(task: asyncio.Task[Any]) -> None:

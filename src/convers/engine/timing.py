@@ -44,3 +44,21 @@ class BargeInPolicy:
     pause_on_onset: bool = True
     # If a pause is not confirmed as a real interruption within this time, playback resumes.
     false_interruption_timeout_s: float = 1.0
+
+
+@dataclass(frozen=True)
+class SpeculationPolicy:
+    """Whether a turn's work starts during the end-of-turn silence (engine/speculation.py)."""
+
+    __pydantic_config__ = ConfigDict(extra="forbid")
+
+    # STT and recall on the audio so far, once the post-roll of a pause has passed; thrown away if
+    # the user speaks again. Measured with `convers bench latency` (docs/benchmarks.md).
+    enabled: bool = True
+    # Also start the LLM on the provisional transcript (its tokens wait for the confirmation).
+    # Off by default: every pause that is not an end of turn costs a model request.
+    llm: bool = False
+    # Wait for the post-roll before transcribing, so the audio is exactly what the turn ends with.
+    # False starts at the first silent frame, `post_roll_s` earlier, on the speech alone and keeps
+    # the result when the final audio only adds the post-roll; a fading last word may be lost.
+    wait_for_post_roll: bool = True

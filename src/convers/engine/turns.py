@@ -114,6 +114,22 @@ class TurnTaker:
         """How long the current utterance has been going (0 when silent)."""
         return 0.0 if self.state == "silent" else self._last_at - self._started_at
 
+    def provisional_audio(self, with_post_roll: bool = True) -> AudioFrame | None:
+        """While pausing, the audio a silence-ended turn would carry; None in any other state.
+
+        With `with_post_roll`, None until `post_roll_s` of the pause has been heard: from then on
+        the result is exactly the `UserTurnEnded.audio` to come, unless speech resumes.
+        Without, the speech so far (no post-roll). Speculative work runs on it.
+        """
+        if self.state != "pausing":
+            return None
+        end = self._speech_end_bytes
+        if with_post_roll:
+            end += round(self.timing.post_roll_s * self.sample_rate) * 2
+            if len(self._utterance) < end:
+                return None
+        return AudioFrame(bytes(self._utterance[:end]), self.sample_rate)
+
     def reset(self) -> None:
         """Forget everything: a new stream starts."""
         self._ring.clear()

@@ -1,0 +1,265 @@
+"""Speculative turn processing: transcribe (and recall, and optionally ask the LLM) during the end-of-turn silence.
+
+The end-of-turn silence (`end_of_turn_silence_s`, 0.5 s by default) is dead time: the user has
+stopped, and the session waits to be sure they are done. The `Speculator` spends it. When the
+TurnTaker reports a pause and `post_roll_s` of it has passed, the audio the turn would end with is
+fixed; STT and recall start on it as one cancellable task. If the silence confirms the end of the
+turn, the session claims the work (the audio must be the same, so the transcript is exactly the
+one a normal turn would get); if the user speaks again, the work is thrown away.
+
+Optionally (`llm`, off by default: it spends model time on pauses that are not ends of turns) the
+LLM request starts too, and its tokens are buffered until the turn is confirmed.
+
+Cancelling an STT task does not stop a decode already running in a worker thread; the result is
+simply dropped. On 2 cores that costs some CPU during a resumed pause, never a wrong transcript.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import aclosing
+from dataclasses import dataclass, field
+
+from convers.contracts.audio import AudioFrame
+from convers.contracts.llm import ChatMessage, LanguageModel
+from convers.contracts.memory import MemoryHit
+from convers.contracts.stt import SpeechToText, Transcript
+from convers.engine.timing import SpeculationPolicy
+from convers.engine.turns import SpeechPaused, SpeechResumed, TurnEvent, TurnTaker
+from convers.events import EventLog
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class SpeculativeResult:
+    """What a speculation produced, with the monotonic times each part was ready."""
+
+    audio: AudioFrame
+    transcript: Transcript
+    stt_started_at: float
+    stt_done_at: float
+    recalled: list[MemoryHit] | None = None
+    recall_done_at: float | None = None
+    prefetch: LlmPrefetch | None = None
+
+    def language_model(self, llm: LanguageModel) -> LanguageModel:
+        """`llm`, or a wrapper that answers the prefetched request from its buffer."""
+        return llm if self.prefetch is None else PrefetchedLlm(llm, self.prefetch)
+
+    def discard(self) -> None:
+        if self.prefetch is not None:
+            self.prefetch.cancel()
+
+
+Recall = Callable[[str], Awaitable[list[MemoryHit]]]
+BuildMessages = Callable[[str, list[MemoryHit]], Sequence[ChatMessage]]
+
+
+@dataclass
+class _Running:
+    audio: AudioFrame
+    task: asyncio.Task[SpeculativeResult | None]
+
+
+class Speculator:
+    """Starts, discards and hands over the speculative work of one session's turns (see the module docstring)."""
+
+    def __init__(
+        self,
+        stt: SpeechToText,
+        events: EventLog,
+        policy: SpeculationPolicy,
+        *,
+        post_roll_s: float,
+        recall: Recall | None = None,
+        build_messages: BuildMessages | None = None,
+        llm: LanguageModel | None = None,
+        max_tokens: int | None = None,
+        temperature: float | None = None,
+        usable_text: Callable[[str], bool] = lambda text: bool(text.strip()),
+    ) -> None:
+        self.stt = stt
+        self.events = events
+        self.policy = policy
+        self.post_roll_s = post_roll_s
+        self.recall = recall
+        self.build_messages = build_messages
+        self.llm = llm
+        self.max_tokens = max_tokens
+        self.temperature = temperature
+        self.usable_text = usable_text
+        self._pausing = False
+        self._running: _Running | None = None
+        self.started = 0
+        self.committed = 0
+        self.discarded = 0
+
+    def observe(self, events: Sequence[TurnEvent], turns: TurnTaker) -> None:
+        """Called after every frame the TurnTaker scored, with the events that frame produced."""
+        for event in events:
+            if isinstance(event, SpeechPaused):
+                self._pausing = True
+            elif isinstance(event, SpeechResumed):
+                self._pausing = False
+                self.discard("speech_resumed")
+        if turns.state != "pausing":
+            self._pausing = False
+            return
+        if self._pausing and self._running is None:
+            audio = turns.provisional_audio(with_post_roll=self.policy.wait_for_post_roll)
+            if audio is not None and audio.pcm:
+                self._start(audio)
+
+    def claim(self, audio: AudioFrame) -> asyncio.Task[SpeculativeResult | None] | None:
+        """The turn ended with `audio`: the speculative work on it, or None (and any other work dropped)."""
+        running, self._running = self._running, None
+        self._pausing = False
+        if running is None:
+            return None
+        if not self._same_turn(running.audio, audio):
+            self._cancel(running, "audio_changed")
+            return None
+        self.committed += 1
+        self.events.emit("speculation_commit", audio_s=round(audio.duration_s, 3))
+        return running.task
+
+    def discard(self, reason: str) -> None:
+        running, self._running = self._running, None
+        if running is not None:
+            self._cancel(running, reason)
+
+    async def aclose(self) -> None:
+        running, self._running = self._running, None
+        if running is not None:
+            running.task.cancel()
+            await asyncio.gather(running.task, return_exceptions=True)
+
+    # ----------------------------------------------------------------- internals
+
+    def _same_turn(self, provisional: AudioFrame, final: AudioFrame) -> bool:
+        """Same speech: the final audio is the provisional one plus at most the post-roll of silence."""
+        if provisional.sample_rate != final.sample_rate or not final.pcm.startswith(provisional.pcm):
+            return False
+        post_roll_bytes = round(self.post_roll_s * final.sample_rate) * 2
+        return len(final.pcm) - len(provisional.pcm) <= post_roll_bytes
+
+    def _start(self, audio: AudioFrame) -> None:
+        self.started += 1
+        self.events.emit("speculation_start", audio_s=round(audio.duration_s, 3))
+        task = asyncio.create_task(self._work(audio))
+        task.add_done_callback(_discard_result)
+        self._running = _Running(audio, task)
+
+    def _cancel(self, running: _Running, reason: str) -> None:
+        self.discarded += 1
+        self.events.emit("speculation_discard", reason=reason)
+        running.task.cancel()
+        # A task that already finished may hold a started LLM request: close it too.
+        if running.task.done() and not running.task.cancelled() and running.task.exception() is None:
+            result = running.task.result()
+            if result is not None:
+                result.discard()
+
+    async def _work(self, audio: AudioFrame) -> SpeculativeResult | None:
+        started = self.events.now()
+        try:
+            transcript = await self.stt.transcribe(audio)
+        except Exception as error:  # the confirmed turn will transcribe again and report the failure
+            log.info("speculative transcription failed: %s", error)
+            return None
+        result = SpeculativeResult(audio, transcript, started, self.events.now())
+        if not self.usable_text(transcript.text):
+            return result  # silence or a backchannel: nothing to recall or ask
+        if self.recall is not None:
+            result.recalled = await self.recall(transcript.text)
+            result.recall_done_at = self.events.now()
+        if self.policy.llm and self.llm is not None and self.build_messages is not None:
+            messages = self.build_messages(transcript.text, result.recalled or [])
+            result.prefetch = LlmPrefetch(self.llm, messages, self.max_tokens, self.temperature)
+        return result
+
+
+def _discard_result(task: asyncio.Task[SpeculativeResult | None]) -> None:
+    # Retrieve the exception so an abandoned failing task is not logged as "never retrieved".
+    if not task.cancelled():
+        task.exception()
+
+
+@dataclass
+class LlmPrefetch:
+    """An LLM request started early; its deltas are buffered until someone replays them."""
+
+    llm: LanguageModel
+    messages: Sequence[ChatMessage]
+    max_tokens: int | None
+    temperature: float | None
+    deltas: list[str] = field(default_factory=list)
+    done: bool = False
+    error: BaseException | None = None
+    claimed: bool = False
+
+    def __post_init__(self) -> None:
+        self.messages = list(self.messages)
+        self._changed = asyncio.Event()
+        self._task = asyncio.create_task(self._pull())
+
+    async def _pull(self) -> None:
+        try:
+            stream = self.llm.stream(self.messages, max_tokens=self.max_tokens, temperature=self.temperature)
+            async with aclosing(stream):
+                async for delta in stream:
+                    self.deltas.append(delta)
+                    self._changed.set()
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:  # handed to whoever replays the stream
+            self.error = error
+        finally:
+            self.done = True
+            self._changed.set()
+
+    def cancel(self) -> None:
+        """Closes the request (and its HTTP stream) if it is still running."""
+        self._task.cancel()
+
+    async def replay(self) -> AsyncIterator[str]:
+        """The deltas so far, then the rest as they arrive; closing it early closes the request."""
+        index = 0
+        try:
+            while True:
+                while index < len(self.deltas):
+                    index += 1
+                    yield self.deltas[index - 1]
+                if self.done:
+                    if self.error is not None:
+                        raise self.error
+                    return
+                self._changed.clear()
+                if index < len(self.deltas) or self.done:
+                    continue
+                await self._changed.wait()
+        finally:
+            self.cancel()
+
+
+class PrefetchedLlm:
+    """A LanguageModel that answers the prefetched messages from the buffer, anything else from `llm`."""
+
+    def __init__(self, llm: LanguageModel, prefetch: LlmPrefetch) -> None:
+        self.llm = llm
+        self.prefetch = prefetch
+        self.name = llm.name
+
+    def stream(
+        self, messages: Sequence[ChatMessage], *, max_tokens: int | None = None, temperature: float | None = None
+    ) -> AsyncIterator[str]:
+        prefetch = self.prefetch
+        if not prefetch.claimed and list(messages) == prefetch.messages:
+            prefetch.claimed = True
+            return prefetch.replay()
+        # The prompt changed since the speculation (history moved on): its answer is for another question.
+        prefetch.cancel()
+        return self.llm.stream(messages, max_tokens=max_tokens, temperature=temperature)
