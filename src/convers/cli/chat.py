@@ -18,7 +18,7 @@ from convers.transports.terminal import TerminalTransport
 
 
 @click.command()
-@click.option("--llm", "llm_provider", help="LLM provider name (openai, llama-cpp, ...).")
+@click.option("--llm", "llm_provider", help="LLM provider name (auto, openai, llama-cpp, ...).")
 @click.option("--url", "base_url", help="OpenAI-compatible base URL, e.g. http://127.0.0.1:8080/v1.")
 @click.option("--model", help="Model name (openai) or GGUF path (llama-cpp).")
 @click.option("--memory/--no-memory", default=None, help="Remember this conversation (default: settings).")

@@ -49,8 +49,8 @@ def doctor(ctx: click.Context) -> None:
             click.echo(f"  {mark} {name}: {result.detail}")
             if name == chosen and not result.usable:
                 problems += 1
-        if kind == "stt" and chosen == "auto":
-            click.echo(f"  -> auto: {_resolve_stt(settings)}")
+        if chosen == "auto":
+            click.echo(f"  -> auto: {_resolve_auto(kind, settings)}")
         if chosen and chosen != "auto" and chosen not in providers:
             click.echo(click.style(f"  selected provider {chosen!r} is not installed", fg="red"))
             problems += 1
@@ -59,10 +59,10 @@ def doctor(ctx: click.Context) -> None:
         raise click.ClickException(f"{problems} selected provider(s) cannot run here; see above")
 
 
-def _resolve_stt(settings: Settings) -> str:
-    try:
-        from convers.providers.stt import resolve_stt_provider
-    except ImportError as error:
-        return f"cannot resolve: {error}"
-    name, reason = resolve_stt_provider(settings)
+def _resolve_auto(kind: str, settings: Settings) -> str:
+    from convers.providers.llm import resolve_llm_provider
+    from convers.providers.stt import resolve_stt_provider
+
+    resolve = resolve_llm_provider if kind == "llm" else resolve_stt_provider
+    name, reason = resolve(settings)
     return f"{name} ({reason})"

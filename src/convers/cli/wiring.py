@@ -17,10 +17,22 @@ from convers.events import EventLog
 log = logging.getLogger(__name__)
 
 
+def provider_name(kind: str, settings: Settings) -> str:
+    """The provider of `kind` that settings select, with `auto` (llm, stt) resolved to one usable here."""
+    if kind == "llm":
+        from convers.providers.llm import llm_provider_name
+
+        return llm_provider_name(settings)
+    if kind == "stt":
+        from convers.providers.stt import stt_provider_name
+
+        return stt_provider_name(settings)
+    return str(getattr(settings, kind).provider)
+
+
 def build(kind: str, settings: Settings, name: str | None = None) -> Any:
     """The provider of `kind` named in settings (or `name`), constructed from settings."""
-    section = getattr(settings, kind)
-    return registry.create(kind, name or section.provider, settings)
+    return registry.create(kind, name or provider_name(kind, settings), settings)
 
 
 def build_memory(settings: Settings, llm: Any) -> Any:
@@ -39,16 +51,9 @@ def build_memory(settings: Settings, llm: Any) -> Any:
         return None
 
 
-def build_stt(settings: Settings) -> Any:
-    """The STT provider from settings, with `auto` resolved to what is usable here."""
-    from convers.providers.stt import stt_provider_name
-
-    return build("stt", settings, name=stt_provider_name(settings))
-
-
 def build_voice(settings: Settings) -> tuple[Any, Any, Any]:
     """VAD, STT and TTS from settings."""
-    return build("vad", settings), build_stt(settings), build("tts", settings)
+    return build("vad", settings), build("stt", settings), build("tts", settings)
 
 
 class ServerSessions:
@@ -61,7 +66,7 @@ class ServerSessions:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.llm = build("llm", settings)
-        self.stt = build_stt(settings)
+        self.stt = build("stt", settings)
         self.tts = build("tts", settings)
         build("vad", settings)  # fail at start, not at the first connection, if the VAD cannot run
 
