@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import AsyncIterator
+from typing import Any
 
 import click
 
 from convers.cli import wiring
 from convers.cli.context import settings_from
 from convers.config import Settings
+from convers.contracts.audio import AudioFrame
+from convers.contracts.transport import InboundEvent, Transport
 from convers.engine.session import SessionParts
 from convers.registry import ProviderUnavailableError, UnknownProviderError
 
@@ -45,10 +49,64 @@ def talk(
         click.echo("\nbye")
 
 
+class TranscriptPrinter:
+    """Wraps a voice transport and prints both sides of the conversation as it happens."""
+
+    def __init__(self, inner: Transport, agent_name: str) -> None:
+        self.inner = inner
+        self.name = inner.name
+        self.output_format = inner.output_format
+        self.agent_name = agent_name
+        self._open_turn: int | None = None
+
+    def inbound(self) -> AsyncIterator[InboundEvent]:
+        return self.inner.inbound()
+
+    async def send_audio(self, turn: int, seq: int, frame: AudioFrame) -> None:
+        await self.inner.send_audio(turn, seq, frame)
+
+    async def send_event(self, event: dict[str, Any]) -> None:
+        kind = event.get("type")
+        if kind == "transcript" and event.get("final"):
+            self._end_line()
+            click.echo(f"you: {event.get('text', '')}")
+        elif kind == "reply" and event.get("delta"):
+            if self._open_turn != event.get("turn"):
+                self._end_line()
+                self._open_turn = event.get("turn")
+                click.echo(f"{self.agent_name}: ", nl=False)
+            click.echo(str(event["delta"]), nl=False)
+        elif kind == "error":
+            self._end_line()
+            click.echo(f"! {event.get('message')}", err=True)
+        await self.inner.send_event(event)
+
+    async def flush(self, turn: int) -> None:
+        if self._open_turn == turn:
+            click.echo(" [interrupted]", nl=False)
+            self._end_line()
+        await self.inner.flush(turn)
+
+    async def pause(self, turn: int) -> None:
+        await self.inner.pause(turn)
+
+    async def resume(self, turn: int) -> None:
+        await self.inner.resume(turn)
+
+    async def close(self) -> None:
+        self._end_line()
+        await self.inner.close()
+
+    def _end_line(self) -> None:
+        if self._open_turn is not None:
+            click.echo()
+            self._open_turn = None
+
+
 async def _talk(settings: Settings) -> None:
     llm = wiring.build("llm", settings)
     vad, stt, tts = wiring.build_voice(settings)
-    transport = wiring.build("transport", settings)
+    transport = TranscriptPrinter(wiring.build("transport", settings), settings.agent.name)
     memory = wiring.build_memory(settings, llm) if settings.memory.enabled else None
     session_id = uuid.uuid4().hex[:12]
     parts = SessionParts(llm=llm, tts=tts, stt=stt, vad=vad, memory=memory)

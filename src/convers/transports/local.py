@@ -20,6 +20,7 @@ from convers.contracts.transport import (
     InboundPlayed,
     InboundText,
 )
+from convers.registry import ProviderUnavailableError
 
 if TYPE_CHECKING:
     from convers.config import Settings
@@ -33,7 +34,7 @@ BLOCK_S = 0.02
 _END = object()
 
 
-class LocalAudioError(RuntimeError):
+class LocalAudioError(ProviderUnavailableError):
     """PortAudio or a sound device is missing; the message says what to install or set."""
 
 

@@ -131,11 +131,14 @@ class LoopbackTransport:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> LoopbackTransport:
-        """Options (settings.transport.options): `wav` (played into the mic at start), `speed`, `noise_rms`."""
+        """Options (settings.transport.options): `wav` (played into the mic at start), `speed`, `noise_rms`,
+        `finish_after_s` (end the conversation that long after the WAV, as a caller hanging up)."""
         options = settings.transport.options
         transport = cls(speed=float(options.get("speed", 1.0)), noise_rms=float(options.get("noise_rms", 0.0)))
         if options.get("wav"):
             transport._initial.append(Path(str(options["wav"])).expanduser())
+        if options.get("finish_after_s") is not None:
+            transport.finish(float(options["finish_after_s"]))
         return transport
 
     @classmethod
