@@ -37,6 +37,10 @@ def main(ctx: click.Context, config_file: Path | None, data_dir: Path | None, as
 def _register() -> None:
     # Imported here, not at module top, so `convers --help` stays fast and one broken optional
     # command cannot take the others down at import time.
+    # Thread limits first: BLAS and OpenMP read them once, when numpy or a model library loads.
+    from convers.native_threads import limit_native_threads
+
+    limit_native_threads()
     from convers.cli import bench, chat, config_cmd, doctor, memory, models, serve
 
     for command in (chat.chat, config_cmd.config, doctor.doctor, models.models, memory.memory, memory.profile, bench.bench, serve.serve, serve.token):

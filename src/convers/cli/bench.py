@@ -35,3 +35,85 @@ def memory_bench(ctx: click.Context, sizes: str, people: int, queries: int, seed
     print_table(result, click.echo)
     path = write_result(result, out)
     click.echo(f"wrote {path}")
+
+
+@bench.command("latency")
+@click.option("--turns", default=20, show_default=True, help="User turns per run (p50/p95 need 20 or more).")
+@click.option(
+    "--speculation",
+    type=click.Choice(["both", "on", "off"]),
+    default="both",
+    show_default=True,
+    help="Run with speculative turn processing off, on, or both (to measure what it saves).",
+)
+@click.option("--barge-in-every", default=4, show_default=True, help="Every Nth turn interrupts the agent (0: never).")
+@click.option("--reference/--settings-llm", "reference", default=True, show_default=True,
+              help="Use the built-in reference LLM (fixed speed), or the model settings.llm points at.")
+@click.option("--ttft-ms", default=150.0, show_default=True, help="Reference LLM time to first token.")
+@click.option("--tokens-per-s", default=30.0, show_default=True, help="Reference LLM token rate.")
+@click.option("--speculate-llm", is_flag=True, help="With speculation on, also start the LLM in the end-of-turn silence.")
+@click.option("--memory/--no-memory", default=True, show_default=True, help="Recall from a fresh memory store each turn.")
+@click.option("--url", help="Drive a running `convers serve` instead: wss://HOST:PORT/ws?token=TOKEN.")
+@click.option("--out", type=click.Path(path_type=Path), help="JSON result file (default bench/results/latency-<time>.json).")
+@click.pass_context
+def latency_bench(
+    ctx: click.Context,
+    turns: int,
+    speculation: str,
+    barge_in_every: int,
+    reference: bool,
+    ttft_ms: float,
+    tokens_per_s: float,
+    speculate_llm: bool,
+    memory: bool,
+    url: str | None,
+    out: Path | None,
+) -> None:
+    """Mouth-to-ear latency: time to first audio and its stages, barge-in, pipeline overhead (p50/p95)."""
+    from convers.bench.latency import LatencyConfig, print_table, run_benchmark, write_result
+
+    if turns < 1:
+        raise click.UsageError(f"--turns must be at least 1, got {turns}")
+    settings = settings_from(ctx)
+    config = LatencyConfig(
+        turns=turns,
+        barge_in_every=barge_in_every,
+        reference_llm=reference,
+        ttft_s=ttft_ms / 1000,
+        tokens_per_s=tokens_per_s,
+        memory=memory,
+        speculate_llm=speculate_llm,
+    )
+    modes = {"both": (False, True), "on": (True,), "off": (False,)}[speculation]
+    try:
+        result = run_benchmark(settings, config, modes, progress=lambda text: click.echo(text, err=True), url=url)
+    except (RuntimeError, ValueError, OSError) as error:
+        raise click.ClickException(str(error)) from None
+    print_table(result, click.echo)
+    path = write_result(result, out)
+    click.echo(f"wrote {path}")
+
+
+@bench.command("reference-llm")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8090, show_default=True)
+@click.option("--ttft-ms", default=150.0, show_default=True, help="Time to first token.")
+@click.option("--tokens-per-s", default=30.0, show_default=True, help="Tokens (words) per second after the first.")
+def reference_llm(host: str, port: int, ttft_ms: float, tokens_per_s: float) -> None:
+    """Serve the reference OpenAI-compatible LLM (fixed speed) until Ctrl-C; point llm.base_url at it."""
+    import asyncio
+
+    from convers.bench.reference_llm import ReferenceLlmServer, ReferenceTiming
+
+    try:
+        server = ReferenceLlmServer(ReferenceTiming(ttft_ms / 1000, tokens_per_s), host=host, port=port)
+    except ValueError as error:
+        raise click.UsageError(str(error)) from None
+    click.echo(f"reference LLM on http://{host}:{port}/v1 (ttft {ttft_ms:.0f} ms, {tokens_per_s:g} tokens/s); "
+               f"use --set llm.base_url=http://{host}:{port}", err=True)
+    try:
+        asyncio.run(server.serve_forever())
+    except KeyboardInterrupt:
+        pass
+    except OSError as error:
+        raise click.ClickException(f"cannot listen on {host}:{port}: {error.strerror or error}") from None

@@ -69,11 +69,15 @@ class ServerSessions:
         self.stt = build("stt", settings)
         self.tts = build("tts", settings)
         build("vad", settings)  # fail at start, not at the first connection, if the VAD cannot run
+        self._warm = False
 
     async def __call__(self, transport: Transport) -> None:
         settings = self.settings
         memory = build_memory(settings, self.llm) if settings.memory.enabled else None
         parts = SessionParts(llm=self.llm, tts=self.tts, stt=self.stt, vad=build("vad", settings), memory=memory)
+        if not self._warm:
+            self._warm = True  # the first client pays once for model loading, not its first turn
+            await warm_up(self.llm, self.stt, self.tts, parts.vad, memory)
         session = make_session(settings, transport, parts, session_id=uuid.uuid4().hex[:12])
         try:
             await session.run()
@@ -92,6 +96,7 @@ def session_options(settings: Settings, greet: bool = True, finish_reply_on_inpu
         finish_reply_on_input_end=finish_reply_on_input_end,
         turns=settings.turns,
         barge_in=settings.barge_in,
+        speculation=settings.speculation,
     )
 
 
@@ -122,3 +127,53 @@ def make_session(
         options=session_options(settings, greet=greet, finish_reply_on_input_end=finish_reply_on_input_end),
         session_id=session_id,
     )
+
+
+async def warm_up(*providers: Any) -> dict[str, float]:
+    """Loads and exercises each provider once so the first turn is as fast as the tenth.
+
+    A provider's own `async def warm_up()` runs first when it has one (model loading); then STT,
+    TTS, VAD, embedder and memory do one small real call each, which also pays for lazy
+    allocations a load alone leaves for the first use. Returns seconds per provider; a failure
+    is logged and skipped: a cold provider is slower, not broken.
+    """
+    import asyncio
+    import time
+
+    from convers.contracts.audio import AudioFrame
+
+    spent: dict[str, float] = {}
+    for provider in providers:
+        if provider is None:
+            continue
+        name = str(getattr(provider, "name", type(provider).__name__))
+        started = time.perf_counter()
+        try:
+            if hasattr(provider, "warm_up"):
+                await provider.warm_up()
+            if hasattr(provider, "transcribe"):
+                await provider.transcribe(AudioFrame(b"\x00\x00" * (provider.sample_rate // 2), provider.sample_rate))
+            elif hasattr(provider, "synthesize"):
+                async for _frame in provider.synthesize("Hello."):
+                    pass
+            elif hasattr(provider, "speech_probability"):
+                await asyncio.to_thread(provider.speech_probability, b"\x00\x00" * provider.frame_samples)
+                provider.reset()
+            elif hasattr(provider, "embed"):
+                await provider.embed(["warming up"])
+            elif hasattr(provider, "recall"):
+                await provider.recall("warming up")
+            elif hasattr(provider, "stream"):
+                # One token: loads an in-process model, finds the server's model name, opens the
+                # connection path; a llama-server also caches the prompt prefix it saw.
+                from contextlib import aclosing
+
+                from convers.contracts.llm import ChatMessage
+
+                async with aclosing(provider.stream([ChatMessage("user", "Hello")], max_tokens=1)) as stream:
+                    async for _delta in stream:
+                        pass
+        except Exception as error:  # a cold provider is slower, not broken
+            log.warning("warm-up of %s failed: %s", name, error)
+        spent[name] = time.perf_counter() - started
+    return spent
