@@ -41,9 +41,13 @@ def _register() -> None:
     from convers.native_threads import limit_native_threads
 
     limit_native_threads()
-    from convers.cli import bench, chat, config_cmd, doctor, memory, models, serve
+    from convers.cli import bench, chat, config_cmd, doctor, memory, models, serve, talk
 
-    for command in (chat.chat, config_cmd.config, doctor.doctor, models.models, memory.memory, memory.profile, bench.bench, serve.serve, serve.token):
+    commands = (
+        chat.chat, talk.talk, serve.serve, serve.token, config_cmd.config, doctor.doctor, models.models,
+        memory.memory, memory.profile, bench.bench,
+    )
+    for command in commands:
         main.add_command(command)
 
 

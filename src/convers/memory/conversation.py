@@ -38,7 +38,7 @@ class MemoryOptions:
     """Knobs for CompanionMemory; every time is in seconds."""
 
     recall_k: int = 4
-    recall_floor: float = 0.3
+    recall_floor: float = 0.4  # same default as settings.memory.recall_floor (measured there)
     digest_min_words: int = 15
     # Characters of this session already in the rolling buffer: recall skips those turns.
     rolling_chars: int = 2000
