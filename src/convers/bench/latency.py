@@ -328,6 +328,23 @@ def turn_figures(
         floor = plan.true_end if stage == "end_of_turn" else confirmed
         critical_ms[stage] = _ms(max(0.0, end - max(start, floor)))
     overhead = ttfa * 1000 - sum(v for v in critical_ms.values() if v is not None)
+
+    def gap(start: float | None, end: float | None) -> float | None:
+        return None if start is None or end is None else _ms(end - start)
+
+    def edge(stage: str, which: int) -> float | None:
+        span = intervals[stage]
+        return None if span is None else span[which]
+
+    # Where the overhead goes: the hand-offs between consecutive stages on the critical path.
+    gaps_ms = {
+        "confirmed_to_stt": gap(confirmed, edge("stt", 0)) if stt and stt.start >= confirmed else None,
+        "stt_to_recall": gap(edge("stt", 1), edge("recall", 0)),
+        "recall_to_llm_request": gap(edge("recall", 1) or edge("stt", 1), edge("llm_ttft", 0)),
+        "first_token_delivery": gap(edge("llm_ttft", 1), first_token),
+        "chunk_to_tts": gap(marks.get("first_chunk"), edge("tts_first_audio", 0)),
+        "tts_to_send": gap(edge("tts_first_audio", 1), first_sent_at),
+    }
     return {
         "index": plan.index,
         "turn": plan.turn,
@@ -339,6 +356,7 @@ def turn_figures(
         "stages_ms": stages_ms,
         "critical_ms": critical_ms,
         "overhead_ms": round(overhead, 1),
+        "gaps_ms": gaps_ms,
         "vad_end_lag_ms": _ms(marks["speech_end"] - plan.true_end) if "speech_end" in marks else None,
         "llm_ttft_client_ms": _ms(llm_client.first - llm_client.start) if llm_client and llm_client.first else None,
     }
@@ -375,6 +393,7 @@ def summarize(turns: Sequence[dict[str, Any]], barge_ins: Sequence[dict[str, Any
         "vad_end_lag_ms": describe([t["vad_end_lag_ms"] for t in ok]),
         "stages_ms": {s: describe([t["stages_ms"][s] for t in ok]) for s in STAGES},
         "critical_ms": {s: describe([t["critical_ms"][s] for t in ok]) for s in STAGES},
+        "gaps_ms": {g: describe([t["gaps_ms"][g] for t in ok]) for g in (ok[0]["gaps_ms"] if ok else {})},
         "speculation_hits": sum(1 for t in ok if t["speculation"] == "hit"),
     }
     summary["barge_in"] = {

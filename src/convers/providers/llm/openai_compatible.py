@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import ssl
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -107,6 +108,7 @@ class OpenAICompatibleLlm:
         self.options = dict(options or {})
         self.candidates = tuple(candidates)
         self._endpoint: Endpoint | None = None
+        self._ssl: ssl.SSLContext | None = None
 
     @classmethod
     def from_settings(
@@ -173,6 +175,18 @@ class OpenAICompatibleLlm:
         self._endpoint = Endpoint(label, api, model)
         return self._endpoint
 
+    def _ssl_context(self) -> ssl.SSLContext:
+        """One certificate store per provider: httpx loads a fresh one for every client otherwise,
+        about 50 ms on the event loop per reply on 2 cores (measured with `convers bench latency`)."""
+        if self._ssl is None:
+            try:
+                import certifi
+
+                self._ssl = ssl.create_default_context(cafile=certifi.where())
+            except ImportError:  # httpx's own default store; without certifi, the system's
+                self._ssl = ssl.create_default_context()
+        return self._ssl
+
     # -- streaming ---------------------------------------------------------------------------
 
     async def stream(
@@ -198,7 +212,7 @@ class OpenAICompatibleLlm:
         timeout = httpx.Timeout(self.read_timeout_s, connect=self.connect_timeout_s)
         # One client per reply: connections never outlive the event loop that made them, and a
         # cancelled reply leaves no half-read connection in a pool.
-        async with httpx.AsyncClient(timeout=timeout, headers=_auth(self.api_key)) as client:
+        async with httpx.AsyncClient(timeout=timeout, headers=_auth(self.api_key), verify=self._ssl_context()) as client:
             try:
                 async with client.stream("POST", url, json=payload) as response:
                     await _raise_for_status(response, url)
