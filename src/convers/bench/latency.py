@@ -705,12 +705,16 @@ def run_benchmark(
             run_settings.data_dir = scratch_path / f"data-{'spec' if speculation else 'plain'}"
             run_settings.events.enabled = False
             run_settings.memory.enabled = config.memory
-            progress(f"speculation {'on' if speculation else 'off'}: {config.turns} turns")
+            label = "as the server is set" if url else ("on" if speculation else "off")
+            progress(f"speculation {label}: {config.turns} turns")
             if url is not None:
                 from convers.bench.latency_ws import run_websocket
 
-                runs.append(asyncio.run(run_websocket(url, config, speculation, utterances, interruptions, progress)))
-                continue
+                # The server's own settings decide speculation: one run, whatever `modes` says.
+                runs.append(asyncio.run(run_websocket(
+                    url, config, speculation, utterances, interruptions, progress, settings.barge_in.min_barge_in_speech_s
+                )))
+                break
             if config.reference_llm:
                 reference = ReferenceLlmServer(ReferenceTiming(config.ttft_s, config.tokens_per_s), replies=BENCH_REPLIES)
                 with reference.running_in_thread():
@@ -749,7 +753,7 @@ def run_benchmark(
 
 def compare(runs: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
     """What speculation saved: p50/p95 TTFA without minus with (positive = faster with it)."""
-    plain = next((r for r in runs if not r["speculation"]), None)
+    plain = next((r for r in runs if r["speculation"] is False), None)
     spec = next((r for r in runs if r["speculation"]), None)
     if plain is None or spec is None:
         return None
@@ -766,7 +770,8 @@ def print_table(result: dict[str, Any], echo: Callable[[str], None]) -> None:
     for run in result["runs"]:
         summary = run["summary"]
         echo("")
-        echo(f"speculation {'on' if run['speculation'] else 'off'}: {summary['turns_measured']} turns measured, "
+        mode = "server setting" if run["speculation"] is None else ("on" if run["speculation"] else "off")
+        echo(f"speculation {mode}: {summary['turns_measured']} turns measured, "
              f"{summary['turns_failed']} failed, {summary['speculation_hits']} speculation hits")
         echo(f"  {'figure (ms)':<28}{'p50':>8}{'p95':>8}{'mean':>8}")
         rows = [("time to first audio", summary["ttfa_ms"])]

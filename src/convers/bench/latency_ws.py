@@ -1,0 +1,281 @@
+"""The latency benchmark against a running `convers serve`, as the browser page would drive it.
+
+A WebSocket client sends `hello`, then 20 ms PCM16 frames in real time (silence, and the spoken
+questions), plays the agent's audio on a simulated speaker in real time, honours pause/resume/flush
+per turn and reports `played` every 100 ms. Times are taken on this side of the socket: TTFA is
+the true end of the question to the first agent frame received. The stage split comes from the
+server's `metrics` message (milliseconds from its VAD's end of speech), so over a socket the
+overhead is not separable from the LLM stage and is left null; see docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import ssl
+import struct
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from convers.bench.latency import (
+    FRAME_S,
+    MIC_RATE,
+    STAGES,
+    LatencyConfig,
+    TurnPlan,
+    Utterance,
+    _frame_index,
+    _ms,
+    check_goals,
+    summarize,
+    wait_until,
+)
+
+
+@dataclass
+class _Received:
+    turn: int
+    at: float
+    pcm: bytes
+    position: int = 0
+
+
+@dataclass
+class BrowserLikeClient:
+    """Microphone, speaker and protocol state of one simulated browser page."""
+
+    out_rate: int = 16000
+    mic_started_at: float | None = None
+    frames_sent: int = 0
+    scheduled: list[tuple[int, bytes]] = field(default_factory=list)
+    received: list[tuple[int, float]] = field(default_factory=list)  # (turn, time) per audio frame
+    records: list[tuple[str, int, float]] = field(default_factory=list)  # (flush|pause|resume, turn, time)
+    transcripts: list[tuple[float, str]] = field(default_factory=list)
+    metrics: dict[int, dict[str, Any]] = field(default_factory=dict)
+    played: dict[int, float] = field(default_factory=dict)
+    flushed_through: int = 0
+    paused: set[int] = field(default_factory=set)
+    queue: deque[_Received] = field(default_factory=deque)
+
+    @property
+    def mic_time_s(self) -> float:
+        return self.frames_sent * FRAME_S
+
+    def queued(self, turn: int) -> bool:
+        return any(item.turn == turn for item in self.queue)
+
+
+async def run_websocket(
+    url: str,
+    config: LatencyConfig,
+    speculation: bool,
+    utterances: Sequence[Utterance],
+    interruptions: Sequence[Utterance],
+    progress: Callable[[str], None],
+    min_barge_in_speech_s: float = 0.25,
+) -> dict[str, Any]:
+    """One benchmark run through a `convers serve` WebSocket (wss://HOST:PORT/ws?token=...)."""
+    import websockets
+
+    context = None
+    if url.startswith("wss://"):
+        # The server's certificate is self-signed for its LAN address; this is a local measurement.
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    client = BrowserLikeClient()
+    try:
+        socket = await websockets.connect(url, ssl=context, max_size=None)
+    except (OSError, websockets.exceptions.WebSocketException) as error:
+        raise RuntimeError(f"cannot connect to {url}: {error}; is `convers serve` running and the token right?") from None
+    async with socket:
+        await socket.send(json.dumps({"type": "hello", "sample_rate": MIC_RATE, "format": "pcm16"}))
+        tasks = [
+            asyncio.create_task(_receive(socket, client)),
+            asyncio.create_task(_microphone(socket, client)),
+            asyncio.create_task(_speaker(socket, client)),
+        ]
+        try:
+            plans = await _script(client, config, utterances, interruptions, progress)
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+    return _figures(client, plans, min_barge_in_speech_s)
+
+
+async def _receive(socket: Any, client: BrowserLikeClient) -> None:
+    async for message in socket:
+        now = time.monotonic()
+        if isinstance(message, bytes):
+            turn, _seq = struct.unpack("<II", message[:8])
+            client.received.append((turn, now))
+            if turn > client.flushed_through:
+                client.queue.append(_Received(turn, now, message[8:]))
+            continue
+        data = json.loads(message)
+        kind = data.get("type")
+        if kind == "ready":
+            client.out_rate = int(data["audio_out"]["sample_rate"])
+        elif kind == "transcript" and data.get("final"):
+            client.transcripts.append((now, str(data.get("text", ""))))
+        elif kind == "metrics":
+            client.metrics[int(data["turn"])] = data
+        elif kind in ("flush", "pause", "resume"):
+            turn = int(data["turn"])
+            client.records.append((kind, turn, now))
+            if kind == "flush":
+                client.flushed_through = max(client.flushed_through, turn)
+                client.queue = deque(item for item in client.queue if item.turn > turn)
+            elif kind == "pause":
+                client.paused.add(turn)
+            else:
+                client.paused.discard(turn)
+
+
+async def _microphone(socket: Any, client: BrowserLikeClient) -> None:
+    frame_bytes = int(MIC_RATE * FRAME_S) * 2
+    start = time.monotonic()
+    client.mic_started_at = start
+    active: bytearray = bytearray()
+    while True:
+        index = client.frames_sent
+        while client.scheduled and client.scheduled[0][0] <= index:
+            active.extend(client.scheduled.pop(0)[1])
+        pcm = bytes(active[:frame_bytes]).ljust(frame_bytes, b"\x00")
+        del active[:frame_bytes]
+        delay = start + (index + 1) * FRAME_S - time.monotonic()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        await socket.send(pcm)
+        client.frames_sent = index + 1
+
+
+async def _speaker(socket: Any, client: BrowserLikeClient) -> None:
+    tick_s = 0.01
+    reported: dict[int, float] = {}
+    while True:
+        await asyncio.sleep(tick_s)
+        if not client.queue or client.queue[0].turn in client.paused:
+            continue
+        head = client.queue[0]
+        take = round(tick_s * client.out_rate) * 2
+        piece = head.pcm[head.position : head.position + take]
+        head.position += len(piece)
+        client.played[head.turn] = client.played.get(head.turn, 0.0) + len(piece) / 2 / client.out_rate * 1000
+        if head.position >= len(head.pcm):
+            client.queue.popleft()
+        played = client.played[head.turn]
+        drained = not client.queued(head.turn)
+        if drained or played - reported.get(head.turn, 0.0) >= 100:
+            reported[head.turn] = played
+            await socket.send(json.dumps({"type": "played", "turn": head.turn, "ms": round(played)}))
+
+
+def _audible(client: BrowserLikeClient, turn: int) -> bool:
+    return turn not in client.metrics or client.queued(turn)
+
+
+async def _script(
+    client: BrowserLikeClient,
+    config: LatencyConfig,
+    utterances: Sequence[Utterance],
+    interruptions: Sequence[Utterance],
+    progress: Callable[[str], None],
+) -> list[TurnPlan]:
+    await wait_until(lambda: client.mic_started_at is not None, 10)
+    await asyncio.sleep(0.5)
+    plans: list[TurnPlan] = []
+    previous: int | None = None
+    for index in range(config.turns):
+        barge = bool(previous is not None and config.barge_in_every and index % config.barge_in_every == config.barge_in_every - 1)
+        if barge:
+            assert previous is not None
+            utterance = interruptions[(index // config.barge_in_every) % len(interruptions)]
+            turn = previous
+            await wait_until(lambda: client.played.get(turn, 0) >= config.barge_after_ms or not _audible(client, turn), config.turn_timeout_s)
+            barge = _audible(client, turn)
+            at_s = client.mic_time_s + FRAME_S
+        else:
+            utterance = utterances[index % len(utterances)]
+            if previous is not None:
+                turn = previous
+                await wait_until(lambda: not _audible(client, turn), config.turn_timeout_s)
+            at_s = client.mic_time_s + config.gap_s
+        frame_index = _frame_index(at_s)
+        assert client.mic_started_at is not None
+        begins = client.mic_started_at + frame_index * FRAME_S
+        plan = TurnPlan(index, utterance.text, barge, begins + utterance.speech_start_s, begins + utterance.speech_end_s,
+                        old_turn=previous if barge else None)
+        plans.append(plan)
+        heard = len(client.transcripts)
+        newest = max((t for t, _ in client.received), default=0)
+        client.scheduled.append((frame_index, utterance.frame.pcm))
+
+        def answered() -> bool:
+            return len(client.transcripts) > heard and any(t > newest for t, _ in client.received)
+
+        if await wait_until(answered, config.turn_timeout_s + utterance.frame.duration_s):
+            plan.turn = min(t for t, _ in client.received if t > newest)
+            plan.transcript = client.transcripts[-1][1]
+            previous = plan.turn
+        else:
+            plan.error = "no reply" if len(client.transcripts) > heard else "no transcript"
+        progress(f"  turn {index + 1}/{config.turns}{' (barge-in)' if barge else ''}: {plan.transcript or plan.error}")
+    if previous is not None:
+        last = previous
+        await wait_until(lambda: not _audible(client, last), config.turn_timeout_s)
+    return plans
+
+
+def _figures(client: BrowserLikeClient, plans: Sequence[TurnPlan], min_barge_in_speech_s: float) -> dict[str, Any]:
+    turns = []
+    for plan in plans:
+        arrivals = [at for turn, at in client.received if turn == plan.turn]
+        metrics = client.metrics.get(plan.turn or -1)
+        if plan.error or not arrivals or metrics is None:
+            turns.append({"index": plan.index, "text": plan.text, "transcript": plan.transcript, "turn": plan.turn,
+                          "barge_in": plan.barge_in, "error": plan.error or "no audio", "ttfa_ms": None})
+            continue
+        ttfa = _ms(min(arrivals) - plan.true_end)
+        order = ["turn_confirmed_ms", "stt_final_ms", "recall_done_ms", "llm_first_token_ms", "first_chunk_ms",
+                 "tts_first_audio_ms"]
+        marks = [metrics.get(name) for name in order]
+        stages: dict[str, float | None] = {stage: None for stage in STAGES}
+        stages["end_of_turn"] = marks[0]
+        for stage, (a, b) in zip(STAGES[1:6], zip(marks, marks[1:])):
+            stages[stage] = None if a is None or b is None else round(b - a, 1)
+        first_out = metrics.get("first_audio_out_ms")
+        stages["transport"] = None if ttfa is None or first_out is None else round(ttfa - first_out, 1)
+        critical = {k: (None if v is None else max(0.0, v)) for k, v in stages.items()}
+        turns.append({
+            "index": plan.index, "turn": plan.turn, "text": plan.text, "transcript": plan.transcript,
+            "barge_in": plan.barge_in, "speculation": "unknown", "ttfa_ms": ttfa, "stages_ms": stages,
+            "critical_ms": critical, "overhead_ms": None, "gaps_ms": {}, "vad_end_lag_ms": None,
+            "llm_ttft_client_ms": None,
+        })
+    barge_ins = []
+    for plan in plans:
+        if not plan.barge_in or plan.old_turn is None:
+            continue
+        old = plan.old_turn
+        flushes = [at for kind, turn, at in client.records if kind == "flush" and turn == old]
+        pauses = [at for kind, turn, at in client.records if kind == "pause" and turn == old]
+        frames = [at for turn, at in client.received if turn == old]
+        flush_at = flushes[0] if flushes else None
+        barge_ins.append({
+            "turn": old,
+            "onset_to_pause_ms": _ms(pauses[0] - plan.true_start) if pauses else None,
+            "onset_to_flush_ms": _ms(flush_at - plan.true_start) if flush_at else None,
+            "onset_to_last_frame_ms": _ms(max(frames) - plan.true_start) if frames else None,
+            "frames_after_flush": sum(1 for at in frames if flush_at is not None and at > flush_at),
+            "session_onset_to_flush_ms": None,
+            "played_ms": client.played.get(old),
+        })
+    summary = summarize(turns, barge_ins)
+    summary["goals"] = check_goals(summary, min_barge_in_speech_s)
+    return {"speculation": None, "warm_up_s": {}, "speculation_events": {}, "summary": summary, "turns": turns,
+            "barge_ins": barge_ins}

@@ -1,0 +1,176 @@
+"""The latency benchmark: its arithmetic on scripted timelines, and a tiny real run whose JSON has every documented field."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from convers.bench.latency import (
+    STAGES,
+    Call,
+    LatencyConfig,
+    TurnPlan,
+    check_goals,
+    describe,
+    run_benchmark,
+    speech_span,
+    summarize,
+    turn_figures,
+    write_result,
+)
+from convers.cli import main
+from convers.config import load_settings
+from convers.contracts.audio import AudioFrame
+
+DOCS = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
+
+
+def test_speech_span_finds_the_loud_part() -> None:
+    rate = 16000
+    quiet = np.zeros(int(0.3 * rate), dtype="<i2")
+    tone = (8000 * np.sin(np.arange(int(0.5 * rate)) * 0.3)).astype("<i2")
+    tail = np.zeros(int(0.2 * rate), dtype="<i2")
+    start, end = speech_span(AudioFrame(np.concatenate([quiet, tone, tail]).tobytes(), rate))
+    assert start == pytest.approx(0.3, abs=0.006) and end == pytest.approx(0.8, abs=0.006)
+    with pytest.raises(ValueError, match="no speech"):
+        speech_span(AudioFrame(quiet.tobytes(), rate))
+
+
+def plan() -> TurnPlan:
+    return TurnPlan(index=0, text="q", barge_in=False, true_start=9.0, true_end=10.0, turn=1)
+
+
+def marks(confirmed: float, stt_final: float) -> dict[str, float]:
+    return {
+        "speech_end": 10.02,
+        "turn_confirmed": confirmed,
+        "stt_final": stt_final,
+        "recall_done": stt_final + 0.05,
+        "llm_first_token": stt_final + 0.21,
+        "first_chunk": stt_final + 0.31,
+        "tts_first_audio": stt_final + 0.33,
+        "first_audio_out": stt_final + 0.335,
+    }
+
+
+def test_stages_overhead_and_gaps_on_a_plain_turn() -> None:
+    m = marks(confirmed=10.52, stt_final=10.9)
+    stt = [Call(10.525, 10.9, 10.9)]
+    recall = [Call(10.901, 10.95, 10.95)]
+    llm = [Call(10.951, 11.12, 11.108)]
+    tts = [Call(11.211, 11.3, 11.23)]
+    figures = turn_figures(plan(), m, 11.235, stt, recall, llm, tts, (10.955, 11.105), "off")
+    assert figures["ttfa_ms"] == pytest.approx(1235.0)
+    assert figures["stages_ms"]["end_of_turn"] == pytest.approx(520.0)
+    assert figures["stages_ms"]["stt"] == pytest.approx(375.0)
+    assert figures["stages_ms"]["llm_ttft"] == pytest.approx(150.0)
+    assert figures["stages_ms"]["first_chunk"] == pytest.approx(100.0)
+    assert figures["stages_ms"]["tts_first_audio"] == pytest.approx(19.0)
+    total = sum(v for v in figures["critical_ms"].values() if v is not None)
+    assert figures["overhead_ms"] == pytest.approx(1235.0 - total, abs=0.2)
+    assert figures["overhead_ms"] == pytest.approx(22.0, abs=0.5)  # 5+1+5+5+1+5 ms of hand-offs
+    assert figures["gaps_ms"]["confirmed_to_stt"] == pytest.approx(5.0)
+    assert figures["gaps_ms"]["recall_to_llm_request"] == pytest.approx(5.0)
+    assert figures["gaps_ms"]["first_token_delivery"] == pytest.approx(5.0)
+    assert figures["vad_end_lag_ms"] == pytest.approx(20.0)
+    assert figures["llm_ttft_client_ms"] == pytest.approx(157.0)
+
+
+def test_work_done_in_the_silence_is_off_the_critical_path() -> None:
+    # Speculation: STT ran from 10.2 to 10.45, the turn was confirmed at 10.52.
+    m = marks(confirmed=10.52, stt_final=10.45)
+    stt = [Call(10.1, 10.3, 10.3), Call(10.2, 10.45, 10.45)]  # the first one was thrown away
+    figures = turn_figures(plan(), m, 10.8, stt, [], [], [], None, "hit")
+    assert figures["stages_ms"]["stt"] == pytest.approx(250.0)
+    assert figures["critical_ms"]["stt"] == 0.0
+    assert figures["critical_ms"]["recall"] is None  # no memory
+    # Recall ended at 10.50: before the confirmation, so off the critical path too.
+    assert figures["stages_ms"]["recall"] is None
+
+
+def test_summary_percentiles_and_goals() -> None:
+    assert describe([]) == {"n": 0, "p50": None, "p95": None, "mean": None, "min": None, "max": None}
+    stats = describe([100.0, 200.0, 300.0, None])
+    assert stats["n"] == 3 and stats["p50"] == 200.0 and stats["p95"] == pytest.approx(290.0)
+    turn = turn_figures(plan(), marks(10.52, 10.9), 11.235, [Call(10.525, 10.9)], [], [], [Call(11.211, 11.3, 11.23)], None, "off")
+    barge = {"onset_to_pause_ms": 40.0, "onset_to_flush_ms": 270.0, "onset_to_last_frame_ms": -300.0, "frames_after_flush": 0}
+    summary = summarize([turn, {"ttfa_ms": None}], [barge])
+    assert summary["turns_measured"] == 1 and summary["turns_failed"] == 1
+    assert set(summary["stages_ms"]) == set(STAGES)
+    goals = check_goals(summary, 0.25)
+    assert goals["barge_in_flush_p95_within_min_speech_plus_50ms"] is True
+    assert goals["zero_frames_after_flush"] is True
+    assert goals["ttfa_p50_under_800ms"] is False
+    late = summarize([turn], [{**barge, "onset_to_flush_ms": 400.0, "frames_after_flush": 2}])
+    assert check_goals(late, 0.25)["barge_in_flush_p95_within_min_speech_plus_50ms"] is False
+    assert check_goals(late, 0.25)["zero_frames_after_flush"] is False
+
+
+def test_cli_lists_the_latency_and_reference_llm_commands() -> None:
+    runner = CliRunner()
+    latency = runner.invoke(main, ["bench", "latency", "--help"])
+    reference = runner.invoke(main, ["bench", "reference-llm", "--help"])
+    assert latency.exit_code == 0 and "--turns" in latency.output and "--url" in latency.output
+    assert reference.exit_code == 0 and "--ttft-ms" in reference.output
+    bad = runner.invoke(main, ["bench", "latency", "--turns", "0"])
+    assert bad.exit_code != 0 and "--turns" in bad.output
+
+
+def key_paths(value: Any, path: str = "") -> set[str]:
+    """Every key in the artifact as a dotted path, list items as []; free-form maps are not descended."""
+    found: set[str] = set()
+    if isinstance(value, dict):
+        for key, child in value.items():
+            child_path = f"{path}.{key}" if path else key
+            found.add(child_path)
+            if key in {"warm_up_s", "thread_env", "turns", "barge_in", "speculation", "threads"} and path == "settings":
+                continue
+            if key in {"warm_up_s", "thread_env"}:
+                continue
+            found |= key_paths(child, child_path)
+    elif isinstance(value, list) and value:
+        for item in value:
+            found |= key_paths(item, f"{path}[]")
+    return found
+
+
+@pytest.mark.slow
+def test_a_tiny_real_run_writes_every_documented_field(tmp_path: Path) -> None:
+    if shutil.which("espeak-ng") is None:
+        pytest.skip("espeak-ng is not installed")
+    settings = load_settings(
+        environ={},
+        cli={"data_dir": str(tmp_path / "data"), "stt.provider": "pocketsphinx", "vad.provider": "silero", "tts.provider": "espeak-ng"},
+    )
+    config = LatencyConfig(turns=2, barge_in_every=2, barge_after_ms=400, gap_s=0.4, ttft_s=0.05, tokens_per_s=100)
+    result = run_benchmark(settings, config, modes=(False, True))
+    path = write_result(result, tmp_path / "out" / "latency.json")
+    data = json.loads(path.read_text())
+
+    assert data["kind"] == "latency" and data["providers"]["llm"] == "reference"
+    assert [run["speculation"] for run in data["runs"]] == [False, True]
+    for run in data["runs"]:
+        assert len(run["turns"]) == 2
+        assert run["summary"]["turns_measured"] >= 1, run["turns"]
+        measured = [t for t in run["turns"] if t["ttfa_ms"] is not None]
+        # The stages of a measured turn add up to its TTFA, with the overhead as the rest.
+        for turn in measured:
+            parts = sum(v for v in turn["critical_ms"].values() if v is not None)
+            assert parts + turn["overhead_ms"] == pytest.approx(turn["ttfa_ms"], abs=0.5)
+            assert turn["stages_ms"]["llm_ttft"] >= config.ttft_s * 1000 - 1
+        for barge in run["barge_ins"]:
+            assert barge["frames_after_flush"] == 0
+    assert data["runs"][0]["speculation_events"]["speculation_start"] == 0
+    assert data["runs"][1]["speculation_events"]["speculation_start"] >= 1
+
+    # Every field in the JSON is described in docs/benchmarks.md.
+    documented = set(re.findall(r"`([a-z_0-9]+)`", DOCS.read_text()))
+    missing = sorted({p for p in key_paths(data) if p.split(".")[-1].replace("[]", "") not in documented})
+    assert not missing, f"fields missing from docs/benchmarks.md: {missing}"
