@@ -187,7 +187,9 @@ async def _script(
     progress: Callable[[str], None],
 ) -> list[TurnPlan]:
     await wait_until(lambda: client.mic_started_at is not None, 10)
-    await asyncio.sleep(0.5)
+    # The server may greet first: let the greeting play out so it is not taken for a reply.
+    await asyncio.sleep(1.5)
+    await wait_until(lambda: not any(_audible(client, t) for t in {t for t, _ in client.received}), config.turn_timeout_s)
     plans: list[TurnPlan] = []
     previous: int | None = None
     for index in range(config.turns):
@@ -215,11 +217,15 @@ async def _script(
         newest = max((t for t, _ in client.received), default=0)
         client.scheduled.append((frame_index, utterance.frame.pcm))
 
-        def answered() -> bool:
-            return len(client.transcripts) > heard and any(t > newest for t, _ in client.received)
+        def reply_turns() -> list[int]:
+            # A turn newer than any before the question, first heard after its transcript.
+            if len(client.transcripts) <= heard:
+                return []
+            said_at = client.transcripts[heard][0]
+            return [t for t, at in client.received if t > newest and at >= said_at]
 
-        if await wait_until(answered, config.turn_timeout_s + utterance.frame.duration_s):
-            plan.turn = min(t for t, _ in client.received if t > newest)
+        if await wait_until(lambda: bool(reply_turns()), config.turn_timeout_s + utterance.frame.duration_s):
+            plan.turn = min(reply_turns())
             plan.transcript = client.transcripts[-1][1]
             previous = plan.turn
         else:
