@@ -67,6 +67,9 @@ class SttSettings(Section):
     # auto: faster-whisper when its model is present, else pocketsphinx.
     provider: str = "auto"
     whisper_model: str = "base.en"
+    # Decode while the user speaks, when the provider can (pocketsphinx): the end of a turn then
+    # waits only for the decoder's last step instead of a decode of the whole utterance.
+    streaming: bool = True
     language: str = "en"
     threads: int = Field(default=1, ge=1)
     options: dict[str, Any] = Field(default_factory=dict)

@@ -97,6 +97,7 @@ def session_options(settings: Settings, greet: bool = True, finish_reply_on_inpu
         turns=settings.turns,
         barge_in=settings.barge_in,
         speculation=settings.speculation,
+        live_transcription=settings.stt.streaming,
     )
 
 

@@ -5,7 +5,7 @@ from convers.contracts.embedder import Embedder
 from convers.contracts.llm import ChatMessage, LanguageModel, LlmError
 from convers.contracts.provider import Availability, ProviderClass
 from convers.contracts.memory import ConversationMemory, MemoryHit, MemoryStore, MemoryTurn
-from convers.contracts.stt import SpeechToText, Transcript
+from convers.contracts.stt import SpeechStream, SpeechToText, StreamingSpeechToText, Transcript
 from convers.contracts.tool import Tool
 from convers.contracts.transport import InboundAudio, InboundEvent, InboundPlayed, InboundText, Transport
 from convers.contracts.tts import TextToSpeech
@@ -28,7 +28,9 @@ __all__ = [
     "MemoryStore",
     "MemoryTurn",
     "ProviderClass",
+    "SpeechStream",
     "SpeechToText",
+    "StreamingSpeechToText",
     "TextToSpeech",
     "Tool",
     "Transcript",

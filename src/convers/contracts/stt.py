@@ -25,3 +25,23 @@ class SpeechToText(Protocol):
     sample_rate: int
 
     async def transcribe(self, audio: AudioFrame) -> Transcript: ...
+
+
+@runtime_checkable
+class SpeechStream(Protocol):
+    """One utterance decoded while it is spoken. `feed` returns at once; decoding runs in the background."""
+
+    def feed(self, audio: AudioFrame) -> None: ...
+
+    async def finish(self) -> Transcript:
+        """The transcript of everything fed; only the decoder's last step is left to wait for."""
+        ...
+
+    async def cancel(self) -> None: ...
+
+
+@runtime_checkable
+class StreamingSpeechToText(SpeechToText, Protocol):
+    """Optional: an STT that can decode during the utterance, so the end of a turn leaves little to do."""
+
+    def open_stream(self) -> SpeechStream: ...

@@ -13,11 +13,12 @@ from typing import Any
 from convers.contracts.audio import AudioFrame
 from convers.contracts.llm import ChatMessage, LanguageModel, LlmError
 from convers.contracts.memory import ConversationMemory, MemoryHit
-from convers.contracts.stt import SpeechToText
+from convers.contracts.stt import SpeechStream, SpeechToText, StreamingSpeechToText, Transcript
 from convers.contracts.transport import InboundAudio, InboundPlayed, InboundText, Transport
 from convers.contracts.tts import TextToSpeech
 from convers.contracts.vad import Vad
 from convers.engine.listener import Listener
+from convers.engine.live_stt import LiveTranscription
 from convers.engine.prompt import PromptBuilder
 from convers.engine.reply import ReplyProgress, ReplyStreamer, heard_text
 from convers.engine.speculation import SpeculativeResult, Speculator
@@ -63,6 +64,9 @@ class SessionOptions:
     # Off unless asked for (wiring passes settings.speculation, on by default): a session built by
     # hand then makes exactly one STT call per utterance, which scripted tests rely on.
     speculation: SpeculationPolicy = SpeculationPolicy(enabled=False)
+    # Decode while the user speaks when the STT can stream (pocketsphinx can): the end of a turn
+    # then waits only for the decoder's final step. Replaces STT speculation when it applies.
+    live_transcription: bool = True
 
 
 @dataclass
@@ -124,8 +128,13 @@ class Session:
         self._listener: Listener | None = None
         if parts.vad is not None and parts.stt is not None:
             self._listener = Listener(parts.vad, self.options.turns)
+        self._live: LiveTranscription | None = None
+        streaming = isinstance(parts.stt, StreamingSpeechToText) and self.options.live_transcription
+        if self._listener is not None and streaming:
+            self._live = LiveTranscription(parts.stt)
         self._speculator: Speculator | None = None
-        if self._listener is not None and parts.stt is not None and self.options.speculation.enabled:
+        speculate = self.options.speculation.enabled and self._live is None
+        if self._listener is not None and parts.stt is not None and speculate:
             self._speculator = self._make_speculator(parts.stt)
         self._barge_onset_at: float | None = None
         self._pending_restart: str | None = None
@@ -177,6 +186,8 @@ class Session:
             await self._cancel_current(reason="session_end", flush=False)
         if self._speculator is not None:
             await self._speculator.aclose()
+        if self._live is not None:
+            await self._live.aclose()
         for task in list(self._background):
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
@@ -370,8 +381,9 @@ class Session:
         turn_events = self._listener.feed(frame, self.events.now())
         if self._speculator is not None:
             self._speculator.observe(turn_events, self._listener.turns)
+        finished = self._live.observe(turn_events, self._listener.turns) if self._live is not None else None
         for event in turn_events:
-            await self._on_turn_event(event)
+            await self._on_turn_event(event, finished if isinstance(event, UserTurnEnded) else None)
         current = self.current
         if (
             self._barge_onset_at is not None
@@ -381,7 +393,8 @@ class Session:
         ):
             await self._barge_in(current)
 
-    async def _on_turn_event(self, event: TurnEvent) -> None:
+    async def _on_turn_event(self, event: TurnEvent, live: SpeechStream | None = None) -> None:
+        """Acts on one TurnTaker event; `live` is the finished utterance's stream when STT runs live."""
         current = self.current
         speaking = current is not None and current.audible and not current.settled
         if isinstance(event, SpeechOnset):
@@ -409,7 +422,7 @@ class Session:
             metrics.mark("speech_end", event.ended_at)
             metrics.mark("turn_confirmed", event.at)
             speculation = self._speculator.claim(event.audio) if self._speculator is not None else None
-            self._spawn(self._transcribe(event.audio, metrics, speculation))
+            self._spawn(self._transcribe(event.audio, metrics, speculation, live))
 
     async def _barge_in(self, agent_turn: AgentTurn) -> None:
         onset = self._barge_onset_at
@@ -432,12 +445,18 @@ class Session:
         audio: AudioFrame,
         metrics: TurnMetrics,
         speculation: asyncio.Task[SpeculativeResult | None] | None = None,
+        live: SpeechStream | None = None,
     ) -> None:
         assert self.parts.stt is not None
         metrics.mark("turn_start", metrics.marks["speech_end"])
         result = await _speculative_result(speculation)
         try:
-            transcript = result.transcript if result is not None else await self.parts.stt.transcribe(audio)
+            if result is not None:
+                transcript = result.transcript
+            elif live is not None:
+                transcript = await _finish_live(live, self.parts.stt, audio)
+            else:
+                transcript = await self.parts.stt.transcribe(audio)
         except Exception as error:
             log.warning("speech recognition failed: %s", error)
             await self.transport.send_event({"type": "error", "code": "stt_failed", "message": str(error)})
@@ -484,6 +503,15 @@ def _has_words(text: str) -> bool:
     """Words that make a turn: not silence, not only "mm-hm"."""
     words = [w.strip(".,!?").lower() for w in text.split()]
     return bool(words) and not all(w in BACKCHANNELS for w in words)
+
+
+async def _finish_live(live: SpeechStream, stt: SpeechToText, audio: AudioFrame) -> Transcript:
+    """The live stream's transcript; a stream that failed is not the user's problem: decode again."""
+    try:
+        return await live.finish()
+    except Exception as error:
+        log.warning("live transcription failed, decoding the utterance again: %s", error)
+        return await stt.transcribe(audio)
 
 
 async def _speculative_result(

@@ -114,6 +114,10 @@ class TurnTaker:
         """How long the current utterance has been going (0 when silent)."""
         return 0.0 if self.state == "silent" else self._last_at - self._started_at
 
+    def utterance_since(self, offset: int) -> bytes:
+        """PCM bytes of the current utterance from byte `offset` on ('' when silent): for live STT."""
+        return bytes(self._utterance[offset:]) if self.state != "silent" else b""
+
     def provisional_audio(self, with_post_roll: bool = True) -> AudioFrame | None:
         """While pausing, the audio a silence-ended turn would carry; None in any other state.
 

@@ -32,6 +32,9 @@ class PocketSphinxStt:
         self._decoder: Any = None
         # A decoder holds one utterance at a time; the lock also guards the lazy load.
         self._lock = threading.Lock()
+        # Decoders for live streams, one per utterance in progress, reused (loading one takes ~0.3 s).
+        self._spare: list[Any] = []
+        self._spare_lock = threading.Lock()
 
     @classmethod
     def from_settings(cls, settings: Settings) -> PocketSphinxStt:
@@ -49,13 +52,29 @@ class PocketSphinxStt:
             return Availability(False, f"pocketsphinx en-us model missing at {model}: reinstall pocketsphinx")
         return Availability(True, f"bundled en-us model at {model}")
 
+    def _new_decoder(self) -> Any:
+        from pocketsphinx import Decoder
+
+        return Decoder(**{"logfn": "/dev/null", **self.decoder_options})
+
     def _load(self) -> Any:
         if self._decoder is None:
-            from pocketsphinx import Decoder
-
-            options = {"logfn": "/dev/null", **self.decoder_options}
-            self._decoder = Decoder(**options)
+            self._decoder = self._new_decoder()
         return self._decoder
+
+    def _borrow(self) -> Any:
+        with self._spare_lock:
+            if self._spare:
+                return self._spare.pop()
+        return self._new_decoder()
+
+    def _give_back(self, decoder: Any) -> None:
+        with self._spare_lock:
+            self._spare.append(decoder)
+
+    def open_stream(self) -> PocketSphinxStream:
+        """A live stream: audio is decoded as it is fed, in a worker thread, in arrival order."""
+        return PocketSphinxStream(self)
 
     async def warm_up(self) -> None:
         def load() -> None:
@@ -63,6 +82,8 @@ class PocketSphinxStt:
                 self._load()
 
         await asyncio.to_thread(load)
+        # One spare decoder so the first live utterance does not wait for a load.
+        await asyncio.to_thread(lambda: self._give_back(self._new_decoder()))
 
     async def transcribe(self, audio: AudioFrame) -> Transcript:
         audio = resample(audio, self.sample_rate)
@@ -84,3 +105,75 @@ class PocketSphinxStt:
             hypothesis = decoder.hyp()
             text = hypothesis.hypstr if hypothesis is not None else ""
         return Transcript(text=text.strip(), decode_s=time.perf_counter() - started, language="en")
+
+
+_FINISH = object()
+
+
+class PocketSphinxStream:
+    """One utterance decoded incrementally; `finish` leaves only `end_utt` to wait for."""
+
+    # Pieces of at most 0.1 s: process_raw holds the GIL while it runs, so small pieces keep the
+    # event loop (and with it VAD and barge-in) responsive while the user is still talking.
+    PIECE_BYTES = PocketSphinxStt.sample_rate // 10 * 2
+
+    def __init__(self, stt: PocketSphinxStt) -> None:
+        self.stt = stt
+        self._queue: asyncio.Queue[object] = asyncio.Queue()
+        self._worker = asyncio.create_task(self._decode())
+        self._decode_s = 0.0
+
+    def feed(self, audio: AudioFrame) -> None:
+        if audio.sample_rate != self.stt.sample_rate:
+            audio = resample(audio, self.stt.sample_rate)
+        self._queue.put_nowait(audio.pcm)
+
+    async def finish(self) -> Transcript:
+        self._queue.put_nowait(_FINISH)
+        return await self._worker
+
+    async def cancel(self) -> None:
+        self._worker.cancel()
+        await asyncio.gather(self._worker, return_exceptions=True)
+
+    async def _decode(self) -> Transcript:
+        decoder = await asyncio.to_thread(self.stt._borrow)
+        healthy = False
+        try:
+            await asyncio.to_thread(decoder.start_utt)
+            while True:
+                item = await self._queue.get()
+                if item is _FINISH:
+                    break
+                assert isinstance(item, bytes)
+                for start in range(0, len(item), self.PIECE_BYTES):
+                    await asyncio.to_thread(self._process, decoder, item[start : start + self.PIECE_BYTES])
+            started = time.perf_counter()
+            text = await asyncio.to_thread(self._end, decoder)
+            self._decode_s += time.perf_counter() - started
+            healthy = True
+            # decode_s: decoder time after the last audio arrived, the part the user waits for.
+            return Transcript(text=text, decode_s=self._decode_s, language="en")
+        finally:
+            if healthy:
+                self.stt._give_back(decoder)
+            else:
+                # Cancelled mid-utterance: end it in the background so the decoder can be reused.
+                asyncio.get_running_loop().run_in_executor(None, self._recycle, decoder)
+
+    @staticmethod
+    def _process(decoder: Any, pcm: bytes) -> None:
+        decoder.process_raw(pcm, no_search=False, full_utt=False)
+
+    @staticmethod
+    def _end(decoder: Any) -> str:
+        decoder.end_utt()
+        hypothesis = decoder.hyp()
+        return hypothesis.hypstr.strip() if hypothesis is not None else ""
+
+    def _recycle(self, decoder: Any) -> None:
+        try:
+            decoder.end_utt()
+        except Exception:  # noqa: BLE001 - a decoder that cannot end its utterance is not reused
+            return
+        self.stt._give_back(decoder)
