@@ -68,8 +68,13 @@ async def test_spoken_conversation_with_barge_in_in_the_browser(tmp_path: Path, 
         ),
     )
     data_dir = tmp_path / "data"
-    replies = [Reply(LONG_ANSWER, tokens_per_s=40), Reply(["Okay, I will stop."])]
-    async with ScriptedLlmServer(replies, responder=lambda _r: Reply(["Sure."])) as llm:
+    def answer(request) -> Reply:
+        # By content, not by order: the server warms the LLM up with a request of its own first.
+        # The second user turn (the history then holds two) is the interruption.
+        user_turns = [m for m in request.messages if m.get("role") == "user"]
+        return Reply(["Okay, I will stop."]) if len(user_turns) >= 2 else Reply(LONG_ANSWER, tokens_per_s=40)
+
+    async with ScriptedLlmServer(responder=answer) as llm:
         settings = load_settings(
             environ={},
             cli={

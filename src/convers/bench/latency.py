@@ -41,7 +41,7 @@ from convers.audio import read_wav, resample
 from convers.contracts.audio import AudioFrame
 from convers.contracts.llm import ChatMessage
 from convers.contracts.memory import MemoryHit
-from convers.contracts.stt import Transcript
+from convers.contracts.stt import StreamingSpeechToText, Transcript
 
 SCHEMA_VERSION = 1
 MIC_RATE = 16000
@@ -166,6 +166,40 @@ class TimedStt:
             return await self.inner.transcribe(audio)
         finally:
             call.end = call.first = self.clock()
+
+
+class TimedStream:
+    """A live STT stream whose `finish` (what the end of a turn waits for) is recorded as the STT call."""
+
+    def __init__(self, inner: Any, calls: list[Call], clock: Callable[[], float]) -> None:
+        self.inner = inner
+        self.calls = calls
+        self.clock = clock
+
+    def feed(self, audio: AudioFrame) -> None:
+        self.inner.feed(audio)
+
+    async def finish(self) -> Transcript:
+        call = Call(self.clock())
+        self.calls.append(call)
+        try:
+            return await self.inner.finish()
+        finally:
+            call.end = call.first = self.clock()
+
+    async def cancel(self) -> None:
+        await self.inner.cancel()
+
+
+class TimedStreamingStt(TimedStt):
+    """TimedStt for a provider that can decode live (so the session still sees a streaming STT)."""
+
+    def open_stream(self) -> TimedStream:
+        return TimedStream(self.inner.open_stream(), self.calls, self.clock)
+
+
+def timed_stt(inner: Any) -> TimedStt:
+    return TimedStreamingStt(inner) if isinstance(inner, StreamingSpeechToText) else TimedStt(inner)
 
 
 class TimedTts:
@@ -462,7 +496,7 @@ async def run_loopback(
     vad, stt_inner, tts_inner = wiring.build_voice(settings)
     memory_inner = wiring.build_memory(settings, llm_inner) if config.memory else None
     warm = await wiring.warm_up(llm_inner, stt_inner, tts_inner, vad, memory_inner)
-    llm, stt, tts = TimedLlm(llm_inner), TimedStt(stt_inner), TimedTts(tts_inner)
+    llm, stt, tts = TimedLlm(llm_inner), timed_stt(stt_inner), TimedTts(tts_inner)
     memory = TimedMemory(memory_inner) if memory_inner is not None else None
     transport = LoopbackTransport(input_rate=MIC_RATE)
     parts = SessionParts(llm=llm, tts=tts, stt=stt, vad=vad, memory=memory)
