@@ -51,7 +51,7 @@ def memory_bench(ctx: click.Context, sizes: str, people: int, queries: int, seed
               help="Use the built-in reference LLM (fixed speed), or the model settings.llm points at.")
 @click.option("--ttft-ms", default=150.0, show_default=True, help="Reference LLM time to first token.")
 @click.option("--tokens-per-s", default=30.0, show_default=True, help="Reference LLM token rate.")
-@click.option("--speculate-llm", is_flag=True, help="With speculation on, also start the LLM in the end-of-turn silence.")
+@click.option("--speculate-llm/--no-speculate-llm", default=None, help="With speculation on, also start the LLM in the end-of-turn silence (default: settings speculation.llm).")
 @click.option("--memory/--no-memory", default=True, show_default=True, help="Recall from a fresh memory store each turn.")
 @click.option("--url", help="Drive a running `convers serve` instead: wss://HOST:PORT/ws?token=TOKEN.")
 @click.option("--out", type=click.Path(path_type=Path), help="JSON result file (default bench/results/latency-<time>.json).")
@@ -64,7 +64,7 @@ def latency_bench(
     reference: bool,
     ttft_ms: float,
     tokens_per_s: float,
-    speculate_llm: bool,
+    speculate_llm: bool | None,
     memory: bool,
     url: str | None,
     out: Path | None,
@@ -82,7 +82,7 @@ def latency_bench(
         ttft_s=ttft_ms / 1000,
         tokens_per_s=tokens_per_s,
         memory=memory,
-        speculate_llm=speculate_llm,
+        speculate_llm=settings.speculation.llm if speculate_llm is None else speculate_llm,
     )
     modes = {"both": (False, True), "on": (True,), "off": (False,)}[speculation]
     try:

@@ -65,7 +65,7 @@ class SessionOptions:
     # hand then makes exactly one STT call per utterance, which scripted tests rely on.
     speculation: SpeculationPolicy = SpeculationPolicy(enabled=False)
     # Decode while the user speaks when the STT can stream (pocketsphinx can): the end of a turn
-    # then waits only for the decoder's final step. Replaces STT speculation when it applies.
+    # then waits only for the decoder's final step (and speculation finishes the stream at a pause).
     live_transcription: bool = True
 
 
@@ -133,8 +133,7 @@ class Session:
         if self._listener is not None and streaming:
             self._live = LiveTranscription(parts.stt)
         self._speculator: Speculator | None = None
-        speculate = self.options.speculation.enabled and self._live is None
-        if self._listener is not None and parts.stt is not None and speculate:
+        if self._listener is not None and parts.stt is not None and self.options.speculation.enabled:
             self._speculator = self._make_speculator(parts.stt)
         self._barge_onset_at: float | None = None
         self._pending_restart: str | None = None
@@ -158,6 +157,7 @@ class Session:
             max_tokens=self.options.max_tokens,
             temperature=self.options.temperature,
             usable_text=_has_words,
+            transcribe=self._live.finish_early if self._live is not None else None,
         )
 
     # ----------------------------------------------------------------- lifecycle

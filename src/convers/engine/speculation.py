@@ -80,8 +80,11 @@ class Speculator:
         max_tokens: int | None = None,
         temperature: float | None = None,
         usable_text: Callable[[str], bool] = lambda text: bool(text.strip()),
+        transcribe: Callable[[AudioFrame], Awaitable[Transcript]] | None = None,
     ) -> None:
         self.stt = stt
+        # How to get the provisional transcript: a one-shot decode, or a live stream finished early.
+        self.transcribe = transcribe or stt.transcribe
         self.events = events
         self.policy = policy
         self.post_roll_s = post_roll_s
@@ -166,7 +169,7 @@ class Speculator:
     async def _work(self, audio: AudioFrame) -> SpeculativeResult | None:
         started = self.events.now()
         try:
-            transcript = await self.stt.transcribe(audio)
+            transcript = await self.transcribe(audio)
         except Exception as error:  # the confirmed turn will transcribe again and report the failure
             log.info("speculative transcription failed: %s", error)
             return None
