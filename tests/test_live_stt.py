@@ -82,3 +82,80 @@ async def test_a_cancelled_stream_returns_its_decoder() -> None:
     again = stt.open_stream()
     again.feed(silence(0.2, 16000))
     assert (await again.finish()).text == ""
+
+
+class CountingStream:
+    """Counts the bytes fed; its transcript says how many it got."""
+
+    def __init__(self) -> None:
+        self.fed = 0
+        self.cancelled = False
+
+    def feed(self, audio) -> None:
+        self.fed += len(audio.pcm)
+
+    async def finish(self):
+        from convers.contracts.stt import Transcript
+
+        return Transcript(f"{self.fed} bytes")
+
+    async def cancel(self) -> None:
+        self.cancelled = True
+
+
+class CountingStt:
+    name = "counting"
+    sample_rate = 16000
+
+    def __init__(self) -> None:
+        self.streams: list[CountingStream] = []
+
+    def open_stream(self) -> CountingStream:
+        self.streams.append(CountingStream())
+        return self.streams[-1]
+
+    async def transcribe(self, audio):
+        raise AssertionError("a live session should not decode the whole utterance")
+
+
+def scripted_frames(pattern: str) -> list:
+    """'L' = 20 ms of loud audio (speech), '.' = 20 ms of silence."""
+    import numpy as np
+
+    from convers.contracts.audio import AudioFrame
+
+    return [AudioFrame(np.full(320, 8000 if c == "L" else 0, dtype="<i2").tobytes(), 16000) for c in pattern]
+
+
+async def test_early_finish_then_resumed_speech_re_decodes_from_the_start() -> None:
+    import numpy as np
+
+    stt = CountingStt()
+    turns = TurnTaker(TurnTiming())
+    live = LiveTranscription(stt)
+    at = 0.0
+
+    def feed(pattern: str) -> list:
+        nonlocal at
+        seen = []
+        for frame in scripted_frames(pattern):
+            at += 0.02
+            loud = np.abs(np.frombuffer(frame.pcm, dtype="<i2")).max() > 1000
+            events = turns.feed(1.0 if loud else 0.0, at, frame)
+            ended = live.observe(events, turns)
+            seen.append((events, ended))
+        return seen
+
+    feed("L" * 25)  # 0.5 s of speech: a stream is open and fed
+    assert len(stt.streams) == 1 and stt.streams[0].fed > 0
+    feed("." * 12)  # a pause: speculation finishes the stream early
+    early = await live.finish_early(turns.provisional_audio())
+    assert early.text == f"{stt.streams[0].fed} bytes"
+    feed("." * 3)
+    assert len(stt.streams) == 1  # no new stream while the pause goes on
+    feed("L" * 10)  # the user speaks on: a fresh stream gets the whole utterance again
+    assert len(stt.streams) == 2
+    assert stt.streams[1].fed > stt.streams[0].fed
+    results = feed("." * 30)  # end of turn
+    finished = [ended for _, ended in results if ended is not None]
+    assert finished == [stt.streams[1]]
