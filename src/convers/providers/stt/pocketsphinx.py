@@ -97,13 +97,11 @@ class PocketSphinxStt:
             decoder = self._load()
             started = time.perf_counter()
             decoder.start_utt()
-            # Fed in pieces: one whole-utterance process_raw holds the GIL for the entire decode
-            # (1.4 s event-loop stall for 2.5 s of speech on 2 cores, measured with
-            # `convers bench latency`); pieces let the loop run between them (0.2-0.4 s left,
-            # in end_utt).
-            step = self.sample_rate // 10 * 2
-            for start in range(0, len(audio.pcm), step):
-                decoder.process_raw(audio.pcm[start : start + step], no_search=False, full_utt=False)
+            # The whole utterance in one call with full_utt=True: the decoder then normalises the
+            # cepstrum over the utterance, which recognises espeak-ng speech markedly better than
+            # feeding pieces (tests/test_tts.py). The call holds the GIL for the whole decode, so
+            # sessions use the live stream (open_stream) instead, which decodes during speech.
+            decoder.process_raw(audio.pcm, no_search=False, full_utt=True)
             decoder.end_utt()
             hypothesis = decoder.hyp()
             text = hypothesis.hypstr if hypothesis is not None else ""
