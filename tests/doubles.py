@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
+import numpy as np
+
 from convers.contracts.audio import AudioFormat, AudioFrame
 from convers.contracts.llm import ChatMessage, LlmError
 from convers.contracts.memory import MemoryHit, MemoryTurn
@@ -142,3 +144,35 @@ def hit(text: str, score: float = 0.9, speaker: str = "Sam") -> MemoryHit:
         id="t1", session="s0", time=datetime(2026, 1, 5, tzinfo=timezone.utc), speaker=speaker, role="user", text=text
     )
     return MemoryHit(id="t1", text=text, score=score, turn=turn)
+
+
+MIC_RATE = 16000
+MIC_FRAME_S = 0.02
+
+
+class LoudnessVad:
+    """Speech is anything loud: exact and instant, so tests are about the session, not the model."""
+
+    sample_rate = MIC_RATE
+    frame_samples = 320
+
+    def speech_probability(self, pcm: bytes) -> float:
+        return 1.0 if np.abs(np.frombuffer(pcm, dtype="<i2")).max(initial=0) > 1000 else 0.0
+
+    def reset(self) -> None:
+        return None
+
+
+class FakeClock:
+    """A monotonic clock the test advances by hand."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def mic_frame(loud: bool) -> AudioFrame:
+    """20 ms of microphone audio: a loud constant (speech to LoudnessVad) or silence."""
+    return AudioFrame(np.full(int(MIC_RATE * MIC_FRAME_S), 8000 if loud else 0, dtype="<i2").tobytes(), MIC_RATE)

@@ -12,6 +12,7 @@ from convers.engine.live_stt import LiveTranscription
 from convers.engine.timing import TurnTiming
 from convers.engine.turns import TurnTaker, UserTurnEnded
 from convers.providers.stt.pocketsphinx import PocketSphinxStt
+from tests.doubles import mic_frame
 from tests.speech import SpeechMaker, speech  # noqa: F401
 
 pytestmark = pytest.mark.slow
@@ -118,15 +119,6 @@ class CountingStt:
         raise AssertionError("a live session should not decode the whole utterance")
 
 
-def scripted_frames(pattern: str) -> list:
-    """'L' = 20 ms of loud audio (speech), '.' = 20 ms of silence."""
-    import numpy as np
-
-    from convers.contracts.audio import AudioFrame
-
-    return [AudioFrame(np.full(320, 8000 if c == "L" else 0, dtype="<i2").tobytes(), 16000) for c in pattern]
-
-
 async def test_early_finish_then_resumed_speech_re_decodes_from_the_start() -> None:
     import numpy as np
 
@@ -138,7 +130,7 @@ async def test_early_finish_then_resumed_speech_re_decodes_from_the_start() -> N
     def feed(pattern: str) -> list:
         nonlocal at
         seen = []
-        for frame in scripted_frames(pattern):
+        for frame in (mic_frame(c == "L") for c in pattern):
             at += 0.02
             loud = np.abs(np.frombuffer(frame.pcm, dtype="<i2")).max() > 1000
             events = turns.feed(1.0 if loud else 0.0, at, frame)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 
-import numpy as np
 import pytest
 
 from convers.contracts.audio import AudioFrame
@@ -18,23 +17,19 @@ from convers.engine.prompt import PromptBuilder
 from convers.engine.session import Session, SessionOptions, SessionParts
 from convers.engine.timing import BargeInPolicy, TurnTiming
 from convers.events import EventLog
-from tests.doubles import RecordingTransport, ScriptedLlm, ToneTts
+from tests.doubles import (
+    MIC_FRAME_S,
+    MIC_RATE,
+    FakeClock,
+    LoudnessVad,
+    RecordingTransport,
+    ScriptedLlm,
+    ToneTts,
+    mic_frame,
+)
 
-RATE = 16000
-FRAME_S = 0.02
-
-
-class LoudnessVad:
-    """Speech is anything loud: exact and instant, so tests are about the session, not the model."""
-
-    sample_rate = RATE
-    frame_samples = 320
-
-    def speech_probability(self, pcm: bytes) -> float:
-        return 1.0 if np.abs(np.frombuffer(pcm, dtype="<i2")).max(initial=0) > 1000 else 0.0
-
-    def reset(self) -> None:
-        return None
+RATE = MIC_RATE
+FRAME_S = MIC_FRAME_S
 
 
 class ScriptedStt:
@@ -50,19 +45,6 @@ class ScriptedStt:
     async def transcribe(self, audio: AudioFrame) -> Transcript:
         self.heard.append(audio.duration_s)
         return Transcript(self.texts.pop(0) if self.texts else "", decode_s=0.01)
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-def frame(loud: bool) -> AudioFrame:
-    value = 8000 if loud else 0
-    return AudioFrame(np.full(int(RATE * FRAME_S), value, dtype="<i2").tobytes(), RATE)
 
 
 class Rig:
@@ -82,7 +64,7 @@ class Rig:
     async def feed(self, loud: bool, seconds: float) -> None:
         for _ in range(round(seconds / FRAME_S)):
             self.clock.now += FRAME_S
-            await self.session._on_audio(frame(loud))
+            await self.session._on_audio(mic_frame(loud))
 
     async def settle(self) -> None:
         for _ in range(50):

@@ -6,8 +6,6 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass, field
 
-import numpy as np
-
 from convers.contracts.audio import AudioFrame
 from convers.contracts.memory import MemoryHit
 from convers.contracts.stt import Transcript
@@ -17,23 +15,21 @@ from convers.engine.speculation import Speculator
 from convers.engine.timing import SpeculationPolicy, TurnTiming
 from convers.engine.turns import TurnTaker
 from convers.events import EventLog
-from tests.doubles import ListMemory, RecordingTransport, ScriptedLlm, ToneTts, hit
+from tests.doubles import (
+    MIC_FRAME_S,
+    MIC_RATE,
+    FakeClock,
+    ListMemory,
+    LoudnessVad,
+    RecordingTransport,
+    ScriptedLlm,
+    ToneTts,
+    hit,
+    mic_frame,
+)
 
-RATE = 16000
-FRAME_S = 0.02
-
-
-class LoudnessVad:
-    """Speech is anything loud."""
-
-    sample_rate = RATE
-    frame_samples = 320
-
-    def speech_probability(self, pcm: bytes) -> float:
-        return 1.0 if np.abs(np.frombuffer(pcm, dtype="<i2")).max(initial=0) > 1000 else 0.0
-
-    def reset(self) -> None:
-        return None
+RATE = MIC_RATE
+FRAME_S = MIC_FRAME_S
 
 
 class CountingStt:
@@ -59,18 +55,6 @@ class CountingMemory(ListMemory):
         return await super().recall(query)
 
 
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-def frame(loud: bool) -> AudioFrame:
-    return AudioFrame(np.full(int(RATE * FRAME_S), 8000 if loud else 0, dtype="<i2").tobytes(), RATE)
-
-
 class Rig:
     def __init__(self, policy: SpeculationPolicy, memory: ListMemory | None = None) -> None:
         self.clock = FakeClock()
@@ -92,7 +76,7 @@ class Rig:
     async def feed(self, loud: bool, seconds: float) -> None:
         for _ in range(round(seconds / FRAME_S)):
             self.clock.now += FRAME_S
-            await self.session._on_audio(frame(loud))
+            await self.session._on_audio(mic_frame(loud))
             await asyncio.sleep(0)  # speculative tasks get their turn, as on a live event loop
 
     async def settle(self) -> None:
@@ -207,7 +191,7 @@ def test_provisional_audio_is_the_turn_audio_once_the_post_roll_is_heard() -> No
     for loud, seconds in [(True, 0.6), (False, 0.6)]:
         for _ in range(round(seconds / FRAME_S)):
             now += FRAME_S
-            for event in turns.feed(1.0 if loud else 0.0, now, frame(loud)):
+            for event in turns.feed(1.0 if loud else 0.0, now, mic_frame(loud)):
                 if event.kind == "user_turn_ended":
                     ended = event
             audio = turns.provisional_audio()
@@ -218,11 +202,11 @@ def test_provisional_audio_is_the_turn_audio_once_the_post_roll_is_heard() -> No
     assert provisional[0][0] >= 0.6 + timing.post_roll_s - 1e-6
     assert all(audio.pcm == ended.audio.pcm for _, audio in provisional)
     early = TurnTaker(timing, sample_rate=RATE)
-    early.feed(1.0, 0.02, frame(True))
+    early.feed(1.0, 0.02, mic_frame(True))
     assert early.provisional_audio() is None  # not pausing
     for step in range(2, 20):
-        early.feed(1.0, step * FRAME_S, frame(True))
-    early.feed(0.0, 0.4, frame(False))
+        early.feed(1.0, step * FRAME_S, mic_frame(True))
+    early.feed(0.0, 0.4, mic_frame(False))
     without = early.provisional_audio(with_post_roll=False)
     assert without is not None and early.provisional_audio() is None
 
