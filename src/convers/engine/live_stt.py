@@ -24,8 +24,12 @@ class LiveTranscription:
         # Set when speculation finished the stream at a pause: no new stream until speech resumes.
         self._finished_early = False
 
-    def observe(self, events: list[TurnEvent], turns: TurnTaker) -> SpeechStream | None:
-        """Call after each inbound frame; returns the finished utterance's stream when a turn ended."""
+    def observe(self, events: list[TurnEvent], turns: TurnTaker, hold: bool = False) -> SpeechStream | None:
+        """Call after each inbound frame; returns the finished utterance's stream when a turn ended.
+
+        `hold` defers opening a stream (a barge-in is being decided: decoding would compete with
+        the VAD for the event loop); once released, the stream is fed the utterance from its start.
+        """
         ended: SpeechStream | None = None
         for event in events:
             if isinstance(event, UserTurnEnded):
@@ -33,7 +37,7 @@ class LiveTranscription:
                 self._finished_early = False
             elif isinstance(event, SpeechResumed):
                 self._finished_early = False
-        if self._stream is None and not self._finished_early and turns.state in ("speaking", "pausing"):
+        if self._stream is None and not self._finished_early and not hold and turns.state in ("speaking", "pausing"):
             # Speech confirmed, or resumed after an early finish: decode the utterance from its start.
             self._stream = self.stt.open_stream()
             self._fed_bytes = 0

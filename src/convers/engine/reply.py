@@ -175,7 +175,9 @@ class ReplyStreamer:
                 tail = resampler.push(AudioFrame(b"", resampler.in_rate), last=True)
                 await self._send(tail, progress, spoken, metrics)
 
-    async def _send(self, frame: AudioFrame, progress: ReplyProgress, spoken: SpokenChunk, metrics: TurnMetrics) -> None:
+    async def _send(
+        self, frame: AudioFrame, progress: ReplyProgress, spoken: SpokenChunk, metrics: TurnMetrics
+    ) -> None:
         """Sends audio in frames of at most MAX_OUTBOUND_FRAME_S, each tagged with the turn and a sequence number."""
         max_bytes = int(frame.sample_rate * MAX_OUTBOUND_FRAME_S) * 2
         for start in range(0, len(frame.pcm), max_bytes):

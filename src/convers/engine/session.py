@@ -381,7 +381,10 @@ class Session:
         turn_events = self._listener.feed(frame, self.events.now())
         if self._speculator is not None:
             self._speculator.observe(turn_events, self._listener.turns)
-        finished = self._live.observe(turn_events, self._listener.turns) if self._live is not None else None
+        finished = None
+        if self._live is not None:
+            # While speech over the agent is being judged, the VAD gets the CPU; decoding catches up after.
+            finished = self._live.observe(turn_events, self._listener.turns, hold=self._barge_onset_at is not None)
         for event in turn_events:
             await self._on_turn_event(event, finished if isinstance(event, UserTurnEnded) else None)
         current = self.current
