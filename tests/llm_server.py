@@ -25,9 +25,18 @@ import contextlib
 import json
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
+
+from convers.bench.openai_wire import (
+    HttpRequest,
+    SseStream,
+    WireServer,
+    send_body,
+    send_error,
+    send_models,
+)
 
 Ending = Literal["done", "finish", "close", "stall"]
 
@@ -81,11 +90,13 @@ def echo_responder(request: ReceivedRequest) -> Reply:
     return Reply([w if i == 0 else " " + w for i, w in enumerate(words)])
 
 
-class ScriptedLlmServer:
+class ScriptedLlmServer(WireServer):
     """Serves scripted replies in order; when they run out, `responder` (default: a fixed reply).
 
     `models` is what `/v1/models` lists; `models_status` lets a test make that endpoint fail.
     """
+
+    label = "scripted LLM server"
 
     def __init__(
         self,
@@ -96,73 +107,12 @@ class ScriptedLlmServer:
         models_status: int = 200,
         port: int = 0,
     ) -> None:
+        super().__init__(host="127.0.0.1", port=port)
         self.replies = list(replies)
         self.responder = responder or (lambda _request: Reply())
         self.models = list(models)
         self.models_status = models_status
         self.requests: list[ReceivedRequest] = []
-        self._port = port
-        self._server: asyncio.Server | None = None
-        self._handlers: set[asyncio.Task[None]] = set()
-
-    # -- lifecycle -------------------------------------------------------------------------
-
-    @property
-    def port(self) -> int:
-        if not self._port:
-            raise RuntimeError("server not started")
-        return self._port
-
-    @property
-    def base_url(self) -> str:
-        """Root URL without /v1, as a user would put it in llm.base_url."""
-        return f"http://127.0.0.1:{self.port}"
-
-    async def start(self) -> ScriptedLlmServer:
-        self._server = await asyncio.start_server(self._handle, "127.0.0.1", self._port)
-        # Kept after stop() so tests can still name the address in assertions.
-        self._port = self._server.sockets[0].getsockname()[1]
-        return self
-
-    async def stop(self) -> None:
-        if self._server is None:
-            return
-        self._server.close()
-        for task in list(self._handlers):
-            task.cancel()
-        await asyncio.gather(*self._handlers, return_exceptions=True)
-        await self._server.wait_closed()
-        self._server = None
-
-    async def __aenter__(self) -> ScriptedLlmServer:
-        return await self.start()
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.stop()
-
-    @contextlib.contextmanager
-    def running_in_thread(self) -> Iterator[ScriptedLlmServer]:
-        """Runs the server on its own event loop in a daemon thread for synchronous callers."""
-        loop = asyncio.new_event_loop()
-        ready = threading.Event()
-
-        def run() -> None:
-            asyncio.set_event_loop(loop)
-            loop.run_until_complete(self.start())
-            ready.set()
-            loop.run_forever()
-
-        thread = threading.Thread(target=run, name="scripted-llm-server", daemon=True)
-        thread.start()
-        if not ready.wait(10):
-            raise RuntimeError("scripted LLM server did not start within 10 s")
-        try:
-            yield self
-        finally:
-            asyncio.run_coroutine_threadsafe(self.stop(), loop).result(10)
-            loop.call_soon_threadsafe(loop.stop)
-            thread.join(10)
-            loop.close()
 
     # -- what tests look at ------------------------------------------------------------------
 
@@ -180,139 +130,66 @@ class ScriptedLlmServer:
 
     # -- HTTP ------------------------------------------------------------------------------
 
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._handlers.add(task)
+    async def answer(self, http: HttpRequest, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
+        """Records and serves one request; False when the connection should end."""
         try:
-            while await self._serve_one(reader, writer):
-                pass
-        except (ConnectionError, asyncio.IncompleteReadError):
-            pass
-        finally:
-            self._handlers.discard(task)
-            writer.close()
-            with contextlib.suppress(Exception):
-                await writer.wait_closed()
-
-    async def _serve_one(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
-        """Serves one request; False when the connection should end."""
-        head = await reader.readuntil(b"\r\n\r\n")
-        lines = head.decode("latin-1").split("\r\n")
-        method, path, _version = lines[0].split(" ", 2)
-        headers = {}
-        for line in lines[1:]:
-            if ":" in line:
-                name, value = line.split(":", 1)
-                headers[name.strip().lower()] = value.strip()
-        raw = await reader.readexactly(int(headers.get("content-length", "0")))
-        try:
-            body: Any = json.loads(raw) if raw else None
+            body: Any = json.loads(http.raw_body) if http.raw_body else None
         except ValueError:
-            body = raw.decode("utf-8", "replace")
-        request = ReceivedRequest(method, path, headers, body)
+            body = http.raw_body.decode("utf-8", "replace")
+        request = ReceivedRequest(http.method, http.path, http.headers, body)
         self.requests.append(request)
         try:
-            if method == "GET" and path.rstrip("/").endswith("/models"):
+            if http.is_models():
                 await self._send_models(writer)
                 request.completed = True
                 return True
-            if method == "POST" and path.rstrip("/").endswith("/chat/completions"):
+            if http.is_chat():
                 await self._send_chat(request, reader, writer)
                 return False
-            await _send_json(writer, 404, {"error": {"message": f"no route {method} {path}"}})
+            await send_error(writer, 404, f"no route {http.method} {http.path}")
             return True
         finally:
             request.finished.set()
 
     async def _send_models(self, writer: asyncio.StreamWriter) -> None:
         if self.models_status != 200:
-            await _send_json(writer, self.models_status, {"error": {"message": "models unavailable"}})
+            await send_error(writer, self.models_status, "models unavailable")
             return
-        data = [{"id": name, "object": "model", "owned_by": "scripted"} for name in self.models]
-        await _send_json(writer, 200, {"object": "list", "data": data})
+        await send_models(writer, self.models, owned_by="scripted")
 
     async def _send_chat(
         self, request: ReceivedRequest, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
         reply = self.replies.pop(0) if self.replies else self.responder(request)
         if reply.status != 200:
-            body = reply.error_body.encode()
-            writer.write(_head(reply.status, "application/json", len(body)) + body)
-            await writer.drain()
+            await send_body(writer, reply.status, reply.error_body.encode())
             request.completed = True
             return
-        # The client sends nothing after its request, so EOF on the socket means it hung up.
-        hung_up = asyncio.ensure_future(reader.read(1))
+        stream = SseStream(reader, writer, completion_id="chatcmpl-scripted", model="scripted-model")
         try:
-            writer.write(_head(200, "text/event-stream", None))
-            await writer.drain()
+            await stream.start()
             interval = 1.0 / reply.tokens_per_s if reply.tokens_per_s else 0.0
             for index, token in enumerate(reply.tokens):
                 delay = reply.first_token_delay_s if index == 0 else interval
-                if await _hung_up_within(hung_up, delay):
+                if await stream.hung_up_within(delay):
                     request.client_disconnected = True
                     return
-                writer.write(_sse(_chunk(token, None)))
-                await writer.drain()
+                await stream.send(token)
                 request.tokens_sent += 1
                 if reply.garbage is not None and index == reply.garbage_after:
-                    writer.write(reply.garbage.encode() + b"\n\n")
-                    await writer.drain()
+                    await stream.write(reply.garbage.encode() + b"\n\n")
             if reply.ending == "stall":
-                await hung_up
+                await stream.wait_for_hang_up()
                 request.client_disconnected = True
                 return
             if reply.ending == "close":
                 return
-            writer.write(_sse(_chunk("", reply.finish_reason)))
-            if reply.ending == "done":
-                writer.write(b"data: [DONE]\n\n")
-            await writer.drain()
+            await stream.finish(reply.finish_reason, done=reply.ending == "done")
             request.completed = True
         except ConnectionError:
             request.client_disconnected = True
         finally:
-            hung_up.cancel()
-
-
-async def _hung_up_within(hung_up: asyncio.Future[bytes], delay_s: float) -> bool:
-    """Sleeps `delay_s` unless the client leaves first; True if it left."""
-    if delay_s > 0:
-        await asyncio.wait({hung_up}, timeout=delay_s)
-    else:
-        await asyncio.sleep(0)
-    return hung_up.done()
-
-
-def _head(status: int, content_type: str, length: int | None) -> bytes:
-    lines = [f"HTTP/1.1 {status} {'OK' if status == 200 else 'Scripted'}", f"Content-Type: {content_type}"]
-    if length is None:
-        # No length and no chunking: the body ends when the connection closes, like a raw stream.
-        lines.append("Connection: close")
-    else:
-        lines.append(f"Content-Length: {length}")
-    return ("\r\n".join(lines) + "\r\n\r\n").encode()
-
-
-async def _send_json(writer: asyncio.StreamWriter, status: int, payload: Any) -> None:
-    body = json.dumps(payload).encode()
-    writer.write(_head(status, "application/json", len(body)) + body)
-    await writer.drain()
-
-
-def _chunk(token: str, finish_reason: str | None) -> dict[str, Any]:
-    delta = {"content": token} if token else {}
-    return {
-        "id": "chatcmpl-scripted",
-        "object": "chat.completion.chunk",
-        "model": "scripted-model",
-        "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}],
-    }
-
-
-def _sse(payload: dict[str, Any]) -> bytes:
-    return b"data: " + json.dumps(payload).encode() + b"\n\n"
+            stream.close()
 
 
 @contextlib.asynccontextmanager
