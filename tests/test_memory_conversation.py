@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from datetime import datetime, timezone
 from pathlib import Path
-
-import pytest
 
 from convers.config import Settings
 from convers.contracts.memory import ConversationMemory, MemoryTurn
@@ -193,3 +192,41 @@ async def test_user_turns_are_stored_under_the_known_name(tmp_path: Path) -> Non
     await memory.aclose()
     with SqliteMemoryStore(tmp_path / "memory.db") as store:
         assert store.list(1)[0].speaker == "Sam"
+
+
+class DiskFullOnce(SqliteMemoryStore):
+    """A store whose first `failures` writes fail as SQLite does on a full disk."""
+
+    def __init__(self, *args, failures: int = 2, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.failures = failures
+
+    def add(self, turn):
+        if self.failures > 0:
+            self.failures -= 1
+            raise sqlite3.OperationalError("database or disk is full")
+        return super().add(turn)
+
+
+async def test_turns_survive_a_full_disk_and_are_stored_in_order_once_it_clears(tmp_path: Path) -> None:
+    embedder = WordHashEmbedder()
+    store = DiskFullOnce(tmp_path / "memory.db", embedder=embedder, failures=2)
+    memory = CompanionMemory(store, ProfileFile(tmp_path / "profile.json"), embedder=embedder,
+                             options=MemoryOptions(recall_floor=0.0))
+    memory.remember("s1", "user", "Sam", "first thing I said")
+    memory.remember("s1", "assistant", "Juniper", "second thing")
+    memory.remember("s1", "user", "Sam", "third thing")
+    await memory.aclose()
+    with SqliteMemoryStore(tmp_path / "memory.db") as reopened:
+        assert [t.text for t in reopened.list(10, newest_first=False)] == [
+            "first thing I said", "second thing", "third thing"]
+
+
+async def test_a_disk_that_stays_full_is_reported_at_close(tmp_path: Path, caplog) -> None:
+    embedder = WordHashEmbedder()
+    store = DiskFullOnce(tmp_path / "memory.db", embedder=embedder, failures=100)
+    memory = CompanionMemory(store, ProfileFile(tmp_path / "profile.json"), embedder=embedder)
+    memory.remember("s1", "user", "Sam", "hello")
+    with caplog.at_level("ERROR"):
+        await memory.aclose()
+    assert "1 turn(s) could not be stored" in caplog.text and "disk is full" in caplog.text

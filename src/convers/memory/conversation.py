@@ -92,6 +92,9 @@ class CompanionMemory:
         self._last_backfill_try = -1e9
         self._profile_cache: tuple[float, str] | None = None
         self._closed = False
+        # Turns whose write failed, oldest first; retried before every later write.
+        self._unsaved: deque[_Write] = deque()
+        self._last_write_error = ""
 
     @classmethod
     def from_settings(cls, settings: Settings, llm: LanguageModel | None = None) -> CompanionMemory:
@@ -146,20 +149,53 @@ class CompanionMemory:
     async def _write_loop(self) -> None:
         while (item := await self._queue.get()) is not None:
             try:
-                await self._store(item)
-            except Exception as error:  # noqa: BLE001 - memory must never take the conversation down
-                log.error("could not store a turn: %s", error)
+                await self._store_in_order(item)
             finally:
                 self._queue.task_done()
+        # Shutdown: one last try for turns a full disk or a locked database held back.
+        await self._store_in_order(None)
         self._queue.task_done()
+        if self._unsaved:
+            log.error(
+                "%d turn(s) could not be stored in %s and are lost with this process: %s",
+                len(self._unsaved), self.store.path, self._last_write_error,
+            )
 
-    async def _store(self, item: _Write) -> None:
+    async def _store_in_order(self, item: _Write | None) -> None:
+        """Stores held-back turns first, then `item`; on failure everything stays queued, in order.
+
+        A full disk or a database locked by another process is usually temporary: the turns wait
+        in memory and go in with the next write, instead of being dropped.
+        """
+        if item is not None:
+            self._unsaved.append(item)
+        while self._unsaved:
+            head = self._unsaved[0]
+            try:
+                turn = await self._write(head)
+            except Exception as error:  # noqa: BLE001 - memory must never take the conversation down
+                if str(error) != self._last_write_error:
+                    log.error("could not store a turn (kept, will retry with the next one): %s", error)
+                self._last_write_error = str(error)
+                return
+            self._unsaved.popleft()
+            try:
+                await self._after_write(head, turn)
+            except Exception as error:  # noqa: BLE001 - the turn is stored; extras are optional
+                log.warning("stored a turn, but its follow-up work failed: %s", error)
+
+    async def _write(self, item: _Write) -> MemoryTurn:
+        """The durable part: the turn in the store (raises if the store cannot take it)."""
         speaker = item.speaker
         if item.role == "user" and speaker.lower() in ("", "user"):
             # The session does not know the user's name; the word index should (questions name people).
             speaker = await self.user_name() or speaker
         turn = MemoryTurn(uuid.uuid4().hex, item.session, item.time, speaker, item.role, item.text)
         await asyncio.to_thread(self.store.add, turn)
+        return turn
+
+    async def _after_write(self, item: _Write, turn: MemoryTurn) -> None:
+        """What follows a stored turn: rolling-buffer bookkeeping, name learning, digests, backfill."""
         self._note_recent(turn.id, len(item.text))
         if item.role == "user":
             await self._learn_name(item.text)
