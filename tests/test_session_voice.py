@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 
+import numpy as np
 import pytest
 
 from convers.contracts.audio import AudioFrame
@@ -178,3 +179,20 @@ async def test_barge_in_can_be_turned_off(enabled: bool) -> None:
     await agent_is_speaking(rig)
     await rig.feed(True, 0.5)
     assert ("pause", 1) not in rig.transport.log and ("flush", 1) not in rig.transport.log
+
+
+async def test_audio_at_another_rate_is_resampled_for_the_vad() -> None:
+    rig = Rig(["Fine."], ["hello there"])
+
+    async def feed_48k(loud: bool, seconds: float) -> None:
+        for _ in range(round(seconds / FRAME_S)):
+            rig.clock.now += FRAME_S
+            samples = np.full(int(48000 * FRAME_S), 8000 if loud else 0, dtype="<i2")
+            await rig.session._on_audio(AudioFrame(samples.tobytes(), 48000))
+
+    await feed_48k(False, 0.2)
+    await feed_48k(True, 0.8)
+    await feed_48k(False, 0.7)
+    await rig.settle()
+    assert rig.transport.reply_text(1) == "Fine."
+    assert 0.8 < rig.stt.heard[0] < 1.4  # the utterance, at the VAD's 16 kHz
