@@ -14,6 +14,7 @@ import numpy as np
 from convers.audio import float32_to_pcm16
 from convers.contracts.audio import AudioFrame
 from convers.contracts.provider import Availability
+from convers.providers.onnx import cpu_session
 from convers.providers.tts._threaded import iterate_in_thread
 
 if TYPE_CHECKING:
@@ -97,15 +98,9 @@ class KokoroTts:
     def load(self) -> Any:
         with self._lock:
             if self._kokoro is None:
-                import onnxruntime
                 from kokoro_onnx import Kokoro
 
-                options = onnxruntime.SessionOptions()
-                options.intra_op_num_threads = self.threads
-                options.inter_op_num_threads = self.threads
-                session = onnxruntime.InferenceSession(
-                    str(self.model_path), sess_options=options, providers=["CPUExecutionProvider"]
-                )
+                session = cpu_session(self.model_path, self.threads)
                 if hasattr(Kokoro, "from_session"):
                     self._kokoro = Kokoro.from_session(session, str(self.voices_path))
                 else:  # older kokoro-onnx: its own session, default threads

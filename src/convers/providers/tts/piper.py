@@ -13,6 +13,7 @@ import numpy as np
 
 from convers.contracts.audio import AudioFrame
 from convers.contracts.provider import Availability
+from convers.providers.onnx import cpu_session
 from convers.providers.tts._threaded import iterate_in_thread
 
 if TYPE_CHECKING:
@@ -82,16 +83,10 @@ class PiperTts:
         """The PiperVoice, loaded on first use (blocking)."""
         with self._lock:
             if self._voice is None:
-                import onnxruntime
                 from piper import PiperVoice
                 from piper.config import PiperConfig
 
-                options = onnxruntime.SessionOptions()
-                options.intra_op_num_threads = self.threads
-                options.inter_op_num_threads = self.threads
-                session = onnxruntime.InferenceSession(
-                    str(self.model_path), sess_options=options, providers=["CPUExecutionProvider"]
-                )
+                session = cpu_session(self.model_path, self.threads)
                 config = PiperConfig.from_dict(json.loads(self.config_path.read_text(encoding="utf-8")))
                 self._voice = PiperVoice(config=config, session=session)
             return self._voice

@@ -10,6 +10,7 @@ import numpy as np
 
 from convers.audio import pcm16_to_float32
 from convers.contracts.provider import Availability
+from convers.providers.onnx import cpu_session
 
 if TYPE_CHECKING:
     from convers.config import Settings
@@ -63,16 +64,8 @@ class SileroVad:
     context_samples = 64
 
     def __init__(self, model_path: Path, threads: int = 1) -> None:
-        import onnxruntime
-
-        options = onnxruntime.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = threads
-        options.log_severity_level = 3
         self.model_path = model_path
-        self._session = onnxruntime.InferenceSession(
-            str(model_path), sess_options=options, providers=["CPUExecutionProvider"]
-        )
+        self._session = cpu_session(model_path, threads)
         inputs = self._session.get_inputs()
         outputs = [o.name for o in self._session.get_outputs()]
         self._audio_input = "input"
