@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Literal
 
+from convers.config import MemorySettings
 from convers.contracts.embedder import Embedder
 from convers.contracts.llm import LanguageModel
 from convers.contracts.memory import MemoryHit, MemoryStoreError, MemoryTurn
@@ -33,15 +34,19 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
+_SETTINGS_DEFAULTS = MemorySettings()
+
+
 @dataclass(frozen=True)
 class MemoryOptions:
     """Knobs for CompanionMemory; every time is in seconds."""
 
-    recall_k: int = 4
-    recall_floor: float = 0.4  # same default as settings.memory.recall_floor (measured there)
-    digest_min_words: int = 15
+    # Defaults are the settings' own (documented and measured in config.MemorySettings).
+    recall_k: int = _SETTINGS_DEFAULTS.recall_k
+    recall_floor: float = _SETTINGS_DEFAULTS.recall_floor
+    digest_min_words: int = _SETTINGS_DEFAULTS.digest_min_words
     # Characters of this session already in the rolling buffer: recall skips those turns.
-    rolling_chars: int = 2000
+    rolling_chars: int = _SETTINGS_DEFAULTS.rolling_chars
     # Longest wait for the query's vector; after it recall uses words only. MiniLM needs ~10 ms
     # for a sentence once loaded, so this only bites when the embedder is cold, busy or remote.
     embed_deadline_s: float = 0.15
@@ -51,7 +56,7 @@ class MemoryOptions:
     greeting_llm_timeout_s: float = 4.0
     # aclose waits this long for queued digests and reflection before giving up on them.
     close_timeout_s: float = 60.0
-    reflection: bool = False
+    reflection: bool = _SETTINGS_DEFAULTS.reflection
 
 
 @dataclass(frozen=True)
