@@ -89,7 +89,6 @@ class ServerSessions:
 def session_options(settings: Settings, greet: bool = True, finish_reply_on_input_end: bool = False) -> SessionOptions:
     return SessionOptions(
         agent_name=settings.agent.name,
-        rolling_chars=settings.memory.rolling_chars,
         max_tokens=settings.llm.max_tokens,
         temperature=settings.llm.temperature,
         greet=greet,

@@ -50,7 +50,6 @@ class SessionOptions:
 
     agent_name: str = "Juniper"
     speaker_name: str = "user"
-    rolling_chars: int = 2000
     max_tokens: int | None = None
     temperature: float | None = None
     # Recall is context, not a requirement: past this wait the reply goes ahead without it.
