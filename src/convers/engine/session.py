@@ -6,7 +6,6 @@ import asyncio
 import copy
 import logging
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -466,8 +465,7 @@ class Session:
         metrics.mark("stt_final", result.stt_done_at if result is not None else self.events.now())
         metrics.durations_ms["stt_decode_ms"] = transcript.decode_s * 1000
         self.events.emit("stt_final", text=transcript.text, decode_s=round(transcript.decode_s, 4))
-        words = [w.strip(".,!?").lower() for w in transcript.text.split()]
-        if not words or all(w in BACKCHANNELS for w in words):
+        if not _has_words(transcript.text):
             if result is not None:
                 result.discard()
             await self._false_interruption()
@@ -537,5 +535,3 @@ def _log_failure(task: asyncio.Task[Any]) -> None:
     if not task.cancelled() and task.exception() is not None:
         log.error("session task failed", exc_info=task.exception())
 
-
-SessionFactory = Callable[[Transport], Session]
