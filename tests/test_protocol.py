@@ -199,6 +199,32 @@ async def test_flush_reaches_client(echo) -> None:
     await ws.close()
 
 
+async def test_frames_of_a_flushed_turn_are_not_sent(echo) -> None:
+    double, server = echo
+    ws = await open_session(server)
+    await ws.send(json.dumps({"type": "text", "text": "hi"}))
+    await recv_json(ws, "reply")
+    await ws.send(json.dumps({"type": "text", "text": "/flush"}))
+    await recv_json(ws, "flush")
+    await ws.send(json.dumps({"type": "text", "text": "/late"}))  # the session sends turn 1 audio again
+    await ws.send(json.dumps({"type": "text", "text": "again"}))
+    turns_after_flush = []
+    async with asyncio.timeout(5.0):
+        while True:
+            message = await ws.recv()
+            if isinstance(message, bytes):
+                turns_after_flush.append(decode_audio(message)[0])
+            elif json.loads(message).get("type") == "state" and json.loads(message).get("state") == "speaking":
+                break
+    assert 1 not in turns_after_flush
+    # The next turn's audio still flows.
+    message = await asyncio.wait_for(ws.recv(), 5.0)
+    while not isinstance(message, bytes):
+        message = await asyncio.wait_for(ws.recv(), 5.0)
+    assert decode_audio(message)[0] == 2
+    await ws.close()
+
+
 MALFORMED: list[tuple[str | bytes, str]] = [
     ("{nope", "bad_json"),
     ('{"type":"sing"}', "unknown_type"),

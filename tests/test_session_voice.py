@@ -196,3 +196,50 @@ async def test_audio_at_another_rate_is_resampled_for_the_vad() -> None:
     await rig.settle()
     assert rig.transport.reply_text(1) == "Fine."
     assert 0.8 < rig.stt.heard[0] < 1.4  # the utterance, at the VAD's 16 kHz
+
+
+async def test_speech_shorter_than_a_barge_in_without_words_resumes_the_reply() -> None:
+    # 0.2 s: long enough to be a user turn (min_speech_s 0.15), too short to cut the agent (0.25 s).
+    rig = Rig([], [""], min_barge_in_speech_s=0.25)
+    await agent_is_speaking(rig)
+    await rig.feed(True, 0.2)
+    await rig.feed(False, 0.6)
+    await rig.settle()
+    assert rig.stt.heard, "the short utterance was a turn and was transcribed"
+    assert ("pause", 1) in rig.transport.log and ("resume", 1) in rig.transport.log
+    assert ("flush", 1) not in rig.transport.log
+    assert rig.session.current is not None and rig.session.current.turn == 1
+    assert not rig.session.current.paused
+
+
+class FailingStt(ScriptedStt):
+    async def transcribe(self, audio: AudioFrame) -> Transcript:
+        raise RuntimeError("decoder crashed")
+
+
+async def test_a_pause_that_nothing_settles_resumes_after_the_timeout() -> None:
+    rig = Rig([], [], min_barge_in_speech_s=0.25, false_interruption_timeout_s=0.05)
+    rig.session.parts.stt = FailingStt([])
+    await agent_is_speaking(rig)
+    await rig.feed(True, 0.2)
+    assert ("pause", 1) in rig.transport.log
+    await rig.feed(False, 0.6)  # the turn ends, and its transcription fails: no verdict comes
+    for _ in range(100):
+        if ("resume", 1) in rig.transport.log:
+            break
+        await asyncio.sleep(0.01)
+    assert ("resume", 1) in rig.transport.log
+    assert ("flush", 1) not in rig.transport.log
+    assert any(e["code"] == "stt_failed" for e in rig.transport.events("error"))
+
+
+async def test_a_short_turn_with_words_over_the_agent_replaces_the_reply() -> None:
+    rig = Rig([], ["no"], min_barge_in_speech_s=0.25)
+    await agent_is_speaking(rig)
+    rig.llm.tokens = ["Okay."]
+    await rig.feed(True, 0.2)
+    await rig.feed(False, 0.6)
+    await rig.settle()
+    assert ("resume", 1) not in rig.transport.log
+    assert ("flush", 1) in rig.transport.log
+    assert rig.transport.reply_text(2) == "Okay."

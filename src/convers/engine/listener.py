@@ -23,9 +23,9 @@ class Listener:
         self._resampler: StreamResampler | None = None
 
     @property
-    def speech_s(self) -> float:
-        """How long the user has been speaking in the current utterance (0 when silent)."""
-        return self.turns.speech_s
+    def voice_s(self) -> float:
+        """How long the user's voice has lasted in the current utterance (0 when silent)."""
+        return self.turns.voice_s
 
     def feed(self, frame: AudioFrame, now: float) -> list[TurnEvent]:
         rate = self.vad.sample_rate

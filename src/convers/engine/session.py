@@ -134,6 +134,8 @@ class Session:
         if self._listener is not None and parts.stt is not None and self.options.speculation.enabled:
             self._speculator = self._make_speculator(parts.stt)
         self._barge_onset_at: float | None = None
+        # User turns being transcribed right now (a paused reply waits for their verdict).
+        self._transcribing = 0
         self._pending_restart: str | None = None
 
     def _make_speculator(self, stt: SpeechToText) -> Speculator:
@@ -306,11 +308,14 @@ class Session:
         task = agent_turn.task
         if task is not None and not task.done():
             task.cancel()
+        if flush and not agent_turn.settled:
+            # Flush before waiting for the reply to wind down (closing the LLM stream, stopping TTS):
+            # the listener hears silence sooner, and transports drop any frame of the turn sent later.
+            await self.transport.flush(agent_turn.turn)
+        if task is not None:
             await asyncio.gather(task, return_exceptions=True)
         if agent_turn.settled:
             return
-        if flush:
-            await self.transport.flush(agent_turn.turn)
         was_audible = self.parts.tts is not None and agent_turn.progress.audio_ms > agent_turn.played_ms + 1
         if self.parts.tts is None:
             kept = agent_turn.progress.text  # in text every generated word was shown
@@ -390,7 +395,7 @@ class Session:
             self._barge_onset_at is not None
             and current is not None
             and not current.settled
-            and self._listener.speech_s >= self.options.barge_in.min_barge_in_speech_s
+            and self._listener.voice_s >= self.options.barge_in.min_barge_in_speech_s
         ):
             await self._barge_in(current)
 
@@ -406,16 +411,17 @@ class Session:
                     current.paused = True
                     await self.transport.pause(current.turn)
                     self.events.emit("playback_paused", turn=current.turn)
+                    self._spawn(self._resume_if_unconfirmed(current))
         elif isinstance(event, SpeechStarted):
             self.events.emit("speech_start", at=round(event.started_at, 4), over_agent=speaking)
         elif isinstance(event, SpeechDropped):
             # Too short to be a turn: a click or a cough. The paused reply carries on where it was.
-            if current is not None and current.paused and self._barge_onset_at is not None:
-                current.paused = False
-                await self.transport.resume(current.turn)
-                self.events.emit("playback_resumed", turn=current.turn, reason="noise")
+            if self._barge_onset_at is not None:
+                await self._resume(current, reason="noise")
             self._barge_onset_at = None
         elif isinstance(event, UserTurnEnded):
+            # Speech over the agent that ended short of the barge-in minimum: keep the reply paused
+            # until its transcript says whether it was words (a new turn) or not (resume).
             self._barge_onset_at = None
             self.events.emit("speech_end", duration_s=round(event.speech_s, 3), reason=event.reason)
             metrics = TurnMetrics(turn=0)
@@ -424,6 +430,26 @@ class Session:
             metrics.mark("turn_confirmed", event.at)
             speculation = self._speculator.claim(event.audio) if self._speculator is not None else None
             self._spawn(self._transcribe(event.audio, metrics, speculation, live))
+
+    async def _resume(self, agent_turn: AgentTurn | None, reason: str) -> None:
+        """Playback of a paused, uncut reply goes on where it stopped."""
+        if agent_turn is None or not agent_turn.paused or agent_turn.settled or self.current is not agent_turn:
+            return
+        agent_turn.paused = False
+        await self.transport.resume(agent_turn.turn)
+        self.events.emit("playback_resumed", turn=agent_turn.turn, reason=reason)
+
+    async def _resume_if_unconfirmed(self, agent_turn: AgentTurn) -> None:
+        """A pause that no barge-in or new turn has settled within the timeout was not an interruption."""
+        while True:
+            await asyncio.sleep(self.options.barge_in.false_interruption_timeout_s)
+            if self.current is not agent_turn or not agent_turn.paused:
+                return  # cut, replaced or resumed already
+            listening = self._listener is not None and self._listener.turns.state != "silent"
+            if not (listening or self._transcribing):
+                break
+            # The user is still talking, or their words are being transcribed: those decide.
+        await self._resume(agent_turn, reason="timeout")
 
     async def _barge_in(self, agent_turn: AgentTurn) -> None:
         onset = self._barge_onset_at
@@ -448,6 +474,19 @@ class Session:
         speculation: asyncio.Task[SpeculativeResult | None] | None = None,
         live: SpeechStream | None = None,
     ) -> None:
+        self._transcribing += 1
+        try:
+            await self._transcribe_turn(audio, metrics, speculation, live)
+        finally:
+            self._transcribing -= 1
+
+    async def _transcribe_turn(
+        self,
+        audio: AudioFrame,
+        metrics: TurnMetrics,
+        speculation: asyncio.Task[SpeculativeResult | None] | None,
+        live: SpeechStream | None,
+    ) -> None:
         assert self.parts.stt is not None
         metrics.mark("turn_start", metrics.marks["speech_end"])
         result = await _speculative_result(speculation)
@@ -468,6 +507,7 @@ class Session:
         if not _has_words(transcript.text):
             if result is not None:
                 result.discard()
+            await self._resume(self.current, reason="no_words")
             await self._false_interruption()
             return
         self._pending_restart = None

@@ -29,6 +29,11 @@ class TurnTiming:
     post_roll_s: float = 0.2
     # An utterance is cut here even if the user keeps talking, so STT never gets minutes of audio.
     max_utterance_s: float = 30.0
+    # The VAD hears a soft onset up to ~110 ms late and an end ~45 ms late; onset and end are moved
+    # back by up to this much to where the audio's loudness rose or fell (engine/speech_edges.py).
+    # The barge-in minimum and the end-of-turn silence are then counted from the voice itself.
+    # 0 keeps the VAD's own moments.
+    refine_edges_max_s: float = 0.12
 
 
 @dataclass(frozen=True)
@@ -42,7 +47,8 @@ class BargeInPolicy:
     min_barge_in_speech_s: float = 0.25
     # Playback pauses at speech onset over the agent, before the minimum above is reached.
     pause_on_onset: bool = True
-    # If a pause is not confirmed as a real interruption within this time, playback resumes.
+    # A pause that neither a barge-in nor a transcript with words has settled within this time (and
+    # while the user is silent) was not an interruption: playback resumes.
     false_interruption_timeout_s: float = 1.0
 
 

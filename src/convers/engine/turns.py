@@ -5,6 +5,10 @@ clock and starts no task. Timestamps are the moment each frame was complete (its
 on any monotonic clock, so a live listener passes `now` as frames arrive and a test passes a
 scripted timeline. A frame covers [at - frame.duration_s, at].
 
+Onset and end times are the VAD's, moved back to where the audio got loud or quiet (at most
+`refine_edges_max_s`, engine/speech_edges.py), so `started_at` and `speech_ended_at` are when the
+voice itself started and stopped.
+
 States: silent -> onset (above the start threshold, not yet `min_speech_s` long) -> speaking ->
 pausing (below the stop threshold after speech) -> speaking again or, after
 `end_of_turn_silence_s`, a finished turn and silent again.
@@ -17,6 +21,7 @@ from typing import ClassVar, Literal
 
 from convers.audio import PcmRing
 from convers.contracts.audio import AudioFrame
+from convers.engine.speech_edges import SpeechEdges
 from convers.engine.timing import TurnTiming
 
 # Float slack when comparing accumulated frame times to thresholds: 25 x 0.02 s must reach 0.5 s.
@@ -101,6 +106,14 @@ class TurnTaker:
         self.timing = timing or TurnTiming()
         self.sample_rate = sample_rate
         self._ring = PcmRing(round(self.timing.pre_roll_s * sample_rate))
+        self._edges = SpeechEdges(sample_rate, self.timing.refine_edges_max_s)
+        # What counts as voice for the edges, set from the pre-roll at each onset.
+        self._voice_dbfs = self._edges.min_level_dbfs
+        # Where in the utterance buffer the voice started (after the pre-roll).
+        self._onset_bytes = 0
+        # End of the last loud moment while the VAD called speech; None when loudness cannot tell
+        # voice from the floor (a loud room, echo): durations then follow the VAD alone.
+        self._voice_until: float | None = None
         self._utterance = bytearray()
         self.state: State = "silent"
         self._started_at = 0.0
@@ -113,6 +126,21 @@ class TurnTaker:
     def speech_s(self) -> float:
         """How long the current utterance has been going (0 when silent)."""
         return 0.0 if self.state == "silent" else self._last_at - self._started_at
+
+    @property
+    def voice_s(self) -> float:
+        """How long the voice has lasted: from its onset to its last loud moment while the VAD
+        called speech (0 when silent). Where loudness cannot tell, the VAD's span (`speech_s`).
+
+        This, not `speech_s`, is what `min_speech_s` and the barge-in minimum are held to: the
+        VAD keeps calling speech for a frame or more after a cough, and the onset was moved back
+        to the voice, so its span would make a 120 ms burst look like 250 ms of speech.
+        """
+        if self.state == "silent":
+            return 0.0
+        if self._voice_until is None:
+            return self.speech_s
+        return self._voice_until - self._started_at
 
     def utterance_since(self, offset: int) -> bytes:
         """PCM bytes of the current utterance from byte `offset` on ('' when silent): for live STT."""
@@ -153,10 +181,17 @@ class TurnTaker:
         if self.state == "silent":
             if loud:
                 self.state = "onset"
-                self._started_at = frame_start
                 self._utterance = bytearray(self._ring.contents())
+                vad_onset = len(self._utterance)
                 self._utterance.extend(frame.pcm)
-                events.append(SpeechOnset(at=at, started_at=frame_start))
+                self._voice_dbfs = self._edges.threshold_dbfs(self._utterance, vad_onset)
+                self._onset_bytes = self._edges.onset(self._utterance, vad_onset, self._voice_dbfs)
+                self._started_at = frame_start - self._seconds(vad_onset - self._onset_bytes)
+                self._voice_until = None
+                if self._edges.enabled and self._edges.last_loud_end(frame.pcm, self._voice_dbfs) is not None:
+                    self._voice_until = self._started_at
+                    self._note_voice(frame, frame_start)
+                events.append(SpeechOnset(at=at, started_at=self._started_at))
                 self._confirm_if_long_enough(at, events)
         elif self.state == "onset":
             if quiet:
@@ -164,20 +199,31 @@ class TurnTaker:
                 self._clear_utterance()
             else:
                 self._utterance.extend(frame.pcm)
+                self._note_voice(frame, frame_start)
                 self._confirm_if_long_enough(at, events)
         elif self.state == "speaking":
+            if not quiet:
+                self._note_voice(frame, frame_start)
             if quiet:
                 self.state = "pausing"
-                self._speech_ended_at = frame_start
-                self._speech_end_bytes = len(self._utterance)
+                vad_end = len(self._utterance)
+                self._speech_end_bytes = self._edges.end(
+                    self._utterance, vad_end, self._voice_dbfs, not_before=self._onset_bytes
+                )
+                self._speech_ended_at = frame_start - self._seconds(vad_end - self._speech_end_bytes)
                 events.append(
-                    SpeechPaused(at=at, speech_ended_at=frame_start, speech_s=frame_start - self._started_at)
+                    SpeechPaused(
+                        at=at,
+                        speech_ended_at=self._speech_ended_at,
+                        speech_s=self._speech_ended_at - self._started_at,
+                    )
                 )
             self._utterance.extend(frame.pcm)
         elif self.state == "pausing":
             self._utterance.extend(frame.pcm)
             if loud:
                 self.state = "speaking"
+                self._note_voice(frame, frame_start)
                 events.append(SpeechResumed(at=at, paused_s=frame_start - self._speech_ended_at))
             elif at - self._speech_ended_at + _EPSILON_S >= timing.end_of_turn_silence_s:
                 events.append(self._end_turn(at, "silence"))
@@ -190,8 +236,18 @@ class TurnTaker:
         self._ring.append(frame.pcm)
         return events
 
+    def _seconds(self, pcm_bytes: int) -> float:
+        return pcm_bytes / 2 / self.sample_rate
+
+    def _note_voice(self, frame: AudioFrame, frame_start: float) -> None:
+        if self._voice_until is None:
+            return
+        end = self._edges.last_loud_end(frame.pcm, self._voice_dbfs)
+        if end is not None:
+            self._voice_until = max(self._voice_until, frame_start + self._seconds(end))
+
     def _confirm_if_long_enough(self, at: float, events: list[TurnEvent]) -> None:
-        if at - self._started_at + _EPSILON_S >= self.timing.min_speech_s:
+        if self.voice_s + _EPSILON_S >= self.timing.min_speech_s:
             self.state = "speaking"
             events.append(SpeechStarted(at=at, started_at=self._started_at))
 
@@ -217,3 +273,4 @@ class TurnTaker:
         self.state = "silent"
         self._utterance = bytearray()
         self._speech_end_bytes = 0
+        self._onset_bytes = 0

@@ -43,6 +43,8 @@ class WebSocketTransport:
         self._writer: asyncio.Task[None] | None = None
         self._closed = False
         self._disconnected = False
+        # Turns flushed so far: their late frames are dropped here, not sent.
+        self._flushed_through = 0
 
     @property
     def closed(self) -> bool:
@@ -124,6 +126,8 @@ class WebSocketTransport:
                 f"audio frame at {frame.sample_rate} Hz sent to a browser transport declared at "
                 f"{self.output_format.sample_rate} Hz: resample to output_format first"
             )
+        if turn <= self._flushed_through:
+            return  # a late frame of a flushed turn: the page would drop it, so do not send it
         if not self.queue.put_audio(turn, encode_audio(turn, seq, frame.pcm)):
             if self.queue.dropped_audio_frames == 1:
                 log.warning("browser client is not keeping up: dropping audio frames (turn %d)", turn)
@@ -132,6 +136,7 @@ class WebSocketTransport:
         self._enqueue_event(event)
 
     async def flush(self, turn: int) -> None:
+        self._flushed_through = max(self._flushed_through, turn)
         self.queue.drop_turns_up_to(turn)
         self._enqueue_event({"type": "flush", "turn": turn})
 
