@@ -201,11 +201,11 @@ class DiskFullOnce(SqliteMemoryStore):
         super().__init__(*args, **kwargs)
         self.failures = failures
 
-    def add(self, turn):
+    def add(self, turn, source_id=None, vector=None):
         if self.failures > 0:
             self.failures -= 1
             raise sqlite3.OperationalError("database or disk is full")
-        return super().add(turn)
+        return super().add(turn, source_id, vector)
 
 
 async def test_turns_survive_a_full_disk_and_are_stored_in_order_once_it_clears(tmp_path: Path) -> None:
@@ -230,3 +230,32 @@ async def test_a_disk_that_stays_full_is_reported_at_close(tmp_path: Path, caplo
     with caplog.at_level("ERROR"):
         await memory.aclose()
     assert "1 turn(s) could not be stored" in caplog.text and "disk is full" in caplog.text
+
+
+class TextLoggingEmbedder(WordHashEmbedder):
+    """Records every text it embeds."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.texts: list[str] = []
+
+    def embed_sync(self, texts):
+        self.texts.extend(texts)
+        return super().embed_sync(texts)
+
+
+async def test_a_user_turn_is_embedded_once_for_its_recall_and_its_write(tmp_path: Path) -> None:
+    embedder = TextLoggingEmbedder()
+    memory = make(tmp_path, embedder=embedder)
+    memory.store.add(past_turn(1, "My sister Ana moved to Lisbon"))
+    said = "Is Ana still in Lisbon?"
+    # What Session.user_said does: store the turn, then recall for the reply.
+    memory.remember("s1", "user", "Sam", said)
+    hits = await memory.recall(said)
+    await memory.aclose()
+    assert [h.id for h in hits] == ["p1"]
+    assert embedder.texts.count(said) == 1
+    with SqliteMemoryStore(tmp_path / "memory.db", embedder=embedder) as store:
+        assert store.stats().unembedded == 0
+        hits = store.search(said, 5, vector=embedder.embed_sync([said])[0], mode="vector")
+        assert said in [h.text for h in hits]

@@ -95,3 +95,51 @@ def test_speakable_strips_markdown_and_emoji(raw: str, spoken: str) -> None:
 
 def test_emoji_only_chunk_is_dropped() -> None:
     assert split_stream("\U0001f600\U0001f600. Hi there.", first_chunk_min_words=100) == ["Hi there."]
+
+
+@pytest.mark.parametrize(
+    ("deltas", "first"),
+    [
+        # The punctuation token arrives; the next token's space is not waited for.
+        (["That", " sounds", " like", " a", " good", " plan."], "That sounds like a good plan."),
+        (["Good", " question!"], "Good question!"),
+        (["Is", " it", " raining?"], "Is it raining?"),
+        (['He', ' said', ' "stop."'], 'He said "stop."'),
+        (["The", " weather", " today", " looks", " sunny,"], "The weather today looks sunny,"),
+        (["Don't", " worry."], "Don't worry."),
+    ],
+)
+def test_first_chunk_is_cut_when_its_punctuation_arrives(deltas: list[str], first: str) -> None:
+    splitter = SentenceSplitter()
+    chunks: list[str] = []
+    for delta in deltas:
+        chunks.extend(splitter.push(delta))
+    assert chunks == [first]
+
+
+@pytest.mark.parametrize(
+    "deltas",
+    [
+        ["It", " costs", " 3."],  # 3.5
+        ["Bring", " fruit", " e.g."],  # an abbreviation
+        ["Ask", " Dr."],
+        ["Written", " by", " J."],  # an initial
+        ["Well.."],  # an ellipsis forming
+        ["See", " example.com/a.b?"],  # a URL's query
+        ["Sure,"],  # a clause shorter than first_chunk_min_words
+        ["It", " is", " 10:"],  # 10:30
+    ],
+)
+def test_first_chunk_waits_where_the_punctuation_may_not_end_it(deltas: list[str]) -> None:
+    splitter = SentenceSplitter()
+    chunks: list[str] = []
+    for delta in deltas:
+        chunks.extend(splitter.push(delta))
+    assert chunks == []
+
+
+def test_only_the_first_chunk_is_cut_before_the_whitespace() -> None:
+    splitter = SentenceSplitter()
+    assert splitter.push("Okay then.") == ["Okay then."]
+    assert splitter.push(" Here we go.") == []  # the second waits for its whitespace as usual
+    assert splitter.push(" Next") == ["Here we go."]

@@ -11,10 +11,12 @@ import asyncio
 import logging
 import time
 import uuid
-from collections import deque
-from dataclasses import dataclass
+from collections import OrderedDict, deque
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Literal
+
+import numpy as np
 
 from convers.config import MemorySettings
 from convers.contracts.embedder import Embedder
@@ -66,6 +68,7 @@ class _Write:
     speaker: str
     text: str
     time: datetime
+    id: str = field(default_factory=lambda: uuid.uuid4().hex)
 
 
 class CompanionMemory:
@@ -100,6 +103,10 @@ class CompanionMemory:
         # Turns whose write failed, oldest first; retried before every later write.
         self._unsaved: deque[_Write] = deque()
         self._last_write_error = ""
+        # Embeddings of the latest texts, shared by recall and the write of the same user turn:
+        # both want the vector of what the user just said, and computing it twice at once doubled
+        # recall's time on 2 cores (`convers bench latency`).
+        self._vectors: OrderedDict[str, asyncio.Future[np.ndarray]] = OrderedDict()
 
     @classmethod
     def from_settings(cls, settings: Settings, llm: LanguageModel | None = None) -> CompanionMemory:
@@ -195,13 +202,34 @@ class CompanionMemory:
         if item.role == "user" and speaker.lower() in ("", "user"):
             # The session does not know the user's name; the word index should (questions name people).
             speaker = await self.user_name() or speaker
-        turn = MemoryTurn(uuid.uuid4().hex, item.session, item.time, speaker, item.role, item.text)
-        await asyncio.to_thread(self.store.add, turn)
+        turn = MemoryTurn(item.id, item.session, item.time, speaker, item.role, item.text)
+        vector = None
+        if self.embedder is not None and self.embedder is self.store.embedder:
+            try:
+                vector = await self._vector_of(item.text)
+            except Exception:  # noqa: BLE001 - the store embeds (or stores NULL) itself
+                vector = None
+        await asyncio.to_thread(self.store.add, turn, vector=vector)
         return turn
 
+    def _vector_of(self, text: str) -> asyncio.Future[np.ndarray]:
+        """The unit vector of `text`, computed once in a worker thread for whoever asks first."""
+        assert self.embedder is not None
+        future = self._vectors.get(text)
+        if future is None or (future.done() and future.exception() is not None):
+            future = asyncio.ensure_future(self._embed_one(text))
+            self._vectors[text] = future
+            while len(self._vectors) > 16:
+                self._vectors.popitem(last=False)
+        return future
+
+    async def _embed_one(self, text: str) -> np.ndarray:
+        assert self.embedder is not None
+        vectors = await asyncio.to_thread(embed_blocking, self.embedder, [text])
+        return vectors[0]
+
     async def _after_write(self, item: _Write, turn: MemoryTurn) -> None:
-        """What follows a stored turn: rolling-buffer bookkeeping, name learning, digests, backfill."""
-        self._note_recent(turn.id, len(item.text))
+        """What follows a stored turn: name learning, digests, backfill."""
         if item.role == "user":
             await self._learn_name(item.text)
             if self.llm is not None and needs_digest(item.text, self.options.digest_min_words):
@@ -292,10 +320,8 @@ class CompanionMemory:
         vector = None
         if self.embedder is not None:
             try:
-                vectors = await asyncio.wait_for(
-                    asyncio.to_thread(embed_blocking, self.embedder, [query]), self.options.embed_deadline_s
-                )
-                vector = vectors[0]
+                # Shielded: past the deadline recall goes on by words, and the write still gets the vector.
+                vector = await asyncio.wait_for(asyncio.shield(self._vector_of(query)), self.options.embed_deadline_s)
             except (TimeoutError, asyncio.TimeoutError):
                 log.info("embedder slower than %.0f ms: recall by words only", self.options.embed_deadline_s * 1000)
             except Exception as error:  # noqa: BLE001 - words only
@@ -320,7 +346,11 @@ class CompanionMemory:
             return
         self._start()
         self._sessions.add(session)
-        self._queue.put_nowait(_Write(session, role, speaker, text.strip(), datetime.now(timezone.utc)))
+        item = _Write(session, role, speaker, text.strip(), datetime.now(timezone.utc))
+        # In the rolling buffer from now on, so the recall that follows never returns this very turn,
+        # however the write and the recall interleave.
+        self._note_recent(item.id, len(item.text))
+        self._queue.put_nowait(item)
 
     async def greeting(self, agent_name: str) -> str:
         self._start()

@@ -326,9 +326,9 @@ class SqliteMemoryStore:
             log.warning("stored %d turn(s) without a vector, to be filled in later: %s", len(texts), error)
             return None
 
-    def add(self, turn: MemoryTurn, source_id: str | None = None) -> str:
-        """Stores one turn (embedding it first; NULL vector if the embedder fails). Returns its id."""
-        self.add_many([turn], source_ids=[source_id])
+    def add(self, turn: MemoryTurn, source_id: str | None = None, vector: np.ndarray | None = None) -> str:
+        """Stores one turn, with `vector` or embedding it first (NULL if the embedder fails). Returns its id."""
+        self.add_many([turn], source_ids=[source_id], vectors=None if vector is None else vector[None, :])
         return turn.id
 
     def add_many(
