@@ -51,8 +51,11 @@ def test_chunks_do_not_depend_on_delta_size(step: int) -> None:
     [
         # A first clause of four or more words is spoken early ...
         ("The weather today looks sunny, with a light breeze later on.", "The weather today looks sunny,"),
-        # ... but a one-word opener is not split off on its own.
-        ("Sure, I can help you with that today.", "Sure, I can help you with that today."),
+        # ... and so is a lone opener, as a person says "Sure," before the answer ...
+        ("Sure, I can help you with that today.", "Sure,"),
+        ("Well, it depends on the weather.", "Well,"),
+        # ... but not any other single word.
+        ("Paris, the capital, is lovely in spring.", "Paris, the capital, is lovely in spring."),
     ],
 )
 def test_first_chunk_is_a_short_clause(text: str, expected_first: str) -> None:
@@ -126,7 +129,7 @@ def test_first_chunk_is_cut_when_its_punctuation_arrives(deltas: list[str], firs
         ["Written", " by", " J."],  # an initial
         ["Well.."],  # an ellipsis forming
         ["See", " example.com/a.b?"],  # a URL's query
-        ["Sure,"],  # a clause shorter than first_chunk_min_words
+        ["Paris,"],  # a clause shorter than first_chunk_min_words
         ["It", " is", " 10:"],  # 10:30
     ],
 )

@@ -138,3 +138,42 @@ def test_turn_taker_without_refinement_keeps_the_vad_lag() -> None:
     paused = next(e for e in events if isinstance(e, SpeechPaused))
     assert onset.started_at > speech[0] + 0.03
     assert paused.speech_ended_at > speech[1] + 0.03
+
+
+def pause_after_voice(timing: TurnTiming) -> tuple[TurnTaker, float]:
+    """A TurnTaker fed 0.5 s of voice then silence frames until it is pausing; returns it and the voice's end."""
+    speech = (0.300, 0.800)
+    samples = signal([speech])
+    audio = pcm(samples)
+    taker = TurnTaker(timing, sample_rate=RATE)
+    index = 0
+    while taker.state != "pausing":
+        chunk = AudioFrame(audio[index * FRAME * 2 : (index + 1) * FRAME * 2], RATE)
+        start_s = index * FRAME_S
+        heard = start_s < speech[1] + 0.04 and start_s + FRAME_S > speech[0]
+        taker.feed(0.9 if heard else 0.05, start_s + FRAME_S, chunk)
+        index += 1
+    return taker, speech[1]
+
+
+def test_a_quiet_unscored_tail_ends_the_turn_between_vad_frames() -> None:
+    timing = TurnTiming()
+    taker, voice_end = pause_after_voice(timing)
+    quiet = pcm(np.zeros(320))  # 20 ms the VAD has not scored yet
+    assert taker.end_if_quiet(voice_end + 0.45, quiet) == []  # not yet 0.5 s of silence
+    ended = taker.end_if_quiet(voice_end + 0.5 + 0.004, quiet)
+    assert len(ended) == 1 and isinstance(ended[0], UserTurnEnded)
+    assert taker.state == "silent"
+
+
+def test_a_loud_unscored_tail_waits_for_the_vad() -> None:
+    taker, voice_end = pause_after_voice(TurnTiming())
+    loud = pcm(0.1 * np.sin(np.arange(320) / 5.0))
+    assert taker.end_if_quiet(voice_end + 0.55, loud) == []
+    assert taker.state == "pausing"
+
+
+def test_without_loudness_only_the_vad_ends_the_turn() -> None:
+    taker, voice_end = pause_after_voice(TurnTiming(refine_edges_max_s=0.0))
+    assert taker.end_if_quiet(voice_end + 0.7, pcm(np.zeros(320))) == []
+    assert taker.state == "pausing"

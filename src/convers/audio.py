@@ -114,6 +114,11 @@ class Rechunker:
     def pending_samples(self) -> int:
         return len(self._pending) // 2
 
+    @property
+    def pending(self) -> bytes:
+        """The remainder waiting for a whole frame."""
+        return bytes(self._pending)
+
     def push(self, frame: AudioFrame) -> list[AudioFrame]:
         if frame.sample_rate != self.sample_rate:
             raise ValueError(

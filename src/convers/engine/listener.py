@@ -41,4 +41,5 @@ class Listener:
             at = now - later_samples / rate
             probability = self.vad.speech_probability(chunk.pcm)
             events.extend(self.turns.feed(probability, at, chunk))
+        events.extend(self.turns.end_if_quiet(now, self._rechunker.pending))
         return events

@@ -15,6 +15,15 @@ ABBREVIATIONS = frozenset(
         "lt", "col", "rev", "hon", "min", "max", "tel", "ave", "blvd", "rd",
     }
 )
+# One-word openers that a voice says on their own ("Sure, ..."): the first chunk may be just that,
+# which tells the user at once that an answer is coming, as a person would.
+OPENERS = frozenset(
+    {
+        "sure", "okay", "ok", "yes", "yeah", "yep", "no", "nope", "well", "hmm", "oh", "ah", "right",
+        "great", "absolutely", "alright", "honestly", "actually", "hi", "hello", "hey", "sorry",
+        "certainly", "definitely", "indeed", "interesting", "wow", "thanks",
+    }
+)
 _CLOSERS = "\"')]}\u201d\u2019"
 _SENTENCE_END = re.compile(r"([.!?]+|\u2026)([" + re.escape(_CLOSERS) + r"]*)(\s+)")
 _CLAUSE_END = re.compile(r"([,;:]|\s[\u2013\u2014-])(\s+)")
@@ -84,6 +93,14 @@ def _is_plain_word(word: str) -> bool:
     return len(letters) >= 2 and letters.isalpha() and word.lower() not in ABBREVIATIONS
 
 
+def _first_clause_is_long_enough(clause: str, min_words: int) -> bool:
+    """A first clause is spoken on its own from `min_words` words, or when it is a lone opener."""
+    words = clause.split()
+    if len(words) >= min_words:
+        return True
+    return len(words) == 1 and words[0].strip(",;:").lower() in OPENERS
+
+
 def _ends_speakably(text: str, first_chunk_min_words: int) -> int | None:
     """Where the first chunk may be cut when the text so far ends in punctuation, or None.
 
@@ -100,7 +117,7 @@ def _ends_speakably(text: str, first_chunk_min_words: int) -> int | None:
             return len(text)
         return None
     clause = _CLAUSE_END_AT_END.search(text)
-    if clause is not None and len(text.split()) >= first_chunk_min_words:
+    if clause is not None and _first_clause_is_long_enough(text, first_chunk_min_words):
         if _is_plain_word(_word_before(text, clause.start(1))):
             return len(text)
     return None
@@ -110,8 +127,8 @@ def _ends_speakably(text: str, first_chunk_min_words: int) -> int | None:
 class SentenceSplitter:
     """Feed deltas with `push`, get speakable chunks back; `flush` at the end of the stream.
 
-    The first chunk may end at a clause boundary once it has `first_chunk_min_words` words, so the
-    voice can start before the first sentence is complete, and it is cut as soon as a plain word
+    The first chunk may end at a clause boundary once it has `first_chunk_min_words` words (or is
+    a lone opener such as "Sure,"), so the voice can start before the first sentence is complete, and it is cut as soon as a plain word
     and its punctuation arrive, without waiting for the next token's whitespace. A chunk never
     grows past `max_chunk_chars`: a run-on reply is split at the last clause or word boundary.
 
@@ -165,7 +182,7 @@ class SentenceSplitter:
             cuts.append(paragraph.start() + 1)
         if self._emitted == 0:
             for match in _CLAUSE_END.finditer(text):
-                if len(text[: match.start(2)].split()) >= self.first_chunk_min_words:
+                if _first_clause_is_long_enough(text[: match.start(2)], self.first_chunk_min_words):
                     cuts.append(match.start(2))
                     break
             if not cuts and text.strip():

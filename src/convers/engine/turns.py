@@ -143,8 +143,18 @@ class TurnTaker:
         return self._voice_until - self._started_at
 
     def utterance_since(self, offset: int) -> bytes:
-        """PCM bytes of the current utterance from byte `offset` on ('' when silent): for live STT."""
-        return bytes(self._utterance[offset:]) if self.state != "silent" else b""
+        """PCM bytes of the current utterance from byte `offset` on ('' when silent): for live STT.
+
+        During a pause only up to the post-roll: the rest of the silence is not part of the turn's
+        audio unless speech resumes (then it comes with the next call). Decoding it would only keep
+        the decoder busy when the turn ends.
+        """
+        if self.state == "silent":
+            return b""
+        end = len(self._utterance)
+        if self.state == "pausing":
+            end = min(end, self._speech_end_bytes + round(self.timing.post_roll_s * self.sample_rate) * 2)
+        return bytes(self._utterance[offset:end])
 
     def provisional_audio(self, with_post_roll: bool = True) -> AudioFrame | None:
         """While pausing, the audio a silence-ended turn would carry; None in any other state.
@@ -235,6 +245,26 @@ class TurnTaker:
             return events
         self._ring.append(frame.pcm)
         return events
+
+    def end_if_quiet(self, at: float, unscored: bytes) -> list[TurnEvent]:
+        """Between VAD frames: ends a paused turn once its silence is long enough, if the audio the
+        VAD has not scored yet (`unscored`, ending at `at`) is quiet by loudness.
+
+        The VAD judges whole frames (32 ms for Silero), so its verdict on the last stretch of the
+        end-of-turn silence comes up to a frame late; the loudness of what has arrived can give it
+        at the frame the transport delivered. Where loudness cannot tell, the VAD's frame decides.
+        """
+        if self.state != "pausing" or self._voice_until is None:
+            return []
+        if at - self._speech_ended_at + _EPSILON_S < self.timing.end_of_turn_silence_s:
+            return []
+        if self._edges.last_loud_end(unscored, self._voice_dbfs) is not None:
+            return []
+        self._last_at = at
+        event = self._end_turn(at, "silence")
+        # The unscored audio still goes through `feed` when its frame is complete; it then lands in
+        # the pre-roll ring like any silence.
+        return [event]
 
     def _seconds(self, pcm_bytes: int) -> float:
         return pcm_bytes / 2 / self.sample_rate
