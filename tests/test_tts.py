@@ -64,34 +64,34 @@ async def test_espeak_text_starting_with_a_dash_is_spoken(espeak: EspeakTts) -> 
     assert concat(frames).duration_s > 1.0
 
 
-async def test_closing_the_stream_kills_espeak_at_once(espeak: EspeakTts, monkeypatch: pytest.MonkeyPatch) -> None:
+def spy_on_processes(espeak: EspeakTts, monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    """Every espeak-ng process the provider starts (the one speaking and the spare for the next text)."""
     started: list[Any] = []
-    real = asyncio.create_subprocess_exec
+    real = espeak._spawn
 
-    async def spy(*args: Any, **kwargs: Any) -> Any:
-        process = await real(*args, **kwargs)
+    def spy() -> Any:
+        process = real()
         started.append(process)
         return process
 
-    monkeypatch.setattr(asyncio, "create_subprocess_exec", spy)
+    monkeypatch.setattr(espeak, "_spawn", spy)
+    return started
+
+
+async def test_closing_the_stream_kills_espeak_at_once(espeak: EspeakTts, monkeypatch: pytest.MonkeyPatch) -> None:
+    started = spy_on_processes(espeak, monkeypatch)
     stream = espeak.synthesize(LONG_TEXT * 20)
     first = await anext(stream)
     assert first.samples > 0
-    assert started[0].returncode is None  # still synthesising (its pipe is full)
+    speaking = started[0]
+    assert speaking.poll() is None  # still synthesising (its pipe is full)
     await stream.aclose()
-    assert started[0].returncode == -signal.SIGKILL
+    assert speaking.returncode == -signal.SIGKILL
+    await espeak.aclose()
 
 
 async def test_cancelling_the_consumer_kills_espeak(espeak: EspeakTts, monkeypatch: pytest.MonkeyPatch) -> None:
-    started: list[Any] = []
-    real = asyncio.create_subprocess_exec
-
-    async def spy(*args: Any, **kwargs: Any) -> Any:
-        process = await real(*args, **kwargs)
-        started.append(process)
-        return process
-
-    monkeypatch.setattr(asyncio, "create_subprocess_exec", spy)
+    started = spy_on_processes(espeak, monkeypatch)
     first_chunk = asyncio.Event()
 
     async def consume() -> None:
@@ -107,6 +107,28 @@ async def test_cancelling_the_consumer_kills_espeak(espeak: EspeakTts, monkeypat
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
     assert started[0].returncode == -signal.SIGKILL
+    await espeak.aclose()
+
+
+async def test_the_next_text_is_spoken_by_a_process_started_ahead(espeak: EspeakTts, monkeypatch: pytest.MonkeyPatch) -> None:
+    started = spy_on_processes(espeak, monkeypatch)
+    first = await collect(espeak, "First sentence.")
+    for _ in range(200):  # the spare starts in the background
+        if len(started) == 2:
+            break
+        await asyncio.sleep(0.01)
+    assert len(started) == 2
+    spare = started[1]
+    assert spare.poll() is None  # waiting on stdin for the next text
+    second = await collect(espeak, "Second sentence.")
+    assert concat(first).duration_s > 0.3 and concat(second).duration_s > 0.3
+    assert spare.returncode == 0  # it spoke the second text and exited
+    await espeak.aclose()
+    for _ in range(200):
+        if all(p.poll() is not None for p in started):
+            break
+        await asyncio.sleep(0.01)
+    assert all(p.poll() is not None for p in started)  # no espeak-ng left behind
 
 
 @pytest.mark.parametrize("voice", ["en-us", "en-gb-x-rp", "en-us+m3", "English_(America)"])
