@@ -25,6 +25,7 @@ from convers.bench.latency import (
     turn_figures,
     write_result,
 )
+from convers.bench.latency_ws import server_stages
 from convers.cli import main
 from convers.config import load_settings
 from convers.contracts.audio import AudioFrame
@@ -93,6 +94,44 @@ def test_work_done_in_the_silence_is_off_the_critical_path() -> None:
     assert figures["critical_ms"]["recall"] is None  # no memory
     # Recall ended at 10.50: before the confirmation, so off the critical path too.
     assert figures["stages_ms"]["recall"] is None
+
+
+@pytest.mark.parametrize(
+    ("marks_ms", "stages", "critical"),
+    [
+        # No speculation: every stage starts after the end of turn, all of it is on the critical path.
+        (
+            {"turn_confirmed_ms": 510, "stt_final_ms": 540, "recall_done_ms": 555, "llm_first_token_ms": 710,
+             "first_chunk_ms": 740, "tts_first_audio_ms": 742, "first_audio_out_ms": 743},
+            {"stt": 30, "recall": 15, "llm_ttft": 155, "first_chunk": 30, "tts_first_audio": 2},
+            {"stt": 30, "recall": 15, "llm_ttft": 155, "first_chunk": 30, "tts_first_audio": 2},
+        ),
+        # Speculation: STT and recall ended in the silence; the LLM's first token came 40 ms after
+        # the end of turn. Only that share is on the critical path, and no stage is negative.
+        (
+            {"turn_confirmed_ms": 510, "stt_final_ms": 265, "recall_done_ms": 280, "llm_first_token_ms": 550,
+             "first_chunk_ms": 550, "tts_first_audio_ms": 553, "first_audio_out_ms": 554},
+            {"stt": 265, "recall": 15, "llm_ttft": 270, "first_chunk": 0, "tts_first_audio": 3},
+            {"stt": 0, "recall": 0, "llm_ttft": 40, "first_chunk": 0, "tts_first_audio": 3},
+        ),
+        # No memory: the LLM stage follows STT.
+        (
+            {"turn_confirmed_ms": 500, "stt_final_ms": 520, "llm_first_token_ms": 680, "first_audio_out_ms": 700},
+            {"stt": 20, "recall": None, "llm_ttft": 160, "first_chunk": None, "tts_first_audio": None},
+            {"stt": 20, "recall": None, "llm_ttft": 160, "first_chunk": None, "tts_first_audio": None},
+        ),
+    ],
+)
+def test_stages_over_a_socket_come_from_the_server_marks(
+    marks_ms: dict[str, float], stages: dict[str, float | None], critical: dict[str, float | None]
+) -> None:
+    whole, on_path = server_stages(marks_ms, ttfa_ms=marks_ms["first_audio_out_ms"] + 20)
+    assert whole["end_of_turn"] == on_path["end_of_turn"] == marks_ms["turn_confirmed_ms"]
+    assert whole["transport"] == on_path["transport"] == 20
+    for stage, expected in stages.items():
+        assert whole[stage] == (None if expected is None else pytest.approx(expected)), stage
+    for stage, expected in critical.items():
+        assert on_path[stage] == (None if expected is None else pytest.approx(expected)), stage
 
 
 def test_summary_percentiles_and_goals() -> None:

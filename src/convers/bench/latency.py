@@ -66,13 +66,6 @@ INTERRUPTIONS: tuple[str, ...] = (
     "Hold on, can you say that again?",
     "Sorry, what did you mean by that?",
 )
-# Reference replies: short sentences, so a turn is a few seconds and barge-in has speech to cut.
-BENCH_REPLIES: tuple[str, ...] = (
-    "Sure, that sounds good. Tell me a little more about it, and we can plan it together.",
-    "Good question. I think the easy part comes first, then we can see how it goes.",
-    "It depends on the weather. If it stays dry, a walk by the river would be lovely.",
-    "Let me think. Most people find that a short break every hour keeps them fresh.",
-)
 
 
 @dataclass
@@ -750,7 +743,7 @@ def run_benchmark(
                 )))
                 break
             if config.reference_llm:
-                reference = ReferenceLlmServer(ReferenceTiming(config.ttft_s, config.tokens_per_s), replies=BENCH_REPLIES)
+                reference = ReferenceLlmServer(ReferenceTiming(config.ttft_s, config.tokens_per_s))
                 with reference.running_in_thread():
                     run_settings.llm.provider = "openai"
                     run_settings.llm.base_url = reference.base_url

@@ -237,6 +237,48 @@ async def _script(
     return plans
 
 
+# The server's marks in the order a turn passes them (ms from its VAD's end of speech, events.py).
+_STAGE_MARKS = (
+    ("stt", "stt_final_ms"),
+    ("recall", "recall_done_ms"),
+    ("llm_ttft", "llm_first_token_ms"),
+    ("first_chunk", "first_chunk_ms"),
+    ("tts_first_audio", "tts_first_audio_ms"),
+)
+
+
+def server_stages(
+    metrics: dict[str, Any], ttfa_ms: float | None
+) -> tuple[dict[str, float | None], dict[str, float | None]]:
+    """Stage durations and their critical-path share from a server's `metrics` message.
+
+    Over a socket only the end of each stage is known, so a stage runs from the previous stage's
+    end; the first (STT) from the end of turn, or from the end of speech when its result came
+    before the end of turn (speculation or live decoding). The critical share is the part after
+    the end of turn was confirmed, as on loopback: work done in the silence costs the user nothing.
+    """
+    confirmed = metrics.get("turn_confirmed_ms")
+    stages: dict[str, float | None] = {stage: None for stage in STAGES}
+    critical: dict[str, float | None] = {stage: None for stage in STAGES}
+    stages["end_of_turn"] = critical["end_of_turn"] = confirmed
+    previous: float | None = confirmed
+    for stage, name in _STAGE_MARKS:
+        mark = metrics.get(name)
+        if mark is None:
+            continue
+        if stage == "stt" and confirmed is not None and mark < confirmed:
+            previous = 0.0
+        if previous is not None:
+            stages[stage] = round(mark - previous, 1)
+            floor = previous if confirmed is None else max(previous, confirmed)
+            critical[stage] = round(max(0.0, mark - floor), 1)
+        previous = mark
+    first_out = metrics.get("first_audio_out_ms")
+    transport = None if ttfa_ms is None or first_out is None else round(ttfa_ms - first_out, 1)
+    stages["transport"] = critical["transport"] = transport
+    return stages, critical
+
+
 def _figures(client: BrowserLikeClient, plans: Sequence[TurnPlan], min_barge_in_speech_s: float) -> dict[str, Any]:
     turns = []
     for plan in plans:
@@ -247,19 +289,13 @@ def _figures(client: BrowserLikeClient, plans: Sequence[TurnPlan], min_barge_in_
                           "barge_in": plan.barge_in, "error": plan.error or "no audio", "ttfa_ms": None})
             continue
         ttfa = _ms(min(arrivals) - plan.true_end)
-        order = ["turn_confirmed_ms", "stt_final_ms", "recall_done_ms", "llm_first_token_ms", "first_chunk_ms",
-                 "tts_first_audio_ms"]
-        marks = [metrics.get(name) for name in order]
-        stages: dict[str, float | None] = {stage: None for stage in STAGES}
-        stages["end_of_turn"] = marks[0]
-        for stage, (a, b) in zip(STAGES[1:6], zip(marks, marks[1:])):
-            stages[stage] = None if a is None or b is None else round(b - a, 1)
-        first_out = metrics.get("first_audio_out_ms")
-        stages["transport"] = None if ttfa is None or first_out is None else round(ttfa - first_out, 1)
-        critical = {k: (None if v is None else max(0.0, v)) for k, v in stages.items()}
+        stages, critical = server_stages(metrics, ttfa)
+        # A transcript ready before the end of turn was confirmed came from speculation.
+        stt_done, confirmed = metrics.get("stt_final_ms"), metrics.get("turn_confirmed_ms")
+        hit = stt_done is not None and confirmed is not None and stt_done <= confirmed
         turns.append({
             "index": plan.index, "turn": plan.turn, "text": plan.text, "transcript": plan.transcript,
-            "barge_in": plan.barge_in, "speculation": "unknown", "ttfa_ms": ttfa, "stages_ms": stages,
+            "barge_in": plan.barge_in, "speculation": "hit" if hit else "unknown", "ttfa_ms": ttfa, "stages_ms": stages,
             "critical_ms": critical, "overhead_ms": None, "gaps_ms": {}, "vad_end_lag_ms": None,
             "llm_ttft_client_ms": None,
         })

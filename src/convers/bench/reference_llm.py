@@ -36,14 +36,14 @@ from convers.bench.openai_wire import (
 MODEL_NAME = "convers-reference"
 COMPLETION_ID = "chatcmpl-reference"
 
-# Replies are spoken by the agent; two or three short sentences keep a benchmark turn a few
-# seconds long while still giving barge-in something to interrupt.
+# Replies are spoken by the agent: short sentences keep a benchmark turn a few seconds long while
+# still giving barge-in something to interrupt. The same replies serve `convers bench latency` in
+# process and `convers bench reference-llm` for a run over --url, so both measure the same speech.
 DEFAULT_REPLIES: tuple[str, ...] = (
-    "That sounds like a good plan. I would start with the easy part first, then see how it goes.",
-    "Sure, I can help with that. Tell me a little more about what you have in mind.",
-    "It depends on the weather, really. If it stays dry, a walk by the river would be lovely.",
-    "Good question. Most people find that a short break every hour keeps them fresh all day.",
-    "I remember you mentioned that before. It seemed important to you, so let us talk it through.",
+    "Sure, that sounds good. Tell me a little more about it, and we can plan it together.",
+    "Good question. I think the easy part comes first, then we can see how it goes.",
+    "It depends on the weather. If it stays dry, a walk by the river would be lovely.",
+    "Let me think. Most people find that a short break every hour keeps them fresh.",
 )
 
 
