@@ -49,14 +49,16 @@ class ScriptedStt:
 
 
 class Rig:
-    def __init__(self, tokens: Sequence[str], transcripts: Sequence[str], **barge_in: object) -> None:
+    def __init__(
+        self, tokens: Sequence[str], transcripts: Sequence[str], vad: LoudnessVad | None = None, **barge_in: object
+    ) -> None:
         self.clock = FakeClock()
         self.transport = RecordingTransport()
         self.llm = ScriptedLlm(tokens)
         self.stt = ScriptedStt(transcripts)
         self.session = Session(
             self.transport,
-            SessionParts(llm=self.llm, tts=ToneTts(), stt=self.stt, vad=LoudnessVad()),
+            SessionParts(llm=self.llm, tts=ToneTts(), stt=self.stt, vad=vad or LoudnessVad()),
             PromptBuilder(persona="P"),
             EventLog(None, clock=self.clock),
             options=SessionOptions(greet=False, turns=TurnTiming(), barge_in=BargeInPolicy(**barge_in)),
@@ -146,6 +148,31 @@ async def test_barge_in_latency_is_the_minimum_speech_duration() -> None:
             break
     assert flushed_at is not None
     assert 0.25 <= flushed_at - onset <= 0.25 + 0.05
+
+
+class SileroSizedVad(LoudnessVad):
+    """Scores 32 ms frames, as Silero does, while the microphone sends 20 ms ones."""
+
+    frame_samples = 512
+
+
+@pytest.mark.parametrize("lead_frames", [0, 1, 2, 3, 4, 5, 6, 7])
+async def test_barge_in_is_confirmed_between_vad_frames(lead_frames: int) -> None:
+    # Whatever the phase of the VAD's 32 ms frames against the 20 ms microphone frames, the flush
+    # comes with the microphone frame that brings the speech to the minimum (judged in 8 ms hops),
+    # not with the VAD's next whole frame.
+    rig = Rig([], [], vad=SileroSizedVad(), min_barge_in_speech_s=0.25)
+    await agent_is_speaking(rig)
+    await rig.feed(False, FRAME_S * (lead_frames + 1))
+    onset = rig.clock.now
+    flushed_at = None
+    for _ in range(30):
+        await rig.feed(True, FRAME_S)
+        if ("flush", 1) in rig.transport.log:
+            flushed_at = rig.clock.now
+            break
+    assert flushed_at is not None
+    assert 0.25 - 1e-6 <= flushed_at - onset <= 0.25 + FRAME_S + 0.008 + 1e-6
 
 
 async def test_a_cough_pauses_and_resumes_without_losing_the_reply() -> None:

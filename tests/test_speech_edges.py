@@ -177,3 +177,56 @@ def test_without_loudness_only_the_vad_ends_the_turn() -> None:
     taker, voice_end = pause_after_voice(TurnTiming(refine_edges_max_s=0.0))
     assert taker.end_if_quiet(voice_end + 0.7, pcm(np.zeros(320))) == []
     assert taker.state == "pausing"
+
+
+def speaking_taker() -> tuple[TurnTaker, float]:
+    """A TurnTaker fed voice from 0.3 s, scored by the VAD through the frame ending at the returned time."""
+    audio = pcm(signal([(0.300, 2.0)]))
+    taker = TurnTaker(TurnTiming(), sample_rate=RATE)
+    index = 0
+    while taker.state != "speaking" or taker.voice_s < 0.2:
+        chunk = AudioFrame(audio[index * FRAME * 2 : (index + 1) * FRAME * 2], RATE)
+        start_s = index * FRAME_S
+        taker.feed(0.9 if start_s + FRAME_S > 0.3 else 0.05, start_s + FRAME_S, chunk)
+        index += 1
+    return taker, index * FRAME_S
+
+
+def test_loud_unscored_audio_extends_the_voice_before_the_vad_frame_is_whole() -> None:
+    taker, scored_until = speaking_taker()
+    before = taker.voice_s
+    loud = pcm(0.1 * np.sin(2 * np.pi * 220 * np.arange(320) / RATE))  # 20 ms of the next frame
+    taker.note_unscored(scored_until + 0.020, loud)
+    # Judged in whole 8 ms hops: two of the 20 ms count now, the rest with the next audio.
+    extended = taker.voice_s
+    assert extended == pytest.approx(before + 2 * HOP_S, abs=1e-6)
+    # Noting the same audio again does not count it twice.
+    taker.note_unscored(scored_until + 0.020, loud)
+    assert taker.voice_s == extended
+
+
+def test_quiet_unscored_audio_leaves_the_voice_to_the_vad() -> None:
+    taker, scored_until = speaking_taker()
+    before = taker.voice_s
+    taker.note_unscored(scored_until + 0.020, pcm(np.zeros(320)))
+    assert taker.voice_s == before
+
+
+def test_unscored_audio_counts_only_while_the_vad_hears_speech() -> None:
+    taker, voice_end = pause_after_voice(TurnTiming())
+    before = taker.voice_s
+    taker.note_unscored(voice_end + 0.2, pcm(0.1 * np.sin(np.arange(320) / 5.0)))
+    assert taker.state == "pausing" and taker.voice_s == before
+    silent = TurnTaker(TurnTiming(), sample_rate=RATE)
+    silent.note_unscored(0.5, pcm(0.1 * np.sin(np.arange(320) / 5.0)))
+    assert silent.state == "silent" and silent.voice_s == 0.0
+
+
+def test_onset_moves_forward_inside_a_vad_frame_that_starts_silent() -> None:
+    # The VAD scores whole 32 ms frames: one that is half silence, half voice is speech from its start.
+    audio = pcm(signal([(0.430, 1.0)]))
+    edges = SpeechEdges(RATE, max_shift_s=0.12)
+    vad_onset = at_byte(0.416)
+    frame_end = vad_onset + FRAME * 2
+    onset = edges.onset(audio[:frame_end], vad_onset, edges.threshold_dbfs(audio, vad_onset))
+    assert vad_onset < onset and abs(onset - at_byte(0.430)) <= at_byte(HOP_S)

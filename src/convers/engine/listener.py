@@ -41,5 +41,8 @@ class Listener:
             at = now - later_samples / rate
             probability = self.vad.speech_probability(chunk.pcm)
             events.extend(self.turns.feed(probability, at, chunk))
+        # The part of a VAD frame that has arrived already tells, by loudness, whether the voice
+        # goes on (the barge-in minimum) or the turn is over (the end-of-turn silence).
+        self.turns.note_unscored(now, self._rechunker.pending)
         events.extend(self.turns.end_if_quiet(now, self._rechunker.pending))
         return events

@@ -5,7 +5,8 @@ frames late and keeps calling speech for a frame or two after the voice has stop
 `convers bench latency`: 40-110 ms at onset, ~45 ms at the end). Both delays land on what the user
 feels: the barge-in minimum is counted from the onset, the end-of-turn silence from the end. The
 VAD stays the judge of *whether* there is speech; the loudness only says *where*, inside a bounded
-window next to the VAD's moment, it started or stopped.
+window next to the VAD's moment, it started or stopped. (A frame that is half silence is called
+speech from its start, so an onset may also move forward to the first loud hop of that frame.)
 
 "Loud" means above the noise floor heard before the onset (a low percentile of the pre-roll's
 levels) by `margin_db`, and never below `min_level_dbfs`. A noisy room or agent echo raises the
@@ -39,7 +40,8 @@ def hop_levels_dbfs(pcm: bytes, sample_rate: int) -> np.ndarray:
 
 @dataclass(frozen=True)
 class SpeechEdges:
-    """Moves a VAD onset earlier to where the voice got loud, and a VAD end earlier to where it went quiet.
+    """Places a VAD onset where the voice got loud (earlier, or later inside the VAD's first speech
+    frame), and moves a VAD end earlier to where it went quiet.
 
     Offsets are in bytes of PCM16 at `sample_rate`, counted in the buffer the caller passes.
     """
@@ -72,17 +74,23 @@ class SpeechEdges:
         return max(floor + self.margin_db, self.min_level_dbfs)
 
     def onset(self, pcm: bytes, vad_onset: int, threshold_dbfs: float) -> int:
-        """Where the voice that the VAD heard from `vad_onset` on got loud: `vad_onset` or earlier.
+        """Where the voice that the VAD heard from `vad_onset` on got loud.
 
-        Moves back over hops that are all loud, starting right before `vad_onset`; if the VAD's
-        first speech hop is not loud itself, the VAD knows better and the onset stays.
+        `pcm` ends with the VAD's first speech frame. If that frame starts loud, the onset moves
+        back over the hops before it that are all loud; if it starts quiet and gets loud within
+        the frame, the onset is the first loud hop (the VAD scores whole frames, so a frame that
+        is half silence is called speech from its start). If no hop of the frame is loud,
+        loudness cannot tell (a soft voice, a loud room) and the VAD's onset stays.
         """
         if not self.enabled:
             return vad_onset
         hop = self._hop_bytes
-        first = hop_levels_dbfs(pcm[vad_onset : vad_onset + hop], self.sample_rate)
-        if len(first) == 0 or first[0] < threshold_dbfs:
+        frame_levels = hop_levels_dbfs(pcm[vad_onset:], self.sample_rate)
+        loud = np.flatnonzero(frame_levels >= threshold_dbfs)
+        if len(loud) == 0:
             return vad_onset
+        if loud[0] > 0:
+            return vad_onset + int(loud[0]) * hop
         onset = vad_onset
         for _ in range(self._max_hops):
             start = onset - hop

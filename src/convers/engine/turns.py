@@ -5,7 +5,7 @@ clock and starts no task. Timestamps are the moment each frame was complete (its
 on any monotonic clock, so a live listener passes `now` as frames arrive and a test passes a
 scripted timeline. A frame covers [at - frame.duration_s, at].
 
-Onset and end times are the VAD's, moved back to where the audio got loud or quiet (at most
+Onset and end times are the VAD's, moved to where the audio got loud or quiet (back by at most
 `refine_edges_max_s`, engine/speech_edges.py), so `started_at` and `speech_ended_at` are when the
 voice itself started and stopped.
 
@@ -130,7 +130,8 @@ class TurnTaker:
     @property
     def voice_s(self) -> float:
         """How long the voice has lasted: from its onset to its last loud moment while the VAD
-        called speech (0 when silent). Where loudness cannot tell, the VAD's span (`speech_s`).
+        called speech, up to the newest audio (`note_unscored`) (0 when silent). Where loudness
+        cannot tell, the VAD's span (`speech_s`).
 
         This, not `speech_s`, is what `min_speech_s` and the barge-in minimum are held to: the
         VAD keeps calling speech for a frame or more after a cough, and the onset was moved back
@@ -245,6 +246,20 @@ class TurnTaker:
             return events
         self._ring.append(frame.pcm)
         return events
+
+    def note_unscored(self, at: float, unscored: bytes) -> None:
+        """Between VAD frames: the voice goes on through loud audio the VAD has not scored yet
+        (`unscored`, ending at `at`), while its last verdict was speech.
+
+        `voice_s` then follows the audio as the transport delivers it instead of waiting for the
+        VAD's next whole frame (32 ms for Silero), so a barge-in is confirmed when its speech
+        reaches the minimum, not up to a frame later. Quiet unscored audio changes nothing: the
+        VAD's frame decides whether the speech stopped. Where loudness cannot tell, nothing moves.
+        """
+        if self.state not in ("onset", "speaking") or self._voice_until is None or not unscored:
+            return
+        frame = AudioFrame(unscored, self.sample_rate)
+        self._note_voice(frame, at - frame.duration_s)
 
     def end_if_quiet(self, at: float, unscored: bytes) -> list[TurnEvent]:
         """Between VAD frames: ends a paused turn once its silence is long enough, if the audio the
