@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import re
 import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -213,3 +220,96 @@ def test_a_tiny_real_run_writes_every_documented_field(tmp_path: Path) -> None:
     documented = set(re.findall(r"`([a-z_0-9]+)`", DOCS.read_text()))
     missing = sorted({p for p in key_paths(data) if p.split(".")[-1].replace("[]", "") not in documented})
     assert not missing, f"fields missing from docs/benchmarks.md: {missing}"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextmanager
+def convers_process(args: list[str], port: int, log: Path, timeout_s: float = 60.0) -> Iterator[None]:
+    """Runs the `convers` CLI in a subprocess until it listens on 127.0.0.1:`port`."""
+    with log.open("wb") as out:
+        process = subprocess.Popen([sys.executable, "-m", "convers", *args], stdout=out, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            assert process.poll() is None, log.read_text()
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline, f"nothing listens on {port}: {log.read_text()}"
+                time.sleep(0.1)
+        yield
+    finally:
+        process.terminate()
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+@pytest.mark.slow
+def test_a_tiny_run_over_a_served_websocket(tmp_path: Path) -> None:
+    # The real CLI on both sides: `convers bench reference-llm`, `convers serve`, and the benchmark
+    # driving the server's WebSocket as the browser page would.
+    if shutil.which("espeak-ng") is None:
+        pytest.skip("espeak-ng is not installed")
+    llm_port, server_port = free_port(), free_port()
+    serve = [
+        "--data-dir", str(tmp_path / "server"),
+        "--set", "llm.provider=openai", "--set", f"llm.base_url=http://127.0.0.1:{llm_port}",
+        "--set", "stt.provider=pocketsphinx", "--set", "vad.provider=silero", "--set", "tts.provider=espeak-ng",
+        "serve", "--host", "127.0.0.1", "--port", str(server_port), "--no-auth",
+    ]
+    with (
+        convers_process(["bench", "reference-llm", "--port", str(llm_port)], llm_port, tmp_path / "llm.log"),
+        convers_process(serve, server_port, tmp_path / "serve.log"),
+    ):
+        settings = load_settings(environ={}, cli={"data_dir": str(tmp_path / "bench")})
+        config = LatencyConfig(turns=2, barge_in_every=2, barge_after_ms=400, gap_s=0.4)
+        result = run_benchmark(settings, config, url=f"wss://127.0.0.1:{server_port}/ws")
+    assert result["transport"] == "websocket" and len(result["runs"]) == 1
+    run = result["runs"][0]
+    measured = [t for t in run["turns"] if t["ttfa_ms"] is not None]
+    assert measured, run["turns"]
+    for turn in measured:
+        # The server speculates by default: its transcript is ready before its end of turn.
+        assert turn["speculation"] == "hit"
+        # No stage is negative, though the server's marks arrive out of order when it speculates.
+        # (`transport` holds the VAD's end-of-speech lag, which may be negative, so it is left out.)
+        for stage in ("stt", "recall", "llm_ttft", "first_chunk", "tts_first_audio"):
+            assert turn["stages_ms"][stage] is None or turn["stages_ms"][stage] >= 0, (stage, turn)
+            assert turn["critical_ms"][stage] is None or turn["critical_ms"][stage] >= 0, (stage, turn)
+        assert turn["ttfa_ms"] >= turn["critical_ms"]["end_of_turn"]
+    assert run["barge_ins"] and all(b["frames_after_flush"] == 0 for b in run["barge_ins"])
+
+
+@pytest.mark.slow
+@pytest.mark.llama
+@pytest.mark.skipif(importlib.util.find_spec("llama_cpp") is None, reason="llama-cpp-python is not installed")
+def test_a_tiny_run_with_the_model_the_settings_name(tmp_path: Path) -> None:
+    # --settings-llm: the benchmark drives whatever settings.llm points at, here llama.cpp in process.
+    if shutil.which("espeak-ng") is None:
+        pytest.skip("espeak-ng is not installed")
+    pytest.importorskip("gguf")
+    from tests.tiny_gguf import write_tiny_llama
+
+    model = write_tiny_llama(tmp_path / "tiny.gguf")
+    settings = load_settings(
+        environ={},
+        cli={"data_dir": str(tmp_path / "data"), "llm.provider": "llama-cpp", "llm.model_path": str(model),
+             "llm.max_tokens": 12, "stt.provider": "pocketsphinx", "vad.provider": "silero", "tts.provider": "espeak-ng"},
+    )
+    config = LatencyConfig(turns=1, barge_in_every=0, gap_s=0.4, reference_llm=False, memory=False)
+    result = run_benchmark(settings, config, modes=(False,))
+    assert result["providers"]["llm"] == "llama-cpp" and result["config"]["reference_llm"] is False
+    (turn,) = result["runs"][0]["turns"]
+    assert turn["ttfa_ms"] is not None, turn
+    # Without the reference server the LLM stage is timed on the client: the provider's stream to its first delta.
+    assert turn["llm_ttft_client_ms"] is not None and turn["stages_ms"]["llm_ttft"] == pytest.approx(
+        turn["llm_ttft_client_ms"], abs=5.0
+    )

@@ -62,9 +62,10 @@ class SpeculationPolicy:
     # the user speaks again. Measured with `convers bench latency` (docs/benchmarks.md).
     enabled: bool = True
     # Also start the LLM on the provisional transcript (its tokens wait for the confirmation).
-    # On: it takes the LLM's time to first token off the critical path (TTFA p50 976 -> 660 ms in
-    # `convers bench latency`). A pause that is not an end of turn costs a request that is closed
-    # as soon as the user speaks on; set false when the model is shared or slow to cancel.
+    # On: it takes the LLM's time to first token off the critical path (with STT and recall on too,
+    # TTFA p50 750 -> 521 ms in `convers bench latency`, docs/benchmarks.md). A pause that is not
+    # an end of turn costs a request that is closed as soon as the user speaks on; set false when
+    # the model is shared or slow to cancel.
     llm: bool = True
     # Wait for the post-roll before transcribing, so the audio is exactly what the turn ends with.
     # False starts at the first silent frame, `post_roll_s` earlier, on the speech alone and keeps
