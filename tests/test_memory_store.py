@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import sqlite3
+import threading
 from datetime import datetime, timedelta, timezone
 
 import numpy as np
@@ -202,6 +203,23 @@ def test_locked_database_is_a_clear_error(tmp_path) -> None:
     store.add(turn(1, "hello"))  # usable again once the lock is gone
     assert store.count() == 1
     store.close()
+
+
+def test_opening_waits_for_a_lock_and_names_it_when_it_stays(tmp_path) -> None:
+    # A new file another process is setting up (rollback journal, not yet WAL): reading it waits.
+    path = tmp_path / "memory.db"
+    holder = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    holder.execute("BEGIN EXCLUSIVE")
+    holder.execute("CREATE TABLE other_setup (x)")
+    try:
+        with pytest.raises(MemoryStoreError, match="locked by another process while opening it"):
+            SqliteMemoryStore(path, busy_timeout_s=0.2)
+        # A lock released within the timeout is waited for, not reported.
+        threading.Timer(0.2, lambda: holder.execute("ROLLBACK")).start()
+        with SqliteMemoryStore(path, busy_timeout_s=5.0) as store:
+            assert store.count() == 0
+    finally:
+        holder.close()
 
 
 def test_a_second_store_sees_rows_and_deletes_from_the_first(tmp_path) -> None:

@@ -17,6 +17,7 @@ import logging
 import re
 import sqlite3
 import threading
+import time
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -204,7 +205,7 @@ class SqliteMemoryStore:
 
     def _error(self, error: sqlite3.Error, doing: str) -> MemoryStoreError:
         text = str(error)
-        if "locked" in text or "busy" in text:
+        if _is_busy(error):
             return MemoryStoreError(
                 f"memory database {self.path} is locked by another process while {doing} "
                 f"(waited {self.busy_timeout_s:g} s): close the other convers process and try again"
@@ -224,12 +225,26 @@ class SqliteMemoryStore:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as error:
             raise MemoryStoreError(f"cannot create the folder for {self.path}: {error.strerror}") from error
-        try:
-            conn = sqlite3.connect(
-                str(self.path), timeout=self.busy_timeout_s, isolation_level=None, check_same_thread=False
-            )
-        except sqlite3.Error as error:
-            raise self._error(error, "opening it") from error
+        # SQLite answers "locked" at once, without its busy handler, when two connections set up
+        # the same file together (the switch to WAL, a first migration): try again until the busy
+        # timeout, as it would for an ordinary lock.
+        deadline = time.monotonic() + self.busy_timeout_s
+        delay_s = 0.01
+        while True:
+            try:
+                return self._connect()
+            except sqlite3.Error as error:
+                busy = isinstance(error, sqlite3.OperationalError) and _is_busy(error)
+                if not busy or time.monotonic() + delay_s > deadline:
+                    raise self._error(error, "opening it") from error
+            time.sleep(delay_s)
+            delay_s = min(delay_s * 2, 0.2)
+
+    def _connect(self) -> sqlite3.Connection:
+        """One attempt to open, check and migrate the database; sqlite3 errors are the caller's."""
+        conn = sqlite3.connect(
+            str(self.path), timeout=self.busy_timeout_s, isolation_level=None, check_same_thread=False
+        )
         try:
             conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_s * 1000)}")
             # Reading the schema first makes a damaged file fail here, before anything writes to it.
@@ -243,9 +258,9 @@ class SqliteMemoryStore:
             self._migrate(conn)
             if conn.execute("PRAGMA quick_check(1)").fetchone()[0] != "ok":
                 raise sqlite3.DatabaseError("database disk image is malformed (quick_check failed)")
-        except sqlite3.Error as error:
+        except BaseException:
             conn.close()
-            raise self._error(error, "opening it") from error
+            raise
         return conn
 
     def _migrate(self, conn: sqlite3.Connection) -> None:
@@ -745,3 +760,9 @@ class _Transaction:
             self.store._lock.release()
         if isinstance(error, sqlite3.Error):
             raise self.store._error(error, self.doing) from error
+
+
+def _is_busy(error: sqlite3.Error) -> bool:
+    """Whether SQLite refused because another connection holds the file (it may work later)."""
+    text = str(error)
+    return "locked" in text or "busy" in text
