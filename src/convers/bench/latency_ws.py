@@ -247,6 +247,12 @@ _STAGE_MARKS = (
 )
 
 
+def transcript_before_end_of_turn(metrics: dict[str, Any]) -> bool:
+    """Whether the server's final transcript was ready before it confirmed the end of turn (speculation)."""
+    stt_done, confirmed = metrics.get("stt_final_ms"), metrics.get("turn_confirmed_ms")
+    return stt_done is not None and confirmed is not None and stt_done <= confirmed
+
+
 def server_stages(
     metrics: dict[str, Any], ttfa_ms: float | None
 ) -> tuple[dict[str, float | None], dict[str, float | None]]:
@@ -266,7 +272,7 @@ def server_stages(
         mark = metrics.get(name)
         if mark is None:
             continue
-        if stage == "stt" and confirmed is not None and mark < confirmed:
+        if stage == "stt" and transcript_before_end_of_turn(metrics):
             previous = 0.0
         if previous is not None:
             stages[stage] = round(mark - previous, 1)
@@ -290,9 +296,7 @@ def _figures(client: BrowserLikeClient, plans: Sequence[TurnPlan], min_barge_in_
             continue
         ttfa = _ms(min(arrivals) - plan.true_end)
         stages, critical = server_stages(metrics, ttfa)
-        # A transcript ready before the end of turn was confirmed came from speculation.
-        stt_done, confirmed = metrics.get("stt_final_ms"), metrics.get("turn_confirmed_ms")
-        hit = stt_done is not None and confirmed is not None and stt_done <= confirmed
+        hit = transcript_before_end_of_turn(metrics)
         turns.append({
             "index": plan.index, "turn": plan.turn, "text": plan.text, "transcript": plan.transcript,
             "barge_in": plan.barge_in, "speculation": "hit" if hit else "unknown", "ttfa_ms": ttfa, "stages_ms": stages,

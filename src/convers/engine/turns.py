@@ -256,7 +256,7 @@ class TurnTaker:
         reaches the minimum, not up to a frame later. Quiet unscored audio changes nothing: the
         VAD's frame decides whether the speech stopped. Where loudness cannot tell, nothing moves.
         """
-        if self.state not in ("onset", "speaking") or self._voice_until is None or not unscored:
+        if self.state not in ("onset", "speaking"):
             return
         frame = AudioFrame(unscored, self.sample_rate)
         self._note_voice(frame, at - frame.duration_s)
