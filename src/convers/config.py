@@ -64,9 +64,13 @@ class LlmSettings(Section):
 class SttSettings(Section):
     """Speech to text."""
 
-    # auto: faster-whisper when its model is present, else pocketsphinx.
+    # auto: the best-ranked usable provider (registry.resolve_auto): faster-whisper with a model you
+    # pulled or configured, else with the packaged tiny.en, else pocketsphinx.
     provider: str = "auto"
+    # The model `convers models pull stt` fetches and faster-whisper prefers when it is there.
     whisper_model: str = "base.en"
+    # A CTranslate2 Whisper folder of your own; preferred over the pulled and packaged models.
+    whisper_model_dir: Path | None = None
     # Decode while the user speaks, when the provider can (pocketsphinx): the end of a turn then
     # waits only for the decoder's last step instead of a decode of the whole utterance.
     streaming: bool = True
@@ -78,10 +82,13 @@ class SttSettings(Section):
 class TtsSettings(Section):
     """Text to speech."""
 
-    provider: str = "espeak-ng"
+    # auto: a Piper or Kokoro voice you configured or pulled, else the packaged Piper voice
+    # en_US-joe-medium, else espeak-ng.
+    provider: str = "auto"
+    # espeak-ng voice.
     voice: str = "en-us"
     words_per_minute: int = Field(default=175, ge=80, le=450)
-    # Piper: path of a .onnx voice (its .onnx.json beside it).
+    # Piper: path of a .onnx voice (its .onnx.json beside it); unset: the pulled voice, else the packaged one.
     piper_voice: Path | None = None
     # Kokoro: model and voices files.
     kokoro_model: Path | None = None

@@ -7,6 +7,7 @@ here runs at conversation time. `convers models pull` is the one caller of `pull
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 from collections.abc import Callable
@@ -36,6 +37,8 @@ PIPER_VOICE_URL = f"{HF}/rhasspy/piper-voices/resolve/v1.0.0/en/en_US/lessac/med
 # vocabulary file and whether preprocessor_config.json exist depends on the model.
 WHISPER_REQUIRED = ("config.json", "model.bin", "tokenizer.json")
 WHISPER_OPTIONAL = ("vocabulary.txt", "vocabulary.json", "preprocessor_config.json")
+# The SHA-256 of every file `pull` wrote, so that providers can check a pulled file before loading it.
+PULLED_RECORD = "pulled.json"
 CONNECT_TIMEOUT_S = 10.0
 READ_TIMEOUT_S = 60.0
 CHUNK_BYTES = 1 << 20
@@ -75,6 +78,29 @@ def piper_voice_path(settings: Settings) -> Path:
     return models_dir(settings) / "piper" / f"{PIPER_VOICE}.onnx"
 
 
+def pulled_checksums(settings: Settings, paths: list[Path]) -> dict[Path, str]:
+    """The SHA-256 `convers models pull` recorded for each of `paths` (files it did not write are left out)."""
+    record = _read_pulled(models_dir(settings) / PULLED_RECORD)
+    return {path: record[str(path)] for path in paths if str(path) in record}
+
+
+def _read_pulled(record_path: Path) -> dict[str, str]:
+    try:
+        data = json.loads(record_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return {str(k): str(v) for k, v in data.items()} if isinstance(data, dict) else {}
+
+
+def _remember_pulled(record_path: Path, path: Path, sha256: str) -> None:
+    record = _read_pulled(record_path)
+    record[str(path)] = sha256
+    temporary = record_path.with_name(record_path.name + ".tmp")
+    record_path.parent.mkdir(parents=True, exist_ok=True)
+    temporary.write_text(json.dumps(record, indent=1, sort_keys=True), encoding="utf-8")
+    os.replace(temporary, record_path)
+
+
 # -- what to fetch ------------------------------------------------------------------------------
 
 
@@ -98,6 +124,8 @@ class ModelBundle:
     description: str
     files: tuple[RemoteFile, ...]
     marker: Path
+    # Where `pull` records the SHA-256 of each file it wrote (None: nowhere).
+    record: Path | None = None
 
     @property
     def present(self) -> bool:
@@ -115,30 +143,35 @@ def catalogue(settings: Settings) -> dict[str, ModelBundle]:
     whisper_repo = f"{HF}/{_whisper_repo(whisper_name)}/resolve/main"
     minilm = minilm_dir(settings)
     voice = models_dir(settings) / "piper" / f"{PIPER_VOICE}.onnx"
+    record = models_dir(settings) / PULLED_RECORD
     return {
         "llm": ModelBundle(
             "llm", "Qwen2.5-1.5B-Instruct Q4_K_M", "language model for `llm.provider = \"llama-cpp\"` (1.1 GB)",
             (RemoteFile(DEFAULT_GGUF_URL, gguf, DEFAULT_GGUF_SIZE, DEFAULT_GGUF_SHA256),),
             gguf,
+            record,
         ),
         "stt": ModelBundle(
-            "stt", f"faster-whisper {whisper_name}", "speech recognition for `stt.provider = \"faster-whisper\"`",
+            "stt", f"faster-whisper {whisper_name}", "speech recognition, picked by `stt.provider = \"auto\"` before the packaged tiny.en",
             tuple(RemoteFile(f"{whisper_repo}/{n}", whisper / n) for n in WHISPER_REQUIRED)
             + tuple(RemoteFile(f"{whisper_repo}/{n}", whisper / n, optional=True) for n in WHISPER_OPTIONAL),
             whisper / "model.bin",
+            record,
         ),
         "embedder": ModelBundle(
             "embedder", MINILM_NAME, "sentence embeddings for recall (90 MB)",
             tuple(RemoteFile(f"{MINILM_REPO}/{n}", minilm / n) for n in MINILM_FILES),
             minilm / "model.safetensors",
+            record,
         ),
         "tts": ModelBundle(
-            "tts", f"Piper {PIPER_VOICE}", "Piper voice for `tts.provider = \"piper\"` (63 MB)",
+            "tts", f"Piper {PIPER_VOICE}", "Piper voice, picked by `tts.provider = \"auto\"` before the packaged one (63 MB)",
             (
                 RemoteFile(f"{PIPER_VOICE_URL}.onnx", voice),
                 RemoteFile(f"{PIPER_VOICE_URL}.onnx.json", voice.with_name(voice.name + ".json")),
             ),
             voice,
+            record,
         ),
     }
 
@@ -173,7 +206,12 @@ def _no_progress(_label: str, _total: int | None) -> ProgressBar:
 
 def pull(bundle: ModelBundle, *, force: bool = False, progress: Progress = _no_progress,
          client: httpx.Client | None = None) -> list[Path]:
-    """Fetches the files of `bundle` that are not there yet; returns the paths it wrote."""
+    """Fetches the files of `bundle` that are not there yet; returns the paths it wrote.
+
+    The SHA-256 of each written file goes into models/pulled.json beside the bundle's marker's
+    tree (`bundle.record`), and the provider checks the file against it before loading it.
+    """
+    record = bundle.record
     written: list[Path] = []
     own = client is None
     http = client or _client()
@@ -181,18 +219,25 @@ def pull(bundle: ModelBundle, *, force: bool = False, progress: Progress = _no_p
         for remote in bundle.files:
             if remote.path.is_file() and not force:
                 continue
-            if download(remote, progress=progress, client=http):
+            sha256 = download(remote, progress=progress, client=http)
+            if sha256 is not None:
                 written.append(remote.path)
+                if record is None:
+                    continue
+                try:
+                    _remember_pulled(record, remote.path, sha256)
+                except OSError as error:
+                    raise DownloadError(f"cannot write {record}: {error.strerror or error}; free some space or fix the permissions") from None
     finally:
         if own:
             http.close()
     return written
 
 
-def download(remote: RemoteFile, *, progress: Progress = _no_progress, client: httpx.Client | None = None) -> bool:
+def download(remote: RemoteFile, *, progress: Progress = _no_progress, client: httpx.Client | None = None) -> str | None:
     """Streams `remote.url` to `remote.path` through a .part file, checks it, renames it into place.
 
-    Returns False for an optional file the server does not have. The final path only ever holds a
+    Returns the file's SHA-256, or None for an optional file the server does not have. The final path only ever holds a
     complete, checked file: a failed or interrupted download leaves at most the .part behind.
     """
     own = client is None
@@ -202,7 +247,7 @@ def download(remote: RemoteFile, *, progress: Progress = _no_progress, client: h
         remote.path.parent.mkdir(parents=True, exist_ok=True)
         with http.stream("GET", remote.url) as response:
             if response.status_code == 404 and remote.optional:
-                return False
+                return None
             if response.status_code >= 400:
                 raise DownloadError(
                     f"{remote.url} answered HTTP {response.status_code}; "
@@ -231,7 +276,7 @@ def download(remote: RemoteFile, *, progress: Progress = _no_progress, client: h
                 "the file is corrupt or changed upstream, nothing was kept"
             )
         os.replace(part, remote.path)  # atomic on one filesystem: readers see no file or a whole one
-        return True
+        return digest.hexdigest()
     except OSError as error:
         raise DownloadError(f"cannot write {part}: {error.strerror or error}; free some space or fix the permissions") from None
     except httpx.HTTPError as error:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from importlib.metadata import EntryPoint, entry_points
 from typing import TYPE_CHECKING, Any
+
+from convers.contracts.provider import AutoChoice
 
 if TYPE_CHECKING:
     from convers.config import Settings
@@ -19,6 +22,8 @@ GROUPS: dict[str, str] = {
     "transport": "convers.transport",
     "tools": "convers.tools",
 }
+
+AUTO = "auto"
 
 
 class UnknownProviderError(LookupError):
@@ -71,3 +76,53 @@ def create(kind: str, name: str, settings: Settings, **parts: Any) -> Any:
         raise ProviderUnavailableError(
             f"{kind} provider {name!r} cannot start: {error} (`convers doctor` lists what is usable here)"
         ) from error
+
+
+@dataclass(frozen=True)
+class AutoResolution:
+    """What `auto` stands for here: the provider picked, why, and every candidate that was asked."""
+
+    name: str
+    detail: str
+    candidates: tuple[tuple[str, AutoChoice], ...]
+
+
+def resolve_auto(kind: str, settings: Settings) -> AutoResolution:
+    """The provider `auto` picks for `kind`: the usable one with the highest rank (ties by name).
+
+    Every installed provider whose class has `auto_choice(settings)` takes part, built-in or not
+    (contracts/provider.py has the ranks). A provider that cannot even be loaded or asked is left
+    out, with its error among the candidates. With nothing usable, the best-ranked one is named
+    so that its own error says what to install.
+    """
+    candidates: list[tuple[str, AutoChoice]] = []
+    for name in installed(kind):
+        try:
+            factory = load(kind, name)
+            ask = getattr(factory, "auto_choice", None)
+            if not callable(ask):
+                continue
+            choice = ask(settings)
+        except Exception as error:  # a broken plugin must not take `auto` down with it
+            choice = AutoChoice(-1, False, f"cannot be asked: {type(error).__name__}: {error}")
+        candidates.append((name, choice))
+    if not candidates:
+        raise UnknownProviderError(f"no installed {kind} provider takes part in auto; set {kind}.provider")
+    # Stable sort: among equal ranks the installed (alphabetical) order stays.
+    ranked = sorted(candidates, key=lambda item: -item[1].rank)
+    usable = [item for item in ranked if item[1].usable]
+    if usable:
+        name, choice = usable[0]
+        skipped = [f"{other}: {c.detail}" for other, c in ranked if c.rank > choice.rank and not c.usable]
+        detail = choice.detail + (f" (passed over: {'; '.join(skipped)})" if skipped else "")
+        return AutoResolution(name, detail, tuple(candidates))
+    name, choice = ranked[0]
+    reasons = "; ".join(f"{other}: {c.detail}" for other, c in ranked)
+    return AutoResolution(name, f"nothing usable: {reasons}", tuple(candidates))
+
+
+def provider_name(kind: str, settings: Settings) -> str:
+    """The provider settings select for `kind`, with `auto` resolved to one usable here."""
+    section = getattr(settings, kind)
+    name = str(section.provider)
+    return resolve_auto(kind, settings).name if name == AUTO else name

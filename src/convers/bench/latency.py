@@ -689,14 +689,7 @@ def provider_info(settings: Any, reference: Any | None) -> tuple[dict[str, Any],
     from convers.cli import wiring
 
     def name(kind: str) -> str:
-        resolve = getattr(wiring, "provider_name", None)
-        if resolve is not None:
-            return str(resolve(kind, settings))
-        if kind == "stt":
-            from convers.providers.stt import stt_provider_name
-
-            return stt_provider_name(settings)
-        return str(getattr(settings, kind).provider)
+        return wiring.provider_name(kind, settings)
 
     providers = {kind: name(kind) for kind in ("vad", "stt", "tts", "embedder")}
     providers["memory"] = settings.memory.provider if settings.memory.enabled else None

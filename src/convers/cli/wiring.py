@@ -18,16 +18,8 @@ log = logging.getLogger(__name__)
 
 
 def provider_name(kind: str, settings: Settings) -> str:
-    """The provider of `kind` that settings select, with `auto` (llm, stt) resolved to one usable here."""
-    if kind == "llm":
-        from convers.providers.llm import llm_provider_name
-
-        return llm_provider_name(settings)
-    if kind == "stt":
-        from convers.providers.stt import stt_provider_name
-
-        return stt_provider_name(settings)
-    return str(getattr(settings, kind).provider)
+    """The provider of `kind` that settings select, with `auto` resolved to one usable here."""
+    return registry.provider_name(kind, settings)
 
 
 def build(kind: str, settings: Settings, name: str | None = None) -> Any:

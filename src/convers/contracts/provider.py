@@ -30,3 +30,25 @@ class ProviderClass(Protocol):
 
     @classmethod
     def availability(cls, settings: Settings) -> Availability: ...
+
+
+# Ranks a provider reports for `auto`, shared by every kind so that a third-party provider can
+# place itself between the built-ins. Higher wins; providers in one tier add a few points to order
+# themselves (a running LLM server above a GGUF file).
+RANK_USER_MODEL = 300  # a model the user pulled, configured or runs
+RANK_PACKAGED = 200  # a model an installed registry package carries
+RANK_FALLBACK = 100  # always there, clearly worse
+
+
+@dataclass(frozen=True)
+class AutoChoice:
+    """How a provider takes part in `auto` here: its rank, whether it can run now, and why.
+
+    A provider class takes part by having `auto_choice(settings) -> AutoChoice` (cheap, like
+    `availability`); `auto` picks the usable one with the highest rank. A provider that cannot run
+    reports the rank it would have, so that with nothing usable the best-placed one is named.
+    """
+
+    rank: int
+    usable: bool
+    detail: str

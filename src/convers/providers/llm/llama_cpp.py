@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from convers.contracts.llm import ChatMessage, LlmError
-from convers.contracts.provider import Availability
+from convers.contracts.provider import RANK_USER_MODEL, AutoChoice, Availability
 from convers.downloads import default_gguf_path
 
 if TYPE_CHECKING:
@@ -78,6 +78,12 @@ class LlamaCppLlm:
             max_tokens=llm.max_tokens,
             options=llm.options,
         )
+
+    @classmethod
+    def auto_choice(cls, settings: Settings) -> AutoChoice:
+        """A downloaded GGUF run in process: below a running server, which is the stronger sign of intent."""
+        available = cls.availability(settings)
+        return AutoChoice(RANK_USER_MODEL, available.usable, f"in process: {available.detail}")
 
     @classmethod
     def availability(cls, settings: Settings) -> Availability:

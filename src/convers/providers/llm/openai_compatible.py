@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 
 from convers.contracts.llm import ChatMessage, LlmError
-from convers.contracts.provider import Availability
+from convers.contracts.provider import RANK_USER_MODEL, AutoChoice, Availability
 
 if TYPE_CHECKING:
     from convers.config import Settings
@@ -126,6 +126,12 @@ class OpenAICompatibleLlm:
             options=llm.options,
             candidates=candidates,
         )
+
+    @classmethod
+    def auto_choice(cls, settings: Settings) -> AutoChoice:
+        """A server the user started answers: the stronger sign of intent (and usually the bigger model)."""
+        available = cls.availability(settings)
+        return AutoChoice(RANK_USER_MODEL + 10, available.usable, available.detail)
 
     @classmethod
     def availability(

@@ -10,27 +10,74 @@ from typing import TYPE_CHECKING, Any
 
 from convers.audio import pcm16_to_float32, resample
 from convers.contracts.audio import AudioFrame
-from convers.contracts.provider import Availability
+from convers.contracts.provider import RANK_PACKAGED, RANK_USER_MODEL, AutoChoice, Availability
 from convers.contracts.stt import Transcript
+from convers.model_checks import (
+    ModelFileError,
+    ModelSource,
+    first_usable,
+    problems,
+    verified_files,
+    warn_passed_over,
+)
+from convers.packaged_models import WHISPER_TINY_EN
 
 if TYPE_CHECKING:
     from convers.config import Settings
 
 # The file that makes a folder a CTranslate2 Whisper model (config.json and tokenizer sit beside it).
 MODEL_FILE = "model.bin"
+INSTALL_HINT = "faster-whisper is not installed: pip install 'convers[whisper]'"
 
 
 def whisper_dir(settings: Settings, name: str) -> Path:
     """Where `convers models pull stt` puts Whisper model `name`."""
-    try:
-        from convers.downloads import whisper_model_dir
-    except ImportError:  # the download module is optional for reading: fall back to its layout
-        return settings.data_path / "models" / "whisper" / name
+    from convers.downloads import whisper_model_dir
+
     return Path(whisper_model_dir(settings, name))
 
 
 def model_missing_message(name: str, folder: Path) -> str:
     return f"faster-whisper model {name} is not downloaded: run `convers models pull stt` (looked in {folder})"
+
+
+def model_sources(settings: Settings) -> list[ModelSource]:
+    """Where a Whisper model may come from, best first: a configured folder, a pulled model, the packaged tiny.en.
+
+    Each file is checked before it is used: a pulled one against the SHA-256 `convers models pull`
+    recorded, the packaged one against the SHA-256 convers ships for it.
+    """
+    from convers.downloads import pulled_checksums
+
+    checks = verified_files(settings.data_path)
+    stt = settings.stt
+    sources: list[ModelSource] = []
+    if stt.whisper_model_dir is not None:
+        folder = stt.whisper_model_dir.expanduser()
+        label = f"configured model at {folder}"
+        if (folder / MODEL_FILE).is_file():
+            sources.append(ModelSource(label, RANK_USER_MODEL, folder))
+        else:
+            problem = f"stt.whisper_model_dir {folder} holds no {MODEL_FILE}: point it at a CTranslate2 Whisper folder"
+            sources.append(ModelSource(label, RANK_USER_MODEL, problem=problem, broken=True))
+    pulled = whisper_dir(settings, stt.whisper_model)
+    label = f"model {stt.whisper_model} at {pulled}"
+    if (pulled / MODEL_FILE).is_file():
+        try:
+            files = [pulled / name for name in (MODEL_FILE, "config.json", "tokenizer.json")]
+            checks.check(pulled_checksums(settings, files), fix="run `convers models pull stt --force`")
+            sources.append(ModelSource(label, RANK_USER_MODEL, pulled))
+        except ModelFileError as error:
+            sources.append(ModelSource(label, RANK_USER_MODEL, problem=str(error), broken=True))
+    else:
+        sources.append(ModelSource(label, RANK_USER_MODEL, problem=model_missing_message(stt.whisper_model, pulled)))
+    label = f"packaged {WHISPER_TINY_EN.name}"
+    try:
+        sources.append(ModelSource(label, RANK_PACKAGED, WHISPER_TINY_EN.verify(checks)))
+    except ModelFileError as error:
+        installed = WHISPER_TINY_EN.folder() is not None
+        sources.append(ModelSource(label, RANK_PACKAGED, problem=str(error), broken=installed))
+    return sources
 
 
 class FasterWhisperStt:
@@ -67,12 +114,14 @@ class FasterWhisperStt:
     @classmethod
     def from_settings(cls, settings: Settings) -> FasterWhisperStt:
         stt = settings.stt
-        folder = whisper_dir(settings, stt.whisper_model)
-        if not (folder / MODEL_FILE).is_file():
-            raise FileNotFoundError(model_missing_message(stt.whisper_model, folder))
+        sources = model_sources(settings)
+        source = first_usable(sources)
+        if source is None or source.path is None:
+            raise FileNotFoundError(f"no faster-whisper model can be loaded: {problems(sources)}")
+        warn_passed_over(sources, source, "faster-whisper")
         return cls(
-            folder,
-            stt.whisper_model,
+            source.path,
+            source.label,
             language=stt.language,
             threads=stt.threads,
             compute_type=str(stt.options.get("compute_type", "int8")),
@@ -82,15 +131,21 @@ class FasterWhisperStt:
 
     @classmethod
     def availability(cls, settings: Settings) -> Availability:
+        choice = cls.auto_choice(settings)
+        return Availability(choice.usable, choice.detail)
+
+    @classmethod
+    def auto_choice(cls, settings: Settings) -> AutoChoice:
+        """A model the user pulled or configured ranks above the packaged tiny.en."""
         import importlib.util
 
         if importlib.util.find_spec("faster_whisper") is None:
-            return Availability(False, "faster-whisper is not installed: pip install 'convers[whisper]'")
-        name = settings.stt.whisper_model
-        folder = whisper_dir(settings, name)
-        if not (folder / MODEL_FILE).is_file():
-            return Availability(False, model_missing_message(name, folder))
-        return Availability(True, f"model {name} at {folder}")
+            return AutoChoice(RANK_USER_MODEL, False, INSTALL_HINT)
+        sources = model_sources(settings)
+        source = first_usable(sources)
+        if source is None:
+            return AutoChoice(RANK_USER_MODEL, False, problems(sources))
+        return AutoChoice(source.rank, True, source.label)
 
     def load(self) -> Any:
         """Loads the model if it is not loaded yet (blocking: call from a worker thread)."""

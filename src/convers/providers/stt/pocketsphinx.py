@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from convers.audio import resample
 from convers.contracts.audio import AudioFrame
-from convers.contracts.provider import Availability
+from convers.contracts.provider import RANK_FALLBACK, AutoChoice, Availability
 from convers.contracts.stt import Transcript
 
 if TYPE_CHECKING:
@@ -39,6 +39,12 @@ class PocketSphinxStt:
     @classmethod
     def from_settings(cls, settings: Settings) -> PocketSphinxStt:
         return cls(settings.stt.options)
+
+    @classmethod
+    def auto_choice(cls, settings: Settings) -> AutoChoice:
+        """Always there and offline, but it gets half the words wrong: the last resort of `auto`."""
+        available = cls.availability(settings)
+        return AutoChoice(RANK_FALLBACK, available.usable, f"fallback: {available.detail}")
 
     @classmethod
     def availability(cls, settings: Settings) -> Availability:

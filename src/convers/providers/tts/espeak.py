@@ -14,7 +14,7 @@ from typing import IO, TYPE_CHECKING
 
 from convers.audio import resample
 from convers.contracts.audio import AudioFrame
-from convers.contracts.provider import Availability
+from convers.contracts.provider import RANK_FALLBACK, AutoChoice, Availability
 
 if TYPE_CHECKING:
     from convers.config import Settings
@@ -182,6 +182,12 @@ class EspeakTts:
             raise FileNotFoundError("espeak-ng is not installed: apt-get install espeak-ng")
         pitch = tts.options.get("pitch")
         return cls(tts.voice, tts.words_per_minute, int(pitch) if pitch is not None else None, program)
+
+    @classmethod
+    def auto_choice(cls, settings: Settings) -> AutoChoice:
+        """Always there and instant, but robotic: the last resort of `auto`."""
+        available = cls.availability(settings)
+        return AutoChoice(RANK_FALLBACK, available.usable, f"fallback: {available.detail}")
 
     @classmethod
     def availability(cls, settings: Settings) -> Availability:

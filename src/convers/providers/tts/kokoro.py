@@ -13,7 +13,7 @@ import numpy as np
 
 from convers.audio import float32_to_pcm16
 from convers.contracts.audio import AudioFrame
-from convers.contracts.provider import Availability
+from convers.contracts.provider import RANK_USER_MODEL, AutoChoice, Availability
 from convers.providers.onnx import cpu_session
 from convers.providers.tts._threaded import iterate_in_thread
 
@@ -84,6 +84,12 @@ class KokoroTts:
             language=str(tts.options.get("language", "en-us")),
             threads=tts.threads,
         )
+
+    @classmethod
+    def auto_choice(cls, settings: Settings) -> AutoChoice:
+        """Kokoro takes part when the user configured its files."""
+        available = cls.availability(settings)
+        return AutoChoice(RANK_USER_MODEL, available.usable, available.detail)
 
     @classmethod
     def availability(cls, settings: Settings) -> Availability:

