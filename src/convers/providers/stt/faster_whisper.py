@@ -15,6 +15,7 @@ from convers.contracts.stt import Transcript
 from convers.model_checks import (
     ModelFileError,
     ModelSource,
+    describe_choice,
     first_usable,
     problems,
     verified_files,
@@ -145,7 +146,7 @@ class FasterWhisperStt:
         source = first_usable(sources)
         if source is None:
             return AutoChoice(RANK_USER_MODEL, False, problems(sources))
-        return AutoChoice(source.rank, True, source.label)
+        return AutoChoice(source.rank, True, describe_choice(sources, source))
 
     def load(self) -> Any:
         """Loads the model if it is not loaded yet (blocking: call from a worker thread)."""

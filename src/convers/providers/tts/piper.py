@@ -16,6 +16,7 @@ from convers.contracts.provider import RANK_PACKAGED, RANK_USER_MODEL, AutoChoic
 from convers.model_checks import (
     ModelFileError,
     ModelSource,
+    describe_choice,
     first_usable,
     problems,
     verified_files,
@@ -136,7 +137,7 @@ class PiperTts:
         source = first_usable(sources)
         if source is None:
             return AutoChoice(RANK_USER_MODEL, False, problems(sources))
-        return AutoChoice(source.rank, True, source.label)
+        return AutoChoice(source.rank, True, describe_choice(sources, source))
 
     def load(self) -> Any:
         """The PiperVoice, loaded on first use (blocking)."""

@@ -63,8 +63,9 @@ class BrowserAppConfig:
 
     token: str | None
     output_sample_rate: int = DEFAULT_OUTPUT_SAMPLE_RATE
-    # Error events every new connection receives after `ready`, e.g. {"code": "no_llm", ...}.
-    notices: Sequence[dict[str, Any]] = ()
+    # Error events every new connection receives after `ready`, e.g. {"code": "no_llm", ...}: a list,
+    # or a coroutine function asked anew on each connection (what holds now, not at start).
+    notices: Sequence[dict[str, Any]] | Callable[[], Awaitable[Sequence[dict[str, Any]]]] = ()
     hello_timeout_s: float = HELLO_TIMEOUT_S
     secure_cookie: bool = True
     static_dir: Path = STATIC_DIR
@@ -128,7 +129,7 @@ def create_app(run_session: RunSession, config: BrowserAppConfig, memory_store: 
                 await transport.drain()
                 await transport.close(CLOSE_NO_HELLO, "no hello")
                 return
-            for notice in config.notices:
+            for notice in await _current_notices(config.notices):
                 await transport.send_event({"type": "error", **notice})
             task = asyncio.current_task()
             if task is not None:
@@ -241,6 +242,19 @@ def _same_origin(conn: HTTPConnection) -> bool:
     if not origin:
         return True
     return urlsplit(origin).netloc.lower() == conn.headers.get("host", "").lower()
+
+
+async def _current_notices(
+    notices: Sequence[dict[str, Any]] | Callable[[], Awaitable[Sequence[dict[str, Any]]]],
+) -> Sequence[dict[str, Any]]:
+    """The notices for a new connection; a failing check is logged, and the page gets none."""
+    if not callable(notices):
+        return notices
+    try:
+        return await notices()
+    except Exception:  # a broken check must not stop the conversation
+        log.exception("checking the notices for a new connection failed")
+        return ()
 
 
 def _denied_page(reason: str) -> HTMLResponse:
