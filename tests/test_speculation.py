@@ -61,13 +61,14 @@ class Rig:
         self.transport = RecordingTransport()
         self.llm = ScriptedLlm(["Sure."])
         self.stt = CountingStt()
+        self.tts = ToneTts()
         self.memory = memory
         self.kinds: list[str] = []
         events = EventLog(None, clock=self.clock)
         events.listeners.append(lambda event: self.kinds.append(event["event"]))
         self.session = Session(
             self.transport,
-            SessionParts(llm=self.llm, tts=ToneTts(), stt=self.stt, vad=LoudnessVad(), memory=memory),
+            SessionParts(llm=self.llm, tts=self.tts, stt=self.stt, vad=LoudnessVad(), memory=memory),
             PromptBuilder(persona="P"),
             events,
             options=SessionOptions(greet=False, turns=TurnTiming(), speculation=policy),
@@ -180,6 +181,53 @@ async def test_llm_prefetch_is_closed_when_speech_resumes() -> None:
     await rig.settle()
     assert [p[-1].content for p in rig.llm.prompts] == ["question number 1", "question number 2"]
     assert rig.transport.reply_text(1) == "One two three four."
+
+
+async def test_first_chunk_is_synthesised_in_the_silence_and_sent_only_once_confirmed() -> None:
+    rig = Rig(SpeculationPolicy(enabled=True, llm=True, tts=True))
+    rig.llm.tokens = ["Sure.", " Here is", " more."]
+    await rig.feed(True, 0.8)
+    await rig.feed(False, 0.3)
+    await asyncio.sleep(0.01)
+    assert rig.tts.texts == ["Sure."], "the first chunk was synthesised during the silence"
+    assert rig.transport.audio() == [], "nothing is sent before the turn is confirmed"
+    await rig.feed(False, 0.3)
+    await rig.settle()
+    assert rig.tts.texts == ["Sure.", "Here is more."], "the prefetched chunk was replayed, not synthesised again"
+    sent = b"".join(frame.pcm for _turn, _seq, frame in rig.transport.audio(1))
+    samples_per_char = int(16000 * 0.01)  # ToneTts: 10 ms of tone per character
+    assert len(sent) == 2 * samples_per_char * (len("Sure.") + len("Here is more."))  # both chunks, whole
+
+
+async def test_first_chunk_synthesis_is_dropped_when_speech_resumes() -> None:
+    rig = Rig(SpeculationPolicy(enabled=True, llm=True, tts=True))
+    rig.tts.delay_s = 0.01  # still synthesising when the user goes on
+    rig.llm.tokens = ["Long first sentence here.", " Second."]
+    await rig.feed(True, 0.6)
+    await rig.feed(False, 0.3)
+    await asyncio.sleep(0.015)
+    assert rig.tts.texts == ["Long first sentence here."]
+    await rig.feed(True, 0.4)
+    await asyncio.sleep(0.05)
+    assert rig.transport.audio() == []
+    await rig.feed(False, 0.6)
+    await rig.settle()
+    # The confirmed turn (question 2) was answered and spoken; nothing of the dropped one was sent.
+    assert [p[-1].content for p in rig.llm.prompts] == ["question number 1", "question number 2"]
+    turns = {turn for turn, _seq, _frame in rig.transport.audio()}
+    assert turns == {1}
+    assert rig.transport.reply_text(1) == "Long first sentence here. Second."
+
+
+async def test_no_speculative_synthesis_when_the_policy_says_no() -> None:
+    rig = Rig(SpeculationPolicy(enabled=True, llm=True, tts=False))
+    await rig.feed(True, 0.8)
+    await rig.feed(False, 0.3)
+    await asyncio.sleep(0.01)
+    assert len(rig.llm.prompts) == 1 and rig.tts.texts == []
+    await rig.feed(False, 0.3)
+    await rig.settle()
+    assert rig.tts.texts == ["Sure."]
 
 
 def test_provisional_audio_is_the_turn_audio_once_the_post_roll_is_heard() -> None:

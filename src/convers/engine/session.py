@@ -154,6 +154,7 @@ class Session:
             recall=(lambda text: self._recall(text, TurnMetrics(turn=0))) if memory is not None else None,
             build_messages=build_messages,
             llm=self.parts.llm,
+            tts=self.parts.tts,
             max_tokens=self.options.max_tokens,
             temperature=self.options.temperature,
             usable_text=_has_words,
@@ -250,6 +251,8 @@ class Session:
                 # The LLM request may already be running: answer from its buffer if the prompt is the same.
                 streamer = copy.copy(self._streamer)
                 streamer.llm = speculative.language_model(self._streamer.llm)
+                if streamer.tts is not None:
+                    streamer.tts = speculative.voice(streamer.tts)
             await streamer.run(messages, agent_turn.progress, agent_turn.metrics)
         except* LlmError as group:
             error = group.exceptions[0]
@@ -261,6 +264,9 @@ class Session:
             log.error("reply %d failed", agent_turn.turn, exc_info=error)
             self.events.emit("reply_error", turn=agent_turn.turn, error=repr(error))
             await self.transport.send_event({"type": "error", "code": "reply_failed", "message": str(error)})
+        finally:
+            if speculative is not None:
+                speculative.discard()  # whatever the reply did not replay (a barge-in came first) stops now
         self._finish_generation(agent_turn)
 
     async def _recall(self, text: str, metrics: TurnMetrics) -> list[MemoryHit]:

@@ -7,8 +7,10 @@ fixed; STT and recall start on it as one cancellable task. If the silence confir
 turn, the session claims the work (the audio must be the same, so the transcript is exactly the
 one a normal turn would get); if the user speaks again, the work is thrown away.
 
-Optionally (`llm`, off by default: it spends model time on pauses that are not ends of turns) the
-LLM request starts too, and its tokens are buffered until the turn is confirmed.
+Optionally (`llm`) the LLM request starts too, and its tokens are buffered until the turn is
+confirmed; and (`tts`) the first speakable chunk of those tokens is synthesised, its audio buffered
+the same way. A confirmed turn's reply replays both (`PrefetchedLlm`, `PrefetchedVoice`), so the
+first audio leaves as soon as the silence ends.
 
 Cancelling an STT task does not stop a decode already running in a worker thread; the result is
 simply dropped. On 2 cores that costs some CPU during a resumed pause, never a wrong transcript.
@@ -26,6 +28,8 @@ from convers.contracts.audio import AudioFrame
 from convers.contracts.llm import ChatMessage, LanguageModel
 from convers.contracts.memory import MemoryHit
 from convers.contracts.stt import SpeechToText, Transcript
+from convers.contracts.tts import TextToSpeech
+from convers.engine.sentences import SentenceSplitter
 from convers.engine.timing import SpeculationPolicy
 from convers.engine.turns import SpeechPaused, SpeechResumed, TurnEvent, TurnTaker
 from convers.events import EventLog
@@ -49,9 +53,15 @@ class SpeculativeResult:
         """`llm`, or a wrapper that answers the prefetched request from its buffer."""
         return llm if self.prefetch is None else PrefetchedLlm(llm, self.prefetch)
 
+    def voice(self, tts: TextToSpeech) -> TextToSpeech:
+        """`tts`, or a wrapper that answers the prefetched first chunk from its buffer."""
+        speech = self.prefetch.speech if self.prefetch is not None else None
+        return tts if speech is None else PrefetchedVoice(tts, speech)
+
     def discard(self) -> None:
+        """Stops whatever is still running (an unclaimed LLM request or synthesis)."""
         if self.prefetch is not None:
-            self.prefetch.cancel()
+            self.prefetch.discard()
 
 
 Recall = Callable[[str], Awaitable[list[MemoryHit]]]
@@ -77,6 +87,7 @@ class Speculator:
         recall: Recall | None = None,
         build_messages: BuildMessages | None = None,
         llm: LanguageModel | None = None,
+        tts: TextToSpeech | None = None,
         max_tokens: int | None = None,
         temperature: float | None = None,
         usable_text: Callable[[str], bool] = lambda text: bool(text.strip()),
@@ -91,6 +102,7 @@ class Speculator:
         self.recall = recall
         self.build_messages = build_messages
         self.llm = llm
+        self.tts = tts
         self.max_tokens = max_tokens
         self.temperature = temperature
         self.usable_text = usable_text
@@ -181,7 +193,8 @@ class Speculator:
             result.recall_done_at = self.events.now()
         if self.policy.llm and self.llm is not None and self.build_messages is not None:
             messages = self.build_messages(transcript.text, result.recalled or [])
-            result.prefetch = LlmPrefetch(self.llm, messages, self.max_tokens, self.temperature)
+            voice = self.tts if self.policy.tts else None
+            result.prefetch = LlmPrefetch(self.llm, messages, self.max_tokens, self.temperature, voice=voice)
         return result
 
 
@@ -199,10 +212,13 @@ class LlmPrefetch:
     messages: Sequence[ChatMessage]
     max_tokens: int | None
     temperature: float | None
+    # Synthesises the reply's first speakable chunk as soon as the deltas make one (None: no TTS).
+    voice: TextToSpeech | None = None
     deltas: list[str] = field(default_factory=list)
     done: bool = False
     error: BaseException | None = None
     claimed: bool = False
+    speech: SpeechPrefetch | None = None
 
     def __post_init__(self) -> None:
         self.messages = list(self.messages)
@@ -210,12 +226,23 @@ class LlmPrefetch:
         self._task = asyncio.create_task(self._pull())
 
     async def _pull(self) -> None:
+        # The same splitter the reply runs, fed the same deltas, so its first chunk is the reply's.
+        splitter = SentenceSplitter() if self.voice is not None else None
         try:
             stream = self.llm.stream(self.messages, max_tokens=self.max_tokens, temperature=self.temperature)
             async with aclosing(stream):
                 async for delta in stream:
                     self.deltas.append(delta)
                     self._changed.set()
+                    if splitter is not None and delta:
+                        first = splitter.push(delta)
+                        if first:
+                            self._speak_first(first[0])
+                            splitter = None
+            if splitter is not None:
+                first = splitter.flush()
+                if first:
+                    self._speak_first(first[0])
         except asyncio.CancelledError:
             raise
         except Exception as error:  # handed to whoever replays the stream
@@ -224,9 +251,19 @@ class LlmPrefetch:
             self.done = True
             self._changed.set()
 
+    def _speak_first(self, text: str) -> None:
+        assert self.voice is not None
+        self.speech = SpeechPrefetch(self.voice, text)
+
     def cancel(self) -> None:
         """Closes the request (and its HTTP stream) if it is still running."""
         self._task.cancel()
+
+    def discard(self) -> None:
+        """Closes the request and stops the first chunk's synthesis: nobody will replay them."""
+        self.cancel()
+        if self.speech is not None:
+            self.speech.cancel()
 
     async def replay(self) -> AsyncIterator[str]:
         """The deltas so far, then the rest as they arrive; closing it early closes the request."""
@@ -266,3 +303,75 @@ class PrefetchedLlm:
         # The prompt changed since the speculation (history moved on): its answer is for another question.
         prefetch.cancel()
         return self.llm.stream(messages, max_tokens=max_tokens, temperature=temperature)
+
+
+class SpeechPrefetch:
+    """One chunk synthesised early; its audio frames are buffered until someone replays them."""
+
+    def __init__(self, tts: TextToSpeech, text: str) -> None:
+        self.text = text
+        self.frames: list[AudioFrame] = []
+        self.done = False
+        self.error: BaseException | None = None
+        self.claimed = False
+        self._changed = asyncio.Event()
+        self._task = asyncio.create_task(self._pull(tts))
+
+    async def _pull(self, tts: TextToSpeech) -> None:
+        try:
+            synthesis = tts.synthesize(self.text)
+            async with aclosing(synthesis):
+                async for frame in synthesis:
+                    self.frames.append(frame)
+                    self._changed.set()
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:  # handed to whoever replays the audio
+            self.error = error
+        finally:
+            self.done = True
+            self._changed.set()
+
+    def cancel(self) -> None:
+        """Stops the synthesis if it is still running."""
+        self._task.cancel()
+
+    async def replay(self) -> AsyncIterator[AudioFrame]:
+        """The frames so far, then the rest as they are made; closing it early stops the synthesis."""
+        index = 0
+        try:
+            while True:
+                while index < len(self.frames):
+                    index += 1
+                    yield self.frames[index - 1]
+                if self.done:
+                    if self.error is not None:
+                        raise self.error
+                    return
+                self._changed.clear()
+                if index < len(self.frames) or self.done:
+                    continue
+                await self._changed.wait()
+        finally:
+            self.cancel()
+
+
+class PrefetchedVoice:
+    """A TextToSpeech that answers the prefetched chunk from its buffer, any other text from `tts`."""
+
+    def __init__(self, tts: TextToSpeech, speech: SpeechPrefetch) -> None:
+        self.tts = tts
+        self.speech = speech
+        self.name = tts.name
+        self.sample_rate = tts.sample_rate
+
+    def synthesize(self, text: str) -> AsyncIterator[AudioFrame]:
+        speech = self.speech
+        if not speech.claimed and text == speech.text:
+            speech.claimed = True
+            return speech.replay()
+        if not speech.claimed:
+            # The reply's first chunk is not the one synthesised (the prompt changed): drop it.
+            speech.claimed = True
+            speech.cancel()
+        return self.tts.synthesize(text)

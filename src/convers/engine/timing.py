@@ -67,6 +67,11 @@ class SpeculationPolicy:
     # an end of turn costs a request that is closed as soon as the user speaks on; set false when
     # the model is shared or slow to cancel.
     llm: bool = True
+    # With `llm` on, also synthesise the prefetched reply's first speakable chunk, held until the
+    # turn is confirmed: the first audio is then ready when the silence ends instead of one TTS call
+    # later (Piper: 100-300 ms for a first chunk on 2 cores). A pause that is not an end of turn
+    # costs that synthesis, which stops when the user speaks on.
+    tts: bool = True
     # Wait for the post-roll before transcribing, so the audio is exactly what the turn ends with.
     # False starts at the first silent frame, `post_roll_s` earlier, on the speech alone and keeps
     # the result when the final audio only adds the post-roll; a fading last word may be lost.
