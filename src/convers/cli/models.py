@@ -13,8 +13,8 @@ from convers.downloads import KINDS, DownloadError, ModelBundle, ProgressBar, ca
 # What to set once a kind is pulled, for kinds whose provider is not the default one.
 NEXT_STEP = {
     "llm": "use it with --set llm.provider=llama-cpp (or llm.provider = \"llama-cpp\" in config.toml)",
-    "tts": "use it with --set tts.provider=piper",
-    "stt": "stt.provider = \"auto\" picks faster-whisper now that its model is here",
+    "tts": "tts.provider = \"auto\" speaks with this voice now, before the packaged one",
+    "stt": "stt.provider = \"auto\" transcribes with this model now, before the packaged tiny.en",
 }
 
 
@@ -62,6 +62,23 @@ def list_command(ctx: click.Context) -> None:
             click.echo(f"          in use instead: {configured}")
         if not bundle.present:
             click.echo(f"          get it: convers models pull {kind}")
+    _list_packaged(settings)
+
+
+def _list_packaged(settings: Settings) -> None:
+    """The models registry packages carry (what `auto` falls back to), and whether their files check out."""
+    from convers.model_checks import ModelFileError, verified_files
+    from convers.packaged_models import PIPER_JOE, WHISPER_TINY_EN
+
+    checks = verified_files(settings.data_path)
+    for kind, packaged in (("stt", WHISPER_TINY_EN), ("tts", PIPER_JOE)):
+        try:
+            folder = packaged.verify(checks)
+        except ModelFileError as error:
+            click.echo(f"{kind:9} {click.style('unusable', fg='red')} {packaged.name}: {error}")
+            continue
+        click.echo(f"{kind:9} {click.style('packaged', fg='green')} {packaged.name}, checksums match")
+        click.echo(f"          {folder}")
 
 
 def _configured_path(kind: str, settings: Settings, bundle: ModelBundle) -> str:
