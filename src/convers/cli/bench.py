@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -53,6 +54,8 @@ def memory_bench(ctx: click.Context, sizes: str, people: int, queries: int, seed
 @click.option("--tokens-per-s", default=30.0, show_default=True, help="Reference LLM token rate.")
 @click.option("--speculate-llm/--no-speculate-llm", default=None, help="With speculation on, also start the LLM in the end-of-turn silence (default: settings speculation.llm).")
 @click.option("--memory/--no-memory", default=True, show_default=True, help="Recall from a fresh memory store each turn.")
+@click.option("--stt", "stt_provider", help="STT provider to run instead of settings.stt.provider (e.g. pocketsphinx, faster-whisper, auto).")
+@click.option("--tts", "tts_provider", help="TTS provider to run instead of settings.tts.provider (e.g. espeak-ng, piper, auto).")
 @click.option("--url", help="Drive a running `convers serve` instead: wss://HOST:PORT/ws?token=TOKEN.")
 @click.option("--out", type=click.Path(path_type=Path), help="JSON result file (default bench/results/latency-<time>.json).")
 @click.pass_context
@@ -66,6 +69,8 @@ def latency_bench(
     tokens_per_s: float,
     speculate_llm: bool | None,
     memory: bool,
+    stt_provider: str | None,
+    tts_provider: str | None,
     url: str | None,
     out: Path | None,
 ) -> None:
@@ -74,7 +79,9 @@ def latency_bench(
 
     if turns < 1:
         raise click.UsageError(f"--turns must be at least 1, got {turns}")
-    settings = settings_from(ctx)
+    if url is not None and (stt_provider or tts_provider):
+        raise click.UsageError("--stt and --tts choose local providers; over --url the server's settings decide")
+    settings = with_voice_providers(settings_from(ctx), stt_provider, tts_provider)
     config = LatencyConfig(
         turns=turns,
         barge_in_every=barge_in_every,
@@ -92,6 +99,23 @@ def latency_bench(
     print_table(result, click.echo)
     path = write_result(result, out)
     click.echo(f"wrote {path}")
+
+
+def with_voice_providers(settings: Any, stt: str | None, tts: str | None) -> Any:
+    """Settings with stt.provider / tts.provider replaced where given; an unknown name is a usage error."""
+    from convers import registry
+
+    if not stt and not tts:
+        return settings
+    settings = settings.model_copy(deep=True)
+    for kind, name in (("stt", stt), ("tts", tts)):
+        if not name:
+            continue
+        known = sorted(registry.installed(kind))
+        if name != "auto" and name not in known:
+            raise click.UsageError(f"--{kind} {name!r} is not an installed {kind} provider: choose auto or one of {', '.join(known)}")
+        getattr(settings, kind).provider = name
+    return settings
 
 
 @bench.command("reference-llm")
@@ -117,3 +141,30 @@ def reference_llm(host: str, port: int, ttft_ms: float, tokens_per_s: float) -> 
         pass
     except OSError as error:
         raise click.ClickException(f"cannot listen on {host}:{port}: {error.strerror or error}") from None
+
+
+@bench.command("stt")
+@click.option("--conditions", default="full,0+0,0+1,0+2,5+1,8+1,10+1,15+1", show_default=True,
+              help="Decodes to compare: 'full' (faster-whisper's 30 s window) or MIN+PAD seconds of a short window.")
+@click.option("--threads", default="1", show_default=True, help="cpu_threads to compare, comma separated (e.g. 1,2).")
+@click.option("--beam-size", default=1, show_default=True)
+@click.option("--limit", type=int, help="Decode only the first N clips (a quick look; the choice needs them all).")
+@click.option("--out", type=click.Path(path_type=Path), help="JSON result file (default bench/results/stt-<time>.json).")
+@click.pass_context
+def stt_bench(ctx: click.Context, conditions: str, threads: str, beam_size: int, limit: int | None, out: Path | None) -> None:
+    """Whisper word error rate and decode time per encoder window (espeak-ng and Piper voices)."""
+    from convers.bench.stt import parse_conditions, print_table, run_benchmark, write_result
+
+    try:
+        counts = [int(t) for t in threads.split(",") if t.strip()]
+        chosen = parse_conditions(conditions, counts)
+    except ValueError as error:
+        raise click.UsageError(str(error)) from None
+    settings = settings_from(ctx)
+    try:
+        result = run_benchmark(settings, chosen, progress=lambda text: click.echo(text, err=True), beam_size=beam_size, limit=limit)
+    except (RuntimeError, ValueError, OSError) as error:
+        raise click.ClickException(str(error)) from None
+    print_table(result, click.echo)
+    path = write_result(result, out)
+    click.echo(f"wrote {path}")

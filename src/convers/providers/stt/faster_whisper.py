@@ -22,6 +22,7 @@ from convers.model_checks import (
     warn_passed_over,
 )
 from convers.packaged_models import WHISPER_TINY_EN
+from convers.providers.stt.whisper_window import DEFAULT_RULE, WindowRule, parse_window, transcribe
 
 if TYPE_CHECKING:
     from convers.config import Settings
@@ -85,7 +86,10 @@ class FasterWhisperStt:
     """Transcribes with faster-whisper, int8 on CPU. The model loads once, on first use, off the loop.
 
     Options (settings.stt.options): `beam_size` (default 1: greedy is much faster on two cores and
-    barely worse on short turns), `compute_type` (default int8), `device` (default cpu).
+    barely worse on short turns), `compute_type` (default int8), `device` (default cpu), `window`
+    ("auto", the default: a short utterance is encoded on a window of its own length plus padding,
+    with a measured floor, instead of 30 s; "full": always faster-whisper's 30 s path; or a floor in
+    seconds). See providers/stt/whisper_window.py.
     """
 
     name = "faster-whisper"
@@ -101,6 +105,7 @@ class FasterWhisperStt:
         compute_type: str = "int8",
         device: str = "cpu",
         beam_size: int = 1,
+        window: WindowRule | None = DEFAULT_RULE,
     ) -> None:
         self.model_dir = model_dir
         self.model_name = model_name
@@ -109,6 +114,7 @@ class FasterWhisperStt:
         self.compute_type = compute_type
         self.device = device
         self.beam_size = beam_size
+        self.window = window
         self._model: Any = None
         self._lock = threading.Lock()
 
@@ -128,6 +134,7 @@ class FasterWhisperStt:
             compute_type=str(stt.options.get("compute_type", "int8")),
             device=str(stt.options.get("device", "cpu")),
             beam_size=int(stt.options.get("beam_size", 1)),
+            window=parse_window(stt.options.get("window", "auto")),
         )
 
     @classmethod
@@ -177,14 +184,5 @@ class FasterWhisperStt:
         started = time.perf_counter()
         samples = pcm16_to_float32(audio.pcm)
         with self._lock:  # one decode at a time: the model is not meant to be shared across threads
-            segments, info = model.transcribe(
-                samples,
-                language=self.language,
-                beam_size=self.beam_size,
-                vad_filter=False,  # our own VAD already cut the utterance
-                condition_on_previous_text=False,
-                without_timestamps=True,
-            )
-            # The segments are a lazy generator: decoding happens while it is consumed.
-            text = " ".join(segment.text.strip() for segment in segments).strip()
-        return Transcript(text=text, decode_s=time.perf_counter() - started, language=info.language)
+            heard = transcribe(model, samples, self.window, language=self.language, beam_size=self.beam_size)
+        return Transcript(text=heard.text, decode_s=time.perf_counter() - started, language=heard.language)

@@ -1,0 +1,210 @@
+"""Whisper on a short window: encode the utterance plus some padding instead of a 30 s window.
+
+faster-whisper pads every input to 30 s of mel frames (3000), so the encoder costs as much for a
+two-second question as for thirty seconds of speech. CTranslate2's Whisper encoder accepts fewer
+frames, and its cost is roughly linear in them; but cut to the bare audio, accuracy falls (the model
+was trained on 30 s windows that end in silence). The rule here keeps a floor under the window:
+`window_frames` gives the utterance plus `pad_s`, and never less than `min_window_s`. The numbers
+were chosen by `convers bench stt` (docs/benchmarks.md, "Whisper decode window").
+
+What is decoded is exactly the start of what faster-whisper's own path decodes: the same log-mel
+features, padded with the same zeros, the same prompt (sot sequence + no-timestamps) and the same
+token suppression; only the zero padding past the window is left out.
+"""
+
+from __future__ import annotations
+
+import math
+import zlib
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+# Whisper's mel frames: 10 ms each, 3000 in the window the model was trained on.
+FRAMES_PER_S = 100
+FULL_WINDOW_FRAMES = 3000
+
+# faster-whisper's defaults for when a decode is not to be trusted (transcribe(): compression_ratio_threshold,
+# log_prob_threshold, no_speech_threshold). Past the first two its own path retries at higher temperatures;
+# we hand such an utterance to that path instead.
+COMPRESSION_RATIO_THRESHOLD = 2.4
+LOG_PROB_THRESHOLD = -1.0
+NO_SPEECH_THRESHOLD = 0.6
+
+
+@dataclass(frozen=True)
+class WindowRule:
+    """How long a window to encode for an utterance of a given length."""
+
+    # Never encode less than this: below it word error rises (docs/benchmarks.md has the table).
+    min_window_s: float = 10.0
+    # Silence after the utterance's end, inside the window.
+    pad_s: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.min_window_s < 0 or self.pad_s < 0:
+            raise ValueError(f"window lengths must not be negative, got min_window_s={self.min_window_s}, pad_s={self.pad_s}")
+
+
+# The measured default (see the module docstring): chosen so that word error matches the 30 s window.
+DEFAULT_RULE = WindowRule()
+
+
+def audio_frames(sample_count: int, sample_rate: int = 16000) -> int:
+    """Mel frames faster-whisper's feature extractor yields for the audio (one per 10 ms hop)."""
+    return sample_count * FRAMES_PER_S // sample_rate
+
+
+def window_frames(audio_s: float, rule: WindowRule = DEFAULT_RULE) -> int | None:
+    """Mel frames to encode for `audio_s` seconds of audio; None when it needs the full 30 s path.
+
+    The full path also handles audio longer than one window (it seeks window by window), so anything
+    whose padded window would reach 30 s goes there: a short window only pays off below that anyway.
+    """
+    if audio_s < 0:
+        raise ValueError(f"audio length must not be negative, got {audio_s}")
+    frames = max(math.ceil((audio_s + rule.pad_s) * FRAMES_PER_S), math.ceil(rule.min_window_s * FRAMES_PER_S))
+    return frames if frames < FULL_WINDOW_FRAMES else None
+
+
+def parse_window(value: Any) -> WindowRule | None:
+    """settings.stt.options["window"]: "auto" (the measured rule), "full" (always 30 s), or a minimum in seconds.
+
+    Returns None for "full". A number sets `min_window_s` and keeps the default padding.
+    """
+    if value is None or value == "auto":
+        return DEFAULT_RULE
+    if value == "full":
+        return None
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(
+            f'stt.options.window must be "auto", "full" or a minimum window in seconds, got {value!r}'
+        ) from None
+    if not 0 <= seconds <= 30:
+        raise ValueError(f"stt.options.window in seconds must be between 0 and 30, got {seconds:g}")
+    return WindowRule(min_window_s=seconds, pad_s=DEFAULT_RULE.pad_s)
+
+
+def compression_ratio(text: str) -> float:
+    """How repetitive a transcript is (faster-whisper's get_compression_ratio): high means a loop."""
+    data = text.encode("utf-8")
+    return len(data) / len(zlib.compress(data)) if data else 0.0
+
+
+@dataclass(frozen=True)
+class WindowDecode:
+    """One short-window decode: the text, and whether faster-whisper's own path would have retried it."""
+
+    text: str
+    avg_logprob: float
+    no_speech_prob: float
+    compression: float
+    # The decode ran into its token limit: a loop, not speech (nobody says that much in the window).
+    truncated: bool = False
+
+    @property
+    def silent(self) -> bool:
+        """faster-whisper would drop this segment as no speech."""
+        return self.no_speech_prob > NO_SPEECH_THRESHOLD and self.avg_logprob < LOG_PROB_THRESHOLD
+
+    @property
+    def doubtful(self) -> bool:
+        """faster-whisper would retry at a higher temperature (and this is not silence)."""
+        if self.truncated:
+            return True
+        if self.silent:
+            return False
+        return self.compression > COMPRESSION_RATIO_THRESHOLD or self.avg_logprob < LOG_PROB_THRESHOLD
+
+
+def token_limit(frames: int) -> int:
+    """Most tokens a window of `frames` can hold: fast speech is ~4 words (~6 tokens) a second.
+
+    faster-whisper allows 448 whatever the window; on a window cut short the decoder sometimes loops
+    (one phrase over and over), and running such a loop to 448 tokens costs seconds. Past this limit
+    the decode is treated as a loop and the full path decides.
+    """
+    return 16 + math.ceil(12 * frames / FRAMES_PER_S)
+
+
+def decode_window(model: Any, samples: np.ndarray, frames: int, *, language: str, beam_size: int = 1) -> WindowDecode:
+    """Greedy (or beam) decode of `samples` (float32, 16 kHz) on a window of `frames` mel frames.
+
+    `model` is a faster_whisper.WhisperModel. Blocking; the caller serialises calls on one model.
+    """
+    from faster_whisper.tokenizer import Tokenizer
+    from faster_whisper.transcribe import get_suppressed_tokens
+
+    features = model.feature_extractor(samples)
+    # Like generate_segments: the last frame is the extractor's padding, the rest zero-padded to the window.
+    content = features[:, : max(features.shape[-1] - 1, 0)][:, :frames]
+    window = np.pad(content, ((0, 0), (0, frames - content.shape[-1])))
+    encoder_output = model.encode(np.ascontiguousarray(window, dtype=np.float32))
+    tokenizer = Tokenizer(model.hf_tokenizer, model.model.is_multilingual, task="transcribe", language=language)
+    prompt = [*tokenizer.sot_sequence, tokenizer.no_timestamps]
+    limit = min(token_limit(frames), model.max_length - len(prompt))
+    result = model.model.generate(
+        encoder_output,
+        [prompt],
+        beam_size=beam_size,
+        patience=1,
+        length_penalty=1,
+        repetition_penalty=1,
+        no_repeat_ngram_size=0,
+        max_length=len(prompt) + limit,
+        return_scores=True,
+        return_no_speech_prob=True,
+        suppress_blank=True,
+        suppress_tokens=get_suppressed_tokens(tokenizer, [-1]),
+        max_initial_timestamp_index=int(round(1.0 / model.time_precision)),
+    )[0]
+    tokens = result.sequences_ids[0]
+    text = tokenizer.decode(tokens).strip()
+    # As generate_with_fallback recovers it: the score is length-normalised with length_penalty 1.
+    avg_logprob = result.scores[0] * len(tokens) / (len(tokens) + 1)
+    return WindowDecode(text, avg_logprob, result.no_speech_prob, compression_ratio(text), truncated=len(tokens) >= limit)
+
+
+def full_transcribe(model: Any, samples: np.ndarray, *, language: str | None, beam_size: int = 1) -> tuple[str, str | None]:
+    """faster-whisper's own path: 30 s windows, its temperature fallback. Returns (text, language)."""
+    segments, info = model.transcribe(
+        samples,
+        language=language,
+        beam_size=beam_size,
+        vad_filter=False,  # our own VAD already cut the utterance
+        condition_on_previous_text=False,
+        without_timestamps=True,
+    )
+    # The segments are a lazy generator: decoding happens while it is consumed.
+    return " ".join(segment.text.strip() for segment in segments).strip(), info.language
+
+
+@dataclass(frozen=True)
+class WindowedTranscript:
+    """What `transcribe` heard, and how: `path` is "window", "full" (too long for a short window, no
+    rule, or a language to detect) or "retry" (the short decode looked like one faster-whisper would
+    retry at a higher temperature, so its own path decided). `window_text` is the short decode's text
+    even where it was not used (what `convers bench stt` scores the window on)."""
+
+    text: str
+    language: str | None
+    path: str
+    window_text: str | None = None
+
+
+def transcribe(
+    model: Any, samples: np.ndarray, rule: WindowRule | None, *, language: str | None, beam_size: int = 1
+) -> WindowedTranscript:
+    """A short window where the rule allows it, else faster-whisper's full path."""
+    frames = None if rule is None or language is None else window_frames(len(samples) / 16000, rule)
+    if frames is None:
+        return WindowedTranscript(*full_transcribe(model, samples, language=language, beam_size=beam_size), "full")
+    decoded = decode_window(model, samples, frames, language=language, beam_size=beam_size)
+    if decoded.doubtful:
+        text, detected = full_transcribe(model, samples, language=language, beam_size=beam_size)
+        return WindowedTranscript(text, detected, "retry", decoded.text)
+    text = "" if decoded.silent else decoded.text
+    return WindowedTranscript(text, language, "window", text)

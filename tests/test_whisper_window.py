@@ -1,0 +1,167 @@
+"""The short Whisper window: how long a window an utterance gets (tables), and a real decode on it."""
+
+from __future__ import annotations
+
+import importlib.util
+from typing import Any
+
+import pytest
+
+from convers.audio import pcm16_to_float32
+from convers.bench.stt import normalise, parse_conditions, word_errors
+from convers.config import Settings
+from convers.packaged_models import WHISPER_TINY_EN
+from convers.providers.stt import whisper_window
+from convers.providers.stt.faster_whisper import FasterWhisperStt
+from convers.providers.stt.whisper_window import (
+    DEFAULT_RULE,
+    FULL_WINDOW_FRAMES,
+    WindowDecode,
+    WindowRule,
+    audio_frames,
+    compression_ratio,
+    parse_window,
+    token_limit,
+    window_frames,
+)
+from tests.speech import SpeechMaker, speech  # noqa: F401
+
+RULE = WindowRule(min_window_s=10.0, pad_s=1.0)
+
+
+@pytest.mark.parametrize(
+    ("audio_s", "frames"),
+    [
+        (0.0, 1000),  # the floor
+        (1.5, 1000),
+        (9.0, 1000),  # 9 s + 1 s pad is exactly the floor
+        (9.004, 1001),  # rounded up to whole 10 ms frames: the pad is never shortened
+        (12.0, 1300),
+        (28.99, 2999),
+        (29.0, None),  # the padded window would be the whole 30 s: faster-whisper's own path
+        (45.0, None),  # longer than one window: its path seeks window by window
+    ],
+)
+def test_window_frames(audio_s: float, frames: int | None) -> None:
+    assert window_frames(audio_s, RULE) == frames
+
+
+@pytest.mark.parametrize(
+    ("rule", "audio_s", "frames"),
+    [
+        (WindowRule(min_window_s=0.0, pad_s=0.0), 2.0, 200),  # the bare audio
+        (WindowRule(min_window_s=0.0, pad_s=2.0), 2.0, 400),
+        (WindowRule(min_window_s=5.0, pad_s=2.0), 2.0, 500),
+        (WindowRule(min_window_s=30.0, pad_s=0.0), 2.0, None),  # a 30 s floor is the full window
+    ],
+)
+def test_window_frames_follow_the_rule(rule: WindowRule, audio_s: float, frames: int | None) -> None:
+    assert window_frames(audio_s, rule) == frames
+
+
+def test_window_rule_rejects_negative_lengths() -> None:
+    with pytest.raises(ValueError, match="min_window_s=-1"):
+        WindowRule(min_window_s=-1.0)
+    with pytest.raises(ValueError, match="negative"):
+        window_frames(-0.5, RULE)
+
+
+def test_the_default_window_is_short_for_a_question_and_full_for_long_speech() -> None:
+    question = window_frames(3.0)
+    assert question is not None and question < FULL_WINDOW_FRAMES // 2
+    assert window_frames(40.0) is None
+
+
+@pytest.mark.parametrize(
+    ("value", "rule"),
+    [
+        (None, DEFAULT_RULE),
+        ("auto", DEFAULT_RULE),
+        ("full", None),
+        (8, WindowRule(min_window_s=8.0, pad_s=DEFAULT_RULE.pad_s)),
+        ("12.5", WindowRule(min_window_s=12.5, pad_s=DEFAULT_RULE.pad_s)),
+    ],
+)
+def test_parse_window(value: Any, rule: WindowRule | None) -> None:
+    assert parse_window(value) == rule
+
+
+@pytest.mark.parametrize("value", ["short", -1, 31, [5]])
+def test_parse_window_names_the_bad_value(value: Any) -> None:
+    with pytest.raises(ValueError, match="stt.options.window"):
+        parse_window(value)
+
+
+def test_the_window_option_reaches_the_provider(tmp_path: Any) -> None:
+    if WHISPER_TINY_EN.folder() is None:
+        pytest.skip("packaged Whisper tiny.en not installed")
+    for option, expected in (({}, DEFAULT_RULE), ({"window": "full"}, None), ({"window": 6}, WindowRule(6.0, DEFAULT_RULE.pad_s))):
+        settings = Settings.model_validate({"data_dir": str(tmp_path), "stt": {"options": option}})
+        assert FasterWhisperStt.from_settings(settings).window == expected, option
+
+
+def test_audio_frames_are_10_ms_hops() -> None:
+    assert audio_frames(16000) == 100 and audio_frames(24000) == 150 and audio_frames(48000, 48000) == 100
+
+
+def test_token_limit_leaves_room_for_fast_speech() -> None:
+    # ~6 tokens a second at four words a second: twice that, plus room for punctuation.
+    assert token_limit(500) == 16 + 60
+    assert token_limit(1000) > 6 * 10 * 1.5
+
+
+@pytest.mark.parametrize(
+    ("decode", "silent", "doubtful"),
+    [
+        (WindowDecode("What time is it?", -0.2, 0.05, 0.9), False, False),
+        (WindowDecode("", -1.5, 0.9, 0.0), True, False),  # faster-whisper drops it as no speech
+        (WindowDecode("hmm", -1.4, 0.2, 0.5), False, True),  # unsure: its path retries at a higher temperature
+        (WindowDecode("go " * 40, -0.1, 0.0, compression_ratio("go " * 40)), False, True),  # a loop
+        (WindowDecode("fine so far", -0.1, 0.0, 0.9, truncated=True), False, True),  # ran into the token limit
+    ],
+)
+def test_which_decodes_are_trusted(decode: WindowDecode, silent: bool, doubtful: bool) -> None:
+    assert decode.silent is silent and decode.doubtful is doubtful
+
+
+def test_word_errors_count_edits_after_normalising() -> None:
+    assert normalise("What's the colour, Anna?") == ["what's", "the", "colour", "anna"]
+    assert word_errors("My favourite color is green.", "my favorite colour is green") == (0, 5)
+    assert word_errors("turn off the lights", "turn of lights please") == (3, 4)
+    assert word_errors("", "") == (0, 0)
+
+
+def test_parse_conditions() -> None:
+    full, window = parse_conditions("full, 10+1", [1])
+    assert full.window is None and window.window == (10.0, 1.0) and window.threads == 1
+    assert [c.label for c in parse_conditions("5+1", [1, 2])] == ["min 5 s + pad 1 s x1", "min 5 s + pad 1 s x2"]
+    with pytest.raises(ValueError, match="MIN\\+PAD"):
+        parse_conditions("ten", [1])
+
+
+@pytest.fixture(scope="module")
+def tiny_en(tmp_path_factory: pytest.TempPathFactory) -> FasterWhisperStt:
+    if importlib.util.find_spec("faster_whisper") is None or WHISPER_TINY_EN.folder() is None:
+        pytest.skip("faster-whisper or the packaged Whisper tiny.en is not installed")
+    return FasterWhisperStt.from_settings(Settings.model_validate({"data_dir": str(tmp_path_factory.mktemp("data"))}))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "text",
+    ["What is the weather like in Paris today?", "Remind me to water the plants tomorrow morning.", "Call my sister."],
+)
+def test_the_short_window_hears_a_sentence(tiny_en: FasterWhisperStt, speech: SpeechMaker, text: str) -> None:  # noqa: F811
+    samples = pcm16_to_float32(speech.padded(text, 0.3, 0.2).pcm)
+    heard = whisper_window.transcribe(tiny_en.load(), samples, DEFAULT_RULE, language="en")
+    assert heard.path == "window", heard  # decoded on the short window, not handed to the full path
+    assert normalise(heard.text) == normalise(text)
+    full = whisper_window.transcribe(tiny_en.load(), samples, None, language="en")
+    assert full.path == "full" and normalise(full.text) == normalise(heard.text)
+
+
+@pytest.mark.slow
+async def test_the_provider_decodes_on_the_short_window(tiny_en: FasterWhisperStt, speech: SpeechMaker) -> None:  # noqa: F811
+    text = "Can you explain how a rainbow forms?"
+    transcript = await tiny_en.transcribe(speech.padded(text, 0.3, 0.2, 48000))
+    assert normalise(transcript.text) == normalise(text) and transcript.language == "en"
