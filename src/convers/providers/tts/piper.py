@@ -50,6 +50,25 @@ def _voice_pair(model: Path) -> tuple[Path, Path]:
     return model, config
 
 
+def _voice_config(model: Path, config: Path) -> dict[str, Any]:
+    """The voice's .onnx.json, once it reads as a voice config; else PiperVoiceMissing naming it.
+
+    Checked where a source is chosen too, so that a config that is not one (an HTML error page
+    saved by a download) is passed over like a missing one instead of failing when Piper starts.
+    """
+    try:
+        data = json.loads(config.read_text(encoding="utf-8"))
+        int(data["audio"]["sample_rate"])
+    except FileNotFoundError:
+        raise PiperVoiceMissing(f"Piper voice config {config} is missing: it must sit beside {model.name}") from None
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise PiperVoiceMissing(
+            f"Piper voice config {config} is not a voice config ({type(error).__name__}: {error}): "
+            f"download the .onnx.json that belongs to {model.name}"
+        ) from None
+    return data
+
+
 def voice_sources(settings: Settings) -> list[ModelSource]:
     """Where a Piper voice may come from, best first: tts.piper_voice, the pulled voice, the packaged joe voice.
 
@@ -66,6 +85,7 @@ def voice_sources(settings: Settings) -> list[ModelSource]:
     try:
         model, config = _voice_pair(mine)
         checks.check(pulled_checksums(settings, [model, config]), fix="run `convers models pull tts --force`")
+        _voice_config(model, config)
         sources.append(ModelSource(label, RANK_USER_MODEL, model))
     except (PiperVoiceMissing, ModelFileError) as error:
         broken = configured or mine.exists()
@@ -103,14 +123,8 @@ class PiperTts:
         self.model_path = model_path
         self.config_path = config_path
         self.threads = threads
-        try:
-            config = json.loads(config_path.read_text(encoding="utf-8"))
-            self.sample_rate = int(config["audio"]["sample_rate"])
-        except (ValueError, KeyError, TypeError) as error:
-            raise PiperVoiceMissing(
-                f"Piper voice config {config_path} is not a voice config ({type(error).__name__}: {error}): "
-                f"download the .onnx.json that belongs to {model_path.name}"
-            ) from None
+        config = _voice_config(model_path, config_path)
+        self.sample_rate = int(config["audio"]["sample_rate"])
         base_scale = float(config.get("inference", {}).get("length_scale", 1.0))
         self.length_scale = base_scale * NATURAL_WORDS_PER_MINUTE / words_per_minute
         self._voice: Any = None
