@@ -64,11 +64,14 @@ async def browser(wav: Path, fake_ui: bool = True) -> AsyncIterator[object]:
             await instance.close()
 
 
-async def open_page(instance, server: RunningServer, **context_options):
+async def open_page(instance, server: RunningServer, on_websocket=None, **context_options):
+    """A new page on the server, connected; `on_websocket(ws)` sees its WebSocket from the first frame."""
     context = await instance.new_context(ignore_https_errors=True, **context_options)
     page = await context.new_page()
     page.on("console", lambda msg: print(f"[page {msg.type}] {msg.text}"))
     page.on("pageerror", lambda error: print(f"[page error] {error}"))
+    if on_websocket is not None:
+        page.on("websocket", on_websocket)
     await page.goto(f"{server.base_url}/?token={TOKEN}")
     assert "token" not in page.url  # moved into the cookie
     await page.wait_for_selector('#conn[data-state="connected"]')
