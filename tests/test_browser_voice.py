@@ -143,13 +143,14 @@ async def test_spoken_conversation_with_barge_in_in_the_browser(tmp_path: Path, 
         assert sessions.stt.name == "faster-whisper" and sessions.tts.name == "piper"
         wire = Wire()
         async with (
-            running_server(sessions, tmp_path / "tls", output_sample_rate=sessions.tts.sample_rate) as server,
+            running_server(
+                sessions, tmp_path / "tls", output_sample_rate=sessions.tts.sample_rate, on_start=sessions.warm_up
+            ) as server,
             browser(mic) as instance,
         ):
             page = await open_page(instance, server, on_websocket=wire.attach, viewport={"width": 420, "height": 860})
-            # The first client waits for the models to warm up (3-4 s for Whisper and Piper here) before
-            # its session listens. Speech sent meanwhile reaches the session later as one burst, which
-            # the turn taker (timing frames by arrival) drops as too short: so the mic starts after.
+            # The server warms its models up before it accepts a connection (as `convers serve` does), so
+            # the session listens at once; the user taps the circle once the page says it is listening.
             await wire.wait_for(lambda: any(e["state"] == "listening" for _, _, e in wire.events_received("state")), 60)
             await page.click("#orb")
 

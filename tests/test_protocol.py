@@ -6,6 +6,7 @@ import asyncio
 import json
 import ssl
 from pathlib import Path
+from typing import Any
 
 import pytest
 import websockets
@@ -378,3 +379,27 @@ async def test_notices_are_asked_anew_on_every_connection(tmp_path: Path) -> Non
             following = json.loads(await asyncio.wait_for(ws.recv(), 5))
             assert following["type"] != "error", following
             await ws.close()
+
+
+async def test_the_server_warms_up_before_it_accepts_a_connection(tmp_path: Path) -> None:
+    """The first session must listen at once: a warm-up on the first connection made it deaf for seconds."""
+    import asyncio
+
+    order: list[str] = []
+
+    async def warm_up() -> None:
+        await asyncio.sleep(0.2)
+        order.append("warmed")
+
+    class Recording(EchoSession):
+        async def __call__(self, transport: Any) -> None:
+            order.append("session")
+            await super().__call__(transport)
+
+    async with running_server(Recording(), tmp_path / "tls", on_start=warm_up) as server:
+        assert order == ["warmed"]
+        ws = await open_session(server)
+        await ws.send(json.dumps({"type": "text", "text": "hi"}))
+        assert (await recv_json(ws, "reply"))["type"] == "reply"
+        await ws.close()
+    assert order == ["warmed", "session"]

@@ -82,6 +82,7 @@ def build_app(settings: Settings, token: str | None) -> Any:
         # The page resamples whatever rate it is told; sending the voice's own rate avoids a resample.
         output_sample_rate=voice_rate or DEFAULT_OUTPUT_SAMPLE_RATE,
         notices=lambda: asyncio.to_thread(llm_notices, settings, sessions.llm_name),
+        on_start=sessions.warm_up,
     )
     return create_app(sessions, config, memory_store=memory_store(settings))
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
 from pathlib import Path
@@ -62,20 +63,31 @@ class ServerSessions:
         self.llm = build("llm", settings, self.llm_name)
         self.stt = build("stt", settings)
         self.tts = build("tts", settings)
-        build("vad", settings)  # fail at start, not at the first connection, if the VAD cannot run
-        self._warm = False
+        self._vad = build("vad", settings)  # fail at start, not at the first connection, if the VAD cannot run
+
+    async def warm_up(self) -> dict[str, float]:
+        """Loads and exercises the shared models; the server awaits it before it accepts a connection.
+
+        Warming up on the first connection instead made its session start listening seconds late
+        (Whisper and Piper take 3-4 s to load here), and the microphone audio that queued up
+        meanwhile then arrived as one burst, too fast to be heard as speech: the first question
+        was lost.
+        """
+        return await warm_up(self.llm, self.stt, self.tts, self._vad)
 
     async def __call__(self, transport: Transport) -> None:
         settings = self.settings
         memory = build_memory(settings, self.llm) if settings.memory.enabled else None
         parts = SessionParts(llm=self.llm, tts=self.tts, stt=self.stt, vad=build("vad", settings), memory=memory)
-        if not self._warm:
-            self._warm = True  # the first client pays once for model loading, not its first turn
-            await warm_up(self.llm, self.stt, self.tts, parts.vad, memory)
+        # This connection's memory (and its embedder) warms beside the session, which listens at once.
+        warming = asyncio.create_task(warm_up(memory)) if memory is not None else None
         session = make_session(settings, transport, parts, session_id=uuid.uuid4().hex[:12])
         try:
             await session.run()
         finally:
+            if warming is not None:
+                warming.cancel()
+                await asyncio.gather(warming, return_exceptions=True)
             if memory is not None:
                 await memory.aclose()
 
@@ -131,7 +143,6 @@ async def warm_up(*providers: Any) -> dict[str, float]:
     allocations a load alone leaves for the first use. Returns seconds per provider; a failure
     is logged and skipped: a cold provider is slower, not broken.
     """
-    import asyncio
     import time
 
     from convers.contracts.audio import AudioFrame

@@ -66,6 +66,8 @@ class BrowserAppConfig:
     # Error events every new connection receives after `ready`, e.g. {"code": "no_llm", ...}: a list,
     # or a coroutine function asked anew on each connection (what holds now, not at start).
     notices: Sequence[dict[str, Any]] | Callable[[], Awaitable[Sequence[dict[str, Any]]]] = ()
+    # Awaited once before the server accepts its first connection (model loading, warm-up).
+    on_start: Callable[[], Awaitable[Any]] | None = None
     hello_timeout_s: float = HELLO_TIMEOUT_S
     secure_cookie: bool = True
     static_dir: Path = STATIC_DIR
@@ -194,6 +196,8 @@ def create_app(run_session: RunSession, config: BrowserAppConfig, memory_store: 
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        if config.on_start is not None:
+            await config.on_start()
         try:
             yield
         finally:
