@@ -111,6 +111,9 @@ async def _talk(settings: Settings) -> None:
     session_id = uuid.uuid4().hex[:12]
     parts = SessionParts(llm=llm, tts=tts, stt=stt, vad=vad, memory=memory)
     session = wiring.make_session(settings, transport, parts, session_id)
+    # Load the models before the microphone opens, so the first turn is heard and answered as fast as the next.
+    click.echo("loading the models ...")
+    await wiring.warm_up(llm, stt, tts, vad, memory)
     click.echo(f"listening (session {session_id}); speak, or Ctrl-C to leave")
     try:
         await session.run()
