@@ -38,16 +38,24 @@ class WindowRule:
     """How long a window to encode for an utterance of a given length."""
 
     # Never encode less than this: below it word error rises (docs/benchmarks.md has the table).
-    min_window_s: float = 10.0
-    # Silence after the utterance's end, inside the window.
-    pad_s: float = 1.0
+    min_window_s: float = 12.0
+    # Silence after the utterance's end that must fit inside the window. 3 s with the 12 s window:
+    # utterances up to 9 s take it (the measured set went up to 8.5 s), longer ones the full path.
+    pad_s: float = 3.0
+    # Past this (utterance + pad) faster-whisper's own 30 s path decodes. None: up to 30 s.
+    # The default keeps to what was measured: utterances that fit the floor with their pad.
+    max_window_s: float | None = 12.0
 
     def __post_init__(self) -> None:
         if self.min_window_s < 0 or self.pad_s < 0:
             raise ValueError(f"window lengths must not be negative, got min_window_s={self.min_window_s}, pad_s={self.pad_s}")
 
 
-# The measured default (see the module docstring): chosen so that word error matches the 30 s window.
+# The measured default (`convers bench stt`, docs/benchmarks.md): on 114 clips (1077 words, espeak-ng
+# in four voices and Piper joe) a 12 s window heard as well as the full 30 s one (72-74 word errors
+# against 74-75, in two runs) at 30 % of its decode time. 15 s did as well; 10 s and shorter, and
+# 18-20 s, were measurably worse (+9 to +29 errors): the error is not monotonic in the window, so
+# keep to a measured one.
 DEFAULT_RULE = WindowRule()
 
 
@@ -64,14 +72,18 @@ def window_frames(audio_s: float, rule: WindowRule = DEFAULT_RULE) -> int | None
     """
     if audio_s < 0:
         raise ValueError(f"audio length must not be negative, got {audio_s}")
-    frames = max(math.ceil((audio_s + rule.pad_s) * FRAMES_PER_S), math.ceil(rule.min_window_s * FRAMES_PER_S))
+    needed = math.ceil((audio_s + rule.pad_s) * FRAMES_PER_S)
+    if rule.max_window_s is not None and needed > math.ceil(rule.max_window_s * FRAMES_PER_S):
+        return None
+    frames = max(needed, math.ceil(rule.min_window_s * FRAMES_PER_S))
     return frames if frames < FULL_WINDOW_FRAMES else None
 
 
 def parse_window(value: Any) -> WindowRule | None:
-    """settings.stt.options["window"]: "auto" (the measured rule), "full" (always 30 s), or a minimum in seconds.
+    """settings.stt.options["window"]: "auto" (the measured rule), "full" (always 30 s), or a window in seconds.
 
-    Returns None for "full". A number sets `min_window_s` and keeps the default padding.
+    Returns None for "full". A number N is a window of N seconds for utterances up to N minus the
+    default padding (longer ones take the full path), like the default with another length.
     """
     if value is None or value == "auto":
         return DEFAULT_RULE
@@ -85,7 +97,7 @@ def parse_window(value: Any) -> WindowRule | None:
         ) from None
     if not 0 <= seconds <= 30:
         raise ValueError(f"stt.options.window in seconds must be between 0 and 30, got {seconds:g}")
-    return WindowRule(min_window_s=seconds, pad_s=DEFAULT_RULE.pad_s)
+    return WindowRule(min_window_s=seconds, pad_s=DEFAULT_RULE.pad_s, max_window_s=seconds)
 
 
 def compression_ratio(text: str) -> float:
@@ -107,8 +119,15 @@ class WindowDecode:
 
     @property
     def silent(self) -> bool:
-        """faster-whisper would drop this segment as no speech."""
-        return self.no_speech_prob > NO_SPEECH_THRESHOLD and self.avg_logprob < LOG_PROB_THRESHOLD
+        """faster-whisper would drop this segment as no speech.
+
+        Also bare punctuation that the model thinks is no speech: on a short window, digital silence
+        decodes to "." with a log-probability just above the threshold (-0.9 where the 30 s window
+        gives below -1, so faster-whisper's own path returns "").
+        """
+        if self.no_speech_prob <= NO_SPEECH_THRESHOLD:
+            return False
+        return self.avg_logprob < LOG_PROB_THRESHOLD or not any(c.isalnum() for c in self.text)
 
     @property
     def doubtful(self) -> bool:
@@ -200,7 +219,8 @@ def transcribe(
 ) -> WindowedTranscript:
     """A short window where the rule allows it, else faster-whisper's full path."""
     frames = None if rule is None or language is None else window_frames(len(samples) / 16000, rule)
-    if frames is None:
+    # A model without faster-whisper's encode step (a stand-in that only transcribes) takes its own path.
+    if frames is None or not hasattr(model, "encode"):
         return WindowedTranscript(*full_transcribe(model, samples, language=language, beam_size=beam_size), "full")
     decoded = decode_window(model, samples, frames, language=language, beam_size=beam_size)
     if decoded.doubtful:
