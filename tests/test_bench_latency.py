@@ -411,3 +411,15 @@ def test_cli_takes_stt_and_tts_names() -> None:
     assert unknown.exit_code == 2 and "not an installed tts provider" in unknown.output
     remote = runner.invoke(main, ["bench", "latency", "--url", "wss://127.0.0.1:1/ws", "--stt", "pocketsphinx"])
     assert remote.exit_code == 2 and "--url" in remote.output
+
+
+def test_a_first_chunk_synthesised_in_the_silence_is_its_tts_stage() -> None:
+    # The reply replayed at 10.55 the first chunk synthesised from 10.40 to its first audio at 10.50;
+    # the second chunk's synthesis started after the first audio was sent at 10.56.
+    m = {**marks(confirmed=10.52, stt_final=10.30), "llm_first_token": 10.55, "first_chunk": 10.55}
+    tts = [Call(9.0, 9.5, 9.1), Call(10.40, 10.60, 10.50), Call(10.60, 10.90, 10.70)]
+    figures = turn_figures(plan(), m, 10.56, [Call(10.1, 10.3, 10.3)], [], [], tts, None, "hit")
+    assert figures["stages_ms"]["tts_first_audio"] == pytest.approx(100.0)
+    assert figures["critical_ms"]["tts_first_audio"] == 0.0  # ready before the end of turn
+    assert figures["gaps_ms"]["chunk_to_tts"] is None
+    assert figures["overhead_ms"] >= 0

@@ -124,12 +124,26 @@ async def test_speech_resuming_throws_the_speculation_away() -> None:
     assert len(rig.transport.events("transcript")) == 1
 
 
-async def test_a_pause_shorter_than_the_post_roll_starts_nothing() -> None:
-    rig = Rig(SpeculationPolicy(enabled=True))
+async def test_waiting_for_the_post_roll_a_shorter_pause_starts_nothing() -> None:
+    rig = Rig(SpeculationPolicy(enabled=True, wait_for_post_roll=True))
     await rig.feed(True, 0.5)
     await rig.feed(False, 0.1)
     await rig.feed(True, 0.5)
     assert rig.stt.audio == [] and "speculation_start" not in rig.kinds
+
+
+async def test_by_default_speculation_starts_at_the_first_silent_frame_on_the_speech_alone() -> None:
+    rig = Rig(SpeculationPolicy(enabled=True))
+    await rig.feed(True, 0.5)
+    await rig.feed(False, 0.1)  # shorter than the post-roll
+    assert len(rig.stt.audio) == 1 and "speculation_start" in rig.kinds
+    speech_only = rig.stt.audio[0].duration_s
+    await rig.feed(False, 0.5)
+    await rig.settle()
+    # The turn ended with the post-roll added: the same speech, so the early transcript is kept.
+    assert len(rig.stt.audio) == 1 and "speculation_commit" in rig.kinds
+    assert rig.transport.events("transcript")[0]["text"] == "question number 1"
+    assert speech_only < 0.5 + TurnTiming().pre_roll_s + 0.05
 
 
 async def test_off_by_policy_transcribes_only_at_the_end_of_turn() -> None:

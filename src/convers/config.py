@@ -75,7 +75,10 @@ class SttSettings(Section):
     # waits only for the decoder's last step instead of a decode of the whole utterance.
     streaming: bool = True
     language: str = "en"
-    threads: int = Field(default=1, ge=1)
+    # Two: the decode runs in the end-of-turn silence, when the second core is free. Measured with
+    # `convers bench stt` (Whisper tiny.en, 12 s window): p50 255 -> 176 ms, same words
+    # (docs/benchmarks.md, "Whisper decode window").
+    threads: int = Field(default=2, ge=1)
     options: dict[str, Any] = Field(default_factory=dict)
 
 

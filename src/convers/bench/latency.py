@@ -20,6 +20,7 @@ Every JSON field is described in docs/benchmarks.md.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import math
 import os
@@ -297,9 +298,14 @@ def _last(calls: Sequence[Call], before: float, after: float = -math.inf) -> Cal
     return max(found, key=lambda c: c.end or 0.0) if found else None
 
 
-def _first_after(calls: Sequence[Call], after: float) -> Call | None:
-    found = [c for c in calls if c.start >= after - 1e-4]
-    return min(found, key=lambda c: c.start) if found else None
+def _speaking(calls: Sequence[Call], first_sent_at: float) -> Call | None:
+    """The TTS call whose audio was the first sent: the latest to start of those with audio by then.
+
+    With speculation it started in the end-of-turn silence, before the reply's first chunk was
+    marked (the reply replays it); later chunks start only after the first one is sent.
+    """
+    found = [c for c in calls if c.first is not None and c.first <= first_sent_at + 1e-4]
+    return max(found, key=lambda c: c.start) if found else None
 
 
 def turn_figures(
@@ -338,7 +344,7 @@ def turn_figures(
             intervals["llm_ttft"] = (llm_client.start, first_token)
     if first_token is not None and "first_chunk" in marks:
         intervals["first_chunk"] = (first_token, marks["first_chunk"])
-    tts = _first_after(tts_calls, marks["first_chunk"]) if "first_chunk" in marks else None
+    tts = _speaking(tts_calls, first_sent_at) if "first_chunk" in marks else None
     if tts is not None and tts.first is not None:
         intervals["tts_first_audio"] = (tts.start, tts.first)
     intervals["transport"] = (first_sent_at, first_sent_at)  # in-process loopback: handed over in the call
@@ -369,7 +375,9 @@ def turn_figures(
         "stt_to_recall": gap(edge("stt", 1), edge("recall", 0)),
         "recall_to_llm_request": gap(edge("recall", 1) or edge("stt", 1), edge("llm_ttft", 0)),
         "first_token_delivery": gap(edge("llm_ttft", 1), first_token),
-        "chunk_to_tts": gap(marks.get("first_chunk"), edge("tts_first_audio", 0)),
+        # None when the first chunk was synthesised in the silence, before the reply replayed it.
+        "chunk_to_tts": gap(marks.get("first_chunk"), edge("tts_first_audio", 0))
+        if tts and tts.start >= marks.get("first_chunk", -math.inf) else None,
         "tts_to_send": gap(edge("tts_first_audio", 1), first_sent_at),
     }
     return {
@@ -486,12 +494,12 @@ async def run_loopback(
     """One benchmark run through the loopback transport; returns its turns, barge-ins and summary."""
     from convers.cli import wiring
     from convers.engine.session import SessionParts
-    from convers.engine.timing import SpeculationPolicy
     from convers.transports.loopback import LoopbackTransport
 
     settings = settings.model_copy(deep=True)
-    settings.speculation = SpeculationPolicy(
-        enabled=speculation, llm=speculation and config.speculate_llm, wait_for_post_roll=settings.speculation.wait_for_post_roll
+    # Only on/off and the LLM come from the run; the rest (post-roll wait, first-chunk TTS) from settings.
+    settings.speculation = dataclasses.replace(
+        settings.speculation, enabled=speculation, llm=speculation and config.speculate_llm
     )
     llm_inner = wiring.build("llm", settings)
     vad, stt_inner, tts_inner = wiring.build_voice(settings)
