@@ -284,3 +284,15 @@ def test_speculation_is_kept_only_for_the_same_speech() -> None:
     assert not speculator._same_turn(speech, longer)
     assert not speculator._same_turn(speech, other)
     assert not speculator._same_turn(speech, AudioFrame(speech.pcm, 8000))
+
+
+async def test_a_first_chunk_completed_after_the_end_of_turn_is_synthesised_once() -> None:
+    """The reply starts before its first chunk is complete: it must still replay the early synthesis."""
+    rig = Rig(SpeculationPolicy(enabled=True, llm=True, tts=True))
+    rig.llm.delay_s = 0.05  # the first sentence completes after the turn is confirmed
+    rig.llm.tokens = ["It", " depends", " on", " the", " weather.", " Really."]
+    await rig.feed(True, 0.8)
+    await rig.feed(False, 0.6)  # confirmed while the tokens still stream
+    await rig.settle()
+    assert rig.tts.texts == ["It depends on the weather.", "Really."]
+    assert rig.transport.reply_text(1) == "It depends on the weather. Really."

@@ -54,9 +54,14 @@ class SpeculativeResult:
         return llm if self.prefetch is None else PrefetchedLlm(llm, self.prefetch)
 
     def voice(self, tts: TextToSpeech) -> TextToSpeech:
-        """`tts`, or a wrapper that answers the prefetched first chunk from its buffer."""
-        speech = self.prefetch.speech if self.prefetch is not None else None
-        return tts if speech is None else PrefetchedVoice(tts, speech)
+        """`tts`, or a wrapper that answers the prefetched first chunk from its buffer.
+
+        The first chunk may still be on its way when the reply starts (its tokens arrive after the
+        end of turn), so the wrapper looks for its synthesis when the reply asks for it.
+        """
+        if self.prefetch is None or self.prefetch.voice is None:
+            return tts
+        return PrefetchedVoice(tts, self.prefetch)
 
     def discard(self) -> None:
         """Stops whatever is still running (an unclaimed LLM request or synthesis)."""
@@ -252,8 +257,8 @@ class LlmPrefetch:
             self._changed.set()
 
     def _speak_first(self, text: str) -> None:
-        assert self.voice is not None
-        self.speech = SpeechPrefetch(self.voice, text)
+        if self.voice is not None:  # None: the reply has already spoken without it
+            self.speech = SpeechPrefetch(self.voice, text)
 
     def cancel(self) -> None:
         """Closes the request (and its HTTP stream) if it is still running."""
@@ -357,21 +362,23 @@ class SpeechPrefetch:
 
 
 class PrefetchedVoice:
-    """A TextToSpeech that answers the prefetched chunk from its buffer, any other text from `tts`."""
+    """A TextToSpeech that answers the prefetched first chunk from its buffer, any other text from `tts`."""
 
-    def __init__(self, tts: TextToSpeech, speech: SpeechPrefetch) -> None:
+    def __init__(self, tts: TextToSpeech, prefetch: LlmPrefetch) -> None:
         self.tts = tts
-        self.speech = speech
+        self.prefetch = prefetch
         self.name = tts.name
         self.sample_rate = tts.sample_rate
 
     def synthesize(self, text: str) -> AsyncIterator[AudioFrame]:
-        speech = self.speech
-        if not speech.claimed and text == speech.text:
+        speech = self.prefetch.speech
+        if speech is None:
+            # Nothing was synthesised for this reply (its first chunk came from another prompt):
+            # none may start now, or the same chunk would be synthesised twice at once.
+            self.prefetch.voice = None
+        elif not speech.claimed:
             speech.claimed = True
-            return speech.replay()
-        if not speech.claimed:
-            # The reply's first chunk is not the one synthesised (the prompt changed): drop it.
-            speech.claimed = True
-            speech.cancel()
+            if text == speech.text:
+                return speech.replay()
+            speech.cancel()  # the reply's first chunk is not the one synthesised: drop it
         return self.tts.synthesize(text)
