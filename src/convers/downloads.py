@@ -93,12 +93,11 @@ def _read_pulled(record_path: Path) -> dict[str, str]:
 
 
 def _remember_pulled(record_path: Path, path: Path, sha256: str) -> None:
+    from convers.model_checks import write_json_atomically
+
     record = _read_pulled(record_path)
     record[str(path)] = sha256
-    temporary = record_path.with_name(record_path.name + ".tmp")
-    record_path.parent.mkdir(parents=True, exist_ok=True)
-    temporary.write_text(json.dumps(record, indent=1, sort_keys=True), encoding="utf-8")
-    os.replace(temporary, record_path)
+    write_json_atomically(record_path, record)
 
 
 # -- what to fetch ------------------------------------------------------------------------------

@@ -27,6 +27,17 @@ class ModelFileError(ValueError):
     """A model file is missing, unreadable or not the file that was recorded; the message names it and the fix."""
 
 
+def write_json_atomically(path: Path, data: object) -> None:
+    """Writes `data` as JSON through a temporary file and a rename: readers see the old file or the new one."""
+    temporary = path.with_name(path.name + ".tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temporary.write_text(json.dumps(data, indent=1, sort_keys=True), encoding="utf-8")
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
 def sha256_of(path: Path) -> str:
     """The file's SHA-256 as lowercase hex."""
     digest = hashlib.sha256()
@@ -98,14 +109,10 @@ class VerifiedFiles:
     def _write(self, record: dict[str, dict[str, str]]) -> None:
         if self.record_path is None:
             return
-        temporary = self.record_path.with_name(self.record_path.name + ".tmp")
         try:
-            self.record_path.parent.mkdir(parents=True, exist_ok=True)
-            temporary.write_text(json.dumps(record, indent=1, sort_keys=True), encoding="utf-8")
-            os.replace(temporary, self.record_path)
+            write_json_atomically(self.record_path, record)
         except OSError as error:  # a read-only data directory: hash again next time
             log.debug("cannot remember verified model files in %s: %s", self.record_path, error)
-            temporary.unlink(missing_ok=True)
 
 
 def verified_files(data_path: Path) -> VerifiedFiles:

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import json
 import math
 import os
 import platform
@@ -38,6 +37,7 @@ from typing import Any
 
 import numpy as np
 
+from convers.bench.results import write_json_result
 from convers.audio import read_wav, resample
 from convers.contracts.audio import AudioFrame
 from convers.contracts.llm import ChatMessage
@@ -884,11 +884,7 @@ def _fmt(value: float | None) -> str:
     return "-" if value is None else f"{value:.0f}"
 
 
-def write_result(result: dict[str, Any], out: Path | None) -> Path:
-    if out is None:
-        stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
-        out = Path("bench/results") / f"latency-{stamp}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-    return out
+def write_result(result: dict[str, Any], out: Path | None = None) -> Path:
+    """The result as JSON at `out`, or under bench/results/."""
+    return write_json_result(result, out, "latency")
 

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from convers.bench.results import write_json_result
 from convers.contracts.memory import MemoryTurn
 from convers.memory.store import SqliteMemoryStore
 from convers.memory.vectors import embed_blocking
@@ -307,9 +308,5 @@ def print_table(result: dict[str, Any], echo: Callable[[str], None] = print) -> 
 
 
 def write_result(result: dict[str, Any], out: Path | None = None) -> Path:
-    if out is None:
-        stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
-        out = Path("bench") / "results" / f"memory-{stamp}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-    return out
+    """The result as JSON at `out`, or under bench/results/."""
+    return write_json_result(result, out, "memory")

@@ -10,7 +10,6 @@ providers/stt/whisper_window.DEFAULT_RULE; the table is in docs/benchmarks.md.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
@@ -27,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from convers.bench.results import write_json_result
 from convers.audio import pcm16_to_float32, read_wav, resample
 from convers.contracts.audio import AudioFrame
 
@@ -263,10 +263,6 @@ def print_table(result: dict[str, Any], echo: Callable[[str], None]) -> None:
              f"{row['ms_mean']:>9.0f}{row['ms_p50']:>7.0f}{row['ms_p95']:>7.0f}  {row['paths']}")
 
 
-def write_result(result: dict[str, Any], out: Path | None) -> Path:
-    if out is None:
-        stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
-        out = Path("bench/results") / f"stt-{stamp}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-    return out
+def write_result(result: dict[str, Any], out: Path | None = None) -> Path:
+    """The result as JSON at `out`, or under bench/results/."""
+    return write_json_result(result, out, "stt")

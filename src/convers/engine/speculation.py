@@ -22,7 +22,8 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import aclosing
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import Generic, TypeVar
 
 from convers.contracts.audio import AudioFrame
 from convers.contracts.llm import ChatMessage, LanguageModel
@@ -35,6 +36,8 @@ from convers.engine.turns import SpeechPaused, SpeechResumed, TurnEvent, TurnTak
 from convers.events import EventLog
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -209,45 +212,37 @@ def _discard_result(task: asyncio.Task[SpeculativeResult | None]) -> None:
         task.exception()
 
 
-@dataclass
-class LlmPrefetch:
-    """An LLM request started early; its deltas are buffered until someone replays them."""
+class BufferedStream(Generic[T]):
+    """Reads an async stream in a task of its own into a buffer, for one consumer to replay later.
 
-    llm: LanguageModel
-    messages: Sequence[ChatMessage]
-    max_tokens: int | None
-    temperature: float | None
-    # Synthesises the reply's first speakable chunk as soon as the deltas make one (None: no TTS).
-    voice: TextToSpeech | None = None
-    deltas: list[str] = field(default_factory=list)
-    done: bool = False
-    error: BaseException | None = None
-    claimed: bool = False
-    speech: SpeechPrefetch | None = None
+    `on_item` sees each item as it arrives and `on_end` runs once the stream is done (both inside
+    the reading task). An error of the stream is kept and raised to the consumer.
+    """
 
-    def __post_init__(self) -> None:
-        self.messages = list(self.messages)
+    def __init__(
+        self,
+        open_stream: Callable[[], AsyncIterator[T]],
+        on_item: Callable[[T], None] = lambda _item: None,
+        on_end: Callable[[], None] = lambda: None,
+    ) -> None:
+        self.items: list[T] = []
+        self.done = False
+        self.error: BaseException | None = None
+        self.claimed = False
+        self._on_item = on_item
+        self._on_end = on_end
         self._changed = asyncio.Event()
-        self._task = asyncio.create_task(self._pull())
+        self._task = asyncio.create_task(self._pull(open_stream))
 
-    async def _pull(self) -> None:
-        # The same splitter the reply runs, fed the same deltas, so its first chunk is the reply's.
-        splitter = SentenceSplitter() if self.voice is not None else None
+    async def _pull(self, open_stream: Callable[[], AsyncIterator[T]]) -> None:
         try:
-            stream = self.llm.stream(self.messages, max_tokens=self.max_tokens, temperature=self.temperature)
-            async with aclosing(stream):
-                async for delta in stream:
-                    self.deltas.append(delta)
+            stream = open_stream()
+            async with aclosing(stream):  # type: ignore[type-var]
+                async for item in stream:
+                    self.items.append(item)
                     self._changed.set()
-                    if splitter is not None and delta:
-                        first = splitter.push(delta)
-                        if first:
-                            self._speak_first(first[0])
-                            splitter = None
-            if splitter is not None:
-                first = splitter.flush()
-                if first:
-                    self._speak_first(first[0])
+                    self._on_item(item)
+            self._on_end()
         except asyncio.CancelledError:
             raise
         except Exception as error:  # handed to whoever replays the stream
@@ -256,38 +251,73 @@ class LlmPrefetch:
             self.done = True
             self._changed.set()
 
-    def _speak_first(self, text: str) -> None:
-        if self.voice is not None:  # None: the reply has already spoken without it
-            self.speech = SpeechPrefetch(self.voice, text)
+    def cancel(self) -> None:
+        """Closes the stream if it is still being read."""
+        self._task.cancel()
+
+    async def replay(self) -> AsyncIterator[T]:
+        """The items so far, then the rest as they arrive; closing it early closes the stream."""
+        index = 0
+        try:
+            while True:
+                while index < len(self.items):
+                    index += 1
+                    yield self.items[index - 1]
+                if self.done:
+                    if self.error is not None:
+                        raise self.error
+                    return
+                self._changed.clear()
+                if index < len(self.items) or self.done:
+                    continue
+                await self._changed.wait()
+        finally:
+            self.cancel()
+
+
+class LlmPrefetch:
+    """An LLM request started early, its deltas buffered; and, with a voice, its first chunk synthesised early."""
+
+    def __init__(
+        self,
+        llm: LanguageModel,
+        messages: Sequence[ChatMessage],
+        max_tokens: int | None,
+        temperature: float | None,
+        voice: TextToSpeech | None = None,
+    ) -> None:
+        self.messages = list(messages)
+        # Synthesises the reply's first speakable chunk once the deltas make one (None: no TTS, or
+        # the reply has already spoken without it).
+        self.voice = voice
+        self.speech: BufferedStream[AudioFrame] | None = None
+        self.speech_text: str | None = None
+        # The same splitter the reply runs, fed the same deltas, so its first chunk is the reply's.
+        self._splitter = SentenceSplitter() if voice is not None else None
+        self.deltas = BufferedStream(
+            lambda: llm.stream(self.messages, max_tokens=max_tokens, temperature=temperature),
+            on_item=lambda delta: self._first_chunk(self._splitter.push(delta) if self._splitter and delta else []),
+            on_end=lambda: self._first_chunk(self._splitter.flush() if self._splitter else []),
+        )
+
+    def _first_chunk(self, chunks: list[str]) -> None:
+        if not chunks or self._splitter is None:
+            return
+        self._splitter = None
+        voice = self.voice
+        if voice is not None:
+            text = self.speech_text = chunks[0]
+            self.speech = BufferedStream(lambda: voice.synthesize(text))
 
     def cancel(self) -> None:
         """Closes the request (and its HTTP stream) if it is still running."""
-        self._task.cancel()
+        self.deltas.cancel()
 
     def discard(self) -> None:
         """Closes the request and stops the first chunk's synthesis: nobody will replay them."""
         self.cancel()
         if self.speech is not None:
             self.speech.cancel()
-
-    async def replay(self) -> AsyncIterator[str]:
-        """The deltas so far, then the rest as they arrive; closing it early closes the request."""
-        index = 0
-        try:
-            while True:
-                while index < len(self.deltas):
-                    index += 1
-                    yield self.deltas[index - 1]
-                if self.done:
-                    if self.error is not None:
-                        raise self.error
-                    return
-                self._changed.clear()
-                if index < len(self.deltas) or self.done:
-                    continue
-                await self._changed.wait()
-        finally:
-            self.cancel()
 
 
 class PrefetchedLlm:
@@ -302,63 +332,12 @@ class PrefetchedLlm:
         self, messages: Sequence[ChatMessage], *, max_tokens: int | None = None, temperature: float | None = None
     ) -> AsyncIterator[str]:
         prefetch = self.prefetch
-        if not prefetch.claimed and list(messages) == prefetch.messages:
-            prefetch.claimed = True
-            return prefetch.replay()
+        if not prefetch.deltas.claimed and list(messages) == prefetch.messages:
+            prefetch.deltas.claimed = True
+            return prefetch.deltas.replay()
         # The prompt changed since the speculation (history moved on): its answer is for another question.
         prefetch.cancel()
         return self.llm.stream(messages, max_tokens=max_tokens, temperature=temperature)
-
-
-class SpeechPrefetch:
-    """One chunk synthesised early; its audio frames are buffered until someone replays them."""
-
-    def __init__(self, tts: TextToSpeech, text: str) -> None:
-        self.text = text
-        self.frames: list[AudioFrame] = []
-        self.done = False
-        self.error: BaseException | None = None
-        self.claimed = False
-        self._changed = asyncio.Event()
-        self._task = asyncio.create_task(self._pull(tts))
-
-    async def _pull(self, tts: TextToSpeech) -> None:
-        try:
-            synthesis = tts.synthesize(self.text)
-            async with aclosing(synthesis):
-                async for frame in synthesis:
-                    self.frames.append(frame)
-                    self._changed.set()
-        except asyncio.CancelledError:
-            raise
-        except Exception as error:  # handed to whoever replays the audio
-            self.error = error
-        finally:
-            self.done = True
-            self._changed.set()
-
-    def cancel(self) -> None:
-        """Stops the synthesis if it is still running."""
-        self._task.cancel()
-
-    async def replay(self) -> AsyncIterator[AudioFrame]:
-        """The frames so far, then the rest as they are made; closing it early stops the synthesis."""
-        index = 0
-        try:
-            while True:
-                while index < len(self.frames):
-                    index += 1
-                    yield self.frames[index - 1]
-                if self.done:
-                    if self.error is not None:
-                        raise self.error
-                    return
-                self._changed.clear()
-                if index < len(self.frames) or self.done:
-                    continue
-                await self._changed.wait()
-        finally:
-            self.cancel()
 
 
 class PrefetchedVoice:
@@ -378,7 +357,7 @@ class PrefetchedVoice:
             self.prefetch.voice = None
         elif not speech.claimed:
             speech.claimed = True
-            if text == speech.text:
+            if text == self.prefetch.speech_text:
                 return speech.replay()
             speech.cancel()  # the reply's first chunk is not the one synthesised: drop it
         return self.tts.synthesize(text)
