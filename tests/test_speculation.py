@@ -296,3 +296,20 @@ async def test_a_first_chunk_completed_after_the_end_of_turn_is_synthesised_once
     await rig.settle()
     assert rig.tts.texts == ["It depends on the weather.", "Really."]
     assert rig.transport.reply_text(1) == "It depends on the weather. Really."
+
+
+def test_the_post_roll_wait_follows_the_kind_of_decoder_unless_set() -> None:
+    """A live decoder waits for the post-roll (its last step is cheap); a one-shot decoder starts at once."""
+    stt = CountingStt()
+    events = EventLog(None, clock=FakeClock())
+
+    async def live_finish(audio: AudioFrame) -> Transcript:
+        return Transcript("live")
+
+    def speculator(policy: SpeculationPolicy, live: bool) -> Speculator:
+        return Speculator(stt, events, policy, post_roll_s=0.2, transcribe=live_finish if live else None)
+
+    assert speculator(SpeculationPolicy(), live=True).wait_for_post_roll is True
+    assert speculator(SpeculationPolicy(), live=False).wait_for_post_roll is False
+    assert speculator(SpeculationPolicy(wait_for_post_roll=True), live=False).wait_for_post_roll is True
+    assert speculator(SpeculationPolicy(wait_for_post_roll=False), live=True).wait_for_post_roll is False

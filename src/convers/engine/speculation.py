@@ -104,6 +104,8 @@ class Speculator:
         self.stt = stt
         # How to get the provisional transcript: a one-shot decode, or a live stream finished early.
         self.transcribe = transcribe or stt.transcribe
+        live = transcribe is not None
+        self.wait_for_post_roll = live if policy.wait_for_post_roll is None else policy.wait_for_post_roll
         self.events = events
         self.policy = policy
         self.post_roll_s = post_roll_s
@@ -132,7 +134,7 @@ class Speculator:
             self._pausing = False
             return
         if self._pausing and self._running is None:
-            audio = turns.provisional_audio(with_post_roll=self.policy.wait_for_post_roll)
+            audio = turns.provisional_audio(with_post_roll=self.wait_for_post_roll)
             if audio is not None and audio.pcm:
                 self._start(audio)
 

@@ -73,9 +73,11 @@ class SpeculationPolicy:
     # costs that synthesis, which stops when the user speaks on.
     tts: bool = True
     # Wait for the post-roll before transcribing, so the audio is exactly what the turn ends with.
-    # False (the default) starts at the first silent frame, `post_roll_s` earlier, on the speech
-    # alone and keeps the result when the final audio only adds the post-roll. With Whisper (a
-    # 200-300 ms decode, then the LLM's first token and the first chunk's synthesis, all inside the
-    # 0.5 s silence) those 200 ms are what brings the first audio to the end of the silence:
-    # `convers bench latency` TTFA p50 812 -> 628 ms, with the same transcripts (docs/benchmarks.md).
-    wait_for_post_roll: bool = False
+    # False starts at the first silent frame, `post_roll_s` earlier, on the speech alone and keeps
+    # the result when the final audio only adds the post-roll. None (the default) decides by the
+    # STT: False for a one-shot decoder (Whisper: a 200-300 ms decode, then the LLM's first token
+    # and the first chunk's synthesis, all inside the 0.5 s silence; starting early took TTFA p50
+    # 812 -> 628 ms in `convers bench latency`, same transcripts), True for one that decodes live
+    # (pocketsphinx: its last step is cheap, while a live stream finished early at a mid-turn pause
+    # and then thrown away costs a full decode: TTFA p95 554 -> 1305 ms when it started early).
+    wait_for_post_roll: bool | None = None
