@@ -60,16 +60,18 @@ def selected_availability(kind: str, settings: Settings) -> tuple[str, Availabil
 
 
 def verdicts(selected: dict[str, tuple[str, Availability]]) -> dict[str, list[str]]:
-    """Per use, what stops it (empty: ready). Optional kinds that cannot run are not blockers."""
-    found: dict[str, list[str]] = {}
-    for use, kinds in USES.items():
-        found[use] = [
-            f"{kind} ({name or 'none'}): {availability.detail}"
+    """Per use, which selected providers stop it (empty: ready); why is printed with each kind above.
+
+    Optional kinds that cannot run are not blockers.
+    """
+    return {
+        use: [
+            f"{kind} ({selected[kind][0] or 'none'})"
             for kind in kinds
-            for name, availability in [selected[kind]]
-            if not availability.usable and kind not in OPTIONAL
+            if not selected[kind][1].usable and kind not in OPTIONAL
         ]
-    return found
+        for use, kinds in USES.items()
+    }
 
 
 @click.command()
@@ -101,7 +103,7 @@ def doctor(ctx: click.Context, use: str | None) -> None:
     blocked = verdicts({kind: selected.get(kind, ("", Availability(True, ""))) for kind in registry.GROUPS})
     for name, blockers in blocked.items():
         if blockers:
-            click.echo(click.style(f"convers {name}: cannot run: ", fg="red") + "; ".join(blockers))
+            click.echo(click.style(f"convers {name}: cannot run: ", fg="red") + ", ".join(blockers) + " (see above)")
         else:
             click.echo(click.style(f"convers {name}: ready", fg="green"))
     failing = [use] if use is not None else list(blocked)
