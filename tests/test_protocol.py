@@ -74,6 +74,16 @@ async def echo(tmp_path: Path):
         ('{"type":"played","turn":-1,"ms":5}', "bad_message"),
         ('{"type":"played","turn":1,"ms":2.5}', "bad_message"),
         ('{"type":"played","turn":1}', "bad_message"),
+        ('{"type":"played","turn":NaN,"ms":1}', "bad_json"),
+        ('{"type":"played","turn":1,"ms":Infinity}', "bad_json"),
+        ('{"type":"played","turn":1,"ms":1' + "0" * 5000 + "}", "bad_json"),
+        # Half an emoji, as JSON.stringify writes it: replaced, so the text can be encoded downstream.
+        ('{"type":"text","text":"a\\ud800"}', InboundText("a\ufffd")),
+        ('{"type":"text","text":"\\udfff b \\ud83d\\ude00"}', InboundText("\ufffd b \U0001f600")),
+        ("[" * 100000, "too_deep"),
+        ('{"type":"text","text":"hi","x":' + "[" * 5000 + "]" * 5000 + "}", "too_deep"),
+        ('{"type":"text","text":"[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[{{{{{{{{{{{{{{{{{{{{"}', InboundText("[" * 30 + "{" * 20)),
+        ("\ud800", "bad_json"),
     ],
 )
 def test_parse_text(text: str, expected: object) -> None:
@@ -82,6 +92,29 @@ def test_parse_text(text: str, expected: object) -> None:
         assert isinstance(parsed, ProtocolError) and parsed.code == expected
     else:
         assert parsed == expected
+
+
+def test_surrogate_text_can_be_encoded() -> None:
+    parsed = parse_text(json.dumps({"type": "text", "text": "broken \ud83d emoji"}))
+    assert isinstance(parsed, InboundText)
+    assert parsed.text.encode("utf-8") == "broken \ufffd emoji".encode()
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        json.dumps({"type": "x" * 1_000_000}),
+        json.dumps({"type": "played", "turn": "t" * 500_000, "ms": "m" * 500_000}),
+        json.dumps({"type": "hello", "sample_rate": "r" * 1_000_000}),
+        json.dumps({"type": "hello", "sample_rate": 16000, "format": "f" * 1_000_000}),
+        json.dumps({"type": ["\ud800"] * 10_000}),
+    ],
+)
+def test_error_messages_quote_a_bounded_part_of_the_value(text: str) -> None:
+    parsed = parse_text(text)
+    assert isinstance(parsed, ProtocolError)
+    assert len(parsed.message) < 300, parsed.message
+    parsed.message.encode("ascii")  # never a lone surrogate going back out
 
 
 @pytest.mark.parametrize(
@@ -234,6 +267,8 @@ MALFORMED: list[tuple[str | bytes, str]] = [
     ('{"type":"hello","sample_rate":96000}', "bad_sample_rate"),
     ('{"type":"played","turn":"x","ms":1}', "bad_message"),
     (b"\x01\x02\x03", "odd_audio_length"),
+    ("[" * 100000, "too_deep"),
+    ('{"type":"' + "t" * 1000 + '"}', "unknown_type"),
     (b"\x00" * (protocol.MAX_MESSAGE_BYTES + 1024), "message_too_large"),
     ('{"type":"text","text":"' + "x" * (protocol.MAX_MESSAGE_BYTES + 10) + '"}', "message_too_large"),
 ]
@@ -270,6 +305,28 @@ async def test_audio_before_hello_is_an_error_then_hello_works(echo) -> None:
     await double.wait_for(lambda: double.events(InboundAudio))
     assert double.events(InboundText) == [InboundText("typed before hello")]
     assert len(double.events(InboundAudio)) == 1  # the frame before hello was dropped, not delivered
+    await ws.close()
+
+
+async def test_deep_json_before_hello_is_an_error_then_hello_works(echo) -> None:
+    double, server = echo
+    ws = await connect(server)
+    await ws.send("[" * 100000)
+    assert (await recv_json(ws, "error"))["code"] == "too_deep"
+    await ws.send(hello(16000))
+    await recv_json(ws, "ready")
+    await ws.send(json.dumps({"type": "text", "text": "after the attack"}))
+    assert (await recv_json(ws, "reply"))["turn"] == 1
+    await ws.close()
+
+
+async def test_a_lone_surrogate_reaches_the_session_replaced(echo) -> None:
+    double, server = echo
+    ws = await open_session(server)
+    await ws.send('{"type":"text","text":"a\\ud800"}')
+    transcript = await recv_json(ws, "transcript")
+    assert transcript["text"] == "a\ufffd"
+    assert double.events(InboundText) == [InboundText("a\ufffd")]
     await ws.close()
 
 

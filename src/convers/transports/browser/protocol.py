@@ -6,6 +6,7 @@ Nothing here touches a socket, so every malformed case is a row in a table test.
 from __future__ import annotations
 
 import json
+import re
 import struct
 from dataclasses import dataclass
 from typing import Any
@@ -20,6 +21,13 @@ MIN_SAMPLE_RATE = 8000
 MAX_SAMPLE_RATE = 48000
 # Typed messages longer than this are not conversation; they would only flood the LLM context.
 MAX_TEXT_CHARS = 4000
+# Our messages are flat objects; deeper nesting is only an attack on the JSON parser's recursion.
+MAX_JSON_DEPTH = 16
+# Error messages quote at most this much of a client's value, so a 1 MB field costs 1 MB once, not twice.
+MAX_ECHOED_CHARS = 64
+# A lone UTF-16 surrogate (JSON "\ud800", what JSON.stringify writes for half an emoji) cannot be
+# encoded as UTF-8: in the history it would break every later LLM request and memory write.
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 AUDIO_HEADER = struct.Struct("<II")  # turn id, sequence number
 PCM_FORMAT = "pcm16"
 
@@ -46,12 +54,17 @@ Parsed = Hello | InboundEvent | ProtocolError | None
 
 
 def parse_text(text: str) -> Hello | InboundText | InboundPlayed | ProtocolError:
-    """A JSON control message."""
-    if len(text) > MAX_MESSAGE_BYTES or len(text.encode("utf-8")) > MAX_MESSAGE_BYTES:
+    """A JSON control message; any text at all gives a decision, never an exception."""
+    if len(text) > MAX_MESSAGE_BYTES or len(text.encode("utf-8", "surrogatepass")) > MAX_MESSAGE_BYTES:
         return ProtocolError("message_too_large", f"text message over {MAX_MESSAGE_BYTES} bytes dropped")
+    if _nesting_depth(text) > MAX_JSON_DEPTH:
+        return ProtocolError(
+            "too_deep", f"JSON nested more than {MAX_JSON_DEPTH} levels deep; send one flat JSON object per message"
+        )
     try:
-        data = json.loads(text)
-    except ValueError as error:
+        data = json.loads(text, parse_constant=_refuse_constant)
+    except (ValueError, RecursionError) as error:
+        # The parser's own messages are short and fixed ("Expecting value: line 1 column 1 (char 0)").
         return ProtocolError("bad_json", f"message is not JSON ({error}); send one JSON object per text message")
     if not isinstance(data, dict):
         return ProtocolError("bad_message", f"expected a JSON object, got {type(data).__name__}")
@@ -64,23 +77,68 @@ def parse_text(text: str) -> Hello | InboundText | InboundPlayed | ProtocolError
             return ProtocolError("bad_message", "text message needs a non-empty string field 'text'")
         if len(value) > MAX_TEXT_CHARS:
             return ProtocolError("text_too_long", f"typed text of {len(value)} characters; the limit is {MAX_TEXT_CHARS}")
-        return InboundText(value)
+        # Replaced, not refused: the rest of a pasted text with half an emoji is still what the user said.
+        return InboundText(_LONE_SURROGATE.sub("\ufffd", value))
     if kind == "played":
         turn, ms = data.get("turn"), data.get("ms")
         if not _non_negative_int(turn) or not _non_negative_int(ms):
-            return ProtocolError("bad_message", f"played needs integer turn and ms >= 0, got turn={turn!r} ms={ms!r}")
+            return ProtocolError(
+                "bad_message", f"played needs integer turn and ms >= 0, got turn={shown(turn)} ms={shown(ms)}"
+            )
         return InboundPlayed(int(turn), int(ms))
-    return ProtocolError("unknown_type", f"unknown message type {kind!r}; expected hello, text or played")
+    return ProtocolError("unknown_type", f"unknown message type {shown(kind)}; expected hello, text or played")
+
+
+def shown(value: Any) -> str:
+    """`value` as an error message may quote it: its repr, cut to MAX_ECHOED_CHARS."""
+    try:
+        text = repr(value)
+    except (RecursionError, ValueError):  # a huge int has no repr past 4300 digits
+        text = f"<{type(value).__name__}>"
+    if len(text) > MAX_ECHOED_CHARS:
+        text = f"{text[:MAX_ECHOED_CHARS]}... ({len(text)} characters)"
+    # ASCII only: the message itself must never carry a lone surrogate back out.
+    return text.encode("ascii", "backslashreplace").decode("ascii")
+
+
+def _nesting_depth(text: str) -> int:
+    """The deepest [ / { nesting outside JSON strings, counted up to MAX_JSON_DEPTH + 1.
+
+    Counted before parsing because json.loads recurses once per level: "[" * 100000 raised
+    RecursionError, which escaped the handshake and closed a running session with 1011.
+    """
+    if "[" not in text and "{" not in text:
+        return 0
+    depth = deepest = 0
+    # Brackets inside strings do not nest; drop the strings (escapes included) before counting.
+    for match in _BRACKETS.finditer(_JSON_STRING.sub("", text)):
+        if match.group() in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+            if deepest > MAX_JSON_DEPTH:
+                return deepest
+        else:
+            depth = max(0, depth - 1)
+    return deepest
+
+
+_JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"', re.DOTALL)
+_BRACKETS = re.compile(r"[\[\]{}]")
+
+
+def _refuse_constant(name: str) -> Any:
+    # NaN and Infinity are not JSON; Python's parser accepts them unless told otherwise.
+    raise ValueError(f"{name} is not a JSON number")
 
 
 def _parse_hello(data: dict[str, Any]) -> Hello | ProtocolError:
     rate, fmt = data.get("sample_rate"), data.get("format", PCM_FORMAT)
     if fmt != PCM_FORMAT:
-        return ProtocolError("bad_hello", f"audio format {fmt!r} is not supported; send {PCM_FORMAT!r}")
+        return ProtocolError("bad_hello", f"audio format {shown(fmt)} is not supported; send {PCM_FORMAT!r}")
     if not _non_negative_int(rate) or not MIN_SAMPLE_RATE <= rate <= MAX_SAMPLE_RATE:
         return ProtocolError(
             "bad_sample_rate",
-            f"sample_rate {rate!r} is out of range; send an integer from {MIN_SAMPLE_RATE} to {MAX_SAMPLE_RATE} (16000 recommended)",
+            f"sample_rate {shown(rate)} is out of range; send an integer from {MIN_SAMPLE_RATE} to {MAX_SAMPLE_RATE} (16000 recommended)",
         )
     return Hello(int(rate))
 

@@ -98,12 +98,16 @@ class WebSocketTransport:
         if message["type"] == "websocket.disconnect":
             self._disconnected = True
             return _GONE
-        data = message.get("bytes")
-        if data is not None:
-            return parse_audio(data, self.input_sample_rate)
-        text = message.get("text")
-        if text is not None:
-            return parse_text(text)
+        try:
+            data = message.get("bytes")
+            if data is not None:
+                return parse_audio(data, self.input_sample_rate)
+            text = message.get("text")
+            if text is not None:
+                return parse_text(text)
+        except Exception:  # a parser bug costs the client one message, never the session
+            log.exception("browser message could not be parsed")
+            return ProtocolError("bad_message", "the server could not read this message; it was dropped")
         return None
 
     def _handle_control(self, parsed: Hello | ProtocolError | None) -> None:
