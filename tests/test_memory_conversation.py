@@ -259,3 +259,48 @@ async def test_a_user_turn_is_embedded_once_for_its_recall_and_its_write(tmp_pat
         assert store.stats().unembedded == 0
         hits = store.search(said, 5, vector=embedder.embed_sync([said])[0], mode="vector")
         assert said in [h.text for h in hits]
+
+
+async def test_a_turn_with_a_lone_surrogate_is_stored_replaced_and_later_turns_follow(tmp_path: Path) -> None:
+    memory = make(tmp_path)
+    memory.remember("s1", "user", "Sam", "half an emoji a\ud800")
+    memory.remember("s1", "assistant", "Juniper", "I see")
+    memory.remember("s1", "user", "Sam", "next thing")
+    await memory.aclose()
+    with SqliteMemoryStore(tmp_path / "memory.db") as store:
+        assert [t.text for t in store.list(10, newest_first=False)] == ["half an emoji a\ufffd", "I see", "next thing"]
+
+
+class RefusesOneText(SqliteMemoryStore):
+    """A store that can never encode the turn saying `bad` (as SQLite does a lone surrogate)."""
+
+    bad = "never storable"
+    attempts = 0
+
+    def add(self, turn, source_id=None, vector=None):
+        if turn.text == self.bad:
+            self.attempts += 1
+            raise UnicodeEncodeError("utf-8", turn.text, 0, 1, "surrogates not allowed")
+        return super().add(turn, source_id, vector)
+
+
+async def test_a_turn_that_can_never_be_stored_is_dropped_not_retried_before_every_later_one(
+    tmp_path: Path, caplog
+) -> None:
+    embedder = WordHashEmbedder()
+    store = RefusesOneText(tmp_path / "memory.db", embedder=embedder)
+    memory = CompanionMemory(store, ProfileFile(tmp_path / "profile.json"), embedder=embedder,
+                             options=MemoryOptions(recall_floor=0.0))
+    with caplog.at_level("ERROR"):
+        memory.remember("s1", "user", "Sam", "before")
+        memory.remember("s1", "user", "Sam", RefusesOneText.bad)
+        for i in range(3):
+            memory.remember("s1", "user", "Sam", f"after {i}")
+        await memory._queue.join()
+        # Stored as they come, not held back behind the unstorable one until close.
+        assert store.count() == 4
+        await memory.aclose()
+    with SqliteMemoryStore(tmp_path / "memory.db") as reopened:
+        assert [t.text for t in reopened.list(10, newest_first=False)] == ["before", "after 0", "after 1", "after 2"]
+    assert store.attempts == 1
+    assert "can never be stored" in caplog.text and "could not be stored" not in caplog.text

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 import uuid
 from collections import OrderedDict, deque
@@ -34,6 +35,11 @@ if TYPE_CHECKING:
     from convers.config import Settings
 
 log = logging.getLogger(__name__)
+
+# A lone UTF-16 surrogate cannot be encoded as UTF-8 (SQLite, the embedder, the LLM request all refuse it).
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+# Errors about the turn itself, not the disk or the lock: trying again can never store it.
+_UNSTORABLE = (UnicodeError, ValueError, TypeError)
 
 
 _SETTINGS_DEFAULTS = MemorySettings()
@@ -185,6 +191,11 @@ class CompanionMemory:
             head = self._unsaved[0]
             try:
                 turn = await self._write(head)
+            except _UNSTORABLE as error:
+                # Kept at the head, it would block every later turn of the session forever.
+                log.error("a turn can never be stored and was dropped (%s): %.64r", error, head.text)
+                self._unsaved.popleft()
+                continue
             except Exception as error:  # noqa: BLE001 - memory must never take the conversation down
                 if str(error) != self._last_write_error:
                     log.error("could not store a turn (kept, will retry with the next one): %s", error)
@@ -346,7 +357,7 @@ class CompanionMemory:
             return
         self._start()
         self._sessions.add(session)
-        item = _Write(session, role, speaker, text.strip(), datetime.now(timezone.utc))
+        item = _Write(session, role, _encodable(speaker), _encodable(text.strip()), datetime.now(timezone.utc))
         # In the rolling buffer from now on, so the recall that follows never returns this very turn,
         # however the write and the recall interleave.
         self._note_recent(item.id, len(item.text))
@@ -411,6 +422,11 @@ class CompanionMemory:
                 )
             except Exception as error:  # noqa: BLE001 - reflection is optional
                 log.warning("session reflection skipped: %r", error)
+
+
+def _encodable(text: str) -> str:
+    """`text` with lone surrogates replaced by U+FFFD, so it can be written as UTF-8."""
+    return _LONE_SURROGATE.sub("\ufffd", text)
 
 
 def open_memory(settings: Settings, llm: LanguageModel | None = None) -> CompanionMemory:
