@@ -103,13 +103,14 @@ def test_emoji_only_chunk_is_dropped() -> None:
 @pytest.mark.parametrize(
     ("deltas", "first"),
     [
-        # The punctuation token arrives; the next token's space is not waited for.
-        (["That", " sounds", " like", " a", " good", " plan."], "That sounds like a good plan."),
+        # The punctuation token arrives; the next token's space is not waited for (a "." waits one
+        # token, since it may be inside "example.com": see the next test).
+        (["That", " sounds", " like", " a", " good", " plan.", " It"], "That sounds like a good plan."),
         (["Good", " question!"], "Good question!"),
         (["Is", " it", " raining?"], "Is it raining?"),
-        (['He', ' said', ' "stop."'], 'He said "stop."'),
+        (['He', ' said', ' "stop!"'], 'He said "stop!"'),
         (["The", " weather", " today", " looks", " sunny,"], "The weather today looks sunny,"),
-        (["Don't", " worry."], "Don't worry."),
+        (["Don't", " worry", "."," We"], "Don't worry."),
     ],
 )
 def test_first_chunk_is_cut_when_its_punctuation_arrives(deltas: list[str], first: str) -> None:
@@ -131,6 +132,11 @@ def test_first_chunk_is_cut_when_its_punctuation_arrives(deltas: list[str], firs
         ["See", " example.com/a.b?"],  # a URL's query
         ["Paris,"],  # a clause shorter than first_chunk_min_words
         ["It", " is", " 10:"],  # 10:30
+        ["Visit", " example."],  # example.com
+        ["Open", " config."],  # config.json
+        ["You", " can", " find", " it", " at", " https:"],  # a URL, not a clause
+        ["Write", " to", " ana."],  # ana.lopez@example.com
+        ["She", " lives", " in", " Washington", " D.C. "],  # the next word decides
     ],
 )
 def test_first_chunk_waits_where_the_punctuation_may_not_end_it(deltas: list[str]) -> None:
@@ -143,6 +149,6 @@ def test_first_chunk_waits_where_the_punctuation_may_not_end_it(deltas: list[str
 
 def test_only_the_first_chunk_is_cut_before_the_whitespace() -> None:
     splitter = SentenceSplitter()
-    assert splitter.push("Okay then.") == ["Okay then."]
+    assert splitter.push("Okay then!") == ["Okay then!"]
     assert splitter.push(" Here we go.") == []  # the second waits for its whitespace as usual
     assert splitter.push(" Next") == ["Here we go."]

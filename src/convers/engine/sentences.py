@@ -5,16 +5,25 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-# Words that end in a period without ending a sentence. Lower-cased, without the final period.
-ABBREVIATIONS = frozenset(
+# Words that end in a period without ending a sentence, lower-cased, without the final period.
+# TITLES always go on ("Dr. Smith", "e.g. apples"); the rest end a sentence only when the next word
+# starts with a capital ("... and so on, etc. Then"), never before a digit ("No. 5", "ext. 12", "Apt. 4B").
+TITLES = frozenset(
     {
-        "mr", "mrs", "ms", "dr", "prof", "sr", "jr", "st", "mt", "ft", "vs", "etc", "e.g", "i.e", "cf",
-        "approx", "no", "nos", "fig", "vol", "inc", "ltd", "co", "corp", "dept", "est", "jan", "feb",
-        "mar", "apr", "jun", "jul", "aug", "sep", "sept", "oct", "nov", "dec", "mon", "tue", "wed",
-        "thu", "fri", "sat", "sun", "a.m", "p.m", "u.s", "u.k", "ph.d", "gen", "gov", "sgt", "capt",
-        "lt", "col", "rev", "hon", "min", "max", "tel", "ave", "blvd", "rd",
+        "mr", "mrs", "ms", "mx", "dr", "prof", "st", "mt", "vs", "e.g", "i.e", "cf", "viz", "gen", "gov",
+        "sgt", "capt", "lt", "col", "cmdr", "rev", "hon", "pres", "sen", "rep", "fr",
     }
 )
+ABBREVIATIONS = TITLES | frozenset(
+    {
+        "sr", "jr", "ft", "etc", "al", "approx", "no", "nos", "fig", "figs", "vol", "vols", "inc", "ltd",
+        "co", "corp", "dept", "est", "jan", "feb", "mar", "apr", "jun", "jul", "aug", "sep", "sept", "oct",
+        "nov", "dec", "mon", "tue", "wed", "thu", "fri", "sat", "sun", "a.m", "p.m", "u.s", "u.k", "ph.d",
+        "min", "max", "tel", "ave", "blvd", "rd", "ext", "apt", "ste", "pp", "ch", "sec", "ca", "op", "ed",
+    }
+)
+# "D.C.", "U.S.A.", "Ph.D.": letters joined by periods, which end a sentence only before a capital.
+_INITIALISM = re.compile(r"^(?:[a-z]{1,2}\.)+[a-z]{1,2}$")
 # One-word openers that a voice says on their own ("Sure, ..."): the first chunk may be just that,
 # which tells the user at once that an answer is coming, as a person would.
 OPENERS = frozenset(
@@ -24,13 +33,21 @@ OPENERS = frozenset(
         "certainly", "definitely", "indeed", "interesting", "wow", "thanks",
     }
 )
-_CLOSERS = "\"')]}\u201d\u2019"
+# Quotes, brackets and closing emphasis that belong to the sentence they follow ('"stop."', "**done.**").
+_CLOSERS = "\"')]}\u201d\u2019\u300d\u300f\uff09*_`"
 _SENTENCE_END = re.compile(r"([.!?]+|\u2026)([" + re.escape(_CLOSERS) + r"]*)(\s+)")
-_CLAUSE_END = re.compile(r"([,;:]|\s[\u2013\u2014-])(\s+)")
+# Sentence ends of scripts written without a space after them (Chinese, Japanese) or with their own
+# marks (Devanagari danda, Arabic question mark): a boundary once any next character shows the closers
+# are complete.
+_SCRIPT_END = re.compile(r"([\u3002\uff01\uff1f\u0964\u0965\u061f\u06d4]+)([" + re.escape(_CLOSERS) + r"]*)(?=[\s\S])")
+# A clause ends at , ; : or a dash between words ("5 - 3" is arithmetic, not a dash).
+_CLAUSE_END = re.compile(r"([,;:\uff0c\u3001]|(?<=[^\W\d])\s[\u2013\u2014-])(\s+)")
 # Punctuation that ends the text so far, before the whitespace that would confirm it has arrived.
-_SENTENCE_END_AT_END = re.compile(r"([.!?])([" + re.escape(_CLOSERS) + r"]*)$")
-_CLAUSE_END_AT_END = re.compile(r"([,;:])$")
-_PARAGRAPH = re.compile(r"\n\s*\n|\n(?=\s*(?:[-*+]|\d+[.)])\s)")
+# Not "." (it may be inside "example.com", "Node.js", "3.5") nor ":" ("https:", "10:30").
+_SENTENCE_END_AT_END = re.compile(r"([!?])([" + re.escape(_CLOSERS) + r"]*)$")
+_CLAUSE_END_AT_END = re.compile(r"([,;])$")
+# A paragraph break, or a new line that starts a list item, a heading or a table row.
+_PARAGRAPH = re.compile(r"\n\s*\n|\n(?=[ \t]*(?:(?:[-*+\u2022]|\d+[.)])\s|#{1,6}\s|\|))")
 
 _EMOJI = re.compile(
     "["
@@ -43,7 +60,13 @@ _EMOJI = re.compile(
 )
 _MD_LINK = re.compile(r"!?\[([^\]]*)\]\([^)]*\)")
 _MD_CODE_FENCE = re.compile(r"```[a-zA-Z0-9_-]*")
-_MD_EMPHASIS = re.compile(r"(\*{1,3}|_{2,3}|~~|`+)")
+# Only matched pairs are emphasis: "2 * 3", "5**2" and "x*y" are arithmetic and stay for the voice.
+_MD_EMPHASIS = re.compile(r"(?<![\w*])(\*{1,3}|_{2,3}|~~)(?=[^\s*])(.+?)(?<=[^\s*])\1(?![\w*])")
+_MD_CODE_SPAN = re.compile(r"(`+)(.+?)\1")
+# What is left of a pair that a chunk boundary split ("**This is bold." + "More.**").
+_MD_STRAY = re.compile(r"(?:(?<=\s)|^)(?:\*{1,3}|_{2,3}|~~)(?=[^\s\d])|(?<=[^\s\d])(?:\*{1,3}|_{2,3}|~~)(?=\s|$)|`+")
+_MD_TABLE_RULE = re.compile(r"^\s*\|?(?:\s*:?-{2,}:?\s*\|)+\s*:?-*:?\s*$", re.MULTILINE)
+_MD_TABLE_PIPE = re.compile(r"\s*\|\s*")
 _MD_HEADING = re.compile(r"^\s{0,3}#{1,6}\s+", re.MULTILINE)
 _MD_BULLET = re.compile(r"^\s*(?:[-*+]|\d+[.)])\s+", re.MULTILINE)
 _MD_QUOTE = re.compile(r"^\s*>\s?", re.MULTILINE)
@@ -57,7 +80,15 @@ def speakable(text: str) -> str:
     text = _MD_HEADING.sub("", text)
     text = _MD_BULLET.sub("", text)
     text = _MD_QUOTE.sub("", text)
-    text = _MD_EMPHASIS.sub("", text)
+    text = _MD_TABLE_RULE.sub("", text)
+    text = _MD_CODE_SPAN.sub(r"\2", text)
+    for _ in range(3):  # nested pairs: "***both***", "**bold _and_ more**"
+        text, count = _MD_EMPHASIS.subn(r"\2", text)
+        if not count:
+            break
+    text = _MD_STRAY.sub("", text)
+    if "|" in text:
+        text = _MD_TABLE_PIPE.sub(", ", text).strip(", ")
     text = _EMOJI.sub("", text)
     return _SPACES.sub(" ", text).strip()
 
@@ -69,20 +100,37 @@ def _word_before(text: str, end: int) -> str:
     return text[start:end]
 
 
-def _is_sentence_end(text: str, match: re.Match[str]) -> bool:
-    """Whether punctuation followed by whitespace really ends a sentence."""
-    marks = match.group(1)
+def _sentence_end_verdict(text: str, match: re.Match[str]) -> bool | None:
+    """Whether punctuation followed by whitespace ends a sentence; None while the next word has not come.
+
+    The verdict depends only on the text up to the first character after the whitespace (or on a
+    newline in it), so it is the same however the stream was sliced into deltas.
+    """
+    marks, closers, space = match.group(1), match.group(2), match.group(3)
     if marks == "\u2026" or marks.startswith(".."):
         return False  # an ellipsis trails off mid-thought more often than it ends one
+    after = match.end(3)
+    next_char = text[after] if after < len(text) else None
+    if "\n" in space:
+        next_char = None  # a line break ends the sentence whatever comes next
+    elif next_char is None:
+        return None
+    if next_char is not None and next_char.islower():
+        # A sentence starts with a capital: this was "et al.", "D.C. last", 'the "Done." label', "stop!" she
+        return False
     if marks != ".":
         return True  # ! ? ?! end sentences
     word = _word_before(text, match.start(1)).lower().rstrip(".")
-    if word in ABBREVIATIONS:
+    if word in TITLES:
         return False
+    if next_char is not None and next_char.isdigit() and word in ABBREVIATIONS:
+        return False  # "No. 5", "ext. 12", "Apt. 4B"
     if len(word) == 1 and word.isalpha():
         return False  # an initial, as in "J. R. R. Tolkien"
+    if next_char is None and (word in ABBREVIATIONS or _INITIALISM.match(word)):
+        return True  # "... in Washington, D.C.\n"
     line_start = text.rfind("\n", 0, match.start(1)) + 1
-    if word.isdigit() and text[line_start:match.start(1)].strip() == word:
+    if word.isdigit() and text[line_start : match.start(1)].strip() == word:
         return False  # a numbered-list marker such as "2. "
     return True
 
@@ -106,7 +154,8 @@ def _ends_speakably(text: str, first_chunk_min_words: int) -> int | None:
 
     The whitespace that confirms a boundary comes with the next token, one token (33 ms at 30
     tokens/s) after the punctuation. For the first chunk, the one the user waits for, a plain word
-    followed by . ! ? (or , ; : once the clause is long enough) is taken as the boundary at once.
+    followed by ! ? (or , ; once the clause is long enough) is taken as the boundary at once. A "."
+    waits for the next token: it may be inside "example.com", "Node.js" or "3.5".
     """
     sentence = _SENTENCE_END_AT_END.search(text)
     if sentence is not None:
@@ -128,13 +177,16 @@ class SentenceSplitter:
     """Feed deltas with `push`, get speakable chunks back; `flush` at the end of the stream.
 
     The first chunk may end at a clause boundary once it has `first_chunk_min_words` words (or is
-    a lone opener such as "Sure,"), so the voice can start before the first sentence is complete, and it is cut as soon as a plain word
-    and its punctuation arrive, without waiting for the next token's whitespace. A chunk never
-    grows past `max_chunk_chars`: a run-on reply is split at the last clause or word boundary.
+    a lone opener such as "Sure,"), so the voice can start before the first sentence is complete, and
+    it is cut as soon as a plain word and its ! ? , or ; arrive, without waiting for the next token's
+    whitespace (a "." waits one token: "example.com"). A sentence end is confirmed by the first
+    character of the next word (a capital, not "et al. before"). A chunk never grows past
+    `max_chunk_chars`: a run-on reply is split at the last clause or word boundary.
 
     Chunks do not depend on how the stream is sliced into deltas, with one exception that costs
-    nothing audible: a first chunk ending "word." may be cut before a following non-space
-    ("word.com") arrives.
+    nothing audible: a first chunk ending "word!" or "word?" may be cut before a following "!",
+    quote or lower-case word arrives. The same pushes always give the same chunks (speculation
+    relies on that to replay the first chunk's early synthesis).
     """
 
     first_chunk_min_words: int = 4
@@ -174,12 +226,21 @@ class SentenceSplitter:
         text = self._buffer
         cuts: list[int] = []
         for match in _SENTENCE_END.finditer(text):
-            if _is_sentence_end(text, match):
+            verdict = _sentence_end_verdict(text, match)
+            if verdict is None:
+                break  # waiting for the next word; nothing later is in the buffer yet
+            if verdict:
                 cuts.append(match.end(2))
                 break
-        paragraph = _PARAGRAPH.search(text)
-        if paragraph and text[: paragraph.start()].strip():
-            cuts.append(paragraph.start() + 1)
+        script = _SCRIPT_END.search(text)
+        if script is not None:
+            cuts.append(script.end(2))
+        # After a cut the buffer starts with the break that followed it ("\n\n- Apples\n- Pears"):
+        # the first break with something to say before it is the one that ends a paragraph or item.
+        for paragraph in _PARAGRAPH.finditer(text):
+            if text[: paragraph.start()].strip():
+                cuts.append(paragraph.start() + 1)
+                break
         if self._emitted == 0:
             for match in _CLAUSE_END.finditer(text):
                 if _first_clause_is_long_enough(text[: match.start(2)], self.first_chunk_min_words):
