@@ -6,7 +6,7 @@ import asyncio
 import copy
 import logging
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from convers.contracts.audio import AudioFrame
@@ -21,6 +21,7 @@ from convers.engine.live_stt import LiveTranscription
 from convers.engine.prompt import PromptBuilder
 from convers.engine.reply import ReplyProgress, ReplyStreamer, heard_text
 from convers.engine.speculation import SpeculativeResult, Speculator
+from convers.engine.spoken_text import SpokenTextTts
 from convers.engine.timing import BargeInPolicy, SpeculationPolicy, TurnTiming
 from convers.engine.turns import SpeechDropped, SpeechOnset, SpeechStarted, TurnEvent, UserTurnEnded
 from convers.events import EventLog, TurnMetrics
@@ -106,7 +107,8 @@ class Session:
         session_id: str | None = None,
     ) -> None:
         self.transport = transport
-        self.parts = parts
+        # Speech is normalised in the voice itself, so the reply and a speculative first chunk say the same.
+        self.parts = replace(parts, tts=SpokenTextTts.around(parts.tts))
         self.prompt = prompt
         self.events = events
         self.options = options or SessionOptions()
