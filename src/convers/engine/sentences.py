@@ -47,6 +47,7 @@ _CLAUSE_END = re.compile(r"([,;:\uff0c\u3001]|(?<=[^\W\d])\s[\u2013\u2014-])(\s+
 _SENTENCE_END_AT_END = re.compile(r"([!?])([" + re.escape(_CLOSERS) + r"]*)$")
 _CLAUSE_END_AT_END = re.compile(r"([,;])$")
 # A paragraph break, or a new line that starts a list item, a heading or a table row.
+_HEADING_LINE = re.compile(r"\s*#{1,6}[ \t]+[^\n]*\w[^\n]*(?=\n)")
 _PARAGRAPH = re.compile(r"\n\s*\n|\n(?=[ \t]*(?:(?:[-*+\u2022]|\d+[.)])\s|#{1,6}\s|\|))")
 
 _EMOJI = re.compile(
@@ -237,6 +238,9 @@ class SentenceSplitter:
             cuts.append(script.end(2))
         # After a cut the buffer starts with the break that followed it ("\n\n- Apples\n- Pears"):
         # the first break with something to say before it is the one that ends a paragraph or item.
+        heading = _HEADING_LINE.match(text)
+        if heading is not None:
+            cuts.append(heading.end())  # "## Summary" is said on its own, not run into the next line
         for paragraph in _PARAGRAPH.finditer(text):
             if text[: paragraph.start()].strip():
                 cuts.append(paragraph.start() + 1)
