@@ -40,3 +40,28 @@ async def test_get_waits_for_the_next_message() -> None:
     assert not waiter.done()
     queue.put_event("x")
     assert (await asyncio.wait_for(waiter, 1)).data == "x"
+
+
+async def test_events_bounded_by_bytes_as_well() -> None:
+    queue = SendQueue(max_audio_bytes=1000, max_events=100, max_event_bytes=1000)
+    assert [queue.put_event("x" * 400) for _ in range(3)] == [True, True, False]
+    assert queue.event_bytes == 800
+    await queue.get()
+    assert queue.event_bytes == 400
+    assert queue.put_event("y" * 600)
+    assert not queue.put_event("z")
+
+
+async def test_a_client_that_stops_reading_costs_at_most_the_byte_bound() -> None:
+    """300 messages with a 1 MB `type`, unread: the queued errors stay within the byte bound."""
+    from convers.transports.browser.outbound import MAX_QUEUED_EVENT_BYTES
+    from convers.transports.browser.protocol import parse_text
+
+    queue = SendQueue()
+    import json
+
+    for _ in range(300):
+        error = parse_text(json.dumps({"type": "t" * 1_000_000}))
+        queue.put_event(json.dumps(error.event()))  # type: ignore[union-attr]
+    assert len(queue) == 300
+    assert queue.event_bytes < 300 * 400 < MAX_QUEUED_EVENT_BYTES

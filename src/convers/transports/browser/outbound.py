@@ -1,7 +1,7 @@
 """The per-connection send queue: the engine never waits on a slow client.
 
-Audio is bounded by bytes and dropped (and counted) past the bound; control events are small and
-bounded by count. A flush also removes the flushed turn's frames still waiting here, since the
+Audio is bounded by bytes and dropped (and counted) past the bound; control events are bounded by
+count and by bytes (events echo client input, so a count alone let 2048 large ones pile up). A flush also removes the flushed turn's frames still waiting here, since the
 client would only drop them on arrival.
 """
 
@@ -15,6 +15,8 @@ from dataclasses import dataclass
 MAX_QUEUED_AUDIO_BYTES = 4 * 1024 * 1024
 # Control events are tiny; thousands unsent means the client stopped reading.
 MAX_QUEUED_EVENTS = 2048
+# Thousands of ordinary events are a few hundred KiB; a MiB unsent means the client stopped reading.
+MAX_QUEUED_EVENT_BYTES = 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -28,9 +30,16 @@ class Outgoing:
 class SendQueue:
     """Bounded FIFO of outgoing messages; `put_*` never block, `get` waits for the next one."""
 
-    def __init__(self, max_audio_bytes: int = MAX_QUEUED_AUDIO_BYTES, max_events: int = MAX_QUEUED_EVENTS) -> None:
+    def __init__(
+        self,
+        max_audio_bytes: int = MAX_QUEUED_AUDIO_BYTES,
+        max_events: int = MAX_QUEUED_EVENTS,
+        max_event_bytes: int = MAX_QUEUED_EVENT_BYTES,
+    ) -> None:
         self.max_audio_bytes = max_audio_bytes
         self.max_events = max_events
+        self.max_event_bytes = max_event_bytes
+        self._event_bytes = 0
         self._items: deque[Outgoing] = deque()
         self._audio_bytes = 0
         self._events = 0
@@ -44,6 +53,11 @@ class SendQueue:
     def audio_bytes(self) -> int:
         return self._audio_bytes
 
+    @property
+    def event_bytes(self) -> int:
+        """Characters of queued control events (JSON text, mostly ASCII: about bytes)."""
+        return self._event_bytes
+
     def put_audio(self, turn: int, data: bytes) -> bool:
         """Queues an audio frame; False (frame dropped) when the audio bound is reached."""
         if self._audio_bytes + len(data) > self.max_audio_bytes:
@@ -56,10 +70,11 @@ class SendQueue:
 
     def put_event(self, text: str) -> bool:
         """Queues a control event; False when the client has stopped reading altogether."""
-        if self._events >= self.max_events:
+        if self._events >= self.max_events or self._event_bytes + len(text) > self.max_event_bytes:
             return False
         self._items.append(Outgoing(text))
         self._events += 1
+        self._event_bytes += len(text)
         self._ready.set()
         return True
 
@@ -83,6 +98,7 @@ class SendQueue:
         item = self._items.popleft()
         if item.turn is None:
             self._events -= 1
+            self._event_bytes -= len(item.data)
         else:
             self._audio_bytes -= len(item.data)
         return item

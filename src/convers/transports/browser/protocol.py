@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import re
+import reprlib
 import struct
 from dataclasses import dataclass
 from typing import Any
@@ -57,15 +58,19 @@ def parse_text(text: str) -> Hello | InboundText | InboundPlayed | ProtocolError
     """A JSON control message; any text at all gives a decision, never an exception."""
     if len(text) > MAX_MESSAGE_BYTES or len(text.encode("utf-8", "surrogatepass")) > MAX_MESSAGE_BYTES:
         return ProtocolError("message_too_large", f"text message over {MAX_MESSAGE_BYTES} bytes dropped")
-    if _nesting_depth(text) > MAX_JSON_DEPTH:
+    try:
+        data = json.loads(text, parse_constant=_refuse_constant)
+    except RecursionError:
+        # json.loads recurses once per level: "[" * 100000 raised this past `except ValueError`,
+        # which escaped the handshake and closed a running session with 1011.
+        data = _TOO_DEEP
+    except ValueError as error:
+        # The parser's own messages are short and fixed ("Expecting value: line 1 column 1 (char 0)").
+        return ProtocolError("bad_json", f"message is not JSON ({error}); send one JSON object per text message")
+    if data is _TOO_DEEP or _nesting_depth(data) > MAX_JSON_DEPTH:
         return ProtocolError(
             "too_deep", f"JSON nested more than {MAX_JSON_DEPTH} levels deep; send one flat JSON object per message"
         )
-    try:
-        data = json.loads(text, parse_constant=_refuse_constant)
-    except (ValueError, RecursionError) as error:
-        # The parser's own messages are short and fixed ("Expecting value: line 1 column 1 (char 0)").
-        return ProtocolError("bad_json", f"message is not JSON ({error}); send one JSON object per text message")
     if not isinstance(data, dict):
         return ProtocolError("bad_message", f"expected a JSON object, got {type(data).__name__}")
     kind = data.get("type")
@@ -90,40 +95,40 @@ def parse_text(text: str) -> Hello | InboundText | InboundPlayed | ProtocolError
 
 
 def shown(value: Any) -> str:
-    """`value` as an error message may quote it: its repr, cut to MAX_ECHOED_CHARS."""
+    """`value` as an error message may quote it: a repr cut to MAX_ECHOED_CHARS, never built in full."""
     try:
-        text = repr(value)
+        text = _SHORT_REPR.repr(value)
     except (RecursionError, ValueError):  # a huge int has no repr past 4300 digits
         text = f"<{type(value).__name__}>"
     if len(text) > MAX_ECHOED_CHARS:
-        text = f"{text[:MAX_ECHOED_CHARS]}... ({len(text)} characters)"
+        text = f"{text[:MAX_ECHOED_CHARS]}..."
     # ASCII only: the message itself must never carry a lone surrogate back out.
     return text.encode("ascii", "backslashreplace").decode("ascii")
 
 
-def _nesting_depth(text: str) -> int:
-    """The deepest [ / { nesting outside JSON strings, counted up to MAX_JSON_DEPTH + 1.
+_SHORT_REPR = reprlib.Repr()
+_SHORT_REPR.maxlevel = 3
+_SHORT_REPR.maxdict = _SHORT_REPR.maxlist = 4
+_SHORT_REPR.maxstring = _SHORT_REPR.maxlong = _SHORT_REPR.maxother = MAX_ECHOED_CHARS
 
-    Counted before parsing because json.loads recurses once per level: "[" * 100000 raised
-    RecursionError, which escaped the handshake and closed a running session with 1011.
-    """
-    if "[" not in text and "{" not in text:
-        return 0
-    depth = deepest = 0
-    # Brackets inside strings do not nest; drop the strings (escapes included) before counting.
-    for match in _BRACKETS.finditer(_JSON_STRING.sub("", text)):
-        if match.group() in "[{":
-            depth += 1
-            deepest = max(deepest, depth)
-            if deepest > MAX_JSON_DEPTH:
-                return deepest
-        else:
-            depth = max(0, depth - 1)
+
+def _nesting_depth(data: Any) -> int:
+    """How deep lists and objects nest in parsed JSON, counted without recursion, up to MAX_JSON_DEPTH + 1."""
+    deepest = 0
+    pending = [(data, 1)]
+    while pending:
+        value, depth = pending.pop()
+        children = value.values() if isinstance(value, dict) else value if isinstance(value, list) else None
+        if children is None:
+            continue
+        deepest = max(deepest, depth)
+        if deepest > MAX_JSON_DEPTH:
+            break
+        pending.extend((child, depth + 1) for child in children if isinstance(child, (dict, list)))
     return deepest
 
 
-_JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"', re.DOTALL)
-_BRACKETS = re.compile(r"[\[\]{}]")
+_TOO_DEEP = object()
 
 
 def _refuse_constant(name: str) -> Any:
