@@ -70,11 +70,35 @@ async def test_search(api) -> None:
     assert all(i["score"] == 0.9 for i in body["items"])
 
 
-@pytest.mark.parametrize("params", [{"limit": "x"}, {"limit": 0}, {"limit": 1000}, {"offset": -1}])
+BAD_PAGING = [
+    {"limit": "x"}, {"limit": 0}, {"limit": 1000}, {"offset": -1},
+    {"offset": "99999999999999999999"}, {"offset": 2**63}, {"offset": "9" * 4000}, {"offset": "9" * 5000},
+    {"limit": "9" * 4000},
+]
+
+
+@pytest.mark.parametrize("params", BAD_PAGING)
 async def test_bad_paging_is_400(api, params) -> None:
     client, _ = api
     response = await client.get("/api/memory", params=params)
     assert response.status_code == 400 and "limit" in response.json()["error"]
+    assert len(response.json()["error"]) < 200
+
+
+@pytest.mark.parametrize("params", BAD_PAGING)
+async def test_bad_paging_on_the_sqlite_store_is_400_not_500(tmp_path: Path, params) -> None:
+    from convers.memory.store import SqliteMemoryStore
+
+    with SqliteMemoryStore(tmp_path / "memory.db") as store:
+        store.add(turn(1, "I have a cat named Miso"))
+        async with running_server(EchoSession(), tmp_path / "tls", memory_store=store) as server:
+            headers = {"Authorization": f"Bearer {TOKEN}"}
+            async with httpx.AsyncClient(base_url=server.base_url, verify=server.ssl_context, headers=headers) as client:
+                response = await client.get("/api/memory", params=params)
+                assert response.status_code == 400, response.text
+                # The largest offset SQLite takes is still an answer, not a traceback.
+                last = await client.get("/api/memory", params={"offset": 2**63 - 1})
+                assert last.status_code == 200 and last.json()["items"] == []
 
 
 async def test_forget_one_and_wipe(api) -> None:

@@ -45,6 +45,8 @@ DEFAULT_OUTPUT_SAMPLE_RATE = 24000
 HELLO_TIMEOUT_S = 15.0
 COOKIE_MAX_AGE_S = 400 * 24 * 3600
 MEMORY_PAGE_MAX = 200
+# SQLite's largest integer: a larger offset overflowed the query and answered 500.
+MEMORY_OFFSET_MAX = 2**63 - 1
 
 # No inline script or style anywhere on the page, so the policy can forbid both.
 SECURITY_HEADERS = [
@@ -167,9 +169,10 @@ def create_app(run_session: RunSession, config: BrowserAppConfig, memory_store: 
             offset = int(request.query_params.get("offset", "0"))
         except ValueError:
             return JSONResponse({"error": "limit and offset must be integers"}, status_code=400)
-        if not 1 <= limit <= MEMORY_PAGE_MAX or offset < 0:
+        if not 1 <= limit <= MEMORY_PAGE_MAX or not 0 <= offset <= MEMORY_OFFSET_MAX:
             return JSONResponse(
-                {"error": f"limit must be 1..{MEMORY_PAGE_MAX} and offset >= 0, got limit={limit} offset={offset}"},
+                {"error": f"limit must be 1..{MEMORY_PAGE_MAX} and offset 0..{MEMORY_OFFSET_MAX}, "
+                          f"got limit={_bounded(limit)} offset={_bounded(offset)}"},
                 status_code=400,
             )
         query = request.query_params.get("q", "").strip()
@@ -270,6 +273,12 @@ def _denied_page(reason: str) -> HTMLResponse:
         "</body></html>"
     )
     return HTMLResponse(body, status_code=401)
+
+
+def _bounded(number: int) -> str:
+    """A client's number as an error may quote it: a 1000-digit offset is not echoed in full."""
+    text = str(number)
+    return text if len(text) <= 24 else f"{text[:24]}... ({len(text)} digits)"
 
 
 def _memory_json(item: Any) -> dict[str, Any]:
