@@ -151,6 +151,7 @@ async def running_server(
     tls_dir: Path,
     token: str | None = TOKEN,
     memory_store: Any | None = None,
+    log_level: str = "warning",
     **config: Any,
 ) -> AsyncIterator[RunningServer]:
     """Serves the app over TLS on a free port of 127.0.0.1 in this event loop until the block ends."""
@@ -160,7 +161,7 @@ async def running_server(
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn_config(app, "127.0.0.1", port, paths))
+    server = uvicorn.Server(uvicorn_config(app, "127.0.0.1", port, paths, log_level))
     task = asyncio.create_task(server.serve(sockets=[sock]))
     try:
         async with asyncio.timeout(10):

@@ -78,3 +78,28 @@ async def test_memory_api_needs_token(tmp_path: Path) -> None:
             assert (await client.get("/api/memory")).status_code == 401
             assert (await client.delete("/api/memory")).status_code == 401
             assert (await client.delete("/api/memory/abc")).status_code == 401
+
+
+async def test_the_token_never_reaches_the_request_log(tmp_path: Path, capfd) -> None:
+    """With -v uvicorn logs every request and WebSocket path; `?token=` must come out redacted."""
+    import websockets
+
+    async with running_server(EchoSession(), tmp_path / "tls", log_level="info") as server:
+        async with httpx.AsyncClient(base_url=server.base_url, verify=server.ssl_context) as client:
+            assert (await client.get("/", params={"token": TOKEN})).status_code == 303
+            await client.get("/", params={"Token": TOKEN, "x": "1"})
+        ws = await websockets.connect(f"{server.ws_url}?token={TOKEN}", ssl=server.ssl_context)
+        await ws.close()
+    logged = capfd.readouterr()
+    logged_text = logged.out + logged.err
+    assert "token=[redacted]" in logged_text and "WebSocket /ws?token=[redacted]" in logged_text
+    assert TOKEN not in logged_text
+    assert "&x=1" in logged_text  # other parameters stay readable
+
+
+def test_redact_leaves_other_text_alone() -> None:
+    from convers.transports.browser.server import redact
+
+    assert redact("GET /?token=abc&x=1 HTTP/1.1") == "GET /?token=[redacted]&x=1 HTTP/1.1"
+    assert redact("/ws?access_token=abc") == "/ws?access_token=[redacted]"
+    assert redact("a token=abc in a sentence") == "a token=abc in a sentence"

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import copy
+import logging
+import re
 from pathlib import Path
+from typing import Any
 
 import uvicorn
 from starlette.types import ASGIApp
@@ -15,6 +19,43 @@ WS_MAX_MESSAGE_BYTES = 4 * 1024 * 1024
 # Phones sleep their radios; a ping every 20 s keeps NAT and Wi-Fi power saving from dropping us.
 WS_PING_INTERVAL_S = 20.0
 WS_PING_TIMEOUT_S = 20.0
+
+
+# `?token=...` in a logged path: uvicorn logs it for every page load and WebSocket with `-v`.
+_QUERY_SECRET = re.compile(r"([?&](?:token|access_token)=)[^&#\s\"']*", re.IGNORECASE)
+
+
+def redact(text: str) -> str:
+    """`text` with the values of token query parameters replaced by [redacted]."""
+    return _QUERY_SECRET.sub(r"\1[redacted]", text)
+
+
+class RedactTokens(logging.Filter):
+    """Removes access tokens from uvicorn's request and WebSocket log lines before they are written.
+
+    The access formatter builds its line from `record.args`, so the arguments are redacted, not
+    only the message.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.msg, str):
+            record.msg = redact(record.msg)
+        if isinstance(record.args, tuple):
+            record.args = tuple(redact(arg) if isinstance(arg, str) else arg for arg in record.args)
+        elif isinstance(record.args, dict):
+            record.args = {key: redact(arg) if isinstance(arg, str) else arg for key, arg in record.args.items()}
+        return True
+
+
+def log_config() -> dict[str, Any]:
+    """uvicorn's own logging setup, with every handler redacting tokens."""
+    from uvicorn.config import LOGGING_CONFIG
+
+    config = copy.deepcopy(LOGGING_CONFIG)
+    config.setdefault("filters", {})["redact_tokens"] = {"()": RedactTokens}
+    for handler in config["handlers"].values():
+        handler.setdefault("filters", []).append("redact_tokens")
+    return config
 
 
 def uvicorn_config(
@@ -31,6 +72,7 @@ def uvicorn_config(
         ws_ping_interval=WS_PING_INTERVAL_S,
         ws_ping_timeout=WS_PING_TIMEOUT_S,
         log_level=log_level,
+        log_config=log_config(),
         lifespan="on",
         server_header=False,
     )
