@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+from convers.private_files import open_private_append, private_dir
+
 log = logging.getLogger(__name__)
 
 # Marks a turn can carry, in pipeline order. Latencies are measured from `turn_start`
@@ -65,8 +67,9 @@ class EventLog:
         self.listeners: list[Callable[[dict[str, Any]], None]] = []
         if path is not None:
             try:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                self._handle = path.open("a", encoding="utf-8", buffering=1)
+                # What the user said is in here: private from the first line (0700 folder, 0600 file).
+                private_dir(path.parent)
+                self._handle = open_private_append(path)
             except OSError as error:
                 log.warning("event log %s cannot be opened (%s); continuing without it", path, error)
 

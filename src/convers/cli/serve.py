@@ -11,6 +11,7 @@ import click
 
 from convers.cli.context import settings_from
 from convers.config import Settings
+from convers.private_files import private_dir
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +49,7 @@ def serve(
         except AuthConfigError as error:
             raise click.UsageError(str(error)) from None
     data_dir = settings.data_path
-    data_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(data_dir)
     token: str | None = None
     if server.auth:
         token = make_new_token(data_dir) if rotate_token else load_or_create_token(data_dir)

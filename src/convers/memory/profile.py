@@ -11,6 +11,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from convers.private_files import private_dir
+
 PROFILE_FILE_NAME = "profile.json"
 # Keys `convers profile set` understands; people.NAME sets one person's note.
 SETTABLE_KEYS = ("name", "preferences", "notes", "people.NAME")
@@ -130,7 +132,7 @@ class ProfileFile:
         """Writes atomically (temp file + rename) so a crash never leaves half a profile."""
         if self.path.exists():
             self.load()  # refuses to replace a file the user may be halfway through fixing
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        private_dir(self.path.parent)
         text = profile.model_dump_json(indent=2, exclude_none=False) + "\n"
         handle, temp = tempfile.mkstemp(prefix=".profile-", suffix=".json", dir=self.path.parent)
         try:

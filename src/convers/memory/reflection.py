@@ -17,6 +17,7 @@ from pathlib import Path
 from convers.contracts.llm import LanguageModel
 from convers.contracts.memory import MemoryTurn
 from convers.memory.ask import ask
+from convers.private_files import private_dir
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +85,7 @@ class Reflection:
 
 
 def _write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
+    private_dir(path.parent)
     handle, temp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
     try:
         with os.fdopen(handle, "w", encoding="utf-8") as out:

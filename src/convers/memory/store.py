@@ -32,6 +32,7 @@ from convers.contracts.embedder import Embedder, EmbedderError
 from convers.contracts.memory import MemoryHit, MemoryStoreError, MemoryTurn
 from convers.contracts.provider import Availability
 from convers.memory.vectors import VectorIndex, embed_blocking, unit_rows
+from convers.private_files import create_private, private_dir, tighten
 
 if TYPE_CHECKING:
     from convers.config import Settings
@@ -222,9 +223,14 @@ class SqliteMemoryStore:
 
     def _open(self) -> sqlite3.Connection:
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            private_dir(self.path.parent)
+            # SQLite gives the -wal and -shm files the mode of the database file: 0600 before the
+            # first connect makes all three private from the first write.
+            create_private(self.path)
+            for companion in ("-wal", "-shm"):
+                tighten(self.path.with_name(self.path.name + companion))
         except OSError as error:
-            raise MemoryStoreError(f"cannot create the folder for {self.path}: {error.strerror}") from error
+            raise MemoryStoreError(f"cannot create {self.path}: {error.strerror}") from error
         # SQLite answers "locked" at once, without its busy handler, when two connections set up
         # the same file together (the switch to WAL, a first migration): try again until the busy
         # timeout, as it would for an ordinary lock.

@@ -12,6 +12,8 @@ import os
 import secrets
 from pathlib import Path
 
+from convers.private_files import private_dir
+
 TOKEN_FILE = "access_token"
 COOKIE_NAME = "convers_token"
 # 32 random bytes, URL-safe: 43 characters, far past guessing over a network.
@@ -43,7 +45,7 @@ def load_or_create_token(data_dir: Path) -> str:
 def rotate_token(data_dir: Path) -> str:
     """Replaces the token: every old URL and cookie stops working."""
     token = secrets.token_urlsafe(TOKEN_BYTES)
-    data_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(data_dir)
     path = token_path(data_dir)
     tmp = path.with_suffix(".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)

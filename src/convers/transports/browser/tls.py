@@ -23,6 +23,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from convers.private_files import private_dir
+
 log = logging.getLogger(__name__)
 
 CERT_FILE = "cert.pem"
@@ -174,7 +176,7 @@ def write_certificate(paths: CertificatePaths, dns: set[str], ips: set[str], now
         .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(key.public_key()), critical=False)
         .sign(key, hashes.SHA256())
     )
-    paths.cert.parent.mkdir(parents=True, exist_ok=True)
+    private_dir(paths.cert.parent)
     key_bytes = key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
