@@ -12,7 +12,12 @@ from hypothesis import strategies as st
 
 from convers.contracts.transport import InboundAudio, InboundPlayed, InboundText
 from convers.transports.browser import protocol
-from convers.transports.browser.protocol import Hello, ProtocolError, parse_audio, parse_text
+from convers.transports.browser.protocol import (
+    Hello,
+    ProtocolError,
+    parse_audio,
+    parse_text,
+)
 from tests.browser_helpers import EchoSession, hello, running_server
 from tests.test_protocol import connect, recv_json
 
