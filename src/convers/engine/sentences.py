@@ -107,7 +107,7 @@ def _sentence_end_verdict(text: str, match: re.Match[str]) -> bool | None:
     The verdict depends only on the text up to the first character after the whitespace (or on a
     newline in it), so it is the same however the stream was sliced into deltas.
     """
-    marks, closers, space = match.group(1), match.group(2), match.group(3)
+    marks, space = match.group(1), match.group(3)
     if marks == "\u2026" or marks.startswith(".."):
         return False  # an ellipsis trails off mid-thought more often than it ends one
     after = match.end(3)
