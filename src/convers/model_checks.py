@@ -17,6 +17,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from convers.contracts.provider import AutoChoice
+
 log = logging.getLogger(__name__)
 
 RECORD_NAME = "verified.json"
@@ -151,6 +153,15 @@ def describe_choice(sources: Sequence[ModelSource], chosen: ModelSource) -> str:
     """The chosen source's label, with every broken source passed over for it and why."""
     broken = [f"{source.label}: {source.problem}" for source in sources[: sources.index(chosen)] if source.broken]
     return chosen.label + (f" (passed over {'; '.join(broken)})" if broken else "")
+
+
+def auto_choice_from(sources: Sequence[ModelSource], rank_when_none: int) -> AutoChoice:
+    """How a provider whose model comes from `sources` takes part in `auto`: the rank of its first usable
+    source, or `rank_when_none` (unusable) with every source's problem."""
+    source = first_usable(sources)
+    if source is None:
+        return AutoChoice(rank_when_none, False, problems(sources))
+    return AutoChoice(source.rank, True, describe_choice(sources, source))
 
 
 def warn_passed_over(sources: Sequence[ModelSource], chosen: ModelSource, provider: str) -> None:

@@ -15,7 +15,7 @@ from convers.contracts.stt import Transcript
 from convers.model_checks import (
     ModelFileError,
     ModelSource,
-    describe_choice,
+    auto_choice_from,
     first_usable,
     problems,
     verified_files,
@@ -149,11 +149,7 @@ class FasterWhisperStt:
 
         if importlib.util.find_spec("faster_whisper") is None:
             return AutoChoice(RANK_USER_MODEL, False, INSTALL_HINT)
-        sources = model_sources(settings)
-        source = first_usable(sources)
-        if source is None:
-            return AutoChoice(RANK_USER_MODEL, False, problems(sources))
-        return AutoChoice(source.rank, True, describe_choice(sources, source))
+        return auto_choice_from(model_sources(settings), RANK_USER_MODEL)
 
     def load(self) -> Any:
         """Loads the model if it is not loaded yet (blocking: call from a worker thread)."""

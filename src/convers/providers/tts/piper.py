@@ -16,7 +16,7 @@ from convers.contracts.provider import RANK_PACKAGED, RANK_USER_MODEL, AutoChoic
 from convers.model_checks import (
     ModelFileError,
     ModelSource,
-    describe_choice,
+    auto_choice_from,
     first_usable,
     problems,
     verified_files,
@@ -147,11 +147,7 @@ class PiperTts:
         """A voice the user configured or pulled ranks above the packaged one, which ranks above espeak-ng."""
         if importlib.util.find_spec("piper") is None:
             return AutoChoice(RANK_USER_MODEL, False, INSTALL_HINT)
-        sources = voice_sources(settings)
-        source = first_usable(sources)
-        if source is None:
-            return AutoChoice(RANK_USER_MODEL, False, problems(sources))
-        return AutoChoice(source.rank, True, describe_choice(sources, source))
+        return auto_choice_from(voice_sources(settings), RANK_USER_MODEL)
 
     def load(self) -> Any:
         """The PiperVoice, loaded on first use (blocking)."""
