@@ -61,23 +61,37 @@ def check_decision(parsed: object) -> None:
         json.dumps(parsed.event()).encode("utf-8")  # it can be sent back
 
 
-@settings(max_examples=300, deadline=None)
+# derandomize: CI runs the same examples every time, so a failure there is reproducible here.
+@settings(max_examples=300, derandomize=True, deadline=None)
 @given(raw_texts)
 def test_any_text_message_is_a_decision_never_an_exception(text: str) -> None:
     check_decision(parse_text(text))
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=300, derandomize=True, deadline=None)
 @given(audio, st.none() | st.integers(-10, 100000))
 def test_any_binary_message_is_a_decision_never_an_exception(data: bytes, rate: int | None) -> None:
     parsed = parse_audio(data, rate)
     assert parsed is None or isinstance(parsed, (InboundAudio, ProtocolError))
 
 
-bursts = st.lists(raw_texts | audio, min_size=20, max_size=60)
 
 
-@settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+def _utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+# A text frame on the wire is UTF-8, so it cannot hold a raw lone surrogate (the client library
+# refuses to send one); escaped in JSON ("\ud800") it can, and `json.dumps` writes it that way.
+wire_texts = raw_texts.filter(_utf8)
+bursts = st.lists(wire_texts | audio, min_size=20, max_size=60)
+
+
+@settings(max_examples=6, derandomize=True, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(before_hello=bursts, after_hello=bursts)
 async def test_a_session_answers_after_a_burst_of_fuzzed_messages(before_hello: list, after_hello: list) -> None:
     double = EchoSession(reply_audio_s=0.02)
