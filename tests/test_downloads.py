@@ -26,8 +26,10 @@ from convers.downloads import (
     models_dir,
     piper_voice_path,
     pull,
+    smart_turn_path,
     whisper_model_dir,
 )
+from convers.packaged_models import SMART_TURN, SMART_TURN_FILE
 
 PAYLOAD = bytes(range(256)) * 4096  # 1 MiB: several chunks
 PAYLOAD_SHA = hashlib.sha256(PAYLOAD).hexdigest()
@@ -36,7 +38,7 @@ PAYLOAD_SHA = hashlib.sha256(PAYLOAD).hexdigest()
 class Files(BaseHTTPRequestHandler):
     """Serves PAYLOAD at /model.bin, a Hugging Face-style redirect at /resolve/<sha>, and 404s."""
 
-    def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+    def do_GET(self) -> None:
         if self.path == "/model.bin":
             self.send_response(200)
             self.send_header("Content-Length", str(len(PAYLOAD)))
@@ -185,7 +187,11 @@ def test_model_paths_live_under_the_data_directory(tmp_path: Path):
 def test_catalogue_targets_match_the_path_helpers(tmp_path: Path):
     settings = Settings(data_dir=tmp_path)
     bundles = catalogue(settings)
-    assert set(bundles) == {"llm", "stt", "embedder", "tts"}
+    assert set(bundles) == {"llm", "stt", "embedder", "tts", "turn"}
+    assert bundles["turn"].marker == smart_turn_path(settings) == tmp_path / "models" / "turn" / "smart-turn-v3.2-cpu.onnx"
+    # The pull checks the file against the checksum of the copy pipecat-ai ships (packaged_models.py).
+    assert bundles["turn"].files[0].sha256 == SMART_TURN.files[SMART_TURN_FILE]
+    assert bundles["turn"].files[0].url.startswith("https://huggingface.co/pipecat-ai/smart-turn-v3/")
     assert bundles["llm"].marker == default_gguf_path(settings)
     assert bundles["llm"].files[0].sha256 and bundles["llm"].files[0].size
     assert bundles["embedder"].marker.parent == minilm_dir(settings)

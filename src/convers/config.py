@@ -112,6 +112,18 @@ class VadSettings(Section):
     options: dict[str, Any] = Field(default_factory=dict)
 
 
+class TurnEndSettings(Section):
+    """The end-of-turn model (turns.* holds when it is asked and how far it is trusted)."""
+
+    # auto: smart-turn when its model is there (pulled, configured or from pipecat-ai), else the
+    # silence rule. "silence" ends every turn after turns.end_of_turn_silence_s.
+    provider: str = "auto"
+    # A smart-turn v3 .onnx; unset finds the pulled copy or the one in the pipecat-ai package.
+    model_path: Path | None = None
+    threads: int = Field(default=1, ge=1)
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
 class EmbedderSettings(Section):
     """Sentence embeddings for recall."""
 
@@ -179,6 +191,7 @@ class Settings(Section):
     tts: TtsSettings = Field(default_factory=TtsSettings)
     vad: VadSettings = Field(default_factory=VadSettings)
     turns: TurnTiming = Field(default_factory=TurnTiming)
+    turn_end: TurnEndSettings = Field(default_factory=TurnEndSettings)
     barge_in: BargeInPolicy = Field(default_factory=BargeInPolicy)
     speculation: SpeculationPolicy = Field(default_factory=SpeculationPolicy)
     embedder: EmbedderSettings = Field(default_factory=EmbedderSettings)

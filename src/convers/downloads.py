@@ -33,6 +33,11 @@ MINILM_REPO = f"{HF}/sentence-transformers/all-MiniLM-L6-v2/resolve/main"
 MINILM_FILES = ("config.json", "tokenizer.json", "model.safetensors")
 PIPER_VOICE = "en_US-lessac-medium"
 PIPER_VOICE_URL = f"{HF}/rhasspy/piper-voices/resolve/v1.0.0/en/en_US/lessac/medium/{PIPER_VOICE}"
+# smart-turn v3.2, int8 CPU build; size and sha256 of the file pipecat-ai 1.14.0 ships (the same upload).
+SMART_TURN_NAME = "smart-turn-v3.2-cpu.onnx"
+SMART_TURN_URL = f"{HF}/pipecat-ai/smart-turn-v3/resolve/main/{SMART_TURN_NAME}"
+SMART_TURN_SIZE = 8_679_182
+SMART_TURN_SHA256 = "2bb026316b14a660486a75b1733cd3fbab8c2fd0314dc9af7be49f8cca967e4f"
 # What faster-whisper itself fetches for a model (faster_whisper.utils.download_model); which
 # vocabulary file and whether preprocessor_config.json exist depends on the model.
 WHISPER_REQUIRED = ("config.json", "model.bin", "tokenizer.json")
@@ -76,6 +81,11 @@ def piper_voice_path(settings: Settings) -> Path:
     if settings.tts.piper_voice is not None:
         return settings.tts.piper_voice.expanduser()
     return models_dir(settings) / "piper" / f"{PIPER_VOICE}.onnx"
+
+
+def smart_turn_path(settings: Settings) -> Path:
+    """Where `convers models pull turn` puts the smart-turn model."""
+    return models_dir(settings) / "turn" / SMART_TURN_NAME
 
 
 def pulled_checksums(settings: Settings, paths: list[Path]) -> dict[Path, str]:
@@ -131,7 +141,7 @@ class ModelBundle:
         return self.marker.is_file()
 
 
-KINDS = ("llm", "stt", "embedder", "tts")
+KINDS = ("llm", "stt", "embedder", "tts", "turn")
 
 
 def catalogue(settings: Settings) -> dict[str, ModelBundle]:
@@ -142,6 +152,7 @@ def catalogue(settings: Settings) -> dict[str, ModelBundle]:
     whisper_repo = f"{HF}/{_whisper_repo(whisper_name)}/resolve/main"
     minilm = minilm_dir(settings)
     voice = models_dir(settings) / "piper" / f"{PIPER_VOICE}.onnx"
+    turn = smart_turn_path(settings)
     record = models_dir(settings) / PULLED_RECORD
     return {
         "llm": ModelBundle(
@@ -172,6 +183,12 @@ def catalogue(settings: Settings) -> dict[str, ModelBundle]:
             voice,
             record,
         ),
+        "turn": ModelBundle(
+            "turn", "smart-turn v3.2", "end-of-turn model, picked by `turn_end.provider = \"auto\"` before the packaged one (9 MB)",
+            (RemoteFile(SMART_TURN_URL, turn, SMART_TURN_SIZE, SMART_TURN_SHA256),),
+            turn,
+            record,
+        ),
     }
 
 
@@ -180,7 +197,9 @@ def _whisper_repo(name: str) -> str:
     if "/" in name:
         return name
     try:
-        from faster_whisper.utils import _MODELS as known  # the library's own name table
+        from faster_whisper.utils import (
+            _MODELS as known,  # the library's own name table
+        )
     except ImportError:
         known = {}
     return known.get(name, f"Systran/faster-whisper-{name}")

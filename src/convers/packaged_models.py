@@ -7,6 +7,7 @@ carries what, with its licence and size, is in the README's table of default mod
 
 from __future__ import annotations
 
+import importlib.metadata
 import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +32,15 @@ class PackagedModel:
 
     def folder(self) -> Path | None:
         """Where the package keeps the model, or None when the package is not installed (nothing is imported)."""
+        if "." in self.module:
+            # Finding a submodule imports its parents, and a package installed for its weights only
+            # (--no-deps) may not import: pipecat-ai needs loguru. Its installed files tell instead.
+            try:
+                distribution = importlib.metadata.distribution(self.distribution.partition("==")[0])
+            except importlib.metadata.PackageNotFoundError:
+                return None
+            folder = Path(str(distribution.locate_file(self.module.replace(".", "/"))))
+            return folder / self.subfolder if folder.is_dir() else None
         try:
             spec = importlib.util.find_spec(self.module)
         except (ImportError, ValueError):
@@ -80,4 +90,15 @@ PIPER_JOE = PackagedModel(
         JOE_VOICE_FILE: "58afce0321b8d9c46d7cdf9c16500cc55a793b4220212dba6b70fb788b3baf06",
         JOE_VOICE_FILE + ".json": "3d6d5410b3795cb1950595247ef8f06190719e6fdbfa3a2356d8ec368e1aad33",
     },
+)
+
+# smart-turn v3.2 (pipecat-ai/smart-turn-v3, BSD-2-Clause), the int8 CPU build: an end-of-turn model on
+# a Whisper-tiny encoder over the last 8 s of 16 kHz audio, 8.7 MB. pipecat-ai carries it in its wheel.
+SMART_TURN_FILE = "smart-turn-v3.2-cpu.onnx"
+SMART_TURN = PackagedModel(
+    name="smart-turn v3.2 (package pipecat-ai)",
+    distribution="pipecat-ai==1.14.0",
+    module="pipecat.audio.turn.smart_turn",
+    subfolder="data",
+    files={SMART_TURN_FILE: "2bb026316b14a660486a75b1733cd3fbab8c2fd0314dc9af7be49f8cca967e4f"},
 )

@@ -14,6 +14,7 @@ if TYPE_CHECKING:
 # The concern a group serves, as users name it in settings and `convers doctor`.
 GROUPS: dict[str, str] = {
     "vad": "convers.vad",
+    "turn_end": "convers.turn",
     "stt": "convers.stt",
     "llm": "convers.llm",
     "tts": "convers.tts",

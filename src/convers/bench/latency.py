@@ -31,14 +31,14 @@ import tempfile
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import asdict, dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from convers.bench.results import write_json_result
 from convers.audio import read_wav, resample
+from convers.bench.results import write_json_result
 from convers.contracts.audio import AudioFrame
 from convers.contracts.llm import ChatMessage
 from convers.contracts.memory import MemoryHit
@@ -504,12 +504,13 @@ async def run_loopback(
     llm_inner = wiring.build("llm", settings)
     vad, stt_inner, tts_inner = wiring.build_voice(settings)
     memory_inner = wiring.build_memory(settings, llm_inner) if config.memory else None
-    warm = await wiring.warm_up(llm_inner, stt_inner, tts_inner, vad, memory_inner)
-    built = describe_built({"vad": vad, "stt": stt_inner, "tts": tts_inner, "llm": llm_inner})
+    turn_end = wiring.build_turn_end(settings)
+    warm = await wiring.warm_up(llm_inner, stt_inner, tts_inner, vad, memory_inner, turn_end)
+    built = describe_built({"vad": vad, "stt": stt_inner, "tts": tts_inner, "llm": llm_inner, "turn_end": turn_end})
     llm, stt, tts = TimedLlm(llm_inner), timed_stt(stt_inner), TimedTts(tts_inner)
     memory = TimedMemory(memory_inner) if memory_inner is not None else None
     transport = LoopbackTransport(input_rate=MIC_RATE)
-    parts = SessionParts(llm=llm, tts=tts, stt=stt, vad=vad, memory=memory)
+    parts = SessionParts(llm=llm, tts=tts, stt=stt, vad=vad, memory=memory, turn_end=turn_end)
     session = wiring.make_session(settings, transport, parts, session_id=f"bench-{int(time.time())}", greet=False)
 
     metrics_by_turn: dict[int, Any] = {}
@@ -757,7 +758,7 @@ def provider_info(
             return str(built[kind]["provider"])
         return wiring.provider_name(kind, settings)
 
-    providers = {kind: name(kind) for kind in ("vad", "stt", "tts", "embedder")}
+    providers = {kind: name(kind) for kind in ("vad", "turn_end", "stt", "tts", "embedder")}
     providers["memory"] = settings.memory.provider if settings.memory.enabled else None
     providers["llm"] = "reference" if reference is not None else name("llm")
     models = {
@@ -767,7 +768,7 @@ def provider_info(
         else built.get("llm", {}).get("model") or settings.llm.model or str(settings.llm.model_path or ""),
         "embedder": "all-MiniLM-L6-v2" if providers["embedder"] == "minilm" else settings.embedder.ollama_model,
     }
-    files = {kind: built[kind]["file"] for kind in ("stt", "tts") if kind in built}
+    files = {kind: built[kind]["file"] for kind in ("stt", "tts", "turn_end") if kind in built}
     return providers, models, files
 
 
@@ -821,7 +822,7 @@ def run_benchmark(
     result: dict[str, Any] = {
         "schema": SCHEMA_VERSION,
         "kind": "latency",
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "transport": "websocket" if url else "loopback",
         "machine": machine_info(),
         "providers": providers,

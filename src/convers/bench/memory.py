@@ -18,7 +18,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -33,18 +33,16 @@ if TYPE_CHECKING:
     from convers.config import Settings
     from convers.contracts.embedder import Embedder
 
-NAMES = """Ana Bilal Chiara Dmitri Esther Farid Greta Hiro Ines Jonas Keiko Lars Maya Nikhil Olga Pavel Quinn
-Rosa Sven Tamsin Ugo Vera Wen Ximena Yusuf Zora Amara Bruno Celeste Dario Elif Felix Gwen Hamid Ilse Joaquin
-Kofi Lena Mateo Noor Oskar Priya Rafael Saskia Tobias Uma Viktor Wanda Yara Zeno""".split()
-RELATIONS = "sister brother cousin neighbour coworker friend aunt uncle boss roommate".split()
-CITIES = "Lisbon Osaka Montreal Nairobi Tallinn Valparaiso Porto Hanoi Krakow Edinburgh Auckland Quito".split()
-JOBS = "nurse architect baker pilot electrician teacher lawyer chemist carpenter journalist".split()
+NAMES = ["Ana", "Bilal", "Chiara", "Dmitri", "Esther", "Farid", "Greta", "Hiro", "Ines", "Jonas", "Keiko", "Lars", "Maya", "Nikhil", "Olga", "Pavel", "Quinn", "Rosa", "Sven", "Tamsin", "Ugo", "Vera", "Wen", "Ximena", "Yusuf", "Zora", "Amara", "Bruno", "Celeste", "Dario", "Elif", "Felix", "Gwen", "Hamid", "Ilse", "Joaquin", "Kofi", "Lena", "Mateo", "Noor", "Oskar", "Priya", "Rafael", "Saskia", "Tobias", "Uma", "Viktor", "Wanda", "Yara", "Zeno"]
+RELATIONS = ["sister", "brother", "cousin", "neighbour", "coworker", "friend", "aunt", "uncle", "boss", "roommate"]
+CITIES = ["Lisbon", "Osaka", "Montreal", "Nairobi", "Tallinn", "Valparaiso", "Porto", "Hanoi", "Krakow", "Edinburgh", "Auckland", "Quito"]
+JOBS = ["nurse", "architect", "baker", "pilot", "electrician", "teacher", "lawyer", "chemist", "carpenter", "journalist"]
 PETS = ["parrot", "tortoise", "greyhound", "ferret", "cat", "rabbit", "goldfish", "beagle"]
-PET_NAMES = "Biscuit Pepper Mochi Waffles Juniper Nacho Pickle Olive Rocket Truffle".split()
+PET_NAMES = ["Biscuit", "Pepper", "Mochi", "Waffles", "Juniper", "Nacho", "Pickle", "Olive", "Rocket", "Truffle"]
 HOBBIES = ["pottery", "rock climbing", "birdwatching", "chess", "sourdough baking", "salsa dancing",
            "sailing", "woodworking", "knitting", "astronomy"]
 FOODS = ["peanuts", "shellfish", "gluten", "dairy", "eggs", "sesame", "kiwi"]
-MONTHS = "January February March April May June July August September October November December".split()
+MONTHS = ["January", "February", "March", "April", "May", "June", "July", "August", "September", "October", "November", "December"]
 
 # (statement, paraphrase question, keyword question). Paraphrases ask for the fact in other words,
 # as people do; keyword questions reuse a rare word of the statement, where word search shines.
@@ -120,7 +118,7 @@ def build_corpus(config: BenchConfig) -> Corpus:
     people = NAMES[: min(config.people, len(NAMES))]
     evidence: list[MemoryTurn] = []
     questions: list[Question] = []
-    start = datetime(2025, 1, 6, 18, 0, tzinfo=timezone.utc)
+    start = datetime(2025, 1, 6, 18, 0, tzinfo=UTC)
     for n, person in enumerate(people):
         slots = {
             "p": person, "rel": rng.choice(RELATIONS), "city": rng.choice(CITIES), "job": rng.choice(JOBS),
@@ -146,7 +144,7 @@ def filler_turns(corpus: Corpus, count: int, offset: int, seed: int) -> list[tup
     """`count` filler turns (with the index of their text in corpus.filler_texts or -1-reply index)."""
     rng = random.Random(seed + offset)
     out: list[tuple[MemoryTurn, int]] = []
-    start = datetime(2024, 6, 1, tzinfo=timezone.utc)
+    start = datetime(2024, 6, 1, tzinfo=UTC)
     for i in range(offset, offset + count):
         session = f"s-filler-{i // 20}"
         when = start + timedelta(minutes=i * 7)
@@ -161,7 +159,7 @@ def filler_turns(corpus: Corpus, count: int, offset: int, seed: int) -> list[tup
 
 def _percentiles(samples: list[float]) -> dict[str, float]:
     ordered = sorted(samples)
-    pick = lambda q: ordered[min(len(ordered) - 1, int(q * len(ordered)))]  # noqa: E731
+    pick = lambda q: ordered[min(len(ordered) - 1, int(q * len(ordered)))]
     return {"p50_ms": round(pick(0.5) * 1000, 3), "p95_ms": round(pick(0.95) * 1000, 3)}
 
 
@@ -190,7 +188,7 @@ def similarity_profile(store: SqliteMemoryStore, questions: list[Question], vect
             if hit.id == question.evidence_id:
                 found.append(hit.score)
     unrelated = [h[0].score for q, v in zip(negatives, negative_vectors) if (h := store.search(q, 1, vector=v, floor=0.0))]
-    q = lambda xs, p: round(float(np.quantile(xs, p)), 3) if xs else None  # noqa: E731
+    q = lambda xs, p: round(float(np.quantile(xs, p)), 3) if xs else None
     return {
         "evidence_similarity": {"p05": q(found, 0.05), "p10": q(found, 0.10), "p50": q(found, 0.5)},
         "unrelated_top1_similarity": {"p50": q(unrelated, 0.5), "p90": q(unrelated, 0.9), "max": q(unrelated, 1.0)},
@@ -263,7 +261,7 @@ def run_benchmark(settings: Settings, config: BenchConfig, progress: Callable[[s
 
     return {
         "benchmark": "memory",
-        "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "time": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": {"python": platform.python_version(), "processor": platform.processor() or platform.machine()},
         "embedder": getattr(embedder, "name", str(embedder)),
         "config": asdict(config),

@@ -20,14 +20,14 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from convers.bench.results import write_json_result
 from convers.audio import pcm16_to_float32, read_wav, resample
+from convers.bench.results import write_json_result
 from convers.contracts.audio import AudioFrame
 
 RATE = 16000
@@ -242,7 +242,7 @@ def run_benchmark(settings: Any, conditions: Sequence[Condition], progress: Call
         })
     return {
         "kind": "stt",
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "model": stt.model_name,
         "beam_size": beam_size,
         "clips": len(clips),

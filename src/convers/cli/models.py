@@ -8,7 +8,14 @@ import click
 
 from convers.cli.context import settings_from
 from convers.config import Settings
-from convers.downloads import KINDS, DownloadError, ModelBundle, ProgressBar, catalogue, pull
+from convers.downloads import (
+    KINDS,
+    DownloadError,
+    ModelBundle,
+    ProgressBar,
+    catalogue,
+    pull,
+)
 
 # What to set once a kind is pulled, for kinds whose provider is not the default one.
 NEXT_STEP = {

@@ -34,7 +34,11 @@ def serve(
     rotate_token: bool,
 ) -> None:
     """Talk to the agent from a browser on this machine or a phone on the same network."""
-    from convers.transports.browser.auth import AuthConfigError, check_no_auth, load_or_create_token
+    from convers.transports.browser.auth import (
+        AuthConfigError,
+        check_no_auth,
+        load_or_create_token,
+    )
     from convers.transports.browser.auth import rotate_token as make_new_token
     from convers.transports.browser.server import certificate_for, open_urls
 
@@ -71,7 +75,11 @@ def serve(
 def build_app(settings: Settings, token: str | None) -> Any:
     """The ASGI app with the engine's per-connection session runner and the memory store wired in."""
     from convers.cli import wiring
-    from convers.transports.browser.app import DEFAULT_OUTPUT_SAMPLE_RATE, BrowserAppConfig, create_app
+    from convers.transports.browser.app import (
+        DEFAULT_OUTPUT_SAMPLE_RATE,
+        BrowserAppConfig,
+        create_app,
+    )
 
     try:
         sessions = wiring.ServerSessions(settings)

@@ -109,7 +109,8 @@ async def _talk(settings: Settings) -> None:
     transport = TranscriptPrinter(wiring.build("transport", settings), settings.agent.name)
     memory = wiring.build_memory(settings, llm) if settings.memory.enabled else None
     session_id = uuid.uuid4().hex[:12]
-    parts = SessionParts(llm=llm, tts=tts, stt=stt, vad=vad, memory=memory)
+    turn_end = wiring.build_turn_end(settings)
+    parts = SessionParts(llm=llm, tts=tts, stt=stt, vad=vad, memory=memory, turn_end=turn_end)
     session = wiring.make_session(settings, transport, parts, session_id)
     # Load the models before the microphone opens, so the first turn is heard and answered as fast as the next.
     click.echo("loading the models ...")

@@ -44,6 +44,18 @@ def build_memory(settings: Settings, llm: Any) -> Any:
         return None
 
 
+def build_turn_end(settings: Settings) -> Any:
+    """The end-of-turn model, or None (the silence rule) with a warning when it cannot start.
+
+    Optional like memory: a missing or corrupt model file never stops the conversation.
+    """
+    try:
+        return build("turn_end", settings)
+    except (registry.ProviderUnavailableError, ValueError) as error:
+        log.warning("end-of-turn model is off, turns end by silence alone: %s", error)
+        return None
+
+
 def build_voice(settings: Settings) -> tuple[Any, Any, Any]:
     """VAD, STT and TTS from settings."""
     return build("vad", settings), build("stt", settings), build("tts", settings)
@@ -64,6 +76,7 @@ class ServerSessions:
         self.stt = build("stt", settings)
         self.tts = build("tts", settings)
         self._vad = build("vad", settings)  # fail at start, not at the first connection, if the VAD cannot run
+        self.turn_end = build_turn_end(settings)
 
     async def warm_up(self) -> dict[str, float]:
         """Loads and exercises the shared models; the server awaits it before it accepts a connection.
@@ -73,12 +86,12 @@ class ServerSessions:
         meanwhile then arrived as one burst, too fast to be heard as speech: the first question
         was lost.
         """
-        return await warm_up(self.llm, self.stt, self.tts, self._vad)
+        return await warm_up(self.llm, self.stt, self.tts, self._vad, self.turn_end)
 
     async def __call__(self, transport: Transport) -> None:
         settings = self.settings
         memory = build_memory(settings, self.llm) if settings.memory.enabled else None
-        parts = SessionParts(llm=self.llm, tts=self.tts, stt=self.stt, vad=build("vad", settings), memory=memory)
+        parts = SessionParts(llm=self.llm, tts=self.tts, stt=self.stt, vad=build("vad", settings), memory=memory, turn_end=self.turn_end)
         # This connection's memory (and its embedder) warms beside the session, which listens at once.
         warming = asyncio.create_task(warm_up(memory)) if memory is not None else None
         session = make_session(settings, transport, parts, session_id=uuid.uuid4().hex[:12])
@@ -161,6 +174,8 @@ async def warm_up(*providers: Any) -> dict[str, float]:
             elif hasattr(provider, "synthesize"):
                 async for _frame in provider.synthesize("Hello."):
                     pass
+            elif hasattr(provider, "done_probability"):
+                await provider.done_probability(AudioFrame(b"\x00\x00" * 16000, 16000))
             elif hasattr(provider, "speech_probability"):
                 await asyncio.to_thread(provider.speech_probability, b"\x00\x00" * provider.frame_samples)
                 provider.reset()

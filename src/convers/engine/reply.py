@@ -9,8 +9,8 @@ stream) and the TTS generator is closed (which stops synthesis).
 from __future__ import annotations
 
 import asyncio
-from contextlib import aclosing
 from collections.abc import Sequence
+from contextlib import aclosing
 from dataclasses import dataclass, field
 
 from convers.audio import StreamResampler

@@ -12,9 +12,20 @@ from typing import Any
 from convers.contracts.audio import AudioFrame
 from convers.contracts.llm import ChatMessage, LanguageModel, LlmError
 from convers.contracts.memory import ConversationMemory, MemoryHit
-from convers.contracts.stt import SpeechStream, SpeechToText, StreamingSpeechToText, Transcript
-from convers.contracts.transport import InboundAudio, InboundPlayed, InboundText, Transport
+from convers.contracts.stt import (
+    SpeechStream,
+    SpeechToText,
+    StreamingSpeechToText,
+    Transcript,
+)
+from convers.contracts.transport import (
+    InboundAudio,
+    InboundPlayed,
+    InboundText,
+    Transport,
+)
 from convers.contracts.tts import TextToSpeech
+from convers.contracts.turn import TurnEndModel
 from convers.contracts.vad import Vad
 from convers.engine.listener import Listener
 from convers.engine.live_stt import LiveTranscription
@@ -23,9 +34,15 @@ from convers.engine.reply import ReplyProgress, ReplyStreamer, heard_text
 from convers.engine.speculation import SpeculativeResult, Speculator
 from convers.engine.spoken_text import SpokenTextTts
 from convers.engine.timing import BargeInPolicy, SpeculationPolicy, TurnTiming
-from convers.engine.turns import SpeechDropped, SpeechOnset, SpeechStarted, TurnEvent, UserTurnEnded
+from convers.engine.turn_end import TurnEndWatch
+from convers.engine.turns import (
+    SpeechDropped,
+    SpeechOnset,
+    SpeechStarted,
+    TurnEvent,
+    UserTurnEnded,
+)
 from convers.events import EventLog, TurnMetrics
-
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +59,8 @@ class SessionParts:
     stt: SpeechToText | None = None
     vad: Vad | None = None
     memory: ConversationMemory | None = None
+    # Judges pauses (engine/turn_end.py); None ends every turn by the silence rule.
+    turn_end: TurnEndModel | None = None
 
 
 @dataclass
@@ -132,6 +151,9 @@ class Session:
         streaming = isinstance(parts.stt, StreamingSpeechToText) and self.options.live_transcription
         if self._listener is not None and streaming:
             self._live = LiveTranscription(parts.stt)
+        self._turn_end: TurnEndWatch | None = None
+        if self._listener is not None and parts.turn_end is not None:
+            self._turn_end = TurnEndWatch(parts.turn_end, self.options.turns, events)
         self._speculator: Speculator | None = None
         if self._listener is not None and parts.stt is not None and self.options.speculation.enabled:
             self._speculator = self._make_speculator(parts.stt)
@@ -161,6 +183,7 @@ class Session:
             temperature=self.options.temperature,
             usable_text=_has_words,
             transcribe=self._live.finish_early if self._live is not None else None,
+            on_transcript=self._turn_end.transcript if self._turn_end is not None else None,
         )
 
     # ----------------------------------------------------------------- lifecycle
@@ -189,6 +212,8 @@ class Session:
             await self._cancel_current(reason="session_end", flush=False)
         if self._speculator is not None:
             await self._speculator.aclose()
+        if self._turn_end is not None:
+            await self._turn_end.aclose()
         if self._live is not None:
             await self._live.aclose()
         for task in list(self._background):
@@ -392,6 +417,8 @@ class Session:
         turn_events = self._listener.feed(frame, self.events.now())
         if self._speculator is not None:
             self._speculator.observe(turn_events, self._listener.turns)
+        if self._turn_end is not None:
+            self._turn_end.observe(turn_events, self._listener.turns)
         finished = None
         if self._live is not None:
             # While speech over the agent is being judged, the VAD gets the CPU; decoding catches up after.

@@ -100,6 +100,7 @@ class Speculator:
         temperature: float | None = None,
         usable_text: Callable[[str], bool] = lambda text: bool(text.strip()),
         transcribe: Callable[[AudioFrame], Awaitable[Transcript]] | None = None,
+        on_transcript: Callable[[str], None] | None = None,
     ) -> None:
         self.stt = stt
         # How to get the provisional transcript: a one-shot decode, or a live stream finished early.
@@ -116,6 +117,8 @@ class Speculator:
         self.max_tokens = max_tokens
         self.temperature = temperature
         self.usable_text = usable_text
+        # Told each provisional transcript as soon as it is decoded (the end-of-turn judge reads it).
+        self.on_transcript = on_transcript
         self._pausing = False
         self._running: _Running | None = None
         self.started = 0
@@ -196,6 +199,8 @@ class Speculator:
             log.info("speculative transcription failed: %s", error)
             return None
         result = SpeculativeResult(audio, transcript, started, self.events.now())
+        if self.on_transcript is not None:
+            self.on_transcript(transcript.text)
         if not self.usable_text(transcript.text):
             return result  # silence or a backchannel: nothing to recall or ask
         if self.recall is not None:

@@ -22,6 +22,16 @@ class TurnTiming:
     # Silence that ends the user's turn. 0.5 s is the usual compromise between cutting people off
     # mid-thought and making them wait.
     end_of_turn_silence_s: float = 0.5
+    # With an end-of-turn model (turn_end.provider), a pause is judged once it lasts this long: the
+    # model hears the utterance so far and the provisional transcript is read (engine/turn_end.py).
+    # A turn judged complete ends here, not after end_of_turn_silence_s. Below ~0.2 s the pause is
+    # often only the gap before a stressed word, and the model has heard too little silence.
+    turn_check_pause_s: float = 0.2
+    # The model's "complete" threshold (its sigmoid output; pipecat uses the same 0.5).
+    turn_done_probability: float = 0.5
+    # The longest silence a turn judged unfinished waits for the user to go on ("I'd like a table
+    # for... four"), after which it ends anyway: a wrong "not done" costs at most this, never 3 s.
+    thinking_pause_s: float = 1.5
     # Audio kept from before the detected onset so the first syllable reaches STT.
     pre_roll_s: float = 0.3
     # Audio kept after the last speech frame: the fading end of a word, without the whole

@@ -121,6 +121,14 @@ class TurnTaker:
         # Length of the utterance buffer when the current pause began: where speech stopped.
         self._speech_end_bytes = 0
         self._last_at = 0.0
+        # The silence that ends the current pause as a turn: `end_of_turn_silence_s`, unless an
+        # end-of-turn judge (engine/turn_end.py) shortens or extends it for this pause.
+        self.silence_needed_s = self.timing.end_of_turn_silence_s
+
+    @property
+    def pause_s(self) -> float:
+        """How long the current pause has lasted since speech stopped (0 unless pausing)."""
+        return self._last_at - self._speech_ended_at if self.state == "pausing" else 0.0
 
     @property
     def speech_s(self) -> float:
@@ -157,15 +165,18 @@ class TurnTaker:
             end = min(end, self._speech_end_bytes + round(self.timing.post_roll_s * self.sample_rate) * 2)
         return bytes(self._utterance[offset:end])
 
-    def provisional_audio(self, with_post_roll: bool = True) -> AudioFrame | None:
+    def provisional_audio(self, with_post_roll: bool = True, through_now: bool = False) -> AudioFrame | None:
         """While pausing, the audio a silence-ended turn would carry; None in any other state.
 
         With `with_post_roll`, None until `post_roll_s` of the pause has been heard: from then on
         the result is exactly the `UserTurnEnded.audio` to come, unless speech resumes.
         Without, the speech so far (no post-roll). Speculative work runs on it.
+        `through_now` gives the whole utterance with the pause so far, as an end-of-turn model hears it.
         """
         if self.state != "pausing":
             return None
+        if through_now:
+            return AudioFrame(bytes(self._utterance), self.sample_rate)
         end = self._speech_end_bytes
         if with_post_roll:
             end += round(self.timing.post_roll_s * self.sample_rate) * 2
@@ -222,6 +233,7 @@ class TurnTaker:
                     self._utterance, vad_end, self._voice_dbfs, not_before=self._onset_bytes
                 )
                 self._speech_ended_at = frame_start - self._seconds(vad_end - self._speech_end_bytes)
+                self.silence_needed_s = timing.end_of_turn_silence_s
                 events.append(
                     SpeechPaused(
                         at=at,
@@ -236,7 +248,7 @@ class TurnTaker:
                 self.state = "speaking"
                 self._note_voice(frame, frame_start)
                 events.append(SpeechResumed(at=at, paused_s=frame_start - self._speech_ended_at))
-            elif at - self._speech_ended_at + _EPSILON_S >= timing.end_of_turn_silence_s:
+            elif at - self._speech_ended_at + _EPSILON_S >= self.silence_needed_s:
                 events.append(self._end_turn(at, "silence"))
 
         if self.state in ("speaking", "pausing") and at - self._started_at + _EPSILON_S >= timing.max_utterance_s:
@@ -271,7 +283,7 @@ class TurnTaker:
         """
         if self.state != "pausing" or self._voice_until is None:
             return []
-        if at - self._speech_ended_at + _EPSILON_S < self.timing.end_of_turn_silence_s:
+        if at - self._speech_ended_at + _EPSILON_S < self.silence_needed_s:
             return []
         if self._edges.last_loud_end(unscored, self._voice_dbfs) is not None:
             return []

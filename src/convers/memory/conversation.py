@@ -14,7 +14,7 @@ import time
 import uuid
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Literal
 
 import numpy as np
@@ -333,7 +333,7 @@ class CompanionMemory:
             try:
                 # Shielded: past the deadline recall goes on by words, and the write still gets the vector.
                 vector = await asyncio.wait_for(asyncio.shield(self._vector_of(query)), self.options.embed_deadline_s)
-            except (TimeoutError, asyncio.TimeoutError):
+            except TimeoutError:
                 log.info("embedder slower than %.0f ms: recall by words only", self.options.embed_deadline_s * 1000)
             except Exception as error:  # noqa: BLE001 - words only
                 log.warning("recall by words only: %s", error)
@@ -357,7 +357,7 @@ class CompanionMemory:
             return
         self._start()
         self._sessions.add(session)
-        item = _Write(session, role, _encodable(speaker), _encodable(text.strip()), datetime.now(timezone.utc))
+        item = _Write(session, role, _encodable(speaker), _encodable(text.strip()), datetime.now(UTC))
         # In the rolling buffer from now on, so the recall that follows never returns this very turn,
         # however the write and the recall interleave.
         self._note_recent(item.id, len(item.text))
@@ -405,7 +405,7 @@ class CompanionMemory:
             self._digests.put_nowait(None)
             try:
                 await asyncio.wait_for(asyncio.gather(digester, *others), self.options.close_timeout_s)
-            except (TimeoutError, asyncio.TimeoutError):
+            except TimeoutError:
                 log.warning("gave up on unfinished digests at shutdown; the raw turns are stored")
             await self._reflect()
         await asyncio.to_thread(self.store.close)

@@ -16,10 +16,7 @@ _WEAK = re.compile(r"\b(?:i'm|i am|im|this is|it's)\s+(?P<name>[^\W\d_][\w'-]*)"
 _BARE = re.compile(r"^\s*(?P<name>[^\W\d_][\w'-]*)\s*[.!]?\s*$")
 
 NOT_NAMES = frozenset(
-    """a an the not just so very really fine good great ok okay well sorry sure glad happy sad tired
-    here there back home busy done going doing feeling trying looking working from in at on with
-    thinking sick hungry ready new old still also actually kind sort pretty quite hi hello hey yes
-    no yeah nope thanks thank please what who me you it that this alright bored excited nervous""".split()
+    ["a", "an", "the", "not", "just", "so", "very", "really", "fine", "good", "great", "ok", "okay", "well", "sorry", "sure", "glad", "happy", "sad", "tired", "here", "there", "back", "home", "busy", "done", "going", "doing", "feeling", "trying", "looking", "working", "from", "in", "at", "on", "with", "thinking", "sick", "hungry", "ready", "new", "old", "still", "also", "actually", "kind", "sort", "pretty", "quite", "hi", "hello", "hey", "yes", "no", "yeah", "nope", "thanks", "thank", "please", "what", "who", "me", "you", "it", "that", "this", "alright", "bored", "excited", "nervous"]
 )
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -82,7 +82,7 @@ class Profile(BaseModel):
             data["people"] = others if value == "" else [*others, {"name": person, "note": value}]
         else:
             raise ProfileError(f"unknown profile key {key!r}; keys are: {', '.join(SETTABLE_KEYS)}")
-        data["updated"] = datetime.now(timezone.utc)
+        data["updated"] = datetime.now(UTC)
         try:
             return Profile.model_validate(data)
         except ValidationError as error:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from convers.contracts.memory import MemoryHit
 
@@ -17,7 +17,7 @@ RECALL_HEADER = (
 
 def _utc(moment: datetime) -> datetime:
     """Naive times (imported without an offset) are taken as UTC so all times compare."""
-    return moment.replace(tzinfo=timezone.utc) if moment.tzinfo is None else moment
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
 
 
 def how_long_ago(then: datetime, now: datetime) -> str:
@@ -45,7 +45,7 @@ def render_recall(hits: Sequence[MemoryHit], now: datetime | None = None, user_l
     """
     if not hits:
         return ""
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     lines = [RECALL_HEADER]
     for hit in sorted(hits, key=lambda h: _utc(h.turn.time)):
         turn = hit.turn

@@ -11,7 +11,7 @@ import logging
 import os
 import tempfile
 from collections.abc import Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from convers.contracts.llm import LanguageModel
@@ -71,7 +71,7 @@ class Reflection:
         )
         if not entry:
             return None
-        day = datetime.now(timezone.utc).strftime("%Y-%m-%d")
+        day = datetime.now(UTC).strftime("%Y-%m-%d")
         path = self.folder / f"{day}-{session}.md"
         _write_atomic(path, f"# {day}, session {session}\n\n{entry}\n")
         memo = await ask(

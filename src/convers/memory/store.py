@@ -21,7 +21,7 @@ import time
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Literal
 
@@ -89,11 +89,7 @@ CANDIDATES = 50
 NEAR_DUPLICATE_COSINE = 0.97
 
 STOPWORDS = frozenset(
-    """a an the and or but if then so of to in on at by for with from about as into over after before
-    is am are was were be been being do does did have has had i me my mine we us our you your he him his
-    she her it its they them their this that these those what which who whom whose when where why how
-    can could would should will shall may might must not no yes just also too very really there here
-    tell told say said remember know think like get got go going s t don didn im ive id""".split()
+    ["a", "an", "the", "and", "or", "but", "if", "then", "so", "of", "to", "in", "on", "at", "by", "for", "with", "from", "about", "as", "into", "over", "after", "before", "is", "am", "are", "was", "were", "be", "been", "being", "do", "does", "did", "have", "has", "had", "i", "me", "my", "mine", "we", "us", "our", "you", "your", "he", "him", "his", "she", "her", "it", "its", "they", "them", "their", "this", "that", "these", "those", "what", "which", "who", "whom", "whose", "when", "where", "why", "how", "can", "could", "would", "should", "will", "shall", "may", "might", "must", "not", "no", "yes", "just", "also", "too", "very", "really", "there", "here", "tell", "told", "say", "said", "remember", "know", "think", "like", "get", "got", "go", "going", "s", "t", "don", "didn", "im", "ive", "id"]
 )
 
 
@@ -724,7 +720,7 @@ class SqliteMemoryStore:
                 raise ValueError(f"line {number}: {where}: {problem['msg']}") from None
             turn = record.turn()
             if turn.time.tzinfo is None:
-                turn = MemoryTurn(turn.id, turn.session, turn.time.replace(tzinfo=timezone.utc), turn.speaker,
+                turn = MemoryTurn(turn.id, turn.session, turn.time.replace(tzinfo=UTC), turn.speaker,
                                   turn.role, turn.text)
             turns.append(turn)
         added = 0

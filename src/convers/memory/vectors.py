@@ -24,7 +24,7 @@ def embed_blocking(embedder: Embedder, texts: Sequence[str]) -> np.ndarray:
             vectors = asyncio.run(embedder.embed(list(texts)))
     except EmbedderError:
         raise
-    except Exception as error:  # noqa: BLE001 - a provider bug must not lose the turn being stored
+    except Exception as error:
         raise EmbedderError(f"embedder {getattr(embedder, 'name', embedder)!r} failed: {error!r}") from error
     return unit_rows(np.asarray(vectors, dtype=np.float32))
 

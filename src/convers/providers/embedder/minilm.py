@@ -197,7 +197,7 @@ class MiniLmEmbedder:
                     config = json.loads((self.model_dir / "config.json").read_text(encoding="utf-8"))
                     weights = load_file(str(self.model_dir / "model.safetensors"))
                     tokenizer = Tokenizer.from_file(str(self.model_dir / "tokenizer.json"))
-                except Exception as error:  # noqa: BLE001 - a missing, truncated or foreign file all mean the same to the user
+                except Exception as error:
                     raise EmbedderError(
                         f"cannot load all-MiniLM-L6-v2 from {self.model_dir}: {error}; "
                         "run `convers models pull embedder` or set embedder.model_dir"

@@ -10,7 +10,12 @@ from typing import TYPE_CHECKING, Any
 
 from convers.audio import pcm16_to_float32, resample
 from convers.contracts.audio import AudioFrame
-from convers.contracts.provider import RANK_PACKAGED, RANK_USER_MODEL, AutoChoice, Availability
+from convers.contracts.provider import (
+    RANK_PACKAGED,
+    RANK_USER_MODEL,
+    AutoChoice,
+    Availability,
+)
 from convers.contracts.stt import Transcript
 from convers.model_checks import (
     ModelFileError,
@@ -22,7 +27,12 @@ from convers.model_checks import (
     warn_passed_over,
 )
 from convers.packaged_models import WHISPER_TINY_EN
-from convers.providers.stt.whisper_window import DEFAULT_RULE, WindowRule, parse_window, transcribe
+from convers.providers.stt.whisper_window import (
+    DEFAULT_RULE,
+    WindowRule,
+    parse_window,
+    transcribe,
+)
 
 if TYPE_CHECKING:
     from convers.config import Settings

@@ -12,7 +12,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from convers.contracts.audio import AudioFrame
-from convers.contracts.provider import RANK_PACKAGED, RANK_USER_MODEL, AutoChoice, Availability
+from convers.contracts.provider import (
+    RANK_PACKAGED,
+    RANK_USER_MODEL,
+    AutoChoice,
+    Availability,
+)
 from convers.model_checks import (
     ModelFileError,
     ModelSource,

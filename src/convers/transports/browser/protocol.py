@@ -13,7 +13,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from convers.contracts.audio import AudioFrame
-from convers.contracts.transport import InboundAudio, InboundEvent, InboundPlayed, InboundText
+from convers.contracts.transport import (
+    InboundAudio,
+    InboundEvent,
+    InboundPlayed,
+    InboundText,
+)
 
 # Past this a message is refused (and answered with an error) rather than parsed.
 MAX_MESSAGE_BYTES = 1024 * 1024

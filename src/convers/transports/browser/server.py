@@ -96,7 +96,10 @@ def _bracket(host: str) -> str:
 
 def certificate_for(data_dir: Path, host: str, cert: Path | None, key: Path | None) -> CertificatePaths:
     """The user's certificate when given, else the self-signed one in data_dir/tls (made as needed)."""
-    from convers.transports.browser.tls import check_user_certificate, ensure_certificate
+    from convers.transports.browser.tls import (
+        check_user_certificate,
+        ensure_certificate,
+    )
 
     if cert is not None or key is not None:
         if cert is None or key is None:

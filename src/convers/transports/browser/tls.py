@@ -120,7 +120,7 @@ def certificate_names(cert: x509.Certificate) -> tuple[set[str], set[str]]:
 
 def ensure_certificate(tls_dir: Path, extra_hosts: Iterable[str] = (), now: datetime.datetime | None = None) -> CertificatePaths:
     """The certificate in `tls_dir`, made (again) when missing, unreadable, expiring or naming other addresses."""
-    now = now or datetime.datetime.now(datetime.timezone.utc)
+    now = now or datetime.datetime.now(datetime.UTC)
     paths = CertificatePaths(tls_dir / CERT_FILE, tls_dir / KEY_FILE)
     dns, ips = wanted_names(extra_hosts)
     reason = _why_remake(paths, dns, ips, now)

@@ -13,7 +13,14 @@ from starlette.websockets import WebSocket, WebSocketState
 from convers.contracts.audio import AudioFormat, AudioFrame
 from convers.contracts.transport import InboundEvent
 from convers.transports.browser.outbound import SendQueue
-from convers.transports.browser.protocol import Hello, ProtocolError, encode_audio, parse_audio, parse_text, ready_event
+from convers.transports.browser.protocol import (
+    Hello,
+    ProtocolError,
+    encode_audio,
+    parse_audio,
+    parse_text,
+    ready_event,
+)
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,170 @@
+"""When a pause ends the user's turn: the end-of-turn model's verdict and the transcript's, combined.
+
+The model (smart-turn) hears intonation; the provisional transcript (speculation's, decoded during
+the pause) says how the words end. Neither is trusted alone: on synthetic speech smart-turn calls
+"I would like to book a table for" complete (0.96) and "my name is alex and i really like jazz
+music" incomplete (0.02), so a turn ends early only when the words allow it, and a model's "not
+done" never holds a finished sentence longer than the plain silence rule would.
+
+`silence_needed_s` is pure: verdicts in, the silence that ends this pause out.
+  - words that cannot end a sentence (a preposition, article, conjunction, possessive, a filler,
+    a trailing comma or "...") -> not done: wait up to `thinking_pause_s`;
+  - a question, or a short complete answer ("Sam.", "Yes.", "Tomorrow at five.") -> done now;
+  - a statement -> done now if the model agrees, else the silence rule (`end_of_turn_silence_s`);
+  - no transcript yet -> the model's "not done" waits for a thinking pause, anything else the silence rule.
+A model with no opinion (the silence provider) leaves the silence rule alone in charge.
+
+`TurnEndWatch` is the session's glue: it asks the model once per pause (in a worker, never
+blocking the listen loop), takes the transcript from speculation, and tells the TurnTaker how much
+silence ends the current pause.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from collections.abc import Sequence
+from typing import Literal
+
+from convers.contracts.turn import TurnEndModel
+from convers.engine.timing import TurnTiming
+from convers.engine.turns import (
+    SpeechPaused,
+    SpeechResumed,
+    TurnEvent,
+    TurnTaker,
+    UserTurnEnded,
+)
+from convers.events import EventLog
+
+log = logging.getLogger(__name__)
+
+Ending = Literal["continues", "question", "short_answer", "statement", "no_words"]
+
+# Words after which an English sentence cannot stop: articles, prepositions, conjunctions,
+# possessives, fillers. Auxiliaries ("is", "can") are left out: "Yes, I can." is a whole answer.
+CONTINUING_WORDS = frozenset(
+    ["a", "an", "the", "to", "for", "of", "in", "on", "at", "with", "from", "by", "about", "into", "onto", "over", "under", "than", "as", "via", "per", "and", "or", "but", "nor", "so", "because", "if", "that", "which", "who", "whom", "whose", "when", "while", "where", "although", "though", "unless", "until", "since", "whether", "my", "your", "our", "their", "its", "his", "um", "uh", "erm", "er", "hmm", "mm", "uhm"]
+)
+# A short complete answer: this many words or fewer, not ending on a continuing word.
+SHORT_ANSWER_WORDS = 3
+_WORD = re.compile(r"[a-z']+")
+
+
+def transcript_ending(text: str) -> Ending:
+    """How a provisional transcript ends, as far as turn-taking cares."""
+    stripped = text.strip()
+    words = _WORD.findall(stripped.lower())
+    if not words:
+        return "no_words"
+    if words[-1] in CONTINUING_WORDS or stripped.endswith((",", "...", "…", "-", "—", ";", ":")):
+        return "continues"
+    if stripped.endswith("?"):
+        return "question"
+    if len(words) <= SHORT_ANSWER_WORDS:
+        return "short_answer"
+    return "statement"
+
+
+def silence_needed_s(timing: TurnTiming, model_probability: float | None, transcript: str | None) -> float:
+    """The silence after the end of speech that ends this pause as a turn (see the module docstring).
+
+    `model_probability` and `transcript` are None until they are known. `turn_check_pause_s` means
+    "as soon as the pause is checked".
+    """
+    model_done = model_probability is not None and model_probability >= timing.turn_done_probability
+    if transcript is not None:
+        ending = transcript_ending(transcript)
+        if ending == "continues":
+            return timing.thinking_pause_s
+        if ending in ("question", "short_answer") or (ending == "statement" and model_done):
+            return timing.turn_check_pause_s
+        return timing.end_of_turn_silence_s
+    if model_probability is not None and not model_done:
+        return timing.thinking_pause_s
+    return timing.end_of_turn_silence_s
+
+
+class TurnEndWatch:
+    """Judges each pause of one session's listener with the end-of-turn model and the transcript."""
+
+    def __init__(self, model: TurnEndModel, timing: TurnTiming, events: EventLog) -> None:
+        self.model = model
+        self.timing = timing
+        self.events = events
+        self._pause = 0  # which pause the verdicts belong to
+        self._pausing = False
+        self._probability: float | None = None
+        self._answered = False
+        self._transcript: str | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._turns: TurnTaker | None = None
+        # The model has no opinion (the silence rule): it is not asked again.
+        self._silent_model = False
+
+    def observe(self, events: Sequence[TurnEvent], turns: TurnTaker) -> None:
+        """Called after every frame the TurnTaker scored, with the events that frame produced."""
+        self._turns = turns
+        for event in events:
+            if isinstance(event, SpeechPaused):
+                self._new_pause(pausing=True)
+            elif isinstance(event, (SpeechResumed, UserTurnEnded)):
+                self._new_pause(pausing=False)
+        if not self._pausing or self._task is not None or self._answered or self._silent_model:
+            return
+        if turns.pause_s + 1e-6 < self.timing.turn_check_pause_s:
+            return
+        audio = turns.provisional_audio(with_post_roll=False, through_now=True)
+        if audio is None or not audio.pcm:
+            return
+        pause = self._pause
+        self._task = asyncio.create_task(self._ask(pause, audio))
+
+    def transcript(self, text: str) -> None:
+        """The provisional transcript of the current pause's audio (from speculation)."""
+        if not self._pausing:
+            return
+        self._transcript = text
+        self._apply()
+
+    async def aclose(self) -> None:
+        self._new_pause(pausing=False)
+
+    def _new_pause(self, *, pausing: bool) -> None:
+        self._pause += 1
+        self._pausing = pausing
+        self._probability = None
+        self._answered = False
+        self._transcript = None
+        if self._task is not None:
+            self._task.cancel()  # an inference already in its worker finishes there, unheard
+            self._task = None
+
+    async def _ask(self, pause: int, audio: object) -> None:
+        try:
+            probability = await self.model.done_probability(audio, self._transcript)  # type: ignore[arg-type]
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:  # the silence rule takes over for this pause
+            log.warning("end-of-turn model %s failed: %s", getattr(self.model, "name", "?"), error)
+            self.events.emit("turn_model_error", error=str(error))
+            probability = None
+        if pause != self._pause:
+            return
+        self._task = None
+        self._answered = True
+        if probability is None:
+            self._silent_model = True
+        self._probability = probability
+        self.events.emit("turn_model", probability=None if probability is None else round(probability, 3))
+        self._apply()
+
+    def _apply(self) -> None:
+        if self._turns is None or not self._pausing:
+            return
+        if self._silent_model:
+            needed = self.timing.end_of_turn_silence_s  # no opinion: the silence rule, transcript or not
+        else:
+            needed = silence_needed_s(self.timing, self._probability, self._transcript)
+        self._turns.silence_needed_s = needed

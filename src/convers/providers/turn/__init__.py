@@ -1,0 +1,1 @@
+"""End-of-turn providers: the smart-turn model and the plain silence rule."""

@@ -1,0 +1,195 @@
+"""End of turn by meaning: the transcript's ending, the model's verdict, and how long a pause may last.
+
+The decision table is pure (`silence_needed_s`); `TurnEndWatch` is driven here with a real
+TurnTaker on a scripted timeline and a scripted model, so each row is exact.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+import numpy as np
+import pytest
+
+from convers.contracts.audio import AudioFrame
+from convers.engine.timing import TurnTiming
+from convers.engine.turn_end import TurnEndWatch, silence_needed_s, transcript_ending
+from convers.engine.turns import TurnTaker, UserTurnEnded
+from convers.events import EventLog
+
+TIMING = TurnTiming()
+CHECK, SILENCE, THINK = TIMING.turn_check_pause_s, TIMING.end_of_turn_silence_s, TIMING.thinking_pause_s
+
+
+@pytest.mark.parametrize(
+    ("text", "ending"),
+    [
+        ("What's the weather like tomorrow?", "question"),
+        ("I'd like to book a table for", "continues"),
+        ("I'd like to book a table for...", "continues"),
+        ("I was thinking that, um", "continues"),
+        ("Um.", "continues"),
+        ("My favourite colour is, ", "continues"),
+        ("Can you remind me to", "continues"),
+        ("I went there with my", "continues"),
+        ("Yes.", "short_answer"),
+        ("Sam", "short_answer"),
+        ("Tomorrow at five.", "short_answer"),
+        ("My name is Alex and I really like jazz music.", "statement"),
+        ("Yes, I can.", "short_answer"),
+        ("", "no_words"),
+        ("  ...  ", "no_words"),
+    ],
+)
+def test_transcript_ending(text: str, ending: str) -> None:
+    assert transcript_ending(text) == ending
+
+
+@pytest.mark.parametrize(
+    ("probability", "transcript", "needed"),
+    [
+        # Nothing known yet: the silence rule.
+        (None, None, SILENCE),
+        # The model alone: "done" is not trusted to end early, "not done" waits for a thinking pause.
+        (0.97, None, SILENCE),
+        (0.10, None, THINK),
+        # Words that cannot end a sentence win over a model that hears a falling tone.
+        (0.97, "I would like to book a table for", THINK),
+        (None, "so what I wanted to ask is, um", THINK),
+        # A question or a short answer ends the turn at the check.
+        (None, "What time is it?", CHECK),
+        (0.05, "What time is it?", CHECK),
+        (0.30, "Sam.", CHECK),
+        # A statement ends early only when the model agrees; else it waits as the silence rule would,
+        # never longer: a wrong "not done" never costs a finished sentence more than today.
+        (0.80, "My name is Alex and I really like jazz music.", CHECK),
+        (0.02, "My name is Alex and I really like jazz music.", SILENCE),
+        (None, "My name is Alex and I really like jazz music.", SILENCE),
+        # No words (a noise): the silence rule, and STT will find no turn in it.
+        (0.9, "", SILENCE),
+    ],
+)
+def test_silence_needed(probability: float | None, transcript: str | None, needed: float) -> None:
+    assert silence_needed_s(TIMING, probability, transcript) == needed
+
+
+def test_the_thinking_pause_is_bounded_and_the_check_comes_first() -> None:
+    assert CHECK < SILENCE < THINK <= 1.5
+
+
+# --------------------------------------------------------------------- the watch on a timeline
+
+RATE = 16000
+FRAME_S = 0.032
+
+
+class ScriptedModel:
+    """Answers a fixed probability (None: no opinion), after `delay_s`, and records what it heard."""
+
+    name = "scripted-turn"
+
+    def __init__(self, probability: float | None, delay_s: float = 0.0, fail: bool = False) -> None:
+        self.probability = probability
+        self.delay_s = delay_s
+        self.fail = fail
+        self.heard: list[float] = []
+
+    async def done_probability(self, audio: AudioFrame, transcript: str | None = None) -> float | None:
+        self.heard.append(audio.duration_s)
+        await asyncio.sleep(self.delay_s)
+        if self.fail:
+            raise RuntimeError("model exploded")
+        return self.probability
+
+
+def frame(loud: bool) -> AudioFrame:
+    samples = round(RATE * FRAME_S)
+    return AudioFrame(np.full(samples, 8000 if loud else 0, dtype="<i2").tobytes(), RATE)
+
+
+async def run_timeline(
+    model: ScriptedModel, script: Sequence[tuple[bool, float]], transcript: str | None = None, transcript_after_s: float = 0.0
+) -> tuple[list[UserTurnEnded], list[float]]:
+    """Feeds (loud, seconds) spans frame by frame; the transcript of each pause arrives `transcript_after_s` into it.
+
+    Returns the turns that ended and, for each, how long its pause had lasted when it ended.
+    """
+    turns = TurnTaker(TIMING, sample_rate=RATE)
+    events_log = EventLog(None)
+    watch = TurnEndWatch(model, TIMING, events_log)
+    ended: list[UserTurnEnded] = []
+    pauses: list[float] = []
+    at = 0.0
+    told = False
+    for loud, seconds in script:
+        for _ in range(round(seconds / FRAME_S)):
+            at += FRAME_S
+            pause_before = turns.pause_s
+            events = turns.feed(0.9 if loud else 0.05, at, frame(loud))
+            watch.observe(events, turns)
+            for event in events:
+                if isinstance(event, UserTurnEnded):
+                    ended.append(event)
+                    pauses.append(pause_before + FRAME_S)
+            if turns.state != "pausing":
+                told = False
+            elif transcript is not None and not told and turns.pause_s >= transcript_after_s:
+                told = True
+                watch.transcript(transcript)
+            await asyncio.sleep(0)  # the model's task runs between frames, as on the event loop
+            await asyncio.sleep(0)
+    await watch.aclose()
+    return ended, pauses
+
+
+async def test_a_question_ends_at_the_check_not_after_the_silence() -> None:
+    model = ScriptedModel(0.2)
+    ended, pauses = await run_timeline(model, [(True, 1.0), (False, 1.0)], "What time is it?", transcript_after_s=0.1)
+    assert len(ended) == 1
+    assert CHECK <= pauses[0] < CHECK + 2 * FRAME_S
+
+
+async def test_a_statement_the_model_calls_done_ends_early() -> None:
+    model = ScriptedModel(0.9)
+    ended, pauses = await run_timeline(model, [(True, 1.0), (False, 1.0)], "I really like jazz music.")
+    assert len(ended) == 1 and pauses[0] < SILENCE - FRAME_S
+    # Asked once, at the check, on the utterance with its pause so far.
+    assert len(model.heard) == 1 and 1.0 + CHECK - FRAME_S <= model.heard[0] < 1.0 + CHECK + 0.3 + 2 * FRAME_S
+
+
+async def test_a_statement_the_model_doubts_waits_as_the_silence_rule() -> None:
+    ended, pauses = await run_timeline(ScriptedModel(0.1), [(True, 1.0), (False, 1.0)], "I really like jazz music.")
+    assert len(ended) == 1 and SILENCE <= pauses[0] < SILENCE + 2 * FRAME_S
+
+
+async def test_a_thinking_pause_after_for_keeps_one_turn() -> None:
+    # "I'd like to book a table for ... [1.2 s] ... four people": one turn, not two.
+    script = [(True, 1.0), (False, 1.2), (True, 0.6), (False, 2.0)]
+    ended, _ = await run_timeline(ScriptedModel(0.95), script, "I'd like to book a table for")
+    assert len(ended) == 1
+    assert ended[0].speech_s > 2.5
+
+
+async def test_a_thinking_pause_never_waits_past_its_bound() -> None:
+    ended, pauses = await run_timeline(ScriptedModel(0.05), [(True, 1.0), (False, 3.0)], "and then I, um")
+    assert len(ended) == 1 and THINK <= pauses[0] < THINK + 2 * FRAME_S
+
+
+async def test_a_model_that_fails_leaves_the_silence_rule() -> None:
+    ended, pauses = await run_timeline(ScriptedModel(0.9, fail=True), [(True, 1.0), (False, 1.0)])
+    assert len(ended) == 1 and SILENCE <= pauses[0] < SILENCE + 2 * FRAME_S
+
+
+async def test_a_model_without_opinion_ignores_the_transcript() -> None:
+    # The silence provider: exactly today's rule, even for a question.
+    ended, pauses = await run_timeline(ScriptedModel(None), [(True, 1.0), (False, 1.0)], "What time is it?", 0.25)
+    assert len(ended) == 1 and SILENCE <= pauses[0] < SILENCE + 2 * FRAME_S
+
+
+async def test_a_verdict_for_an_old_pause_is_ignored() -> None:
+    # The model answers "not done" after the user has resumed: the next pause starts afresh.
+    slow = ScriptedModel(0.01, delay_s=0.3)
+    script = [(True, 1.0), (False, 0.25), (True, 0.5), (False, 1.0)]
+    ended, pauses = await run_timeline(slow, script)
+    assert len(ended) == 1 and pauses[0] < THINK
