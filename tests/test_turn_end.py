@@ -74,6 +74,13 @@ def test_silence_needed(probability: float | None, transcript: str | None, neede
     assert silence_needed_s(TIMING, probability, transcript) == needed
 
 
+@pytest.mark.parametrize("probability", [None, 0.05, 0.97])
+def test_a_transcript_on_its_way_is_waited_for_whatever_the_model_says(probability: float | None) -> None:
+    assert silence_needed_s(TIMING, probability, None, transcript_coming=True) == THINK
+    # ... and once it is there, it decides as above.
+    assert silence_needed_s(TIMING, probability, "What time is it?", transcript_coming=True) == CHECK
+
+
 def test_the_thinking_pause_is_bounded_and_the_check_comes_first() -> None:
     assert CHECK < SILENCE < THINK <= 1.5
 
@@ -109,7 +116,11 @@ def frame(loud: bool) -> AudioFrame:
 
 
 async def run_timeline(
-    model: ScriptedModel, script: Sequence[tuple[bool, float]], transcript: str | None = None, transcript_after_s: float = 0.0
+    model: ScriptedModel,
+    script: Sequence[tuple[bool, float]],
+    transcript: str | None = None,
+    transcript_after_s: float = 0.0,
+    transcripts: bool = False,
 ) -> tuple[list[UserTurnEnded], list[float]]:
     """Feeds (loud, seconds) spans frame by frame; the transcript of each pause arrives `transcript_after_s` into it.
 
@@ -117,7 +128,7 @@ async def run_timeline(
     """
     turns = TurnTaker(TIMING, sample_rate=RATE)
     events_log = EventLog(None)
-    watch = TurnEndWatch(model, TIMING, events_log)
+    watch = TurnEndWatch(model, TIMING, events_log, transcripts=transcripts)
     ended: list[UserTurnEnded] = []
     pauses: list[float] = []
     at = 0.0
@@ -193,3 +204,20 @@ async def test_a_verdict_for_an_old_pause_is_ignored() -> None:
     script = [(True, 1.0), (False, 0.25), (True, 0.5), (False, 1.0)]
     ended, pauses = await run_timeline(slow, script)
     assert len(ended) == 1 and pauses[0] < THINK
+
+
+async def test_a_slow_transcript_that_continues_is_waited_for_not_cut_at_the_silence_rule() -> None:
+    # On a loaded machine the provisional transcript takes 0.7 s; the model (wrongly) hears a
+    # finished sentence. The turn waits for the words, which say "for": one turn, not two.
+    script = [(True, 1.0), (False, 1.0), (True, 0.6), (False, 2.0)]
+    ended, _ = await run_timeline(
+        ScriptedModel(0.97), script, "I'd like to book a table for", transcript_after_s=0.7, transcripts=True
+    )
+    assert len(ended) == 1 and ended[0].speech_s > 2.5
+
+
+async def test_a_slow_transcript_of_a_question_ends_the_turn_when_it_arrives() -> None:
+    ended, pauses = await run_timeline(
+        ScriptedModel(0.2), [(True, 1.0), (False, 2.0)], "Is it raining?", transcript_after_s=0.7, transcripts=True
+    )
+    assert len(ended) == 1 and 0.7 <= pauses[0] < 0.7 + 2 * FRAME_S

@@ -43,6 +43,27 @@ def memory_bench(ctx: click.Context, sizes: str, people: int, queries: int, seed
     click.echo(f"wrote {path}")
 
 
+@bench.command("turns")
+@click.option("--providers", default="smart-turn,silence", show_default=True,
+              help="End-of-turn providers to compare (turn_end.provider values), comma separated.")
+@click.option("--voices", default="espeak-ng,piper", show_default=True, help="Voices that speak the set.")
+@click.option("--limit", default=0, show_default=True, help="At most this many utterances per provider, spread over the classes (0: all).")
+@click.option("--out", type=click.Path(path_type=Path), help="JSON result file (default bench/results/turns-<time>.json).")
+@click.pass_context
+def turns_bench(ctx: click.Context, providers: str, voices: str, limit: int, out: Path | None) -> None:
+    """End-of-turn decision time, premature cuts and time to first audio, per class of utterance."""
+    from convers.bench.turns import TurnsConfig, print_table, run_benchmark, write_result
+
+    config = TurnsConfig(
+        providers=tuple(p.strip() for p in providers.split(",") if p.strip()),
+        voices=tuple(v.strip() for v in voices.split(",") if v.strip()),
+        limit=limit,
+    )
+    result = run_benchmark(settings_from(ctx), config, progress=lambda text: click.echo(text, err=True))
+    print_table(result, click.echo)
+    click.echo(f"wrote {write_result(result, out)}")
+
+
 @bench.command("latency")
 @click.option("--turns", default=20, show_default=True, help="User turns per run (p50/p95 need 20 or more).")
 @click.option(

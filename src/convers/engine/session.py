@@ -151,11 +151,12 @@ class Session:
         streaming = isinstance(parts.stt, StreamingSpeechToText) and self.options.live_transcription
         if self._listener is not None and streaming:
             self._live = LiveTranscription(parts.stt)
+        speculating = self._listener is not None and parts.stt is not None and self.options.speculation.enabled
         self._turn_end: TurnEndWatch | None = None
         if self._listener is not None and parts.turn_end is not None:
-            self._turn_end = TurnEndWatch(parts.turn_end, self.options.turns, events)
+            self._turn_end = TurnEndWatch(parts.turn_end, self.options.turns, events, transcripts=speculating)
         self._speculator: Speculator | None = None
-        if self._listener is not None and parts.stt is not None and self.options.speculation.enabled:
+        if speculating:
             self._speculator = self._make_speculator(parts.stt)
         self._barge_onset_at: float | None = None
         # User turns being transcribed right now (a paused reply waits for their verdict).
