@@ -51,7 +51,7 @@ CONTINUING_WORDS = frozenset(
 )
 # A short complete answer: this many words or fewer, not ending on a continuing word.
 SHORT_ANSWER_WORDS = 3
-_WORD = re.compile(r"[a-z']+")
+_WORD = re.compile(r"[a-z0-9']+")
 
 
 def transcript_ending(text: str) -> Ending:
