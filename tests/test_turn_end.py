@@ -225,3 +225,33 @@ async def test_a_slow_transcript_of_a_question_ends_the_turn_when_it_arrives() -
         ScriptedModel(0.2), [(True, 1.0), (False, 2.0)], "Is it raining?", transcript_after_s=0.7, transcripts=True
     )
     assert len(ended) == 1 and 0.7 <= pauses[0] < 0.7 + 2 * FRAME_S
+
+
+# --------------------------------------------------------------------- the benchmark's arithmetic
+
+
+def test_bench_turns_counts_premature_cuts_and_judges_the_goals() -> None:
+    from convers.bench.turns import check_goals, summarize
+
+    def row(kind: str, decision: float | None, ttfa: float | None, premature: bool = False) -> dict:
+        return {"kind": kind, "decision_ms": decision, "ttfa_ms": ttfa, "premature": premature, "error": None}
+
+    rows = [row("finished", 220, 480), row("finished", 240, 520), row("paused", 1400, 1700),
+            row("paused", 510, 800, premature=True), row("short", 230, 470)]
+    summary = summarize(rows)
+    assert summary["paused"]["premature"] == 1 and summary["paused"]["premature_rate"] == 0.5
+    # A cut-off utterance is counted as a cut, not as a fast decision.
+    assert summary["paused"]["decision_ms"]["n"] == 1
+    assert summary["all"]["longest_wait_ms"] == 1400
+    goals = check_goals(summary)
+    assert goals["finished_decision_p50"] is True and goals["paused_premature_rate"] is False
+    assert goals["longest_wait"] is True
+
+
+def test_bench_turns_cuts_a_sentence_where_it_is_quietest() -> None:
+    from convers.bench.turns import _quietest_near
+
+    rate = 16000
+    loud = np.full(rate, 0.5, dtype=np.float32)
+    loud[int(0.62 * rate) : int(0.64 * rate)] = 0.0  # a 20 ms gap between two words
+    assert _quietest_near(loud, 0.55, window_s=0.01, reach_s=0.1) == pytest.approx(0.63, abs=0.011)
