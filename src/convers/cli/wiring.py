@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +43,23 @@ def build_memory(settings: Settings, llm: Any) -> Any:
     except (MemoryStoreError, ProfileError) as error:
         log.warning("memory is off for this session: %s", error)
         return None
+
+
+def build_tools(settings: Settings, memory: Any) -> Any:
+    """The session's Toolbox from `tools.enabled` (or the defaults); a tool that cannot run is left out.
+
+    Tools are built per session: `recall` searches this session's memory. Each tool's
+    `from_settings(settings, memory=...)` may raise to say it cannot run here (no SearXNG URL set).
+    """
+    from convers.engine.tool_calls import Toolbox
+
+    tools = []
+    for name in settings.tools.names():
+        try:
+            tools.append(registry.create("tools", name, settings, memory=memory))
+        except Exception as error:  # an optional tool never takes the conversation down
+            log.warning("tool %s is off: %s", name, error)
+    return Toolbox(tools, settings.tool_timing, settings.tools.max_result_chars)
 
 
 def build_voice(settings: Settings) -> tuple[Any, Any, Any]:
@@ -121,6 +139,8 @@ def make_session(
     greet: bool = True,
     finish_reply_on_input_end: bool = False,
 ) -> Session:
+    if parts.tools is None:
+        parts = replace(parts, tools=build_tools(settings, parts.memory))
     prompt = PromptBuilder(
         persona=load_persona(settings.agent.persona_file, settings.agent.name),
         rolling_chars=settings.memory.rolling_chars,

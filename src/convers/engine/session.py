@@ -22,6 +22,7 @@ from convers.engine.prompt import PromptBuilder
 from convers.engine.reply import ReplyProgress, ReplyStreamer, heard_text
 from convers.engine.speculation import SpeculativeResult, Speculator
 from convers.engine.spoken_text import SpokenTextTts
+from convers.engine.tool_calls import Toolbox, with_tools
 from convers.engine.timing import BargeInPolicy, SpeculationPolicy, TurnTiming
 from convers.engine.turns import SpeechDropped, SpeechOnset, SpeechStarted, TurnEvent, UserTurnEnded
 from convers.events import EventLog, TurnMetrics
@@ -42,6 +43,8 @@ class SessionParts:
     stt: SpeechToText | None = None
     vad: Vad | None = None
     memory: ConversationMemory | None = None
+    # Tools the model may call mid-reply (engine/tool_calls.py); None or empty: no function calling.
+    tools: Toolbox | None = None
 
 
 @dataclass
@@ -109,6 +112,8 @@ class Session:
         self.transport = transport
         # Speech is normalised in the voice itself, so the reply and a speculative first chunk say the same.
         self.parts = replace(parts, tts=SpokenTextTts.around(parts.tts))
+        # Tools are offered on every request of the session, the speculative ones included.
+        self.parts.llm = with_tools(parts.llm, parts.tools)
         self.prompt = prompt
         self.events = events
         self.options = options or SessionOptions()
@@ -118,12 +123,13 @@ class Session:
         self._next_turn = 1
         self._background: set[asyncio.Task[Any]] = set()
         self._streamer = ReplyStreamer(
-            parts.llm,
+            self.parts.llm,
             parts.tts,
             transport,
             events,
             max_tokens=self.options.max_tokens,
             temperature=self.options.temperature,
+            tools=parts.tools,
         )
         self._listener: Listener | None = None
         if parts.vad is not None and parts.stt is not None:
@@ -291,6 +297,7 @@ class Session:
         progress = agent_turn.progress
         metrics = agent_turn.metrics
         metrics.mark("reply_done", self.events.now())
+        self.history.extend(progress.tool_messages)  # the calls and results, so later turns can refer to them
         if progress.text:
             self.history.append(ChatMessage("assistant", progress.text))
             agent_turn.history_index = len(self.history) - 1

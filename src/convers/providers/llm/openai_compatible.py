@@ -11,8 +11,9 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
-from convers.contracts.llm import ChatMessage, LlmError
+from convers.contracts.llm import ChatMessage, LlmError, StreamItem
 from convers.contracts.provider import RANK_USER_MODEL, AutoChoice, Availability
+from convers.providers.llm.tool_call_deltas import ToolCallAssembler
 
 if TYPE_CHECKING:
     from convers.config import Settings
@@ -83,6 +84,8 @@ class OpenAICompatibleLlm:
     """
 
     name = "openai"
+    # llama-server (with --jinja), Ollama and vLLM take `tools` and stream `tool_calls` deltas.
+    supports_tools = True
 
     def __init__(
         self,
@@ -201,9 +204,11 @@ class OpenAICompatibleLlm:
         *,
         max_tokens: int | None = None,
         temperature: float | None = None,
-    ) -> AsyncIterator[str]:
-        """Yields text deltas. Closing the generator closes the HTTP connection, which is how
-        llama-server, Ollama and vLLM learn to stop generating."""
+        tools: Sequence[Mapping[str, Any]] | None = None,
+    ) -> AsyncIterator[StreamItem]:
+        """Yields text deltas, then the reply's tool calls (when `tools` were offered and the model
+        called any). Closing the generator closes the HTTP connection, which is how llama-server,
+        Ollama and vLLM learn to stop generating."""
         endpoint = await self.endpoint()
         url = f"{endpoint.api}/chat/completions"
         payload = {
@@ -214,6 +219,8 @@ class OpenAICompatibleLlm:
             "max_tokens": max_tokens if max_tokens is not None else self.max_tokens,
             "temperature": temperature if temperature is not None else self.temperature,
         }
+        if tools:
+            payload["tools"] = list(tools)
         # The read timeout bounds each wait for bytes: the first token and every next one.
         timeout = httpx.Timeout(self.read_timeout_s, connect=self.connect_timeout_s)
         # One client per reply: connections never outlive the event loop that made them, and a
@@ -224,12 +231,11 @@ class OpenAICompatibleLlm:
                     await _raise_for_status(response, url)
                     if response.headers.get("content-type", "").startswith("application/json"):
                         # The server ignored "stream": true and sent the whole reply at once.
-                        text = _whole_reply(await response.aread(), url)
-                        if text:
-                            yield text
+                        for item in _whole_reply(await response.aread(), url):
+                            yield item
                         return
-                    async for text in _sse_deltas(response, url):
-                        yield text
+                    async for item in _sse_deltas(response, url):
+                        yield item
             except httpx.ConnectTimeout:
                 raise LlmError(
                     f"no connection to {url} within {self.connect_timeout_s} s (llm.connect_timeout_s); is the server up?"
@@ -259,9 +265,11 @@ async def _raise_for_status(response: httpx.Response, url: str) -> None:
     raise LlmError(f"{url} answered HTTP {response.status_code}: {_snippet(body)}{hint}")
 
 
-async def _sse_deltas(response: httpx.Response, url: str) -> AsyncIterator[str]:
-    """Text deltas from an SSE body; raises LlmError on anything that is not a well-formed stream."""
+async def _sse_deltas(response: httpx.Response, url: str) -> AsyncIterator[StreamItem]:
+    """Text deltas from an SSE body, then its tool calls; raises LlmError on anything that is not a
+    well-formed stream."""
     finished = False
+    calls = ToolCallAssembler(url)
     async for line in response.aiter_lines():
         if not line or line.startswith(":"):
             continue  # event separator or SSE comment (keep-alive)
@@ -272,12 +280,14 @@ async def _sse_deltas(response: httpx.Response, url: str) -> AsyncIterator[str]:
             raise LlmError(f"{url} sent a line that is not server-sent events: {line[:120]!r}")
         value = value.removeprefix(" ")
         if value.strip() == "[DONE]":
+            for call in calls.finish():
+                yield call
             return
         try:
             chunk = json.loads(value)
         except ValueError:
             raise LlmError(f"{url} sent a data line that is not JSON: {value[:120]!r}") from None
-        text, finish_reason = _delta(chunk, url)
+        text, finish_reason = _delta(chunk, url, calls)
         if text:
             yield text
         finished = finished or bool(finish_reason)
@@ -285,9 +295,11 @@ async def _sse_deltas(response: httpx.Response, url: str) -> AsyncIterator[str]:
     # stopped (some servers omit [DONE] after the final finish_reason chunk).
     if not finished:
         raise LlmError(f"{url} ended the stream before [DONE]: the reply is cut short (server crashed or restarted?)")
+    for call in calls.finish():
+        yield call
 
 
-def _delta(chunk: Any, url: str) -> tuple[str, str | None]:
+def _delta(chunk: Any, url: str, calls: ToolCallAssembler) -> tuple[str, str | None]:
     if not isinstance(chunk, dict):
         raise LlmError(f"{url} sent a chunk that is not a JSON object: {str(chunk)[:120]!r}")
     if "error" in chunk:
@@ -302,14 +314,21 @@ def _delta(chunk: Any, url: str) -> tuple[str, str | None]:
     choice = choices[0] if isinstance(choices[0], dict) else {}
     delta = choice.get("delta") or {}
     text = delta.get("content") if isinstance(delta, dict) else None
+    if isinstance(delta, dict) and delta.get("tool_calls"):
+        calls.add(delta["tool_calls"])
     return (text if isinstance(text, str) else ""), choice.get("finish_reason")
 
 
-def _whole_reply(body: bytes, url: str) -> str:
+def _whole_reply(body: bytes, url: str) -> list[StreamItem]:
     try:
-        return str(json.loads(body)["choices"][0]["message"]["content"] or "")
-    except (ValueError, KeyError, IndexError, TypeError):
+        message = json.loads(body)["choices"][0]["message"]
+        text = str(message.get("content") or "")
+        tool_calls = message.get("tool_calls") or []
+    except (ValueError, KeyError, IndexError, TypeError, AttributeError):
         raise LlmError(f"{url} answered with JSON that is not a chat completion: {_snippet(body.decode('utf-8', 'replace'))}") from None
+    calls = ToolCallAssembler(url)
+    calls.add(tool_calls)
+    return [*([text] if text else []), *calls.finish()]
 
 
 def _first_model(api: str, found: Probe) -> str:
