@@ -14,11 +14,25 @@ from convers.contracts.llm import ChatMessage, ToolCall
 from convers.engine.prompt import PromptBuilder
 from convers.engine.session import Session, SessionOptions, SessionParts
 from convers.engine.timing import ToolTiming
-from convers.engine.tool_calls import FAILURE, FILLER, Toolbox, ToolBoundLlm, with_tools, without_orphans
+from convers.engine.tool_calls import (
+    FAILURE,
+    FILLER,
+    ToolBoundLlm,
+    Toolbox,
+    with_tools,
+    without_orphans,
+)
 from convers.events import EventLog, read_events
 from convers.providers.tools.clock import ClockTool
 from tests.doubles import RecordingTransport, ScriptedLlm, ToneTts
-from tests.tool_doubles import BlockingTool, EchoTool, FailingTool, PlainTool, ScriptedToolLlm, call
+from tests.tool_doubles import (
+    BlockingTool,
+    EchoTool,
+    FailingTool,
+    PlainTool,
+    ScriptedToolLlm,
+    call,
+)
 
 NOON = datetime(2026, 12, 1, 12, 0, tzinfo=timezone(timedelta(hours=1), "CET"))
 
@@ -27,7 +41,7 @@ def clock() -> ClockTool:
     return ClockTool(now=lambda: NOON)
 
 
-def make_session(llm, tools, transport=None, events=None, tts=None, timing=ToolTiming()) -> tuple[Session, RecordingTransport]:
+def make_session(llm, tools, transport=None, events=None, tts=None, timing=None) -> tuple[Session, RecordingTransport]:
     transport = transport or RecordingTransport()
     session = Session(
         transport,

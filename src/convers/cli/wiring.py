@@ -57,7 +57,7 @@ def build_tools(settings: Settings, memory: Any) -> Any:
     for name in settings.tools.names():
         try:
             tools.append(registry.create("tools", name, settings, memory=memory))
-        except Exception as error:  # an optional tool never takes the conversation down
+        except Exception as error:  # noqa: BLE001 - an optional tool never takes the conversation down
             log.warning("tool %s is off: %s", name, error)
     return Toolbox(tools, settings.tool_timing, settings.tools.max_result_chars)
 

@@ -13,8 +13,8 @@ results go back to the model, and its next stream continues the same reply.
 from __future__ import annotations
 
 import asyncio
-from contextlib import aclosing
 from collections.abc import Sequence
+from contextlib import aclosing
 from dataclasses import dataclass, field
 
 from convers.audio import StreamResampler

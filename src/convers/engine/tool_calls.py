@@ -18,7 +18,13 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from convers.contracts.llm import ChatMessage, LanguageModel, StreamItem, ToolCall, supports_tools
+from convers.contracts.llm import (
+    ChatMessage,
+    LanguageModel,
+    StreamItem,
+    ToolCall,
+    supports_tools,
+)
 from convers.contracts.tool import Tool
 from convers.engine.timing import ToolTiming
 
@@ -58,9 +64,9 @@ class ToolOutcome:
 class Toolbox:
     """The tools a session may call, by name, with their schemas and the rules for running them."""
 
-    def __init__(self, tools: Sequence[Tool], timing: ToolTiming = ToolTiming(), max_result_chars: int = MAX_RESULT_CHARS) -> None:
+    def __init__(self, tools: Sequence[Tool], timing: ToolTiming | None = None, max_result_chars: int = MAX_RESULT_CHARS) -> None:
         self.tools = {tool.name: tool for tool in tools}
-        self.timing = timing
+        self.timing = timing or ToolTiming()
         self.max_result_chars = max_result_chars
 
     def __bool__(self) -> bool:
@@ -96,7 +102,7 @@ class Toolbox:
             return outcome(False, f"{call.name} did not answer within {self.timing.call_timeout_s} s")
         except TypeError as error:  # arguments the tool's signature does not take
             return outcome(False, f"{call.name} cannot take these arguments: {error}")
-        except Exception as error:  # a failing tool costs this answer, never the conversation
+        except Exception as error:  # noqa: BLE001 - a failing tool costs this answer, never the conversation
             log.warning("tool %s failed: %s", call.name, error)
             return outcome(False, f"{call.name} failed: {type(error).__name__}: {error}")
         text = str(result)

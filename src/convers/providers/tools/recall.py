@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from convers.contracts.memory import ConversationMemory
@@ -48,7 +48,7 @@ class RecallTool:
         hits = await self.memory.recall(query)
         if not hits:
             return f"Nothing found in memory about {query!r}."
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         lines = []
         for hit in sorted(hits, key=lambda h: h.turn.time):
             who = "you said" if hit.turn.role == "assistant" else "they said"
