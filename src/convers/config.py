@@ -191,6 +191,12 @@ class ToolSettings(Section):
         return ["clock", "recall", *(["web_search"] if self.searxng_url else [])]
 
 
+class RecorderSettings(Section):
+    """The opt-in recorder: each turn's audio as WAV under data_dir/recordings/<session>/."""
+
+    enabled: bool = False
+
+
 class Settings(Section):
     """Everything convers can be told. `data_dir` holds profile, memory, events, certificates and models."""
 
@@ -210,6 +216,7 @@ class Settings(Section):
     events: EventSettings = Field(default_factory=EventSettings)
     tools: ToolSettings = Field(default_factory=ToolSettings)
     tool_timing: ToolTiming = Field(default_factory=ToolTiming)
+    recorder: RecorderSettings = Field(default_factory=RecorderSettings)
 
     @property
     def data_path(self) -> Path:

@@ -141,6 +141,10 @@ def make_session(
 ) -> Session:
     if parts.tools is None:
         parts = replace(parts, tools=build_tools(settings, parts.memory))
+    if settings.recorder.enabled and parts.recorder is None:
+        from convers.recordings import TurnRecorder
+
+        parts = replace(parts, recorder=TurnRecorder.in_data_dir(settings.data_path, session_id))
     prompt = PromptBuilder(
         persona=load_persona(settings.agent.persona_file, settings.agent.name),
         rolling_chars=settings.memory.rolling_chars,

@@ -23,6 +23,7 @@ from convers.engine.reply import ReplyProgress, ReplyStreamer, heard_text
 from convers.engine.speculation import SpeculativeResult, Speculator
 from convers.engine.spoken_text import SpokenTextTts
 from convers.engine.tool_calls import Toolbox, with_tools
+from convers.recordings import TurnRecorder
 from convers.engine.timing import BargeInPolicy, SpeculationPolicy, TurnTiming
 from convers.engine.turns import SpeechDropped, SpeechOnset, SpeechStarted, TurnEvent, UserTurnEnded
 from convers.events import EventLog, TurnMetrics
@@ -45,6 +46,8 @@ class SessionParts:
     memory: ConversationMemory | None = None
     # Tools the model may call mid-reply (engine/tool_calls.py); None or empty: no function calling.
     tools: Toolbox | None = None
+    # The opt-in recorder (recordings.py): each turn's audio and words to data_dir/recordings/.
+    recorder: TurnRecorder | None = None
 
 
 @dataclass
@@ -109,6 +112,8 @@ class Session:
         options: SessionOptions | None = None,
         session_id: str | None = None,
     ) -> None:
+        if parts.recorder is not None:
+            transport = parts.recorder.wrap(transport)  # keeps a copy of the agent's audio per turn
         self.transport = transport
         # Speech is normalised in the voice itself, so the reply and a speculative first chunk say the same.
         self.parts = replace(parts, tts=SpokenTextTts.around(parts.tts))
@@ -175,6 +180,8 @@ class Session:
         """Runs until the client goes away; always leaves no task behind."""
         self.events.emit("session_start", session=self.session_id)
         try:
+            if self.parts.recorder is not None:
+                await self.transport.send_event({"type": "recording", "on": True})  # the page shows a dot
             await self._set_state("listening")
             if self.options.greet and self.parts.memory is not None:
                 self._spawn(self._greet())
@@ -200,6 +207,8 @@ class Session:
         for task in list(self._background):
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
+        if self.parts.recorder is not None:
+            await self.parts.recorder.aclose()
         self.events.emit("session_end", session=self.session_id)
 
     def _spawn(self, coro: Any) -> asyncio.Task[Any]:
@@ -212,7 +221,11 @@ class Session:
     # ----------------------------------------------------------------- text in, reply out
 
     async def user_said(
-        self, text: str, metrics: TurnMetrics | None = None, speculative: SpeculativeResult | None = None
+        self,
+        text: str,
+        metrics: TurnMetrics | None = None,
+        speculative: SpeculativeResult | None = None,
+        audio: AudioFrame | None = None,
     ) -> asyncio.Task[None] | None:
         """A finished user turn (typed, or transcribed): cancel what the agent says, start a reply."""
         text = text.strip()
@@ -228,6 +241,8 @@ class Session:
         self.events.emit("user_turn", turn=turn, text=text)
         await self.transport.send_event({"type": "transcript", "text": text, "final": True})
         self.history.append(ChatMessage("user", text))
+        if self.parts.recorder is not None:
+            self.parts.recorder.user_turn(turn, text, audio)
         if self.parts.memory is not None:
             self.parts.memory.remember(self.session_id, "user", self.options.speaker_name, text)
         progress = ReplyProgress(turn=turn)
@@ -312,6 +327,9 @@ class Session:
         if agent_turn.settled:
             return
         agent_turn.settled = True
+        if self.parts.recorder is not None:
+            played = agent_turn.played_ms if agent_turn.played_ms + 1 < agent_turn.progress.audio_ms else 0.0
+            self.parts.recorder.finish_turn(agent_turn.turn, final_text, played_ms=played)
         if final_text and self.parts.memory is not None:
             self.parts.memory.remember(self.session_id, "assistant", self.options.agent_name, final_text)
 
@@ -526,7 +544,7 @@ class Session:
             await self._false_interruption()
             return
         self._pending_restart = None
-        await self.user_said(transcript.text, metrics, speculative=result)
+        await self.user_said(transcript.text, metrics, speculative=result, audio=audio)
 
     async def _false_interruption(self) -> None:
         """An interruption without words: say the rest of the cut reply instead of losing it.

@@ -11,7 +11,7 @@ const NO_LLM_CODES = new Set(['llm_unavailable', 'no_llm']);
 
 const $ = (id) => document.getElementById(id);
 const ui = {
-  conn: $('conn'), banner: $('banner'), bannerText: $('banner-text'), bannerClose: $('banner-close'),
+  conn: $('conn'), recording: $('recording'), banner: $('banner'), bannerText: $('banner-text'), bannerClose: $('banner-close'),
   orb: $('orb'), canvas: $('orb-canvas'), status: $('status'), metrics: $('metrics'),
   transcript: $('transcript'), form: $('text-form'), input: $('text-input'),
   memory: $('memory'), memoryOpen: $('memory-open'), memoryClose: $('memory-close'),
@@ -98,6 +98,7 @@ function onEvent(event) {
       app.ready = true;
       app.retries = 0;
       app.flushedTurn = 0;  // a new connection is a new session: turn ids start again
+      ui.recording.hidden = true;  // until this session says it records
       app.audioOutRate = event.audio_out.sample_rate;
       setConn('connected', 'connected');
       if (app.playback) {
@@ -107,6 +108,10 @@ function onEvent(event) {
       break;
     case 'state':
       setAgentState(event.state);
+      break;
+    case 'recording':
+      // The server records this session's audio (recorder.enabled): the user always sees it.
+      ui.recording.hidden = !event.on;
       break;
     case 'transcript':
       showUserText(event.text, Boolean(event.final));
