@@ -36,6 +36,9 @@ class AgentSettings(Section):
     name: str = "Juniper"
     # Persona text file; the built-in persona is used when unset.
     persona_file: Path | None = None
+    # Persona overlays added after it, by name: data_dir/persona/<name>.md (engine/persona.py).
+    # The page can add more for one connection (?persona=work).
+    overlays: list[str] = Field(default_factory=list)
 
 
 class LlmSettings(Section):

@@ -231,3 +231,30 @@ def edit(ctx: click.Context) -> None:
     finally:
         Path(temp).unlink(missing_ok=True)
     click.echo(json.dumps({"saved": str(file.path)}))
+
+
+@profile.command("prompt")
+@click.option("--overlay", "overlays", multiple=True, help="Add a persona overlay (data_dir/persona/NAME.md), as the page's ?persona= does.")
+@click.pass_context
+def show_prompt(ctx: click.Context, overlays: tuple[str, ...]) -> None:
+    """Print the system prompt the model is given: persona layers, profile and relationship memo.
+
+    Memories recalled for a question are added per turn and are not shown here.
+    """
+    from convers.cli.wiring import session_persona
+    from convers.engine.prompt import PersonaError, PromptBuilder
+    from convers.memory.reflection import Reflection
+
+    settings = settings_from(ctx)
+    try:
+        persona = session_persona(settings, overlays, tools=settings.tools.names())
+        profile_text = _profile_file(ctx).load().render()
+    except (PersonaError, ProfileError) as error:
+        raise click.ClickException(str(error)) from None
+    if settings.memory.reflection:
+        # The memo joins the profile exactly as memory/conversation.py puts it into every prompt.
+        memo = Reflection(None, settings.data_path, settings.agent.name).memo()  # type: ignore[arg-type]
+        if memo:
+            profile_text = f"{profile_text}\n\nYour own notes on this relationship:\n{memo}".strip()
+    system = PromptBuilder(persona=persona).build("", profile=profile_text)[0]
+    click.echo(system.content)

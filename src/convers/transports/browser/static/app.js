@@ -54,7 +54,7 @@ function connect() {
   ws.binaryType = 'arraybuffer';
   app.ws = ws;
   ws.onopen = () => {
-    ws.send(JSON.stringify({ type: 'hello', sample_rate: CAPTURE_RATE, format: 'pcm16' }));
+    ws.send(JSON.stringify({ type: 'hello', sample_rate: CAPTURE_RATE, format: 'pcm16', overlays: personaOverlays() }));
   };
   ws.onmessage = (message) => {
     if (typeof message.data === 'string') {
@@ -88,6 +88,13 @@ function send(event) {
 function setConn(state, text) {
   ui.conn.dataset.state = state;
   ui.conn.textContent = text;
+}
+
+// Persona overlays for this connection from the address: ?persona=work or ?persona=work,travel
+// (files under data_dir/persona/ on the server; docs/protocol.md, hello).
+function personaOverlays() {
+  const value = new URLSearchParams(location.search).get('persona') || '';
+  return value.split(',').map((name) => name.trim()).filter((name) => /^[A-Za-z0-9][A-Za-z0-9_-]{0,39}$/.test(name)).slice(0, 4);
 }
 
 // ------------------------------------------------------------------ server events
