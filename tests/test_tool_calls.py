@@ -247,3 +247,27 @@ def test_a_window_never_starts_with_a_result_whose_call_was_cut() -> None:
     prompt = PromptBuilder(persona="P", rolling_chars=len("{}Noon.thanks") + 1)
     messages = prompt.build("bye", [ChatMessage("user", "time?"), *history])
     assert [(m.role, m.content) for m in messages[1:]] == [("assistant", "Noon."), ("user", "thanks"), ("user", "bye")]
+
+
+async def test_a_prefetched_reply_that_calls_a_tool_replays_the_call_and_goes_on() -> None:
+    """Speculation buffers the first request; its tool call must survive the buffer and the voice prefetch."""
+    from convers.engine.reply import ReplyProgress, ReplyStreamer
+    from convers.engine.speculation import LlmPrefetch, PrefetchedLlm
+    from convers.events import TurnMetrics
+
+    llm = ScriptedToolLlm([["Checking.", call("clock")], ["It is noon."]])
+    box = Toolbox([clock()])
+    bound = with_tools(llm, box)
+    messages = [ChatMessage("system", "P"), ChatMessage("user", "time?")]
+    tts = ToneTts()
+    prefetch = LlmPrefetch(bound, messages, None, None, voice=tts)
+    while not prefetch.deltas.done:
+        await asyncio.sleep(0.001)
+    assert prefetch.deltas.error is None and prefetch.speech_text == "Checking."
+    transport = RecordingTransport()
+    streamer = ReplyStreamer(PrefetchedLlm(bound, prefetch), None, transport, EventLog(None), tools=box)
+    progress = ReplyProgress(turn=1)
+    await streamer.run(messages, progress, TurnMetrics(turn=1))
+    assert progress.text == "Checking. It is noon."
+    assert len(llm.requests) == 2  # the first answered from the buffer, the second asked after the call
+    assert tool_results(llm.requests[1])[0]["tool"] == "clock"
