@@ -24,7 +24,12 @@ def bench() -> None:
 @click.pass_context
 def memory_bench(ctx: click.Context, sizes: str, people: int, queries: int, seed: int, out: Path | None) -> None:
     """Recall@1/5/10 (vector, lexical, fused) and search latency at several store sizes."""
-    from convers.bench.memory import BenchConfig, print_table, run_benchmark, write_result
+    from convers.bench.memory import (
+        BenchConfig,
+        print_table,
+        run_benchmark,
+        write_result,
+    )
 
     try:
         size_list = sorted({int(s) for s in sizes.split(",") if s.strip()})
@@ -75,7 +80,12 @@ def latency_bench(
     out: Path | None,
 ) -> None:
     """Mouth-to-ear latency: time to first audio and its stages, barge-in, pipeline overhead (p50/p95)."""
-    from convers.bench.latency import LatencyConfig, print_table, run_benchmark, write_result
+    from convers.bench.latency import (
+        LatencyConfig,
+        print_table,
+        run_benchmark,
+        write_result,
+    )
 
     if turns < 1:
         raise click.UsageError(f"--turns must be at least 1, got {turns}")
@@ -99,6 +109,20 @@ def latency_bench(
     print_table(result, click.echo)
     path = write_result(result, out)
     click.echo(f"wrote {path}")
+
+
+@bench.command("tools")
+@click.option("--replies", default=200, show_default=True, help="Replies with one tool call each.")
+@click.option("--out", type=click.Path(path_type=Path), help="JSON result file (default bench/results/tools-<time>.json).")
+def tools_bench(replies: int, out: Path | None) -> None:
+    """Tool round trip overhead: a scripted model and an instant tool through the real reply loop."""
+    from convers.bench.tool_overhead import print_table, run_benchmark, write_result
+
+    if replies < 1:
+        raise click.UsageError(f"--replies must be at least 1, got {replies}")
+    result = run_benchmark(replies)
+    print_table(result, click.echo)
+    click.echo(f"wrote {write_result(result, out)}")
 
 
 def with_voice_providers(settings: Any, stt: str | None, tts: str | None) -> Any:
@@ -153,7 +177,12 @@ def reference_llm(host: str, port: int, ttft_ms: float, tokens_per_s: float) -> 
 @click.pass_context
 def stt_bench(ctx: click.Context, conditions: str, threads: str, beam_size: int, limit: int | None, out: Path | None) -> None:
     """Whisper word error rate and decode time per encoder window (espeak-ng and Piper voices)."""
-    from convers.bench.stt import parse_conditions, print_table, run_benchmark, write_result
+    from convers.bench.stt import (
+        parse_conditions,
+        print_table,
+        run_benchmark,
+        write_result,
+    )
 
     try:
         counts = [int(t) for t in threads.split(",") if t.strip()]
