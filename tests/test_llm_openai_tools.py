@@ -9,7 +9,9 @@ from __future__ import annotations
 import asyncio
 import json
 
-from convers.contracts.llm import ChatMessage, ToolCall
+import pytest
+
+from convers.contracts.llm import ChatMessage, LlmError, ToolCall
 from convers.engine.prompt import PromptBuilder
 from convers.engine.session import Session, SessionOptions, SessionParts
 from convers.engine.tool_calls import Toolbox
@@ -99,3 +101,25 @@ async def test_a_session_answers_through_a_tool_over_http() -> None:
     assert json.loads(first_result["content"]) == {"tool": "echo", "result": "echo: one"}
     assert second_result["tool_call_id"] == "call_b"
     assert second["tools"] == SCHEMA
+
+
+async def test_a_server_that_refuses_tools_is_asked_again_without_them(caplog) -> None:
+    refused = Reply(status=500, error_body='{"error": {"message": "tools param requires --jinja flag"}}')
+    async with serve_llm(refused, Reply(["Hi."]), Reply(["Again."])) as server:
+        llm = OpenAICompatibleLlm(base_url=server.base_url, model="m")
+        assert await asyncio.wait_for(stream_all(llm, tools=SCHEMA), GUARD_S) == ["Hi."]
+        assert await asyncio.wait_for(stream_all(llm, tools=SCHEMA), GUARD_S) == ["Again."]
+        sent = [r.body for r in server.chat_requests()]
+    assert ["tools" in body for body in sent] == [True, False, False]  # asked once, then never again
+    assert "requires --jinja" in llm.tools_refused and "refused the tools field" in caplog.text
+
+
+async def test_an_error_that_is_not_about_tools_is_still_an_error() -> None:
+    down = Reply(status=500, error_body='{"error": {"message": "out of memory"}}')
+    async with serve_llm(down, down, Reply(["Later."])) as server:
+        llm = OpenAICompatibleLlm(base_url=server.base_url, model="m")
+        with pytest.raises(LlmError, match="out of memory"):
+            await asyncio.wait_for(stream_all(llm, tools=SCHEMA), GUARD_S)
+        assert llm.tools_refused is None  # tools are offered again next time
+        await asyncio.wait_for(stream_all(llm, tools=SCHEMA), GUARD_S)
+        assert "tools" in server.chat_requests()[-1].body

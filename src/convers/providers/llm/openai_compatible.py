@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import ssl
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -18,6 +19,8 @@ from convers.providers.llm.tool_call_deltas import ToolCallAssembler
 if TYPE_CHECKING:
     from convers.config import Settings
 
+log = logging.getLogger(__name__)
+
 # Tried in order when llm.base_url is unset: (what it usually is, root URL).
 DEFAULT_CANDIDATES: tuple[tuple[str, str], ...] = (
     ("llama-server", "http://127.0.0.1:8080"),
@@ -26,6 +29,9 @@ DEFAULT_CANDIDATES: tuple[tuple[str, str], ...] = (
 # A local server answers a refused or accepted connection in well under a millisecond; this only
 # bounds the wait when a firewall drops packets, so doctor and the first turn stay quick.
 PROBE_TIMEOUT_S = 0.5
+# Statuses with which servers refuse the `tools` field itself (llama-server without --jinja: 500;
+# Ollama, a model without tool support: 400; vLLM without --enable-auto-tool-choice: 400).
+TOOLS_REFUSED_STATUSES = frozenset({400, 422, 500, 501})
 # How much of an error body goes into the message: enough for the server's own explanation.
 BODY_SNIPPET_CHARS = 300
 
@@ -112,6 +118,8 @@ class OpenAICompatibleLlm:
         self.candidates = tuple(candidates)
         self._endpoint: Endpoint | None = None
         self._ssl: ssl.SSLContext | None = None
+        # Why the server refused the `tools` field, once it has (then tools are no longer sent).
+        self.tools_refused: str | None = None
 
     @classmethod
     def from_settings(
@@ -219,7 +227,7 @@ class OpenAICompatibleLlm:
             "max_tokens": max_tokens if max_tokens is not None else self.max_tokens,
             "temperature": temperature if temperature is not None else self.temperature,
         }
-        if tools:
+        if tools and self.tools_refused is None:
             payload["tools"] = list(tools)
         # The read timeout bounds each wait for bytes: the first token and every next one.
         timeout = httpx.Timeout(self.read_timeout_s, connect=self.connect_timeout_s)
@@ -227,15 +235,36 @@ class OpenAICompatibleLlm:
         # cancelled reply leaves no half-read connection in a pool.
         async with httpx.AsyncClient(timeout=timeout, headers=_auth(self.api_key), verify=self._ssl_context()) as client:
             try:
-                async with client.stream("POST", url, json=payload) as response:
-                    await _raise_for_status(response, url)
-                    if response.headers.get("content-type", "").startswith("application/json"):
-                        # The server ignored "stream": true and sent the whole reply at once.
-                        for item in _whole_reply(await response.aread(), url):
+                retried = False
+                while True:
+                    async with client.stream("POST", url, json=payload) as response:
+                        if "tools" in payload and response.status_code in TOOLS_REFUSED_STATUSES:
+                            # llama-server without --jinja, or an Ollama model without tool support,
+                            # refuses the field itself: say why once, and ask without tools from now on.
+                            body = (await response.aread()).decode("utf-8", "replace")
+                            self.tools_refused = f"HTTP {response.status_code}: {_snippet(body)}"
+                            log.warning(
+                                "%s refused the tools field (%s); tools are off for this server "
+                                "(llama-server needs --jinja, an Ollama model must support tools)",
+                                url, self.tools_refused,
+                            )
+                            del payload["tools"]
+                            retried = True
+                            continue
+                        try:
+                            await _raise_for_status(response, url)
+                        except LlmError:
+                            if retried:
+                                self.tools_refused = None  # it fails without tools too: tools were not the cause
+                            raise
+                        if response.headers.get("content-type", "").startswith("application/json"):
+                            # The server ignored "stream": true and sent the whole reply at once.
+                            for item in _whole_reply(await response.aread(), url):
+                                yield item
+                            return
+                        async for item in _sse_deltas(response, url):
                             yield item
                         return
-                    async for item in _sse_deltas(response, url):
-                        yield item
             except httpx.ConnectTimeout:
                 raise LlmError(
                     f"no connection to {url} within {self.connect_timeout_s} s (llm.connect_timeout_s); is the server up?"
