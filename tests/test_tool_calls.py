@@ -271,3 +271,16 @@ async def test_a_prefetched_reply_that_calls_a_tool_replays_the_call_and_goes_on
     assert progress.text == "Checking. It is noon."
     assert len(llm.requests) == 2  # the first answered from the buffer, the second asked after the call
     assert tool_results(llm.requests[1])[0]["tool"] == "clock"
+
+
+async def test_a_type_error_inside_a_tool_is_the_tools_failure_not_the_arguments() -> None:
+    class Buggy:
+        name = "buggy"
+        description = "Has a bug."
+        parameters: dict = {"type": "object", "properties": {"n": {"type": "integer"}}}  # noqa: RUF012
+
+        async def call(self, n: int) -> str:
+            return "x" + n  # type: ignore[operator]
+
+    outcome = await Toolbox([Buggy()]).run(call("buggy", '{"n": 1}'))
+    assert not outcome.ok and outcome.text.startswith("buggy failed: TypeError")

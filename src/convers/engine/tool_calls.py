@@ -102,11 +102,15 @@ class Toolbox:
         if not isinstance(arguments, dict):
             return outcome(False, f"the arguments must be a JSON object, got {call.arguments_json[:200]!r}")
         try:
+            # Checked against the signature first, so a TypeError inside the tool is not blamed on the model.
+            inspect.signature(tool.call).bind(**arguments)
+        except TypeError as error:
+            return outcome(False, f"{call.name} cannot take these arguments: {error}")
+        try:
+            # A blocking tool's thread cannot be stopped: past the timeout it finishes unheard.
             result = await asyncio.wait_for(self._call(tool, arguments), self.timing.call_timeout_s)
         except TimeoutError:
             return outcome(False, f"{call.name} did not answer within {self.timing.call_timeout_s} s")
-        except TypeError as error:  # arguments the tool's signature does not take
-            return outcome(False, f"{call.name} cannot take these arguments: {error}")
         except Exception as error:  # noqa: BLE001 - a failing tool costs this answer, never the conversation
             log.warning("tool %s failed: %s", call.name, error)
             return outcome(False, f"{call.name} failed: {type(error).__name__}: {error}")
