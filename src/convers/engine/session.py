@@ -7,7 +7,7 @@ import copy
 import logging
 import uuid
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from convers.contracts.audio import AudioFrame
 from convers.contracts.llm import ChatMessage, LanguageModel, LlmError
@@ -22,11 +22,13 @@ from convers.engine.prompt import PromptBuilder
 from convers.engine.reply import ReplyProgress, ReplyStreamer, heard_text
 from convers.engine.speculation import SpeculativeResult, Speculator
 from convers.engine.spoken_text import SpokenTextTts
-from convers.engine.tool_calls import Toolbox, with_tools
-from convers.recordings import TurnRecorder
 from convers.engine.timing import BargeInPolicy, SpeculationPolicy, TurnTiming
+from convers.engine.tool_calls import Toolbox, with_tools
 from convers.engine.turns import SpeechDropped, SpeechOnset, SpeechStarted, TurnEvent, UserTurnEnded
 from convers.events import EventLog, TurnMetrics
+
+if TYPE_CHECKING:
+    from convers.recordings import TurnRecorder
 
 
 log = logging.getLogger(__name__)
