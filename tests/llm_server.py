@@ -36,6 +36,7 @@ from convers.bench.openai_wire import (
     send_body,
     send_error,
     send_models,
+    sse_event,
 )
 
 Ending = Literal["done", "finish", "close", "stall"]
@@ -51,7 +52,8 @@ class Reply:
     garbage_after: index of the token after which `garbage` is sent as a raw line.
     """
 
-    tokens: Sequence[str] = ("Hello", " there", ".")
+    # Text tokens; a dict is sent as a raw `delta` object instead (for tool_calls deltas).
+    tokens: Sequence[str | dict[str, Any]] = ("Hello", " there", ".")
     first_token_delay_s: float = 0.0
     tokens_per_s: float | None = None
     status: int = 200
@@ -174,7 +176,11 @@ class ScriptedLlmServer(WireServer):
                 if await stream.hung_up_within(delay):
                     request.client_disconnected = True
                     return
-                await stream.send(token)
+                if isinstance(token, dict):  # a raw delta (tool_calls), sent as its own chunk
+                    await stream.write(sse_event({"object": "chat.completion.chunk", "choices": [
+                        {"index": 0, "delta": token, "finish_reason": None}]}))
+                else:
+                    await stream.send(token)
                 request.tokens_sent += 1
                 if reply.garbage is not None and index == reply.garbage_after:
                     await stream.write(reply.garbage.encode() + b"\n\n")

@@ -11,7 +11,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from convers.engine.timing import BargeInPolicy, SpeculationPolicy, TurnTiming
+from convers.engine.timing import BargeInPolicy, SpeculationPolicy, ToolTiming, TurnTiming
 
 ENV_PREFIX = "CONVERS_"
 # CONVERS_LLM__BASE_URL sets llm.base_url: a double underscore separates nesting levels.
@@ -36,6 +36,9 @@ class AgentSettings(Section):
     name: str = "Juniper"
     # Persona text file; the built-in persona is used when unset.
     persona_file: Path | None = None
+    # Persona overlays added after it, by name: data_dir/persona/<name>.md (engine/persona.py).
+    # The page can add more for one connection (?persona=work).
+    overlays: list[str] = Field(default_factory=list)
 
 
 class LlmSettings(Section):
@@ -181,6 +184,34 @@ class EventSettings(Section):
     enabled: bool = True
 
 
+class ToolSettings(Section):
+    """Tools the model may call mid-reply (function calling through an OpenAI-compatible server)."""
+
+    # Tool names (`convers.tools` entry points). Unset: clock and recall, plus web_search when
+    # searxng_url is set. `remember` (writes profile notes when asked) is opt-in: add it here.
+    enabled: list[str] | None = None
+    # A SearXNG you run, e.g. http://127.0.0.1:8888: the only non-local address convers ever
+    # contacts, and only when set here.
+    searxng_url: str | None = None
+    search_results: int = Field(default=3, ge=1, le=10)
+    # Below tool_timing.call_timeout_s, so a slow SearXNG is reported as such, not as a tool timeout.
+    search_timeout_s: float = Field(default=3.5, gt=0)
+    # A tool result is cut to this many characters before it goes to the model.
+    max_result_chars: int = Field(default=1500, ge=100, le=20000)
+
+    def names(self) -> list[str]:
+        """The tools to load: `enabled`, or the defaults."""
+        if self.enabled is not None:
+            return list(dict.fromkeys(self.enabled))
+        return ["clock", "recall", *(["web_search"] if self.searxng_url else [])]
+
+
+class RecorderSettings(Section):
+    """The opt-in recorder: each turn's audio as WAV under data_dir/recordings/<session>/."""
+
+    enabled: bool = False
+
+
 class Settings(Section):
     """Everything convers can be told. `data_dir` holds profile, memory, events, certificates and models."""
 
@@ -199,6 +230,9 @@ class Settings(Section):
     server: ServerSettings = Field(default_factory=ServerSettings)
     transport: TransportSettings = Field(default_factory=TransportSettings)
     events: EventSettings = Field(default_factory=EventSettings)
+    tools: ToolSettings = Field(default_factory=ToolSettings)
+    tool_timing: ToolTiming = Field(default_factory=ToolTiming)
+    recorder: RecorderSettings = Field(default_factory=RecorderSettings)
 
     @property
     def data_path(self) -> Path:

@@ -132,6 +132,20 @@ def latency_bench(
     click.echo(f"wrote {path}")
 
 
+@bench.command("tools")
+@click.option("--replies", default=200, show_default=True, help="Replies with one tool call each.")
+@click.option("--out", type=click.Path(path_type=Path), help="JSON result file (default bench/results/tools-<time>.json).")
+def tools_bench(replies: int, out: Path | None) -> None:
+    """Tool round trip overhead: a scripted model and an instant tool through the real reply loop."""
+    from convers.bench.tool_overhead import print_table, run_benchmark, write_result
+
+    if replies < 1:
+        raise click.UsageError(f"--replies must be at least 1, got {replies}")
+    result = run_benchmark(replies)
+    print_table(result, click.echo)
+    click.echo(f"wrote {write_result(result, out)}")
+
+
 def with_voice_providers(settings: Any, stt: str | None, tts: str | None) -> Any:
     """Settings with stt.provider / tts.provider replaced where given; an unknown name is a usage error."""
     from convers import registry

@@ -17,6 +17,7 @@ from convers.config import Settings
 from convers.contracts.memory import MemoryStoreError
 from convers.memory.profile import ProfileError, ProfileFile, parse_profile
 from convers.memory.store import SqliteMemoryStore
+from convers.recordings import Recordings
 
 
 def _open_store(settings: Settings, with_embedder: bool) -> SqliteMemoryStore:
@@ -89,10 +90,14 @@ def search(ctx: click.Context, query: str, k: int, floor: float, mode: str) -> N
 @click.pass_context
 def forget(ctx: click.Context, turn_id: str) -> None:
     """Delete one turn (and its summary) by id."""
-    with _open_store(settings_from(ctx), with_embedder=False) as store:
+    settings = settings_from(ctx)
+    with _open_store(settings, with_embedder=False) as store:
+        turn = store.get(turn_id)
         if not store.forget(turn_id):
             raise click.ClickException(f"no stored turn has id {turn_id!r}; `convers memory list` shows ids")
-    click.echo(f"forgot {turn_id}")
+    # The turn's recording (recorder.enabled) goes with it: forgetting words must forget the voice too.
+    recorded = Recordings(settings.data_path).forget(turn.session, [turn.text]) if turn is not None else 0
+    click.echo(f"forgot {turn_id}" + (f" and its recording ({recorded})" if recorded else ""))
 
 
 @memory.command()
@@ -106,7 +111,8 @@ def wipe(ctx: click.Context, yes: bool) -> None:
         if not yes:
             click.confirm(f"Delete all {count} remembered turns from {store.path}?", abort=True)
         removed = store.wipe()
-    click.echo(f"wiped {removed} turns")
+    recordings = Recordings(settings.data_path).wipe()
+    click.echo(f"wiped {removed} turns" + (f" and {recordings} recorded turns" if recordings else ""))
 
 
 @memory.command("export")
@@ -225,3 +231,30 @@ def edit(ctx: click.Context) -> None:
     finally:
         Path(temp).unlink(missing_ok=True)
     click.echo(json.dumps({"saved": str(file.path)}))
+
+
+@profile.command("prompt")
+@click.option("--overlay", "overlays", multiple=True, help="Add a persona overlay (data_dir/persona/NAME.md), as the page's ?persona= does.")
+@click.pass_context
+def show_prompt(ctx: click.Context, overlays: tuple[str, ...]) -> None:
+    """Print the system prompt the model is given: persona layers, profile and relationship memo.
+
+    Memories recalled for a question are added per turn and are not shown here.
+    """
+    from convers.cli.wiring import session_persona
+    from convers.engine.prompt import PersonaError, PromptBuilder
+    from convers.memory.reflection import Reflection
+
+    settings = settings_from(ctx)
+    try:
+        persona = session_persona(settings, overlays, tools=settings.tools.names())
+        profile_text = _profile_file(ctx).load().render()
+    except (PersonaError, ProfileError) as error:
+        raise click.ClickException(str(error)) from None
+    if settings.memory.reflection:
+        # The memo joins the profile exactly as memory/conversation.py puts it into every prompt.
+        memo = Reflection(None, settings.data_path, settings.agent.name).memo()  # type: ignore[arg-type]
+        if memo:
+            profile_text = f"{profile_text}\n\nYour own notes on this relationship:\n{memo}".strip()
+    system = PromptBuilder(persona=persona).build("", profile=profile_text)[0]
+    click.echo(system.content)

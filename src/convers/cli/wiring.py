@@ -5,13 +5,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from convers import registry
 from convers.config import Settings
 from convers.contracts.transport import Transport
-from convers.engine.prompt import PromptBuilder, load_persona
+from convers.engine.prompt import PromptBuilder
 from convers.engine.session import Session, SessionOptions, SessionParts
 from convers.events import EventLog
 
@@ -56,6 +57,23 @@ def build_turn_end(settings: Settings) -> Any:
         return None
 
 
+def build_tools(settings: Settings, memory: Any) -> Any:
+    """The session's Toolbox from `tools.enabled` (or the defaults); a tool that cannot run is left out.
+
+    Tools are built per session: `recall` searches this session's memory. Each tool's
+    `from_settings(settings, memory=...)` may raise to say it cannot run here (no SearXNG URL set).
+    """
+    from convers.engine.tool_calls import Toolbox
+
+    tools = []
+    for name in settings.tools.names():
+        try:
+            tools.append(registry.create("tools", name, settings, memory=memory))
+        except Exception as error:  # noqa: BLE001 - an optional tool never takes the conversation down
+            log.warning("tool %s is off: %s", name, error)
+    return Toolbox(tools, settings.tool_timing, settings.tools.max_result_chars)
+
+
 def build_voice(settings: Settings) -> tuple[Any, Any, Any]:
     """VAD, STT and TTS from settings."""
     return build("vad", settings), build("stt", settings), build("tts", settings)
@@ -94,7 +112,9 @@ class ServerSessions:
         parts = SessionParts(llm=self.llm, tts=self.tts, stt=self.stt, vad=build("vad", settings), memory=memory, turn_end=self.turn_end)
         # This connection's memory (and its embedder) warms beside the session, which listens at once.
         warming = asyncio.create_task(warm_up(memory)) if memory is not None else None
-        session = make_session(settings, transport, parts, session_id=uuid.uuid4().hex[:12])
+        # Persona overlays the page asked for in its hello (transports without one have none).
+        overlays = tuple(getattr(transport, "overlays", ()))
+        session = make_session(settings, transport, parts, session_id=uuid.uuid4().hex[:12], overlays=overlays)
         try:
             await session.run()
         finally:
@@ -133,11 +153,16 @@ def make_session(
     session_id: str,
     greet: bool = True,
     finish_reply_on_input_end: bool = False,
+    overlays: tuple[str, ...] = (),
 ) -> Session:
-    prompt = PromptBuilder(
-        persona=load_persona(settings.agent.persona_file, settings.agent.name),
-        rolling_chars=settings.memory.rolling_chars,
-    )
+    """A Session from settings; `overlays` are persona overlays this connection asked for (the page's hello)."""
+    if parts.tools is None:
+        parts = replace(parts, tools=build_tools(settings, parts.memory))
+    if settings.recorder.enabled and parts.recorder is None:
+        from convers.recordings import TurnRecorder
+
+        parts = replace(parts, recorder=TurnRecorder.in_data_dir(settings.data_path, session_id))
+    prompt = PromptBuilder(persona=session_persona(settings, overlays, tools=parts.tools), rolling_chars=settings.memory.rolling_chars)
     return Session(
         transport,
         parts,
@@ -146,6 +171,30 @@ def make_session(
         options=session_options(settings, greet=greet, finish_reply_on_input_end=finish_reply_on_input_end),
         session_id=session_id,
     )
+
+
+def session_persona(settings: Settings, overlays: tuple[str, ...] = (), tools: Any = None) -> str:
+    """The composed persona (engine/persona.py): core, settings' overlays, the connection's, the journal.
+
+    An overlay in settings that is missing is an error (the user's own setting); one a connection
+    asks for that does not exist is left out with a warning, so a stale bookmark still connects.
+    """
+    from convers.engine.persona import compose_persona, overlay_path
+    from convers.engine.prompt import PersonaError
+    from convers.engine.tool_calls import TOOL_RESULTS_NOTE
+
+    chosen = list(settings.agent.overlays)
+    for name in overlays:
+        try:
+            overlay_path(settings.data_path, name)
+        except PersonaError as error:
+            log.warning("persona overlay left out: %s", error)
+            continue
+        chosen.append(name)
+    persona = compose_persona(
+        settings.agent.persona_file, settings.agent.name, settings.data_path, chosen, journal=settings.memory.reflection
+    )
+    return f"{persona}\n\n{TOOL_RESULTS_NOTE}" if tools else persona
 
 
 async def warm_up(*providers: Any) -> dict[str, float]:

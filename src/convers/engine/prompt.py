@@ -8,6 +8,7 @@ from pathlib import Path
 
 from convers.contracts.llm import ChatMessage
 from convers.contracts.memory import MemoryHit
+from convers.engine.tool_calls import without_orphans
 from convers.memory.recall import render_recall
 from convers.memory.rolling import recent_turns
 
@@ -59,6 +60,6 @@ class PromptBuilder:
         if background:
             sections.append(background)
         messages = [ChatMessage("system", "\n\n".join(sections))]
-        messages.extend(recent_turns(history, self.rolling_chars))
+        messages.extend(without_orphans(recent_turns(history, self.rolling_chars)))
         messages.append(ChatMessage("user", user_text))
         return messages

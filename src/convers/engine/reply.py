@@ -4,6 +4,10 @@ The LLM and TTS run as two tasks joined by a queue, so TTS of chunk N+1 overlaps
 playback of chunk N and the first audio leaves as soon as the first speakable chunk is synthesised.
 Cancelling `ReplyStreamer.run` cancels both: the LLM iterator is closed (which closes its HTTP
 stream) and the TTS generator is closed (which stops synthesis).
+
+When the model calls tools (engine/tool_calls.py), the words before the call are spoken at once,
+the calls run inside the same task (so a barge-in cancels them like the rest of the reply), their
+results go back to the model, and its next stream continues the same reply.
 """
 
 from __future__ import annotations
@@ -15,10 +19,11 @@ from dataclasses import dataclass, field
 
 from convers.audio import StreamResampler
 from convers.contracts.audio import AudioFrame
-from convers.contracts.llm import ChatMessage, LanguageModel
+from convers.contracts.llm import ChatMessage, LanguageModel, ToolCall
 from convers.contracts.transport import Transport
 from convers.contracts.tts import TextToSpeech
 from convers.engine.sentences import SentenceSplitter
+from convers.engine.tool_calls import FAILURE, FILLER, Toolbox, ToolOutcome
 from convers.events import EventLog, TurnMetrics
 
 # Outbound audio is sent in frames of at most this length: short enough that a flush on the
@@ -47,6 +52,11 @@ class ReplyProgress:
     audio_ms: float = 0.0
     generation_done: bool = False
     seq: int = 0
+    # The turn's tool calls and their results, in order, for the history (calls carry no text:
+    # the words around them are all in `text`).
+    tool_messages: list[ChatMessage] = field(default_factory=list)
+    filler_said: bool = False
+    failure_said: bool = False
 
     def unspoken_text(self, played_ms: float) -> str:
         """Chunks whose audio had not finished playing at `played_ms` (for restarting a reply)."""
@@ -81,6 +91,7 @@ class ReplyStreamer:
         events: EventLog,
         max_tokens: int | None = None,
         temperature: float | None = None,
+        tools: Toolbox | None = None,
     ) -> None:
         self.llm = llm
         self.tts = tts
@@ -88,6 +99,8 @@ class ReplyStreamer:
         self.events = events
         self.max_tokens = max_tokens
         self.temperature = temperature
+        # The tools the model's calls are run with; calls are ignored (and logged) without them.
+        self.tools = tools
 
     async def run(self, messages: Sequence[ChatMessage], progress: ReplyProgress, metrics: TurnMetrics) -> None:
         chunks: asyncio.Queue[object] = asyncio.Queue()
@@ -117,26 +130,115 @@ class ReplyStreamer:
         chunks: asyncio.Queue[object],
     ) -> None:
         splitter = SentenceSplitter()
+        conversation = list(messages)
+        rounds = 0
         try:
-            # aclosing: a cancel while we await the transport must still close the HTTP stream now,
-            # not whenever the generator is garbage-collected.
-            stream = self.llm.stream(messages, max_tokens=self.max_tokens, temperature=self.temperature)
-            async with aclosing(stream):
-                async for delta in stream:
-                    if not delta:
-                        continue
-                    if not progress.text:
-                        metrics.mark("llm_first_token", self.events.now())
-                        self.events.emit("llm_first_token", turn=progress.turn)
-                    progress.text += delta
-                    await self.transport.send_event({"type": "reply", "turn": progress.turn, "delta": delta})
-                    for chunk in splitter.push(delta):
-                        self._chunk_ready(chunk, progress, metrics, chunks)
+            while True:
+                text, calls = await self._stream_round(conversation, progress, metrics, splitter, chunks)
+                if not calls:
+                    break
+                if self.tools is None or rounds >= self.tools.timing.max_rounds:
+                    self.events.emit(
+                        "tool_calls_ignored", turn=progress.turn, names=[c.name for c in calls],
+                        reason="no tools" if self.tools is None else "max_rounds",
+                    )
+                    break
+                rounds += 1
+                # The words before the call are spoken now, not held back until the tool answers.
+                for chunk in splitter.flush():
+                    self._chunk_ready(chunk, progress, metrics, chunks)
+                outcomes = await self._run_tools(calls, progress, metrics, chunks)
+                conversation.append(ChatMessage("assistant", text, tool_calls=tuple(calls)))
+                conversation.extend(outcome.message() for outcome in outcomes)
+                progress.tool_messages.append(ChatMessage("assistant", "", tool_calls=tuple(calls)))
+                progress.tool_messages.extend(outcome.message() for outcome in outcomes)
             for chunk in splitter.flush():
                 self._chunk_ready(chunk, progress, metrics, chunks)
             progress.generation_done = True
         finally:
             chunks.put_nowait(_END)
+
+    async def _stream_round(
+        self,
+        messages: Sequence[ChatMessage],
+        progress: ReplyProgress,
+        metrics: TurnMetrics,
+        splitter: SentenceSplitter,
+        chunks: asyncio.Queue[object],
+    ) -> tuple[str, list[ToolCall]]:
+        """One request to the model: its text is streamed out, its tool calls are returned."""
+        text = ""
+        calls: list[ToolCall] = []
+        # aclosing: a cancel while we await the transport must still close the HTTP stream now,
+        # not whenever the generator is garbage-collected.
+        stream = self.llm.stream(messages, max_tokens=self.max_tokens, temperature=self.temperature)
+        async with aclosing(stream):
+            async for delta in stream:
+                if isinstance(delta, ToolCall):
+                    calls.append(delta)
+                    continue
+                if not delta:
+                    continue
+                if not progress.text:
+                    metrics.mark("llm_first_token", self.events.now())
+                    self.events.emit("llm_first_token", turn=progress.turn)
+                elif not text and not progress.text[-1].isspace() and not delta[0].isspace():
+                    delta = " " + delta  # a reply going on after a tool call or a filler: keep words apart
+                text += delta
+                await self._add_text(delta, progress, splitter, metrics, chunks)
+        return text, calls
+
+    async def _add_text(
+        self, delta: str, progress: ReplyProgress, splitter: SentenceSplitter, metrics: TurnMetrics,
+        chunks: asyncio.Queue[object],
+    ) -> None:
+        progress.text += delta
+        await self.transport.send_event({"type": "reply", "turn": progress.turn, "delta": delta})
+        for chunk in splitter.push(delta):
+            self._chunk_ready(chunk, progress, metrics, chunks)
+
+    async def _say(self, text: str, progress: ReplyProgress, metrics: TurnMetrics, chunks: asyncio.Queue[object]) -> None:
+        """Fixed words inside a reply (a filler, an apology), spoken as a chunk of their own."""
+        delta = text if not progress.text or progress.text[-1].isspace() else " " + text
+        progress.text += delta
+        await self.transport.send_event({"type": "reply", "turn": progress.turn, "delta": delta})
+        self._chunk_ready(text, progress, metrics, chunks)
+
+    async def _run_tools(
+        self, calls: list[ToolCall], progress: ReplyProgress, metrics: TurnMetrics, chunks: asyncio.Queue[object]
+    ) -> list[ToolOutcome]:
+        """Runs a round of calls side by side; a filler once if they are slow, an apology once if one fails.
+
+        The calls are tasks of this reply task's group: cancelling the reply (a barge-in) cancels them.
+        """
+        assert self.tools is not None
+        tools = self.tools
+        started = self.events.now()
+        for call in calls:
+            self.events.emit("tool_call", turn=progress.turn, id=call.id, name=call.name, arguments=call.arguments_json[:500])
+        async with asyncio.TaskGroup() as group:
+            tasks = [group.create_task(tools.run(call)) for call in calls]
+            _done, pending = await asyncio.wait(tasks, timeout=tools.timing.filler_after_s)
+            if pending and not progress.filler_said:
+                progress.filler_said = True
+                await self._say(FILLER, progress, metrics, chunks)
+        outcomes = [task.result() for task in tasks]
+        metrics.durations_ms["tools_ms"] = metrics.durations_ms.get("tools_ms", 0.0) + (self.events.now() - started) * 1000
+        for outcome in outcomes:
+            if outcome.ok:
+                self.events.emit(
+                    "tool_result", turn=progress.turn, id=outcome.call.id, name=outcome.call.name,
+                    ms=round(outcome.elapsed_ms, 1), chars=len(outcome.text), truncated=outcome.truncated,
+                )
+            else:
+                self.events.emit(
+                    "tool_error", turn=progress.turn, id=outcome.call.id, name=outcome.call.name,
+                    ms=round(outcome.elapsed_ms, 1), error=outcome.text,
+                )
+        if any(not outcome.ok for outcome in outcomes) and not progress.failure_said:
+            progress.failure_said = True
+            await self._say(FAILURE, progress, metrics, chunks)
+        return outcomes
 
     def _chunk_ready(
         self, chunk: str, progress: ReplyProgress, metrics: TurnMetrics, chunks: asyncio.Queue[object]

@@ -7,7 +7,7 @@ import copy
 import logging
 import uuid
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from convers.contracts.audio import AudioFrame
 from convers.contracts.llm import ChatMessage, LanguageModel, LlmError
@@ -34,15 +34,14 @@ from convers.engine.reply import ReplyProgress, ReplyStreamer, heard_text
 from convers.engine.speculation import SpeculativeResult, Speculator
 from convers.engine.spoken_text import SpokenTextTts
 from convers.engine.timing import BargeInPolicy, SpeculationPolicy, TurnTiming
+from convers.engine.tool_calls import Toolbox, with_tools
 from convers.engine.turn_end import TurnEndWatch
-from convers.engine.turns import (
-    SpeechDropped,
-    SpeechOnset,
-    SpeechStarted,
-    TurnEvent,
-    UserTurnEnded,
-)
+from convers.engine.turns import SpeechDropped, SpeechOnset, SpeechStarted, TurnEvent, UserTurnEnded
 from convers.events import EventLog, TurnMetrics
+
+if TYPE_CHECKING:
+    from convers.recordings import TurnRecorder
+
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +60,10 @@ class SessionParts:
     memory: ConversationMemory | None = None
     # Judges pauses (engine/turn_end.py); None ends every turn by the silence rule.
     turn_end: TurnEndModel | None = None
+    # Tools the model may call mid-reply (engine/tool_calls.py); None or empty: no function calling.
+    tools: Toolbox | None = None
+    # The opt-in recorder (recordings.py): each turn's audio and words to data_dir/recordings/.
+    recorder: TurnRecorder | None = None
 
 
 @dataclass
@@ -125,9 +128,13 @@ class Session:
         options: SessionOptions | None = None,
         session_id: str | None = None,
     ) -> None:
+        if parts.recorder is not None:
+            transport = parts.recorder.wrap(transport)  # keeps a copy of the agent's audio per turn
         self.transport = transport
         # Speech is normalised in the voice itself, so the reply and a speculative first chunk say the same.
         self.parts = replace(parts, tts=SpokenTextTts.around(parts.tts))
+        # Tools are offered on every request of the session, the speculative ones included.
+        self.parts.llm = with_tools(parts.llm, parts.tools)
         self.prompt = prompt
         self.events = events
         self.options = options or SessionOptions()
@@ -137,12 +144,13 @@ class Session:
         self._next_turn = 1
         self._background: set[asyncio.Task[Any]] = set()
         self._streamer = ReplyStreamer(
-            parts.llm,
+            self.parts.llm,
             parts.tts,
             transport,
             events,
             max_tokens=self.options.max_tokens,
             temperature=self.options.temperature,
+            tools=parts.tools,
         )
         self._listener: Listener | None = None
         if parts.vad is not None and parts.stt is not None:
@@ -193,6 +201,8 @@ class Session:
         """Runs until the client goes away; always leaves no task behind."""
         self.events.emit("session_start", session=self.session_id)
         try:
+            if self.parts.recorder is not None:
+                await self.transport.send_event({"type": "recording", "on": True})  # the page shows a dot
             await self._set_state("listening")
             if self.options.greet and self.parts.memory is not None:
                 self._spawn(self._greet())
@@ -220,6 +230,8 @@ class Session:
         for task in list(self._background):
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
+        if self.parts.recorder is not None:
+            await self.parts.recorder.aclose()
         self.events.emit("session_end", session=self.session_id)
 
     def _spawn(self, coro: Any) -> asyncio.Task[Any]:
@@ -232,7 +244,11 @@ class Session:
     # ----------------------------------------------------------------- text in, reply out
 
     async def user_said(
-        self, text: str, metrics: TurnMetrics | None = None, speculative: SpeculativeResult | None = None
+        self,
+        text: str,
+        metrics: TurnMetrics | None = None,
+        speculative: SpeculativeResult | None = None,
+        audio: AudioFrame | None = None,
     ) -> asyncio.Task[None] | None:
         """A finished user turn (typed, or transcribed): cancel what the agent says, start a reply."""
         text = text.strip()
@@ -248,6 +264,8 @@ class Session:
         self.events.emit("user_turn", turn=turn, text=text)
         await self.transport.send_event({"type": "transcript", "text": text, "final": True})
         self.history.append(ChatMessage("user", text))
+        if self.parts.recorder is not None:
+            self.parts.recorder.user_turn(turn, text, audio)
         if self.parts.memory is not None:
             self.parts.memory.remember(self.session_id, "user", self.options.speaker_name, text)
         progress = ReplyProgress(turn=turn)
@@ -317,6 +335,7 @@ class Session:
         progress = agent_turn.progress
         metrics = agent_turn.metrics
         metrics.mark("reply_done", self.events.now())
+        self.history.extend(progress.tool_messages)  # the calls and results, so later turns can refer to them
         if progress.text:
             self.history.append(ChatMessage("assistant", progress.text))
             agent_turn.history_index = len(self.history) - 1
@@ -331,6 +350,9 @@ class Session:
         if agent_turn.settled:
             return
         agent_turn.settled = True
+        if self.parts.recorder is not None:
+            played = agent_turn.played_ms if agent_turn.played_ms + 1 < agent_turn.progress.audio_ms else 0.0
+            self.parts.recorder.finish_turn(agent_turn.turn, final_text, played_ms=played)
         if final_text and self.parts.memory is not None:
             self.parts.memory.remember(self.session_id, "assistant", self.options.agent_name, final_text)
 
@@ -547,7 +569,7 @@ class Session:
             await self._false_interruption()
             return
         self._pending_restart = None
-        await self.user_said(transcript.text, metrics, speculative=result)
+        await self.user_said(transcript.text, metrics, speculative=result, audio=audio)
 
     async def _false_interruption(self) -> None:
         """An interruption without words: say the rest of the cut reply instead of losing it.

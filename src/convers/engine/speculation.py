@@ -303,7 +303,9 @@ class LlmPrefetch:
         self._splitter = SentenceSplitter() if voice is not None else None
         self.deltas = BufferedStream(
             lambda: llm.stream(self.messages, max_tokens=max_tokens, temperature=temperature),
-            on_item=lambda delta: self._first_chunk(self._splitter.push(delta) if self._splitter and delta else []),
+            on_item=lambda delta: self._first_chunk(
+                self._splitter.push(delta) if self._splitter and isinstance(delta, str) and delta else []
+            ),  # a ToolCall item is not text to speak
             on_end=lambda: self._first_chunk(self._splitter.flush() if self._splitter else []),
         )
 

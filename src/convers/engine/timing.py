@@ -91,3 +91,20 @@ class SpeculationPolicy:
     # (pocketsphinx: its last step is cheap, while a live stream finished early at a mid-turn pause
     # and then thrown away costs a full decode: TTFA p95 554 -> 1305 ms when it started early).
     wait_for_post_roll: bool | None = None
+
+
+@dataclass(frozen=True)
+class ToolTiming:
+    """How long a tool call inside a reply may take, and when the agent fills the wait."""
+
+    __pydantic_config__ = ConfigDict(extra="forbid")
+
+    # A call still running after this long is abandoned; the model is told it timed out. A SearXNG
+    # on the LAN answers in 0.3-1.5 s (it asks its engines in parallel); 4 s leaves room for one slow
+    # engine without leaving the user in silence much longer than a person looking something up.
+    call_timeout_s: float = 4.0
+    # Past this wait the agent says a short filler once per reply ("Let me look that up."): about
+    # the pause after which a silence on a voice line starts to feel like a dropped call.
+    filler_after_s: float = 0.7
+    # Rounds of calls per reply: a model that keeps calling tools is stopped after this many.
+    max_rounds: int = 3

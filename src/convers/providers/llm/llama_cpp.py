@@ -44,6 +44,10 @@ class LlamaCppLlm:
     """
 
     name = "llama-cpp"
+    # No tools: llama-cpp-python 0.3 streams no tool calls with automatic tool choice
+    # ("Automatic streaming tool choice is not supported"), and its template-only chat formats hand
+    # tools to the template but return the call as plain text, which would be spoken.
+    supports_tools = False
 
     def __init__(
         self,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import ssl
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -11,11 +12,14 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
-from convers.contracts.llm import ChatMessage, LlmError
+from convers.contracts.llm import ChatMessage, LlmError, StreamItem
 from convers.contracts.provider import RANK_USER_MODEL, AutoChoice, Availability
+from convers.providers.llm.tool_call_deltas import ToolCallAssembler
 
 if TYPE_CHECKING:
     from convers.config import Settings
+
+log = logging.getLogger(__name__)
 
 # Tried in order when llm.base_url is unset: (what it usually is, root URL).
 DEFAULT_CANDIDATES: tuple[tuple[str, str], ...] = (
@@ -25,6 +29,9 @@ DEFAULT_CANDIDATES: tuple[tuple[str, str], ...] = (
 # A local server answers a refused or accepted connection in well under a millisecond; this only
 # bounds the wait when a firewall drops packets, so doctor and the first turn stay quick.
 PROBE_TIMEOUT_S = 0.5
+# Statuses with which servers refuse the `tools` field itself (llama-server without --jinja: 500;
+# Ollama, a model without tool support: 400; vLLM without --enable-auto-tool-choice: 400).
+TOOLS_REFUSED_STATUSES = frozenset({400, 422, 500, 501})
 # How much of an error body goes into the message: enough for the server's own explanation.
 BODY_SNIPPET_CHARS = 300
 
@@ -83,6 +90,8 @@ class OpenAICompatibleLlm:
     """
 
     name = "openai"
+    # llama-server (with --jinja), Ollama and vLLM take `tools` and stream `tool_calls` deltas.
+    supports_tools = True
 
     def __init__(
         self,
@@ -109,6 +118,8 @@ class OpenAICompatibleLlm:
         self.candidates = tuple(candidates)
         self._endpoint: Endpoint | None = None
         self._ssl: ssl.SSLContext | None = None
+        # Why the server refused the `tools` field, once it has (then tools are no longer sent).
+        self.tools_refused: str | None = None
 
     @classmethod
     def from_settings(
@@ -201,9 +212,11 @@ class OpenAICompatibleLlm:
         *,
         max_tokens: int | None = None,
         temperature: float | None = None,
-    ) -> AsyncIterator[str]:
-        """Yields text deltas. Closing the generator closes the HTTP connection, which is how
-        llama-server, Ollama and vLLM learn to stop generating."""
+        tools: Sequence[Mapping[str, Any]] | None = None,
+    ) -> AsyncIterator[StreamItem]:
+        """Yields text deltas, then the reply's tool calls (when `tools` were offered and the model
+        called any). Closing the generator closes the HTTP connection, which is how llama-server,
+        Ollama and vLLM learn to stop generating."""
         endpoint = await self.endpoint()
         url = f"{endpoint.api}/chat/completions"
         payload = {
@@ -214,22 +227,44 @@ class OpenAICompatibleLlm:
             "max_tokens": max_tokens if max_tokens is not None else self.max_tokens,
             "temperature": temperature if temperature is not None else self.temperature,
         }
+        if tools and self.tools_refused is None:
+            payload["tools"] = list(tools)
         # The read timeout bounds each wait for bytes: the first token and every next one.
         timeout = httpx.Timeout(self.read_timeout_s, connect=self.connect_timeout_s)
         # One client per reply: connections never outlive the event loop that made them, and a
         # cancelled reply leaves no half-read connection in a pool.
         async with httpx.AsyncClient(timeout=timeout, headers=_auth(self.api_key), verify=self._ssl_context()) as client:
             try:
-                async with client.stream("POST", url, json=payload) as response:
-                    await _raise_for_status(response, url)
-                    if response.headers.get("content-type", "").startswith("application/json"):
-                        # The server ignored "stream": true and sent the whole reply at once.
-                        text = _whole_reply(await response.aread(), url)
-                        if text:
-                            yield text
+                retried = False
+                while True:
+                    async with client.stream("POST", url, json=payload) as response:
+                        if "tools" in payload and response.status_code in TOOLS_REFUSED_STATUSES:
+                            # llama-server without --jinja, or an Ollama model without tool support,
+                            # refuses the field itself: say why once, and ask without tools from now on.
+                            body = (await response.aread()).decode("utf-8", "replace")
+                            self.tools_refused = f"HTTP {response.status_code}: {_snippet(body)}"
+                            log.warning(
+                                "%s refused the tools field (%s); tools are off for this server "
+                                "(llama-server needs --jinja, an Ollama model must support tools)",
+                                url, self.tools_refused,
+                            )
+                            del payload["tools"]
+                            retried = True
+                            continue
+                        try:
+                            await _raise_for_status(response, url)
+                        except LlmError:
+                            if retried:
+                                self.tools_refused = None  # it fails without tools too: tools were not the cause
+                            raise
+                        if response.headers.get("content-type", "").startswith("application/json"):
+                            # The server ignored "stream": true and sent the whole reply at once.
+                            for item in _whole_reply(await response.aread(), url):
+                                yield item
+                            return
+                        async for item in _sse_deltas(response, url):
+                            yield item
                         return
-                    async for text in _sse_deltas(response, url):
-                        yield text
             except httpx.ConnectTimeout:
                 raise LlmError(
                     f"no connection to {url} within {self.connect_timeout_s} s (llm.connect_timeout_s); is the server up?"
@@ -259,9 +294,11 @@ async def _raise_for_status(response: httpx.Response, url: str) -> None:
     raise LlmError(f"{url} answered HTTP {response.status_code}: {_snippet(body)}{hint}")
 
 
-async def _sse_deltas(response: httpx.Response, url: str) -> AsyncIterator[str]:
-    """Text deltas from an SSE body; raises LlmError on anything that is not a well-formed stream."""
+async def _sse_deltas(response: httpx.Response, url: str) -> AsyncIterator[StreamItem]:
+    """Text deltas from an SSE body, then its tool calls; raises LlmError on anything that is not a
+    well-formed stream."""
     finished = False
+    calls = ToolCallAssembler(url)
     async for line in response.aiter_lines():
         if not line or line.startswith(":"):
             continue  # event separator or SSE comment (keep-alive)
@@ -272,12 +309,14 @@ async def _sse_deltas(response: httpx.Response, url: str) -> AsyncIterator[str]:
             raise LlmError(f"{url} sent a line that is not server-sent events: {line[:120]!r}")
         value = value.removeprefix(" ")
         if value.strip() == "[DONE]":
+            for call in calls.finish():
+                yield call
             return
         try:
             chunk = json.loads(value)
         except ValueError:
             raise LlmError(f"{url} sent a data line that is not JSON: {value[:120]!r}") from None
-        text, finish_reason = _delta(chunk, url)
+        text, finish_reason = _delta(chunk, url, calls)
         if text:
             yield text
         finished = finished or bool(finish_reason)
@@ -285,9 +324,11 @@ async def _sse_deltas(response: httpx.Response, url: str) -> AsyncIterator[str]:
     # stopped (some servers omit [DONE] after the final finish_reason chunk).
     if not finished:
         raise LlmError(f"{url} ended the stream before [DONE]: the reply is cut short (server crashed or restarted?)")
+    for call in calls.finish():
+        yield call
 
 
-def _delta(chunk: Any, url: str) -> tuple[str, str | None]:
+def _delta(chunk: Any, url: str, calls: ToolCallAssembler) -> tuple[str, str | None]:
     if not isinstance(chunk, dict):
         raise LlmError(f"{url} sent a chunk that is not a JSON object: {str(chunk)[:120]!r}")
     if "error" in chunk:
@@ -302,14 +343,21 @@ def _delta(chunk: Any, url: str) -> tuple[str, str | None]:
     choice = choices[0] if isinstance(choices[0], dict) else {}
     delta = choice.get("delta") or {}
     text = delta.get("content") if isinstance(delta, dict) else None
+    if isinstance(delta, dict) and delta.get("tool_calls"):
+        calls.add(delta["tool_calls"])
     return (text if isinstance(text, str) else ""), choice.get("finish_reason")
 
 
-def _whole_reply(body: bytes, url: str) -> str:
+def _whole_reply(body: bytes, url: str) -> list[StreamItem]:
     try:
-        return str(json.loads(body)["choices"][0]["message"]["content"] or "")
-    except (ValueError, KeyError, IndexError, TypeError):
+        message = json.loads(body)["choices"][0]["message"]
+        text = str(message.get("content") or "")
+        tool_calls = message.get("tool_calls") or []
+    except (ValueError, KeyError, IndexError, TypeError, AttributeError):
         raise LlmError(f"{url} answered with JSON that is not a chat completion: {_snippet(body.decode('utf-8', 'replace'))}") from None
+    calls = ToolCallAssembler(url)
+    calls.add(tool_calls)
+    return [*([text] if text else []), *calls.finish()]
 
 
 def _first_model(api: str, found: Probe) -> str:

@@ -20,7 +20,7 @@ class ClockTool:
         self._now = now or (lambda: datetime.now().astimezone())
 
     @classmethod
-    def from_settings(cls, settings: Any) -> ClockTool:
+    def from_settings(cls, settings: Any, **parts: Any) -> ClockTool:
         return cls()
 
     @classmethod

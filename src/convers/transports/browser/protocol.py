@@ -40,9 +40,11 @@ PCM_FORMAT = "pcm16"
 
 @dataclass(frozen=True)
 class Hello:
-    """The client's first message: the rate of the microphone audio that follows."""
+    """The client's first message: the rate of the microphone audio that follows, and optionally
+    the persona overlays (engine/persona.py) this connection asks for."""
 
     sample_rate: int
+    overlays: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -141,6 +143,11 @@ def _refuse_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a JSON number")
 
 
+# Persona overlays a hello may name: names only (files under data_dir/persona/), a handful at most.
+MAX_OVERLAYS = 4
+OVERLAY_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,39}$")
+
+
 def _parse_hello(data: dict[str, Any]) -> Hello | ProtocolError:
     rate, fmt = data.get("sample_rate"), data.get("format", PCM_FORMAT)
     if fmt != PCM_FORMAT:
@@ -150,7 +157,15 @@ def _parse_hello(data: dict[str, Any]) -> Hello | ProtocolError:
             "bad_sample_rate",
             f"sample_rate {shown(rate)} is out of range; send an integer from {MIN_SAMPLE_RATE} to {MAX_SAMPLE_RATE} (16000 recommended)",
         )
-    return Hello(int(rate))
+    overlays = data.get("overlays", [])
+    if not isinstance(overlays, list) or len(overlays) > MAX_OVERLAYS or not all(
+        isinstance(name, str) and OVERLAY_NAME.match(name) for name in overlays
+    ):
+        return ProtocolError(
+            "bad_hello",
+            f"overlays {shown(overlays)} must be a list of at most {MAX_OVERLAYS} names of letters, digits, '-' and '_'",
+        )
+    return Hello(int(rate), tuple(overlays))
 
 
 def _non_negative_int(value: Any) -> bool:

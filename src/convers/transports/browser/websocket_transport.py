@@ -44,6 +44,8 @@ class WebSocketTransport:
         self.websocket = websocket
         self.output_format = AudioFormat(sample_rate=output_sample_rate)
         self.input_sample_rate: int | None = None
+        # Persona overlays the first hello asked for; the session is built with them (cli/wiring.py).
+        self.overlays: tuple[str, ...] = ()
         self.queue = queue or SendQueue()
         self.protocol_errors = 0
         self._early: list[InboundEvent] = []
@@ -120,6 +122,8 @@ class WebSocketTransport:
     def _handle_control(self, parsed: Hello | ProtocolError | None) -> None:
         if isinstance(parsed, Hello):
             # A repeated hello may change the rate (a new AudioContext after a device switch).
+            if self.input_sample_rate is None:
+                self.overlays = parsed.overlays  # a later hello only changes the rate: the session is built
             self.input_sample_rate = parsed.sample_rate
             self._enqueue_event(ready_event(self.output_format.sample_rate))
         elif isinstance(parsed, ProtocolError):

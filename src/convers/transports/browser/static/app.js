@@ -11,7 +11,7 @@ const NO_LLM_CODES = new Set(['llm_unavailable', 'no_llm']);
 
 const $ = (id) => document.getElementById(id);
 const ui = {
-  conn: $('conn'), banner: $('banner'), bannerText: $('banner-text'), bannerClose: $('banner-close'),
+  conn: $('conn'), recording: $('recording'), banner: $('banner'), bannerText: $('banner-text'), bannerClose: $('banner-close'),
   orb: $('orb'), canvas: $('orb-canvas'), status: $('status'), metrics: $('metrics'),
   transcript: $('transcript'), form: $('text-form'), input: $('text-input'),
   memory: $('memory'), memoryOpen: $('memory-open'), memoryClose: $('memory-close'),
@@ -54,7 +54,7 @@ function connect() {
   ws.binaryType = 'arraybuffer';
   app.ws = ws;
   ws.onopen = () => {
-    ws.send(JSON.stringify({ type: 'hello', sample_rate: CAPTURE_RATE, format: 'pcm16' }));
+    ws.send(JSON.stringify({ type: 'hello', sample_rate: CAPTURE_RATE, format: 'pcm16', overlays: personaOverlays() }));
   };
   ws.onmessage = (message) => {
     if (typeof message.data === 'string') {
@@ -90,6 +90,13 @@ function setConn(state, text) {
   ui.conn.textContent = text;
 }
 
+// Persona overlays for this connection from the address: ?persona=work or ?persona=work,travel
+// (files under data_dir/persona/ on the server; docs/protocol.md, hello).
+function personaOverlays() {
+  const value = new URLSearchParams(location.search).get('persona') || '';
+  return value.split(',').map((name) => name.trim()).filter((name) => /^[A-Za-z0-9][A-Za-z0-9_-]{0,39}$/.test(name)).slice(0, 4);
+}
+
 // ------------------------------------------------------------------ server events
 
 function onEvent(event) {
@@ -98,6 +105,7 @@ function onEvent(event) {
       app.ready = true;
       app.retries = 0;
       app.flushedTurn = 0;  // a new connection is a new session: turn ids start again
+      ui.recording.hidden = true;  // until this session says it records
       app.audioOutRate = event.audio_out.sample_rate;
       setConn('connected', 'connected');
       if (app.playback) {
@@ -107,6 +115,10 @@ function onEvent(event) {
       break;
     case 'state':
       setAgentState(event.state);
+      break;
+    case 'recording':
+      // The server records this session's audio (recorder.enabled): the user always sees it.
+      ui.recording.hidden = !event.on;
       break;
     case 'transcript':
       showUserText(event.text, Boolean(event.final));
