@@ -164,7 +164,9 @@ async def running_server(
     server = uvicorn.Server(uvicorn_config(app, "127.0.0.1", port, paths, log_level))
     task = asyncio.create_task(server.serve(sockets=[sock]))
     try:
-        async with asyncio.timeout(10):
+        # Generous: the server warms every model up before it starts (Whisper, Piper, smart-turn: a few
+        # seconds alone, several times that on 2 cores shared with Chromium and other tests).
+        async with asyncio.timeout(60):
             while not server.started:
                 if task.done():
                     task.result()
