@@ -168,3 +168,27 @@ def stt_bench(ctx: click.Context, conditions: str, threads: str, beam_size: int,
     print_table(result, click.echo)
     path = write_result(result, out)
     click.echo(f"wrote {path}")
+
+
+@bench.command("speech")
+@click.option("--cases", help="Only these cases, comma separated (default: all).")
+@click.option("--deterministic/--sampled", default=False, show_default=True,
+              help="Piper without its sampled noise (the same audio every run), or the voice as the user hears it.")
+@click.option("--raw/--no-raw", default=True, show_default=True, help="Also speak each text as written, without the normaliser.")
+@click.option("--out", type=click.Path(path_type=Path), help="JSON result file (default bench/results/speech-<time>.json).")
+@click.pass_context
+def speech_bench(ctx: click.Context, cases: str | None, deterministic: bool, raw: bool, out: Path | None) -> None:
+    """What the listener hears: replies through the splitter, spoken text and Piper, heard back by Whisper."""
+    from convers.bench.speech import print_table, run_benchmark, write_result
+
+    names = [name.strip() for name in cases.split(",") if name.strip()] if cases else None
+    try:
+        result = run_benchmark(settings_from(ctx), lambda text: click.echo(text, err=True), deterministic=deterministic,
+                               raw=raw, names=names)
+    except ValueError as error:
+        raise click.UsageError(str(error)) from None
+    except (RuntimeError, OSError) as error:
+        raise click.ClickException(str(error)) from None
+    print_table(result, click.echo)
+    path = write_result(result, out)
+    click.echo(f"wrote {path}")
