@@ -152,3 +152,40 @@ def test_only_the_first_chunk_is_cut_before_the_whitespace() -> None:
     assert splitter.push("Okay then!") == ["Okay then!"]
     assert splitter.push(" Here we go.") == []  # the second waits for its whitespace as usual
     assert splitter.push(" Next") == ["Here we go."]
+
+
+CODE = "```python\nimport sys\n\ndef main():\n    print('Done. Really?')\n    return 0\n```"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        # A block the chunk before introduced is not read at all ...
+        (f"Here's the code:\n\n{CODE}\n\nRun it and see.", ["Here's the code:", "Run it and see."]),
+        # ... one that comes unannounced is announced once, never read line by line ...
+        (f"Sure. Try this.\n{CODE}\nThat prints it.", ["Sure.", "Try this.", "Here is the code.", "That prints it."]),
+        (CODE, ["Here is the code."]),
+        # ... and a short one-liner is read plainly.
+        ("Install it:\n\n```bash\npip install requests\n```\n\nThen restart.", ["Install it:", "pip install requests", "Then restart."]),
+        ("The answer is:\n```\n42\n```", ["The answer is:", "42"]),
+        # Two blocks after one introduction; an empty block says nothing.
+        (f"Two files:\n{CODE}\n{CODE}\nEnd.", ["Two files:", "End."]),
+        ("Empty:\n```\n```\nDone.", ["Empty:", "Done."]),
+        # A block the stream leaves open ends with the stream.
+        ("Start:\n```python\nx = 1\ny = 2", ["Start:"]),
+        (f"Okay.\n{CODE[:-4]}", ["Okay.", "Here is the code."]),
+        # Inline code is part of its sentence and is never cut inside.
+        ("Call `f(a, b)` first, then `g()`. Next step.", ["Call f(a, b) first,", "then g().", "Next step."]),
+        ("Use `x. Then y` as the value. Done.", ["Use x. Then y as the value.", "Done."]),
+    ],
+)
+@pytest.mark.parametrize("step", [1, 3, 7, 1000])
+def test_code_blocks_are_not_read_line_by_line(text: str, expected: list[str], step: int) -> None:
+    assert split_stream(text, step=step) == expected
+
+
+def test_a_code_block_is_held_until_it_closes() -> None:
+    splitter = SentenceSplitter()
+    assert splitter.push("Sure.\n```python\nimport os\n") == ["Sure."]
+    assert splitter.push("print(os.sep)\nprint('Hi. There.')\n\nx = 1\n") == []
+    assert splitter.push("```\nThat is all. Bye") == ["Here is the code.", "That is all."]

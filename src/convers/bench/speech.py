@@ -81,6 +81,10 @@ EAR_CASES: tuple[EarCase, ...] = (
             ("party", "popper", "smiling", "face", "eyes")),
     EarCase("markdown", "**Bold** move.\n\n## Next steps\n\n- Pack the bags", ("bold", "move", "!next", "!steps", "pack", "bags"),
             ("asterisk", "hash", "pound", "dash")),
+    EarCase("code block", "Try this.\n\n```python\nimport os\nprint(os.getcwd())\n```\n\nIt prints the folder.",
+            ("try", "this", "!code", "prints", "folder"), ("import", "print", "getcwd", "os")),
+    EarCase("inline code", "Call `my_function` from `main.py` first.", ("call", "!my", "!function", "main", "first"),
+            ("underscore",)),
 )
 
 
