@@ -189,3 +189,30 @@ def test_a_code_block_is_held_until_it_closes() -> None:
     assert splitter.push("Sure.\n```python\nimport os\n") == ["Sure."]
     assert splitter.push("print(os.sep)\nprint('Hi. There.')\n\nx = 1\n") == []
     assert splitter.push("```\nThat is all. Bye") == ["Here is the code.", "That is all."]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        # A capitalised word after an initialism goes on with it ...
+        ("He served in the U.S. Army for years. Then he retired.", ["He served in the U.S. Army for years.", "Then he retired."]),
+        ("The U.K. Government met today. They agreed.", ["The U.K. Government met today.", "They agreed."]),
+        ("She works at the U.N. Security Council now.", ["She works at the U.N. Security Council now."]),
+        ("Join at 5 p.m. Eastern time. Bye.", ["Join at 5 p.m. Eastern time.", "Bye."]),
+        # ... unless it is a word that starts sentences.
+        ("I live in the U.S. Then I moved.", ["I live in the U.S.", "Then I moved."]),
+        ("They visited the U.S. I stayed home.", ["They visited the U.S.", "I stayed home."]),
+        ("Born in the U.S.A. In 1990 she left.", ["Born in the U.S.A.", "In 1990 she left."]),
+        ("It ends at 5 p.m. The bus waits.", ["It ends at 5 p.m.", "The bus waits."]),
+        ("Back in the U.K. It\u2019s raining.", ["Back in the U.K.", "It\u2019s raining."]),
+    ],
+)
+@pytest.mark.parametrize("step", [1, 4, 1000])
+def test_an_initialism_before_a_capital(text: str, expected: list[str], step: int) -> None:
+    assert split_stream(text, step=step, first_chunk_min_words=100) == expected
+
+
+def test_the_word_after_an_initialism_is_waited_for() -> None:
+    splitter = SentenceSplitter(first_chunk_min_words=100)
+    assert splitter.push("He joined the U.S. Ar") == []
+    assert splitter.push("my. Then") == ["He joined the U.S. Army."]

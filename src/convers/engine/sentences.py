@@ -25,6 +25,26 @@ ABBREVIATIONS = TITLES | frozenset(
 )
 # "D.C.", "U.S.A.", "Ph.D.": letters joined by periods, which end a sentence only before a capital.
 _INITIALISM = re.compile(r"^(?:[a-z]{1,2}\.)+[a-z]{1,2}$")
+# After an initialism a capitalised word usually goes on with it ("the U.S. Army", "the U.K.
+# Government", "5 p.m. Eastern"); the sentence ended only when that word is one that starts sentences
+# ("I live in the U.S. Then I moved."): a closed class of pronouns, articles, conjunctions and the like.
+# A new sentence that starts otherwise ("... the U.S. Americans ...") runs on without a pause, which
+# sounds far better than a falling tone in the middle of "U.S. Army".
+SENTENCE_STARTERS = frozenset(
+    {
+        "i", "i'm", "i've", "i'd", "i'll", "we", "you", "he", "she", "it", "it's", "they", "there", "there's",
+        "this", "that", "these", "those", "the", "a", "an", "my", "our", "your", "his", "her", "its", "their",
+        "then", "but", "and", "so", "or", "yet", "if", "when", "while", "after", "before", "since", "because",
+        "although", "though", "however", "also", "still", "now", "today", "yesterday", "tomorrow", "later",
+        "next", "first", "finally", "meanwhile", "instead", "otherwise", "anyway", "overall", "in", "on",
+        "at", "for", "from", "to", "with", "by", "as", "of", "during", "what", "why", "how", "who", "where",
+        "which", "is", "are", "was", "were", "do", "does", "did", "can", "could", "will", "would", "should",
+        "let", "let's", "here", "here's", "not", "no", "yes", "many", "most", "some", "all", "each", "every",
+        "both", "one", "please", "thanks", "sure", "okay", "well", "oh",
+    }
+)
+# The word after an initialism, once a character after it shows it is complete.
+_NEXT_WORD = re.compile(r"[A-Za-z][A-Za-z'\u2019]*(?=[^A-Za-z'\u2019])")
 # One-word openers that a voice says on their own ("Sure, ..."): the first chunk may be just that,
 # which tells the user at once that an answer is coming, as a person would.
 OPENERS = frozenset(
@@ -140,6 +160,11 @@ def _sentence_end_verdict(text: str, match: re.Match[str]) -> bool | None:
         return False  # an initial, as in "J. R. R. Tolkien"
     if next_char is None and (word in ABBREVIATIONS or _INITIALISM.match(word)):
         return True  # "... in Washington, D.C.\n"
+    if next_char is not None and next_char.isupper() and _INITIALISM.match(word):
+        next_word = _NEXT_WORD.match(text, after)
+        if next_word is None:
+            return None  # "U.S. Ar": the whole word decides
+        return next_word.group(0).lower().replace("\u2019", "'") in SENTENCE_STARTERS
     line_start = text.rfind("\n", 0, match.start(1)) + 1
     if word.isdigit() and text[line_start : match.start(1)].strip() == word:
         return False  # a numbered-list marker such as "2. "
