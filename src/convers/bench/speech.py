@@ -79,6 +79,8 @@ EAR_CASES: tuple[EarCase, ...] = (
     EarCase("fraction", "Add 1/2 cup of sugar.", ("one|1", "!half|½", "cup", "sugar"), ("slash",)),
     EarCase("emoji", "Great job! \U0001f389 Let me know \U0001f60a", ("great", "job", "let", "know"),
             ("party", "popper", "smiling", "face", "eyes")),
+    EarCase("emoji named", "I'd love some \U0001f355 tonight, then a \U0001f436 walk.", ("love", "!pizza", "tonight", "!dog", "walk"),
+            ("slice", "face")),
     EarCase("markdown", "**Bold** move.\n\n## Next steps\n\n- Pack the bags", ("bold", "move", "!next", "!steps", "pack", "bags"),
             ("asterisk", "hash", "pound", "dash")),
     EarCase("code block", "Try this.\n\n```python\nimport os\nprint(os.getcwd())\n```\n\nIt prints the folder.",

@@ -80,15 +80,6 @@ CODE_BLOCK_SPOKEN = "Here is the code."
 CODE_LINE_MAX_WORDS = 6
 CODE_LINE_MAX_CHARS = 48
 
-_EMOJI = re.compile(
-    "["
-    "\U0001f000-\U0001faff"  # pictographs, emoticons, transport, symbols and pictographs ext.
-    "\U00002600-\U000027bf"  # misc symbols, dingbats
-    "\U0001f1e6-\U0001f1ff"  # flags
-    "\U0000fe0f\U0000200d"  # variation selector, zero-width joiner
-    "\U00002b00-\U00002bff"
-    "]+"
-)
 _MD_LINK = re.compile(r"!?\[([^\]]*)\]\([^)]*\)")
 _MD_CODE_FENCE = re.compile(r"```[a-zA-Z0-9_-]*")
 # Only matched pairs are emphasis: "2 * 3", "5**2" and "x*y" are arithmetic and stay for the voice.
@@ -105,7 +96,7 @@ _SPACES = re.compile(r"\s+")
 
 
 def speakable(text: str) -> str:
-    """Text with markdown, emoji and layout removed, as a voice should say it."""
+    """Text with markdown and layout removed, as a voice should say it (emoji are left to spoken_text)."""
     text = _MD_LINK.sub(r"\1", text)
     text = _MD_CODE_FENCE.sub("", text)
     text = _MD_HEADING.sub("", text)
@@ -120,7 +111,6 @@ def speakable(text: str) -> str:
     text = _MD_STRAY.sub("", text)
     if "|" in text:
         text = _MD_TABLE_PIPE.sub(", ", text).strip(", ")
-    text = _EMOJI.sub("", text)
     return _SPACES.sub(" ", text).strip()
 
 
