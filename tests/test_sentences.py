@@ -216,3 +216,18 @@ def test_the_word_after_an_initialism_is_waited_for() -> None:
     splitter = SentenceSplitter(first_chunk_min_words=100)
     assert splitter.push("He joined the U.S. Ar") == []
     assert splitter.push("my. Then") == ["He joined the U.S. Army."]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("Er sagte: \u201eIch komme.\u201c Dann ging er.", ["Er sagte: \u201eIch komme.\u201c", "Dann ging er."]),
+        ("Il a dit \u00ab\u00a0Je reviens.\u00a0\u00bb Puis il est parti.", ["Il a dit \u00ab Je reviens. \u00bb", "Puis il est parti."]),
+        # (Not first: a first chunk may be cut at "sure?" before its quote comes, see SentenceSplitter.)
+        ("Hi. \u201cAre you sure?\u201d she asked. \u201cYes,\u201d he said.",
+         ["Hi.", "\u201cAre you sure?\u201d she asked.", "\u201cYes,\u201d he said."]),
+    ],
+)
+@pytest.mark.parametrize("step", [1, 3, 1000])
+def test_closing_quotes_of_other_languages_stay_with_their_sentence(text: str, expected: list[str], step: int) -> None:
+    assert split_stream(text, step=step, first_chunk_min_words=100) == expected

@@ -192,3 +192,23 @@ def speech_bench(ctx: click.Context, cases: str | None, deterministic: bool, raw
     print_table(result, click.echo)
     path = write_result(result, out)
     click.echo(f"wrote {path}")
+
+
+@bench.command("speech-cost")
+@click.option("--replies", "replies_file", type=click.Path(path_type=Path), help="Case file of replies (JSON list of {\"reply\": ...}); default tests/data/sentence_cases.json where it exists.")
+@click.option("--rounds", default=5, show_default=True, help="Timed passes; the best is reported.")
+@click.option("--out", type=click.Path(path_type=Path), help="JSON result file (default bench/results/speech-cost-<time>.json).")
+def speech_cost_bench(replies_file: Path | None, rounds: int, out: Path | None) -> None:
+    """First-chunk tokens and CPU per token of the sentence splitter and spoken text."""
+    from convers.bench.speech_cost import CASE_FILE, print_table, run_benchmark, write_result
+
+    if rounds < 1:
+        raise click.UsageError(f"--rounds must be at least 1, got {rounds}")
+    if replies_file is None and CASE_FILE.is_file():
+        replies_file = CASE_FILE
+    try:
+        result = run_benchmark(replies_file, rounds, lambda text: click.echo(text, err=True))
+    except ValueError as error:
+        raise click.UsageError(str(error)) from None
+    print_table(result, click.echo)
+    click.echo(f"wrote {write_result(result, out)}")

@@ -55,8 +55,11 @@ OPENERS = frozenset(
     }
 )
 # Quotes, brackets and closing emphasis that belong to the sentence they follow ('"stop."', "**done.**").
-_CLOSERS = "\"')]}\u201d\u2019\u300d\u300f\uff09*_`"
-_SENTENCE_END = re.compile(r"([.!?]+|\u2026)([" + re.escape(_CLOSERS) + r"]*)(\s+)")
+# German closes with \u201c and \u2018 (\u201eso\u201c), French with \u00bb after a no-break space
+# (\u00ab\u00a0oui.\u00a0\u00bb): straight after the punctuation, these close; after a space they open.
+_CLOSERS = "\"')]}\u201d\u2019\u201c\u2018\u00bb\u203a\u300d\u300f\uff09*_`"
+_CLOSING = r"(?:[\u00a0\u202f]?[" + re.escape(_CLOSERS) + r"])*"
+_SENTENCE_END = re.compile(r"([.!?]+|\u2026)(" + _CLOSING + r")(\s+)(?![\u00bb\u203a])")
 # Sentence ends of scripts written without a space after them (Chinese, Japanese) or with their own
 # marks (Devanagari danda, Arabic question mark): a boundary once any next character shows the closers
 # are complete.
