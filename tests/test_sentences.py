@@ -177,6 +177,7 @@ CODE = "```python\nimport sys\n\ndef main():\n    print('Done. Really?')\n    re
         # Inline code is part of its sentence and is never cut inside.
         ("Call `f(a, b)` first, then `g()`. Next step.", ["Call f(a, b) first,", "then g().", "Next step."]),
         ("Use `x. Then y` as the value. Done.", ["Use x. Then y as the value.", "Done."]),
+        ("Hi.\n```npm start``` runs it. Done.", ["Hi.", "npm start runs it.", "Done."]),
     ],
 )
 @pytest.mark.parametrize("step", [1, 3, 7, 1000])

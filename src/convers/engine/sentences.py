@@ -84,7 +84,7 @@ CODE_LINE_MAX_WORDS = 6
 CODE_LINE_MAX_CHARS = 48
 
 _MD_LINK = re.compile(r"!?\[([^\]]*)\]\([^)]*\)")
-_MD_CODE_FENCE = re.compile(r"```[a-zA-Z0-9_-]*")
+_MD_CODE_FENCE = re.compile(r"^[ \t]*```[^\n`]*$", re.MULTILINE)  # a fence line, not "```npm start```"
 # Only matched pairs are emphasis: "2 * 3", "5**2" and "x*y" are arithmetic and stay for the voice.
 _MD_EMPHASIS = re.compile(r"(?<![\w*])(\*{1,3}|_{2,3}|~~)(?=[^\s*])(.+?)(?<=[^\s*])\1(?![\w*])")
 _MD_CODE_SPAN = re.compile(r"(`+)(.+?)\1")
@@ -283,6 +283,10 @@ class SentenceSplitter:
         if not text.startswith("```", start):
             return None
         opening = _FENCE_OPEN.match(text, start)
+        line_end = text.find("\n", start)
+        line = text[start : len(text) if line_end < 0 else line_end]
+        if opening is None and "`" in line.strip().lstrip("`"):
+            return None  # "```npm start``` runs it": inline code at the start of a line, not a fence
         if opening is None and not final:
             return "hold"  # the language tag's line has not ended yet
         body_start = opening.end() if opening is not None else len(text)
