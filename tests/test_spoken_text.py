@@ -42,7 +42,15 @@ from convers.engine.spoken_text import SpokenTextTts, spoken_text
         ("Add 1/2 cup and 3/4 spoon.", "Add one half cup and three quarters spoon."),
         ("It was -5 degrees, 5-10 people.", "It was minus 5 degrees, 5 to 10 people."),
         # Arithmetic that markdown cleaning left alone.
-        ("2 * 3 is 6, 5**2 is 25, x*y.", "2 times 3 is 6, 5 to the power of 2 is 25, x times y."),
+        ("2 * 3 is 6, 5**2 is 25, x*y.", "2 times 3 is 6, 5 squared is 25, x times y."),
+        ("E = mc^2, x^3. And 2^10 or 2^3.5.", "E = mc squared, x cubed. And 2 to the power of 10 or 2 to the power of 3.5."),
+        # Abbreviations espeak-ng reads badly; the ones it says well stay.
+        ("It weighs approx. 5 kg, i.e. light.", "It weighs approximately 5 kilograms, that is light."),
+        ("Apples vs. oranges, cats vs dogs.", "Apples versus oranges, cats versus dogs."),
+        ("Room No. 12, ext. 34, Apt. 4B, Fig. 2.", "Room number 12, extension 34, apartment 4B, figure 2."),
+        ("No. I said no.", "No. I said no."),
+        ("St. Louis is on Main St. now, near Mt. Hood.", "Saint Louis is on Main St. now, near Mount Hood."),
+        ("Due Jan. 15 or Sept. 3.", "Due January 15 or September 3."),
         # URLs, e-mail addresses and file names.
         ("Visit https://www.example.com/docs?x=1 now.", "Visit example dot com slash docs now."),
         ("Mail ana.lopez@example.com please.", "Mail ana dot lopez at example dot com please."),

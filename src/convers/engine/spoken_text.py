@@ -86,7 +86,25 @@ _DECADE = re.compile(r"\b(1[1-9]\d0|20\d0)s\b")
 _FRACTION = re.compile(r"(?<![\d/])(\d{1,2})/(\d{1,2})(?![\d/])")
 _RANGE = re.compile(r"(?<![\d.,:-])(" + _NUMBER + r")\s?[\u2013-]\s?(" + _NUMBER + r")(?![\d:-])")
 _NEGATIVE = re.compile(r"(?<![\w)])[-\u2212](?=\d)")
+_SQUARED = re.compile(r"(?<=[\w)])\s*(?:\*\*|\^)\s*([23])(?![\w(]|\.\d)")
 _POWER = re.compile(r"(?<=[\w)])\s*(?:\*\*|\^)\s*(?=[\w(])")
+# Abbreviations espeak-ng reads badly, heard through Piper and Whisper: "approx." ("a prox"), "i.e."
+# ("I. A."), "vs." ("B.S."), "No. 12" ("now 12"), "ext. 12" ("X 12"). What it says well is left
+# alone: "e.g." ("for example"), "etc.", "Dr.", "p.m.", "U.S.A.".
+_MONTH_ABBREVIATIONS = {month[:3]: month for month in _MONTHS} | {"Sept": "September"}
+_ABBREVIATIONS = (
+    (re.compile(r"\bapprox\.(?=\s|$)", re.IGNORECASE), "approximately"),
+    (re.compile(r"\bi\.e\.(?=[\s,]|$)", re.IGNORECASE), "that is"),
+    (re.compile(r"\bvs\.?(?=\s)", re.IGNORECASE), "versus"),
+    (re.compile(r"\bNo\.\s?(?=\d)"), "number "),
+    (re.compile(r"\bNos\.\s?(?=\d)"), "numbers "),
+    (re.compile(r"\bext\.\s?(?=\d)", re.IGNORECASE), "extension "),
+    (re.compile(r"\bApt\.\s?(?=\w)"), "apartment "),
+    (re.compile(r"\bFigs?\.\s?(?=\d)"), "figure "),
+    (re.compile(r"\bSt\.\s(?=[A-Z])"), "Saint "),  # "St. Louis"; "Main St." stays (espeak says "street")
+    (re.compile(r"\bMt\.\s(?=[A-Z])"), "Mount "),
+)
+_MONTH_ABBREVIATION = re.compile(r"\b(" + "|".join(_MONTH_ABBREVIATIONS) + r")\.(?=\s\d)")
 _TIMES = re.compile(r"(?<=[\w)])\s*[*\u00d7]\s*(?=[\w(])")
 _SLASH_WORDS = re.compile(r"\b([A-Za-z]+)/([A-Za-z]+)\b")
 _HASH_NUMBER = re.compile(r"#(?=\d)")
@@ -282,6 +300,9 @@ def spoken_text(text: str) -> str:
     if not text:
         return text
     text = _emoji_said(text)
+    for pattern, words in _ABBREVIATIONS:
+        text = pattern.sub(words, text)
+    text = _MONTH_ABBREVIATION.sub(lambda m: _MONTH_ABBREVIATIONS[m.group(1)], text)
     text = _EMAIL.sub(lambda m: _address(m.group(0)), text)
     text = _URL.sub(lambda m: _address(m.group(0)), text)
     text = _DOTTED_WORD.sub(lambda m: _address(m.group(0)), text)
@@ -295,6 +316,7 @@ def spoken_text(text: str) -> str:
     text = _FRACTION.sub(_fraction, text)
     text = _RANGE.sub(r"\1 to \2", text)
     text = _NEGATIVE.sub("minus ", text)
+    text = _SQUARED.sub(lambda m: " squared" if m.group(1) == "2" else " cubed", text)
     text = _POWER.sub(" to the power of ", text)
     text = _TIMES.sub(" times ", text)
     text = _SLASH_WORDS.sub(lambda m: f"{m.group(1)} {'' if m.group(1).lower() == 'and' else 'or '}{m.group(2)}", text)
