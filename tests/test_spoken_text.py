@@ -57,6 +57,7 @@ from convers.engine.spoken_text import SpokenTextTts, spoken_text
         ("Open config.json in Node.js.", "Open config dot json in Node dot js."),
         # Symbols and emoji.
         ("Use and/or, w/ care, yes/no.", "Use and or, with care, yes or no."),
+        ("Set PATH=$HOME/bin:$PATH in /usr/local/bin.", "Set PATH=$HOME/bin:$PATH in /usr/local/bin."),
         ("Item #3 \u2192 done.", "Item number 3 to done."),
         ("Great! \U0001f389", "Great!"),
         # Emoji: named only where they stand for a word between words, else dropped; faces, hands,

@@ -106,7 +106,8 @@ _ABBREVIATIONS = (
 )
 _MONTH_ABBREVIATION = re.compile(r"\b(" + "|".join(_MONTH_ABBREVIATIONS) + r")\.(?=\s\d)")
 _TIMES = re.compile(r"(?<=[\w)])\s*[*\u00d7]\s*(?=[\w(])")
-_SLASH_WORDS = re.compile(r"\b([A-Za-z]+)/([A-Za-z]+)\b")
+# "yes/no", not a path ("$HOME/bin", "/usr/bin", "src/app").
+_SLASH_WORDS = re.compile(r"(?<![\w$/.~-])([A-Za-z]+)/([A-Za-z]+)(?![\w/]|\.\w)")
 _HASH_NUMBER = re.compile(r"#(?=\d)")
 _SYMBOLS = (
     (re.compile(r"\bw/(?=\s)"), "with"),
