@@ -265,10 +265,11 @@ def _emoji_name(chars: str) -> tuple[str, bool] | None:
         return name.removeprefix("keycap "), False
     if _LOVE_HEART.match(name.lower()):
         return "love", False  # "I \u2764\ufe0f you"; at a sentence's end it is dropped like any other
-    if any(low <= first <= high for low, high in _FACE_BLOCKS) or not _DROPPED_EMOJI_WORDS.isdisjoint(name.lower().split()):
-        if not name.lower().endswith(" face") or any(low <= first <= high for low, high in _FACE_BLOCKS):
-            return "", True
-        name = _THING_FACE.sub("", name)
+    if any(low <= first <= high for low, high in _FACE_BLOCKS):
+        return "", True  # a smiling, crying, winking face
+    name = _THING_FACE.sub("", name)
+    if not _DROPPED_EMOJI_WORDS.isdisjoint(name.lower().split()):
+        return "", True
     return name, False
 
 
