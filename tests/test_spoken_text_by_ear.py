@@ -104,3 +104,11 @@ async def test_the_listener_hears_the_key_words(ears: EarProxy, case: EarCase) -
 async def test_the_text_as_written_is_misheard(ears: EarProxy, name: str) -> None:
     heard = await ears.hear([CASES[name].text])
     assert not judge(CASES[name], heard).passed, heard
+
+
+@pytest.mark.slow
+@needs_models
+async def test_the_noiseless_voice_is_the_same_every_time(ears: EarProxy) -> None:
+    # What makes the by-ear verdicts repeatable: Piper's sampled voice differs run to run.
+    first, second = await ears.speak("It costs 12 dollars."), await ears.speak("It costs 12 dollars.")
+    assert first.pcm == second.pcm and len(first.pcm) > 0
