@@ -218,3 +218,47 @@ def stt_bench(ctx: click.Context, conditions: str, threads: str, beam_size: int,
     print_table(result, click.echo)
     path = write_result(result, out)
     click.echo(f"wrote {path}")
+
+
+@bench.command("speech")
+@click.option("--cases", help="Only these cases, comma separated (default: all).")
+@click.option("--deterministic/--sampled", default=False, show_default=True,
+              help="Piper without its sampled noise (the same audio every run), or the voice as the user hears it.")
+@click.option("--raw/--no-raw", default=True, show_default=True, help="Also speak each text as written, without the normaliser.")
+@click.option("--out", type=click.Path(path_type=Path), help="JSON result file (default bench/results/speech-<time>.json).")
+@click.pass_context
+def speech_bench(ctx: click.Context, cases: str | None, deterministic: bool, raw: bool, out: Path | None) -> None:
+    """What the listener hears: replies through the splitter, spoken text and Piper, heard back by Whisper."""
+    from convers.bench.speech import print_table, run_benchmark, write_result
+
+    names = [name.strip() for name in cases.split(",") if name.strip()] if cases else None
+    try:
+        result = run_benchmark(settings_from(ctx), lambda text: click.echo(text, err=True), deterministic=deterministic,
+                               raw=raw, names=names)
+    except ValueError as error:
+        raise click.UsageError(str(error)) from None
+    except (RuntimeError, OSError) as error:
+        raise click.ClickException(str(error)) from None
+    print_table(result, click.echo)
+    path = write_result(result, out)
+    click.echo(f"wrote {path}")
+
+
+@bench.command("speech-cost")
+@click.option("--replies", "replies_file", type=click.Path(path_type=Path), help="Case file of replies (JSON list of {\"reply\": ...}); default tests/data/sentence_cases.json where it exists.")
+@click.option("--rounds", default=5, show_default=True, help="Timed passes; the best is reported.")
+@click.option("--out", type=click.Path(path_type=Path), help="JSON result file (default bench/results/speech-cost-<time>.json).")
+def speech_cost_bench(replies_file: Path | None, rounds: int, out: Path | None) -> None:
+    """First-chunk tokens and CPU per token of the sentence splitter and spoken text."""
+    from convers.bench.speech_cost import CASE_FILE, print_table, run_benchmark, write_result
+
+    if rounds < 1:
+        raise click.UsageError(f"--rounds must be at least 1, got {rounds}")
+    if replies_file is None and CASE_FILE.is_file():
+        replies_file = CASE_FILE
+    try:
+        result = run_benchmark(replies_file, rounds, lambda text: click.echo(text, err=True))
+    except ValueError as error:
+        raise click.UsageError(str(error)) from None
+    print_table(result, click.echo)
+    click.echo(f"wrote {write_result(result, out)}")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from typing import Literal
 
 # Words that end in a period without ending a sentence, lower-cased, without the final period.
 # TITLES always go on ("Dr. Smith", "e.g. apples"); the rest end a sentence only when the next word
@@ -24,6 +25,26 @@ ABBREVIATIONS = TITLES | frozenset(
 )
 # "D.C.", "U.S.A.", "Ph.D.": letters joined by periods, which end a sentence only before a capital.
 _INITIALISM = re.compile(r"^(?:[a-z]{1,2}\.)+[a-z]{1,2}$")
+# After an initialism a capitalised word usually goes on with it ("the U.S. Army", "the U.K.
+# Government", "5 p.m. Eastern"); the sentence ended only when that word is one that starts sentences
+# ("I live in the U.S. Then I moved."): a closed class of pronouns, articles, conjunctions and the like.
+# A new sentence that starts otherwise ("... the U.S. Americans ...") runs on without a pause, which
+# sounds far better than a falling tone in the middle of "U.S. Army".
+SENTENCE_STARTERS = frozenset(
+    {
+        "i", "i'm", "i've", "i'd", "i'll", "we", "you", "he", "she", "it", "it's", "they", "there", "there's",
+        "this", "that", "these", "those", "the", "a", "an", "my", "our", "your", "his", "her", "its", "their",
+        "then", "but", "and", "so", "or", "yet", "if", "when", "while", "after", "before", "since", "because",
+        "although", "though", "however", "also", "still", "now", "today", "yesterday", "tomorrow", "later",
+        "next", "first", "finally", "meanwhile", "instead", "otherwise", "anyway", "overall", "in", "on",
+        "at", "for", "from", "to", "with", "by", "as", "of", "during", "what", "why", "how", "who", "where",
+        "which", "is", "are", "was", "were", "do", "does", "did", "can", "could", "will", "would", "should",
+        "let", "let's", "here", "here's", "not", "no", "yes", "many", "most", "some", "all", "each", "every",
+        "both", "one", "please", "thanks", "sure", "okay", "well", "oh",
+    }
+)
+# The word after an initialism, once a character after it shows it is complete.
+_NEXT_WORD = re.compile(r"[A-Za-z][A-Za-z'\u2019]*(?=[^A-Za-z'\u2019])")
 # One-word openers that a voice says on their own ("Sure, ..."): the first chunk may be just that,
 # which tells the user at once that an answer is coming, as a person would.
 OPENERS = frozenset(
@@ -34,8 +55,11 @@ OPENERS = frozenset(
     }
 )
 # Quotes, brackets and closing emphasis that belong to the sentence they follow ('"stop."', "**done.**").
-_CLOSERS = "\"')]}\u201d\u2019\u300d\u300f\uff09*_`"
-_SENTENCE_END = re.compile(r"([.!?]+|\u2026)([" + re.escape(_CLOSERS) + r"]*)(\s+)")
+# German closes with \u201c and \u2018 (\u201eso\u201c), French with \u00bb after a no-break space
+# (\u00ab\u00a0oui.\u00a0\u00bb): straight after the punctuation, these close; after a space they open.
+_CLOSERS = "\"')]}\u201d\u2019\u201c\u2018\u00bb\u203a\u300d\u300f\uff09*_`"
+_CLOSING = r"(?:[\u00a0\u202f]?[" + re.escape(_CLOSERS) + r"])*"
+_SENTENCE_END = re.compile(r"([.!?]+|\u2026)(" + _CLOSING + r")(\s+)(?![\u00bb\u203a])")
 # Sentence ends of scripts written without a space after them (Chinese, Japanese) or with their own
 # marks (Devanagari danda, Arabic question mark): a boundary once any next character shows the closers
 # are complete.
@@ -48,19 +72,19 @@ _SENTENCE_END_AT_END = re.compile(r"([!?])([" + re.escape(_CLOSERS) + r"]*)$")
 _CLAUSE_END_AT_END = re.compile(r"([,;])$")
 # A paragraph break, or a new line that starts a list item, a heading or a table row.
 _HEADING_LINE = re.compile(r"\s*#{1,6}[ \t]+[^\n]*\w[^\n]*(?=\n)")
-_PARAGRAPH = re.compile(r"\n\s*\n|\n(?=[ \t]*(?:(?:[-*+\u2022]|\d+[.)])\s|#{1,6}\s|\|))")
+_PARAGRAPH = re.compile(r"\n\s*\n|\n(?=[ \t]*(?:(?:[-*+\u2022]|\d+[.)])\s|#{1,6}\s|\||```))")
+# A fenced code block: its opening line (``` and a language tag) and, later, its closing line.
+_FENCE_OPEN = re.compile(r"[ \t]*```[^\n`]*\n")
+_FENCE_START = re.compile(r"(?:^|(?<=\n))[ \t]*```")
+_FENCE_CLOSE = re.compile(r"(?:^|(?<=\n))[ \t]*```+[ \t]*(?=\n|$)")
+# What a listener hears for a code block that is not read out (see SentenceSplitter).
+CODE_BLOCK_SPOKEN = "Here is the code."
+# A block of one short line is read plainly: a command ("pip install requests") or a result ("42").
+CODE_LINE_MAX_WORDS = 6
+CODE_LINE_MAX_CHARS = 48
 
-_EMOJI = re.compile(
-    "["
-    "\U0001f000-\U0001faff"  # pictographs, emoticons, transport, symbols and pictographs ext.
-    "\U00002600-\U000027bf"  # misc symbols, dingbats
-    "\U0001f1e6-\U0001f1ff"  # flags
-    "\U0000fe0f\U0000200d"  # variation selector, zero-width joiner
-    "\U00002b00-\U00002bff"
-    "]+"
-)
 _MD_LINK = re.compile(r"!?\[([^\]]*)\]\([^)]*\)")
-_MD_CODE_FENCE = re.compile(r"```[a-zA-Z0-9_-]*")
+_MD_CODE_FENCE = re.compile(r"^[ \t]*```[^\n`]*$", re.MULTILINE)  # a fence line, not "```npm start```"
 # Only matched pairs are emphasis: "2 * 3", "5**2" and "x*y" are arithmetic and stay for the voice.
 _MD_EMPHASIS = re.compile(r"(?<![\w*])(\*{1,3}|_{2,3}|~~)(?=[^\s*])(.+?)(?<=[^\s*])\1(?![\w*])")
 _MD_CODE_SPAN = re.compile(r"(`+)(.+?)\1")
@@ -75,7 +99,7 @@ _SPACES = re.compile(r"\s+")
 
 
 def speakable(text: str) -> str:
-    """Text with markdown, emoji and layout removed, as a voice should say it."""
+    """Text with markdown and layout removed, as a voice should say it (emoji are left to spoken_text)."""
     text = _MD_LINK.sub(r"\1", text)
     text = _MD_CODE_FENCE.sub("", text)
     text = _MD_HEADING.sub("", text)
@@ -90,7 +114,6 @@ def speakable(text: str) -> str:
     text = _MD_STRAY.sub("", text)
     if "|" in text:
         text = _MD_TABLE_PIPE.sub(", ", text).strip(", ")
-    text = _EMOJI.sub("", text)
     return _SPACES.sub(" ", text).strip()
 
 
@@ -130,10 +153,20 @@ def _sentence_end_verdict(text: str, match: re.Match[str]) -> bool | None:
         return False  # an initial, as in "J. R. R. Tolkien"
     if next_char is None and (word in ABBREVIATIONS or _INITIALISM.match(word)):
         return True  # "... in Washington, D.C.\n"
+    if next_char is not None and next_char.isupper() and _INITIALISM.match(word):
+        next_word = _NEXT_WORD.match(text, after)
+        if next_word is None:
+            return None  # "U.S. Ar": the whole word decides
+        return next_word.group(0).lower().replace("\u2019", "'") in SENTENCE_STARTERS
     line_start = text.rfind("\n", 0, match.start(1)) + 1
     if word.isdigit() and text[line_start : match.start(1)].strip() == word:
         return False  # a numbered-list marker such as "2. "
     return True
+
+
+def _in_code_span(text: str, position: int) -> bool:
+    """Whether `position` is inside an inline code span (an odd number of backticks before it)."""
+    return text.count("`", 0, position) % 2 == 1
 
 
 def _is_plain_word(word: str) -> bool:
@@ -184,6 +217,13 @@ class SentenceSplitter:
     character of the next word (a capital, not "et al. before"). A chunk never grows past
     `max_chunk_chars`: a run-on reply is split at the last clause or word boundary.
 
+    A fenced code block is held until it closes and is not read line by line: a block of one short
+    line ("pip install requests") is read plainly; a longer one is announced once with
+    CODE_BLOCK_SPOKEN, or not at all when the chunk before introduced it ("Here's the code:"). A
+    listener cannot follow code read aloud, and the transcript shows it. Inline code is read as part
+    of its sentence (spoken text makes "my_func" "my func", "config.json" "config dot json"), and no
+    chunk is cut inside it.
+
     Chunks do not depend on how the stream is sliced into deltas, with one exception that costs
     nothing audible: a first chunk ending "word!" or "word?" may be cut before a following "!",
     quote or lower-case word arrives. The same pushes always give the same chunks (speculation
@@ -194,21 +234,34 @@ class SentenceSplitter:
     max_chunk_chars: int = 250
     _buffer: str = field(default="", init=False)
     _emitted: int = field(default=0, init=False)
+    _last_spoken: str = field(default="", init=False)
+    # Where to look for the closing fence of a held code block: the start of its last, unfinished line.
+    _fence_scan: int = field(default=0, init=False)
 
     def push(self, delta: str) -> list[str]:
         self._buffer += delta
+        return self._drain(final=False)
+
+    def flush(self) -> list[str]:
+        """Whatever is left when the stream ends."""
+        chunks = self._drain(final=True)
+        rest, self._buffer = self._buffer, ""
+        return chunks + self._speakable(rest)
+
+    def _drain(self, final: bool) -> list[str]:
         chunks: list[str] = []
         while True:
+            block = self._code_block(final)
+            if block == "hold":
+                break
+            if block is not None:
+                chunks.extend(block)
+                continue
             cut = self._next_cut()
             if cut is None:
                 break
             chunks.extend(self._take(cut))
         return chunks
-
-    def flush(self) -> list[str]:
-        """Whatever is left when the stream ends."""
-        rest, self._buffer = self._buffer, ""
-        return self._speakable(rest)
 
     def _take(self, cut: int) -> list[str]:
         piece, self._buffer = self._buffer[:cut], self._buffer[cut:]
@@ -220,17 +273,58 @@ class SentenceSplitter:
         if not any(ch.isalnum() for ch in spoken):
             return []
         self._emitted += 1
+        self._last_spoken = spoken
         return [spoken]
+
+    def _code_block(self, final: bool) -> list[str] | Literal["hold"] | None:
+        """The chunks of a fenced code block at the start of the buffer, "hold" until it closes, None if none."""
+        text = self._buffer
+        start = len(text) - len(text.lstrip())
+        if not text.startswith("```", start):
+            return None
+        opening = _FENCE_OPEN.match(text, start)
+        line_end = text.find("\n", start)
+        line = text[start : len(text) if line_end < 0 else line_end]
+        if opening is None and "`" in line.strip().lstrip("`"):
+            return None  # "```npm start``` runs it": inline code at the start of a line, not a fence
+        if opening is None and not final:
+            return "hold"  # the language tag's line has not ended yet
+        body_start = opening.end() if opening is not None else len(text)
+        closing = _FENCE_CLOSE.search(text, max(body_start, self._fence_scan))
+        # Before the stream ends, a closing line counts once its newline shows nothing follows on it.
+        if closing is not None and not final and not text.startswith("\n", closing.end()):
+            closing = None
+        if closing is None and not final:
+            self._fence_scan = max(body_start, text.rfind("\n") + 1)
+            return "hold"
+        body_end, block_end = (closing.start(), closing.end()) if closing is not None else (len(text), len(text))
+        body, self._buffer, self._fence_scan = text[body_start:body_end], text[block_end:], 0
+        return self._code_block_chunks(body)
+
+    def _code_block_chunks(self, body: str) -> list[str]:
+        lines = [line.strip() for line in body.splitlines() if line.strip()]
+        if not lines:
+            return []
+        if len(lines) == 1 and len(lines[0]) <= CODE_LINE_MAX_CHARS and len(lines[0].split()) <= CODE_LINE_MAX_WORDS:
+            return self._speakable(lines[0])
+        if self._last_spoken.endswith(":"):
+            return []  # "Here's the code:" said it already
+        return self._speakable(CODE_BLOCK_SPOKEN)
 
     def _next_cut(self) -> int | None:
         # The earliest safe cut wins, so the result does not depend on how the stream was sliced.
         text = self._buffer
         cuts: list[int] = []
+        fence = _FENCE_START.search(text)
+        if fence is not None and text[: fence.start()].strip():
+            # A code block starts a chunk of its own; the rules below see only the text before it.
+            text = text[: fence.start()]
+            cuts.append(fence.start())
         for match in _SENTENCE_END.finditer(text):
             verdict = _sentence_end_verdict(text, match)
             if verdict is None:
                 break  # waiting for the next word; nothing later is in the buffer yet
-            if verdict:
+            if verdict and not _in_code_span(text, match.end(2)):
                 cuts.append(match.end(2))
                 break
         script = _SCRIPT_END.search(text)
@@ -247,6 +341,8 @@ class SentenceSplitter:
                 break
         if self._emitted == 0:
             for match in _CLAUSE_END.finditer(text):
+                if _in_code_span(text, match.start(2)):
+                    continue  # "Call `f(a, b)` first"
                 if _first_clause_is_long_enough(text[: match.start(2)], self.first_chunk_min_words):
                     cuts.append(match.start(2))
                     break

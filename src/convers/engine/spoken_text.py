@@ -18,11 +18,11 @@ import re
 from collections.abc import AsyncIterator
 from typing import Any
 
+import emoji
 from num2words import num2words
 
 from convers.contracts.audio import AudioFrame
 from convers.contracts.tts import TextToSpeech
-from convers.engine.sentences import _EMOJI
 
 _DIGIT_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 _MONTHS = (
@@ -86,9 +86,28 @@ _DECADE = re.compile(r"\b(1[1-9]\d0|20\d0)s\b")
 _FRACTION = re.compile(r"(?<![\d/])(\d{1,2})/(\d{1,2})(?![\d/])")
 _RANGE = re.compile(r"(?<![\d.,:-])(" + _NUMBER + r")\s?[\u2013-]\s?(" + _NUMBER + r")(?![\d:-])")
 _NEGATIVE = re.compile(r"(?<![\w)])[-\u2212](?=\d)")
+_SQUARED = re.compile(r"(?<=[\w)])\s*(?:\*\*|\^)\s*([23])(?![\w(]|\.\d)")
 _POWER = re.compile(r"(?<=[\w)])\s*(?:\*\*|\^)\s*(?=[\w(])")
+# Abbreviations espeak-ng reads badly, heard through Piper and Whisper: "approx." ("a prox"), "i.e."
+# ("I. A."), "vs." ("B.S."), "No. 12" ("now 12"), "ext. 12" ("X 12"). What it says well is left
+# alone: "e.g." ("for example"), "etc.", "Dr.", "p.m.", "U.S.A.".
+_MONTH_ABBREVIATIONS = {month[:3]: month for month in _MONTHS} | {"Sept": "September"}
+_ABBREVIATIONS = (
+    (re.compile(r"\bapprox\.(?=\s|$)", re.IGNORECASE), "approximately"),
+    (re.compile(r"\bi\.e\.(?=[\s,]|$)", re.IGNORECASE), "that is"),
+    (re.compile(r"\bvs\.?(?=\s)", re.IGNORECASE), "versus"),
+    (re.compile(r"\bNo\.\s?(?=\d)"), "number "),
+    (re.compile(r"\bNos\.\s?(?=\d)"), "numbers "),
+    (re.compile(r"\bext\.\s?(?=\d)", re.IGNORECASE), "extension "),
+    (re.compile(r"\bApt\.\s?(?=\w)"), "apartment "),
+    (re.compile(r"\bFigs?\.\s?(?=\d)"), "figure "),
+    (re.compile(r"\bSt\.\s(?=[A-Z])"), "Saint "),  # "St. Louis"; "Main St." stays (espeak says "street")
+    (re.compile(r"\bMt\.\s(?=[A-Z])"), "Mount "),
+)
+_MONTH_ABBREVIATION = re.compile(r"\b(" + "|".join(_MONTH_ABBREVIATIONS) + r")\.(?=\s\d)")
 _TIMES = re.compile(r"(?<=[\w)])\s*[*\u00d7]\s*(?=[\w(])")
-_SLASH_WORDS = re.compile(r"\b([A-Za-z]+)/([A-Za-z]+)\b")
+# "yes/no", not a path ("$HOME/bin", "/usr/bin", "src/app").
+_SLASH_WORDS = re.compile(r"(?<![\w$/.~-])([A-Za-z]+)/([A-Za-z]+)(?![\w/]|\.\w)")
 _HASH_NUMBER = re.compile(r"#(?=\d)")
 _SYMBOLS = (
     (re.compile(r"\bw/(?=\s)"), "with"),
@@ -105,6 +124,39 @@ _SYMBOLS = (
     (re.compile(r"(?<=\w)_(?=\w)"), " "),  # snake_case identifiers in inline code
 )
 _SPACES = re.compile(r"[ \t]+")
+
+# Emoji (found and named by the `emoji` package, CLDR names). A listener hears an emoji's name only
+# where it stands for a word between two words ("some \U0001f355 tonight": "some pizza tonight"); at
+# the end of a sentence, at the start of a line or after punctuation it is decoration and is dropped
+# ("Great job! \U0001f389"). Some are dropped wherever they are: faces, hands, hearts and people carry
+# tone, which the voice already does, and marks (check marks, arrows, sparkles, stars, fire, rockets,
+# light bulbs) are bullets and emphasis; naming them ("smiling face with smiling eyes", "party
+# popper") is the garbage a listener must never hear. A plain heart between words is "love"
+# ("I \u2764\ufe0f you"). A keycap is its digit ("1\ufe0f\u20e3 Install": "1 Install").
+_MAYBE_EMOJI = re.compile("[\u00a9\u00ae\u203c-\u3299\ufe0f\u20e3\U0001f000-\U0001faff]")
+_FACE_BLOCKS = ((0x1F600, 0x1F64F), (0x1F910, 0x1F92F), (0x1F970, 0x1F97F), (0x1F9D0, 0x1F9D0), (0x1FAE0, 0x1FAEF),
+                (0x2639, 0x263A))
+_DROPPED_EMOJI_WORDS = frozenset(
+    {
+        "face", "hand", "hands", "heart", "hearts", "thumbs", "clapping", "finger", "fingers", "fist", "person",
+        "man", "woman", "men", "women", "people", "family", "kiss", "couple", "eyes", "tone", "sparkles", "star",
+        "fire", "rocket", "pushpin", "bulb", "warning", "popper", "confetti", "mark", "diamond", "circle",
+        "square", "button", "collision", "voltage", "dizzy", "arrow", "pointing", "points", "memo", "bookmark",
+    }
+)
+# A plain heart between words is the verb: "I love NY".
+_LOVE_HEART = re.compile(r"^(?:red |orange |yellow |green |blue |purple |black |white |brown |pink )?heart(?: suit)?$")
+# "dog face" is a dog, "sun with face" a sun: the face of an animal or thing is not a face that smiles.
+_THING_FACE = re.compile(r"(?: with)? face$")
+# Pictographs and marks the `emoji` package does not name (☐ ★ ✓ ♪), variation selectors and joiners.
+_EMOJI_LEFTOVER = re.compile(
+    "["
+    "\U0001f000-\U0001faff"  # pictographs, emoticons, transport, symbols and pictographs ext.
+    "\U00002600-\U000027bf"  # misc symbols, dingbats
+    "\U0000fe0f\U0000200d\U000020e3"  # variation selector, zero-width joiner, keycap
+    "\U00002b00-\U00002bff"
+    "]+"
+)
 
 
 def _number_value(text: str) -> float | int:
@@ -200,11 +252,59 @@ def _fraction(match: re.Match[str]) -> str:
     return f"{num2words(numerator, lang='en')} {name}"
 
 
+def _emoji_name(chars: str) -> tuple[str, bool] | None:
+    """What an emoji is called and whether it is always dropped; None for a symbol left to the voice (©, ™)."""
+    data = emoji.EMOJI_DATA.get(chars)
+    if data is None:
+        return "", True
+    first = ord(chars[0])
+    if data.get("status", emoji.STATUS["fully_qualified"]) > emoji.STATUS["minimally_qualified"] and first < 0x2600:
+        return None  # text symbols such as © ® ™ ‼: espeak-ng says them
+    name = data["en"].strip(":").replace("_", " ")
+    if name.startswith("keycap "):
+        return name.removeprefix("keycap "), False
+    if _LOVE_HEART.match(name.lower()):
+        return "love", False  # "I \u2764\ufe0f you"; at a sentence's end it is dropped like any other
+    if any(low <= first <= high for low, high in _FACE_BLOCKS):
+        return "", True  # a smiling, crying, winking face
+    name = _THING_FACE.sub("", name)
+    if not _DROPPED_EMOJI_WORDS.isdisjoint(name.lower().split()):
+        return "", True
+    return name, False
+
+
+def _emoji_said(text: str) -> str:
+    """Emoji named where they stand for a word, dropped elsewhere (see _DROPPED_EMOJI_WORDS)."""
+    if not _MAYBE_EMOJI.search(text):
+        return text
+    parts: list[str] = []
+    done = 0
+    for found in emoji.emoji_list(text):
+        start, end, chars = found["match_start"], found["match_end"], found["emoji"]
+        named = _emoji_name(chars)
+        if named is None:
+            continue
+        name, dropped = named
+        parts.append(text[done:start])
+        done = end
+        if name and name[0].isdigit():
+            parts.append(f" {name} ")  # a keycap, wherever it is
+        elif name and not dropped and text[:start].rstrip()[-1:].isalnum() and text[end:].lstrip()[:1].isalnum():
+            parts.append(f" {name} ")
+        else:
+            parts.append(" ")
+    parts.append(text[done:])
+    return _EMOJI_LEFTOVER.sub(" ", "".join(parts))
+
+
 def spoken_text(text: str) -> str:
     """`text` as a voice should say it; text that already reads well comes back unchanged."""
     if not text:
         return text
-    text = _EMOJI.sub("", text)
+    text = _emoji_said(text)
+    for pattern, words in _ABBREVIATIONS:
+        text = pattern.sub(words, text)
+    text = _MONTH_ABBREVIATION.sub(lambda m: _MONTH_ABBREVIATIONS[m.group(1)], text)
     text = _EMAIL.sub(lambda m: _address(m.group(0)), text)
     text = _URL.sub(lambda m: _address(m.group(0)), text)
     text = _DOTTED_WORD.sub(lambda m: _address(m.group(0)), text)
@@ -218,6 +318,7 @@ def spoken_text(text: str) -> str:
     text = _FRACTION.sub(_fraction, text)
     text = _RANGE.sub(r"\1 to \2", text)
     text = _NEGATIVE.sub("minus ", text)
+    text = _SQUARED.sub(lambda m: " squared" if m.group(1) == "2" else " cubed", text)
     text = _POWER.sub(" to the power of ", text)
     text = _TIMES.sub(" times ", text)
     text = _SLASH_WORDS.sub(lambda m: f"{m.group(1)} {'' if m.group(1).lower() == 'and' else 'or '}{m.group(2)}", text)
