@@ -84,8 +84,11 @@ class RecordingTransport:
     log: list[tuple[str, Any]] = field(default_factory=list)
     inbox: asyncio.Queue[InboundEvent | None] = field(default_factory=asyncio.Queue)
     handled: asyncio.Queue[InboundEvent] = field(default_factory=asyncio.Queue)
+    # The session has started reading (its listen loop is up).
+    reading: bool = False
 
     async def inbound(self) -> AsyncIterator[InboundEvent]:
+        self.reading = True
         while True:
             event = await self.inbox.get()
             if event is None:
@@ -199,6 +202,16 @@ class RunningSession:
         self.session = session
         self.transport = transport
         self.task: asyncio.Task[None] = asyncio.create_task(session.run())
+
+    @classmethod
+    async def start(cls, session: Any, transport: RecordingTransport) -> RunningSession:
+        """Starts `session.run()` and returns once its listen loop reads the transport."""
+        running = cls(session, transport)
+        for _ in range(100):
+            if transport.reading:
+                return running
+            await asyncio.sleep(0)
+        raise AssertionError("the session never started reading its transport")
 
     async def hear(self, frame: AudioFrame) -> None:
         await self.transport.deliver(InboundAudio(frame))
