@@ -14,6 +14,14 @@ from dataclasses import replace
 from typing import Any
 
 from convers.contracts.audio import AudioFrame
+from convers.contracts.events import (
+    AgentState,
+    ErrorMessage,
+    MetricsMessage,
+    RecordingMessage,
+    StateMessage,
+    TranscriptMessage,
+)
 from convers.contracts.llm import ChatMessage, LlmError
 from convers.contracts.memory import MemoryHit
 from convers.contracts.stt import SpeechStream
@@ -113,7 +121,7 @@ class Session:
         self.events.emit("session_start", session=self.session_id)
         try:
             if self.parts.recorder is not None:
-                await self.transport.send_event({"type": "recording", "on": True})  # the page shows a dot
+                await self.transport.send_event(RecordingMessage(on=True).to_wire())  # the page shows a dot
             await self._set_state("listening")
             if self.options.greet and self.parts.memory is not None:
                 self._spawn(self._greet())
@@ -169,7 +177,7 @@ class Session:
         metrics.turn = turn
         metrics.mark("turn_start", self.events.now())
         self.events.emit("user_turn", turn=turn, text=text)
-        await self.transport.send_event({"type": "transcript", "text": text, "final": True})
+        await self.transport.send_event(TranscriptMessage(text, final=True).to_wire())
         self.history.append(ChatMessage("user", text))
         if self.parts.recorder is not None:
             self.parts.recorder.user_turn(turn, text, audio)
@@ -209,13 +217,13 @@ class Session:
         except* LlmError as group:
             error = group.exceptions[0]
             self.events.emit("llm_error", turn=agent_turn.turn, error=str(error))
-            await self.transport.send_event({"type": "error", "code": "llm_unavailable", "message": str(error)})
+            await self.transport.send_event(ErrorMessage("llm_unavailable", str(error)).to_wire())
         except* Exception as group:
             # A TTS or transport failure ends this reply with a visible error, never the session.
             error = group.exceptions[0]
             log.error("reply %d failed", agent_turn.turn, exc_info=error)
             self.events.emit("reply_error", turn=agent_turn.turn, error=repr(error))
-            await self.transport.send_event({"type": "error", "code": "reply_failed", "message": str(error)})
+            await self.transport.send_event(ErrorMessage("reply_failed", str(error)).to_wire())
         finally:
             if speculative is not None:
                 speculative.discard()  # whatever the reply did not replay (a barge-in came first) stops now
@@ -231,7 +239,7 @@ class Session:
             self.history.append(ChatMessage("assistant", progress.text))
             agent_turn.history_index = len(self.history) - 1
         self.events.emit("reply_done", turn=agent_turn.turn, text=progress.text, metrics=metrics.latencies())
-        self._spawn(self.transport.send_event({"type": "metrics", "turn": agent_turn.turn, **metrics.latencies()}))
+        self._spawn(self.transport.send_event(MetricsMessage(agent_turn.turn, metrics.latencies()).to_wire()))
         if self.parts.tts is None or progress.audio_ms == 0:
             self._settle(agent_turn, progress.text)
             self._spawn(self._set_state("listening"))
@@ -309,9 +317,8 @@ class Session:
 
     async def _on_audio(self, frame: AudioFrame) -> None:
         if self._hearing is None:
-            await self.transport.send_event(
-                {"type": "error", "code": "no_voice", "message": "this session has no speech recognition; type instead"}
-            )
+            message = ErrorMessage("no_voice", "this session has no speech recognition; type instead")
+            await self.transport.send_event(message.to_wire())
             return
         now = self.events.now()
         turn_events, finished = self._hearing.feed(frame, now, hold=self._arbiter.judging)
@@ -345,7 +352,7 @@ class Session:
                 transcript, result = await self._hearing.transcribe(audio, speculation, live)
             except Exception as error:
                 log.warning("speech recognition failed: %s", error)
-                await self.transport.send_event({"type": "error", "code": "stt_failed", "message": str(error)})
+                await self.transport.send_event(ErrorMessage("stt_failed", str(error)).to_wire())
                 return
             metrics.mark("stt_final", result.stt_done_at if result is not None else self.events.now())
             metrics.durations_ms["stt_decode_ms"] = transcript.decode_s * 1000
@@ -401,8 +408,8 @@ class Session:
             self._settle(current, current.progress.text)
             await self._set_state("listening")
 
-    async def _set_state(self, state: str) -> None:
-        await self.transport.send_event({"type": "state", "state": state})
+    async def _set_state(self, state: AgentState) -> None:
+        await self.transport.send_event(StateMessage(state).to_wire())
 
 
 def _log_failure(task: asyncio.Task[Any]) -> None:
