@@ -14,35 +14,15 @@ from dataclasses import replace
 from typing import Any
 
 from convers.contracts.audio import AudioFrame
-from convers.contracts.events import (
-    AgentState,
-    ErrorMessage,
-    MetricsMessage,
-    RecordingMessage,
-    StateMessage,
-    TranscriptMessage,
-)
+from convers.contracts.events import AgentState, ErrorMessage, MetricsMessage, RecordingMessage, StateMessage
+from convers.contracts.events import TranscriptMessage
 from convers.contracts.llm import ChatMessage, LlmError
 from convers.contracts.memory import MemoryHit
-from convers.contracts.stt import SpeechStream
-from convers.contracts.transport import (
-    InboundAudio,
-    InboundPlayed,
-    InboundText,
-    Transport,
-)
+from convers.contracts.transport import InboundAudio, InboundPlayed, InboundText, Transport
 from convers.engine.agent_turn import AgentTurn
-from convers.engine.hearing import Hearing, Speculation, turn_metrics
-from convers.engine.interruption import (
-    Action,
-    BargeInArbiter,
-    Cut,
-    Pause,
-    Restart,
-    Resume,
-    StartReply,
-    verdict_of,
-)
+from convers.engine.greeting import greet
+from convers.engine.hearing import Hearing
+from convers.engine.interruption import BargeInArbiter
 from convers.engine.prompt import PromptBuilder
 from convers.engine.recall import recall_within
 from convers.engine.reply import ReplyProgress, ReplyStreamer
@@ -50,12 +30,14 @@ from convers.engine.session_parts import SessionOptions, SessionParts
 from convers.engine.speculation import SpeculativeResult
 from convers.engine.spoken_text import SpokenTextTts
 from convers.engine.tool_calls import with_tools
-from convers.engine.turns import SpeechStarted, TurnEvent, UserTurnEnded
+from convers.engine.voice_turns import VoiceTurns
 from convers.events import EventLog, TurnMetrics
 
 __all__ = ["AgentTurn", "Session", "SessionOptions", "SessionParts"]
 
 log = logging.getLogger(__name__)
+
+NO_VOICE = ErrorMessage("no_voice", "this session has no speech recognition; type instead")
 
 
 class Session:
@@ -91,20 +73,16 @@ class Session:
         self.current: AgentTurn | None = None
         self._next_turn = 1
         self._background: set[asyncio.Task[Any]] = set()
+        options = self.options
         self._streamer = ReplyStreamer(
-            self.parts.llm,
-            parts.tts,
-            transport,
-            events,
-            max_tokens=self.options.max_tokens,
-            temperature=self.options.temperature,
-            tools=parts.tools,
+            self.parts.llm, parts.tts, transport, events, options.max_tokens, options.temperature, tools=parts.tools
         )
-        self._hearing: Hearing | None = None
+        self._arbiter = BargeInArbiter(self.options.barge_in)
+        self._voice: VoiceTurns | None = None
         if parts.vad is not None and parts.stt is not None:
             recall = (lambda text: self._recall(text, TurnMetrics(turn=0))) if parts.memory is not None else None
-            self._hearing = Hearing(self.parts, self.options, events, recall=recall, build_messages=self._messages)
-        self._arbiter = BargeInArbiter(self.options.barge_in)
+            hearing = Hearing(self.parts, options, events, recall=recall, build_messages=self._messages)
+            self._voice = VoiceTurns(self, hearing, self._arbiter, spawn=self._spawn)
 
     def _messages(self, text: str, recalled: list[MemoryHit], history: list[ChatMessage] | None = None) -> list[ChatMessage]:
         """The prompt for `text` (a speculation builds the same one the reply will, if confirmed)."""
@@ -124,7 +102,7 @@ class Session:
                 await self.transport.send_event(RecordingMessage(on=True).to_wire())  # the page shows a dot
             await self._set_state("listening")
             if self.options.greet and self.parts.memory is not None:
-                self._spawn(self._greet())
+                self._spawn(greet(self, self.parts.memory, self.options.agent_name))
             async for event in self.transport.inbound():
                 if isinstance(event, InboundAudio):
                     await self._on_audio(event.frame)
@@ -140,8 +118,9 @@ class Session:
     async def close(self) -> None:
         if self.current is not None:
             await self._cancel_current(reason="session_end", flush=False)
-        if self._hearing is not None:
-            await self._hearing.aclose()
+        if self._voice is not None:
+            await self._voice.aclose()
+            self._voice = None  # it refers back to the session: let both go without a full collection
         for task in list(self._background):
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
@@ -189,10 +168,10 @@ class Session:
         self.current = agent_turn
         return agent_turn.task
 
-    async def interrupt(self) -> None:
-        """Stops the agent now (Ctrl-C in the terminal, a stop button): same path as a barge-in."""
+    async def interrupt(self, reason: str = "interrupted") -> None:
+        """Stops the agent now (Ctrl-C in the terminal, a stop button, a barge-in): cancel and flush."""
         if self.current is not None and not self.current.settled:
-            await self._cancel_current(reason="interrupted", flush=True)
+            await self._cancel_current(reason=reason, flush=True)
 
     async def _reply(self, agent_turn: AgentTurn, text: str, speculative: SpeculativeResult | None = None) -> None:
         await self._set_state("thinking")
@@ -234,10 +213,7 @@ class Session:
         progress = agent_turn.progress
         metrics = agent_turn.metrics
         metrics.mark("reply_done", self.events.now())
-        self.history.extend(progress.tool_messages)  # the calls and results, so later turns can refer to them
-        if progress.text:
-            self.history.append(ChatMessage("assistant", progress.text))
-            agent_turn.history_index = len(self.history) - 1
+        agent_turn.enter_in(self.history)
         self.events.emit("reply_done", turn=agent_turn.turn, text=progress.text, metrics=metrics.latencies())
         self._spawn(self.transport.send_event(MetricsMessage(agent_turn.turn, metrics.latencies()).to_wire()))
         if self.parts.tts is None or progress.audio_ms == 0:
@@ -250,8 +226,7 @@ class Session:
             return
         agent_turn.settled = True
         if self.parts.recorder is not None:
-            played = agent_turn.played_ms if agent_turn.played_ms + 1 < agent_turn.progress.audio_ms else 0.0
-            self.parts.recorder.finish_turn(agent_turn.turn, final_text, played_ms=played)
+            self.parts.recorder.finish_turn(agent_turn.turn, final_text, played_ms=agent_turn.played_ms_if_cut)
         if final_text and self.parts.memory is not None:
             self.parts.memory.remember(self.session_id, "assistant", self.options.agent_name, final_text)
 
@@ -273,23 +248,10 @@ class Session:
             return
         kept = agent_turn.kept_text(voiced=self.parts.tts is not None)
         agent_turn.keep_in(self.history, kept)
-        self.events.emit(
-            "reply_cut", turn=agent_turn.turn, reason=reason, played_ms=agent_turn.played_ms, kept=kept
-        )
+        self.events.emit("reply_cut", turn=agent_turn.turn, reason=reason, played_ms=agent_turn.played_ms, kept=kept)
         self._settle(agent_turn, kept)
 
-    # ----------------------------------------------------------------- greeting
-
-    async def _greet(self) -> None:
-        assert self.parts.memory is not None
-        try:
-            text = await self.parts.memory.greeting(self.options.agent_name)
-        except Exception as error:
-            log.warning("greeting failed: %s", error)
-            return
-        if any(message.role == "user" for message in self.history):
-            return  # the user spoke first; a late "welcome back" would talk over the conversation
-        await self.say(text)
+    # ----------------------------------------------------------------- fixed speech (greeting, restart)
 
     async def say(self, text: str, kind: str = "greeting") -> None:
         """Speaks fixed text as an agent turn (no LLM), recorded in history like any reply."""
@@ -297,11 +259,8 @@ class Session:
             return  # never talk over ourselves
         turn = self._next_turn
         self._next_turn += 1
-        metrics = TurnMetrics(turn=turn)
-        metrics.mark("turn_start", self.events.now())
-        progress = ReplyProgress(turn=turn)
-        agent_turn = AgentTurn(turn=turn, progress=progress, metrics=metrics, task=None)
-        self.current = agent_turn
+        self.current = agent_turn = AgentTurn.starting(turn, self.events.now())
+        progress, metrics = agent_turn.progress, agent_turn.metrics
         self.events.emit(kind, turn=turn, text=text)
 
         async def speak() -> None:
@@ -313,90 +272,13 @@ class Session:
         agent_turn.task = asyncio.create_task(speak())
         await asyncio.gather(agent_turn.task, return_exceptions=True)
 
-    # ----------------------------------------------------------------- audio in
+    # ----------------------------------------------------------------- audio and played reports in
 
     async def _on_audio(self, frame: AudioFrame) -> None:
-        if self._hearing is None:
-            message = ErrorMessage("no_voice", "this session has no speech recognition; type instead")
-            await self.transport.send_event(message.to_wire())
-            return
-        now = self.events.now()
-        turn_events, finished = self._hearing.feed(frame, now, hold=self._arbiter.judging)
-        for event in turn_events:
-            await self._on_turn_event(event, finished if isinstance(event, UserTurnEnded) else None)
-        await self._apply(self._arbiter.voice(self._hearing.voice_s, self.current))
-        # The false-interruption timeout runs on the session's clock, judged at each frame.
-        await self._apply(self._arbiter.tick(now, self.current))
-
-    async def _on_turn_event(self, event: TurnEvent, live: SpeechStream | None = None) -> None:
-        """Acts on one TurnTaker event; `live` is the finished utterance's stream when STT runs live."""
-        current = self.current
-        speaking = current is not None and current.audible and not current.settled
-        await self._apply(self._arbiter.heard(event, current))
-        if isinstance(event, SpeechStarted):
-            self.events.emit("speech_start", at=round(event.started_at, 4), over_agent=speaking)
-        elif isinstance(event, UserTurnEnded):
-            assert self._hearing is not None
-            self.events.emit("speech_end", duration_s=round(event.speech_s, 3), reason=event.reason)
-            speculation = self._hearing.claim(event)
-            self._spawn(self._transcribe(event.audio, turn_metrics(event), speculation, live))
-
-    async def _transcribe(
-        self, audio: AudioFrame, metrics: TurnMetrics, speculation: Speculation | None, live: SpeechStream | None
-    ) -> None:
-        """One ended user turn to text, and its verdict to the arbiter (exactly once, even on failure)."""
-        assert self._hearing is not None
-        judged = False
-        try:
-            try:
-                transcript, result = await self._hearing.transcribe(audio, speculation, live)
-            except Exception as error:
-                log.warning("speech recognition failed: %s", error)
-                await self.transport.send_event(ErrorMessage("stt_failed", str(error)).to_wire())
-                return
-            metrics.mark("stt_final", result.stt_done_at if result is not None else self.events.now())
-            metrics.durations_ms["stt_decode_ms"] = transcript.decode_s * 1000
-            self.events.emit("stt_final", text=transcript.text, decode_s=round(transcript.decode_s, 4))
-            verdict = verdict_of(transcript.text, self.options.barge_in)
-            if verdict != "words" and result is not None:
-                result.discard()
-            judged = True
-            actions = self._arbiter.transcribed(verdict, transcript.text, self.current)
-            await self._apply(actions, metrics=metrics, speculative=result, audio=audio)
-        finally:
-            if not judged:
-                self._arbiter.transcribed("failed", "", self.current)
-
-    async def _apply(self, actions: list[Action], **user_turn: Any) -> None:
-        """Carries out the arbiter's actions in order; `user_turn` goes with a `StartReply`."""
-        for action in actions:
-            if isinstance(action, Pause):
-                await self.transport.pause(action.turn)
-                self.events.emit("playback_paused", turn=action.turn)
-            elif isinstance(action, Resume):
-                await self.transport.resume(action.turn)
-                self.events.emit("playback_resumed", turn=action.turn, reason=action.reason)
-            elif isinstance(action, Cut):
-                await self._barge_in(action)
-            elif isinstance(action, Restart):
-                self.events.emit("reply_restart", text=action.text)
-                await self.say(action.text, kind="reply_restart")
-            elif isinstance(action, StartReply):
-                await self.user_said(action.text, **user_turn)
-
-    async def _barge_in(self, cut: Cut) -> None:
-        agent_turn = self.current
-        if agent_turn is None or agent_turn.turn != cut.turn:
-            return
-        await self._cancel_current(reason=cut.reason, flush=True)
-        flushed_at = self.events.now()
-        self.events.emit(
-            "barge_in",
-            turn=agent_turn.turn,
-            onset_to_flush_ms=round((flushed_at - cut.onset_at) * 1000, 1),
-            played_ms=agent_turn.played_ms,
-        )
-        await self._set_state("listening")
+        if self._voice is not None:
+            await self._voice.hear(frame)
+        else:
+            await self.transport.send_event(NO_VOICE.to_wire())
 
     async def _on_played(self, turn: int, ms: int) -> None:
         current = self.current
