@@ -1,7 +1,7 @@
 """One conversation with one client: listens all the time, replies in a cancellable task.
 
 The session owns tasks and the history; it decides nothing about barge-in (engine/interruption.py
-does, the session applies its actions) or about when a user turn ends (engine/hearing.py).
+does; engine/voice_turns.py applies its actions) or about when a user turn ends (engine/hearing.py).
 """
 
 from __future__ import annotations
@@ -89,8 +89,8 @@ class Session:
         profile = self.parts.memory.profile_text() if self.parts.memory is not None else ""
         return self.prompt.build(text, self.history if history is None else history, profile=profile, recalled=recalled)
 
-    def _recall(self, text: str, metrics: TurnMetrics) -> Any:
-        return recall_within(self.parts.memory, text, self.options.recall_timeout_s, self.events, metrics)
+    async def _recall(self, text: str, metrics: TurnMetrics) -> list[MemoryHit]:
+        return await recall_within(self.parts.memory, text, self.options.recall_timeout_s, self.events, metrics)
 
     # ----------------------------------------------------------------- lifecycle
 
