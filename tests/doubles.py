@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
@@ -13,7 +13,10 @@ import numpy as np
 from convers.contracts.audio import AudioFormat, AudioFrame
 from convers.contracts.llm import ChatMessage, LlmError
 from convers.contracts.memory import MemoryHit, MemoryTurn
-from convers.contracts.transport import InboundEvent
+from convers.contracts.transport import InboundAudio, InboundEvent, InboundPlayed
+
+# A safety net only: a session that stops reading its transport fails the test instead of hanging it.
+DELIVERY_TIMEOUT_S = 5.0
 
 
 class ScriptedLlm:
@@ -70,19 +73,33 @@ class ToneTts:
 
 @dataclass
 class RecordingTransport:
-    """Feeds scripted inbound events and records everything the session sends, in order."""
+    """Feeds scripted inbound events and records everything the session sends, in order.
+
+    `deliver` hands the running session one event and returns once the session has acted on it
+    (its listen loop asked for the next one), so a test steps a session frame by frame.
+    """
 
     output_format: AudioFormat = AudioFormat(sample_rate=16000)
     name: str = "recording"
     log: list[tuple[str, Any]] = field(default_factory=list)
     inbox: asyncio.Queue[InboundEvent | None] = field(default_factory=asyncio.Queue)
+    handled: asyncio.Queue[InboundEvent] = field(default_factory=asyncio.Queue)
+    # The session has started reading (its listen loop is up).
+    reading: bool = False
 
     async def inbound(self) -> AsyncIterator[InboundEvent]:
+        self.reading = True
         while True:
             event = await self.inbox.get()
             if event is None:
                 return
             yield event
+            self.handled.put_nowait(event)  # the session is back for more: it has acted on `event`
+
+    async def deliver(self, event: InboundEvent) -> None:
+        """One inbound event, acted on by the session's listen loop (which must be running)."""
+        await self.inbox.put(event)
+        await asyncio.wait_for(self.handled.get(), DELIVERY_TIMEOUT_S)
 
     async def send_audio(self, turn: int, seq: int, frame: AudioFrame) -> None:
         self.log.append(("audio", (turn, seq, frame)))
@@ -141,7 +158,7 @@ class ListMemory:
 
 def hit(text: str, score: float = 0.9, speaker: str = "Sam") -> MemoryHit:
     turn = MemoryTurn(
-        id="t1", session="s0", time=datetime(2026, 1, 5, tzinfo=timezone.utc), speaker=speaker, role="user", text=text
+        id="t1", session="s0", time=datetime(2026, 1, 5, tzinfo=UTC), speaker=speaker, role="user", text=text
     )
     return MemoryHit(id="t1", text=text, score=score, turn=turn)
 
@@ -176,3 +193,55 @@ class FakeClock:
 def mic_frame(loud: bool) -> AudioFrame:
     """20 ms of microphone audio: a loud constant (speech to LoudnessVad) or silence."""
     return AudioFrame(np.full(int(MIC_RATE * MIC_FRAME_S), 8000 if loud else 0, dtype="<i2").tobytes(), MIC_RATE)
+
+
+class RunningSession:
+    """A session's `run()` as a task, stepped through its transport; `stop` ends it like a client leaving."""
+
+    def __init__(self, session: Any, transport: RecordingTransport) -> None:
+        self.session = session
+        self.transport = transport
+        self.task: asyncio.Task[None] = asyncio.create_task(session.run())
+
+    @classmethod
+    async def start(cls, session: Any, transport: RecordingTransport) -> RunningSession:
+        """Starts `session.run()` and returns once its listen loop reads the transport."""
+        running = cls(session, transport)
+        for _ in range(100):
+            if transport.reading:
+                return running
+            await asyncio.sleep(0)
+        raise AssertionError("the session never started reading its transport")
+
+    async def hear(self, frame: AudioFrame) -> None:
+        await self.transport.deliver(InboundAudio(frame))
+
+    async def played(self, turn: int, ms: float) -> None:
+        await self.transport.deliver(InboundPlayed(turn=turn, ms=int(ms)))
+
+    async def settle(self) -> None:
+        """Until every task but the listen loop is done: transcriptions, replies, background sends."""
+        await quiesce(self.task)
+
+    async def stop(self) -> None:
+        await self.transport.inbox.put(None)
+        await asyncio.wait_for(self.task, DELIVERY_TIMEOUT_S)
+
+
+async def quiesce(*waiting: asyncio.Task[Any]) -> None:
+    """Runs the loop until no task is left but the caller and `waiting` (tasks that wait for input).
+
+    A task that finishes may start another (a transcript starts a reply), so it looks again until
+    none is left; no wall-clock sleep, so a test on a fake clock stays exact.
+    """
+    me = asyncio.current_task()
+    for _ in range(1000):
+        for _ in range(3):
+            await asyncio.sleep(0)  # let callbacks scheduled by the last step create their tasks
+        others = [t for t in asyncio.all_tasks() if t is not me and t not in waiting and not t.done()]
+        if not others:
+            return
+        _done, pending = await asyncio.wait(others, timeout=DELIVERY_TIMEOUT_S)
+        if pending:
+            raise AssertionError(f"session tasks still running after {DELIVERY_TIMEOUT_S} s: {pending}")
+    raise AssertionError("tasks kept starting other tasks: the session never settled")

@@ -18,7 +18,7 @@ from convers.engine.session import Session, SessionOptions, SessionParts
 from convers.events import EventLog
 from convers.memory.store import SqliteMemoryStore
 from convers.recordings import Recordings, TurnRecorder
-from tests.doubles import RecordingTransport, ScriptedLlm, ToneTts
+from tests.doubles import RecordingTransport, RunningSession, ScriptedLlm, ToneTts
 
 USER_AUDIO = AudioFrame(b"\x01\x00" * 16000, 16000)  # one second
 
@@ -39,10 +39,11 @@ def recorded_session(tmp_path, llm, tts=None) -> tuple[Session, RecordingTranspo
 
 async def test_a_turn_is_recorded_as_two_wavs_and_a_sidecar(tmp_path) -> None:
     session, transport, recorder = recorded_session(tmp_path, ScriptedLlm(["Hello", " there."]), tts=ToneTts())
+    running = await RunningSession.start(session, transport)
     await (await session.user_said("hi there", audio=USER_AUDIO))
     sent_ms = session.current.progress.audio_ms
-    await session._on_played(1, int(sent_ms) + 1)  # the client played it all: the turn settles
-    await recorder.aclose()
+    await running.played(1, int(sent_ms) + 1)  # the client played it all: the turn settles
+    await running.stop()
     folder = tmp_path / "recordings" / "s1"
     sidecar = json.loads((folder / "0001.json").read_text())
     assert sidecar["session"] == "s1" and sidecar["turn"] == 1
@@ -60,10 +61,11 @@ async def test_a_turn_is_recorded_as_two_wavs_and_a_sidecar(tmp_path) -> None:
 async def test_a_cut_reply_is_recorded_as_far_as_it_was_heard(tmp_path) -> None:
     llm = ScriptedLlm(["One two three. ", "Four five six. ", "Seven eight nine."])
     session, transport, recorder = recorded_session(tmp_path, llm, tts=ToneTts())
+    running = await RunningSession.start(session, transport)
     await (await session.user_said("count", audio=USER_AUDIO))
-    await session._on_played(1, 100)
+    await running.played(1, 100)
     await session.interrupt()
-    await recorder.aclose()
+    await running.stop()
     with wave.open(str(tmp_path / "recordings" / "s1" / "0001-agent.wav")) as wav:
         assert wav.getnframes() == 1600  # 100 ms at 16 kHz: what the client played
 

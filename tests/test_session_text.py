@@ -10,7 +10,7 @@ from convers.engine.prompt import PromptBuilder
 from convers.memory.recall import RECALL_HEADER
 from convers.engine.session import Session, SessionOptions, SessionParts
 from convers.events import EventLog, read_events
-from tests.doubles import ListMemory, RecordingTransport, ScriptedLlm, ToneTts, hit
+from tests.doubles import ListMemory, RecordingTransport, RunningSession, ScriptedLlm, ToneTts, hit
 
 
 def make_session(llm, transport, tts=None, memory=None, events=None, **options) -> Session:
@@ -112,13 +112,14 @@ async def test_spoken_reply_is_cut_to_what_was_played() -> None:
     transport = RecordingTransport()
     memory = ListMemory()
     session = make_session(llm, transport, tts=ToneTts(), memory=memory)
+    running = await RunningSession.start(session, transport)
     await (await session.user_said("talk"))
     frames = transport.audio(1)
     assert frames and [seq for _, seq, _ in frames] == list(range(len(frames)))
     # The client played the first chunk (20 chars -> 200 ms) and half of the second.
     first_ms = len("First sentence here.") * 10
     second_ms = len("Second sentence is longer than that.") * 10
-    await session._on_played(1, first_ms + second_ms // 2)
+    await running.played(1, first_ms + second_ms // 2)
     assert session.current is not None and session.current.audible
     await session.interrupt()
     assert ("flush", 1) in transport.log
@@ -126,6 +127,7 @@ async def test_spoken_reply_is_cut_to_what_was_played() -> None:
     assert kept.startswith("First sentence here. Second sentence")
     assert "Third" not in kept and "that." not in kept
     assert memory.remembered[-1] == ("assistant", "Juniper", kept)
+    await running.stop()
 
 
 async def test_fully_played_reply_settles_once() -> None:
@@ -133,26 +135,28 @@ async def test_fully_played_reply_settles_once() -> None:
     transport = RecordingTransport()
     memory = ListMemory()
     session = make_session(llm, transport, tts=ToneTts(), memory=memory)
+    running = await RunningSession.start(session, transport)
     await (await session.user_said("hi"))
     total_ms = len("Short answer.") * 10
-    await session._on_played(1, total_ms)
-    await session._on_played(1, total_ms)
+    await running.played(1, total_ms - 5)
+    assert [r for r in memory.remembered if r[0] == "assistant"] == []  # still playing
+    await running.played(1, total_ms)
+    await running.played(1, total_ms)
     assert [r for r in memory.remembered if r[0] == "assistant"] == [("assistant", "Juniper", "Short answer.")]
     assert transport.events("state")[-1]["state"] == "listening"
+    await running.stop()
 
 
 async def test_run_handles_text_and_played_until_the_client_leaves() -> None:
     llm = ScriptedLlm(["Okay."])
     transport = RecordingTransport()
     session = make_session(llm, transport, tts=ToneTts(), memory=ListMemory())
-    runner = asyncio.create_task(session.run())
-    await transport.inbox.put(InboundText("hello"))
-    for _ in range(100):
-        if transport.audio(1):
-            break
-        await asyncio.sleep(0.01)
-    await transport.inbox.put(InboundPlayed(turn=1, ms=10_000))
-    await transport.inbox.put(None)
-    await asyncio.wait_for(runner, 2.0)
+    running = await RunningSession.start(session, transport)
+    await transport.deliver(InboundText("hello"))
+    await running.settle()
+    assert transport.audio(1)
+    await transport.deliver(InboundPlayed(turn=1, ms=10_000))
+    await running.stop()  # the client leaves: run() returns
+    assert running.task.done() and running.task.exception() is None
     assert transport.reply_text(1) == "Okay."
     assert session.history[-1].content == "Okay."

@@ -6,8 +6,7 @@ clock, so every decision is exact; tests/test_voice_pipeline.py runs the same pa
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 
 import numpy as np
 import pytest
@@ -24,6 +23,7 @@ from tests.doubles import (
     FakeClock,
     LoudnessVad,
     RecordingTransport,
+    RunningSession,
     ScriptedLlm,
     ToneTts,
     mic_frame,
@@ -49,13 +49,20 @@ class ScriptedStt:
 
 
 class Rig:
+    """A voice session running on a fake clock, stepped frame by frame through its transport."""
+
     def __init__(
-        self, tokens: Sequence[str], transcripts: Sequence[str], vad: LoudnessVad | None = None, **barge_in: object
+        self,
+        tokens: Sequence[str],
+        transcripts: Sequence[str],
+        vad: LoudnessVad | None = None,
+        stt: ScriptedStt | None = None,
+        **barge_in: object,
     ) -> None:
         self.clock = FakeClock()
         self.transport = RecordingTransport()
         self.llm = ScriptedLlm(tokens)
-        self.stt = ScriptedStt(transcripts)
+        self.stt = stt or ScriptedStt(transcripts)
         self.session = Session(
             self.transport,
             SessionParts(llm=self.llm, tts=ToneTts(), stt=self.stt, vad=vad or LoudnessVad()),
@@ -63,26 +70,40 @@ class Rig:
             EventLog(None, clock=self.clock),
             options=SessionOptions(greet=False, turns=TurnTiming(), barge_in=BargeInPolicy(**barge_in)),
         )
+        self.running = RunningSession(self.session, self.transport)
 
     async def feed(self, loud: bool, seconds: float) -> None:
         for _ in range(round(seconds / FRAME_S)):
             self.clock.now += FRAME_S
-            await self.session._on_audio(mic_frame(loud))
+            await self.running.hear(mic_frame(loud))
+
+    async def played(self, turn: int, ms: float) -> None:
+        await self.running.played(turn, ms)
 
     async def settle(self) -> None:
-        for _ in range(50):
-            await asyncio.sleep(0.005)
-        tasks = list(self.session._background)
-        if self.session.current is not None and self.session.current.task is not None:
-            tasks.append(self.session.current.task)
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await self.running.settle()
 
     def log_kinds(self) -> list[str]:
         return [kind for kind, _ in self.transport.log]
 
 
-async def test_spoken_question_gets_a_spoken_reply() -> None:
-    rig = Rig(["It is sunny today."], ["what is the weather"])
+@pytest.fixture
+async def rig_of() -> AsyncIterator[Callable[..., Rig]]:
+    """Makes rigs; each one's session is stopped (the client leaves) when the test ends."""
+    made: list[Rig] = []
+
+    def make(*args: object, **kwargs: object) -> Rig:
+        rig = Rig(*args, **kwargs)  # type: ignore[arg-type]
+        made.append(rig)
+        return rig
+
+    yield make
+    for rig in made:
+        await rig.running.stop()
+
+
+async def test_spoken_question_gets_a_spoken_reply(rig_of: Callable[..., Rig]) -> None:
+    rig = rig_of(["It is sunny today."], ["what is the weather"])
     await rig.feed(False, 0.2)
     await rig.feed(True, 0.8)
     await rig.feed(False, 0.6)  # past the 0.5 s end-of-turn silence
@@ -94,8 +115,8 @@ async def test_spoken_question_gets_a_spoken_reply() -> None:
     assert 0.8 < rig.stt.heard[0] < 0.8 + 0.3 + 0.2 + 0.05
 
 
-async def test_pause_shorter_than_end_of_turn_keeps_one_turn() -> None:
-    rig = Rig(["Okay."], ["one long sentence"])
+async def test_pause_shorter_than_end_of_turn_keeps_one_turn(rig_of: Callable[..., Rig]) -> None:
+    rig = rig_of(["Okay."], ["one long sentence"])
     await rig.feed(True, 0.5)
     await rig.feed(False, 0.3)
     await rig.feed(True, 0.5)
@@ -111,10 +132,10 @@ async def agent_is_speaking(rig: Rig) -> None:
     assert rig.session.current is not None and rig.session.current.audible
 
 
-async def test_barge_in_pauses_at_onset_then_flushes_and_cuts_history() -> None:
-    rig = Rig([], ["stop please"], min_barge_in_speech_s=0.25)
+async def test_barge_in_pauses_at_onset_then_flushes_and_cuts_history(rig_of: Callable[..., Rig]) -> None:
+    rig = rig_of([], ["stop please"], min_barge_in_speech_s=0.25)
     await agent_is_speaking(rig)
-    await rig.session._on_played(1, 500)  # the client has played 0.5 s of about 1.6 s
+    await rig.played(1, 500)  # the client has played 0.5 s of about 1.6 s
     frames_before = len(rig.transport.audio(1))
     await rig.feed(True, 0.06)
     assert ("pause", 1) in rig.transport.log and ("flush", 1) not in rig.transport.log
@@ -146,8 +167,8 @@ async def speech_until_flush(rig: Rig) -> float:
     raise AssertionError("no flush after 0.6 s of speech over the agent")
 
 
-async def test_barge_in_latency_is_the_minimum_speech_duration() -> None:
-    rig = Rig([], [], min_barge_in_speech_s=0.25)
+async def test_barge_in_latency_is_the_minimum_speech_duration(rig_of: Callable[..., Rig]) -> None:
+    rig = rig_of([], [], min_barge_in_speech_s=0.25)
     await agent_is_speaking(rig)
     assert 0.25 <= await speech_until_flush(rig) <= 0.25 + 0.05
 
@@ -159,18 +180,18 @@ class SileroSizedVad(LoudnessVad):
 
 
 @pytest.mark.parametrize("lead_frames", [0, 1, 2, 3, 4, 5, 6, 7])
-async def test_barge_in_is_confirmed_between_vad_frames(lead_frames: int) -> None:
+async def test_barge_in_is_confirmed_between_vad_frames(lead_frames: int, rig_of: Callable[..., Rig]) -> None:
     # Whatever the phase of the VAD's 32 ms frames against the 20 ms microphone frames, the flush
     # comes with the microphone frame that brings the speech to the minimum (judged in 8 ms hops),
     # not with the VAD's next whole frame.
-    rig = Rig([], [], vad=SileroSizedVad(), min_barge_in_speech_s=0.25)
+    rig = rig_of([], [], vad=SileroSizedVad(), min_barge_in_speech_s=0.25)
     await agent_is_speaking(rig)
     await rig.feed(False, FRAME_S * (lead_frames + 1))
     assert 0.25 - 1e-6 <= await speech_until_flush(rig) <= 0.25 + FRAME_S + 0.008 + 1e-6
 
 
-async def test_a_cough_pauses_and_resumes_without_losing_the_reply() -> None:
-    rig = Rig([], [], min_barge_in_speech_s=0.25)
+async def test_a_cough_pauses_and_resumes_without_losing_the_reply(rig_of: Callable[..., Rig]) -> None:
+    rig = rig_of([], [], min_barge_in_speech_s=0.25)
     await agent_is_speaking(rig)
     await rig.feed(True, 0.08)  # shorter than min_speech_s (0.15) and the barge-in minimum
     await rig.feed(False, 0.1)
@@ -180,10 +201,10 @@ async def test_a_cough_pauses_and_resumes_without_losing_the_reply() -> None:
     assert rig.stt.heard == []
 
 
-async def test_an_mm_hm_restarts_the_unheard_rest_of_the_reply() -> None:
-    rig = Rig([], ["mm-hm"], min_barge_in_speech_s=0.25)
+async def test_an_mm_hm_restarts_the_unheard_rest_of_the_reply(rig_of: Callable[..., Rig]) -> None:
+    rig = rig_of([], ["mm-hm"], min_barge_in_speech_s=0.25)
     await agent_is_speaking(rig)
-    await rig.session._on_played(1, 500)
+    await rig.played(1, 500)
     await rig.feed(True, 0.4)  # long enough to cut the reply ...
     assert ("flush", 1) in rig.transport.log
     await rig.feed(False, 0.6)  # ... but it held no words
@@ -195,21 +216,21 @@ async def test_an_mm_hm_restarts_the_unheard_rest_of_the_reply() -> None:
 
 
 @pytest.mark.parametrize("enabled", [False])
-async def test_barge_in_can_be_turned_off(enabled: bool) -> None:
-    rig = Rig([], [], enabled=enabled)
+async def test_barge_in_can_be_turned_off(enabled: bool, rig_of: Callable[..., Rig]) -> None:
+    rig = rig_of([], [], enabled=enabled)
     await agent_is_speaking(rig)
     await rig.feed(True, 0.5)
     assert ("pause", 1) not in rig.transport.log and ("flush", 1) not in rig.transport.log
 
 
-async def test_audio_at_another_rate_is_resampled_for_the_vad() -> None:
-    rig = Rig(["Fine."], ["hello there"])
+async def test_audio_at_another_rate_is_resampled_for_the_vad(rig_of: Callable[..., Rig]) -> None:
+    rig = rig_of(["Fine."], ["hello there"])
 
     async def feed_48k(loud: bool, seconds: float) -> None:
         for _ in range(round(seconds / FRAME_S)):
             rig.clock.now += FRAME_S
             samples = np.full(int(48000 * FRAME_S), 8000 if loud else 0, dtype="<i2")
-            await rig.session._on_audio(AudioFrame(samples.tobytes(), 48000))
+            await rig.running.hear(AudioFrame(samples.tobytes(), 48000))
 
     await feed_48k(False, 0.2)
     await feed_48k(True, 0.8)
@@ -219,9 +240,9 @@ async def test_audio_at_another_rate_is_resampled_for_the_vad() -> None:
     assert 0.8 < rig.stt.heard[0] < 1.4  # the utterance, at the VAD's 16 kHz
 
 
-async def test_speech_shorter_than_a_barge_in_without_words_resumes_the_reply() -> None:
+async def test_speech_shorter_than_a_barge_in_without_words_resumes_the_reply(rig_of: Callable[..., Rig]) -> None:
     # 0.2 s: long enough to be a user turn (min_speech_s 0.15), too short to cut the agent (0.25 s).
-    rig = Rig([], [""], min_barge_in_speech_s=0.25)
+    rig = rig_of([], [""], min_barge_in_speech_s=0.25)
     await agent_is_speaking(rig)
     await rig.feed(True, 0.2)
     await rig.feed(False, 0.6)
@@ -230,7 +251,7 @@ async def test_speech_shorter_than_a_barge_in_without_words_resumes_the_reply() 
     assert ("pause", 1) in rig.transport.log and ("resume", 1) in rig.transport.log
     assert ("flush", 1) not in rig.transport.log
     assert rig.session.current is not None and rig.session.current.turn == 1
-    assert not rig.session.current.paused
+    assert rig.transport.log.index(("resume", 1)) > rig.transport.log.index(("pause", 1))
 
 
 class FailingStt(ScriptedStt):
@@ -238,24 +259,23 @@ class FailingStt(ScriptedStt):
         raise RuntimeError("decoder crashed")
 
 
-async def test_a_pause_that_nothing_settles_resumes_after_the_timeout() -> None:
-    rig = Rig([], [], min_barge_in_speech_s=0.25, false_interruption_timeout_s=0.05)
-    rig.session.parts.stt = FailingStt([])
+async def test_a_pause_that_nothing_settles_resumes_after_the_timeout(rig_of: Callable[..., Rig]) -> None:
+    rig = rig_of([], [], stt=FailingStt([]), min_barge_in_speech_s=0.25, false_interruption_timeout_s=1.0)
     await agent_is_speaking(rig)
     await rig.feed(True, 0.2)
     assert ("pause", 1) in rig.transport.log
     await rig.feed(False, 0.6)  # the turn ends, and its transcription fails: no verdict comes
-    for _ in range(100):
-        if ("resume", 1) in rig.transport.log:
-            break
-        await asyncio.sleep(0.01)
+    await rig.settle()
+    assert any(e["code"] == "stt_failed" for e in rig.transport.events("error"))
+    await rig.feed(False, 0.1)  # 0.9 s since the pause: not yet
+    assert ("resume", 1) not in rig.transport.log
+    await rig.feed(False, 0.12)  # past 1.0 s on the session's clock
     assert ("resume", 1) in rig.transport.log
     assert ("flush", 1) not in rig.transport.log
-    assert any(e["code"] == "stt_failed" for e in rig.transport.events("error"))
 
 
-async def test_a_short_turn_with_words_over_the_agent_replaces_the_reply() -> None:
-    rig = Rig([], ["no"], min_barge_in_speech_s=0.25)
+async def test_a_short_turn_with_words_over_the_agent_replaces_the_reply(rig_of: Callable[..., Rig]) -> None:
+    rig = rig_of([], ["no"], min_barge_in_speech_s=0.25)
     await agent_is_speaking(rig)
     rig.llm.tokens = ["Okay."]
     await rig.feed(True, 0.2)

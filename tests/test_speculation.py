@@ -22,6 +22,7 @@ from tests.doubles import (
     ListMemory,
     LoudnessVad,
     RecordingTransport,
+    RunningSession,
     ScriptedLlm,
     ToneTts,
     hit,
@@ -73,20 +74,22 @@ class Rig:
             events,
             options=SessionOptions(greet=False, turns=TurnTiming(), speculation=policy),
         )
+        self.running: RunningSession | None = None
 
     async def feed(self, loud: bool, seconds: float) -> None:
+        if self.running is None:
+            self.running = RunningSession(self.session, self.transport)
         for _ in range(round(seconds / FRAME_S)):
             self.clock.now += FRAME_S
-            await self.session._on_audio(mic_frame(loud))
-            await asyncio.sleep(0)  # speculative tasks get their turn, as on a live event loop
+            # Delivery waits for the session's listen loop: speculative tasks get their turn in
+            # between, as on a live event loop.
+            await self.running.hear(mic_frame(loud))
 
     async def settle(self) -> None:
-        for _ in range(20):
-            await asyncio.sleep(0.005)
-        tasks = list(self.session._background)
-        if self.session.current is not None and self.session.current.task is not None:
-            tasks.append(self.session.current.task)
-        await asyncio.gather(*tasks, return_exceptions=True)
+        assert self.running is not None
+        await self.running.settle()
+        await self.running.stop()
+        self.running = None
 
 
 async def test_turn_confirmed_by_silence_reuses_the_speculative_transcript() -> None:

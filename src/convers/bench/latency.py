@@ -40,6 +40,7 @@ import numpy as np
 from convers.audio import read_wav, resample
 from convers.bench.results import write_json_result
 from convers.contracts.audio import AudioFrame
+from convers.contracts.events import EventKind
 from convers.contracts.llm import ChatMessage
 from convers.contracts.memory import MemoryHit
 from convers.contracts.stt import StreamingSpeechToText, Transcript
@@ -515,18 +516,20 @@ async def run_loopback(
 
     metrics_by_turn: dict[int, Any] = {}
     user_turns: list[tuple[int, str]] = []
-    speculation_events: dict[str, int] = {"speculation_start": 0, "speculation_commit": 0, "speculation_discard": 0}
+    speculation_events: dict[str, int] = {
+        EventKind.SPECULATION_START: 0, EventKind.SPECULATION_COMMIT: 0, EventKind.SPECULATION_DISCARD: 0
+    }
     session_barge: dict[int, dict[str, Any]] = {}
 
     def on_event(event: dict[str, Any]) -> None:
         kind = event["event"]
-        if kind == "user_turn":
+        if kind == EventKind.USER_TURN:
             user_turns.append((int(event["turn"]), str(event["text"])))
-        elif kind in ("llm_first_token", "first_chunk", "first_audio_out"):
+        elif kind in (EventKind.LLM_FIRST_TOKEN, EventKind.FIRST_CHUNK, EventKind.FIRST_AUDIO_OUT):
             current = session.current
             if current is not None and current.turn == event.get("turn"):
                 metrics_by_turn.setdefault(current.turn, current.metrics)
-        elif kind == "barge_in":
+        elif kind == EventKind.BARGE_IN:
             session_barge[int(event["turn"])] = event
         elif kind in speculation_events:
             speculation_events[kind] += 1

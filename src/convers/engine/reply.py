@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 from convers.audio import StreamResampler
 from convers.contracts.audio import AudioFrame
+from convers.contracts.events import ReplyMessage
 from convers.contracts.llm import ChatMessage, LanguageModel, ToolCall
 from convers.contracts.transport import Transport
 from convers.contracts.tts import TextToSpeech
@@ -118,7 +119,7 @@ class ReplyStreamer:
         chunks.put_nowait(_END)
         progress.text = text
         progress.generation_done = True
-        await self.transport.send_event({"type": "reply", "turn": progress.turn, "delta": text})
+        await self.transport.send_event(ReplyMessage(progress.turn, text).to_wire())
         if self.tts is not None:
             await self._speak(chunks, progress, metrics)
 
@@ -193,7 +194,7 @@ class ReplyStreamer:
         chunks: asyncio.Queue[object],
     ) -> None:
         progress.text += delta
-        await self.transport.send_event({"type": "reply", "turn": progress.turn, "delta": delta})
+        await self.transport.send_event(ReplyMessage(progress.turn, delta).to_wire())
         for chunk in splitter.push(delta):
             self._chunk_ready(chunk, progress, metrics, chunks)
 
@@ -201,7 +202,7 @@ class ReplyStreamer:
         """Fixed words inside a reply (a filler, an apology), spoken as a chunk of their own."""
         delta = text if not progress.text or progress.text[-1].isspace() else " " + text
         progress.text += delta
-        await self.transport.send_event({"type": "reply", "turn": progress.turn, "delta": delta})
+        await self.transport.send_event(ReplyMessage(progress.turn, delta).to_wire())
         self._chunk_ready(text, progress, metrics, chunks)
 
     async def _run_tools(

@@ -46,6 +46,10 @@ class TurnTiming:
     refine_edges_max_s: float = 0.12
 
 
+# The default `BargeInPolicy.backchannels`.
+BACKCHANNELS = ("mm", "mhm", "mm-hm", "mmhm", "uh-huh", "hmm", "uh", "um", "ah", "oh", "huh")
+
+
 @dataclass(frozen=True)
 class BargeInPolicy:
     """When speech over the agent interrupts it."""
@@ -58,8 +62,12 @@ class BargeInPolicy:
     # Playback pauses at speech onset over the agent, before the minimum above is reached.
     pause_on_onset: bool = True
     # A pause that neither a barge-in nor a transcript with words has settled within this time (and
-    # while the user is silent) was not an interruption: playback resumes.
+    # while the user is silent and nothing of theirs is being transcribed) was not an interruption:
+    # playback resumes. Judged on the session's clock at each inbound frame (engine/interruption.py).
     false_interruption_timeout_s: float = 1.0
+    # Utterances that say "I'm listening" rather than "stop": a transcript of only these (lower case,
+    # without punctuation) never costs the agent its reply.
+    backchannels: tuple[str, ...] = BACKCHANNELS
 
 
 @dataclass(frozen=True)

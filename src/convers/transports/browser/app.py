@@ -32,6 +32,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from starlette.websockets import WebSocket
 
+from convers.contracts.events import ErrorMessage
 from convers.contracts.transport import Transport
 from convers.transports.browser.auth import COOKIE_NAME, token_matches
 from convers.transports.browser.websocket_transport import (
@@ -133,9 +134,8 @@ def create_app(run_session: RunSession, config: BrowserAppConfig, memory_store: 
         transport.start()
         try:
             if not await transport.handshake(config.hello_timeout_s):
-                await transport.send_event(
-                    {"type": "error", "code": "no_hello", "message": "no hello message arrived; see docs/protocol.md"}
-                )
+                refusal = ErrorMessage("no_hello", "no hello message arrived; see docs/protocol.md")
+                await transport.send_event(refusal.to_wire())
                 await transport.drain()
                 await transport.close(CLOSE_NO_HELLO, "no hello")
                 return
@@ -148,7 +148,7 @@ def create_app(run_session: RunSession, config: BrowserAppConfig, memory_store: 
                 await run_session(transport)
             except Exception as error:  # one broken session must never take the server down
                 log.exception("session failed")
-                await transport.send_event({"type": "error", "code": "session_failed", "message": str(error)})
+                await transport.send_event(ErrorMessage("session_failed", str(error)).to_wire())
                 await transport.drain()
                 await transport.close(1011, "session failed")
         finally:

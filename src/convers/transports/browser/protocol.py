@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from convers.contracts.audio import AudioFrame
+from convers.contracts.events import PCM_FORMAT, ErrorMessage, ReadyMessage
 from convers.contracts.transport import (
     InboundAudio,
     InboundEvent,
@@ -35,7 +36,6 @@ MAX_ECHOED_CHARS = 64
 # encoded as UTF-8: in the history it would break every later LLM request and memory write.
 _LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 AUDIO_HEADER = struct.Struct("<II")  # turn id, sequence number
-PCM_FORMAT = "pcm16"
 
 
 @dataclass(frozen=True)
@@ -55,7 +55,7 @@ class ProtocolError:
     message: str
 
     def event(self) -> dict[str, Any]:
-        return {"type": "error", "code": self.code, "message": self.message}
+        return ErrorMessage(self.code, self.message).to_wire()
 
 
 Parsed = Hello | InboundEvent | ProtocolError | None
@@ -198,4 +198,4 @@ def decode_audio(message: bytes) -> tuple[int, int, bytes]:
 
 
 def ready_event(output_sample_rate: int) -> dict[str, Any]:
-    return {"type": "ready", "audio_out": {"sample_rate": output_sample_rate, "format": PCM_FORMAT}}
+    return ReadyMessage(output_sample_rate).to_wire()

@@ -11,6 +11,7 @@ from typing import Any
 from starlette.websockets import WebSocket, WebSocketState
 
 from convers.contracts.audio import AudioFormat, AudioFrame
+from convers.contracts.events import FlushMessage, PauseMessage, ResumeMessage
 from convers.contracts.transport import InboundEvent
 from convers.transports.browser.outbound import SendQueue
 from convers.transports.browser.protocol import (
@@ -153,13 +154,13 @@ class WebSocketTransport:
     async def flush(self, turn: int) -> None:
         self._flushed_through = max(self._flushed_through, turn)
         self.queue.drop_turns_up_to(turn)
-        self._enqueue_event({"type": "flush", "turn": turn})
+        self._enqueue_event(FlushMessage(turn).to_wire())
 
     async def pause(self, turn: int) -> None:
-        self._enqueue_event({"type": "pause", "turn": turn})
+        self._enqueue_event(PauseMessage(turn).to_wire())
 
     async def resume(self, turn: int) -> None:
-        self._enqueue_event({"type": "resume", "turn": turn})
+        self._enqueue_event(ResumeMessage(turn).to_wire())
 
     def _enqueue_event(self, event: dict[str, Any]) -> None:
         if self._closed:

@@ -1,0 +1,139 @@
+"""VoiceTurns: what the user's audio does to a session: new user turns, and barge-in applied.
+
+Each inbound frame goes through `Hearing` (VAD, turn-taking, live STT, speculation); its turn events
+and the session's clock go to the `BargeInArbiter`, whose actions are carried out here through the
+session's public side (`current`, `user_said`, `say`, `interrupt`, its transport and event log).
+An ended utterance is transcribed in a task of its own, and its verdict goes back to the arbiter.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Coroutine
+from typing import TYPE_CHECKING, Any
+
+from convers.contracts.audio import AudioFrame
+from convers.contracts.events import ErrorMessage, StateMessage
+from convers.contracts.stt import SpeechStream
+from convers.engine.hearing import Hearing, Speculation, turn_metrics
+from convers.engine.interruption import (
+    Action,
+    BargeInArbiter,
+    Cut,
+    Pause,
+    Restart,
+    Resume,
+    StartReply,
+    verdict_of,
+)
+from convers.engine.turns import SpeechStarted, TurnEvent, UserTurnEnded
+from convers.events import TurnMetrics
+
+if TYPE_CHECKING:
+    from convers.engine.session import Session
+
+log = logging.getLogger(__name__)
+
+
+class VoiceTurns:
+    """Hears one session's user and applies the barge-in arbiter's decisions to that session."""
+
+    def __init__(
+        self,
+        session: Session,
+        hearing: Hearing,
+        arbiter: BargeInArbiter,
+        spawn: Callable[[Coroutine[Any, Any, None]], asyncio.Task[Any]],
+    ) -> None:
+        self.session = session
+        self.hearing = hearing
+        self.arbiter = arbiter
+        # Transcriptions run as the session's background tasks: it cancels them when it closes.
+        self._spawn = spawn
+
+    async def hear(self, frame: AudioFrame) -> None:
+        """One inbound frame: turn events, the barge-in minimum, then the false-interruption timeout."""
+        session = self.session
+        now = session.events.now()
+        turn_events, finished = self.hearing.feed(frame, now, hold=self.arbiter.judging)
+        for event in turn_events:
+            await self._on_turn_event(event, finished if isinstance(event, UserTurnEnded) else None)
+        await self.apply(self.arbiter.voice(self.hearing.voice_s, session.current))
+        # The timeout runs on the session's clock, judged at each frame: no timer task, no real sleep.
+        await self.apply(self.arbiter.tick(now, session.current))
+
+    async def _on_turn_event(self, event: TurnEvent, live: SpeechStream | None) -> None:
+        """One TurnTaker event; `live` is the finished utterance's stream when STT runs live."""
+        events = self.session.events
+        current = self.session.current
+        speaking = current is not None and current.audible and not current.settled
+        await self.apply(self.arbiter.heard(event, current))
+        if isinstance(event, SpeechStarted):
+            events.emit("speech_start", at=round(event.started_at, 4), over_agent=speaking)
+        elif isinstance(event, UserTurnEnded):
+            events.emit("speech_end", duration_s=round(event.speech_s, 3), reason=event.reason)
+            speculation = self.hearing.claim(event)
+            self._spawn(self._transcribe(event.audio, turn_metrics(event), speculation, live))
+
+    async def _transcribe(
+        self, audio: AudioFrame, metrics: TurnMetrics, speculation: Speculation | None, live: SpeechStream | None
+    ) -> None:
+        """One ended user turn to text, and its verdict to the arbiter (exactly once, even on failure)."""
+        session = self.session
+        judged = False
+        try:
+            try:
+                transcript, result = await self.hearing.transcribe(audio, speculation, live)
+            except Exception as error:
+                log.warning("speech recognition failed: %s", error)
+                await session.transport.send_event(ErrorMessage("stt_failed", str(error)).to_wire())
+                return
+            metrics.mark("stt_final", result.stt_done_at if result is not None else session.events.now())
+            metrics.durations_ms["stt_decode_ms"] = transcript.decode_s * 1000
+            session.events.emit("stt_final", text=transcript.text, decode_s=round(transcript.decode_s, 4))
+            verdict = verdict_of(transcript.text, self.arbiter.policy)
+            if verdict != "words" and result is not None:
+                result.discard()
+            judged = True
+            actions = self.arbiter.transcribed(verdict, transcript.text, session.current)
+            await self.apply(actions, metrics=metrics, speculative=result, audio=audio)
+        finally:
+            if not judged:
+                self.arbiter.transcribed("failed", "", session.current)
+
+    async def apply(self, actions: list[Action], **user_turn: Any) -> None:
+        """Carries out the arbiter's actions in order; `user_turn` goes with a `StartReply`."""
+        session = self.session
+        for action in actions:
+            if isinstance(action, Pause):
+                await session.transport.pause(action.turn)
+                session.events.emit("playback_paused", turn=action.turn)
+            elif isinstance(action, Resume):
+                await session.transport.resume(action.turn)
+                session.events.emit("playback_resumed", turn=action.turn, reason=action.reason)
+            elif isinstance(action, Cut):
+                await self._cut(action)
+            elif isinstance(action, Restart):
+                session.events.emit("reply_restart", text=action.text)
+                await session.say(action.text, kind="reply_restart")
+            elif isinstance(action, StartReply):
+                await session.user_said(action.text, **user_turn)
+
+    async def _cut(self, cut: Cut) -> None:
+        session = self.session
+        agent_turn = session.current
+        if agent_turn is None or agent_turn.turn != cut.turn:
+            return
+        await session.interrupt(reason=cut.reason)
+        flushed_at = session.events.now()
+        session.events.emit(
+            "barge_in",
+            turn=agent_turn.turn,
+            onset_to_flush_ms=round((flushed_at - cut.onset_at) * 1000, 1),
+            played_ms=agent_turn.played_ms,
+        )
+        await session.transport.send_event(StateMessage("listening").to_wire())
+
+    async def aclose(self) -> None:
+        await self.hearing.aclose()

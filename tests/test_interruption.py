@@ -1,0 +1,281 @@
+"""BargeInArbiter as tables: a scripted timeline of inputs, each with the actions it must give.
+
+Time is whatever the rows say (seconds on the session's clock); no task, no sleep.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import pytest
+
+from convers.contracts.audio import AudioFrame
+from convers.engine.interruption import (
+    Action,
+    BargeInArbiter,
+    Cut,
+    Pause,
+    PlayedOut,
+    Restart,
+    Resume,
+    StartReply,
+    Verdict,
+    verdict_of,
+)
+from convers.engine.timing import BargeInPolicy
+from convers.engine.turns import (
+    SpeechDropped,
+    SpeechOnset,
+    SpeechPaused,
+    SpeechResumed,
+    SpeechStarted,
+    UserTurnEnded,
+)
+
+REST = "and the rest of it."
+
+
+@dataclass
+class Reply:
+    """The agent turn as the arbiter sees it: turn 1, 2 s of audio, the client 0.5 s in."""
+
+    turn: int = 1
+    played_ms: float = 500.0
+    settled: bool = False
+    generating: bool = True
+    audio_ms: float = 2000.0
+
+    def unheard_text(self) -> str:
+        return REST
+
+
+class Timeline:
+    """The reply of the moment; `None` once the session has cut or replaced it."""
+
+    def __init__(self) -> None:
+        self.reply: Reply | None = Reply()
+
+
+Step = Callable[[BargeInArbiter, Timeline], list[Action]]
+
+
+def onset(at: float) -> Step:
+    return lambda arbiter, t: arbiter.heard(SpeechOnset(at=at, started_at=at - 0.02), t.reply)
+
+
+def started(at: float) -> Step:
+    return lambda arbiter, t: arbiter.heard(SpeechStarted(at=at, started_at=at - 0.15), t.reply)
+
+
+def dropped(at: float) -> Step:
+    return lambda arbiter, t: arbiter.heard(SpeechDropped(at=at, speech_s=0.08), t.reply)
+
+
+def paused(at: float) -> Step:
+    return lambda arbiter, t: arbiter.heard(SpeechPaused(at=at, speech_ended_at=at - 0.02, speech_s=0.2), t.reply)
+
+
+def resumed(at: float) -> Step:
+    return lambda arbiter, t: arbiter.heard(SpeechResumed(at=at, paused_s=0.2), t.reply)
+
+
+def ended(at: float) -> Step:
+    audio = AudioFrame(b"\x00\x00" * 160, 16000)
+    event = UserTurnEnded(at=at, audio=audio, started_at=at - 0.7, ended_at=at - 0.5)
+    return lambda arbiter, t: arbiter.heard(event, t.reply)
+
+
+def voice(seconds: float) -> Step:
+    return lambda arbiter, t: arbiter.voice(seconds, t.reply)
+
+
+def verdict(kind: Verdict, text: str = "") -> Step:
+    return lambda arbiter, t: arbiter.transcribed(kind, text, t.reply)
+
+
+def tick(now: float) -> Step:
+    return lambda arbiter, t: arbiter.tick(now, t.reply)
+
+
+def played(ms: float) -> Step:
+    def step(arbiter: BargeInArbiter, t: Timeline) -> list[Action]:
+        assert t.reply is not None
+        t.reply.played_ms = ms
+        return arbiter.played(t.reply)
+
+    return step
+
+
+def reply_is(**changes: object) -> Step:
+    """The session changed the reply: generation ended, it settled, or it was cut (`gone=True`)."""
+
+    def step(arbiter: BargeInArbiter, t: Timeline) -> list[Action]:
+        if changes.pop("gone", False):
+            t.reply = None
+        elif "turn" in changes and t.reply is not None and changes["turn"] != t.reply.turn:
+            t.reply = Reply(turn=int(changes.pop("turn")), **changes)  # type: ignore[arg-type]
+        else:
+            assert t.reply is not None
+            for name, value in changes.items():
+                setattr(t.reply, name, value)
+        return []
+
+    return step
+
+
+def play(rows: list[tuple[Step, list[Action]]], policy: BargeInPolicy | None = None) -> None:
+    arbiter = BargeInArbiter(policy or BargeInPolicy(min_barge_in_speech_s=0.25, false_interruption_timeout_s=1.0))
+    timeline = Timeline()
+    for index, (step, expected) in enumerate(rows):
+        assert step(arbiter, timeline) == expected, f"row {index}"
+
+
+CUT = Cut(1, onset_at=-0.02)
+
+TABLES: dict[str, list[tuple[Step, list[Action]]]] = {
+    "a cough pauses, then resumes where it stopped": [
+        (onset(0.0), [Pause(1)]),
+        (voice(0.06), []),
+        (dropped(0.1), [Resume(1, "noise")]),
+        (tick(5.0), []),  # nothing left paused for the timeout
+    ],
+    "a short mm-hm resumes, nothing to restart": [
+        (onset(0.0), [Pause(1)]),
+        (started(0.15), []),
+        (voice(0.2), []),
+        (ended(0.7), []),
+        (verdict("backchannel", "mm-hm"), [Resume(1, "no_words")]),
+    ],
+    "an mm-hm long enough to cut restarts the unheard rest": [
+        (onset(0.0), [Pause(1)]),
+        (started(0.15), []),
+        (voice(0.24), []),
+        (voice(0.25), [CUT]),
+        (reply_is(gone=True), []),
+        (ended(0.9), []),
+        (verdict("backchannel", "mm-hm"), [Restart(REST)]),
+        (verdict("nothing"), []),  # the rest is said once
+    ],
+    "a real interruption cuts, and its words start a reply": [
+        (onset(0.0), [Pause(1)]),
+        (started(0.15), []),
+        (voice(0.3), [CUT]),
+        (voice(0.4), []),  # cut once
+        (reply_is(gone=True), []),
+        (ended(1.2), []),
+        (verdict("words", "stop please"), [StartReply("stop please")]),
+        (tick(9.0), []),
+    ],
+    "a short turn with words replaces the paused reply": [
+        (onset(0.0), [Pause(1)]),
+        (ended(0.7), []),
+        (tick(1.5), []),  # past the timeout, but its transcript is pending
+        (verdict("words", "no"), [StartReply("no")]),
+        (tick(2.0), []),  # the pause went with the replaced reply
+    ],
+    "an interruption during a pause does not pause again, and can cut": [
+        (onset(0.0), [Pause(1)]),
+        (ended(0.7), []),
+        (onset(0.9), []),  # already paused
+        (voice(0.25), [Cut(1, onset_at=0.88)]),
+        (reply_is(gone=True), []),
+        (verdict("nothing"), [Restart(REST)]),
+    ],
+    "an interruption during speculation: the pause holds while the user only pauses": [
+        (onset(0.0), [Pause(1)]),
+        (started(0.15), []),
+        (voice(0.2), []),
+        (paused(0.22), []),  # speculation starts here
+        (tick(1.5), []),  # the user is mid-turn: no timeout
+        (resumed(1.6), []),
+        (voice(0.25), [CUT]),
+    ],
+    "after the reply ended there is nothing to pause or cut": [
+        (reply_is(generating=False, played_ms=2000.0), []),
+        (onset(0.0), []),
+        (voice(0.5), []),
+        (dropped(0.6), []),
+    ],
+    "a settled reply is never paused": [
+        (reply_is(settled=True), []),
+        (onset(0.0), []),
+        (voice(0.5), []),
+    ],
+    "no reply at all": [
+        (reply_is(gone=True), []),
+        (onset(0.0), []),
+        (voice(0.5), []),
+        (ended(0.8), []),
+        (verdict("backchannel", "mm"), []),
+    ],
+    "an STT failure during a pause resumes after the timeout": [
+        (onset(0.0), [Pause(1)]),
+        (ended(0.7), []),
+        (tick(0.8), []),
+        (verdict("failed"), []),
+        (tick(0.99), []),
+        (tick(1.0), [Resume(1, "timeout")]),
+        (tick(2.0), []),
+    ],
+    "the timeout waits while the user is still talking": [
+        (onset(0.0), [Pause(1)]),
+        (started(0.15), []),
+        (tick(1.2), []),
+        (dropped(1.3), [Resume(1, "noise")]),
+    ],
+    "a pause of a reply that was replaced never resumes": [
+        (onset(0.0), [Pause(1)]),
+        (dropped(0.05), [Resume(1, "noise")]),
+        (onset(0.1), [Pause(1)]),  # each pause starts its own timeout
+        (tick(1.05), []),
+        (reply_is(turn=2), []),
+        (tick(1.2), []),
+    ],
+    "played to the end of a finished reply: the turn is over once": [
+        (played(1500.0), []),
+        (reply_is(generating=False), []),
+        (played(1990.0), []),
+        (played(1999.5), [PlayedOut(1)]),
+        (reply_is(settled=True), []),
+        (played(2000.0), []),
+    ],
+}
+
+
+@pytest.mark.parametrize("name", list(TABLES))
+def test_barge_in_paths(name: str) -> None:
+    play(TABLES[name])
+
+
+def test_turned_off_it_never_pauses_or_cuts() -> None:
+    play([(onset(0.0), []), (voice(1.0), []), (dropped(1.1), [])], BargeInPolicy(enabled=False))
+
+
+def test_without_pause_on_onset_speech_still_cuts() -> None:
+    play([(onset(0.0), []), (voice(0.25), [CUT])], BargeInPolicy(pause_on_onset=False, min_barge_in_speech_s=0.25))
+
+
+def test_the_minimum_speech_is_the_policys() -> None:
+    play([(onset(0.0), [Pause(1)]), (voice(0.39), []), (voice(0.4), [CUT])], BargeInPolicy(min_barge_in_speech_s=0.4))
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("", "nothing"),
+        ("   ", "nothing"),
+        ("mm-hm.", "backchannel"),
+        ("Uh-huh, mm!", "backchannel"),
+        ("no", "words"),
+        ("mm no", "words"),
+        ("Stop.", "words"),
+    ],
+)
+def test_verdict_of_a_transcript(text: str, expected: str) -> None:
+    assert verdict_of(text, BargeInPolicy()) == expected
+
+
+def test_backchannels_are_the_policys() -> None:
+    assert verdict_of("okay", BargeInPolicy(backchannels=("okay",))) == "backchannel"
+    assert verdict_of("mm", BargeInPolicy(backchannels=("okay",))) == "words"
