@@ -31,7 +31,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from convers.contracts.embedder import Embedder, EmbedderError
 from convers.contracts.memory import MemoryHit, MemoryStoreError, MemoryTurn
 from convers.contracts.provider import Availability
-from convers.memory.turn_text import EMBED_TEXT_VERSION, answered, embedding_text, in_zone, local_zone, when_words
+from convers.memory.turn_text import EMBED_TEXT_VERSION, answered, in_zone, local_zone, speaker_label, when_words
 from convers.memory.vectors import VectorIndex, embed_blocking, unit_rows
 from convers.memory.when import TimeSpan, find_time_span, without_time_words
 from convers.private_files import create_private, private_dir, tighten
@@ -96,7 +96,7 @@ LEXICAL_HALF = 6.0
 RRF_K = 60
 # Fusion and weights: chosen on `convers bench memory` (the generated conversations, tuned on
 # half of them and reported on the other half; see docs/memory.md for the table).
-DEFAULT_FUSION: Fusion = "rrf"
+DEFAULT_FUSION: Fusion = "blend"
 RRF_VECTOR_WEIGHT = 1.0
 RRF_LEXICAL_WEIGHT = 1.0
 # blend: similarity = BLEND_VECTOR_WEIGHT * cosine + (1 - weight) * lexical.
@@ -107,6 +107,23 @@ DATE_WEIGHT = 1.0
 # Newer candidates get up to this much more (as RRF weight of a ranking by time among the
 # candidates, or added to a blended score): a plan that changed is found in its latest form.
 RECENCY_WEIGHT = 0.0
+# A turn that is a question counts its cosine this much less; a turn with under SHORT_TURN_WORDS
+# content words up to SHORT_PENALTY less (see SqliteMemoryStore._prior).
+QUESTION_PENALTY = 0.3
+SHORT_PENALTY = 0.3
+SHORT_TURN_WORDS = 3
+# Stored vector = text vector + SPEAKER_WEIGHT x the speaker label's vector; the query adds
+# QUERY_SPEAKER_WEIGHT x the label of the speaker it names (or the user, for "I"). Measured on
+# `convers bench memory`: embedding "Maya (assistant), Tuesday 3 May 2026 evening: text" instead
+# did worse (short turns become mostly their label, see docs/memory.md).
+SPEAKER_WEIGHT = 0.5
+QUERY_SPEAKER_WEIGHT = 0.4
+FIRST_PERSON = frozenset({"i", "me", "my", "mine", "myself", "im", "am"})
+# A later turn of the same speaker this close in meaning to a better-ranked earlier one takes its
+# place (just above it): when a plan changes, the latest version is what the user means. 0: off.
+SUPERSEDE_COSINE = 0.55
+# Only the best this many candidates are compared for superseding (pairwise, so kept small).
+SUPERSEDE_TOP = 20
 # Each ranking contributes this many candidates to fusion.
 CANDIDATES = 50
 # Two hits this close in meaning say the same thing; the prompt needs only one.
@@ -206,6 +223,11 @@ class SqliteMemoryStore:
     rrf_lexical_weight: float = RRF_LEXICAL_WEIGHT
     date_weight: float = DATE_WEIGHT
     recency_weight: float = RECENCY_WEIGHT
+    question_penalty: float = QUESTION_PENALTY
+    short_penalty: float = SHORT_PENALTY
+    supersede_cosine: float = SUPERSEDE_COSINE
+    speaker_weight: float = SPEAKER_WEIGHT
+    query_speaker_weight: float = QUERY_SPEAKER_WEIGHT
     lexical_half: float = LEXICAL_HALF
     # The user's zone: dates are indexed and time expressions read in it (None: the system zone).
     zone: tzinfo | None = None
@@ -217,6 +239,10 @@ class SqliteMemoryStore:
     _index_rowid: int = field(init=False, repr=False, default=-1)
     _index_generation: str | None = field(init=False, repr=False, default=None)
     _upgrade_cursor: int = field(init=False, repr=False, default=0)
+    _speaker_vectors: dict[str, np.ndarray] = field(init=False, repr=False, default_factory=dict)
+    _speakers: dict[str, str] = field(init=False, repr=False, default_factory=dict)
+    _speakers_rowid: int = field(init=False, repr=False, default=-1)
+    _user_label: str | None = field(init=False, repr=False, default=None)
 
     def __post_init__(self) -> None:
         self.path = Path(self.path).expanduser()
@@ -407,7 +433,8 @@ class SqliteMemoryStore:
     def add(self, turn: MemoryTurn, source_id: str | None = None, vector: np.ndarray | None = None) -> str:
         """Stores one turn, with `vector` or embedding it first (NULL if the embedder fails). Returns its id.
 
-        A `vector` must be the embedding of `embedding_text_for(turn)`, as CompanionMemory computes it.
+        A `vector` is the embedding of the turn's bare text (the one recall computed for the query);
+        the store adds who said it (see `turn_vectors`).
         """
         self.add_many([turn], source_ids=[source_id], vectors=None if vector is None else vector[None, :])
         return turn.id
@@ -424,14 +451,73 @@ class SqliteMemoryStore:
             ).fetchone()
         return self._turn(row) if row else None
 
-    def embedding_text_for(self, turn: MemoryTurn, previous: MemoryTurn | None = None, *, look_up: bool = True) -> str:
-        """What `turn` is embedded as: speaker, local date, the question it answers, the text.
+    def speaker_vector(self, label: str) -> np.ndarray | None:
+        """The embedding of a speaker label ('Maya (assistant)'), made once per label and kept."""
+        if label in self._speaker_vectors:
+            return self._speaker_vectors[label]
+        if self.embedder is None:
+            return None
+        try:
+            vector = embed_blocking(self.embedder, [label])[0]
+        except EmbedderError as error:
+            log.info("no vector for speaker %r yet: %s", label, error)
+            return None
+        self._speaker_vectors[label] = vector
+        return vector
 
-        `previous` is the turn before it; with `look_up` the store finds it (the session's latest).
+    def turn_vectors(self, turns: Sequence[MemoryTurn], text_vectors: np.ndarray) -> np.ndarray:
+        """Stored vectors: each turn's text vector plus SPEAKER_WEIGHT x its speaker's label vector.
+
+        Mean pooling makes "Maya (assistant): text" mostly a vector of the label for short turns, so
+        the label is added once, with a measured weight, instead of being embedded with the text; and
+        the text's own vector stays the one recall already computed for the query.
         """
-        if previous is None and look_up and turn.kind == "turn":
-            previous = self._previous_turn(turn.session)
-        return embedding_text(turn, previous if turn.kind == "turn" else None, self.local_zone)
+        vectors = unit_rows(text_vectors)
+        if not self.speaker_weight:
+            return vectors
+        out = vectors.copy()
+        for i, turn in enumerate(turns):
+            label = self.speaker_vector(speaker_label(turn))
+            if label is not None and len(label) == out.shape[1]:
+                out[i] += self.speaker_weight * label
+        return unit_rows(out)
+
+    def _query_speaker(self, query: str) -> str | None:
+        """The label of the speaker a question is about: a stored speaker it names, else the user for "I"."""
+        words = set(re.findall(r"[^\W_]+", query.lower()))
+        speakers = self._known_speakers()
+        for name, label in speakers.items():
+            if name.lower() in words:
+                return label
+        if words & FIRST_PERSON:
+            return self._user_label
+        return None
+
+    def _known_speakers(self) -> dict[str, str]:
+        """Speaker name -> label for every speaker stored (read again when new turns arrived)."""
+        top = self._conn.execute("SELECT max(rowid) FROM turns").fetchone()[0] or 0
+        if top != self._speakers_rowid:
+            rows = self._conn.execute(
+                "SELECT speaker, role, count(*) AS n FROM turns WHERE kind = 'turn' GROUP BY speaker, role ORDER BY n"
+            ).fetchall()
+            # The most frequent role wins for a name; the most frequent user-role name is "I".
+            self._speakers = {name: f"{name} ({role})" if name and name.lower() != role else role
+                              for name, role, _ in rows if name}
+            users = [(n, name) for name, role, n in rows if role == "user" and name]
+            self._user_label = self._speakers.get(max(users)[1]) if users else None
+            self._speakers_rowid = top
+        return self._speakers
+
+    def query_vector(self, query: str, vector: np.ndarray) -> np.ndarray:
+        """The question's vector plus QUERY_SPEAKER_WEIGHT x the label vector of the speaker it asks about."""
+        unit = unit_rows(vector)[0]
+        if not self.query_speaker_weight:
+            return unit
+        label = self._query_speaker(query)
+        speaker = self.speaker_vector(label) if label else None
+        if speaker is None or len(speaker) != len(unit):
+            return unit
+        return unit_rows(unit + self.query_speaker_weight * speaker)[0]
 
     def _previous_in_batch(self, turns: Sequence[MemoryTurn]) -> list[MemoryTurn | None]:
         latest: dict[str, MemoryTurn | None] = {}
@@ -461,11 +547,13 @@ class SqliteMemoryStore:
             return 0
         previous = self._previous_in_batch(turns)
         if vectors is None and embed:
-            vectors = self._embed([embedding_text(t, p, self.local_zone) for t, p in zip(turns, previous)])
+            vectors = self._embed([t.text for t in turns])
+            if vectors is not None:
+                vectors = self.turn_vectors(turns, vectors)
         elif vectors is not None:
-            vectors = unit_rows(vectors)
             if len(vectors) != len(turns):
                 raise ValueError(f"{len(vectors)} vectors for {len(turns)} turns")
+            vectors = self.turn_vectors(turns, np.asarray(vectors, dtype=np.float32).reshape(len(turns), -1))
         key = self.embedder_key
         added_rowids: list[int] = []
         added_vectors: list[np.ndarray] = []
@@ -533,8 +621,7 @@ class SqliteMemoryStore:
         turns = [(int(r[0]), self._turn(r[1:])) for r in rows]
         previous = [self._previous_turn(t.session, rowid) if t.kind == "turn" else None for rowid, t in turns]
         try:
-            vectors = embed_blocking(self.embedder, [embedding_text(t, p, self.local_zone)
-                                                     for (_, t), p in zip(turns, previous)])
+            vectors = self.turn_vectors([t for _, t in turns], embed_blocking(self.embedder, [t.text for _, t in turns]))
         except EmbedderError as error:
             log.info("backfill postponed, embedder still failing: %s", error)
             return 0
@@ -712,8 +799,11 @@ class SqliteMemoryStore:
         with self._lock:
             try:
                 self._sync_index()
+                labels = set(self._known_speakers().values())
             except sqlite3.Error as error:
                 raise self._error(error, "loading vectors") from error
+        for label in labels:
+            self.speaker_vector(label)
         self.search("hello", 1, floor=0.0)
 
     def embed_query(self, query: str) -> np.ndarray | None:
@@ -788,17 +878,24 @@ class SqliteMemoryStore:
                                     self.path, self._index.dimension, width)
                         vector = None
                     else:
-                        unit = unit_rows(vector)[0]
+                        unit = self.query_vector(query, vector)
+                        vector = unit
                         vector_hits = self._index.search(unit, CANDIDATES)
                         if span is not None:
                             span_hits = self._index.search(unit, CANDIDATES, (span.start.timestamp(),
                                                                                span.end.timestamp()))
                 lexical_hits = self._lexical(words, CANDIDATES) if mode != "vector" else []
+                rows = self._rows(list({r for r, _ in (*vector_hits, *span_hits, *lexical_hits)}))
+                if self.question_penalty or self.short_penalty:
+                    vector_hits, span_hits = self._with_priors(vector_hits, rows), self._with_priors(span_hits, rows)
                 candidates = self._score(vector_hits, lexical_hits, span_hits, vector if mode == "fused" else None,
                                          fusion)
-                rows = self._rows([c.rowid for c in candidates])
+                rows.update(self._rows([c.rowid for c in candidates if c.rowid not in rows]))
                 if self.recency_weight and len(candidates) > 1:
                     candidates = self._prefer_recent(candidates, rows, fusion)
+                if self.supersede_cosine and span is None:
+                    # A question that names a time wants what was said then, not the latest version.
+                    candidates = self._supersede(candidates, rows)
             except sqlite3.Error as error:
                 raise self._error(error, "searching") from error
             return self._select(candidates, rows, k, floor, excluded)
@@ -847,6 +944,39 @@ class SqliteMemoryStore:
             else:
                 c.order = c.similarity + (self.date_weight * 0.15 if c.span_rank is not None else 0.0)
         return sorted(found.values(), key=lambda c: (-c.order, -c.similarity, c.rowid))
+
+    def _prior(self, text: str) -> float:
+        """How much a turn's cosine counts: a question or a two-word "oh nice!" carries little to recall.
+
+        Question queries resemble question turns in style ("what did you have for dinner?") and short
+        turns are mostly their speaker's vector; both crowd out the turn that holds the answer.
+        """
+        prior = 1.0
+        if text.rstrip().endswith("?"):
+            prior -= self.question_penalty
+        content = len(query_terms(text))
+        if content < SHORT_TURN_WORDS:
+            prior -= self.short_penalty * (SHORT_TURN_WORDS - content) / SHORT_TURN_WORDS
+        return prior
+
+    def _with_priors(self, hits: list[tuple[int, float]], rows: dict[int, tuple[Any, ...]]) -> list[tuple[int, float]]:
+        weighted = [(rowid, cosine * self._prior(rows[rowid][5]) if rowid in rows else cosine) for rowid, cosine in hits]
+        return sorted(weighted, key=lambda hit: -hit[1])
+
+    def _supersede(self, candidates: list[_Candidate], rows: dict[int, tuple[Any, ...]]) -> list[_Candidate]:
+        """Lifts a newer restatement by the same speaker just above the older turn it updates."""
+        top = [c for c in candidates[:SUPERSEDE_TOP] if c.rowid in rows]
+        vectors = self._index.vectors_for([c.rowid for c in top])
+        if len(vectors) < 2:
+            return candidates
+        for i, older in enumerate(top):
+            for newer in top[i + 1:]:
+                a, b = vectors.get(older.rowid), vectors.get(newer.rowid)
+                if a is None or b is None or rows[older.rowid][3] != rows[newer.rowid][3]:
+                    continue
+                if _seconds(rows[newer.rowid][2]) > _seconds(rows[older.rowid][2]) and float(a @ b) >= self.supersede_cosine:
+                    newer.order = max(newer.order, older.order + 1e-6)
+        return sorted(candidates, key=lambda c: (-c.order, -c.similarity, c.rowid))
 
     def _prefer_recent(self, candidates: list[_Candidate], rows: dict[int, tuple[Any, ...]],
                        fusion: Fusion) -> list[_Candidate]:

@@ -98,12 +98,21 @@ def speaker_label(turn: MemoryTurn) -> str:
     return f"{turn.speaker} ({turn.role})"
 
 
-def embedding_text(turn: MemoryTurn, previous: MemoryTurn | None, zone: tzinfo) -> str:
-    """What the embedder sees for a stored turn (version EMBED_TEXT_VERSION)."""
-    head = f"{speaker_label(turn)}, {spoken_date(turn.time, zone)}"
+def embedding_text(turn: MemoryTurn, previous: MemoryTurn | None, zone: tzinfo, *, speaker: bool = True,
+                   date: bool = True, answers: bool = True) -> str:
+    """What the embedder sees for a stored turn (version EMBED_TEXT_VERSION with the defaults).
+
+    The flags leave parts out, for `convers bench memory` to compare.
+    """
+    parts = []
+    if speaker:
+        parts.append(speaker_label(turn))
+    if date:
+        parts.append(spoken_date(turn.time, zone))
     if turn.kind == "digest":
-        head += ", in summary"
-    question = answered(turn, previous)
+        parts.append("in summary")
+    question = answered(turn, previous) if answers else ""
     if question:
-        head += f", answering {previous.speaker}: {question}"  # type: ignore[union-attr]
-    return f"{head}: {' '.join(turn.text.split())}"
+        parts.append(f"answering {previous.speaker}: {question}")  # type: ignore[union-attr]
+    text = " ".join(turn.text.split())
+    return f"{', '.join(parts)}: {text}" if parts else text

@@ -167,13 +167,22 @@ _MAY_AS_MONTH = re.compile(r"\b(in|last|this|during|back in|of) may\b|\bmay (\d{
                            r"\b\d{1,2}(st|nd|rd|th)? (of )?may\b")
 
 
+# A calendar name without "last" ("in September", "on the 3rd of May") may be a plan ("where am I
+# going in September?"): it steers the search only when the question is about the past.
+_PAST = re.compile(r"\b(did|was|were|had|said|told|went|got|made|saw|ago|before)\b|\b\w{3,}ed\b")
+_CALENDAR_RULES = ("_month", "_month_day", "_year")
+
+
 def find_time_span(question: str, now: datetime) -> TimeSpan | None:
     """The span of local time the question points at, or None. `now` must be aware (the user's zone)."""
     text = " ".join(question.lower().replace("’", "'").split())
     text = re.sub(r"[?!.,;:]+(\s|$)", r" ", text).strip()
+    past = bool(_PAST.search(text))
     for pattern, rule in _RULES:
         for match in pattern.finditer(text):
             if "may" in match.group(0).split() and not _MAY_AS_MONTH.search(match.group(0)):
+                continue
+            if rule.__name__ in _CALENDAR_RULES and not past and not match.group(0).startswith("last"):
                 continue
             span = rule(match, now)  # type: ignore[operator]
             if span is not None:
