@@ -241,7 +241,7 @@ def test_vector_search_over_100k_rows(tmp_path) -> None:
     rng = np.random.default_rng(1)
     store = SqliteMemoryStore(tmp_path / "big.db")
     vectors = rng.standard_normal((100_000, 32)).astype(np.float32)
-    turns = [MemoryTurn(f"r{i}", "s", T0, "Sam", "user", f"row {i}") for i in range(100_000)]
+    turns = [MemoryTurn(f"r{i}", "s", T0, "Sam", "user", f"table row number {i}") for i in range(100_000)]
     for start in range(0, 100_000, 20_000):
         store.add_many(turns[start : start + 20_000], vectors=vectors[start : start + 20_000])
     hits = store.search("row", 3, vector=vectors[4242], mode="vector", floor=0.0)

@@ -45,6 +45,7 @@ from convers.memory.store import (
     SHORT_PENALTY,
     SPEAKER_WEIGHT,
     SUPERSEDE_COSINE,
+    SUPERSEDE_MARGIN,
     SqliteMemoryStore,
 )
 from convers.memory.vectors import embed_blocking
@@ -77,6 +78,7 @@ class Ranking:
     question_penalty: float = QUESTION_PENALTY
     short_penalty: float = SHORT_PENALTY
     supersede_cosine: float = SUPERSEDE_COSINE
+    supersede_margin: float = SUPERSEDE_MARGIN
 
 
 def default_rankings() -> list[Ranking]:
@@ -105,8 +107,9 @@ def default_rankings() -> list[Ranking]:
         rankings.append(Ranking(f"all, speaker {speaker}", speaker_weight=speaker))
     for query in (0.2, 0.6):
         rankings.append(Ranking(f"all, query speaker {query}", query_speaker_weight=query))
-    for supersede in (0.0, 0.5, 0.6):
-        rankings.append(Ranking(f"all, supersede {supersede}", supersede_cosine=supersede))
+    for supersede, margin in ((0.55, 0.05), (0.55, 1.0), (0.6, 0.1)):
+        rankings.append(Ranking(f"all, supersede {supersede} margin {margin}", supersede_cosine=supersede,
+                                supersede_margin=margin))
     for penalty in (0.15, 0.45):
         rankings.append(Ranking(f"all, question penalty {penalty}", question_penalty=penalty))
     rankings.append(Ranking("all (the defaults)"))
@@ -187,6 +190,7 @@ def _search(store: SqliteMemoryStore, ranking: Ranking, text: str, vector: np.nd
     store.question_penalty = ranking.question_penalty
     store.short_penalty = ranking.short_penalty
     store.supersede_cosine = ranking.supersede_cosine
+    store.supersede_margin = ranking.supersede_margin
     store.query_speaker_weight = ranking.query_speaker_weight
     return store.search(text, k, vector=vector, mode=ranking.mode, floor=floor, now=now)  # type: ignore[arg-type]
 

@@ -42,16 +42,6 @@ def local_zone(name: str | None = None) -> tzinfo:
     return datetime.now().astimezone().tzinfo or timezone.utc
 
 
-def check_zone(name: str) -> str:
-    """`name` if it is a known IANA zone (or empty: the system zone), else ValueError naming the fix."""
-    if name:
-        try:
-            ZoneInfo(name)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"unknown time zone {name!r}: use an IANA name like 'Europe/Berlin', or '' for the system zone") from None
-    return name
-
-
 def in_zone(moment: datetime, zone: tzinfo) -> datetime:
     """`moment` in `zone`; naive times (imported without an offset) are taken as UTC."""
     if moment.tzinfo is None:

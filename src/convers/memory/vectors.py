@@ -141,6 +141,27 @@ class VectorIndex:
         at = top if positions is None else positions[top]
         return [(int(self._rowids[i]), float(s)) for i, s in zip(at, scores[top])]
 
+    def search_with_span(self, query: np.ndarray, k: int, within: tuple[float, float]
+                         ) -> tuple[list[tuple[int, float]], list[tuple[int, float]]]:
+        """`search(query, k)` and `search(query, k, within)` from one pass over the matrix."""
+        if self._size == 0 or k <= 0:
+            return [], []
+        query = np.asarray(query, dtype=np.float32).reshape(-1)
+        if query.shape[0] != self.dimension:
+            raise ValueError(f"query width {query.shape[0]} does not match the index width {self.dimension}")
+        scores = self._matrix[: self._size] @ query
+        times = self._times[: self._size]
+        positions = np.flatnonzero((times >= within[0]) & (times < within[1]))
+        return self._top(scores, np.arange(self._size), k), self._top(scores[positions], positions, k)
+
+    def _top(self, scores: np.ndarray, positions: np.ndarray, k: int) -> list[tuple[int, float]]:
+        if len(scores) == 0:
+            return []
+        k = min(k, len(scores))
+        top = np.argpartition(-scores, k - 1)[:k] if k < len(scores) else np.arange(len(scores))
+        top = top[np.argsort(-scores[top], kind="stable")]
+        return [(int(self._rowids[i]), float(s)) for i, s in zip(positions[top], scores[top])]
+
     def vectors_for(self, rowids: Sequence[int]) -> dict[int, np.ndarray]:
         """The stored vectors of those rowids that have one."""
         return {r: self._matrix[self._position[r]] for r in rowids if r in self._position}

@@ -191,8 +191,12 @@ def find_time_span(question: str, now: datetime) -> TimeSpan | None:
 
 
 def without_time_words(question: str, span: TimeSpan | None) -> str:
-    """The question without the words that named the span (they would match unrelated turns by word)."""
+    """The question without the words that named the span ("ago", "weeks" would match unrelated turns).
+
+    Day and month names stay: the word index holds every turn's local date spelled out.
+    """
     if span is None:
         return question
     pattern = re.compile(r"\b" + r"\W+".join(re.escape(w) for w in span.words.split()) + r"\b", re.IGNORECASE)
-    return pattern.sub(" ", question, count=1)
+    kept = [w for w in span.words.split() if w in MONTHS or w in WEEKDAYS]
+    return pattern.sub(" " + " ".join(kept) + " ", question, count=1)
