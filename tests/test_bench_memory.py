@@ -9,7 +9,12 @@ import pytest
 
 from convers.bench import memory as bench
 from convers.bench import memory_corpus as corpus_module
-from convers.bench.memory_corpus import QUESTION_TYPES, build_conversation, build_corpus, shared_words
+from convers.bench.memory_corpus import (
+    QUESTION_TYPES,
+    build_conversation,
+    build_corpus,
+    shared_words,
+)
 from tests.memory_doubles import WordHashEmbedder
 
 

@@ -6,7 +6,13 @@ from datetime import datetime, timezone
 from zoneinfo import ZoneInfo
 
 from convers.contracts.memory import MemoryTurn
-from convers.memory.turn_text import answered, embedding_text, local_zone, speaker_label, spoken_date, when_words
+from convers.memory.turn_text import (
+    answered,
+    local_zone,
+    speaker_label,
+    spoken_date,
+    when_words,
+)
 
 NEW_YORK = ZoneInfo("America/New_York")
 # Tuesday 3 March 2026, 20:30 in New York: already Wednesday in UTC.
@@ -35,13 +41,6 @@ def test_what_a_turn_answers_is_the_other_speakers_question_just_before() -> Non
     assert answered(answer, turn("Did I say that?")) == ""  # the same speaker
     assert answered(answer, turn("Why?", "Maya", "assistant", session="other")) == ""
     assert answered(answer, None) == ""
-
-
-def test_embedding_text_carries_who_when_and_what_it_answers() -> None:
-    question = turn("Any news on the work front?", "Maya", "assistant")
-    text = embedding_text(turn("They hired me."), question, NEW_YORK)
-    assert text == "Sam (user), Tuesday 3 March 2026 evening, answering Maya: Any news on the work front?: They hired me."
-    assert embedding_text(turn("Hi"), None, NEW_YORK, speaker=False, date=False) == "Hi"
 
 
 def test_speaker_labels() -> None:

@@ -146,7 +146,7 @@ def test_a_later_restatement_of_a_plan_ranks_above_the_older_one(tmp_path: Path)
         ids = [h.id for h in store.search("Where are we going for the July holiday in Rome?", 2, floor=0.0)]
         assert ids == ["t2", "t1"]
         store.supersede_cosine = 0.0  # off: the better word match (the old plan) would come first
-        assert [h.id for h in store.search("Where are we going for the July holiday in Rome?", 2, floor=0.0)][0] == "t1"
+        assert next(h.id for h in store.search("Where are we going for the July holiday in Rome?", 2, floor=0.0)) == "t1"
 
 
 def test_a_question_turn_counts_less_than_the_answer(tmp_path: Path) -> None:

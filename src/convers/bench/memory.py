@@ -33,7 +33,12 @@ from zoneinfo import ZoneInfo
 
 import numpy as np
 
-from convers.bench.memory_corpus import QUESTION_TYPES, BenchConversation, BenchQuestion, build_corpus
+from convers.bench.memory_corpus import (
+    QUESTION_TYPES,
+    BenchConversation,
+    BenchQuestion,
+    build_corpus,
+)
 from convers.bench.results import write_json_result
 from convers.contracts.memory import MemoryTurn
 from convers.memory.store import (
@@ -103,7 +108,7 @@ def default_rankings() -> list[Ranking]:
         Ranking("all, blend 0.7", blend_vector_weight=0.7),
         Ranking("all, recency 0.5", recency_weight=0.5),
     ]
-    for speaker in (0.3, 0.7):
+    for speaker in (0.3, 0.5):
         rankings.append(Ranking(f"all, speaker {speaker}", speaker_weight=speaker))
     for query in (0.2, 0.6):
         rankings.append(Ranking(f"all, query speaker {query}", query_speaker_weight=query))

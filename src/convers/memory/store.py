@@ -31,7 +31,14 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from convers.contracts.embedder import Embedder, EmbedderError
 from convers.contracts.memory import MemoryHit, MemoryStoreError, MemoryTurn
 from convers.contracts.provider import Availability
-from convers.memory.turn_text import EMBED_TEXT_VERSION, answered, in_zone, local_zone, speaker_label, when_words
+from convers.memory.turn_text import (
+    EMBED_TEXT_VERSION,
+    answered,
+    in_zone,
+    local_zone,
+    speaker_label,
+    when_words,
+)
 from convers.memory.vectors import VectorIndex, embed_blocking, unit_rows
 from convers.memory.when import TimeSpan, find_time_span, without_time_words
 from convers.private_files import create_private, private_dir, tighten
@@ -116,7 +123,7 @@ SHORT_TURN_WORDS = 3
 # QUERY_SPEAKER_WEIGHT x the label of the speaker it names (or the user, for "I"). Measured on
 # `convers bench memory`: embedding "Maya (assistant), Tuesday 3 May 2026 evening: text" instead
 # did worse (short turns become mostly their label, see docs/memory.md).
-SPEAKER_WEIGHT = 0.5
+SPEAKER_WEIGHT = 0.7
 QUERY_SPEAKER_WEIGHT = 0.4
 FIRST_PERSON = frozenset({"i", "me", "my", "mine", "myself", "im", "am"})
 # A later turn of the same speaker this close in meaning to a better-ranked earlier one takes its
@@ -556,7 +563,7 @@ class SqliteMemoryStore:
     ) -> int:
         """Stores turns in one transaction; ids already stored are skipped. Returns how many were new.
 
-        `vectors` supplies precomputed embeddings (one row per turn, of `embedding_text_for`);
+        `vectors` supplies precomputed embeddings of the turns' texts (one row per turn; the speaker is added);
         `embed=False` stores NULL vectors for a later `backfill` (fast bulk import).
         """
         if not turns:

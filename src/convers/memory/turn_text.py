@@ -1,9 +1,10 @@
-"""What a stored turn is embedded and indexed as: who said it, when (in the user's zone), and what it answers.
+"""What a stored turn is indexed with besides its text: who said it, when (in the user's zone), what it answers.
 
-A bare "I start there on Monday" cannot be found by "what did Maya say about her new job"; with
-"Maya (assistant), Tuesday 3 May 2026 evening, answering Sam: Any news on the work front?" in front
-it can, by meaning and by words. Dates are spelled out in the user's local zone, so an evening turn
-is indexed under the day the user lived it, not the UTC day.
+A bare "I start there on Monday" cannot be found by "what did Maya say about her new job". The
+store adds the speaker label's vector to the text's (SqliteMemoryStore.turn_vectors), spells the
+local date and the question answered into the word index, and keeps each vector's time for
+questions that name one. Dates are in the user's local zone, so an evening turn is indexed under
+the day the user lived it, not the UTC day.
 """
 
 from __future__ import annotations
@@ -18,10 +19,11 @@ from convers.contracts.memory import MemoryTurn
 
 log = logging.getLogger(__name__)
 
-# Bump when embedding_text changes: stored rows with an older version are re-embedded in the
-# background (SqliteMemoryStore.upgrade_step). 0: the bare text (before this module existed).
+# Bump when what a stored vector is made of changes: rows with an older version are re-embedded
+# in the background (SqliteMemoryStore.backfill). 0: the bare text's vector (schema 1);
+# 1: the text's vector + SPEAKER_WEIGHT x the speaker label's vector.
 EMBED_TEXT_VERSION = 1
-# The question a turn answers is quoted up to this many characters: enough for "what about your job?".
+# The question a turn answers is kept up to this many characters: enough for "what about your job?".
 ANSWERED_CHARS = 160
 
 
@@ -86,23 +88,3 @@ def speaker_label(turn: MemoryTurn) -> str:
     if not turn.speaker or turn.speaker.lower() == turn.role:
         return turn.role
     return f"{turn.speaker} ({turn.role})"
-
-
-def embedding_text(turn: MemoryTurn, previous: MemoryTurn | None, zone: tzinfo, *, speaker: bool = True,
-                   date: bool = True, answers: bool = True) -> str:
-    """What the embedder sees for a stored turn (version EMBED_TEXT_VERSION with the defaults).
-
-    The flags leave parts out, for `convers bench memory` to compare.
-    """
-    parts = []
-    if speaker:
-        parts.append(speaker_label(turn))
-    if date:
-        parts.append(spoken_date(turn.time, zone))
-    if turn.kind == "digest":
-        parts.append("in summary")
-    question = answered(turn, previous) if answers else ""
-    if question:
-        parts.append(f"answering {previous.speaker}: {question}")  # type: ignore[union-attr]
-    text = " ".join(turn.text.split())
-    return f"{', '.join(parts)}: {text}" if parts else text
