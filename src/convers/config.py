@@ -135,9 +135,9 @@ class MemorySettings(Section):
     # @6 0.76, @8 0.80; six short turns cost the prompt about 150 tokens.
     recall_k: int = Field(default=6, ge=0, le=50)
     # Recalled turns scoring under this fused similarity are left out of the prompt. Measured with
-    # `convers bench memory` (held-out half): a floor of 0.3 keeps recall@10 within half a point of
-    # no floor; 0.4 costs 18 points (true evidence scores 0.34 at its 5th percentile, and the best hit
-    # of a question with no answer 0.41 at its median, so no floor separates the two).
+    # `convers bench memory` (held-out half): 0.3 keeps recall@10 at its no-floor 0.836; 0.4 drops it
+    # to 0.730 (true evidence scores 0.36 at its 5th percentile, and the best hit of a question with
+    # no answer 0.45 at its median, so no floor separates the two).
     recall_floor: float = Field(default=0.3, ge=0.0, le=1.0)
     # IANA zone for the dates recall indexes and reads ("last May"); empty: the system's local zone.
     time_zone: str = ""
