@@ -69,3 +69,14 @@ def test_corrupt_database_is_reported_by_the_cli(tmp_path: Path) -> None:
     assert result.exit_code != 0 and "damaged" in result.output
     assert (tmp_path / "memory.db").read_bytes() == b"garbage" * 1000
     assert issubclass(MemoryStoreError, RuntimeError)
+
+
+def test_status_shows_counts_and_what_still_needs_a_vector(tmp_path: Path) -> None:
+    source = tmp_path / "in.jsonl"
+    source.write_text("\n".join(json.dumps(r) for r in RECORDS) + "\n")
+    assert run(tmp_path, "memory", "import", str(source), "--no-embed").exit_code == 0
+    status = run(tmp_path, "memory", "status")
+    assert status.exit_code == 0, status.output
+    assert "3 turns, 0 summaries" in status.output
+    assert "re-embedding: 0 of 3 current, 3 without a vector" in status.output
+    assert "schema 2" in status.output

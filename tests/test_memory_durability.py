@@ -57,7 +57,7 @@ def test_kill_9_mid_write_keeps_every_committed_turn(tmp_path: Path) -> None:
         assert set(committed) <= stored
         assert store._conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
         # The FTS index stayed in step with the table (same transaction).
-        assert store._conn.execute("SELECT count(*) FROM turns_fts").fetchone()[0] == len(stored)
+        assert store._conn.execute("SELECT count(*) FROM turns_words").fetchone()[0] == len(stored)
 
 
 def test_two_processes_writing_at_once_lose_nothing(tmp_path: Path) -> None:

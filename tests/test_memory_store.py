@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 from convers.contracts.memory import MemoryStore, MemoryStoreError, MemoryTurn
-from convers.memory.store import MIGRATIONS, SqliteMemoryStore, query_terms, when_words
+from convers.memory.store import MIGRATIONS, SqliteMemoryStore, query_terms
+from convers.memory.turn_text import when_words
 from tests.memory_doubles import FlakyEmbedder, WordHashEmbedder
 
 T0 = datetime(2025, 3, 3, 9, 30, tzinfo=timezone.utc)
@@ -97,7 +98,7 @@ def test_speaker_names_and_dates_are_searchable(store: SqliteMemoryStore) -> Non
     store.add(turn(1, "I got the job!", speaker="Priya"))
     store.add(turn(2, "Lovely weather", speaker="Sam"))
     assert store.search("Priya", 1, mode="lexical", floor=0.0)[0].id == "t1"
-    assert "monday" in when_words(T0) and "march" in when_words(T0)
+    assert "monday" in when_words(T0, timezone.utc) and "march" in when_words(T0, timezone.utc)
     assert store.search("what happened on monday in march", 2, mode="lexical", floor=0.0)
 
 
@@ -240,7 +241,7 @@ def test_vector_search_over_100k_rows(tmp_path) -> None:
     rng = np.random.default_rng(1)
     store = SqliteMemoryStore(tmp_path / "big.db")
     vectors = rng.standard_normal((100_000, 32)).astype(np.float32)
-    turns = [MemoryTurn(f"r{i}", "s", T0, "Sam", "user", f"row {i}") for i in range(100_000)]
+    turns = [MemoryTurn(f"r{i}", "s", T0, "Sam", "user", f"table row number {i}") for i in range(100_000)]
     for start in range(0, 100_000, 20_000):
         store.add_many(turns[start : start + 20_000], vectors=vectors[start : start + 20_000])
     hits = store.search("row", 3, vector=vectors[4242], mode="vector", floor=0.0)

@@ -1,308 +1,452 @@
-"""`convers bench memory`: recall quality and search latency of the memory store on synthetic conversations.
+"""`convers bench memory`: recall on long generated conversations, search latency, and the synthetic set.
 
-The data set is generated here (no download): synthetic people with facts stated once in some past
-session, questions about those facts asked in other words, and chit-chat filler between them. Each
-question knows its evidence turn, so recall@k is exact. Store sizes grow by adding filler sessions.
-
-Embedding 100k turns with numpy MiniLM on two cores would take most of an hour, so the filler is
-drawn from a fixed set of unique sentences that are embedded once; their vectors are reused for
-every repeat. Facts, mentions and questions are all embedded for real. The JSON says so.
+Parts:
+1. **Conversations** (bench/memory_corpus.py): 8 conversations of ~380 turns between the user and a
+   named friend, 544 questions of five types with evidence turn ids. Each conversation goes into its
+   own store (one person's memory), in its own time zone, every turn embedded for real.
+   Rankings are compared on conversations 0-3 (the tuning half) and reported on 4-7 (held out);
+   the chosen ranking is the best on the tuning half. recall@k is the share of a question's
+   evidence turns among the top k (a multi-hop question with one of its two turns found counts a
+   half); the session hit rate is the share of questions with a top-k hit from an evidence session.
+2. **Recall settings of the conversation**: recall@k for k = 1..10 and the similarity of true
+   evidence against the best hit for questions with no answer (which sets the floor).
+3. **Latency** at 10k and 100k stored turns, query embedding included (real MiniLM, one query at a
+   time), and the first query after a start (with the warm-up CompanionMemory does) against the tenth.
+   Embedding 100k turns on this machine would take over half an hour, so the latency stores hold
+   the corpus text repeated (real words for the word index) with random unit vectors; the JSON says so.
+4. **Synthetic** (bench/memory_synthetic.py): the original set, facts far apart in topic.
 """
 
 from __future__ import annotations
 
-import json
+import hashlib
 import platform
 import random
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from zoneinfo import ZoneInfo
 
 import numpy as np
 
+from convers.bench.memory_corpus import (
+    QUESTION_TYPES,
+    BenchConversation,
+    BenchQuestion,
+    build_corpus,
+)
 from convers.bench.results import write_json_result
 from convers.contracts.memory import MemoryTurn
-from convers.memory.store import SqliteMemoryStore
+from convers.memory.store import (
+    BLEND_VECTOR_WEIGHT,
+    DATE_WEIGHT,
+    DEFAULT_FUSION,
+    QUERY_SPEAKER_WEIGHT,
+    QUESTION_PENALTY,
+    SHORT_PENALTY,
+    SPEAKER_WEIGHT,
+    SUPERSEDE_COSINE,
+    SUPERSEDE_MARGIN,
+    SqliteMemoryStore,
+)
 from convers.memory.vectors import embed_blocking
 
 if TYPE_CHECKING:
     from convers.config import Settings
     from convers.contracts.embedder import Embedder
 
-NAMES = ["Ana", "Bilal", "Chiara", "Dmitri", "Esther", "Farid", "Greta", "Hiro", "Ines", "Jonas", "Keiko", "Lars", "Maya", "Nikhil", "Olga", "Pavel", "Quinn", "Rosa", "Sven", "Tamsin", "Ugo", "Vera", "Wen", "Ximena", "Yusuf", "Zora", "Amara", "Bruno", "Celeste", "Dario", "Elif", "Felix", "Gwen", "Hamid", "Ilse", "Joaquin", "Kofi", "Lena", "Mateo", "Noor", "Oskar", "Priya", "Rafael", "Saskia", "Tobias", "Uma", "Viktor", "Wanda", "Yara", "Zeno"]
-RELATIONS = ["sister", "brother", "cousin", "neighbour", "coworker", "friend", "aunt", "uncle", "boss", "roommate"]
-CITIES = ["Lisbon", "Osaka", "Montreal", "Nairobi", "Tallinn", "Valparaiso", "Porto", "Hanoi", "Krakow", "Edinburgh", "Auckland", "Quito"]
-JOBS = ["nurse", "architect", "baker", "pilot", "electrician", "teacher", "lawyer", "chemist", "carpenter", "journalist"]
-PETS = ["parrot", "tortoise", "greyhound", "ferret", "cat", "rabbit", "goldfish", "beagle"]
-PET_NAMES = ["Biscuit", "Pepper", "Mochi", "Waffles", "Juniper", "Nacho", "Pickle", "Olive", "Rocket", "Truffle"]
-HOBBIES = ["pottery", "rock climbing", "birdwatching", "chess", "sourdough baking", "salsa dancing",
-           "sailing", "woodworking", "knitting", "astronomy"]
-FOODS = ["peanuts", "shellfish", "gluten", "dairy", "eggs", "sesame", "kiwi"]
-MONTHS = ["January", "February", "March", "April", "May", "June", "July", "August", "September", "October", "November", "December"]
+NEGATIVES = ["What does {X} think about cryptocurrency?", "How did {Xs} scuba diving exam go?",
+             "What colour is {Xs} motorbike?", "Which language is {X} learning on the app?",
+             "What did {X} say about the solar eclipse?", "How many goals did {Xs} son score?",
+             "What did {X} buy at the antiques fair?", "Where did {X} go skiing?",
+             "What did {X} think of the new tax rules?", "Who won {Xs} chess tournament?"]
 
-# (statement, paraphrase question, keyword question). Paraphrases ask for the fact in other words,
-# as people do; keyword questions reuse a rare word of the statement, where word search shines.
-FACTS: tuple[tuple[str, str, str], ...] = (
-    ("My {rel} {p} just moved to {city}, she found a flat near the harbour.", "Where does {p} live these days?",
-     "What did I tell you about {p} and {city}?"),
-    ("{p} started a new job as a {job} last month and loves it.", "What does {p} do for a living now?",
-     "How is {p}'s new job going?"),
-    ("{p} adopted a {pet} called {petname} over the weekend.", "What's the name of {p}'s new animal?",
-     "How is {p}'s {pet} doing?"),
-    ("Apparently {p} has gotten really into {hobby} lately.", "Which pastime has {p} taken up?",
-     "Is {p} still doing {hobby}?"),
-    ("{p}'s birthday is on {month} {day}, I must not forget it.", "When should I celebrate {p}'s big day?",
-     "When is {p}'s birthday?"),
-    ("{p} can't have {food}, it gives them a bad reaction.", "Is there anything {p} is allergic to?",
-     "Can {p} eat {food}?"),
-)
-MENTIONS = (
-    "I bumped into {p} at the market this morning.",
-    "{p} called me yesterday but I missed it.",
-    "I might have lunch with {p} next week.",
-)
-FILLER_SUBJECTS = ["The weather", "My commute", "The new café downstairs", "This week at work", "The garden",
-                   "My sleep", "The train", "Dinner tonight", "The football match", "My running",
-                   "The book I'm reading", "The neighbours' party", "The rent", "My back", "The podcast"]
-FILLER_VERBS = ["was honestly", "turned out", "has been", "felt", "seemed", "is getting", "was a bit"]
-FILLER_ENDS = ["pretty good", "exhausting", "kind of boring", "better than expected", "a total mess",
-               "surprisingly fun", "too long", "quite relaxing", "annoying again", "really lovely",
-               "a little strange", "nothing special", "stressful", "cheerful", "slow"]
-# Filler that names the same people: near-distractors whose number grows with the store size.
-PEOPLE_FILLER = ["I texted {p} about the weekend plans.", "{p} says hi, by the way.",
-                 "I was thinking about {p} earlier today.", "{p} and I watched a film last night.",
-                 "I owe {p} a phone call.", "{p} was in a good mood this morning.",
-                 "I need to give {p} their umbrella back.", "{p} recommended a podcast to me."]
-REPLIES = ["That sounds lovely.", "Oh no, I'm sorry to hear that.", "How did that make you feel?",
-           "Tell me more about that.", "That's good news!", "Hmm, that does sound tiring.",
-           "I hope tomorrow is easier.", "Ha, that made me smile."]
-NEGATIVES = ["What is the capital of Peru?", "How do I fix a flat bicycle tyre?", "What did Ezekiel say about Mars?",
-             "Which telescope should I buy?", "Do you know any good jokes about penguins?",
-             "What's the boiling point of mercury?", "How tall is Mount Kilimanjaro?",
-             "Where did Bartholomew go skiing?", "How many strings does a harp have?",
-             "What should I plant in a shady balcony?"]
+
+@dataclass
+class Ranking:
+    """One way to rank: how turns are stored, which fusion, which weights (store fields of the same names)."""
+
+    name: str
+    speaker_weight: float = SPEAKER_WEIGHT  # stored vector = text + weight x speaker label (0: bare text)
+    query_speaker_weight: float = QUERY_SPEAKER_WEIGHT
+    mode: str = "fused"
+    fusion: str = DEFAULT_FUSION
+    blend_vector_weight: float = BLEND_VECTOR_WEIGHT
+    rrf_vector_weight: float = 1.0
+    rrf_lexical_weight: float = 1.0
+    date_weight: float = DATE_WEIGHT
+    recency_weight: float = 0.0
+    question_penalty: float = QUESTION_PENALTY
+    short_penalty: float = SHORT_PENALTY
+    supersede_cosine: float = SUPERSEDE_COSINE
+    supersede_margin: float = SUPERSEDE_MARGIN
+
+
+def default_rankings() -> list[Ranking]:
+    """What is compared: the ranking before this benchmark existed, one change at a time, and grids."""
+    before = dict(speaker_weight=0.0, query_speaker_weight=0.0, fusion="blend", date_weight=0.0,
+                  question_penalty=0.0, short_penalty=0.0, supersede_cosine=0.0)
+    rankings = [
+        Ranking("before: bare text, blend 0.85", **before),  # type: ignore[arg-type]
+        Ranking("before, words only", **{**before, "mode": "lexical"}),  # type: ignore[arg-type]
+        Ranking("before, vector only", **{**before, "mode": "vector"}),  # type: ignore[arg-type]
+        Ranking("before, rrf", **{**before, "fusion": "rrf"}),  # type: ignore[arg-type]
+        Ranking("+ dates", **{**before, "date_weight": 1.0}),  # type: ignore[arg-type]
+        Ranking("+ dates + speaker", **{**before, "date_weight": 1.0, "speaker_weight": 0.5,  # type: ignore[arg-type]
+                                         "query_speaker_weight": 0.4}),
+        Ranking("+ dates + speaker + priors", **{**before, "date_weight": 1.0, "speaker_weight": 0.5,  # type: ignore[arg-type]
+                                                 "query_speaker_weight": 0.4, "question_penalty": 0.3,
+                                                 "short_penalty": 0.3}),
+        Ranking("all, words only", mode="lexical"),
+        Ranking("all, vector only", mode="vector"),
+        Ranking("all, rrf", fusion="rrf"),
+        Ranking("all, rrf 1/0.5", fusion="rrf", rrf_lexical_weight=0.5),
+        Ranking("all, blend 0.7", blend_vector_weight=0.7),
+        Ranking("all, recency 0.5", recency_weight=0.5),
+    ]
+    for speaker in (0.3, 0.5):
+        rankings.append(Ranking(f"all, speaker {speaker}", speaker_weight=speaker))
+    for query in (0.2, 0.6):
+        rankings.append(Ranking(f"all, query speaker {query}", query_speaker_weight=query))
+    for supersede, margin in ((0.55, 0.05), (0.55, 1.0), (0.6, 0.1)):
+        rankings.append(Ranking(f"all, supersede {supersede} margin {margin}", supersede_cosine=supersede,
+                                supersede_margin=margin))
+    for penalty in (0.15, 0.45):
+        rankings.append(Ranking(f"all, question penalty {penalty}", question_penalty=penalty))
+    rankings.append(Ranking("all (the defaults)"))
+    return rankings
 
 
 @dataclass
 class BenchConfig:
-    sizes: list[int] = field(default_factory=lambda: [1000, 10000, 100000])
-    people: int = 40
+    conversations: int = 8
+    seed: int = 13
+    tune_conversations: int = 4  # the first N choose the ranking; the rest are held out
+    latency_sizes: list[int] = field(default_factory=lambda: [10000, 100000])
     latency_queries: int = 200
-    seed: int = 7
-    k: int = 10
-    blend_weights: tuple[float, ...] = (0.5, 0.7, 0.85)
+    synthetic: bool = True
+    synthetic_sizes: list[int] = field(default_factory=lambda: [1000, 10000])
+    # Optional folder where embeddings are kept between runs (keyed by embedder and text).
+    cache_dir: Path | None = None
+
+
+def _percentiles(samples: Sequence[float]) -> dict[str, float]:
+    values = np.asarray(samples) * 1000
+    return {"p50_ms": round(float(np.percentile(values, 50)), 2), "p95_ms": round(float(np.percentile(values, 95)), 2),
+            "max_ms": round(float(values.max()), 2), "n": len(values)}
+
+
+class _Vectors:
+    """Embeds texts once per run (and per cache folder), in batches."""
+
+    def __init__(self, embedder: Embedder, cache_dir: Path | None) -> None:
+        self.embedder = embedder
+        self.cache_dir = cache_dir
+        self.embedded = 0
+
+    def __call__(self, texts: list[str]) -> np.ndarray:
+        if self.cache_dir is not None:
+            digest = hashlib.sha1("\n".join([getattr(self.embedder, "name", "?"), *texts]).encode()).hexdigest()
+            path = self.cache_dir / f"vectors-{digest}.npy"
+            if path.exists():
+                return np.load(path)
+        vectors = embed_blocking(self.embedder, texts)
+        self.embedded += len(texts)
+        if self.cache_dir is not None:
+            self.cache_dir.mkdir(parents=True, exist_ok=True)
+            np.save(path, vectors)
+        return vectors
 
 
 @dataclass
-class Question:
-    text: str
-    evidence_id: str
-    style: str  # "paraphrase" or "keyword"
+class _Prepared:
+    conversation: BenchConversation
+    stores: dict[float, SqliteMemoryStore]  # by speaker weight
+    query_vectors: np.ndarray
+    negatives: list[BenchQuestion]
+    negative_vectors: np.ndarray
 
 
-@dataclass
-class Corpus:
-    """Evidence turns (facts and mentions), questions, and a generator of filler turns."""
-
-    evidence: list[MemoryTurn]
-    questions: list[Question]
-    filler_texts: list[str]
-
-
-def build_corpus(config: BenchConfig) -> Corpus:
-    rng = random.Random(config.seed)
-    people = NAMES[: min(config.people, len(NAMES))]
-    evidence: list[MemoryTurn] = []
-    questions: list[Question] = []
-    start = datetime(2025, 1, 6, 18, 0, tzinfo=UTC)
-    for n, person in enumerate(people):
-        slots = {
-            "p": person, "rel": rng.choice(RELATIONS), "city": rng.choice(CITIES), "job": rng.choice(JOBS),
-            "pet": rng.choice(PETS), "petname": rng.choice(PET_NAMES), "hobby": rng.choice(HOBBIES),
-            "food": rng.choice(FOODS), "month": rng.choice(MONTHS), "day": rng.randint(1, 28),
-        }
-        for f, (statement, paraphrase, keyword) in enumerate(FACTS):
-            when = start + timedelta(days=rng.randint(0, 360), minutes=rng.randint(0, 600))
-            turn_id = f"fact-{n}-{f}"
-            evidence.append(MemoryTurn(turn_id, f"s-fact-{n}-{f}", when, "Sam", "user", statement.format(**slots)))
-            questions.append(Question(paraphrase.format(**slots), turn_id, "paraphrase"))
-            questions.append(Question(keyword.format(**slots), turn_id, "keyword"))
-        for m, mention in enumerate(MENTIONS):
-            when = start + timedelta(days=rng.randint(0, 360))
-            evidence.append(MemoryTurn(f"mention-{n}-{m}", f"s-mention-{n}", when, "Sam", "user", mention.format(p=person)))
-    filler = sorted({f"{s} {v} {e} today." for s in FILLER_SUBJECTS for v in FILLER_VERBS for e in FILLER_ENDS})
-    filler += [t.format(p=p) for p in people for t in PEOPLE_FILLER]
-    rng.shuffle(filler)
-    return Corpus(evidence, questions, filler)
-
-
-def filler_turns(corpus: Corpus, count: int, offset: int, seed: int) -> list[tuple[MemoryTurn, int]]:
-    """`count` filler turns (with the index of their text in corpus.filler_texts or -1-reply index)."""
-    rng = random.Random(seed + offset)
-    out: list[tuple[MemoryTurn, int]] = []
-    start = datetime(2024, 6, 1, tzinfo=UTC)
-    for i in range(offset, offset + count):
-        session = f"s-filler-{i // 20}"
-        when = start + timedelta(minutes=i * 7)
-        if i % 2 == 0:
-            index = rng.randrange(len(corpus.filler_texts))
-            out.append((MemoryTurn(f"filler-{i}", session, when, "Sam", "user", corpus.filler_texts[index]), index))
-        else:
-            index = rng.randrange(len(REPLIES))
-            out.append((MemoryTurn(f"filler-{i}", session, when, "Juniper", "assistant", REPLIES[index]), -1 - index))
+def _negatives(conversation: BenchConversation) -> list[BenchQuestion]:
+    asked = conversation.turns[-1].time + timedelta(days=1)
+    out = []
+    for n, template in enumerate(NEGATIVES):
+        for who in ("user", "friend"):
+            if who == "user":
+                text = template.format(X="I", Xs="my").replace("does I ", "do I ")
+            else:
+                text = template.format(X=conversation.friend, Xs=f"{conversation.friend}'s")
+            out.append(BenchQuestion(f"{conversation.name}-neg{n}{who[0]}", conversation.name, text, "none", (), asked))
     return out
 
 
-def _percentiles(samples: list[float]) -> dict[str, float]:
-    ordered = sorted(samples)
-    pick = lambda q: ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-    return {"p50_ms": round(pick(0.5) * 1000, 3), "p95_ms": round(pick(0.95) * 1000, 3)}
+def _search(store: SqliteMemoryStore, ranking: Ranking, text: str, vector: np.ndarray | None, k: int,
+            now: datetime, floor: float = 0.0) -> list[Any]:
+    store.fusion = ranking.fusion  # type: ignore[assignment]
+    store.blend_vector_weight = ranking.blend_vector_weight
+    store.rrf_vector_weight = ranking.rrf_vector_weight
+    store.rrf_lexical_weight = ranking.rrf_lexical_weight
+    store.date_weight = ranking.date_weight
+    store.recency_weight = ranking.recency_weight
+    store.question_penalty = ranking.question_penalty
+    store.short_penalty = ranking.short_penalty
+    store.supersede_cosine = ranking.supersede_cosine
+    store.supersede_margin = ranking.supersede_margin
+    store.query_speaker_weight = ranking.query_speaker_weight
+    return store.search(text, k, vector=vector, mode=ranking.mode, floor=floor, now=now)  # type: ignore[arg-type]
 
 
-def recall_at(store: SqliteMemoryStore, questions: list[Question], vectors: np.ndarray, k: int,
-              **search: Any) -> dict[str, float]:
-    ranks: list[int | None] = []
-    for question, vector in zip(questions, vectors):
-        hits = store.search(question.text, k, vector=vector, floor=0.0, **search)
-        ids = [h.id for h in hits]
-        ranks.append(ids.index(question.evidence_id) if question.evidence_id in ids else None)
-    result: dict[str, float] = {}
-    for style in (None, "paraphrase", "keyword"):
-        chosen = [r for r, q in zip(ranks, questions) if style is None or q.style == style]
-        prefix = "" if style is None else f"{style}_"
-        for n in (1, 5, 10):
-            result[f"{prefix}recall@{n}"] = round(sum(1 for r in chosen if r is not None and r < n) / len(chosen), 4)
+def _evaluate(prepared: list[_Prepared], ranking: Ranking, k_max: int = 10) -> dict[str, Any]:
+    """recall@1..k_max per question type, and session hit rate @5 / @10."""
+    by_type: dict[str, list[list[float]]] = {t: [] for t in QUESTION_TYPES}
+    sessions_hit: dict[str, list[tuple[bool, bool]]] = {t: [] for t in QUESTION_TYPES}
+    for p in prepared:
+        store = p.stores[ranking.speaker_weight]
+        vectors = p.query_vectors
+        session_of = {t.id: t.session for t in p.conversation.turns}
+        for question, vector in zip(p.conversation.questions, vectors):
+            hits = _search(store, ranking, question.text, vector, k_max, question.asked_at)
+            ids = [h.id for h in hits]
+            evidence = set(question.evidence)
+            by_type[question.kind].append(
+                [len(evidence & set(ids[:k])) / len(evidence) for k in range(1, k_max + 1)]
+            )
+            wanted = {session_of[e] for e in evidence}
+            sessions = [session_of.get(i) for i in ids]
+            sessions_hit[question.kind].append((bool(wanted & set(sessions[:5])), bool(wanted & set(sessions[:10]))))
+    out: dict[str, Any] = {"types": {}}
+    every = [row for rows in by_type.values() for row in rows]
+    every_sessions = [row for rows in sessions_hit.values() for row in rows]
+
+    def summary(rows: list[list[float]], session_rows: list[tuple[bool, bool]]) -> dict[str, Any]:
+        matrix = np.asarray(rows)
+        return {
+            "questions": len(rows),
+            "recall@1": round(float(matrix[:, 0].mean()), 4),
+            "recall@5": round(float(matrix[:, 4].mean()), 4),
+            "recall@10": round(float(matrix[:, 9].mean()), 4),
+            "recall_at_k": [round(float(v), 4) for v in matrix.mean(axis=0)],
+            "session_hit@5": round(float(np.mean([a for a, _ in session_rows])), 4),
+            "session_hit@10": round(float(np.mean([b for _, b in session_rows])), 4),
+        }
+
+    out["all"] = summary(every, every_sessions)
+    for kind in QUESTION_TYPES:
+        if by_type[kind]:
+            out["types"][kind] = summary(by_type[kind], sessions_hit[kind])
+    out["worst_type_recall@5"] = min(v["recall@5"] for v in out["types"].values())
+    return out
+
+
+def _floor_profile(prepared: list[_Prepared], ranking: Ranking, k: int) -> dict[str, Any]:
+    """Similarity of true evidence hits vs the best hit for questions without an answer, and what floors cost."""
+    evidence_scores: list[float] = []
+    negative_scores: list[float] = []
+    per_question: list[tuple[set[str], list[tuple[str, float]]]] = []
+    for p in prepared:
+        store = p.stores[ranking.speaker_weight]
+        for question, vector in zip(p.conversation.questions, p.query_vectors):
+            hits = _search(store, ranking, question.text, vector, k, question.asked_at)
+            per_question.append((set(question.evidence), [(h.id, h.score) for h in hits]))
+            evidence_scores += [h.score for h in hits if h.id in question.evidence]
+        for question, vector in zip(p.negatives, p.negative_vectors):
+            hits = _search(store, ranking, question.text, vector, 1, question.asked_at)
+            negative_scores.append(hits[0].score if hits else 0.0)
+    floors = {}
+    for floor in (0.0, 0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5):
+        kept = [len(ev & {i for i, s in hits if s >= floor}) / len(ev) for ev, hits in per_question]
+        floors[str(floor)] = {
+            f"recall@{k}": round(float(np.mean(kept)), 4),
+            "unanswerable_with_no_hit": round(float(np.mean([s < floor for s in negative_scores])), 4),
+        }
+    q = lambda xs, p: round(float(np.quantile(xs, p)), 3) if xs else None  # noqa: E731
+    return {
+        "evidence_similarity": {"p05": q(evidence_scores, 0.05), "p10": q(evidence_scores, 0.1),
+                                "p50": q(evidence_scores, 0.5)},
+        "unanswerable_top1_similarity": {"p50": q(negative_scores, 0.5), "p90": q(negative_scores, 0.9),
+                                         "max": q(negative_scores, 1.0)},
+        "floors": floors,
+    }
+
+
+def _prepare(corpus: list[BenchConversation], rankings: list[Ranking], vectors: _Vectors, embedder: Embedder,
+             folder: Path, progress: Callable[[str], None]) -> list[_Prepared]:
+    """One store per conversation and speaker weight, every turn's text embedded once (real MiniLM)."""
+    weights = sorted({r.speaker_weight for r in rankings})
+    prepared = []
+    for conversation in corpus:
+        progress(f"{conversation.name}: embedding {len(conversation.turns)} turns and "
+                 f"{len(conversation.questions)} questions...")
+        zone = ZoneInfo(conversation.zone)
+        text_vectors = vectors([t.text for t in conversation.turns])
+        stores = {}
+        for weight in weights:
+            store = SqliteMemoryStore(folder / f"{conversation.name}-{weight}.db", embedder=embedder, zone=zone,
+                                      speaker_weight=weight)
+            store.add_many(conversation.turns, vectors=text_vectors)
+            stores[weight] = store
+        negatives = _negatives(conversation)
+        prepared.append(_Prepared(conversation, stores, vectors([q.text for q in conversation.questions]), negatives,
+                                  vectors([q.text for q in negatives])))
+    return prepared
+
+
+def _latency(embedder: Embedder, new_embedder: Callable[[], Embedder], corpus: list[BenchConversation], sizes: list[int], queries: int, k: int,
+             seed: int, folder: Path, progress: Callable[[str], None]) -> list[dict[str, Any]]:
+    """Search latency with the query embedded each time, at each size; first query after start vs tenth."""
+    rng = np.random.default_rng(seed)
+    texts = [t for c in corpus for t in c.turns]
+    questions = [(q, c) for c in corpus for q in c.questions]
+    picks = random.Random(seed).sample(questions, min(queries, len(questions)))
+    dimension = int(getattr(embedder, "dimension", 384))
+    path = folder / "latency.db"
+    rows: list[dict[str, Any]] = []
+    store = SqliteMemoryStore(path, embedder=embedder, zone=timezone.utc)
+    stored = 0
+    start = datetime(2024, 1, 1, 19, tzinfo=timezone.utc)
+    for size in sorted(sizes):
+        progress(f"latency: filling the store to {size} turns (corpus text, random unit vectors)...")
+        while stored < size:
+            count = min(5000, size - stored)
+            batch = []
+            for i in range(stored, stored + count):
+                source = texts[i % len(texts)]
+                batch.append(MemoryTurn(f"l{i}", f"ls{i // 20}", start + timedelta(minutes=7 * i), source.speaker,
+                                        source.role, source.text))
+            vectors = rng.standard_normal((count, dimension)).astype(np.float32)
+            store.add_many(batch, vectors=vectors)
+            stored += count
+        store.warm_up()
+        samples, search_only = [], []
+        for question, _ in picks:
+            t0 = time.perf_counter()
+            vector = store.embed_query(question.text)
+            t1 = time.perf_counter()
+            store.search(question.text, k, vector=vector, now=question.asked_at)
+            t2 = time.perf_counter()
+            samples.append(t2 - t0)
+            search_only.append(t2 - t1)
+        progress(f"latency: first queries after a restart at {size} turns...")
+        starts = {}
+        for warm in (False, True):
+            fresh_embedder = new_embedder()  # a restart: the model is not loaded yet
+            fresh = SqliteMemoryStore(path, embedder=fresh_embedder, zone=timezone.utc)
+            warm_s = None
+            if warm:
+                t0 = time.perf_counter()
+                embed_blocking(fresh_embedder, ["hello"])  # what CompanionMemory does at start
+                fresh.warm_up()
+                warm_s = round(time.perf_counter() - t0, 3)
+            first = []
+            for question, _ in picks[:10]:
+                t0 = time.perf_counter()
+                fresh.search(question.text, k, now=question.asked_at)
+                first.append(round((time.perf_counter() - t0) * 1000, 2))
+            fresh.close()
+            starts["warmed" if warm else "cold"] = {"warm_up_s": warm_s, "first_ms": first[0], "tenth_ms": first[9],
+                                                    "first_ten_ms": first}
+        rows.append({"size": store.count(kind=None), "with_query_embedding": _percentiles(samples),
+                     "search_only": _percentiles(search_only), "after_start": starts})
+    store.close()
+    return rows
+
+
+def run_benchmark(settings: Settings, config: BenchConfig, progress: Callable[[str], None] = print,
+                  rankings: list[Ranking] | None = None) -> dict[str, Any]:
+    from convers import registry
+
+    def make_embedder() -> Embedder:
+        return registry.create("embedder", settings.embedder.provider, settings)  # type: ignore[no-any-return]
+
+    embedder = make_embedder()
+    rankings = rankings or default_rankings()
+    corpus = build_corpus(config.conversations, config.seed)
+    vectors = _Vectors(embedder, config.cache_dir)
+    result: dict[str, Any] = {
+        "benchmark": "memory",
+        "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "machine": {"python": platform.python_version(), "processor": platform.processor() or platform.machine()},
+        "embedder": getattr(embedder, "name", str(embedder)),
+        "config": {**asdict(config), "cache_dir": str(config.cache_dir) if config.cache_dir else None},
+        "corpus": {
+            "conversations": len(corpus), "turns": [len(c.turns) for c in corpus],
+            "questions": sum(len(c.questions) for c in corpus),
+            "questions_by_type": {t: sum(q.kind == t for c in corpus for q in c.questions) for t in QUESTION_TYPES},
+            "tune": [c.name for c in corpus[: config.tune_conversations]],
+            "held_out": [c.name for c in corpus[config.tune_conversations:]],
+        },
+    }
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="convers-bench-") as folder_name:
+        folder = Path(folder_name)
+        prepared = _prepare(corpus, rankings, vectors, embedder, folder, progress)
+        result["timings"] = {"embed_s": round(time.perf_counter() - started, 1), "texts_embedded": vectors.embedded}
+        tune, held_out = prepared[: config.tune_conversations], prepared[config.tune_conversations:]
+        progress(f"comparing {len(rankings)} rankings...")
+        table = []
+        for ranking in rankings:
+            table.append({"ranking": asdict(ranking), "tune": _evaluate(tune, ranking),
+                          "held_out": _evaluate(held_out, ranking)})
+        # Best on the tuning half: overall recall@5, and no type left far behind.
+        best = max(table, key=lambda row: (row["tune"]["all"]["recall@5"] + 0.5 * row["tune"]["worst_type_recall@5"]))
+        result["rankings"] = table
+        result["chosen"] = best["ranking"]["name"]
+        # The conversation's k and floor are set for the ranking it uses: the store's defaults.
+        defaults = Ranking("all (the defaults)")
+        result["recall_settings"] = {"ranking": defaults.name, "k": 10, **_floor_profile(held_out, defaults, 10),
+                                     "recall_at_k": _evaluate(held_out, defaults)["all"]["recall_at_k"]}
+        for p in prepared:
+            for store in p.stores.values():
+                store.close()
+        if config.latency_sizes:
+            result["latency"] = _latency(embedder, make_embedder, corpus, config.latency_sizes, config.latency_queries,
+                                         settings.memory.recall_k, config.seed, folder, progress)
+            result["latency_note"] = ("stores filled with the corpus text repeated (real words for the word index) "
+                                      "and random unit vectors; every query embedded with the real embedder")
+    if config.synthetic:
+        from convers.bench.memory_synthetic import BenchConfig as SyntheticConfig
+        from convers.bench.memory_synthetic import run_synthetic
+
+        result["synthetic"] = run_synthetic(settings, SyntheticConfig(sizes=config.synthetic_sizes), embedder,
+                                            progress)
     return result
 
 
-def similarity_profile(store: SqliteMemoryStore, questions: list[Question], vectors: np.ndarray,
-                       negatives: list[str], negative_vectors: np.ndarray) -> dict[str, Any]:
-    """Fused similarity of evidence hits vs. the best hit for questions with no answer: sets the floor."""
-    found: list[float] = []
-    for question, vector in zip(questions, vectors):
-        for hit in store.search(question.text, 10, vector=vector, floor=0.0):
-            if hit.id == question.evidence_id:
-                found.append(hit.score)
-    unrelated = [h[0].score for q, v in zip(negatives, negative_vectors) if (h := store.search(q, 1, vector=v, floor=0.0))]
-    q = lambda xs, p: round(float(np.quantile(xs, p)), 3) if xs else None
-    return {
-        "evidence_similarity": {"p05": q(found, 0.05), "p10": q(found, 0.10), "p50": q(found, 0.5)},
-        "unrelated_top1_similarity": {"p50": q(unrelated, 0.5), "p90": q(unrelated, 0.9), "max": q(unrelated, 1.0)},
-    }
-
-
-def run_benchmark(settings: Settings, config: BenchConfig, progress: Callable[[str], None] = print) -> dict[str, Any]:
-    from convers import registry
-
-    embedder: Embedder = registry.create("embedder", settings.embedder.provider, settings)
-    corpus = build_corpus(config)
-    timings: dict[str, float] = {}
-
-    started = time.perf_counter()
-    progress(f"embedding {len(corpus.filler_texts)} unique filler sentences and {len(corpus.evidence)} evidence turns...")
-    filler_vectors = embed_blocking(embedder, corpus.filler_texts)
-    reply_vectors = embed_blocking(embedder, REPLIES)
-    evidence_vectors = embed_blocking(embedder, [t.text for t in corpus.evidence])
-    question_vectors = embed_blocking(embedder, [q.text for q in corpus.questions])
-    negative_vectors = embed_blocking(embedder, NEGATIVES)
-    timings["embed_corpus_s"] = round(time.perf_counter() - started, 2)
-    embedded = len(corpus.filler_texts) + len(REPLIES) + len(corpus.evidence)
-    timings["embed_per_text_ms"] = round(1000 * timings["embed_corpus_s"] / (embedded + len(corpus.questions) + len(NEGATIVES)), 2)
-    single = []
-    for question in corpus.questions[:50]:
-        t0 = time.perf_counter()
-        embed_blocking(embedder, [question.text])
-        single.append(time.perf_counter() - t0)
-    query_embed = _percentiles(single)
-
-    rows: list[dict[str, Any]] = []
-    with tempfile.TemporaryDirectory(prefix="convers-bench-") as folder:
-        store = SqliteMemoryStore(Path(folder) / "memory.db", embedder=None)
-        store.add_many(corpus.evidence, vectors=evidence_vectors)
-        stored = len(corpus.evidence)
-        for size in config.sizes:
-            t0 = time.perf_counter()
-            while stored < size:
-                batch = filler_turns(corpus, min(2000, size - stored), stored, config.seed)
-                vectors = np.stack([filler_vectors[i] if i >= 0 else reply_vectors[-1 - i] for _, i in batch])
-                store.add_many([t for t, _ in batch], vectors=vectors)
-                stored += len(batch)
-            insert_s = time.perf_counter() - t0
-            t0 = time.perf_counter()
-            store.search("warm up", 1, vector=question_vectors[0])  # loads the vector cache
-            load_s = time.perf_counter() - t0
-            progress(f"{stored} turns stored; measuring recall and latency...")
-            row: dict[str, Any] = {"size": store.count(), "insert_s": round(insert_s, 2), "index_load_s": round(load_s, 3)}
-            row["vector"] = recall_at(store, corpus.questions, question_vectors, config.k, mode="vector")
-            row["lexical"] = recall_at(store, corpus.questions, question_vectors, config.k, mode="lexical")
-            row["fused_rrf"] = recall_at(store, corpus.questions, question_vectors, config.k, fusion="rrf")
-            for weight in config.blend_weights:
-                store.blend_vector_weight = weight
-                row[f"fused_blend_{weight}"] = recall_at(store, corpus.questions, question_vectors, config.k, fusion="blend")
-            store.blend_vector_weight = SqliteMemoryStore.blend_vector_weight
-            row["similarity"] = similarity_profile(store, corpus.questions, question_vectors, NEGATIVES, negative_vectors)
-            latency: dict[str, Any] = {}
-            rng = random.Random(config.seed)
-            picks = [rng.randrange(len(corpus.questions)) for _ in range(config.latency_queries)]
-            for mode in ("fused", "vector", "lexical"):
-                samples = []
-                for i in picks:
-                    t0 = time.perf_counter()
-                    store.search(corpus.questions[i].text, settings.memory.recall_k, vector=question_vectors[i], mode=mode)
-                    samples.append(time.perf_counter() - t0)
-                latency[mode] = _percentiles(samples)
-            row["search_latency"] = latency
-            rows.append(row)
-        store.close()
-
-    return {
-        "benchmark": "memory",
-        "time": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": {"python": platform.python_version(), "processor": platform.processor() or platform.machine()},
-        "embedder": getattr(embedder, "name", str(embedder)),
-        "config": asdict(config),
-        "corpus": {
-            "people": min(config.people, len(NAMES)), "questions": len(corpus.questions),
-            "evidence_turns": len(corpus.evidence), "unique_filler_sentences": len(corpus.filler_texts),
-            "note": ("filler turns reuse the vectors of a fixed set of unique sentences (embedded once); "
-                     "facts, mentions and questions are embedded individually"),
-        },
-        "defaults": {"fusion": settings.memory.options.get("fusion", "blend"), "recall_k": settings.memory.recall_k,
-                     "recall_floor": settings.memory.recall_floor},
-        "query_embedding_latency": query_embed,
-        "timings": timings,
-        "results": rows,
-    }
-
-
 def print_table(result: dict[str, Any], echo: Callable[[str], None] = print) -> None:
-    rankings = [key for key in result["results"][0] if key in ("vector", "lexical") or key.startswith("fused")]
-    echo(f"\nrecall of the evidence turn ({result['corpus']['questions']} questions, embedder {result['embedder']})")
-    echo(f"{'':28}{'all':^20}  {'paraphrase':^20}  {'keyword':^20}")
-    echo(f"{'size':>8}  {'ranking':<18}" + f" {'R@1':>6} {'R@5':>6} {'R@10':>6} " * 3)
-    for row in result["results"]:
-        for key in rankings:
-            r = row[key]
-            cells = "".join(
-                f" {r[p + 'recall@1']:>6.3f} {r[p + 'recall@5']:>6.3f} {r[p + 'recall@10']:>6.3f} "
-                for p in ("", "paraphrase_", "keyword_")
-            )
-            echo(f"{row['size']:>8}  {key:<18}{cells}")
-    echo(f"\nsearch latency (ms; query vector precomputed; embedding one query: "
-         f"p50 {result['query_embedding_latency']['p50_ms']} ms)")
-    echo(f"{'size':>8}  {'fused p50':>10} {'p95':>8}  {'vector p50':>10} {'p95':>8}  {'lexical p50':>11} {'p95':>8}")
-    for row in result["results"]:
-        lat = row["search_latency"]
-        echo(f"{row['size']:>8}  {lat['fused']['p50_ms']:>10.2f} {lat['fused']['p95_ms']:>8.2f}  "
-             f"{lat['vector']['p50_ms']:>10.2f} {lat['vector']['p95_ms']:>8.2f}  "
-             f"{lat['lexical']['p50_ms']:>11.2f} {lat['lexical']['p95_ms']:>8.2f}")
-    echo("\nsimilarity (fused score) of evidence hits vs best hit for unanswerable questions")
-    for row in result["results"]:
-        echo(f"{row['size']:>8}  {json.dumps(row['similarity'])}")
+    corpus = result["corpus"]
+    echo(f"\nrecall on {corpus['conversations']} generated conversations ({corpus['questions']} questions); "
+         f"tuned on {', '.join(corpus['tune'])}, held out: {', '.join(corpus['held_out'])}")
+    header = "".join(f"{t[:12]:>13}" for t in QUESTION_TYPES)
+    echo(f"{'ranking':<44}{'tune R@5':>9}{'held R@5':>9}{'R@10':>7}{'sess@5':>7}{header}")
+    for row in result["rankings"]:
+        held = row["held_out"]
+        types = "".join(f"{held['types'][t]['recall@5']:>13.3f}" for t in QUESTION_TYPES)
+        mark = "*" if row["ranking"]["name"] == result["chosen"] else " "
+        echo(f"{mark}{row['ranking']['name']:<43}{row['tune']['all']['recall@5']:>9.3f}{held['all']['recall@5']:>9.3f}"
+             f"{held['all']['recall@10']:>7.3f}{held['all']['session_hit@5']:>7.3f}{types}")
+    settings = result["recall_settings"]
+    echo(f"\nbest on the tuning half: {result['chosen']}; the defaults' held-out recall@k, k = 1..10: "
+         f"{settings['recall_at_k']}")
+    echo(f"evidence similarity {settings['evidence_similarity']}, unanswerable best hit "
+         f"{settings['unanswerable_top1_similarity']}")
+    for floor, row in settings["floors"].items():
+        echo(f"  floor {floor:>5}: recall@10 {row['recall@10']:.3f}, unanswerable questions with no hit "
+             f"{row['unanswerable_with_no_hit']:.2f}")
+    for row in result.get("latency", []):
+        q, s = row["with_query_embedding"], row["search_only"]
+        starts = row["after_start"]
+        echo(f"\n{row['size']:>7} turns: search with query embedding p50 {q['p50_ms']} / p95 {q['p95_ms']} ms "
+             f"(search alone p50 {s['p50_ms']} / p95 {s['p95_ms']} ms); after a start, cold first "
+             f"{starts['cold']['first_ms']} ms, warmed first {starts['warmed']['first_ms']} ms, tenth "
+             f"{starts['warmed']['tenth_ms']} ms")
+    if "synthetic" in result:
+        from convers.bench.memory_synthetic import print_synthetic_table
+
+        print_synthetic_table(result["synthetic"], echo)
 
 
 def write_result(result: dict[str, Any], out: Path | None = None) -> Path:

@@ -16,27 +16,28 @@ def bench() -> None:
 
 
 @bench.command("memory")
-@click.option("--sizes", default="1000,10000,100000", show_default=True, help="Stored-turn counts to measure, comma separated.")
-@click.option("--people", default=40, show_default=True, help="Synthetic people with facts to ask about.")
+@click.option("--conversations", default=8, show_default=True, help="Generated conversations (the first half tunes, the rest are held out).")
+@click.option("--latency-sizes", default="10000,100000", show_default=True, help="Stored-turn counts for the latency part, comma separated ('' to skip).")
 @click.option("--queries", default=200, show_default=True, help="Latency samples per size.")
-@click.option("--seed", default=7, show_default=True)
+@click.option("--synthetic/--no-synthetic", default=True, show_default=True, help="Also run the original synthetic set.")
+@click.option("--seed", default=13, show_default=True)
+@click.option("--cache", type=click.Path(file_okay=False, path_type=Path), help="Keep embeddings here between runs.")
 @click.option("--out", type=click.Path(path_type=Path), help="JSON result file (default bench/results/memory-<time>.json).")
 @click.pass_context
-def memory_bench(ctx: click.Context, sizes: str, people: int, queries: int, seed: int, out: Path | None) -> None:
-    """Recall@1/5/10 (vector, lexical, fused) and search latency at several store sizes."""
-    from convers.bench.memory import (
-        BenchConfig,
-        print_table,
-        run_benchmark,
-        write_result,
-    )
+def memory_bench(ctx: click.Context, conversations: int, latency_sizes: str, queries: int, synthetic: bool, seed: int,
+                 cache: Path | None, out: Path | None) -> None:
+    """Recall@5/@10 per question type on long generated conversations, search latency, the synthetic set."""
+    from convers.bench.memory import BenchConfig, print_table, run_benchmark, write_result
 
     try:
-        size_list = sorted({int(s) for s in sizes.split(",") if s.strip()})
+        size_list = sorted({int(s) for s in latency_sizes.split(",") if s.strip()})
     except ValueError:
-        raise click.UsageError(f"--sizes takes numbers separated by commas, got {sizes!r}") from None
+        raise click.UsageError(f"--latency-sizes takes numbers separated by commas, got {latency_sizes!r}") from None
+    if conversations < 2:
+        raise click.UsageError(f"--conversations must be at least 2 (one to tune, one held out), got {conversations}")
     settings = settings_from(ctx)
-    config = BenchConfig(sizes=size_list, people=people, latency_queries=queries, seed=seed)
+    config = BenchConfig(conversations=conversations, seed=seed, tune_conversations=conversations // 2,
+                         latency_sizes=size_list, latency_queries=queries, synthetic=synthetic, cache_dir=cache)
     result = run_benchmark(settings, config, progress=lambda text: click.echo(text, err=True))
     print_table(result, click.echo)
     path = write_result(result, out)

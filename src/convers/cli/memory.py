@@ -61,9 +61,32 @@ def list_turns(ctx: click.Context, limit: int, offset: int, digests: bool) -> No
         label = f"{turn.speaker} (summary)" if turn.kind == "digest" else turn.speaker
         click.echo(_line(turn.id, turn.time.strftime("%Y-%m-%d %H:%M"), label, turn.text))
     click.echo(
-        f"({stats.turns} turns, {stats.digests} summaries, {stats.unembedded} waiting for a vector; {stats.path})",
+        f"({stats.turns} turns, {stats.digests} summaries, {stats.unembedded + stats.stale} waiting for a vector; "
+        f"{stats.path})",
         err=True,
     )
+
+
+@memory.command()
+@click.pass_context
+def status(ctx: click.Context) -> None:
+    """How much is stored, and how far re-embedding (after an upgrade or an embedder change) has come."""
+    settings = settings_from(ctx)
+    with _open_store(settings, with_embedder=False) as store:
+        stats = store.stats()
+        version = store.schema_version()
+        embedders = store.embedders()
+    click.echo(f"memory: {stats.path} (schema {version}, dates in {store.local_zone})")
+    click.echo(f"  {stats.turns} turns, {stats.digests} summaries")
+    vectors = ", ".join(f"{n} by {name}" for name, n in embedders.items()) or "none"
+    click.echo(f"  vectors: {vectors}; embedder now: {settings.embedder.provider}")
+    waiting = stats.unembedded + stats.stale
+    if waiting:
+        total = stats.turns + stats.digests
+        click.echo(f"  re-embedding: {total - waiting} of {total} current, {stats.unembedded} without a vector, "
+                   f"{stats.stale} of an older format; done in the background while convers runs")
+    else:
+        click.echo("  every turn has a current vector")
 
 
 @memory.command()

@@ -61,6 +61,10 @@ class MemoryOptions:
     # How long after a failed embedding to try the backfill again.
     backfill_retry_s: float = 30.0
     backfill_batch: int = 32
+    # Re-embedding stored turns after an upgrade (or an embedder change): this many per batch, then a
+    # pause at least as long as the batch took, so it never takes more than half a core from a reply.
+    upgrade_batch: int = 32
+    upgrade_pause_min_s: float = 0.05
     greeting_llm_timeout_s: float = 4.0
     # aclose waits this long for queued digests and reflection before giving up on them.
     close_timeout_s: float = 60.0
@@ -154,15 +158,50 @@ class CompanionMemory:
             asyncio.create_task(self._digest_loop(), name="memory-digests"),
         ]
         if self.embedder is not None:
-            # Loads the model now, while the greeting plays, rather than during the first recall.
-            self._tasks.append(asyncio.create_task(self._warm_up(), name="memory-warm-up"))
+            # Loads the model now, while the greeting plays, rather than during the first recall;
+            # then re-embeds what an older version stored, in the background.
+            self._tasks.append(asyncio.create_task(self._warm_up_then_upgrade(), name="memory-warm-up"))
+
+    async def _warm_up_then_upgrade(self) -> None:
+        await self._warm_up()
+        await self._upgrade()
 
     async def _warm_up(self) -> None:
         assert self.embedder is not None
         try:
             await asyncio.to_thread(embed_blocking, self.embedder, ["hello"])
+            # The vector index, the speakers' vectors and one search: the first question is as fast as the tenth.
+            await asyncio.to_thread(self.store.warm_up)
         except Exception as error:  # noqa: BLE001 - recall degrades to words
-            log.warning("embedder warm-up failed: %s", error)
+            log.warning("memory warm-up failed: %s", error)
+
+    async def _upgrade(self) -> None:
+        """Re-embeds stored turns whose vectors are of an older format or another embedder, paced."""
+        try:
+            pending = await asyncio.to_thread(self.store.pending_vectors)
+        except MemoryStoreError as error:
+            log.warning("memory upgrade skipped: %s", error)
+            return
+        if not pending:
+            return
+        log.info("memory: re-embedding %d stored turns in the background (`convers memory status` shows progress)",
+                 pending)
+        done, reported = 0, 0
+        while not self._closed:
+            started = time.monotonic()
+            try:
+                filled = await asyncio.to_thread(self.store.backfill, self.options.upgrade_batch)
+            except MemoryStoreError as error:
+                log.warning("memory upgrade paused: %s", error)
+                return
+            if not filled:
+                break
+            done += filled
+            if done - reported >= max(pending // 10, self.options.upgrade_batch):
+                log.info("memory: re-embedded %d of %d turns", done, pending)
+                reported = done
+            await asyncio.sleep(max(self.options.upgrade_pause_min_s, time.monotonic() - started))
+        log.info("memory: re-embedded %d of %d turns%s", done, pending, "" if done >= pending else " (stopped)")
 
     async def _write_loop(self) -> None:
         while (item := await self._queue.get()) is not None:

@@ -48,6 +48,8 @@ class VectorIndex:
         self.dimension = dimension
         self._matrix = np.zeros((0, dimension or 0), dtype=np.float32)
         self._rowids = np.zeros(0, dtype=np.int64)
+        # When each turn was said (POSIX seconds), for searches narrowed to a span of time.
+        self._times = np.zeros(0, dtype=np.float64)
         self._size = 0
         self._position: dict[int, int] = {}
 
@@ -62,8 +64,8 @@ class VectorIndex:
         # The width is forgotten too: after a wipe the store may be refilled by another embedder.
         self.__init__()  # type: ignore[misc]
 
-    def add(self, rowids: Sequence[int], vectors: np.ndarray) -> None:
-        """Adds or replaces vectors for `rowids` (rows must already be unit length)."""
+    def add(self, rowids: Sequence[int], vectors: np.ndarray, times: Sequence[float] | None = None) -> None:
+        """Adds or replaces vectors for `rowids` (rows must already be unit length), said at `times`."""
         if len(rowids) == 0:
             return
         vectors = np.asarray(vectors, dtype=np.float32)
@@ -72,6 +74,7 @@ class VectorIndex:
                 raise ValueError(f"vector width {vectors.shape[1]} does not match the index width {self.dimension}")
             self.dimension = int(vectors.shape[1])
             self._matrix = np.zeros((0, self.dimension), dtype=np.float32)
+        stamps = np.zeros(len(rowids)) if times is None else np.asarray(times, dtype=np.float64)
         fresh: list[int] = []
         for i, rowid in enumerate(rowids):
             at = self._position.get(int(rowid))
@@ -79,6 +82,8 @@ class VectorIndex:
                 fresh.append(i)
             else:
                 self._matrix[at] = vectors[i]
+                if times is not None:
+                    self._times[at] = stamps[i]
         if not fresh:
             return
         need = self._size + len(fresh)
@@ -88,10 +93,13 @@ class VectorIndex:
             grown[: self._size] = self._matrix[: self._size]
             ids = np.zeros(len(grown), dtype=np.int64)
             ids[: self._size] = self._rowids[: self._size]
-            self._matrix, self._rowids = grown, ids
+            stamps_grown = np.zeros(len(grown), dtype=np.float64)
+            stamps_grown[: self._size] = self._times[: self._size]
+            self._matrix, self._rowids, self._times = grown, ids, stamps_grown
         end = self._size + len(fresh)
         self._matrix[self._size : end] = vectors[fresh]
         self._rowids[self._size : end] = [int(rowids[i]) for i in fresh]
+        self._times[self._size : end] = stamps[fresh]
         for offset, i in enumerate(fresh):
             self._position[int(rowids[i])] = self._size + offset
         self._size = end
@@ -107,21 +115,52 @@ class VectorIndex:
                 moved = int(self._rowids[last])
                 self._matrix[at] = self._matrix[last]
                 self._rowids[at] = moved
+                self._times[at] = self._times[last]
                 self._position[moved] = at
             self._size = last
 
-    def search(self, query: np.ndarray, k: int) -> list[tuple[int, float]]:
-        """The `k` nearest rowids by cosine similarity, best first."""
+    def search(self, query: np.ndarray, k: int, within: tuple[float, float] | None = None) -> list[tuple[int, float]]:
+        """The `k` nearest rowids by cosine similarity, best first; `within` keeps [start, end) seconds only."""
         if self._size == 0 or k <= 0:
             return []
         query = np.asarray(query, dtype=np.float32).reshape(-1)
         if query.shape[0] != self.dimension:
             raise ValueError(f"query width {query.shape[0]} does not match the index width {self.dimension}")
-        scores = self._matrix[: self._size] @ query
-        k = min(k, self._size)
-        top = np.argpartition(-scores, k - 1)[:k] if k < self._size else np.arange(self._size)
+        if within is None:
+            positions = None
+            scores = self._matrix[: self._size] @ query
+        else:
+            times = self._times[: self._size]
+            positions = np.flatnonzero((times >= within[0]) & (times < within[1]))
+            if len(positions) == 0:
+                return []
+            scores = self._matrix[positions] @ query
+        k = min(k, len(scores))
+        top = np.argpartition(-scores, k - 1)[:k] if k < len(scores) else np.arange(len(scores))
         top = top[np.argsort(-scores[top], kind="stable")]
-        return [(int(self._rowids[i]), float(scores[i])) for i in top]
+        at = top if positions is None else positions[top]
+        return [(int(self._rowids[i]), float(s)) for i, s in zip(at, scores[top])]
+
+    def search_with_span(self, query: np.ndarray, k: int, within: tuple[float, float]
+                         ) -> tuple[list[tuple[int, float]], list[tuple[int, float]]]:
+        """`search(query, k)` and `search(query, k, within)` from one pass over the matrix."""
+        if self._size == 0 or k <= 0:
+            return [], []
+        query = np.asarray(query, dtype=np.float32).reshape(-1)
+        if query.shape[0] != self.dimension:
+            raise ValueError(f"query width {query.shape[0]} does not match the index width {self.dimension}")
+        scores = self._matrix[: self._size] @ query
+        times = self._times[: self._size]
+        positions = np.flatnonzero((times >= within[0]) & (times < within[1]))
+        return self._top(scores, np.arange(self._size), k), self._top(scores[positions], positions, k)
+
+    def _top(self, scores: np.ndarray, positions: np.ndarray, k: int) -> list[tuple[int, float]]:
+        if len(scores) == 0:
+            return []
+        k = min(k, len(scores))
+        top = np.argpartition(-scores, k - 1)[:k] if k < len(scores) else np.arange(len(scores))
+        top = top[np.argsort(-scores[top], kind="stable")]
+        return [(int(self._rowids[i]), float(s)) for i, s in zip(positions[top], scores[top])]
 
     def vectors_for(self, rowids: Sequence[int]) -> dict[int, np.ndarray]:
         """The stored vectors of those rowids that have one."""

@@ -1,0 +1,96 @@
+"""The generated memory benchmark: its size, determinism, evidence, paraphrase, and its scoring code."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from convers.bench import memory as bench
+from convers.bench import memory_corpus as corpus_module
+from convers.bench.memory_corpus import (
+    QUESTION_TYPES,
+    build_conversation,
+    build_corpus,
+    shared_words,
+)
+from tests.memory_doubles import WordHashEmbedder
+
+
+@pytest.fixture(scope="module")
+def corpus():
+    return build_corpus()
+
+
+def test_at_least_five_long_conversations_and_500_questions_of_every_type(corpus) -> None:
+    assert len(corpus) >= 5
+    assert all(len(c.turns) >= 300 for c in corpus)
+    assert sum(len(c.questions) for c in corpus) >= 500
+    kinds = Counter(q.kind for c in corpus for q in c.questions)
+    assert set(kinds) == set(QUESTION_TYPES)
+    assert min(kinds.values()) >= 50
+    assert len({c.user for c in corpus}) == len(corpus) and len({c.zone for c in corpus}) == len(corpus)
+
+
+def test_the_same_seed_gives_the_same_conversation_and_another_seed_another() -> None:
+    first, again, other = build_conversation(2, 13), build_conversation(2, 13), build_conversation(2, 14)
+    assert first.turns == again.turns and first.questions == again.questions
+    assert [t.text for t in first.turns] != [t.text for t in other.turns]
+
+
+def test_every_question_has_evidence_turns_said_before_it_was_asked(corpus) -> None:
+    for conversation in corpus:
+        turns = {t.id: t for t in conversation.turns}
+        assert len(turns) == len(conversation.turns)
+        for question in conversation.questions:
+            assert question.evidence and all(e in turns for e in question.evidence)
+            assert all(turns[e].time < question.asked_at for e in question.evidence)
+            assert len(question.evidence) == (2 if question.kind == "multi-hop" else 1)
+
+
+def test_questions_paraphrase_their_evidence(corpus) -> None:
+    # Names and slot values (people, pets, places, things) may be repeated; other content words not.
+    m = corpus_module
+    pools = [m.USERS, m.FRIENDS, m.KIN, m.PETS, m.CITIES, m.COWORKERS, m.FIANCES, m.DESTINATIONS, m.SPORTS,
+             m.HOBBIES, m.FOODS, m.INSTRUMENTS, m.SPECIES, m.BONES, m.VENTURES, m.CAREERS, m.LANDSCAPES, m.GADGETS,
+             m.TEAS, m.JOBS, m.TEACHERS, m.CARS, m.BOOKS, m.DISTRICTS, m.RELATIVES,
+             [" ".join(pair) for pair in (*m.CUISINES, *m.GENRES)]]
+    names = {word for pool in pools for value in pool for word in value.lower().split()}
+    repeated = total = 0
+    for conversation in corpus:
+        turns = {t.id: t for t in conversation.turns}
+        for question in conversation.questions:
+            for evidence in question.evidence:
+                total += 1
+                repeated += bool(shared_words(question.text, turns[evidence].text, names))
+    assert repeated / total < 0.05
+
+
+def test_a_changed_plan_keeps_its_older_version_as_a_distractor(corpus) -> None:
+    conversation = corpus[0]
+    texts = [t.text for t in conversation.turns]
+    assert any(t.startswith("We booked a week in") for t in texts)
+    assert any(t.startswith("Change of plans") for t in texts)
+
+
+def test_evaluation_scores_recall_per_type_on_a_small_store(tmp_path: Path) -> None:
+    conversation = build_conversation(0, 13)
+    embedder = WordHashEmbedder()
+    vectors = bench._Vectors(embedder, tmp_path / "cache")
+    rankings = [bench.Ranking("defaults"), bench.Ranking("words", mode="lexical")]
+    prepared = bench._prepare([conversation], rankings, vectors, embedder, tmp_path, lambda _: None)
+    result = bench._evaluate(prepared, rankings[0])
+    assert set(result["types"]) == set(QUESTION_TYPES)
+    assert result["all"]["questions"] == len(conversation.questions)
+    for row in (result["all"], *result["types"].values()):
+        curve = row["recall_at_k"]
+        assert curve == sorted(curve) and 0.0 <= curve[0] <= curve[-1] <= 1.0
+        assert row["recall@5"] == curve[4]
+    assert result["all"]["recall@10"] > 0.2  # word-hash vectors find a good share even so
+    floors = bench._floor_profile(prepared, rankings[0], 10)
+    assert floors["floors"]["0.0"]["recall@10"] == result["all"]["recall@10"]
+    # Embeddings are cached by text: a second preparation embeds nothing.
+    before = vectors.embedded
+    bench._prepare([conversation], rankings[:1], vectors, embedder, tmp_path / "again", lambda _: None)
+    assert vectors.embedded == before

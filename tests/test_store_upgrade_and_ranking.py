@@ -1,0 +1,166 @@
+"""SqliteMemoryStore: upgrade of older databases, foreign vectors, bad queries, and what ranks first."""
+
+from __future__ import annotations
+
+import sqlite3
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import numpy as np
+import pytest
+
+from convers.contracts.memory import MemoryTurn
+from convers.memory.store import MIGRATIONS, SqliteMemoryStore
+from tests.memory_doubles import WordHashEmbedder
+
+T0 = datetime(2026, 3, 2, 19, 0, tzinfo=timezone.utc)
+
+
+def turn(i: int, text: str, speaker: str = "Sam", role: str = "user", session: str = "s1",
+         at: datetime | None = None) -> MemoryTurn:
+    return MemoryTurn(f"t{i}", session, at or T0 + timedelta(minutes=i), speaker, role, text)  # type: ignore[arg-type]
+
+
+class OtherEmbedder(WordHashEmbedder):
+    """Same width as WordHashEmbedder, another model: its cosines are not comparable."""
+
+    name = "other-model"
+
+
+def _version_one_database(path: Path, embedder: WordHashEmbedder) -> None:
+    """A memory.db as the previous release wrote it: schema 1, bare-text vectors, UTC dates."""
+    conn = sqlite3.connect(path)
+    for statement in MIGRATIONS[0]:
+        conn.execute(statement)
+    conn.execute("PRAGMA user_version = 1")
+    texts = ["My sister Ana moved to Lisbon", "The dog chewed my shoes", "I made lentil soup tonight"]
+    vectors = embedder.embed_sync(texts)
+    for i, (text, vector) in enumerate(zip(texts, vectors), start=1):
+        conn.execute(
+            "INSERT INTO turns (id, session, time, speaker, role, text, embedding) VALUES (?, 's', ?, 'Sam', 'user', ?, ?)",
+            (f"old{i}", (T0 + timedelta(hours=5)).isoformat(), text, np.asarray(vector, np.float32).tobytes()),
+        )
+        conn.execute("INSERT INTO turns_fts (rowid, text, speaker, when_words) VALUES (?, ?, 'Sam', 'monday')",
+                     (i, text))
+    conn.commit()
+    conn.close()
+
+
+def test_an_older_database_is_migrated_searchable_at_once_and_re_embedded_by_backfill(tmp_path: Path) -> None:
+    path = tmp_path / "memory.db"
+    embedder = WordHashEmbedder()
+    _version_one_database(path, embedder)
+    with SqliteMemoryStore(path, embedder=embedder, zone=ZoneInfo("America/New_York")) as store:
+        assert store.schema_version() == len(MIGRATIONS)
+        assert store.stats().stale == 3 and store.pending_vectors() == 3
+        # Before re-embedding: the old vectors and words still answer.
+        assert store.search("Where does Ana live?", 1, floor=0.0)[0].id == "old1"
+        assert store.backfill(2) == 2  # in batches, as the background job does
+        assert store.pending_vectors() == 1
+        assert store.backfill(2) == 1
+        assert store.backfill(2) == 0
+        assert store.stats().stale == 0 and store.pending_vectors() == 0
+        row = store._conn.execute("SELECT when_words FROM turns_words WHERE rowid = 1").fetchone()[0]
+        # 3 March 2026 at 00:00 UTC is Monday 2 March evening in New York: rewritten in the local zone.
+        assert row.startswith("monday 2 march 2026 evening")
+        assert store.search("Where does Ana live?", 1, floor=0.0)[0].id == "old1"
+        assert store.embedders() == {"word-hash/256": 3}
+
+
+def test_vectors_of_another_embedder_are_not_compared_and_get_re_embedded(tmp_path: Path) -> None:
+    path = tmp_path / "memory.db"
+    with SqliteMemoryStore(path, embedder=WordHashEmbedder()) as store:
+        store.add_many([turn(1, "My sister Ana moved to Lisbon"), turn(2, "The dog chewed my shoes")])
+    with SqliteMemoryStore(path, embedder=OtherEmbedder()) as store:
+        assert store.pending_vectors() == 2 and store.stats().stale == 2
+        assert store.search("Ana Lisbon", 1, floor=0.0)[0].id == "t1"  # by words meanwhile
+        store._sync_index()
+        assert len(store._index) == 0  # no foreign vector in the index
+        assert store.backfill() == 2
+        assert len(store._index) == 2
+        assert store.embedders() == {"other-model/256": 2}
+
+
+def test_a_query_of_another_width_searches_by_words(tmp_path: Path) -> None:
+    with SqliteMemoryStore(tmp_path / "m.db", embedder=WordHashEmbedder(256)) as store:
+        store.add(turn(1, "Biscuit the beagle"))
+        hits = store.search("Biscuit", 1, vector=np.ones(128, dtype=np.float32), floor=0.0)
+        assert [h.id for h in hits] == ["t1"]
+
+
+@pytest.mark.parametrize("query", ["", "   ", "?!", "x" * 4000, "Что ел Сэм?", "東京", "\x00", "AND OR NOT \"(*"])
+def test_bad_queries_give_results_or_nothing_never_an_exception(tmp_path: Path, query: str) -> None:
+    with SqliteMemoryStore(tmp_path / "m.db", embedder=WordHashEmbedder()) as store:
+        store.add_many([turn(1, "Мой кот Барсик спит весь день"), turn(2, "I made soup")])
+        hits = store.search(query, 5)
+        assert isinstance(hits, list)
+
+
+def test_words_in_another_script_are_found(tmp_path: Path) -> None:
+    with SqliteMemoryStore(tmp_path / "m.db", embedder=None) as store:
+        store.add_many([turn(1, "Мой кот Барсик спит весь день"), turn(2, "I made soup")], embed=False)
+        assert store.search("Где Барсик?", 1, floor=0.0)[0].id == "t1"
+
+
+def test_a_time_expression_prefers_turns_from_that_day(tmp_path: Path) -> None:
+    zone = ZoneInfo("Europe/Berlin")
+    now = datetime(2026, 3, 20, 12, 0, tzinfo=zone)
+    with SqliteMemoryStore(tmp_path / "m.db", embedder=WordHashEmbedder(), zone=zone) as store:
+        dinners = [turn(i, f"I made {dish} for dinner tonight", session=f"s{i}", at=now - timedelta(days=days, hours=-7))
+                   for i, (dish, days) in enumerate([("soup", 3), ("risotto", 14), ("curry", 21), ("stew", 1)])]
+        store.add_many(dinners)
+        assert store.search("What did I cook two weeks ago?", 1, floor=0.0, now=now)[0].text.startswith("I made risotto")
+        assert store.search("What did I cook yesterday?", 1, floor=0.0, now=now)[0].text.startswith("I made stew")
+        span = store.time_span("what did I cook yesterday", now)
+        assert span is not None and span.start.tzinfo is zone
+
+
+def test_the_local_zone_decides_the_day_a_turn_is_indexed_under(tmp_path: Path) -> None:
+    # 01:30 UTC on Wednesday is Tuesday evening in New York.
+    late = datetime(2026, 3, 4, 1, 30, tzinfo=timezone.utc)
+    with SqliteMemoryStore(tmp_path / "m.db", embedder=None, zone=ZoneInfo("America/New_York")) as store:
+        store.add_many([turn(1, "We planted an apple tree", at=late)], embed=False)
+        assert store.search("tuesday", 1, mode="lexical", floor=0.0)[0].id == "t1"
+        assert store.search("wednesday", 1, mode="lexical", floor=0.0) == []
+
+
+def test_a_question_naming_a_speaker_prefers_their_turns(tmp_path: Path) -> None:
+    with SqliteMemoryStore(tmp_path / "m.db", embedder=WordHashEmbedder()) as store:
+        store.add_many([
+            turn(1, "We adopted a little beagle from the shelter", "Sam", "user"),
+            turn(2, "We adopted a little beagle from the shelter too", "Maya", "assistant"),
+        ])
+        assert store.search("what did Maya adopt", 1, floor=0.0, mode="vector")[0].id == "t2"
+        assert store.search("what did I adopt", 1, floor=0.0, mode="vector")[0].id == "t1"
+
+
+def test_a_later_restatement_of_a_plan_ranks_above_the_older_one(tmp_path: Path) -> None:
+    with SqliteMemoryStore(tmp_path / "m.db", embedder=WordHashEmbedder(), supersede_cosine=0.5,
+                           supersede_margin=1.0) as store:
+        store.add_many([
+            turn(1, "We booked a week in Rome for our July holiday", session="a"),
+            turn(2, "Change of plan for our July holiday: Lisbon, not Rome", session="b",
+                 at=T0 + timedelta(days=30)),
+        ])
+        ids = [h.id for h in store.search("Where are we going for the July holiday in Rome?", 2, floor=0.0)]
+        assert ids == ["t2", "t1"]
+        store.supersede_cosine = 0.0  # off: the better word match (the old plan) would come first
+        assert next(h.id for h in store.search("Where are we going for the July holiday in Rome?", 2, floor=0.0)) == "t1"
+
+
+def test_a_question_turn_counts_less_than_the_answer(tmp_path: Path) -> None:
+    with SqliteMemoryStore(tmp_path / "m.db", embedder=WordHashEmbedder()) as store:
+        store.add_many([turn(1, "Did you adopt the beagle?", "Maya", "assistant"),
+                        turn(2, "Yes we adopted the beagle")])
+        assert store.search("adopt the beagle", 1, floor=0.0, mode="vector")[0].id == "t2"
+
+
+def test_warm_up_loads_the_index_and_the_speakers(tmp_path: Path) -> None:
+    embedder = WordHashEmbedder()
+    with SqliteMemoryStore(tmp_path / "m.db", embedder=embedder) as store:
+        store.add_many([turn(1, "hello there", "Maya", "assistant"), turn(2, "hi")])
+    with SqliteMemoryStore(tmp_path / "m.db", embedder=embedder) as store:
+        store.warm_up()
+        assert len(store._index) == 2
+        assert set(store._speaker_vectors) >= {"Maya (assistant)", "Sam (user)"}
