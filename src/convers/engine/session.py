@@ -16,13 +16,14 @@ from convers.contracts.stt import SpeechStream, SpeechToText, StreamingSpeechToT
 from convers.contracts.transport import InboundAudio, InboundPlayed, InboundText, Transport
 from convers.contracts.tts import TextToSpeech
 from convers.contracts.vad import Vad
+from convers.engine.echo import echo_user_turn
 from convers.engine.listener import Listener
 from convers.engine.live_stt import LiveTranscription
 from convers.engine.prompt import PromptBuilder
 from convers.engine.reply import ReplyProgress, ReplyStreamer, heard_text
 from convers.engine.speculation import SpeculativeResult, Speculator
 from convers.engine.spoken_text import SpokenTextTts
-from convers.engine.timing import BargeInPolicy, SpeculationPolicy, TurnTiming
+from convers.engine.timing import ECHO_COMMIT_WAIT_S, BargeInPolicy, SpeculationPolicy, TurnTiming
 from convers.engine.turns import SpeechDropped, SpeechOnset, SpeechStarted, TurnEvent, UserTurnEnded
 from convers.events import EventLog, TurnMetrics
 
@@ -66,6 +67,8 @@ class SessionOptions:
     # Decode while the user speaks when the STT can stream (pocketsphinx can): the end of a turn
     # then waits only for the decoder's final step (and speculation finishes the stream at a pause).
     live_transcription: bool = True
+    # Longest wait for memory's commit before the user's turn is echoed as not stored.
+    echo_commit_wait_s: float = ECHO_COMMIT_WAIT_S
 
 
 @dataclass
@@ -220,10 +223,12 @@ class Session:
         metrics.turn = turn
         metrics.mark("turn_start", self.events.now())
         self.events.emit("user_turn", turn=turn, text=text)
-        await self.transport.send_event({"type": "transcript", "text": text, "final": True})
         self.history.append(ChatMessage("user", text))
+        stored = None
         if self.parts.memory is not None:
-            self.parts.memory.remember(self.session_id, "user", self.options.speaker_name, text)
+            stored = self.parts.memory.remember(self.session_id, "user", self.options.speaker_name, text)
+        # The echo waits for the commit (what it promises, docs/protocol.md); the reply starts now.
+        self._spawn(echo_user_turn(self.transport, turn, text, stored, self.options.echo_commit_wait_s))
         progress = ReplyProgress(turn=turn)
         agent_turn = AgentTurn(turn=turn, progress=progress, metrics=metrics, task=None)
         agent_turn.task = asyncio.create_task(self._reply(agent_turn, text, speculative))

@@ -81,3 +81,9 @@ class SpeculationPolicy:
     # (pocketsphinx: its last step is cheap, while a live stream finished early at a mid-turn pause
     # and then thrown away costs a full decode: TTFA p95 554 -> 1305 ms when it started early).
     wait_for_post_roll: bool | None = None
+
+
+# The user's turn is echoed to the client (`transcript`, final) once memory has committed it, which
+# takes 13-20 ms on 2 cores; a store slower than this (a locked or busy database) gets the echo
+# anyway, marked `stored: false`, so the page never waits on the disk. The reply never waits at all.
+ECHO_COMMIT_WAIT_S = 2.0

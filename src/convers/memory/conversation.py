@@ -75,6 +75,8 @@ class _Write:
     text: str
     time: datetime
     id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    # True once the row is committed, False once a write of it failed: what the echo waits for.
+    stored: asyncio.Future[bool] | None = field(default=None, compare=False, repr=False)
 
 
 class CompanionMemory:
@@ -195,13 +197,18 @@ class CompanionMemory:
                 # Kept at the head, it would block every later turn of the session forever.
                 log.error("a turn can never be stored and was dropped (%s): %.64r", error, head.text)
                 self._unsaved.popleft()
+                _resolve(head.stored, False)
                 continue
             except Exception as error:  # noqa: BLE001 - memory must never take the conversation down
                 if str(error) != self._last_write_error:
                     log.error("could not store a turn (kept, will retry with the next one): %s", error)
                 self._last_write_error = str(error)
+                # Not committed now: their echoes say so at once instead of waiting for a retry.
+                for waiting in self._unsaved:
+                    _resolve(waiting.stored, False)
                 return
             self._unsaved.popleft()
+            _resolve(head.stored, True)
             try:
                 await self._after_write(head, turn)
             except Exception as error:  # noqa: BLE001 - the turn is stored; extras are optional
@@ -352,16 +359,22 @@ class CompanionMemory:
             log.warning("recall skipped: %s", error)
             return []
 
-    def remember(self, session: str, role: Literal["user", "assistant"], speaker: str, text: str) -> None:
+    def remember(
+        self, session: str, role: Literal["user", "assistant"], speaker: str, text: str
+    ) -> asyncio.Future[bool]:
+        stored: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         if self._closed or not text.strip():
-            return
+            stored.set_result(False)
+            return stored
         self._start()
         self._sessions.add(session)
-        item = _Write(session, role, _encodable(speaker), _encodable(text.strip()), datetime.now(timezone.utc))
+        item = _Write(session, role, _encodable(speaker), _encodable(text.strip()), datetime.now(timezone.utc),
+                      stored=stored)
         # In the rolling buffer from now on, so the recall that follows never returns this very turn,
         # however the write and the recall interleave.
         self._note_recent(item.id, len(item.text))
         self._queue.put_nowait(item)
+        return stored
 
     async def greeting(self, agent_name: str) -> str:
         self._start()
@@ -422,6 +435,11 @@ class CompanionMemory:
                 )
             except Exception as error:  # noqa: BLE001 - reflection is optional
                 log.warning("session reflection skipped: %r", error)
+
+
+def _resolve(stored: asyncio.Future[bool] | None, committed: bool) -> None:
+    if stored is not None and not stored.done():
+        stored.set_result(committed)
 
 
 def _encodable(text: str) -> str:

@@ -109,7 +109,7 @@ function onEvent(event) {
       setAgentState(event.state);
       break;
     case 'transcript':
-      showUserText(event.text, Boolean(event.final));
+      showUserText(event.text, Boolean(event.final), event.turn, event.stored);
       break;
     case 'reply':
       appendAgentText(event.turn, event.delta || '');
@@ -176,12 +176,21 @@ function entry(kind) {
   return div;
 }
 
-function showUserText(text, final) {
+function showUserText(text, final, turn, stored) {
   if (!app.userPartial) app.userPartial = entry('user partial');
-  app.userPartial.textContent = text;
+  const line = app.userPartial;
+  line.textContent = text;
   if (final) {
-    app.userPartial.classList.remove('partial');
+    line.classList.remove('partial');
     app.userPartial = null;
+    // The echo waits for memory's commit while the reply starts: it may arrive after the reply's
+    // first words, but it belongs above them.
+    const reply = app.agentLines.get(turn);
+    if (reply) ui.transcript.insertBefore(line, reply);
+    if (stored === false) {
+      line.classList.add('unsaved');
+      line.title = 'Not saved to memory';
+    }
   }
   ui.transcript.scrollTop = ui.transcript.scrollHeight;
 }
