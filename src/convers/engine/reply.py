@@ -19,6 +19,8 @@ from convers.contracts.llm import ChatMessage, LanguageModel
 from convers.contracts.transport import Transport
 from convers.contracts.tts import TextToSpeech
 from convers.engine.sentences import SentenceSplitter
+from convers.engine.slow_model import SlowModelWatch
+from convers.engine.timing import LLM_SLOW_NOTICE_S
 from convers.events import EventLog, TurnMetrics
 
 # Outbound audio is sent in frames of at most this length: short enough that a flush on the
@@ -81,6 +83,7 @@ class ReplyStreamer:
         events: EventLog,
         max_tokens: int | None = None,
         temperature: float | None = None,
+        slow_notice_s: float = LLM_SLOW_NOTICE_S,
     ) -> None:
         self.llm = llm
         self.tts = tts
@@ -88,6 +91,7 @@ class ReplyStreamer:
         self.events = events
         self.max_tokens = max_tokens
         self.temperature = temperature
+        self.slow_notice_s = slow_notice_s
 
     async def run(self, messages: Sequence[ChatMessage], progress: ReplyProgress, metrics: TurnMetrics) -> None:
         chunks: asyncio.Queue[object] = asyncio.Queue()
@@ -117,14 +121,17 @@ class ReplyStreamer:
         chunks: asyncio.Queue[object],
     ) -> None:
         splitter = SentenceSplitter()
+        slow = SlowModelWatch(self.transport.send_event, progress.turn, self.slow_notice_s)
         try:
             # aclosing: a cancel while we await the transport must still close the HTTP stream now,
             # not whenever the generator is garbage-collected.
             stream = self.llm.stream(messages, max_tokens=self.max_tokens, temperature=self.temperature)
+            slow.restart()
             async with aclosing(stream):
                 async for delta in stream:
                     if not delta:
                         continue
+                    slow.restart()
                     if not progress.text:
                         metrics.mark("llm_first_token", self.events.now())
                         self.events.emit("llm_first_token", turn=progress.turn)
@@ -136,6 +143,7 @@ class ReplyStreamer:
                 self._chunk_ready(chunk, progress, metrics, chunks)
             progress.generation_done = True
         finally:
+            slow.stop()
             chunks.put_nowait(_END)
 
     def _chunk_ready(

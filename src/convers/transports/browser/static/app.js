@@ -37,6 +37,7 @@ const app = {
   flushedTurn: 0,
   agentLines: new Map(),
   userPartial: null,
+  slowModel: false,
   stats: { framesIn: 0, framesOut: 0, playedReports: 0 },
 };
 
@@ -107,6 +108,9 @@ function onEvent(event) {
       break;
     case 'state':
       setAgentState(event.state);
+      break;
+    case 'status':
+      if (event.code === 'llm_slow') showSlowModel(event);
       break;
     case 'transcript':
       showUserText(event.text, Boolean(event.final), event.turn, event.stored);
@@ -195,7 +199,14 @@ function showUserText(text, final, turn, stored) {
   ui.transcript.scrollTop = ui.transcript.scrollHeight;
 }
 
+function showSlowModel(event) {
+  // Until the next word or state change: the orb keeps its state, the line under it says why it waits.
+  app.slowModel = true;
+  ui.status.textContent = `Waiting for the model… it is slow (${Math.round((event.waited_ms || 0) / 1000)} s)`;
+}
+
 function appendAgentText(turn, delta) {
+  if (app.slowModel) setAgentState(app.agentState);
   let line = app.agentLines.get(turn);
   if (!line) {
     line = entry('agent');
@@ -302,6 +313,7 @@ async function onOrbTap() {
 
 function setAgentState(state) {
   app.agentState = state;
+  app.slowModel = false;
   const shown = app.micOn || state === 'thinking' || state === 'speaking' ? state : 'idle';
   ui.orb.dataset.state = shown;
   ui.status.textContent = {
