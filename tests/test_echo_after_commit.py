@@ -14,7 +14,7 @@ from convers.memory.conversation import CompanionMemory, MemoryOptions
 from convers.memory.profile import ProfileFile
 from convers.memory.store import SqliteMemoryStore
 from tests.doubles import FakeClock, LoudnessVad, RecordingTransport, ScriptedLlm, ToneTts, mic_frame
-from tests.memory_doubles import WordHashEmbedder
+from tests.memory_doubles import BlockedEmbedder, WordHashEmbedder
 from tests.test_session_voice import ScriptedStt
 
 
@@ -138,3 +138,23 @@ async def test_a_spoken_turn_is_echoed_only_after_its_commit(tmp_path: Path) -> 
     assert rows(db) == ["what is the weather"]
     await session.close()
     await memory.aclose()
+
+
+async def test_a_stuck_embedder_does_not_hold_the_commit_and_the_backfill_embeds_the_turn_later(tmp_path: Path) -> None:
+    embedder = BlockedEmbedder()  # a model still loading: every embedding waits for `release`
+    store = SqliteMemoryStore(tmp_path / "memory.db", embedder=embedder)
+    memory = CompanionMemory(store, ProfileFile(tmp_path / "profile.json"), embedder=embedder,
+                             options=MemoryOptions(recall_floor=0.0, embed_deadline_s=0.05))
+    committed = memory.remember("s1", "user", "Sam", "the spare key is under the pot")
+    async with asyncio.timeout(5):  # far less than the embedder's 10 s
+        assert await committed is True
+    assert rows(tmp_path / "memory.db") == ["the spare key is under the pot"]
+    assert unembedded(tmp_path / "memory.db") == 1
+    embedder.release.set()
+    await memory.aclose()  # waits for the backfill that was started beside the writes
+    assert unembedded(tmp_path / "memory.db") == 0
+
+
+def unembedded(db: Path) -> int:
+    with sqlite3.connect(db) as conn:
+        return conn.execute("SELECT count(*) FROM turns WHERE embedding IS NULL").fetchone()[0]

@@ -55,7 +55,8 @@ class MemoryOptions:
     digest_min_words: int = _SETTINGS_DEFAULTS.digest_min_words
     # Characters of this session already in the rolling buffer: recall skips those turns.
     rolling_chars: int = _SETTINGS_DEFAULTS.rolling_chars
-    # Longest wait for the query's vector; after it recall uses words only. MiniLM needs ~10 ms
+    # Longest wait for the query's vector; after it recall uses words only, and a write stores its
+    # turn without a vector for the backfill (the echo waits for that commit). MiniLM needs ~10 ms
     # for a sentence once loaded, so this only bites when the embedder is cold, busy or remote.
     embed_deadline_s: float = 0.15
     # How long after a failed embedding to try the backfill again.
@@ -111,6 +112,9 @@ class CompanionMemory:
         # Turns whose write failed, oldest first; retried before every later write.
         self._unsaved: deque[_Write] = deque()
         self._last_write_error = ""
+        # Turns stored without a vector because the embedder was late; the backfill fills them in.
+        self._unembedded = 0
+        self._backfill: asyncio.Task[None] | None = None
         # Embeddings of the latest texts, shared by recall and the write of the same user turn:
         # both want the vector of what the user just said, and computing it twice at once doubled
         # recall's time on 2 cores (`convers bench latency`).
@@ -221,12 +225,17 @@ class CompanionMemory:
             # The session does not know the user's name; the word index should (questions name people).
             speaker = await self.user_name() or speaker
         turn = MemoryTurn(item.id, item.session, item.time, speaker, item.role, item.text)
-        vector = None
-        if self.embedder is not None and self.embedder is self.store.embedder:
-            try:
-                vector = await self._vector_of(item.text)
-            except Exception:  # noqa: BLE001 - the store embeds (or stores NULL) itself
-                vector = None
+        if self.embedder is None or self.embedder is not self.store.embedder:
+            await asyncio.to_thread(self.store.add, turn)  # the store embeds (or stores NULL) itself
+            return turn
+        try:
+            # Bounded like recall's wait: the commit (and the client's echo, which waits for it) must
+            # not wait seconds for a cold or busy embedder (each connection loads its own model).
+            vector = await asyncio.wait_for(asyncio.shield(self._vector_of(item.text)), self.options.embed_deadline_s)
+        except Exception:  # noqa: BLE001 - late or failed: stored without a vector, the backfill embeds it
+            self._unembedded += 1
+            await asyncio.to_thread(self.store.add_many, [turn], embed=False)
+            return turn
         await asyncio.to_thread(self.store.add, turn, vector=vector)
         return turn
 
@@ -255,15 +264,21 @@ class CompanionMemory:
         else:
             # If the agent asked for their name, the next user turn may answer with just the name.
             self._asked_for_name = "name" in item.text.lower() and "?" in item.text
-        if self.store.embed_failures:
-            await self._maybe_backfill()
+        if (self.store.embed_failures or self._unembedded) and (self._backfill is None or self._backfill.done()):
+            # Beside the writes, not in their queue: embedding waits for a model that may still be loading.
+            self._backfill = asyncio.create_task(self._maybe_backfill(), name="memory-backfill")
 
     async def _maybe_backfill(self) -> None:
         now = time.monotonic()
         if now - self._last_backfill_try < self.options.backfill_retry_s:
             return
         self._last_backfill_try = now
-        filled = await asyncio.to_thread(self.store.backfill, self.options.backfill_batch)
+        try:
+            filled = await asyncio.to_thread(self.store.backfill, self.options.backfill_batch)
+        except Exception as error:  # noqa: BLE001 - the turns are stored; their vectors can wait
+            log.warning("embedding backfill failed: %s", error)
+            return
+        self._unembedded = max(0, self._unembedded - filled)
         if filled:
             log.info("embedded %d turn(s) stored earlier without a vector", filled)
             # More may be waiting: allow the next write to continue at once.
@@ -421,6 +436,9 @@ class CompanionMemory:
             except (TimeoutError, asyncio.TimeoutError):
                 log.warning("gave up on unfinished digests at shutdown; the raw turns are stored")
             await self._reflect()
+        if self._backfill is not None:
+            # Its worker thread uses the store: let it finish before the store closes.
+            await asyncio.gather(self._backfill, return_exceptions=True)
         await asyncio.to_thread(self.store.close)
 
     async def _reflect(self) -> None:

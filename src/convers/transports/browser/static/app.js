@@ -387,6 +387,8 @@ ui.form.addEventListener('submit', async (event) => {
   ui.input.value = '';
   await ensureAudio();  // a tap on Send is a user gesture: unlock playback for the reply
   send({ type: 'text', text });
+  // Shown at once as pending; the server's echo (once the turn is stored) makes it final.
+  if (app.ws && app.ws.readyState === WebSocket.OPEN) showUserText(text, false);
 });
 
 // ------------------------------------------------------------------ memory panel
