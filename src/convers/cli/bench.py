@@ -168,3 +168,29 @@ def stt_bench(ctx: click.Context, conditions: str, threads: str, beam_size: int,
     print_table(result, click.echo)
     path = write_result(result, out)
     click.echo(f"wrote {path}")
+
+
+@bench.command("kill9")
+@click.option("--tries", default=20, show_default=True, help="Kills (every other one right after a burst of typed turns).")
+@click.option("--seed", default=15, show_default=True)
+@click.option("--serve-set", "serve_settings", multiple=True, metavar="KEY=VALUE", help="A setting for the served process (repeatable).")
+@click.option("--keep", type=click.Path(path_type=Path), help="Keep the server's data directory and log here (default: a temporary one).")
+@click.option("--out", type=click.Path(path_type=Path), help="JSON result file (default bench/results/kill9-<time>.json).")
+def kill9_bench(tries: int, seed: int, serve_settings: tuple[str, ...], keep: Path | None, out: Path | None) -> None:
+    """kill -9 a real `convers serve` at random moments: every acknowledged turn must be in memory.db."""
+    import asyncio
+
+    from convers.bench.crash import CrashConfig, parse_settings, print_summary, run, write_result
+
+    try:
+        config = CrashConfig(tries=tries, seed=seed, settings=parse_settings(serve_settings))
+    except ValueError as error:
+        raise click.UsageError(str(error)) from None
+    try:
+        result = asyncio.run(run(config, progress=lambda text: click.echo(text, err=True), data_dir=keep))
+    except (RuntimeError, OSError) as error:
+        raise click.ClickException(str(error)) from None
+    print_summary(result, click.echo)
+    click.echo(f"wrote {write_result(result, out)}")
+    if not result["goals"]["no_acknowledged_turn_lost"]:
+        raise SystemExit(1)

@@ -38,6 +38,7 @@ const app = {
   agentLines: new Map(),
   userPartial: null,
   slowModel: false,
+  pendingTyped: [],
   stats: { framesIn: 0, framesOut: 0, playedReports: 0 },
 };
 
@@ -99,6 +100,7 @@ function onEvent(event) {
       app.ready = true;
       app.retries = 0;
       app.flushedTurn = 0;  // a new connection is a new session: turn ids start again
+      app.pendingTyped = [];  // sent on a connection that is gone: never echoed now
       app.audioOutRate = event.audio_out.sample_rate;
       setConn('connected', 'connected');
       if (app.playback) {
@@ -181,12 +183,13 @@ function entry(kind) {
 }
 
 function showUserText(text, final, turn, stored) {
-  if (!app.userPartial) app.userPartial = entry('user partial');
-  const line = app.userPartial;
+  const typed = final && app.pendingTyped.length && app.pendingTyped[0].textContent === text;
+  if (!typed && !app.userPartial) app.userPartial = entry('user partial');
+  const line = typed ? app.pendingTyped.shift() : app.userPartial;
   line.textContent = text;
   if (final) {
     line.classList.remove('partial');
-    app.userPartial = null;
+    if (!typed) app.userPartial = null;
     // The echo waits for memory's commit while the reply starts: it may arrive after the reply's
     // first words, but it belongs above them.
     const reply = app.agentLines.get(turn);
@@ -388,7 +391,11 @@ ui.form.addEventListener('submit', async (event) => {
   await ensureAudio();  // a tap on Send is a user gesture: unlock playback for the reply
   send({ type: 'text', text });
   // Shown at once as pending; the server's echo (once the turn is stored) makes it final.
-  if (app.ws && app.ws.readyState === WebSocket.OPEN) showUserText(text, false);
+  if (app.ws && app.ws.readyState === WebSocket.OPEN) {
+    const line = entry('user partial');
+    line.textContent = text;
+    app.pendingTyped.push(line);
+  }
 });
 
 // ------------------------------------------------------------------ memory panel
