@@ -158,3 +158,26 @@ async def test_a_stuck_embedder_does_not_hold_the_commit_and_the_backfill_embeds
 def unembedded(db: Path) -> int:
     with sqlite3.connect(db) as conn:
         return conn.execute("SELECT count(*) FROM turns WHERE embedding IS NULL").fetchone()[0]
+
+
+class CountingStore(SqliteMemoryStore):
+    """Counts the look-ups of earlier user turns (how a write finds the user's name)."""
+
+    lookups = 0
+
+    def list(self, *args, **kwargs):
+        if kwargs.get("role") == "user":
+            self.lookups += 1
+        return super().list(*args, **kwargs)
+
+
+async def test_writes_look_the_users_name_up_once_not_before_every_commit(tmp_path: Path) -> None:
+    store = CountingStore(tmp_path / "memory.db", embedder=WordHashEmbedder())
+    memory = memory_on(store, tmp_path)
+    for text in ("one thing", "another thing", "my name is Ana", "a last thing"):
+        assert await memory.remember("s1", "user", "user", text) is True
+    assert store.lookups == 1
+    await memory.aclose()
+    with SqliteMemoryStore(tmp_path / "memory.db") as reopened:
+        speakers = [t.speaker for t in reopened.list(10, newest_first=False)]
+    assert speakers == ["user", "user", "user", "Ana"]  # a learned name is used from the next turn on

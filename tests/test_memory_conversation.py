@@ -75,6 +75,8 @@ async def test_embedder_down_then_back_fills_vectors_in_the_background(tmp_path:
     flaky.down = False
     memory.remember("s1", "user", "Sam", "It is hard but fun")
     await memory._queue.join()
+    assert memory._backfill is not None
+    await memory._backfill  # beside the write queue, so the writes never wait for the embedder
     assert memory.store.stats().unembedded == 0  # the later write triggered the backfill
     await memory.aclose()
 

@@ -43,6 +43,7 @@ _UNSTORABLE = (UnicodeError, ValueError, TypeError)
 
 
 _SETTINGS_DEFAULTS = MemorySettings()
+_UNKNOWN = object()
 
 
 @dataclass(frozen=True)
@@ -115,6 +116,7 @@ class CompanionMemory:
         # Turns stored without a vector because the embedder was late; the backfill fills them in.
         self._unembedded = 0
         self._backfill: asyncio.Task[None] | None = None
+        self._writer_name: str | None | object = _UNKNOWN
         # Embeddings of the latest texts, shared by recall and the write of the same user turn:
         # both want the vector of what the user just said, and computing it twice at once doubled
         # recall's time on 2 cores (`convers bench latency`).
@@ -223,7 +225,7 @@ class CompanionMemory:
         speaker = item.speaker
         if item.role == "user" and speaker.lower() in ("", "user"):
             # The session does not know the user's name; the word index should (questions name people).
-            speaker = await self.user_name() or speaker
+            speaker = await self._name_for_writes() or speaker
         turn = MemoryTurn(item.id, item.session, item.time, speaker, item.role, item.text)
         if self.embedder is None or self.embedder is not self.store.embedder:
             await asyncio.to_thread(self.store.add, turn)  # the store embeds (or stores NULL) itself
@@ -238,6 +240,13 @@ class CompanionMemory:
             return turn
         await asyncio.to_thread(self.store.add, turn, vector=vector)
         return turn
+
+    async def _name_for_writes(self) -> str | None:
+        """The user's name, looked up once per memory and then kept (learning a name updates it):
+        the lookup reads the profile and 500 turns, on a busy machine slower than the commit itself."""
+        if self._writer_name is _UNKNOWN:
+            self._writer_name = await self.user_name()
+        return self._writer_name  # type: ignore[return-value]
 
     def _vector_of(self, text: str) -> asyncio.Future[np.ndarray]:
         """The unit vector of `text`, computed once in a worker thread for whoever asks first."""
@@ -325,6 +334,7 @@ class CompanionMemory:
                 return
             await asyncio.to_thread(self.profile.update, "name", mention.name)
             self._profile_cache = None
+            self._writer_name = mention.name
             log.info("learned the user's name: %s", mention.name)
         except ProfileError as error:
             log.warning("name %s not saved: %s", mention.name, error)
