@@ -13,7 +13,14 @@ from convers.events import EventLog
 from convers.memory.conversation import CompanionMemory, MemoryOptions
 from convers.memory.profile import ProfileFile
 from convers.memory.store import SqliteMemoryStore
-from tests.doubles import FakeClock, LoudnessVad, RecordingTransport, ScriptedLlm, ToneTts, mic_frame
+from tests.doubles import (
+    FakeClock,
+    LoudnessVad,
+    RecordingTransport,
+    ScriptedLlm,
+    ToneTts,
+    mic_frame,
+)
 from tests.memory_doubles import BlockedEmbedder, WordHashEmbedder
 from tests.test_session_voice import ScriptedStt
 

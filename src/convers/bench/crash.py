@@ -1,9 +1,10 @@
 """`convers bench kill9`: kill -9 a real `convers serve` at random moments; no acknowledged turn may be lost.
 
 Each try starts the server on the same data directory (so every try after the first is a restart
-after a kill), connects like the page, sends typed turns, and kills the process with SIGKILL:
-after a few seconds of conversation, half the tries right after a burst of typed turns (0-300 ms after the last one was sent, where an
-earlier version lost 19 of 30 echoed turns), the others at a random moment of a paced conversation.
+after a kill), connects like the page, lets the greeting start, sends typed turns and kills the
+process with SIGKILL. Half the tries kill right after a burst of typed turns: every other one of
+those 0-300 ms after the last turn was sent (where an earlier version lost 19 of 30 echoed turns),
+the rest 0.3-3 s after. The other tries kill a paced conversation at a random moment.
 Then memory.db is opened as the restarted server would open it, and every turn whose echo said
 `stored: true` (docs/protocol.md, "What an echo promises") must be in it.
 """
@@ -37,7 +38,10 @@ class CrashConfig:
     # The conversation before the burst or the paced turns: the greeting starts, the connection's
     # memory warms up (each connection loads its own embedder).
     settle_s: tuple[float, float] = (1.0, 3.0)
+    # Every other burst is killed within 0.3 s (where echoed turns were lost before), the rest
+    # later, when some of the burst is committed and acknowledged and some is not yet.
     kill_after_burst_s: tuple[float, float] = (0.0, 0.3)
+    kill_late_after_burst_s: tuple[float, float] = (0.3, 3.0)
     paced_gap_s: tuple[float, float] = (0.05, 0.8)
     paced_kill_s: tuple[float, float] = (0.2, 6.0)
     settings: tuple[str, ...] = ()
@@ -84,7 +88,7 @@ async def one_try(serve: ServeProcess, index: int, rng: random.Random, config: C
     if burst:
         for number in range(rng.randint(*config.burst_turns)):
             await say(number)
-        delay = rng.uniform(*config.kill_after_burst_s)
+        delay = rng.uniform(*(config.kill_after_burst_s if index % 4 == 0 else config.kill_late_after_burst_s))
         await asyncio.sleep(delay)
         scenario = {"kind": "burst", "kill_after_last_send_ms": round(delay * 1000, 1)}
     else:

@@ -19,7 +19,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 
 # Model loading and warm-up (Whisper, Piper, MiniLM, Silero) on 2 busy cores.
 READY_TIMEOUT_S = 180.0

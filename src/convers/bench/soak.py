@@ -22,7 +22,17 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from convers.bench.latency import FRAME_S, MIC_RATE, QUESTIONS, Utterance, _frame_index, describe, machine_info, speak, wait_until
+from convers.bench.latency import (
+    FRAME_S,
+    MIC_RATE,
+    QUESTIONS,
+    Utterance,
+    _frame_index,
+    describe,
+    machine_info,
+    speak,
+    wait_until,
+)
 from convers.bench.latency_ws import BrowserLikeClient, _microphone, _receive, _speaker
 from convers.bench.results import write_json_result
 from convers.bench.served import ReferenceLlmProcess, ServeProcess
@@ -128,7 +138,7 @@ async def _one_client(
                     turn, ttfa, error = await _spoken_turn(client, utterances[number % len(utterances)], config)
                 else:
                     turn, ttfa, error = await _typed_turn(socket, client, f"{TYPED[number % len(TYPED)]} ({index}.{number})", config)
-                if turn is not None and error is None and not await wait_until(lambda: _over(client, turn), config.turn_timeout_s):
+                if turn is not None and error is None and not await wait_until(lambda turn=turn: _over(client, turn), config.turn_timeout_s):
                     error = "reply never ended"
                 records.append(TurnRecord(index, kind, at_s, ttfa, error))
                 if error:
