@@ -34,12 +34,12 @@ class GatedStore(SqliteMemoryStore):
         self.waiting = threading.Event()
         self.fail = fail
 
-    def add(self, turn, source_id=None, vector=None):
+    def add_many(self, turns, **kwargs):
         if self.fail:
             raise sqlite3.OperationalError("database or disk is full")
         self.waiting.set()
         self.open.wait(10)
-        return super().add(turn, source_id, vector)
+        return super().add_many(turns, **kwargs)
 
 
 def memory_on(store: SqliteMemoryStore, tmp_path: Path) -> CompanionMemory:
@@ -188,3 +188,24 @@ async def test_writes_look_the_users_name_up_once_not_before_every_commit(tmp_pa
     with SqliteMemoryStore(tmp_path / "memory.db") as reopened:
         speakers = [t.speaker for t in reopened.list(10, newest_first=False)]
     assert speakers == ["user", "user", "user", "Ana"]  # a learned name is used from the next turn on
+
+
+def test_a_vector_attached_after_the_commit_is_searched_like_any_other(tmp_path: Path) -> None:
+    from datetime import datetime, timezone
+
+    from convers.contracts.memory import MemoryTurn
+
+    embedder = WordHashEmbedder()
+    with SqliteMemoryStore(tmp_path / "memory.db", embedder=embedder) as store:
+        store.add(MemoryTurn("a", "s", datetime.now(timezone.utc), "Sam", "user", "I play the violin"))
+        assert store.search("violin", 1, vector=embedder.embed_sync(["violin"])[0], mode="vector")  # index loaded
+        late = MemoryTurn("b", "s", datetime.now(timezone.utc), "Sam", "user", "my bicycle is yellow")
+        store.add_many([late], embed=False)
+        assert unembedded(tmp_path / "memory.db") == 1
+        vector = embedder.embed_sync([late.text])[0]
+        assert store.attach_vector("b", vector) is True
+        assert store.attach_vector("b", vector) is False  # it has one now
+        assert store.attach_vector("nope", vector) is False
+        assert unembedded(tmp_path / "memory.db") == 0
+        hits = store.search("bicycle", 1, vector=embedder.embed_sync(["yellow bicycle"])[0], mode="vector", floor=0.0)
+        assert [h.id for h in hits] == ["b"]

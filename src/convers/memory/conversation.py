@@ -56,8 +56,7 @@ class MemoryOptions:
     digest_min_words: int = _SETTINGS_DEFAULTS.digest_min_words
     # Characters of this session already in the rolling buffer: recall skips those turns.
     rolling_chars: int = _SETTINGS_DEFAULTS.rolling_chars
-    # Longest wait for the query's vector; after it recall uses words only, and a write stores its
-    # turn without a vector for the backfill (the echo waits for that commit). MiniLM needs ~10 ms
+    # Longest wait for the query's vector; after it recall uses words only. MiniLM needs ~10 ms
     # for a sentence once loaded, so this only bites when the embedder is cold, busy or remote.
     embed_deadline_s: float = 0.15
     # How long after a failed embedding to try the backfill again.
@@ -113,9 +112,10 @@ class CompanionMemory:
         # Turns whose write failed, oldest first; retried before every later write.
         self._unsaved: deque[_Write] = deque()
         self._last_write_error = ""
-        # Turns stored without a vector because the embedder was late; the backfill fills them in.
+        # Turns stored without a vector because the embedder failed them; the backfill fills them in.
         self._unembedded = 0
         self._backfill: asyncio.Task[None] | None = None
+        self._attaching: set[asyncio.Task[None]] = set()
         self._writer_name: str | None | object = _UNKNOWN
         # Embeddings of the latest texts, shared by recall and the write of the same user turn:
         # both want the vector of what the user just said, and computing it twice at once doubled
@@ -230,16 +230,25 @@ class CompanionMemory:
         if self.embedder is None or self.embedder is not self.store.embedder:
             await asyncio.to_thread(self.store.add, turn)  # the store embeds (or stores NULL) itself
             return turn
-        try:
-            # Bounded like recall's wait: the commit (and the client's echo, which waits for it) must
-            # not wait seconds for a cold or busy embedder (each connection loads its own model).
-            vector = await asyncio.wait_for(asyncio.shield(self._vector_of(item.text)), self.options.embed_deadline_s)
-        except Exception:  # noqa: BLE001 - late or failed: stored without a vector, the backfill embeds it
-            self._unembedded += 1
-            await asyncio.to_thread(self.store.add_many, [turn], embed=False)
+        vector = self._vector_of(item.text)
+        if vector.done() and vector.exception() is None:
+            await asyncio.to_thread(self.store.add, turn, vector=vector.result())
             return turn
-        await asyncio.to_thread(self.store.add, turn, vector=vector)
+        # Committed now, its vector attached when the embedder delivers it: the commit (which the
+        # client's echo waits for) must not wait on a cold or busy embedder (each connection loads
+        # its own model; under load an embedding took longer than the whole turn's commit).
+        await asyncio.to_thread(self.store.add_many, [turn], embed=False)
+        task = asyncio.create_task(self._attach_vector(turn.id, vector), name="memory-vector")
+        self._attaching.add(task)
+        task.add_done_callback(self._attaching.discard)
         return turn
+
+    async def _attach_vector(self, turn_id: str, vector: asyncio.Future[np.ndarray]) -> None:
+        try:
+            await asyncio.to_thread(self.store.attach_vector, turn_id, await vector)
+        except Exception as error:  # noqa: BLE001 - the turn is stored; the backfill embeds it later
+            log.info("turn stored without a vector for now (%s); the backfill fills it in", error)
+            self._unembedded += 1
 
     async def _name_for_writes(self) -> str | None:
         """The user's name, looked up once per memory and then kept (learning a name updates it):
@@ -446,9 +455,12 @@ class CompanionMemory:
             except (TimeoutError, asyncio.TimeoutError):
                 log.warning("gave up on unfinished digests at shutdown; the raw turns are stored")
             await self._reflect()
-        if self._backfill is not None:
-            # Its worker thread uses the store: let it finish before the store closes.
-            await asyncio.gather(self._backfill, return_exceptions=True)
+        # Their worker threads use the store: let them finish before the store closes.
+        pending = [*self._attaching, *([self._backfill] if self._backfill is not None else [])]
+        try:
+            await asyncio.wait_for(asyncio.gather(*pending, return_exceptions=True), self.options.close_timeout_s)
+        except (TimeoutError, asyncio.TimeoutError):
+            log.warning("closing memory without the vectors still being computed; the backfill fills them in")
         await asyncio.to_thread(self.store.close)
 
     async def _reflect(self) -> None:

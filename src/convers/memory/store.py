@@ -434,6 +434,25 @@ class SqliteMemoryStore:
                 self._index_add(filled, np.stack([by_rowid[r] for r in filled]))
         return len(filled)
 
+    def attach_vector(self, turn_id: str, vector: np.ndarray) -> bool:
+        """Sets the vector of a turn stored without one; False when it has one already or is gone.
+
+        A conversation commits a turn first and attaches its vector when the embedder delivers it,
+        so the commit (which the client's echo waits for) never waits on the embedder.
+        """
+        unit = unit_rows(vector[None, :])[0]
+        with self._write("storing a turn's vector"):
+            row = self._conn.execute("SELECT rowid FROM turns WHERE id = ? AND embedding IS NULL", (turn_id,)).fetchone()
+            if row is not None:
+                self._conn.execute("UPDATE turns SET embedding = ? WHERE rowid = ?", (unit.tobytes(), row[0]))
+                self._bump_generation()
+        if row is None:
+            return False
+        if self._index_rowid >= 0:
+            with self._lock:
+                self._index_add([int(row[0])], unit[None, :])
+        return True
+
     def forget(self, turn_id: str) -> bool:
         """Deletes a turn and any digest made from it. False when no such id."""
         with self._write("forgetting a turn"):
