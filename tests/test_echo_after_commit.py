@@ -209,3 +209,20 @@ def test_a_vector_attached_after_the_commit_is_searched_like_any_other(tmp_path:
         assert unembedded(tmp_path / "memory.db") == 0
         hits = store.search("bicycle", 1, vector=embedder.embed_sync(["yellow bicycle"])[0], mode="vector", floor=0.0)
         assert [h.id for h in hits] == ["b"]
+
+
+async def test_a_commit_does_not_queue_behind_a_busy_worker_pool(tmp_path: Path) -> None:
+    memory = memory_on(SqliteMemoryStore(tmp_path / "memory.db", embedder=WordHashEmbedder()), tmp_path)
+    release = threading.Event()
+    loop = asyncio.get_running_loop()
+    # Every shared worker busy, as a burst of typed turns kept it with one embedding per turn's recall.
+    blockers = [loop.run_in_executor(None, release.wait, 10) for _ in range(64)]
+    try:
+        async with asyncio.timeout(5):
+            assert await memory.remember("s1", "user", "Sam", "the meeting moved to Friday") is True
+        assert rows(tmp_path / "memory.db") == ["the meeting moved to Friday"]
+    finally:
+        release.set()
+        await asyncio.gather(*blockers)
+    await memory.aclose()
+    assert unembedded(tmp_path / "memory.db") == 0  # the vector followed once the pool was free
