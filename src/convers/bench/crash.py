@@ -100,6 +100,9 @@ async def one_try(serve: ServeProcess, index: int, rng: random.Random, config: C
             number += 1
             await asyncio.sleep(min(rng.uniform(*config.paced_gap_s), max(0.0, kill_at - time.monotonic())))
         scenario = {"kind": "paced", "kill_after_first_send_s": round(kill_after_s, 2)}
+    # What another process sees just before the kill: a turn seen here and missing after the kill
+    # was lost by the kill itself, not by a late commit.
+    visible_before_kill = _stored_user_turns(serve.data_dir / "memory.db", prefix)
     killed_at = time.monotonic()
     serve.kill9()
     await asyncio.gather(receiver, return_exceptions=True)
@@ -117,6 +120,8 @@ async def one_try(serve: ServeProcess, index: int, rng: random.Random, config: C
         "acknowledged": len(acknowledged),
         "echoed_not_stored": sum(1 for stored, _ in client.echoes.values() if not stored),
         "stored": len(present),
+        "visible_before_kill": len(visible_before_kill),
+        "lost_in_kill": sorted(visible_before_kill - present),
         "stored_unacknowledged": len(present - set(acknowledged)),
         "lost": lost,
         "echo_ms": describe(echo_ms),
