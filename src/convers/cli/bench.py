@@ -177,7 +177,7 @@ def stt_bench(ctx: click.Context, conditions: str, threads: str, beam_size: int,
 @click.option("--keep", type=click.Path(path_type=Path), help="Keep the server's data directory and log here (default: a temporary one).")
 @click.option("--out", type=click.Path(path_type=Path), help="JSON result file (default bench/results/kill9-<time>.json).")
 def kill9_bench(tries: int, seed: int, serve_settings: tuple[str, ...], keep: Path | None, out: Path | None) -> None:
-    """kill -9 a real `convers serve` at random moments: every acknowledged turn must be in memory.db."""
+    """Kill -9 a real `convers serve` at random moments: every acknowledged turn must be in memory.db."""
     import asyncio
 
     from convers.bench.crash import CrashConfig, parse_settings, print_summary, run, write_result
