@@ -18,6 +18,7 @@ from convers.contracts.events import (
     ReplyMessage,
     ResumeMessage,
     StateMessage,
+    StatusMessage,
     TranscriptMessage,
 )
 
@@ -28,6 +29,8 @@ WIRE = [
     (StateMessage("thinking"), {"type": "state", "state": "thinking"}),
     (TranscriptMessage("hi there"), {"type": "transcript", "text": "hi there", "final": True}),
     (TranscriptMessage("hi", final=False), {"type": "transcript", "text": "hi", "final": False}),
+    (TranscriptMessage("hi", turn=3, stored=True), {"type": "transcript", "text": "hi", "final": True, "turn": 3, "stored": True}),
+    (StatusMessage("llm_slow", 3, 3000, "waiting"), {"type": "status", "code": "llm_slow", "turn": 3, "waited_ms": 3000, "message": "waiting"}),
     (ReplyMessage(3, "Hello"), {"type": "reply", "turn": 3, "delta": "Hello"}),
     (RecordingMessage(), {"type": "recording", "on": True}),
     (FlushMessage(2), {"type": "flush", "turn": 2}),

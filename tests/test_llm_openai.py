@@ -299,3 +299,26 @@ async def test_a_detected_server_that_goes_away_is_looked_for_again():
         llm.candidates = (("llama-server", refused_url()), ("Ollama", second.base_url))
         assert await collect(llm) == ["two"]
         assert (await llm.endpoint()).model == "second"
+
+
+async def test_a_server_that_stalls_after_its_first_tokens_fails_within_the_stall_limit():
+    # The read timeout is long (a slow first token is allowed); between tokens the stall limit applies.
+    async with serve_llm(Reply(["a", "b"], ending="stall")) as server:
+        llm = OpenAICompatibleLlm(base_url=server.base_url, model="m", read_timeout_s=60, stall_timeout_s=0.3)
+        got, error = await collect_until_error(llm)
+        [request] = server.chat_requests()
+        await server.wait_finished(request, GUARD_S)
+    assert got == ["a", "b"]
+    assert "nothing for 0.3 s after the last one" in str(error) and "llm.stall_timeout_s" in str(error)
+    assert request.client_disconnected
+
+
+async def test_the_stall_limit_does_not_apply_to_the_first_token():
+    async with serve_llm(Reply(["late", " but fine"], first_token_delay_s=0.4)) as server:
+        llm = OpenAICompatibleLlm(base_url=server.base_url, model="m", read_timeout_s=5, stall_timeout_s=0.1)
+        assert await collect(llm) == ["late", " but fine"]
+
+
+def test_the_stall_limit_comes_from_settings():
+    settings = Settings.model_validate({"llm": {"stall_timeout_s": 4}})
+    assert OpenAICompatibleLlm.from_settings(settings).stall_timeout_s == 4

@@ -75,6 +75,8 @@ async def test_embedder_down_then_back_fills_vectors_in_the_background(tmp_path:
     flaky.down = False
     memory.remember("s1", "user", "Sam", "It is hard but fun")
     await memory._queue.join()
+    assert memory._backfill is not None
+    await memory._backfill  # beside the write queue, so the writes never wait for the embedder
     assert memory.store.stats().unembedded == 0  # the later write triggered the backfill
     await memory.aclose()
 
@@ -201,11 +203,11 @@ class DiskFullOnce(SqliteMemoryStore):
         super().__init__(*args, **kwargs)
         self.failures = failures
 
-    def add(self, turn, source_id=None, vector=None):
+    def add_many(self, turns, **kwargs):  # every write goes through here (add, and turns stored before their vector)
         if self.failures > 0:
             self.failures -= 1
             raise sqlite3.OperationalError("database or disk is full")
-        return super().add(turn, source_id, vector)
+        return super().add_many(turns, **kwargs)
 
 
 async def test_turns_survive_a_full_disk_and_are_stored_in_order_once_it_clears(tmp_path: Path) -> None:
@@ -277,11 +279,11 @@ class RefusesOneText(SqliteMemoryStore):
     bad = "never storable"
     attempts = 0
 
-    def add(self, turn, source_id=None, vector=None):
-        if turn.text == self.bad:
+    def add_many(self, turns, **kwargs):
+        if any(turn.text == self.bad for turn in turns):
             self.attempts += 1
-            raise UnicodeEncodeError("utf-8", turn.text, 0, 1, "surrogates not allowed")
-        return super().add(turn, source_id, vector)
+            raise UnicodeEncodeError("utf-8", self.bad, 0, 1, "surrogates not allowed")
+        return super().add_many(turns, **kwargs)
 
 
 async def test_a_turn_that_can_never_be_stored_is_dropped_not_retried_before_every_later_one(

@@ -70,3 +70,46 @@ def test_two_processes_writing_at_once_lose_nothing(tmp_path: Path) -> None:
     with SqliteMemoryStore(path) as store:
         ids = {t.id for t in store.list(1000)}
     assert ids == {f"{p}-{i}" for p in "ab" for i in range(150)}
+
+
+HOLDER = textwrap.dedent(
+    """
+    import os, signal, sys
+    from datetime import datetime, timezone
+    from convers.contracts.memory import MemoryTurn
+    from convers.memory.store import SqliteMemoryStore
+
+    def turn(text):
+        return MemoryTurn(text, "s", datetime.now(timezone.utc), "Sam", "user", text)
+
+    path = sys.argv[1]
+    server = SqliteMemoryStore(path)          # the server's panel store, open all along
+    server.add(turn("before"))
+    session = SqliteMemoryStore(path)         # a new connection's store opens the same file
+    print("open", flush=True)
+    sys.stdin.readline()                      # meanwhile another process reads the database and closes
+    server.add(turn("after"))
+    print("committed", flush=True)
+    os.kill(os.getpid(), signal.SIGKILL)
+    """
+)
+
+
+def test_a_commit_after_another_process_read_the_database_survives_kill_9(tmp_path: Path) -> None:
+    import sqlite3
+
+    path = tmp_path / "memory.db"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(path)], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    assert holder.stdout is not None and holder.stdin is not None
+    assert holder.stdout.readline().strip() == "open", holder.stderr.read() if holder.stderr else ""
+    with sqlite3.connect(path) as reader:  # `convers memory list`, a backup, the sqlite3 shell
+        assert reader.execute("SELECT count(*) FROM turns").fetchone()[0] == 1
+    reader.close()
+    holder.stdin.write("go\n")
+    holder.stdin.flush()
+    assert holder.stdout.readline().strip() == "committed"
+    holder.wait()
+    with SqliteMemoryStore(path) as store:
+        assert {t.id for t in store.list(10)} == {"before", "after"}

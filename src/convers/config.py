@@ -54,8 +54,10 @@ class LlmSettings(Section):
     temperature: float = Field(default=0.7, ge=0.0, le=2.0)
     max_tokens: int = Field(default=400, ge=1, le=32768)
     connect_timeout_s: float = Field(default=3.0, gt=0)
-    # Longest wait for the first or the next token before giving up.
+    # Longest wait for the first token (or any one read) before giving up.
     read_timeout_s: float = Field(default=60.0, gt=0)
+    # Longest silence between two tokens once the reply has started: past it the server is stuck.
+    stall_timeout_s: float = Field(default=10.0, gt=0)
     # llama-cpp: GGUF file; unset uses the one `convers models pull llm` downloaded.
     model_path: Path | None = None
     context_tokens: int = Field(default=4096, ge=256)

@@ -47,8 +47,19 @@ def tighten(path: Path) -> None:
 
 
 def create_private(path: Path) -> None:
-    """Makes sure `path` exists as a 0600 file (an empty file when new) without changing its content."""
-    os.close(os.open(path, os.O_WRONLY | os.O_CREAT, FILE_MODE))
+    """Makes sure `path` exists as a 0600 file (an empty file when new) without changing its content.
+
+    An existing file is never opened: closing any descriptor of a file drops every POSIX lock this
+    process holds on it, and SQLite's locks on memory.db are POSIX locks. Opening and closing it
+    beside a live connection (each new session's store did) let another process that read the
+    database and closed take itself for the last user and delete the WAL: the server's later
+    commits went into the unlinked file and a kill -9 lost them.
+    """
+    if not path.exists():
+        try:
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE))
+        except FileExistsError:
+            pass  # made at this moment by another opener: it is not ours to touch either
     tighten(path)
 
 

@@ -59,6 +59,8 @@ class BrowserLikeClient:
     flushed_through: int = 0
     paused: set[int] = field(default_factory=set)
     queue: deque[_Received] = field(default_factory=deque)
+    errors: list[tuple[float, dict[str, Any]]] = field(default_factory=list)
+    echoes: list[tuple[float, dict[str, Any]]] = field(default_factory=list)  # final transcripts, whole
 
     @property
     def mic_time_s(self) -> float:
@@ -122,6 +124,9 @@ async def _receive(socket: Any, client: BrowserLikeClient) -> None:
             client.out_rate = int(data["audio_out"]["sample_rate"])
         elif kind == "transcript" and data.get("final"):
             client.transcripts.append((now, str(data.get("text", ""))))
+            client.echoes.append((now, data))
+        elif kind == "error":
+            client.errors.append((now, data))
         elif kind == "metrics":
             client.metrics[int(data["turn"])] = data
         elif kind in ("flush", "pause", "resume"):

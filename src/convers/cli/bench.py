@@ -263,3 +263,55 @@ def speech_cost_bench(replies_file: Path | None, rounds: int, out: Path | None) 
         raise click.UsageError(str(error)) from None
     print_table(result, click.echo)
     click.echo(f"wrote {write_result(result, out)}")
+
+
+@bench.command("kill9")
+@click.option("--tries", default=20, show_default=True, help="Kills (every other one right after a burst of typed turns).")
+@click.option("--seed", default=15, show_default=True)
+@click.option("--serve-set", "serve_settings", multiple=True, metavar="KEY=VALUE", help="A setting for the served process (repeatable).")
+@click.option("--keep", type=click.Path(path_type=Path), help="Keep the server's data directory and log here (default: a temporary one).")
+@click.option("--out", type=click.Path(path_type=Path), help="JSON result file (default bench/results/kill9-<time>.json).")
+def kill9_bench(tries: int, seed: int, serve_settings: tuple[str, ...], keep: Path | None, out: Path | None) -> None:
+    """Kill -9 a real `convers serve` at random moments: every acknowledged turn must be in memory.db."""
+    import asyncio
+
+    from convers.bench.crash import CrashConfig, parse_settings, print_summary, run, write_result
+
+    try:
+        config = CrashConfig(tries=tries, seed=seed, settings=parse_settings(serve_settings))
+    except ValueError as error:
+        raise click.UsageError(str(error)) from None
+    try:
+        result = asyncio.run(run(config, progress=lambda text: click.echo(text, err=True), data_dir=keep))
+    except (RuntimeError, OSError) as error:
+        raise click.ClickException(str(error)) from None
+    print_summary(result, click.echo)
+    click.echo(f"wrote {write_result(result, out)}")
+    if not result["goals"]["no_acknowledged_turn_lost"]:
+        raise SystemExit(1)
+
+
+@bench.command("soak")
+@click.option("--clients", default=2, show_default=True, help="Browser-like clients talking at once.")
+@click.option("--minutes", default=30.0, show_default=True, help="How long every client keeps talking.")
+@click.option("--serve-set", "serve_settings", multiple=True, metavar="KEY=VALUE", help="A setting for the served process (repeatable).")
+@click.option("--out", type=click.Path(path_type=Path), help="JSON result file (default bench/results/soak-<time>.json).")
+def soak_bench(clients: int, minutes: float, serve_settings: tuple[str, ...], out: Path | None) -> None:
+    """N clients x M minutes of spoken and typed turns against a real `convers serve`: errors, RSS, first-audio drift."""
+    import asyncio
+
+    from convers.bench.crash import parse_settings
+    from convers.bench.soak import SoakConfig, print_summary, run, write_result
+
+    if clients < 1 or minutes <= 0:
+        raise click.UsageError(f"--clients must be 1 or more and --minutes above 0, got {clients} and {minutes}")
+    try:
+        config = SoakConfig(clients=clients, minutes=minutes, settings=parse_settings(serve_settings))
+    except ValueError as error:
+        raise click.UsageError(str(error)) from None
+    try:
+        result = asyncio.run(run(config, progress=lambda text: click.echo(text, err=True)))
+    except (RuntimeError, OSError) as error:
+        raise click.ClickException(str(error)) from None
+    print_summary(result, click.echo)
+    click.echo(f"wrote {write_result(result, out)}")

@@ -45,9 +45,18 @@ class TranscriptMessage:
 
     text: str
     final: bool = True
+    # On the echo of a user turn (final): the agent turn that answers it, and whether memory has
+    # committed it (engine/echo.py; what that promises is in docs/protocol.md).
+    turn: int | None = None
+    stored: bool | None = None
 
     def to_wire(self) -> dict[str, Any]:
-        return {"type": "transcript", "text": self.text, "final": self.final}
+        wire: dict[str, Any] = {"type": "transcript", "text": self.text, "final": self.final}
+        if self.turn is not None:
+            wire["turn"] = self.turn
+        if self.stored is not None:
+            wire["stored"] = self.stored
+        return wire
 
 
 @dataclass(frozen=True)
@@ -113,6 +122,19 @@ class MetricsMessage:
 
 
 @dataclass(frozen=True)
+class StatusMessage:
+    """Something to show while the user waits: `llm_slow`, the model has sent nothing for `waited_ms`."""
+
+    code: str
+    turn: int
+    waited_ms: int
+    message: str
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"type": "status", "code": self.code, "turn": self.turn, "waited_ms": self.waited_ms, "message": self.message}
+
+
+@dataclass(frozen=True)
 class ErrorMessage:
     """Something failed; `code` is one of docs/protocol.md's error codes."""
 
@@ -133,6 +155,7 @@ OutboundMessage = (
     | PauseMessage
     | ResumeMessage
     | MetricsMessage
+    | StatusMessage
     | ErrorMessage
 )
 

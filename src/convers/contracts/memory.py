@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal, Protocol, runtime_checkable
@@ -66,8 +67,15 @@ class ConversationMemory(Protocol):
         """Past turns related to `query`, already filtered by the floor and cut to top-k."""
         ...
 
-    def remember(self, session: str, role: Literal["user", "assistant"], speaker: str, text: str) -> None:
-        """Queue a finished turn for storage after the turn; returns at once."""
+    def remember(
+        self, session: str, role: Literal["user", "assistant"], speaker: str, text: str
+    ) -> Awaitable[bool] | None:
+        """Queue a finished turn for storage after the turn; returns at once.
+
+        What it returns, where the memory can say: an awaitable that becomes True once the turn is
+        committed durably (it survives kill -9), False once this write failed or was refused. The
+        session acknowledges a user turn to the client only then (docs/protocol.md, `transcript`).
+        """
         ...
 
     async def greeting(self, agent_name: str) -> str:

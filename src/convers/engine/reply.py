@@ -25,6 +25,8 @@ from convers.contracts.transport import Transport
 from convers.contracts.tts import TextToSpeech
 from convers.engine.sentences import SentenceSplitter
 from convers.engine.tool_calls import FAILURE, FILLER, Toolbox, ToolOutcome
+from convers.engine.slow_model import SlowModelWatch
+from convers.engine.timing import LLM_SLOW_NOTICE_S
 from convers.events import EventLog, TurnMetrics
 
 # Outbound audio is sent in frames of at most this length: short enough that a flush on the
@@ -93,6 +95,7 @@ class ReplyStreamer:
         max_tokens: int | None = None,
         temperature: float | None = None,
         tools: Toolbox | None = None,
+        slow_notice_s: float = LLM_SLOW_NOTICE_S,
     ) -> None:
         self.llm = llm
         self.tts = tts
@@ -102,6 +105,7 @@ class ReplyStreamer:
         self.temperature = temperature
         # The tools the model's calls are run with; calls are ignored (and logged) without them.
         self.tools = tools
+        self.slow_notice_s = slow_notice_s
 
     async def run(self, messages: Sequence[ChatMessage], progress: ReplyProgress, metrics: TurnMetrics) -> None:
         chunks: asyncio.Queue[object] = asyncio.Queue()
@@ -133,9 +137,10 @@ class ReplyStreamer:
         splitter = SentenceSplitter()
         conversation = list(messages)
         rounds = 0
+        slow = SlowModelWatch(self.transport.send_event, progress.turn, self.slow_notice_s)
         try:
             while True:
-                text, calls = await self._stream_round(conversation, progress, metrics, splitter, chunks)
+                text, calls = await self._stream_round(conversation, progress, metrics, splitter, chunks, slow)
                 if not calls:
                     break
                 if self.tools is None or rounds >= self.tools.timing.max_rounds:
@@ -148,6 +153,7 @@ class ReplyStreamer:
                 # The words before the call are spoken now, not held back until the tool answers.
                 for chunk in splitter.flush():
                     self._chunk_ready(chunk, progress, metrics, chunks)
+                slow.stop()  # a tool's wait is announced by the tool filler, not as a slow model
                 outcomes = await self._run_tools(calls, progress, metrics, chunks)
                 conversation.append(ChatMessage("assistant", text, tool_calls=tuple(calls)))
                 conversation.extend(outcome.message() for outcome in outcomes)
@@ -157,6 +163,7 @@ class ReplyStreamer:
                 self._chunk_ready(chunk, progress, metrics, chunks)
             progress.generation_done = True
         finally:
+            slow.stop()
             chunks.put_nowait(_END)
 
     async def _stream_round(
@@ -166,6 +173,7 @@ class ReplyStreamer:
         metrics: TurnMetrics,
         splitter: SentenceSplitter,
         chunks: asyncio.Queue[object],
+        slow: SlowModelWatch,
     ) -> tuple[str, list[ToolCall]]:
         """One request to the model: its text is streamed out, its tool calls are returned."""
         text = ""
@@ -173,8 +181,10 @@ class ReplyStreamer:
         # aclosing: a cancel while we await the transport must still close the HTTP stream now,
         # not whenever the generator is garbage-collected.
         stream = self.llm.stream(messages, max_tokens=self.max_tokens, temperature=self.temperature)
+        slow.restart()  # the wait for this request's first token starts now
         async with aclosing(stream):
             async for delta in stream:
+                slow.restart()
                 if isinstance(delta, ToolCall):
                     calls.append(delta)
                     continue

@@ -20,6 +20,7 @@ from convers.contracts.llm import ChatMessage, LlmError
 from convers.contracts.memory import MemoryHit
 from convers.contracts.transport import InboundAudio, InboundPlayed, InboundText, Transport
 from convers.engine.agent_turn import AgentTurn
+from convers.engine.echo import echo_user_turn
 from convers.engine.greeting import greet
 from convers.engine.hearing import Hearing
 from convers.engine.interruption import BargeInArbiter
@@ -156,12 +157,14 @@ class Session:
         metrics.turn = turn
         metrics.mark("turn_start", self.events.now())
         self.events.emit("user_turn", turn=turn, text=text)
-        await self.transport.send_event(TranscriptMessage(text, final=True).to_wire())
         self.history.append(ChatMessage("user", text))
         if self.parts.recorder is not None:
             self.parts.recorder.user_turn(turn, text, audio)
+        stored = None
         if self.parts.memory is not None:
-            self.parts.memory.remember(self.session_id, "user", self.options.speaker_name, text)
+            stored = self.parts.memory.remember(self.session_id, "user", self.options.speaker_name, text)
+        # The echo waits for the commit (what it promises, docs/protocol.md); the reply starts now.
+        self._spawn(echo_user_turn(self.transport, turn, text, stored, self.options.echo_commit_wait_s))
         progress = ReplyProgress(turn=turn)
         agent_turn = AgentTurn(turn=turn, progress=progress, metrics=metrics, task=None)
         agent_turn.task = asyncio.create_task(self._reply(agent_turn, text, speculative))

@@ -11,7 +11,7 @@ from convers.contracts.stt import SpeechToText
 from convers.contracts.tts import TextToSpeech
 from convers.contracts.turn import TurnEndModel
 from convers.contracts.vad import Vad
-from convers.engine.timing import BargeInPolicy, SpeculationPolicy, TurnTiming
+from convers.engine.timing import ECHO_COMMIT_WAIT_S, BargeInPolicy, SpeculationPolicy, TurnTiming
 from convers.engine.tool_calls import Toolbox
 
 if TYPE_CHECKING:
@@ -57,3 +57,5 @@ class SessionOptions:
     # Decode while the user speaks when the STT can stream (pocketsphinx can): the end of a turn
     # then waits only for the decoder's final step (and speculation finishes the stream at a pause).
     live_transcription: bool = True
+    # Longest wait for memory's commit before the user's turn is echoed as not stored.
+    echo_commit_wait_s: float = ECHO_COMMIT_WAIT_S

@@ -116,3 +116,14 @@ class ToolTiming:
     filler_after_s: float = 0.7
     # Rounds of calls per reply: a model that keeps calling tools is stopped after this many.
     max_rounds: int = 3
+
+
+# The user's turn is echoed to the client (`transcript`, final) once memory has committed it, which
+# takes 13-20 ms on 2 cores; a store slower than this (a locked or busy database) gets the echo
+# anyway, marked `stored: false`, so the page never waits on the disk. The reply never waits at all.
+ECHO_COMMIT_WAIT_S = 2.0
+
+# Past this wait for the language model's next token (the first one too), the client is told the
+# model is slow (a `status` event, again at every further multiple) instead of a silent "thinking".
+# A local model's first token takes 0.2-1.5 s on 2 cores with our prompts (`convers bench latency`).
+LLM_SLOW_NOTICE_S = 3.0

@@ -8,14 +8,17 @@ after the turn; digests, name learning, embedding backfill and reflection all ha
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import re
 import time
 import uuid
 from collections import OrderedDict, deque
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import numpy as np
 
@@ -43,6 +46,8 @@ _UNSTORABLE = (UnicodeError, ValueError, TypeError)
 
 
 _SETTINGS_DEFAULTS = MemorySettings()
+_UNKNOWN = object()
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -79,6 +84,8 @@ class _Write:
     text: str
     time: datetime
     id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    # True once the row is committed, False once a write of it failed: what the echo waits for.
+    stored: asyncio.Future[bool] | None = field(default=None, compare=False, repr=False)
 
 
 class CompanionMemory:
@@ -113,6 +120,12 @@ class CompanionMemory:
         # Turns whose write failed, oldest first; retried before every later write.
         self._unsaved: deque[_Write] = deque()
         self._last_write_error = ""
+        # Turns stored without a vector because the embedder failed them; the backfill fills them in.
+        self._unembedded = 0
+        self._backfill: asyncio.Task[None] | None = None
+        self._attaching: set[asyncio.Task[None]] = set()
+        self._write_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="memory-writes")
+        self._writer_name: str | None | object = _UNKNOWN
         # Embeddings of the latest texts, shared by recall and the write of the same user turn:
         # both want the vector of what the user just said, and computing it twice at once doubled
         # recall's time on 2 cores (`convers bench latency`).
@@ -234,13 +247,18 @@ class CompanionMemory:
                 # Kept at the head, it would block every later turn of the session forever.
                 log.error("a turn can never be stored and was dropped (%s): %.64r", error, head.text)
                 self._unsaved.popleft()
+                _resolve(head.stored, False)
                 continue
             except Exception as error:  # noqa: BLE001 - memory must never take the conversation down
                 if str(error) != self._last_write_error:
                     log.error("could not store a turn (kept, will retry with the next one): %s", error)
                 self._last_write_error = str(error)
+                # Not committed now: their echoes say so at once instead of waiting for a retry.
+                for waiting in self._unsaved:
+                    _resolve(waiting.stored, False)
                 return
             self._unsaved.popleft()
+            _resolve(head.stored, True)
             try:
                 await self._after_write(head, turn)
             except Exception as error:  # noqa: BLE001 - the turn is stored; extras are optional
@@ -251,16 +269,43 @@ class CompanionMemory:
         speaker = item.speaker
         if item.role == "user" and speaker.lower() in ("", "user"):
             # The session does not know the user's name; the word index should (questions name people).
-            speaker = await self.user_name() or speaker
+            speaker = await self._name_for_writes() or speaker
         turn = MemoryTurn(item.id, item.session, item.time, speaker, item.role, item.text)
-        vector = None
-        if self.embedder is not None and self.embedder is self.store.embedder:
-            try:
-                vector = await self._vector_of(item.text)
-            except Exception:  # noqa: BLE001 - the store embeds (or stores NULL) itself
-                vector = None
-        await asyncio.to_thread(self.store.add, turn, vector=vector)
+        if self.embedder is None or self.embedder is not self.store.embedder:
+            await self._in_write_thread(self.store.add, turn)  # the store embeds (or stores NULL) itself
+            return turn
+        vector = self._vector_of(item.text)
+        if vector.done() and vector.exception() is None:
+            await self._in_write_thread(functools.partial(self.store.add, turn, vector=vector.result()))
+            return turn
+        # Committed now, its vector attached when the embedder delivers it: the commit (which the
+        # client's echo waits for) must not wait on a cold or busy embedder (each connection loads
+        # its own model; under load an embedding took longer than the whole turn's commit).
+        await self._in_write_thread(functools.partial(self.store.add_many, [turn], embed=False))
+        task = asyncio.create_task(self._attach_vector(turn.id, vector), name="memory-vector")
+        self._attaching.add(task)
+        task.add_done_callback(self._attaching.discard)
         return turn
+
+    async def _attach_vector(self, turn_id: str, vector: asyncio.Future[np.ndarray]) -> None:
+        try:
+            await self._in_write_thread(self.store.attach_vector, turn_id, await vector)
+        except Exception as error:  # noqa: BLE001 - the turn is stored; the backfill embeds it later
+            log.info("turn stored without a vector for now (%s); the backfill fills it in", error)
+            self._unembedded += 1
+
+    async def _in_write_thread(self, fn: Callable[..., T], *args: Any) -> T:
+        """Runs a blocking store call on the writes' own thread. In the shared pool, a burst of turns
+        queued its embeddings (one per turn's recall) ahead of every commit: 24 typed turns, 3 s, and
+        not one committed."""
+        return await asyncio.get_running_loop().run_in_executor(self._write_thread, fn, *args)
+
+    async def _name_for_writes(self) -> str | None:
+        """The user's name, looked up once per memory and then kept (learning a name updates it):
+        the lookup reads the profile and 500 turns, on a busy machine slower than the commit itself."""
+        if self._writer_name is _UNKNOWN:
+            self._writer_name = await self._in_write_thread(self._user_name_now)
+        return self._writer_name  # type: ignore[return-value]
 
     def _vector_of(self, text: str) -> asyncio.Future[np.ndarray]:
         """The unit vector of `text`, computed once in a worker thread for whoever asks first."""
@@ -287,15 +332,21 @@ class CompanionMemory:
         else:
             # If the agent asked for their name, the next user turn may answer with just the name.
             self._asked_for_name = "name" in item.text.lower() and "?" in item.text
-        if self.store.embed_failures:
-            await self._maybe_backfill()
+        if (self.store.embed_failures or self._unembedded) and (self._backfill is None or self._backfill.done()):
+            # Beside the writes, not in their queue: embedding waits for a model that may still be loading.
+            self._backfill = asyncio.create_task(self._maybe_backfill(), name="memory-backfill")
 
     async def _maybe_backfill(self) -> None:
         now = time.monotonic()
         if now - self._last_backfill_try < self.options.backfill_retry_s:
             return
         self._last_backfill_try = now
-        filled = await asyncio.to_thread(self.store.backfill, self.options.backfill_batch)
+        try:
+            filled = await asyncio.to_thread(self.store.backfill, self.options.backfill_batch)
+        except Exception as error:  # noqa: BLE001 - the turns are stored; their vectors can wait
+            log.warning("embedding backfill failed: %s", error)
+            return
+        self._unembedded = max(0, self._unembedded - filled)
         if filled:
             log.info("embedded %d turn(s) stored earlier without a vector", filled)
             # More may be waiting: allow the next write to continue at once.
@@ -342,6 +393,7 @@ class CompanionMemory:
                 return
             await asyncio.to_thread(self.profile.update, "name", mention.name)
             self._profile_cache = None
+            self._writer_name = mention.name
             log.info("learned the user's name: %s", mention.name)
         except ProfileError as error:
             log.warning("name %s not saved: %s", mention.name, error)
@@ -391,16 +443,21 @@ class CompanionMemory:
             log.warning("recall skipped: %s", error)
             return []
 
-    def remember(self, session: str, role: Literal["user", "assistant"], speaker: str, text: str) -> None:
+    def remember(
+        self, session: str, role: Literal["user", "assistant"], speaker: str, text: str
+    ) -> asyncio.Future[bool]:
+        stored: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         if self._closed or not text.strip():
-            return
+            stored.set_result(False)
+            return stored
         self._start()
         self._sessions.add(session)
-        item = _Write(session, role, _encodable(speaker), _encodable(text.strip()), datetime.now(UTC))
+        item = _Write(session, role, _encodable(speaker), _encodable(text.strip()), datetime.now(UTC), stored=stored)
         # In the rolling buffer from now on, so the recall that follows never returns this very turn,
         # however the write and the recall interleave.
         self._note_recent(item.id, len(item.text))
         self._queue.put_nowait(item)
+        return stored
 
     async def greeting(self, agent_name: str) -> str:
         self._start()
@@ -416,14 +473,16 @@ class CompanionMemory:
 
     async def user_name(self) -> str | None:
         """From the profile, else from something they said in an earlier conversation."""
+        return await asyncio.to_thread(self._user_name_now)
+
+    def _user_name_now(self) -> str | None:
         try:
-            profile = await asyncio.to_thread(self.profile.load)
+            profile = self.profile.load()
             if profile.name:
                 return profile.name
         except ProfileError as error:
             log.warning("profile unreadable: %s", error)
-        recent_user_turns = await asyncio.to_thread(self.store.list, 500, 0, kind="turn", role="user")
-        return greetings.name_from_turns(recent_user_turns)
+        return greetings.name_from_turns(self.store.list(500, 0, kind="turn", role="user"))
 
     def _last_session_user_turns(self) -> list[MemoryTurn]:
         latest = self.store.list(1, 0, kind="turn")
@@ -447,7 +506,14 @@ class CompanionMemory:
             except TimeoutError:
                 log.warning("gave up on unfinished digests at shutdown; the raw turns are stored")
             await self._reflect()
+        # Their worker threads use the store: let them finish before the store closes.
+        pending = [*self._attaching, *([self._backfill] if self._backfill is not None else [])]
+        try:
+            await asyncio.wait_for(asyncio.gather(*pending, return_exceptions=True), self.options.close_timeout_s)
+        except (TimeoutError, asyncio.TimeoutError):
+            log.warning("closing memory without the vectors still being computed; the backfill fills them in")
         await asyncio.to_thread(self.store.close)
+        self._write_thread.shutdown(wait=False)
 
     async def _reflect(self) -> None:
         if self.reflection is None:
@@ -461,6 +527,11 @@ class CompanionMemory:
                 )
             except Exception as error:  # noqa: BLE001 - reflection is optional
                 log.warning("session reflection skipped: %r", error)
+
+
+def _resolve(stored: asyncio.Future[bool] | None, committed: bool) -> None:
+    if stored is not None and not stored.done():
+        stored.set_result(committed)
 
 
 def _encodable(text: str) -> str:

@@ -681,6 +681,40 @@ class SqliteMemoryStore:
                 raise self._error(error, "counting turns to embed") from error
         return int(row[0])
 
+    def attach_vector(self, turn_id: str, vector: np.ndarray) -> bool:
+        """Sets the vector of a turn stored without one (`vector` embeds its text; the speaker is added
+        as for any turn); False when it has one already or is gone.
+
+        A conversation commits a turn first and attaches its vector when the embedder delivers it,
+        so the commit (which the client's echo waits for) never waits on the embedder.
+        """
+        with self._lock:
+            try:
+                row = self._conn.execute(
+                    "SELECT t.rowid, t.id, t.session, t.time, t.speaker, t.role, t.text, t.kind FROM turns t "
+                    "WHERE t.id = ? AND t.embedding IS NULL",
+                    (turn_id,),
+                ).fetchone()
+            except sqlite3.Error as error:
+                raise self._error(error, "looking up a turn for its vector") from error
+        if row is None:
+            return False
+        turn = self._turn(row[1:])
+        unit = self.turn_vectors([turn], np.asarray(vector, dtype=np.float32).reshape(1, -1))[0]
+        with self._write("storing a turn's vector"):
+            cursor = self._conn.execute(
+                "UPDATE turns SET embedding = ?, embed_version = ?, embedder = ? WHERE rowid = ? AND embedding IS NULL",
+                (unit.tobytes(), EMBED_TEXT_VERSION, self.embedder_key, row[0]),
+            )
+            if cursor.rowcount == 1:
+                self._bump_generation()
+        if cursor.rowcount != 1:
+            return False
+        if self._index_rowid >= 0:
+            with self._lock:
+                self._index_add([int(row[0])], unit[None, :], [in_zone(turn.time, self.local_zone).timestamp()])
+        return True
+
     def forget(self, turn_id: str) -> bool:
         """Deletes a turn and any digest made from it. False when no such id."""
         with self._write("forgetting a turn"):

@@ -103,6 +103,7 @@ class OpenAICompatibleLlm:
         max_tokens: int = 400,
         connect_timeout_s: float = 3.0,
         read_timeout_s: float = 60.0,
+        stall_timeout_s: float = 10.0,
         options: Mapping[str, Any] | None = None,
         candidates: Sequence[tuple[str, str]] = DEFAULT_CANDIDATES,
     ) -> None:
@@ -113,6 +114,8 @@ class OpenAICompatibleLlm:
         self.max_tokens = max_tokens
         self.connect_timeout_s = connect_timeout_s
         self.read_timeout_s = read_timeout_s
+        # Between tokens: a model that has started answering and then goes quiet this long is stuck.
+        self.stall_timeout_s = stall_timeout_s
         # Extra request fields (top_p, stop, seed, ...), sent as given.
         self.options = dict(options or {})
         self.candidates = tuple(candidates)
@@ -134,6 +137,7 @@ class OpenAICompatibleLlm:
             max_tokens=llm.max_tokens,
             connect_timeout_s=llm.connect_timeout_s,
             read_timeout_s=llm.read_timeout_s,
+            stall_timeout_s=llm.stall_timeout_s,
             options=llm.options,
             candidates=candidates,
         )
@@ -262,7 +266,7 @@ class OpenAICompatibleLlm:
                             for item in _whole_reply(await response.aread(), url):
                                 yield item
                             return
-                        async for item in _sse_deltas(response, url):
+                        async for item in _within_stall_limit(_sse_deltas(response, url), self.stall_timeout_s, url):
                             yield item
                         return
             except httpx.ConnectTimeout:
@@ -292,6 +296,35 @@ async def _raise_for_status(response: httpx.Response, url: str) -> None:
     if response.status_code == 404:
         hint = "; check llm.model (the server may not have it) and llm.base_url"
     raise LlmError(f"{url} answered HTTP {response.status_code}: {_snippet(body)}{hint}")
+
+
+async def _within_stall_limit(deltas: AsyncIterator[StreamItem], stall_s: float, url: str) -> AsyncIterator[StreamItem]:
+    """`deltas`, where every delta after the first must follow the one before within `stall_s`.
+
+    The first token may take long (a long prompt on a small machine: llm.read_timeout_s bounds it);
+    once tokens flow, a long silence means a hung server, not a thinking one, and waiting the whole
+    read timeout for it left the page "thinking" for a minute before the error.
+    """
+    started = False
+    try:
+        while True:
+            try:
+                if started:
+                    async with asyncio.timeout(stall_s):
+                        text = await anext(deltas)
+                else:
+                    text = await anext(deltas)
+            except StopAsyncIteration:
+                return
+            except TimeoutError:
+                raise LlmError(
+                    f"{url} stopped sending tokens: nothing for {stall_s} s after the last one "
+                    "(llm.stall_timeout_s); the server is stuck or overloaded"
+                ) from None
+            started = True
+            yield text
+    finally:
+        await deltas.aclose()  # type: ignore[attr-defined]
 
 
 async def _sse_deltas(response: httpx.Response, url: str) -> AsyncIterator[StreamItem]:

@@ -13,6 +13,7 @@ from starlette.websockets import WebSocket, WebSocketState
 from convers.contracts.audio import AudioFormat, AudioFrame
 from convers.contracts.events import FlushMessage, PauseMessage, ResumeMessage
 from convers.contracts.transport import InboundEvent
+from convers.transports.browser.error_replies import ErrorReplies
 from convers.transports.browser.outbound import SendQueue
 from convers.transports.browser.protocol import (
     Hello,
@@ -55,6 +56,8 @@ class WebSocketTransport:
         self._disconnected = False
         # Turns flushed so far: their late frames are dropped here, not sent.
         self._flushed_through = 0
+        self._errors = ErrorReplies()
+        self._error_summary: asyncio.TimerHandle | None = None
 
     @property
     def closed(self) -> bool:
@@ -98,6 +101,9 @@ class WebSocketTransport:
                 yield parsed  # type: ignore[misc]
 
     async def _receive(self) -> Any:
+        # A buffered socket answers receive() without suspending: a flood of messages was handled
+        # without ever letting the writer run, and its answers piled up until the 4408 close.
+        await asyncio.sleep(0)
         if self._disconnected:
             return _GONE
         try:
@@ -129,8 +135,25 @@ class WebSocketTransport:
             self._enqueue_event(ready_event(self.output_format.sample_rate))
         elif isinstance(parsed, ProtocolError):
             self.protocol_errors += 1
-            log.info("browser client sent a bad message: %s", parsed.message)
-            self._enqueue_event(parsed.event())
+            if self.protocol_errors <= self._errors.burst:
+                log.info("browser client sent a bad message: %s", parsed.message)
+            loop = asyncio.get_running_loop()
+            for event in self._errors.offer(parsed, loop.time()):
+                self._enqueue_event(event)
+            if self._errors.held_back and self._error_summary is None:
+                self._error_summary = loop.call_later(self._errors.wait_s(), self._send_error_summary)
+
+    def _send_error_summary(self) -> None:
+        """The count of held-back errors goes out even if no further bad message comes."""
+        self._error_summary = None
+        if self._closed:
+            return
+        loop = asyncio.get_running_loop()
+        event = self._errors.summary(loop.time())
+        if event is not None:
+            self._enqueue_event(event)
+        elif self._errors.held_back:
+            self._error_summary = loop.call_later(self._errors.wait_s(), self._send_error_summary)
 
     # ----------------------------------------------------------------- outbound (never blocks)
 
@@ -193,6 +216,9 @@ class WebSocketTransport:
         if self._closed and self._writer is None:
             return
         self._closed = True
+        if self._error_summary is not None:
+            self._error_summary.cancel()
+            self._error_summary = None
         writer, self._writer = self._writer, None
         if writer is not None:
             writer.cancel()

@@ -37,6 +37,8 @@ const app = {
   flushedTurn: 0,
   agentLines: new Map(),
   userPartial: null,
+  slowModel: false,
+  pendingTyped: [],
   stats: { framesIn: 0, framesOut: 0, playedReports: 0 },
 };
 
@@ -106,6 +108,7 @@ function onEvent(event) {
       app.retries = 0;
       app.flushedTurn = 0;  // a new connection is a new session: turn ids start again
       ui.recording.hidden = true;  // until this session says it records
+      app.pendingTyped = [];  // sent on a connection that is gone: never echoed now
       app.audioOutRate = event.audio_out.sample_rate;
       setConn('connected', 'connected');
       if (app.playback) {
@@ -120,8 +123,11 @@ function onEvent(event) {
       // The server records this session's audio (recorder.enabled): the user always sees it.
       ui.recording.hidden = !event.on;
       break;
+    case 'status':
+      if (event.code === 'llm_slow') showSlowModel(event);
+      break;
     case 'transcript':
-      showUserText(event.text, Boolean(event.final));
+      showUserText(event.text, Boolean(event.final), event.turn, event.stored);
       break;
     case 'reply':
       appendAgentText(event.turn, event.delta || '');
@@ -188,17 +194,34 @@ function entry(kind) {
   return div;
 }
 
-function showUserText(text, final) {
-  if (!app.userPartial) app.userPartial = entry('user partial');
-  app.userPartial.textContent = text;
+function showUserText(text, final, turn, stored) {
+  const typed = final && app.pendingTyped.length && app.pendingTyped[0].textContent === text;
+  if (!typed && !app.userPartial) app.userPartial = entry('user partial');
+  const line = typed ? app.pendingTyped.shift() : app.userPartial;
+  line.textContent = text;
   if (final) {
-    app.userPartial.classList.remove('partial');
-    app.userPartial = null;
+    line.classList.remove('partial');
+    if (!typed) app.userPartial = null;
+    // The echo waits for memory's commit while the reply starts: it may arrive after the reply's
+    // first words, but it belongs above them.
+    const reply = app.agentLines.get(turn);
+    if (reply) ui.transcript.insertBefore(line, reply);
+    if (stored === false) {
+      line.classList.add('unsaved');
+      line.title = 'Not saved to memory';
+    }
   }
   ui.transcript.scrollTop = ui.transcript.scrollHeight;
 }
 
+function showSlowModel(event) {
+  // Until the next word or state change: the orb keeps its state, the line under it says why it waits.
+  app.slowModel = true;
+  ui.status.textContent = `Waiting for the model… it is slow (${Math.round((event.waited_ms || 0) / 1000)} s)`;
+}
+
 function appendAgentText(turn, delta) {
+  if (app.slowModel) setAgentState(app.agentState);
   let line = app.agentLines.get(turn);
   if (!line) {
     line = entry('agent');
@@ -305,6 +328,7 @@ async function onOrbTap() {
 
 function setAgentState(state) {
   app.agentState = state;
+  app.slowModel = false;
   const shown = app.micOn || state === 'thinking' || state === 'speaking' ? state : 'idle';
   ui.orb.dataset.state = shown;
   ui.status.textContent = {
@@ -378,6 +402,12 @@ ui.form.addEventListener('submit', async (event) => {
   ui.input.value = '';
   await ensureAudio();  // a tap on Send is a user gesture: unlock playback for the reply
   send({ type: 'text', text });
+  // Shown at once as pending; the server's echo (once the turn is stored) makes it final.
+  if (app.ws && app.ws.readyState === WebSocket.OPEN) {
+    const line = entry('user partial');
+    line.textContent = text;
+    app.pendingTyped.push(line);
+  }
 });
 
 // ------------------------------------------------------------------ memory panel
