@@ -257,11 +257,13 @@ async def run_provider(
     parts = SessionParts(llm=llm, tts=tts, stt=stt, vad=vad, turn_end=turn_end)
     session = wiring.make_session(settings, transport, parts, session_id=f"bench-turns-{int(time.time())}", greet=False)
     user_turns: list[int] = []
+    heard: dict[int, str] = {}
     metrics: dict[int, Any] = {}
 
     def on_event(event: dict[str, Any]) -> None:
         if event["event"] == "user_turn":
             user_turns.append(int(event["turn"]))
+            heard[int(event["turn"])] = str(event.get("text", ""))
         elif event["event"] in ("llm_first_token", "first_chunk", "first_audio_out"):
             current = session.current
             if current is not None and current.turn == event.get("turn"):
@@ -299,6 +301,7 @@ async def run_provider(
             await wait_until(answered, config.turn_timeout_s)
             await asyncio.sleep(0.05)
             rows.append(_row(item, begins, true_end, user_turns[seen:], metrics, transport))
+            rows[-1]["heard"] = [heard.get(t, "") for t in user_turns[seen:]]
             row = rows[-1]
             progress(
                 f"  {provider} {number + 1}/{len(items)} {item.kind:8} {item.voice:9} "
