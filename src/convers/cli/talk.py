@@ -107,13 +107,17 @@ async def _talk(settings: Settings) -> None:
     llm = wiring.build("llm", settings)
     vad, stt, tts = wiring.build_voice(settings)
     transport = TranscriptPrinter(wiring.build("transport", settings), settings.agent.name)
-    memory = wiring.build_memory(settings, llm) if settings.memory.enabled else None
+    shared = wiring.SharedMemory(settings)
     session_id = uuid.uuid4().hex[:12]
-    parts = SessionParts(llm=llm, tts=tts, stt=stt, vad=vad, memory=memory)
-    session = wiring.make_session(settings, transport, parts, session_id)
     # Load the models before the microphone opens, so the first turn is heard and answered as fast as the next.
     click.echo("loading the models ...")
-    await wiring.warm_up(llm, stt, tts, vad, memory)
+    await shared.aopen()
+    memory = shared.for_session(llm, on_status=wiring.notice_sender(transport))
+    parts = SessionParts(llm=llm, tts=tts, stt=stt, vad=vad, memory=memory)
+    session = wiring.make_session(settings, transport, parts, session_id)
+    await wiring.warm_up(llm, stt, tts, vad, shared.embedder, shared.store)
+    for notice in shared.notices():
+        await transport.send_event({"type": "error", **notice})
     click.echo(f"listening (session {session_id}); speak, or Ctrl-C to leave")
     try:
         await session.run()
@@ -121,3 +125,4 @@ async def _talk(settings: Settings) -> None:
         await transport.close()
         if memory is not None:
             await memory.aclose()
+        await shared.aclose()

@@ -1,0 +1,139 @@
+"""The memory of one process: a store and an embedder opened once, shared by every session, and its state.
+
+A server used to open a new store (reloading every stored vector) and a new MiniLM per connection,
+on the event loop: about 94 MB per reconnect, freed only by a full garbage collection. Now the
+store and the embedder are built once, in a worker thread, and each session gets only its own
+CompanionMemory view on them. When memory cannot be opened (a corrupt memory.db, a data directory
+that cannot be written, a full disk) the conversation goes on without it, and `status` says why:
+the page gets it as a `memory` notice, the memory API and `convers doctor` report it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from typing import TYPE_CHECKING, Any
+
+from convers import registry
+from convers.contracts.memory import MemoryStatus, MemoryStore, MemoryStoreError
+from convers.memory.profile import ProfileError
+
+if TYPE_CHECKING:
+    from convers.config import Settings
+    from convers.contracts.embedder import Embedder
+    from convers.contracts.llm import LanguageModel
+    from convers.memory.conversation import CompanionMemory, StatusListener
+
+log = logging.getLogger(__name__)
+
+NOTICE_CODE = "memory"
+RESTORED_CODE = "memory_restored"
+NOT_OPENED = MemoryStatus("unavailable", "memory has not been opened yet")
+
+
+def memory_notice(status: MemoryStatus) -> dict[str, str]:
+    """The error event the page shows for `status` (`memory` while unavailable, `memory_restored` after)."""
+    if status.usable:
+        return {"code": RESTORED_CODE, "message": f"Memory works again: {status.reason}"}
+    return {
+        "code": NOTICE_CODE,
+        "message": f"Memory is off, nothing said now is remembered (the conversation goes on): {status.reason}",
+    }
+
+
+class SharedMemory:
+    """The memory store and embedder of this process, opened once (blocking: call `open` off the loop).
+
+    The store is the `memory.provider` of settings, built through the registry on the embedder of
+    `embedder.provider`; both are shared by every session (the store is thread-safe by contract).
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.store: MemoryStore | None = None
+        self.embedder: Embedder | None = None
+        self.status = NOT_OPENED if settings.memory.enabled else MemoryStatus("off", "memory.enabled = false")
+        self._opened = False
+        self._lock = threading.Lock()
+
+    def open(self) -> MemoryStatus:
+        """Opens the embedder and the store once (later calls return the state); never raises."""
+        with self._lock:
+            if self._opened:
+                return self.status
+            self._opened = True
+            if not self.settings.memory.enabled:
+                return self.status
+            self.embedder, without_vectors = _open_embedder(self.settings)
+            try:
+                self.store = registry.create("memory", self.settings.memory.provider, self.settings, embedder=self.embedder)
+                # The profile lives beside the store; one that cannot be read is reported here, not per turn.
+                from convers.memory.profile import ProfileFile
+
+                ProfileFile.in_data_dir(self.settings.data_path).load()
+            except (MemoryStoreError, ProfileError, registry.ProviderUnavailableError, registry.UnknownProviderError,
+                    OSError) as error:
+                if self.store is not None:
+                    self._close_store()
+                self.status = MemoryStatus("unavailable", _reason(error))
+                log.warning("memory is off: %s", self.status.reason)
+                return self.status
+            where = getattr(self.store, "path", None) or self.settings.memory.provider
+            self.status = MemoryStatus("on", f"{where}" + (f"; {without_vectors}" if without_vectors else ""))
+            return self.status
+
+    async def aopen(self) -> MemoryStatus:
+        """`open` in a worker thread: SQLite, loading vectors and the embedder never block the event loop."""
+        if self._opened:
+            return self.status
+        return await asyncio.to_thread(self.open)
+
+    def for_session(
+        self, llm: LanguageModel | None, on_status: StatusListener | None = None, *, close_store: bool = False
+    ) -> CompanionMemory | None:
+        """A session's own memory on the shared store (None while memory is off or unavailable)."""
+        if self.store is None:
+            return None
+        from convers.memory.conversation import companion_memory
+
+        memory = companion_memory(self.settings, self.store, self.embedder, llm, close_store=close_store,
+                                  on_status=on_status)
+        if close_store:
+            self.store = None  # the session's memory owns it now
+        return memory
+
+    def notices(self) -> list[dict[str, str]]:
+        """What a new connection's page is told about memory (nothing while it works or is switched off)."""
+        return [memory_notice(self.status)] if self.status.state == "unavailable" else []
+
+    async def aclose(self) -> None:
+        if self.store is not None:
+            await asyncio.to_thread(self._close_store)
+
+    def _close_store(self) -> None:
+        store, self.store = self.store, None
+        if store is not None:
+            try:
+                store.close()
+            except Exception as error:  # noqa: BLE001 - closing at shutdown must not raise over the real error
+                log.warning("closing the memory store failed: %s", error)
+
+
+def _open_embedder(settings: Settings) -> tuple[Any, str]:
+    """The embedder of settings, or None and why (recall then goes by words; writes backfill later)."""
+    try:
+        name = registry.provider_name("embedder", settings)
+        return registry.create("embedder", name, settings), ""
+    except Exception as error:  # noqa: BLE001 - recall still works by words; writes backfill later
+        log.warning("embedder %s unavailable, recall uses words only: %s", settings.embedder.provider, error)
+        return None, f"recall by words only: {error}"
+
+
+def _reason(error: BaseException) -> str:
+    """An open failure in words: store errors already name the file and the fix; OS errors get both."""
+    if isinstance(error, OSError) and not isinstance(error, MemoryStoreError):
+        where = f" {error.filename}" if error.filename else ""
+        return (f"cannot open the memory files{where}: {error.strerror or error} "
+                "(make the data directory writable, free disk space, or pass another --data-dir)")
+    return str(error)
