@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import shutil
 import threading
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from convers import registry
@@ -30,12 +32,17 @@ log = logging.getLogger(__name__)
 NOTICE_CODE = "memory"
 RESTORED_CODE = "memory_restored"
 NOT_OPENED = MemoryStatus("unavailable", "memory has not been opened yet")
+# Less free space than this where the data directory lives and a turn's write (WAL frames of a few
+# pages each, a checkpoint) is likely to fail with "database or disk is full".
+MIN_FREE_BYTES = 4 * 1024 * 1024
 
 
 def memory_notice(status: MemoryStatus) -> dict[str, str]:
     """The error event the page shows for `status` (`memory` while unavailable, `memory_restored` after)."""
     if status.usable:
         return {"code": RESTORED_CODE, "message": f"Memory works again: {status.reason}"}
+    if status.state == "degraded":
+        return {"code": NOTICE_CODE, "message": f"Memory cannot store what is said now: {status.reason}"}
     return {
         "code": NOTICE_CODE,
         "message": f"Memory is off, nothing said now is remembered (the conversation goes on): {status.reason}",
@@ -75,12 +82,17 @@ class SharedMemory:
             except (MemoryStoreError, ProfileError, registry.ProviderUnavailableError, registry.UnknownProviderError,
                     OSError) as error:
                 if self.store is not None:
-                    self._close_store()
+                    self.close()
                 self.status = MemoryStatus("unavailable", _reason(error))
                 log.warning("memory is off: %s", self.status.reason)
                 return self.status
             where = getattr(self.store, "path", None) or self.settings.memory.provider
-            self.status = MemoryStatus("on", f"{where}" + (f"; {without_vectors}" if without_vectors else ""))
+            full = disk_full(self.settings.data_path)
+            if full:
+                self.status = MemoryStatus("degraded", f"{full}; turns are kept in memory and stored once there is room")
+                log.warning("memory: %s", self.status.reason)
+            else:
+                self.status = MemoryStatus("on", f"{where}" + (f"; {without_vectors}" if without_vectors else ""))
             return self.status
 
     async def aopen(self) -> MemoryStatus:
@@ -105,19 +117,39 @@ class SharedMemory:
 
     def notices(self) -> list[dict[str, str]]:
         """What a new connection's page is told about memory (nothing while it works or is switched off)."""
-        return [memory_notice(self.status)] if self.status.state == "unavailable" else []
+        return [memory_notice(self.status)] if self.status.state in ("unavailable", "degraded") else []
 
     async def aclose(self) -> None:
         if self.store is not None:
-            await asyncio.to_thread(self._close_store)
+            await asyncio.to_thread(self.close)
 
-    def _close_store(self) -> None:
+    def close(self) -> None:
+        """Closes the shared store (blocking); after the last session ended."""
         store, self.store = self.store, None
         if store is not None:
             try:
                 store.close()
             except Exception as error:  # noqa: BLE001 - closing at shutdown must not raise over the real error
                 log.warning("closing the memory store failed: %s", error)
+
+
+def disk_full(data_dir: Path) -> str:
+    """Why the disk of `data_dir` cannot take a write now ('' when it can)."""
+    try:
+        free = shutil.disk_usage(data_dir).free
+    except OSError:
+        return ""  # not there yet: opening the store says what is wrong with it
+    if free >= MIN_FREE_BYTES:
+        return ""
+    return f"the disk holding {data_dir} is full ({free // 1024} KiB free): free some space"
+
+
+def memory_state(settings: Settings) -> MemoryStatus:
+    """What a server starting now would find (for `convers doctor`): opens the store as it would, and closes it."""
+    shared = SharedMemory(settings)
+    status = shared.open()
+    shared.close()
+    return status
 
 
 def _open_embedder(settings: Settings) -> tuple[Any, str]:

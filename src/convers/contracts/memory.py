@@ -111,8 +111,10 @@ class MemoryStatus:
     """Whether long-term memory works in this process, and if not, why: what the page, the memory API
     and `convers doctor` report instead of going on silently without it."""
 
-    state: Literal["on", "off", "unavailable"]
-    # Why it is off or unavailable (what failed and what to do); for "on", where it lives.
+    # on: works; off: switched off in settings; unavailable: cannot be opened (nothing is stored or
+    # recalled); degraded: open and recalling, but new turns cannot be stored now (they wait in memory).
+    state: Literal["on", "off", "unavailable", "degraded"]
+    # Why it is not "on" (what failed and what to do); for "on", where it lives.
     reason: str = ""
 
     @property

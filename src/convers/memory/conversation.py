@@ -203,9 +203,8 @@ class CompanionMemory:
                 if str(error) != self._last_write_error:
                     log.error("could not store a turn (kept, will retry with the next one): %s", error)
                     await self._tell(MemoryStatus(
-                        "unavailable",
-                        f"memory cannot store what is said ({error}); {len(self._unsaved)} turn(s) are kept "
-                        "and stored once it works again",
+                        "degraded",
+                        f"{error}; {len(self._unsaved)} turn(s) are kept and stored once it works again",
                     ))
                 self._last_write_error = str(error)
                 return
