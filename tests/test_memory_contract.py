@@ -8,7 +8,6 @@ import pytest
 
 from convers import registry
 from convers.cli import wiring
-from convers.cli.shared_memory import SharedMemory
 from convers.config import load_settings
 from convers.contracts.memory import ConversationMemory, MemoryStore
 from convers.memory.store import SqliteMemoryStore

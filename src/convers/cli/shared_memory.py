@@ -19,7 +19,6 @@ from typing import TYPE_CHECKING, Any
 
 from convers import registry
 from convers.contracts.memory import MemoryStatus, MemoryStore, MemoryStoreError
-from convers.memory.profile import ProfileError
 
 if TYPE_CHECKING:
     from convers.config import Settings
@@ -75,12 +74,7 @@ class SharedMemory:
             self.embedder, without_vectors = _open_embedder(self.settings)
             try:
                 self.store = registry.create("memory", self.settings.memory.provider, self.settings, embedder=self.embedder)
-                # The profile lives beside the store; one that cannot be read is reported here, not per turn.
-                from convers.memory.profile import ProfileFile
-
-                ProfileFile.in_data_dir(self.settings.data_path).load()
-            except (MemoryStoreError, ProfileError, registry.ProviderUnavailableError, registry.UnknownProviderError,
-                    OSError) as error:
+            except (MemoryStoreError, registry.ProviderUnavailableError, registry.UnknownProviderError, OSError) as error:
                 if self.store is not None:
                     self.close()
                 self.status = MemoryStatus("unavailable", _reason(error))
