@@ -9,6 +9,7 @@ import weakref
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from convers.audio import Rechunker
 from convers.cli import wiring
@@ -112,3 +113,41 @@ async def test_server_sessions_build_the_heavy_providers_once(tmp_path: Path) ->
     for view in views:
         await view.aclose()
     await sessions.aclose()
+
+
+@pytest.mark.parametrize("reply_cut_at_close", [False, True])
+async def test_a_closed_session_is_freed_without_a_garbage_collection(reply_cut_at_close: bool) -> None:
+    from convers.contracts.transport import InboundText
+    from convers.engine.prompt import PromptBuilder
+    from convers.engine.session import Session, SessionOptions, SessionParts
+    from convers.engine.timing import SpeculationPolicy
+    from convers.events import EventLog
+    from tests.doubles import ListMemory, LoudnessVad, RecordingTransport, ScriptedLlm, ToneTts
+    from tests.test_session_voice import ScriptedStt
+
+    transport = RecordingTransport()
+    # A slow reply is still running when the client goes: the session cancels it on close.
+    llm = ScriptedLlm(["Hello", " there."], delay_s=0.05 if reply_cut_at_close else 0.0)
+    parts = SessionParts(llm=llm, tts=ToneTts(), stt=ScriptedStt([]), vad=LoudnessVad(),
+                         memory=ListMemory())
+    # With speculation (what `convers serve` runs): its callbacks refer back to the session.
+    options = SessionOptions(greet=False, finish_reply_on_input_end=not reply_cut_at_close,
+                             speculation=SpeculationPolicy(enabled=True))
+    session = Session(transport, parts, PromptBuilder(persona="P"), EventLog(None), options=options)
+    transport.inbox.put_nowait(InboundText("hi"))
+    running = asyncio.create_task(session.run())
+    while llm.sent == 0:
+        await asyncio.sleep(0.01)
+    transport.inbox.put_nowait(None)  # the client goes
+    await running
+    del running
+    assert llm.closed_early is reply_cut_at_close
+    assert transport.reply_text(1) == ("Hello" if reply_cut_at_close else "Hello there.")
+    await asyncio.sleep(0)
+    gone = weakref.ref(session)
+    gc.disable()
+    try:
+        del session
+        assert gone() is None  # no cycle left through callbacks: freed at once, not at the next full collection
+    finally:
+        gc.enable()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import logging
+import traceback
 import uuid
 from dataclasses import dataclass, replace
 from typing import Any
@@ -189,6 +190,8 @@ class Session:
             await self._cancel_current(reason="session_end", flush=False)
         if self._speculator is not None:
             await self._speculator.aclose()
+            # Its callbacks hold this session: dropped, a closed session is freed by reference counting.
+            self._speculator = None
         if self._live is not None:
             await self._live.aclose()
         for task in list(self._background):
@@ -322,6 +325,7 @@ class Session:
             await self.transport.flush(agent_turn.turn)
         if task is not None:
             await asyncio.gather(task, return_exceptions=True)
+            _clear_frames(task)
         if agent_turn.settled:
             return
         was_audible = self.parts.tts is not None and agent_turn.progress.audio_ms > agent_turn.played_ms + 1
@@ -551,6 +555,26 @@ def _has_words(text: str) -> bool:
     """Words that make a turn: not silence, not only "mm-hm"."""
     words = [w.strip(".,!?").lower() for w in text.split()]
     return bool(words) and not all(w in BACKCHANNELS for w in words)
+
+
+def _clear_frames(task: asyncio.Task[Any]) -> None:
+    """Clears the frames a finished task's exception still holds.
+
+    A cancelled reply's CancelledError keeps its traceback, whose frames hold the session and the
+    exception itself (an `__aexit__` on the way out holds it as a local): a cycle that only a full
+    garbage collection would free, keeping a closed session's memory until then.
+    """
+    if not task.done():
+        return
+    try:
+        task.result()
+    except BaseException as error:  # noqa: BLE001 - only its frames are wanted
+        chained: BaseException | None = error
+        seen: set[int] = set()
+        while chained is not None and id(chained) not in seen:
+            seen.add(id(chained))
+            traceback.clear_frames(chained.__traceback__)
+            chained = chained.__context__
 
 
 async def _finish_live(live: SpeechStream, stt: SpeechToText, audio: AudioFrame) -> Transcript:
