@@ -42,12 +42,20 @@ START_TIMEOUT_S = 180.0
 TURN_TIMEOUT_S = 90.0
 
 
+def _status(pid: int, key: str) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(f"{key}:"):
+            return int(line.split()[1])
+    raise RuntimeError(f"no {key} for process {pid}")
+
+
 def rss_mb(pid: int) -> float:
     """Resident set size of process `pid` in MB (Linux)."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError(f"no VmRSS for process {pid}")
+    return _status(pid, "VmRSS") / 1024
+
+
+def thread_count(pid: int) -> int:
+    return _status(pid, "Threads")
 
 
 def free_port() -> int:
@@ -160,11 +168,13 @@ async def run(cycles: int, concurrent: int, extra: list[str], data_dir: Path) ->
     async with ReferenceLlmServer(ReferenceTiming()) as llm, running_serve(data_dir, llm.base_url, port, extra) as server:
         started_mb = rss_mb(server.pid)
         per_cycle: list[float] = []
+        threads: list[int] = []
         turns: list[dict[str, Any]] = []
         for _ in range(cycles):
             turns.append(await spoken_turn(url, question))
             await asyncio.sleep(0.5)  # the server finishes the session (memory writes) after the close
             per_cycle.append(round(rss_mb(server.pid), 1))
+            threads.append(thread_count(server.pid))
         hold = asyncio.Event()
         before_concurrent = rss_mb(server.pid)
         replies = [asyncio.Event() for _ in range(concurrent)]
@@ -199,6 +209,9 @@ async def run(cycles: int, concurrent: int, extra: list[str], data_dir: Path) ->
             "concurrent_peak": round(peak, 1),
             "after_concurrent_closed": round(after_concurrent, 1),
         },
+        # Native threads of the server after each cycle: a step in RSS that comes with a new worker
+        # thread is that thread's first use (its stack and native caches), not a session left behind.
+        "threads_after_each_cycle": threads,
         "goals": {
             f"growth_within_{GOAL_GROWTH_MB:.0f}_mb": growth is not None and growth <= GOAL_GROWTH_MB,
             f"concurrent_under_{GOAL_CONCURRENT_MB:.0f}_mb": peak < GOAL_CONCURRENT_MB,

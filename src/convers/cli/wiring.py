@@ -18,6 +18,7 @@ from convers.contracts.vad import SharedModelVad, Vad
 from convers.engine.prompt import PromptBuilder, load_persona
 from convers.engine.session import Session, SessionOptions, SessionParts
 from convers.events import EventLog
+from convers.native_memory import release_free_memory
 
 log = logging.getLogger(__name__)
 
@@ -115,6 +116,8 @@ class ServerSessions:
         finally:
             if memory is not None:
                 await memory.aclose()
+            del session, memory, parts  # freed now (no cycles hold them), before the heap is trimmed
+            await asyncio.to_thread(release_free_memory)
 
     async def aclose(self) -> None:
         """Closes what the sessions shared (the memory store); after the last session ended."""
