@@ -152,11 +152,12 @@ async def running_server(
     token: str | None = TOKEN,
     memory_store: Any | None = None,
     log_level: str = "warning",
+    memory: Any | None = None,
     **config: Any,
 ) -> AsyncIterator[RunningServer]:
     """Serves the app over TLS on a free port of 127.0.0.1 in this event loop until the block ends."""
     paths = ensure_certificate(tls_dir)
-    app = create_app(run_session, BrowserAppConfig(token=token, **config), memory_store=memory_store)
+    app = create_app(run_session, BrowserAppConfig(token=token, **config), memory_store=memory_store, memory=memory)
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))

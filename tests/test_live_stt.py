@@ -73,16 +73,33 @@ async def test_live_transcription_follows_the_turn_taker(speech: SpeechMaker) ->
     assert event.audio.duration_s > 0.5
 
 
+class CountingSphinx(PocketSphinxStt):
+    """Counts the decoders it builds: a stream that reuses a returned one builds none."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.made = 0
+
+    def _new_decoder(self, **defaults):
+        self.made += 1
+        return super()._new_decoder(**defaults)
+
+
 async def test_a_cancelled_stream_returns_its_decoder() -> None:
-    stt = PocketSphinxStt()
+    stt = CountingSphinx()
     stream = stt.open_stream()
     stream.feed(silence(0.2, 16000))
-    await asyncio.sleep(0.3)
+    async with asyncio.timeout(10):
+        while not stream._queue.empty():  # the worker has its decoder and is decoding the audio
+            await asyncio.sleep(0.01)
     await stream.cancel()
-    await asyncio.sleep(0.5)
+    async with asyncio.timeout(10):
+        while not stt._spare:  # the cancelled utterance is ended in the background, then given back
+            await asyncio.sleep(0.01)
     again = stt.open_stream()
     again.feed(silence(0.2, 16000))
     assert (await again.finish()).text == ""
+    assert stt.made == 1  # the second stream decoded with the first one's decoder: none was built for it
 
 
 class CountingStream:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from convers.config import Settings
 from convers.contracts.memory import ConversationMemory, MemoryTurn
-from convers.memory.conversation import CompanionMemory, MemoryOptions, open_memory
+from convers.memory.conversation import CompanionMemory, MemoryOptions
 from convers.memory.profile import ProfileFile
 from convers.memory.reflection import MEMO_FILE, Reflection
 from convers.memory.store import SqliteMemoryStore
@@ -176,8 +176,10 @@ async def test_profile_text_follows_edits_and_survives_a_broken_file(tmp_path: P
 
 
 async def test_open_memory_from_settings(tmp_path: Path) -> None:
+    from convers.cli.wiring import build_memory
+
     settings = Settings(data_dir=tmp_path, embedder={"provider": "no-such-embedder"}, memory={"recall_floor": 0.0})
-    memory = open_memory(settings)
+    memory = build_memory(settings, None)
     assert memory.embedder is None  # word-only recall rather than no memory
     memory.remember("s1", "user", "Sam", "Biscuit is my dog")
     await memory._queue.join()

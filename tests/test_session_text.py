@@ -52,7 +52,7 @@ async def test_interrupt_closes_the_llm_stream_and_keeps_what_was_shown() -> Non
     while llm.sent < 3:
         await asyncio.sleep(0.005)
     await session.interrupt()
-    assert task.cancelled() or task.done()
+    assert task.cancelled()  # the reply task itself was cancelled, not left to finish its 100 tokens
     assert llm.closed_early
     assert ("flush", 1) in transport.log
     shown = transport.reply_text(1)

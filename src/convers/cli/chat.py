@@ -37,8 +37,12 @@ def chat(ctx: click.Context, llm_provider: str | None, base_url: str | None, mod
 
 async def _chat(settings: Settings) -> None:
     llm = wiring.build("llm", settings)
-    memory = wiring.build_memory(settings, llm) if settings.memory.enabled else None
     transport = TerminalTransport(settings.agent.name)
+    shared = wiring.SharedMemory(settings)
+    await shared.aopen()
+    memory = shared.for_session(llm, on_status=wiring.notice_sender(transport))
+    for notice in shared.notices():
+        await transport.send_event({"type": "error", **notice})
     session_id = uuid.uuid4().hex[:12]
     session = wiring.make_session(
         settings, transport, SessionParts(llm=llm, memory=memory), session_id, finish_reply_on_input_end=True
@@ -60,3 +64,4 @@ async def _chat(settings: Settings) -> None:
         loop.remove_signal_handler(signal.SIGINT)
         if memory is not None:
             await memory.aclose()
+        await shared.aclose()

@@ -74,6 +74,15 @@ def verdicts(selected: dict[str, tuple[str, Availability]]) -> dict[str, list[st
     }
 
 
+def memory_line(settings: Settings) -> str:
+    """Whether memory would work if a conversation started now, and why not (the store is opened to see)."""
+    from convers.cli.shared_memory import memory_state
+
+    status = memory_state(settings)
+    colour = {"on": "green", "off": "yellow"}.get(status.state, "red")
+    return click.style(f"memory: {status.state}", fg=colour) + f" ({status.reason})"
+
+
 @click.command()
 @click.option("--use", "use", type=click.Choice(sorted(USES)), help="Exit with 1 when this use cannot run (default: when none can).")
 @click.pass_context
@@ -100,6 +109,7 @@ def doctor(ctx: click.Context, use: str | None) -> None:
         elif not availability.usable:
             click.echo(click.style(f"  -> {chosen}: {availability.detail}", fg="red"))
     click.echo(f"data directory: {settings.data_path}")
+    click.echo(memory_line(settings))
     blocked = verdicts({kind: selected.get(kind, ("", Availability(True, ""))) for kind in registry.GROUPS})
     for name, blockers in blocked.items():
         if blockers:

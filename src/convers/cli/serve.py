@@ -53,14 +53,17 @@ def serve(
         except AuthConfigError as error:
             raise click.UsageError(str(error)) from None
     data_dir = settings.data_path
-    private_dir(data_dir)
     token: str | None = None
-    if server.auth:
-        token = make_new_token(data_dir) if rotate_token else load_or_create_token(data_dir)
     try:
+        private_dir(data_dir)
+        if server.auth:
+            token = make_new_token(data_dir) if rotate_token else load_or_create_token(data_dir)
         certificate = certificate_for(data_dir, server.host, server.cert, server.key)
     except ValueError as error:
         raise click.UsageError(str(error)) from None
+    except OSError as error:
+        # A read-only or full data directory: the token and the certificate cannot be kept.
+        raise click.ClickException(data_dir_message(data_dir, error)) from None
 
     app = build_app(settings, token)
     click.echo("convers is listening. Open one of these (the browser will warn about the self-signed")
@@ -72,8 +75,22 @@ def serve(
     run_server(app, settings, certificate)
 
 
+def data_dir_message(data_dir: Path, error: OSError) -> str:
+    """What to do when the data directory cannot be written (read-only, full, a file in its place)."""
+    where = error.filename or data_dir
+    return (
+        f"cannot write to the data directory {data_dir}: {error.strerror or error} ({where}). "
+        "convers keeps its access token, certificate and memory there: make it writable, free some disk "
+        "space, or choose another with --data-dir"
+    )
+
+
 def build_app(settings: Settings, token: str | None) -> Any:
-    """The ASGI app with the engine's per-connection session runner and the memory store wired in."""
+    """The ASGI app with the engine's per-connection session runner and the shared memory wired in.
+
+    The heavy providers are built once here and shared by every connection; the memory store and
+    the models are opened and loaded off the event loop by the app's start hook.
+    """
     from convers.cli import wiring
     from convers.transports.browser.app import (
         DEFAULT_OUTPUT_SAMPLE_RATE,
@@ -86,14 +103,19 @@ def build_app(settings: Settings, token: str | None) -> Any:
     except Exception as error:  # a provider that cannot start is a message, not a traceback
         raise click.ClickException(f"cannot start the conversation engine: {error}") from None
     voice_rate = getattr(getattr(sessions, "tts", None), "sample_rate", None)
+
+    async def notices() -> list[dict[str, str]]:
+        return [*await asyncio.to_thread(llm_notices, settings, sessions.llm_name), *sessions.notices()]
+
     config = BrowserAppConfig(
         token=token,
         # The page resamples whatever rate it is told; sending the voice's own rate avoids a resample.
         output_sample_rate=voice_rate or DEFAULT_OUTPUT_SAMPLE_RATE,
-        notices=lambda: asyncio.to_thread(llm_notices, settings, sessions.llm_name),
+        notices=notices,
         on_start=sessions.warm_up,
+        on_stop=sessions.aclose,
     )
-    return create_app(sessions, config, memory_store=memory_store(settings))
+    return create_app(sessions, config, memory=sessions.memory)
 
 
 def llm_notices(settings: Settings, name: str) -> list[dict[str, str]]:
@@ -109,26 +131,6 @@ def llm_notices(settings: Settings, name: str) -> list[dict[str, str]]:
         return []
     log.warning("LLM %s is not usable: %s", name, availability.detail)
     return [{"code": "no_llm", "message": f"No language model is answering ({name}): {availability.detail}"}]
-
-
-def memory_store(settings: Settings) -> Any | None:
-    """The store behind the memory panel (None when memory is off or cannot be opened)."""
-    if not settings.memory.enabled:
-        return None
-    from convers.cli import wiring
-
-    try:
-        embedder = wiring.build("embedder", settings)
-    except Exception as error:  # search degrades to words only
-        log.warning("memory panel search without embeddings: %s", error)
-        embedder = None
-    try:
-        from convers.memory.store import SqliteMemoryStore
-
-        return SqliteMemoryStore.from_settings(settings, embedder=embedder)
-    except Exception as error:
-        log.warning("memory panel is off: %s", error)
-        return None
 
 
 def run_server(app: Any, settings: Settings, certificate: Any) -> None:

@@ -107,14 +107,18 @@ async def _talk(settings: Settings) -> None:
     llm = wiring.build("llm", settings)
     vad, stt, tts = wiring.build_voice(settings)
     transport = TranscriptPrinter(wiring.build("transport", settings), settings.agent.name)
-    memory = wiring.build_memory(settings, llm) if settings.memory.enabled else None
+    shared = wiring.SharedMemory(settings)
     session_id = uuid.uuid4().hex[:12]
+    # Load the models before the microphone opens, so the first turn is heard and answered as fast as the next.
+    click.echo("loading the models ...")
+    await shared.aopen()
+    memory = shared.for_session(llm, on_status=wiring.notice_sender(transport))
     turn_end = wiring.build_turn_end(settings)
     parts = SessionParts(llm=llm, tts=tts, stt=stt, vad=vad, memory=memory, turn_end=turn_end)
     session = wiring.make_session(settings, transport, parts, session_id)
-    # Load the models before the microphone opens, so the first turn is heard and answered as fast as the next.
-    click.echo("loading the models ...")
-    await wiring.warm_up(llm, stt, tts, vad, memory)
+    await wiring.warm_up(llm, stt, tts, vad, shared.embedder, shared.store, turn_end)
+    for notice in shared.notices():
+        await transport.send_event({"type": "error", **notice})
     click.echo(f"listening (session {session_id}); speak, or Ctrl-C to leave")
     try:
         await session.run()
@@ -122,3 +126,4 @@ async def _talk(settings: Settings) -> None:
         await transport.close()
         if memory is not None:
             await memory.aclose()
+        await shared.aclose()

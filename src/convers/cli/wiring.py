@@ -5,16 +5,21 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from convers import registry
+from convers.cli.shared_memory import SharedMemory, memory_notice
 from convers.config import Settings
+from convers.contracts.memory import MemoryStatus
 from convers.contracts.transport import Transport
+from convers.contracts.vad import SharedModelVad, Vad
 from convers.engine.prompt import PromptBuilder
 from convers.engine.session import Session, SessionOptions, SessionParts
 from convers.events import EventLog
+from convers.native_memory import release_free_memory
 
 log = logging.getLogger(__name__)
 
@@ -30,19 +35,16 @@ def build(kind: str, settings: Settings, name: str | None = None) -> Any:
 
 
 def build_memory(settings: Settings, llm: Any) -> Any:
-    """Long-term memory for a session, or None (with a warning) when it cannot be opened.
+    """A conversation memory with a store of its own, or None (with a warning) when memory cannot be opened.
 
+    For one-off runs (the latency benchmark); servers and the CLI share one SharedMemory instead.
     Memory is optional to a conversation: a locked or corrupt database is reported, never fatal.
     """
-    from convers.contracts.memory import MemoryStoreError
-    from convers.memory.conversation import open_memory
-    from convers.memory.profile import ProfileError
-
-    try:
-        return open_memory(settings, llm)
-    except (MemoryStoreError, ProfileError) as error:
-        log.warning("memory is off for this session: %s", error)
+    if not settings.memory.enabled:
         return None
+    shared = SharedMemory(settings)
+    shared.open()
+    return shared.for_session(llm, close_store=True)
 
 
 def build_turn_end(settings: Settings) -> Any:
@@ -79,11 +81,30 @@ def build_voice(settings: Settings) -> tuple[Any, Any, Any]:
     return build("vad", settings), build("stt", settings), build("tts", settings)
 
 
+def session_vad(shared: Vad, settings: Settings) -> Vad:
+    """A VAD for one more audio stream: its own state on the shared model when the provider can do
+    that (SharedModelVad), else a new instance (the ones that cannot are cheap to build)."""
+    if isinstance(shared, SharedModelVad):
+        return shared.new_stream()
+    return build("vad", settings)
+
+
+def notice_sender(transport: Transport) -> Callable[[MemoryStatus], Awaitable[None]]:
+    """Sends a memory status change to the client as a notice (the session's page shows it)."""
+
+    async def send(status: MemoryStatus) -> None:
+        await transport.send_event({"type": "error", **memory_notice(status)})
+
+    return send
+
+
 class ServerSessions:
     """What `convers serve` runs for each connected client.
 
-    The LLM, STT and TTS are shared (they hold no per-conversation state and load their models
-    once); each client gets its own VAD (it carries state between frames) and its own memory view.
+    One set of heavy providers per server process, shared by every connection: the LLM client, STT,
+    TTS, the VAD model, the embedder and the memory store (each is safe to use from several sessions:
+    the store and the models lock or are thread-safe). A connection gets only its own state: a VAD
+    stream, a CompanionMemory view, the session itself.
     """
 
     def __init__(self, settings: Settings) -> None:
@@ -93,36 +114,47 @@ class ServerSessions:
         self.llm = build("llm", settings, self.llm_name)
         self.stt = build("stt", settings)
         self.tts = build("tts", settings)
-        self._vad = build("vad", settings)  # fail at start, not at the first connection, if the VAD cannot run
+        # Built here so a VAD that cannot run fails at start; sessions get their own stream of it.
+        self.vad = build("vad", settings)
+        self.memory = SharedMemory(settings)
         self.turn_end = build_turn_end(settings)
 
     async def warm_up(self) -> dict[str, float]:
-        """Loads and exercises the shared models; the server awaits it before it accepts a connection.
+        """Opens the memory (in a worker thread) and loads and exercises the shared models; the server
+        awaits it before it accepts a connection.
 
         Warming up on the first connection instead made its session start listening seconds late
         (Whisper and Piper take 3-4 s to load here), and the microphone audio that queued up
         meanwhile then arrived as one burst, too fast to be heard as speech: the first question
         was lost.
         """
-        return await warm_up(self.llm, self.stt, self.tts, self._vad, self.turn_end)
+        await self.memory.aopen()
+        return await warm_up(self.llm, self.stt, self.tts, self.vad, self.memory.embedder, self.memory.store, self.turn_end)
+
+    def notices(self) -> list[dict[str, str]]:
+        """What the page of a new connection is told about memory (nothing while it works)."""
+        return self.memory.notices()
 
     async def __call__(self, transport: Transport) -> None:
         settings = self.settings
-        memory = build_memory(settings, self.llm) if settings.memory.enabled else None
-        parts = SessionParts(llm=self.llm, tts=self.tts, stt=self.stt, vad=build("vad", settings), memory=memory, turn_end=self.turn_end)
-        # This connection's memory (and its embedder) warms beside the session, which listens at once.
-        warming = asyncio.create_task(warm_up(memory)) if memory is not None else None
+        await self.memory.aopen()  # at once when the server's warm-up opened it
+        memory = self.memory.for_session(self.llm, on_status=notice_sender(transport))
+        parts = SessionParts(llm=self.llm, tts=self.tts, stt=self.stt, vad=session_vad(self.vad, settings),
+                             memory=memory, turn_end=self.turn_end)
         # Persona overlays the page asked for in its hello (transports without one have none).
         overlays = tuple(getattr(transport, "overlays", ()))
         session = make_session(settings, transport, parts, session_id=uuid.uuid4().hex[:12], overlays=overlays)
         try:
             await session.run()
         finally:
-            if warming is not None:
-                warming.cancel()
-                await asyncio.gather(warming, return_exceptions=True)
             if memory is not None:
                 await memory.aclose()
+            del session, memory, parts  # freed now (no cycles hold them), before the heap is trimmed
+            await asyncio.to_thread(release_free_memory)
+
+    async def aclose(self) -> None:
+        """Closes what the sessions shared (the memory store); after the last session ended."""
+        await self.memory.aclose()
 
 
 def session_options(settings: Settings, greet: bool = True, finish_reply_on_input_end: bool = False) -> SessionOptions:
@@ -201,7 +233,7 @@ async def warm_up(*providers: Any) -> dict[str, float]:
     """Loads and exercises each provider once so the first turn is as fast as the tenth.
 
     A provider's own `async def warm_up()` runs first when it has one (model loading); then STT,
-    TTS, VAD, embedder and memory do one small real call each, which also pays for lazy
+    TTS, VAD, embedder and memory (a conversation memory or a store) do one small real call each, which also pays for lazy
     allocations a load alone leaves for the first use. Returns seconds per provider; a failure
     is logged and skipped: a cold provider is slower, not broken.
     """
@@ -232,6 +264,9 @@ async def warm_up(*providers: Any) -> dict[str, float]:
                 await provider.embed(["warming up"])
             elif hasattr(provider, "recall"):
                 await provider.recall("warming up")
+            elif hasattr(provider, "search"):
+                # A memory store: loads its stored vectors now rather than at the first recall.
+                await asyncio.to_thread(provider.search, "warming up", 1)
             elif hasattr(provider, "stream"):
                 # One token: loads an in-process model, finds the server's model name, opens the
                 # connection path; a llama-server also caches the prompt prefix it saw.

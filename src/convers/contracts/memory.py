@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal, Protocol, runtime_checkable
+
+import numpy as np
+
+from convers.contracts.embedder import Embedder
+
+SearchMode = Literal["fused", "vector", "lexical"]
 
 
 @dataclass(frozen=True)
@@ -38,17 +44,82 @@ class MemoryHit:
 
 @runtime_checkable
 class MemoryStore(Protocol):
-    """Durable store of turns. Writes never wait on the embedder; search fuses meaning and words."""
+    """Durable store of turns: what the conversation memory, recall and the memory API use.
 
-    def add(self, turn: MemoryTurn) -> str: ...
+    Every method blocks (callers on the event loop use asyncio.to_thread) and must be safe to call
+    from several threads at once: one store is shared by every session of a server. Failures of
+    the store itself (disk full, locked, corrupt) raise MemoryStoreError naming what to do.
+    """
 
-    def search(self, query: str, k: int = 5) -> list[MemoryHit]: ...
+    # The embedder whose vectors the store keeps (None: words only). A caller may hand `add` and
+    # `search` a vector only from this embedder: vectors of two models are not comparable.
+    embedder: Embedder | None
+
+    def add(self, turn: MemoryTurn, source_id: str | None = None, vector: np.ndarray | None = None) -> str:
+        """Stores `turn` (a digest names its raw turn in `source_id`); without `vector` the store embeds it
+        itself, or stores it without one for `backfill` when the embedder fails. Returns its id."""
+        ...
+
+    def search(
+        self,
+        query: str,
+        k: int = 5,
+        *,
+        vector: np.ndarray | None = None,
+        mode: SearchMode = "fused",
+        floor: float | None = None,
+        exclude: Iterable[str] = (),
+    ) -> list[MemoryHit]:
+        """The `k` best turns for `query`, best first, scored as similarities in [0, 1].
+
+        `vector` is the query's embedding when the caller has it; `mode="lexical"` searches by words
+        alone (the caller had no vector in time: the store must not embed the query itself then).
+        `floor` drops weaker hits (None: the store's own), `exclude` drops turns by id.
+        """
+        ...
+
+    def list(
+        self,
+        limit: int = 50,
+        offset: int = 0,
+        *,
+        newest_first: bool = True,
+        kind: str | None = None,
+        session: str | None = None,
+        role: str | None = None,
+    ) -> list[MemoryTurn]:
+        """Stored turns, newest first by default, filtered by kind, session and role when given."""
+        ...
+
+    def count(self) -> int:
+        """How many raw turns are stored (digests not counted)."""
+        ...
+
+    def backfill(self, limit: int = 64) -> int:
+        """Embeds up to `limit` turns stored without a vector; returns how many (0: nothing to do)."""
+        ...
 
     def forget(self, turn_id: str) -> bool: ...
 
     def wipe(self) -> int: ...
 
     def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class MemoryStatus:
+    """Whether long-term memory works in this process, and if not, why: what the page, the memory API
+    and `convers doctor` report instead of going on silently without it."""
+
+    # on: works; off: switched off in settings; unavailable: cannot be opened (nothing is stored or
+    # recalled); degraded: open and recalling, but new turns cannot be stored now (they wait in memory).
+    state: Literal["on", "off", "unavailable", "degraded"]
+    # Why it is not "on" (what failed and what to do); for "on", where it lives.
+    reason: str = ""
+
+    @property
+    def usable(self) -> bool:
+        return self.state == "on"
 
 
 @runtime_checkable

@@ -23,3 +23,16 @@ class Vad(Protocol):
     def reset(self) -> None:
         """Forget any state carried between frames (new stream)."""
         ...
+
+
+@runtime_checkable
+class SharedModelVad(Vad, Protocol):
+    """Optional: a VAD whose model can serve several audio streams, each with its own state.
+
+    A server keeps one such VAD and gives every connection `new_stream()`, so the model is loaded
+    once per process while the state carried between frames stays per stream.
+    """
+
+    def new_stream(self) -> Vad:
+        """A VAD for another stream: the same model, fresh state."""
+        ...

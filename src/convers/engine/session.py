@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import logging
+import traceback
 import uuid
 from dataclasses import replace
 from typing import Any
@@ -247,6 +248,7 @@ class Session:
             await self.transport.flush(agent_turn.turn)
         if task is not None:
             await asyncio.gather(task, return_exceptions=True)
+            _clear_frames(task)
         if agent_turn.settled:
             return
         kept = agent_turn.kept_text(voiced=self.parts.tts is not None)
@@ -295,6 +297,26 @@ class Session:
 
     async def _set_state(self, state: AgentState) -> None:
         await self.transport.send_event(StateMessage(state).to_wire())
+
+
+def _clear_frames(task: asyncio.Task[Any]) -> None:
+    """Clears the frames a finished task's exception still holds.
+
+    A cancelled reply's CancelledError keeps its traceback, whose frames hold the session and the
+    exception itself (an `__aexit__` on the way out holds it as a local): a cycle that only a full
+    garbage collection would free, keeping a closed session's memory until then.
+    """
+    if not task.done():
+        return
+    try:
+        task.result()
+    except BaseException as error:  # noqa: BLE001 - only its frames are wanted
+        chained: BaseException | None = error
+        seen: set[int] = set()
+        while chained is not None and id(chained) not in seen:
+            seen.add(id(chained))
+            traceback.clear_frames(chained.__traceback__)
+            chained = chained.__context__
 
 
 def _log_failure(task: asyncio.Task[Any]) -> None:

@@ -14,7 +14,7 @@ import re
 import time
 import uuid
 from collections import OrderedDict, deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -25,13 +25,12 @@ import numpy as np
 from convers.config import MemorySettings
 from convers.contracts.embedder import Embedder
 from convers.contracts.llm import LanguageModel
-from convers.contracts.memory import MemoryHit, MemoryStoreError, MemoryTurn
+from convers.contracts.memory import MemoryHit, MemoryStatus, MemoryStore, MemoryStoreError, MemoryTurn
 from convers.memory import greeting as greetings
 from convers.memory.digest import make_digest, needs_digest
 from convers.memory.names import find_name
 from convers.memory.profile import ProfileError, ProfileFile
 from convers.memory.reflection import Reflection
-from convers.memory.store import SqliteMemoryStore
 from convers.memory.vectors import embed_blocking
 
 if TYPE_CHECKING:
@@ -65,6 +64,8 @@ class MemoryOptions:
     embed_deadline_s: float = 0.15
     # How long after a failed embedding to try the backfill again.
     backfill_retry_s: float = 30.0
+    # How long turns a failing store held back wait for the next try when no new turn comes first.
+    write_retry_s: float = 30.0
     backfill_batch: int = 32
     # Re-embedding stored turns after an upgrade (or an embedder change): this many per batch, then a
     # pause at least as long as the batch took, so it never takes more than half a core from a reply.
@@ -88,20 +89,37 @@ class _Write:
     stored: asyncio.Future[bool] | None = field(default=None, compare=False, repr=False)
 
 
+# What the write loop gets when held-back turns are due for another try and no new turn came.
+_RETRY = _Write("", "user", "", "", datetime.min.replace(tzinfo=UTC))
+
+
+# Told when storing turns fails and when it works again: the session's page shows it.
+StatusListener = Callable[[MemoryStatus], Awaitable[None]]
+
+
 class CompanionMemory:
-    """Profile + recall + background writes, behind the ConversationMemory protocol."""
+    """Profile + recall + background writes, behind the ConversationMemory protocol.
+
+    One per session; the store and the embedder are given (a server shares one of each among all
+    its sessions), so this class never opens or builds them. `close_store=False` leaves the store
+    open at `aclose` for the other sessions; its opener closes it.
+    """
 
     def __init__(
         self,
-        store: SqliteMemoryStore,
+        store: MemoryStore,
         profile: ProfileFile,
         *,
         embedder: Embedder | None = None,
         llm: LanguageModel | None = None,
         options: MemoryOptions | None = None,
         reflection: Reflection | None = None,
+        close_store: bool = True,
+        on_status: StatusListener | None = None,
     ) -> None:
         self.store = store
+        self.close_store = close_store
+        self.on_status = on_status
         self.profile = profile
         self.embedder = embedder if embedder is not None else store.embedder
         self.llm = llm
@@ -115,6 +133,9 @@ class CompanionMemory:
         self._sessions: set[str] = set()
         self._asked_for_name = False
         self._last_backfill_try = -1e9
+        # Whether the store may hold turns without a vector (from an earlier run, or a failed embedding).
+        self._may_lack_vectors = True
+        self._last_vector_ok = False
         self._profile_cache: tuple[float, str] | None = None
         self._closed = False
         # Turns whose write failed, oldest first; retried before every later write.
@@ -130,36 +151,6 @@ class CompanionMemory:
         # both want the vector of what the user just said, and computing it twice at once doubled
         # recall's time on 2 cores (`convers bench latency`).
         self._vectors: OrderedDict[str, asyncio.Future[np.ndarray]] = OrderedDict()
-
-    @classmethod
-    def from_settings(cls, settings: Settings, llm: LanguageModel | None = None) -> CompanionMemory:
-        """Opens data_dir's store and profile; an embedder that cannot start means word-only recall."""
-        from convers import registry
-
-        embedder: Embedder | None = None
-        try:
-            embedder = registry.create("embedder", settings.embedder.provider, settings)
-        except Exception as error:  # noqa: BLE001 - recall still works by words; writes backfill later
-            log.warning("embedder %s unavailable, recall uses words only: %s", settings.embedder.provider, error)
-        store = registry.create("memory", settings.memory.provider, settings, embedder=embedder)
-        if not isinstance(store, SqliteMemoryStore):
-            # Recall, backfill and digests use the SQLite store's own methods beyond the Protocol.
-            raise MemoryStoreError(
-                f"memory provider {settings.memory.provider!r} is not supported by the conversation memory yet; use sqlite"
-            )
-        memory = settings.memory
-        options = MemoryOptions(
-            recall_k=memory.recall_k,
-            recall_floor=memory.recall_floor,
-            digest_min_words=memory.digest_min_words,
-            rolling_chars=memory.rolling_chars,
-            reflection=memory.reflection,
-        )
-        reflection = None
-        if memory.reflection and llm is not None:
-            reflection = Reflection(llm, settings.data_path, settings.agent.name)
-        return cls(store, ProfileFile.in_data_dir(settings.data_path), embedder=embedder, llm=llm,
-                   options=options, reflection=reflection)
 
     # ----------------------------------------------------------------- background tasks
 
@@ -217,19 +208,29 @@ class CompanionMemory:
         log.info("memory: re-embedded %d of %d turns%s", done, pending, "" if done >= pending else " (stopped)")
 
     async def _write_loop(self) -> None:
-        while (item := await self._queue.get()) is not None:
+        while (item := await self._next_write()) is not None:
             try:
                 await self._store_in_order(item)
             finally:
-                self._queue.task_done()
+                if item is not _RETRY:
+                    self._queue.task_done()
         # Shutdown: one last try for turns a full disk or a locked database held back.
         await self._store_in_order(None)
         self._queue.task_done()
         if self._unsaved:
             log.error(
-                "%d turn(s) could not be stored in %s and are lost with this process: %s",
-                len(self._unsaved), self.store.path, self._last_write_error,
+                "%d turn(s) could not be stored and are lost with this process: %s",
+                len(self._unsaved), self._last_write_error,
             )
+
+    async def _next_write(self) -> _Write | None:
+        """The next queued turn; while turns are held back, `_RETRY` after write_retry_s without one."""
+        if not self._unsaved:
+            return await self._queue.get()
+        try:
+            return await asyncio.wait_for(self._queue.get(), self.options.write_retry_s)
+        except (TimeoutError, asyncio.TimeoutError):
+            return _RETRY
 
     async def _store_in_order(self, item: _Write | None) -> None:
         """Stores held-back turns first, then `item`; on failure everything stays queued, in order.
@@ -237,8 +238,9 @@ class CompanionMemory:
         A full disk or a database locked by another process is usually temporary: the turns wait
         in memory and go in with the next write, instead of being dropped.
         """
-        if item is not None:
+        if item is not None and item is not _RETRY:
             self._unsaved.append(item)
+        held_back = bool(self._last_write_error)
         while self._unsaved:
             head = self._unsaved[0]
             try:
@@ -252,6 +254,10 @@ class CompanionMemory:
             except Exception as error:  # noqa: BLE001 - memory must never take the conversation down
                 if str(error) != self._last_write_error:
                     log.error("could not store a turn (kept, will retry with the next one): %s", error)
+                    await self._tell(MemoryStatus(
+                        "degraded",
+                        f"{error}; {len(self._unsaved)} turn(s) are kept and stored once it works again",
+                    ))
                 self._last_write_error = str(error)
                 # Not committed now: their echoes say so at once instead of waiting for a retry.
                 for waiting in self._unsaved:
@@ -263,6 +269,18 @@ class CompanionMemory:
                 await self._after_write(head, turn)
             except Exception as error:  # noqa: BLE001 - the turn is stored; extras are optional
                 log.warning("stored a turn, but its follow-up work failed: %s", error)
+        if held_back:
+            self._last_write_error = ""
+            log.info("memory stores turns again; the held-back turns are stored")
+            await self._tell(MemoryStatus("on", "memory works again: the turns held back are stored"))
+
+    async def _tell(self, status: MemoryStatus) -> None:
+        if self.on_status is None:
+            return
+        try:
+            await self.on_status(status)
+        except Exception as error:  # noqa: BLE001 - a notice that cannot be sent is only logged
+            log.warning("memory status not delivered: %s", error)
 
     async def _write(self, item: _Write) -> MemoryTurn:
         """The durable part: the turn in the store (raises if the store cannot take it)."""
@@ -277,10 +295,12 @@ class CompanionMemory:
         vector = self._vector_of(item.text)
         if vector.done() and vector.exception() is None:
             await self._in_write_thread(functools.partial(self.store.add, turn, vector=vector.result()))
+            self._last_vector_ok = True
             return turn
         # Committed now, its vector attached when the embedder delivers it: the commit (which the
         # client's echo waits for) must not wait on a cold or busy embedder (each connection loads
         # its own model; under load an embedding took longer than the whole turn's commit).
+        self._may_lack_vectors = True
         await self._in_write_thread(functools.partial(self.store.add_many, [turn], embed=False))
         task = asyncio.create_task(self._attach_vector(turn.id, vector), name="memory-vector")
         self._attaching.add(task)
@@ -332,7 +352,10 @@ class CompanionMemory:
         else:
             # If the agent asked for their name, the next user turn may answer with just the name.
             self._asked_for_name = "name" in item.text.lower() and "?" in item.text
-        if (self.store.embed_failures or self._unembedded) and (self._backfill is None or self._backfill.done()):
+        # Rows from earlier runs are re-embedded by the start-up upgrade loop; here only this
+        # connection's own misses (a failed or late embedding) are filled in.
+        lacking = self.store.embed_failures or self._unembedded
+        if lacking and self.embedder is not None and (self._backfill is None or self._backfill.done()):
             # Beside the writes, not in their queue: embedding waits for a model that may still be loading.
             self._backfill = asyncio.create_task(self._maybe_backfill(), name="memory-backfill")
 
@@ -349,8 +372,12 @@ class CompanionMemory:
         self._unembedded = max(0, self._unembedded - filled)
         if filled:
             log.info("embedded %d turn(s) stored earlier without a vector", filled)
+        if filled == self.options.backfill_batch:
             # More may be waiting: allow the next write to continue at once.
-            self._last_backfill_try = -1e9 if filled == self.options.backfill_batch else now
+            self._last_backfill_try = -1e9
+        elif self._last_vector_ok:
+            # Less than a batch while the embedder works: none are left (until a vector fails again).
+            self._may_lack_vectors = False
 
     async def backfill_all(self) -> int:
         """Embeds every stored turn that lacks a vector (for `convers memory` and tests)."""
@@ -512,7 +539,15 @@ class CompanionMemory:
             await asyncio.wait_for(asyncio.gather(*pending, return_exceptions=True), self.options.close_timeout_s)
         except (TimeoutError, asyncio.TimeoutError):
             log.warning("closing memory without the vectors still being computed; the backfill fills them in")
-        await asyncio.to_thread(self.store.close)
+        # Done tasks and cached futures refer back to this object: dropped, the session's memory is
+        # freed by reference counting, without waiting for a full garbage collection.
+        self._tasks = []
+        self._attaching.clear()
+        self._backfill = None
+        self._vectors.clear()
+        self.on_status = None
+        if self.close_store:
+            await asyncio.to_thread(self.store.close)
         self._write_thread.shutdown(wait=False)
 
     async def _reflect(self) -> None:
@@ -539,6 +574,41 @@ def _encodable(text: str) -> str:
     return _LONE_SURROGATE.sub("\ufffd", text)
 
 
-def open_memory(settings: Settings, llm: LanguageModel | None = None) -> CompanionMemory:
-    """The ConversationMemory for `settings` (what the CLI wires into a Session)."""
-    return CompanionMemory.from_settings(settings, llm)
+def memory_options(settings: MemorySettings) -> MemoryOptions:
+    """The knobs of CompanionMemory that settings hold."""
+    return MemoryOptions(
+        recall_k=settings.recall_k,
+        recall_floor=settings.recall_floor,
+        digest_min_words=settings.digest_min_words,
+        rolling_chars=settings.rolling_chars,
+        reflection=settings.reflection,
+    )
+
+
+def companion_memory(
+    settings: Settings,
+    store: MemoryStore,
+    embedder: Embedder | None,
+    llm: LanguageModel | None = None,
+    *,
+    close_store: bool = False,
+    on_status: StatusListener | None = None,
+) -> CompanionMemory:
+    """A session's memory on an open `store` (and its `embedder`), with the profile and knobs of `settings`.
+
+    The caller built the store and the embedder (cli/wiring.py, through the registry) and closes
+    the store unless `close_store`.
+    """
+    reflection = None
+    if settings.memory.reflection and llm is not None:
+        reflection = Reflection(llm, settings.data_path, settings.agent.name)
+    return CompanionMemory(
+        store,
+        ProfileFile.in_data_dir(settings.data_path),
+        embedder=embedder,
+        llm=llm,
+        options=memory_options(settings.memory),
+        reflection=reflection,
+        close_store=close_store,
+        on_status=on_status,
+    )

@@ -49,19 +49,14 @@ def find_silero_model(settings: Settings | None = None) -> tuple[Path | None, st
     return None, "no Silero model found: install faster-whisper (pip install 'convers[whisper]') or silero-vad"
 
 
-class SileroVad:
-    """Silero VAD on 512-sample frames at 16 kHz, carrying the LSTM state and 64 samples of context.
+class SileroModel:
+    """A loaded Silero ONNX model and its input layout: read-only after loading, so one serves many streams.
 
     Both published ONNX layouts are read from the model's own inputs: v6 (faster-whisper: `input`
     [n, 576], `h`/`c` [1, 1, 128]) and v5 (silero-vad: `input` [n, 576], `state` [2, 1, 128], `sr`).
-    Each window the model sees is the last 64 samples of the previous frame followed by the new 512;
-    without that context the probabilities come out noticeably lower and jumpier.
+    onnxruntime's InferenceSession.run is thread-safe, and every call here passes its state in and
+    gets the new state back, so streams never share anything that changes.
     """
-
-    name = "silero"
-    sample_rate = 16000
-    frame_samples = 512
-    context_samples = 64
 
     def __init__(self, model_path: Path, threads: int = 1) -> None:
         self.model_path = model_path
@@ -85,6 +80,41 @@ class SileroVad:
             raise ValueError(
                 f"unexpected Silero model layout in {model_path}: inputs {[i.name for i in inputs]}, outputs {outputs}"
             )
+
+    def initial_states(self) -> dict[str, np.ndarray]:
+        return {name: np.zeros(shape, dtype=np.float32) for name, shape in self._state_shapes.items()}
+
+    def run(self, window: np.ndarray, states: dict[str, np.ndarray], sample_rate: int) -> tuple[float, dict[str, np.ndarray]]:
+        """The speech probability of `window` ([1, context + frame] float32) and the states after it."""
+        feeds: dict[str, Any] = {self._audio_input: window, **states}
+        if self._rate_input is not None:
+            feeds[self._rate_input] = np.array(sample_rate, dtype=np.int64)
+        results = self._session.run(None, feeds)
+        by_name = dict(zip([self._prob_output, *self._state_outputs], results, strict=True))
+        new_states = {state: by_name[output] for output, state in self._state_outputs.items()}
+        return float(np.asarray(by_name[self._prob_output]).reshape(-1)[0]), new_states
+
+
+class SileroVad:
+    """Silero VAD on 512-sample frames at 16 kHz: one audio stream's LSTM state and 64 samples of context.
+
+    Each window the model sees is the last 64 samples of the previous frame followed by the new 512;
+    without that context the probabilities come out noticeably lower and jumpier. The model itself
+    (SileroModel) is shared by every stream made with `new_stream`.
+    """
+
+    name = "silero"
+    sample_rate = 16000
+    frame_samples = 512
+    context_samples = 64
+
+    def __init__(self, model_path: Path | None = None, threads: int = 1, *, model: SileroModel | None = None) -> None:
+        if model is None:
+            if model_path is None:
+                raise ValueError("SileroVad needs a model_path or a loaded SileroModel")
+            model = SileroModel(model_path, threads)
+        self.model = model
+        self.model_path = model.model_path
         self._states: dict[str, np.ndarray] = {}
         self._context = np.zeros(self.context_samples, dtype=np.float32)
         self.reset()
@@ -105,8 +135,12 @@ class SileroVad:
         path, detail = find_silero_model(settings)
         return Availability(path is not None, detail)
 
+    def new_stream(self) -> SileroVad:
+        """A VAD for another stream on the same loaded model, with its own state."""
+        return SileroVad(model=self.model)
+
     def reset(self) -> None:
-        self._states = {name: np.zeros(shape, dtype=np.float32) for name, shape in self._state_shapes.items()}
+        self._states = self.model.initial_states()
         self._context = np.zeros(self.context_samples, dtype=np.float32)
 
     def speech_probability(self, pcm: bytes) -> float:
@@ -117,12 +151,6 @@ class SileroVad:
             )
         samples = pcm16_to_float32(pcm)
         window = np.concatenate([self._context, samples])[np.newaxis, :]
-        feeds: dict[str, Any] = {self._audio_input: window, **self._states}
-        if self._rate_input is not None:
-            feeds[self._rate_input] = np.array(self.sample_rate, dtype=np.int64)
-        results = self._session.run(None, feeds)
-        by_name = dict(zip([self._prob_output, *self._state_outputs], results, strict=True))
-        for output, state in self._state_outputs.items():
-            self._states[state] = by_name[output]
+        probability, self._states = self.model.run(window, self._states, self.sample_rate)
         self._context = samples[-self.context_samples :]
-        return float(np.asarray(by_name[self._prob_output]).reshape(-1)[0])
+        return probability

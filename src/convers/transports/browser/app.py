@@ -1,8 +1,9 @@
 """The ASGI app: the page, its static files, the conversation WebSocket and the memory API.
 
 The app knows nothing about the engine: it receives `run_session(transport)`, a coroutine function
-that holds one conversation until the transport's inbound iterator ends, and an optional memory
-store for the memory panel.
+that holds one conversation until the transport's inbound iterator ends, and the memory for the
+memory panel: a store, or the process's memory (its store once opened, and its status: why it is
+off or unavailable, which the API then answers instead of data).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 from starlette.applications import Starlette
@@ -33,6 +34,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from starlette.websockets import WebSocket
 
 from convers.contracts.events import ErrorMessage
+from convers.contracts.memory import MemoryStatus
 from convers.contracts.transport import Transport
 from convers.transports.browser.auth import COOKIE_NAME, token_matches
 from convers.transports.browser.websocket_transport import (
@@ -52,6 +54,8 @@ DEFAULT_OUTPUT_SAMPLE_RATE = 24000
 HELLO_TIMEOUT_S = 15.0
 COOKIE_MAX_AGE_S = 400 * 24 * 3600
 MEMORY_PAGE_MAX = 200
+# At shutdown, how long the cancelled sessions get to finish their memory writes.
+SHUTDOWN_WAIT_S = 10.0
 # SQLite's largest integer: a larger offset overflowed the query and answered 500.
 MEMORY_OFFSET_MAX = 2**63 - 1
 
@@ -66,6 +70,13 @@ SECURITY_HEADERS = [
 ]
 
 
+class ProcessMemory(Protocol):
+    """The memory a server opened at start: `store` is None until it is open, or when it cannot be."""
+
+    store: Any | None
+    status: MemoryStatus
+
+
 @dataclasses.dataclass(frozen=True)
 class BrowserAppConfig:
     """How the app guards and speaks: token (None = no auth), output rate, notices shown on connect."""
@@ -77,14 +88,23 @@ class BrowserAppConfig:
     notices: Sequence[dict[str, Any]] | Callable[[], Awaitable[Sequence[dict[str, Any]]]] = ()
     # Awaited once before the server accepts its first connection (model loading, warm-up).
     on_start: Callable[[], Awaitable[Any]] | None = None
+    # Awaited once at shutdown, after the sessions ended (closing what they shared).
+    on_stop: Callable[[], Awaitable[Any]] | None = None
     hello_timeout_s: float = HELLO_TIMEOUT_S
     secure_cookie: bool = True
     static_dir: Path = STATIC_DIR
 
 
-def create_app(run_session: RunSession, config: BrowserAppConfig, memory_store: Any | None = None) -> Starlette:
-    """The Starlette app; `memory_store` offers list/count/search/forget/wipe (None hides the panel's data)."""
-    # SQLite connections belong to one thread: every memory API call goes through this single worker.
+def create_app(
+    run_session: RunSession,
+    config: BrowserAppConfig,
+    memory_store: Any | None = None,
+    memory: ProcessMemory | None = None,
+) -> Starlette:
+    """The Starlette app; the memory panel uses `memory_store` (list/count/search/forget/wipe) or the
+    store of `memory`; with neither, the memory API answers 503 saying why."""
+    # One worker for the memory API: panel requests queue behind each other instead of taking every
+    # default worker thread (the store itself is thread-safe; sessions use it from their own threads).
     memory_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="memory-api")
     sessions: set[asyncio.Task[Any]] = set()
 
@@ -160,9 +180,17 @@ def create_app(run_session: RunSession, config: BrowserAppConfig, memory_store: 
             return JSONResponse({"error": "access token missing or wrong"}, status_code=401)
         if request.method != "GET" and not _same_origin(request):
             return JSONResponse({"error": "cross-origin request refused"}, status_code=403)
-        if memory_store is None:
-            return JSONResponse({"error": "memory is off (memory.enabled = false)"}, status_code=503)
+        if current_store() is None:
+            status = memory.status if memory is not None else MemoryStatus("off", "memory.enabled = false")
+            words = "is off" if status.state == "off" else "is unavailable"
+            return JSONResponse(
+                {"error": f"memory {words}: {status.reason}", "memory": status.state, "reason": status.reason},
+                status_code=503,
+            )
         return None
+
+    def current_store() -> Any | None:
+        return memory_store if memory is None else memory.store
 
     async def in_memory_thread(fn: Callable[..., Any], *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(memory_thread, fn, *args)
@@ -181,26 +209,27 @@ def create_app(run_session: RunSession, config: BrowserAppConfig, memory_store: 
                           f"got limit={_bounded(limit)} offset={_bounded(offset)}"},
                 status_code=400,
             )
+        store = current_store()
         query = request.query_params.get("q", "").strip()
         if query:
-            hits = await in_memory_thread(lambda: memory_store.search(query, k=min(limit, 50)))
+            hits = await in_memory_thread(lambda: store.search(query, k=min(limit, 50)))
             return JSONResponse({"query": query, "items": [_memory_json(h) for h in hits]})
-        items = await in_memory_thread(lambda: memory_store.list(limit=limit, offset=offset))
-        total = await in_memory_thread(memory_store.count)
+        items = await in_memory_thread(lambda: store.list(limit=limit, offset=offset))
+        total = await in_memory_thread(store.count)
         return JSONResponse({"items": [_memory_json(i) for i in items], "total": total, "offset": offset})
 
     async def memory_forget(request: Request) -> Response:
         if (refusal := memory_guard(request)) is not None:
             return refusal
         turn_id = request.path_params["turn_id"]
-        if not await in_memory_thread(memory_store.forget, turn_id):
+        if not await in_memory_thread(current_store().forget, turn_id):
             return JSONResponse({"error": f"no memory with id {turn_id!r}"}, status_code=404)
         return JSONResponse({"deleted": turn_id})
 
     async def memory_wipe(request: Request) -> Response:
         if (refusal := memory_guard(request)) is not None:
             return refusal
-        count = await in_memory_thread(memory_store.wipe)
+        count = await in_memory_thread(current_store().wipe)
         return JSONResponse({"deleted": count})
 
     @contextlib.asynccontextmanager
@@ -210,9 +239,15 @@ def create_app(run_session: RunSession, config: BrowserAppConfig, memory_store: 
         try:
             yield
         finally:
-            for task in list(sessions):
+            running = list(sessions)
+            for task in running:
                 task.cancel()
+            if running:
+                # Each session stores its last turns as it ends; then what they shared can close.
+                await asyncio.wait(running, timeout=SHUTDOWN_WAIT_S)
             memory_thread.shutdown(wait=False, cancel_futures=True)
+            if config.on_stop is not None:
+                await config.on_stop()
 
     routes = [
         Route("/", index, methods=["GET"]),

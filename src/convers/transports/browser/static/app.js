@@ -165,6 +165,8 @@ function showError(event) {
   const message = event.message || event.code || 'unknown error';
   if (NO_LLM_CODES.has(event.code)) {
     showBanner(`No language model is answering: ${message}`, true);
+  } else if (event.code === 'memory') {
+    showBanner(message, true);  // stays until memory works again (`memory_restored`)
   } else {
     showBanner(message, false);
   }
