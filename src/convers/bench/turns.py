@@ -114,6 +114,8 @@ class TurnsConfig:
     voices: tuple[str, ...] = ("espeak-ng", "piper")
     # At most this many utterances per provider (0: all).
     limit: int = 0
+    # Only these classes (empty: all): finished, short, paused.
+    kinds: tuple[str, ...] = ()
     ttft_s: float = 0.15
     tokens_per_s: float = 30.0
     # Silence after the agent has finished before the next utterance.
@@ -207,7 +209,12 @@ def _quietest_near(samples: np.ndarray, at_s: float, window_s: float, reach_s: f
 def build_items(speakers: Speakers, config: TurnsConfig, progress: Callable[[str], None]) -> list[SpokenItem]:
     """The whole set, spoken (see the module docstring); a paused text Whisper cannot align is left out."""
     items: list[SpokenItem] = []
-    plan = [(index, row, voice_index, voice) for index, row in enumerate(texts()) for voice_index, voice in enumerate(config.voices)]
+    plan = [
+        (index, row, voice_index, voice)
+        for index, row in enumerate(texts())
+        for voice_index, voice in enumerate(config.voices)
+        if not config.kinds or row[0] in config.kinds
+    ]
     if config.limit and config.limit < len(plan):
         # Spread the limit over the classes and voices instead of taking the first rows.
         plan = [plan[round(i * len(plan) / config.limit)] for i in range(config.limit)]

@@ -49,9 +49,10 @@ def memory_bench(ctx: click.Context, conversations: int, latency_sizes: str, que
               help="End-of-turn providers to compare (turn_end.provider values), comma separated.")
 @click.option("--voices", default="espeak-ng,piper", show_default=True, help="Voices that speak the set.")
 @click.option("--limit", default=0, show_default=True, help="At most this many utterances per provider, spread over the classes (0: all).")
+@click.option("--kinds", default="", help="Only these classes, comma separated: finished, short, paused (default: all).")
 @click.option("--out", type=click.Path(path_type=Path), help="JSON result file (default bench/results/turns-<time>.json).")
 @click.pass_context
-def turns_bench(ctx: click.Context, providers: str, voices: str, limit: int, out: Path | None) -> None:
+def turns_bench(ctx: click.Context, providers: str, voices: str, limit: int, kinds: str, out: Path | None) -> None:
     """End-of-turn decision time, premature cuts and time to first audio, per class of utterance."""
     from convers.bench.turns import TurnsConfig, print_table, run_benchmark, write_result
 
@@ -59,6 +60,7 @@ def turns_bench(ctx: click.Context, providers: str, voices: str, limit: int, out
         providers=tuple(p.strip() for p in providers.split(",") if p.strip()),
         voices=tuple(v.strip() for v in voices.split(",") if v.strip()),
         limit=limit,
+        kinds=tuple(k.strip() for k in kinds.split(",") if k.strip()),
     )
     result = run_benchmark(settings_from(ctx), config, progress=lambda text: click.echo(text, err=True))
     print_table(result, click.echo)
