@@ -11,9 +11,10 @@ with a one-sentence reply). Classes:
 
 Every text is spoken by espeak-ng and by Piper (two voices), each at one of two rates, alternating so
 that every rate of every voice is heard. A paused utterance is the whole sentence synthesised at once
-and cut at the word boundary (found with Whisper's word timestamps, then the quietest 10 ms near it),
-with silence inserted: the words before the pause keep the intonation of a sentence that goes on,
-as a person's would. Per utterance it records:
+and cut at the word boundary (Whisper's word timestamps, then the quiet moments near it, kept only
+where Whisper hears the first part end on the last word before the pause and the second begin on
+the next one), with silence inserted: the words before the pause keep the intonation of a sentence
+that goes on, as a person's would. Per utterance it records:
 
 - `decision_ms`: true end of speech (from the audio, not the VAD) to the end-of-turn decision;
 - `premature`: the agent took a turn before the user had finished (the contract is the whole
@@ -28,6 +29,8 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import difflib
+import re
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -176,8 +179,7 @@ class Speakers:
         tts = self._piper[words_per_minute]
         return concat([frame async for frame in tts.synthesize(text)])
 
-    def word_boundary_s(self, frame: AudioFrame, words_before: int) -> float | None:
-        """Where word `words_before` ends and the next begins in `frame`, or None if Whisper cannot say."""
+    def _model(self) -> Any:
         if self._whisper is None:
             from faster_whisper import WhisperModel
 
@@ -185,25 +187,72 @@ class Speakers:
 
             stt = FasterWhisperStt.from_settings(self.settings)
             self._whisper = WhisperModel(str(stt.model_dir), device="cpu", compute_type="int8", cpu_threads=2)
+        return self._whisper
+
+    def _words(self, samples: np.ndarray, timestamps: bool = False) -> list[Any]:
+        segments, _info = self._model().transcribe(samples, language="en", beam_size=1, word_timestamps=timestamps)
+        return [w for s in segments for w in (s.words or [])] if timestamps else [s.text for s in segments]
+
+    def split_s(self, frame: AudioFrame, before: str, after: str) -> float | None:
+        """Where to cut `frame` (the whole sentence) so that it says `before`, then `after`; None if no cut does.
+
+        Whisper's word timestamps give a first guess; the quiet moments near it are tried, quietest
+        first, and a cut is kept only when Whisper hears the first part end on the last word of
+        `before` and the second begin on the first word of `after`. Without that check a cut fell
+        inside the next word ("remind me to w|ater": "Can you remind me to walk?"), which is not a
+        pause a person makes.
+        """
         samples = np.frombuffer(frame.pcm, dtype="<i2").astype(np.float32) / 32768.0
-        segments, _info = self._whisper.transcribe(samples, language="en", beam_size=1, word_timestamps=True)
-        words = [w for s in segments for w in (s.words or [])]
-        if len(words) <= words_before:
+        words = self._words(samples, timestamps=True)
+        count = len(before.split())
+        if len(words) <= count:
             return None
-        guess = (words[words_before - 1].end + words[words_before].start) / 2
-        return _quietest_near(samples, guess, window_s=0.01, reach_s=0.1)
+        guess = (words[count - 1].end + words[count].start) / 2
+        last, first = _plain(before.split()[-1]), _plain(after.split()[0])
+        for cut_s in _quiet_moments(samples, guess, window_s=0.01, reach_s=0.15)[:6]:
+            cut = round(cut_s * MIC_RATE)
+            heard_before = _plain(" ".join(self._words(samples[:cut]))).split()
+            heard_after = _plain(" ".join(self._words(samples[cut:]))).split()
+            ends_right = last in FILLERS or (bool(heard_before) and _same_word(heard_before[-1], last))
+            if ends_right and heard_after and _same_word(heard_after[0], first):
+                return cut_s
+        return None
 
 
-def _quietest_near(samples: np.ndarray, at_s: float, window_s: float, reach_s: float) -> float:
-    """The middle of the quietest `window_s` stretch within `reach_s` of `at_s` (a cut there splits no sound)."""
+FILLERS = frozenset({"um", "uh", "erm", "er"})
+
+
+def _plain(text: str) -> str:
+    return " ".join(re.findall(r"[a-z0-9']+", text.lower()))
+
+
+def _same_word(heard: str, said: str) -> bool:
+    """Whisper's spelling of a word: the same, close (favourite/favorite), or a number written in digits."""
+    if heard == said or difflib.SequenceMatcher(None, heard, said).ratio() >= 0.75:
+        return True
+    return heard.isdigit() and said in NUMBER_WORDS
+
+
+NUMBER_WORDS = frozenset("one two three four five six seven eight nine ten twenty thirty forty fifty".split())
+
+
+def _quiet_moments(samples: np.ndarray, at_s: float, window_s: float, reach_s: float) -> list[float]:
+    """Middles of `window_s` stretches within `reach_s` of `at_s`, quietest first (local minima only)."""
     step = round(window_s * MIC_RATE)
     lo = max(0, round((at_s - reach_s) * MIC_RATE))
     hi = min(len(samples) - step, round((at_s + reach_s) * MIC_RATE))
     if hi <= lo:
-        return at_s
+        return [at_s]
     starts = np.arange(lo, hi, step // 2 or 1)
-    energy = [float(np.mean(samples[s : s + step] ** 2)) for s in starts]
-    return (int(starts[int(np.argmin(energy))]) + step / 2) / MIC_RATE
+    energy = np.array([float(np.mean(samples[s : s + step] ** 2)) for s in starts])
+    minima = [i for i in range(len(energy)) if (i == 0 or energy[i] <= energy[i - 1]) and (i == len(energy) - 1 or energy[i] <= energy[i + 1])]
+    minima.sort(key=lambda i: energy[i])
+    return [(int(starts[i]) + step / 2) / MIC_RATE for i in minima]
+
+
+def _quietest_near(samples: np.ndarray, at_s: float, window_s: float, reach_s: float) -> float:
+    """The middle of the quietest `window_s` stretch within `reach_s` of `at_s` (a cut there splits no sound)."""
+    return _quiet_moments(samples, at_s, window_s, reach_s)[0]
 
 
 def build_items(speakers: Speakers, config: TurnsConfig, progress: Callable[[str], None]) -> list[SpokenItem]:
@@ -229,9 +278,9 @@ def build_items(speakers: Speakers, config: TurnsConfig, progress: Callable[[str
             start, end = speech_span(frame)
             items.append(SpokenItem(kind, whole, voice, rate, frame, start, end))
             continue
-        cut_s = speakers.word_boundary_s(spoken, len(before.split()))
+        cut_s = speakers.split_s(spoken, before, after)
         if cut_s is None:
-            progress(f"  left out (no word boundary found): {whole!r} ({voice})")
+            progress(f"  left out (no cut of it is heard as {before!r} + {after!r}): {whole!r} ({voice})")
             continue
         cut = round(cut_s * MIC_RATE) * 2
         first = AudioFrame(spoken.pcm[:cut], MIC_RATE)

@@ -189,6 +189,7 @@ class EventKind(StrEnum):
     SPECULATION_DISCARD = "speculation_discard"
     TURN_MODEL = "turn_model"
     TURN_MODEL_ERROR = "turn_model_error"
+    TURN_JUDGED = "turn_judged"
     TOOL_CALL = "tool_call"
     TOOL_RESULT = "tool_result"
     TOOL_ERROR = "tool_error"

@@ -45,10 +45,27 @@ log = logging.getLogger(__name__)
 Ending = Literal["continues", "question", "short_answer", "statement", "no_words"]
 
 # Words after which an English sentence cannot stop: articles, prepositions, conjunctions,
-# possessives, fillers. Auxiliaries ("is", "can") are left out: "Yes, I can." is a whole answer.
-CONTINUING_WORDS = frozenset(
-    ["a", "an", "the", "to", "for", "of", "in", "on", "at", "with", "from", "by", "about", "into", "onto", "over", "under", "than", "as", "via", "per", "and", "or", "but", "nor", "so", "because", "if", "that", "which", "who", "whom", "whose", "when", "while", "where", "although", "though", "unless", "until", "since", "whether", "my", "your", "our", "their", "its", "his", "um", "uh", "erm", "er", "hmm", "mm", "uhm"]
-)
+# possessives, subject pronouns, fillers. Auxiliaries ("can", "do") are left out: "Yes, I can." is a
+# whole answer.
+CONTINUING_WORDS = frozenset({
+    # articles and prepositions
+    "a", "an", "the", "to", "for", "of", "in", "on", "at", "with", "from", "by", "about", "into", "onto",
+    "over", "under", "than", "as", "via", "per",
+    # conjunctions
+    "and", "or", "but", "nor", "so", "because", "if", "that", "which", "who", "whom", "whose", "when",
+    "while", "where", "although", "though", "unless", "until", "since", "whether",
+    # possessives and subject pronouns
+    "my", "your", "our", "their", "its", "his", "i", "we", "they", "he", "she",
+    # fillers
+    "um", "uh", "erm", "er", "hmm", "mm", "uhm",
+})
+# A copula ends a sentence after a pronoun ("Yes, it is.", "I know where it is.") but not after a
+# noun phrase, where it opens the complement: "My favourite film is ...", "The problem was ...".
+COPULAS = frozenset({"is", "are", "was", "were", "am"})
+ENDS_AFTER_PRONOUN = frozenset({
+    "it", "that", "this", "these", "those", "there", "here", "what", "where", "how", "who", "which",
+    "whatever", "i", "you", "we", "they", "he", "she", "one",
+})
 # A short complete answer: this many words or fewer, not ending on a continuing word.
 SHORT_ANSWER_WORDS = 3
 _WORD = re.compile(r"[a-z0-9']+")
@@ -61,6 +78,8 @@ def transcript_ending(text: str) -> Ending:
     if not words:
         return "no_words"
     if words[-1] in CONTINUING_WORDS or stripped.endswith((",", "...", "…", "-", "—", ";", ":")):
+        return "continues"
+    if words[-1] in COPULAS and len(words) > 1 and words[-2] not in ENDS_AFTER_PRONOUN:
         return "continues"
     if stripped.endswith("?"):
         return "question"
@@ -181,4 +200,10 @@ class TurnEndWatch:
             needed = self.timing.end_of_turn_silence_s  # no opinion: the silence rule, transcript or not
         else:
             needed = silence_needed_s(self.timing, self._probability, self._transcript, self.transcripts)
+        if needed != self._turns.silence_needed_s:
+            # Why a pause ended a turn sooner or later than the silence rule: the log says.
+            self.events.emit(
+                "turn_judged", silence_needed_s=needed, probability=self._probability, transcript=self._transcript,
+                pause_s=round(self._turns.pause_s, 3),
+            )
         self._turns.silence_needed_s = needed

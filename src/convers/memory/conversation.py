@@ -181,6 +181,12 @@ class CompanionMemory:
 
     async def _upgrade(self) -> None:
         """Re-embeds stored turns whose vectors are of an older format or another embedder, paced."""
+        # This memory's own new turns are committed first and get their vector a moment later
+        # (`_attach_vector`): let those settle, or they are counted (and embedded twice) as old ones.
+        try:
+            await asyncio.wait_for(self._own_writes_settled(), self.options.close_timeout_s)
+        except (TimeoutError, asyncio.TimeoutError):
+            pass
         try:
             pending = await asyncio.to_thread(self.store.pending_vectors)
         except MemoryStoreError as error:
@@ -206,6 +212,10 @@ class CompanionMemory:
                 reported = done
             await asyncio.sleep(max(self.options.upgrade_pause_min_s, time.monotonic() - started))
         log.info("memory: re-embedded %d of %d turns%s", done, pending, "" if done >= pending else " (stopped)")
+
+    async def _own_writes_settled(self) -> None:
+        await self._queue.join()
+        await asyncio.gather(*list(self._attaching), return_exceptions=True)
 
     async def _write_loop(self) -> None:
         while (item := await self._next_write()) is not None:
