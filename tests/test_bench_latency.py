@@ -547,3 +547,16 @@ async def test_work_replayed_from_the_silence_keeps_the_times_it_really_ran() ->
     assert figures["speculation"] == "hit"
     assert figures["critical_ms"]["stt"] == figures["critical_ms"]["recall"] == 0.0
     assert figures["critical_ms"]["tts_first_audio"] == 0.0
+
+
+def test_the_llm_stage_is_the_request_the_first_token_came_from() -> None:
+    from convers.bench.latency import served_llm
+    from convers.bench.reference_llm import ServedRequest
+
+    previous = ServedRequest(1.0, [], stream=True, token_times=[1.15, 1.2])
+    # The engine saw this request's first token at 11.105, before the server thread stamped it at 11.106.
+    current = ServedRequest(10.955, [], stream=True, token_times=[11.106, 11.2])
+    hung_up = ServedRequest(10.99, [], stream=True, client_disconnected=True)  # no token: not an answer
+    assert served_llm([previous, current, hung_up], {"llm_first_token": 11.105}) == (10.955, 11.106)
+    assert served_llm([previous, current], {"llm_first_token": 5.0}) == (1.0, 1.15)
+    assert served_llm([previous], {}) is None and served_llm([], {"llm_first_token": 1.0}) is None

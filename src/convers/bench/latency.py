@@ -255,13 +255,7 @@ async def run_loopback(
             turns.append({"index": plan.index, "text": plan.text, "transcript": plan.transcript, "turn": plan.turn,
                           "barge_in": plan.barge_in, "error": plan.error or "no audio", "ttfa_ms": None})
             continue
-        server_llm = None
-        first_token = marks.get("llm_first_token")
-        if first_token is not None:
-            served = [r for r in server_requests if r.first_token_at is not None and r.first_token_at <= first_token]
-            if served:
-                request = max(served, key=lambda r: r.first_token_at)
-                server_llm = (request.received_at, request.first_token_at)
+        server_llm = served_llm(server_requests, marks)
         spec = ("hit" if speculated(marks) else "miss") if speculation else "off"
         # In process the first frame is heard as it is handed over: sent and arrived are one moment.
         turns.append(turn_figures(plan, marks, min(sent), min(sent), spec, server_llm))
@@ -301,6 +295,24 @@ async def run_loopback(
         "turns": turns,
         "barge_ins": barge_ins,
     }
+
+
+def served_llm(requests: Sequence[Any], marks: dict[str, float]) -> tuple[float, float] | None:
+    """The reference server's (received, first token written) for the request the reply's first token came from.
+
+    That is the last request received before the engine saw its first token. Not the last whose
+    first token was written before it: the server stamps a token after writing it, on another
+    thread, so on a busy machine the engine can see the token first, and the previous turn's
+    request was taken (stages 9 s long, the LLM stage off the critical path).
+    """
+    first_token = marks.get("llm_first_token")
+    if first_token is None:
+        return None
+    answered = [r for r in requests if r.first_token_at is not None and r.received_at <= first_token]
+    if not answered:
+        return None
+    request = max(answered, key=lambda r: r.received_at)
+    return (request.received_at, request.first_token_at)
 
 
 # --------------------------------------------------------------------- the artifact

@@ -70,17 +70,13 @@ class SpeculativeResult:
 
     def mark_replayed(self, metrics: TurnMetrics) -> None:
         """The stage marks of what the reply replayed: the request and synthesis as they really ran, in the silence."""
-        if self.prefetch is None:
-            return
-        deltas = self.prefetch.deltas
-        # Only a replay that gave text: the reply's first token then came from this request.
-        if deltas.replayed and deltas.opened_at is not None and deltas.first_at is not None:
-            metrics.mark("llm_request", deltas.opened_at, replace=True)
-            metrics.mark("llm_first_delta", deltas.first_at, replace=True)
-        speech = self.prefetch.speech
-        if speech is not None and speech.replayed and speech.opened_at is not None and speech.first_at is not None:
-            metrics.mark("tts_start", speech.opened_at, replace=True)
-            metrics.mark("tts_first_audio", speech.first_at, replace=True)
+        prefetch = self.prefetch
+        # Only a replay that gave text (audio): the reply's first token (first audio) then came from it.
+        for stream, start, first in ((prefetch and prefetch.deltas, "llm_request", "llm_first_delta"),
+                                     (prefetch and prefetch.speech, "tts_start", "tts_first_audio")):
+            if stream is not None and stream.replayed and stream.opened_at is not None and stream.first_at is not None:
+                metrics.mark(start, stream.opened_at, replace=True)
+                metrics.mark(first, stream.first_at, replace=True)
 
     def discard(self) -> None:
         """Stops whatever is still running (an unclaimed LLM request or synthesis)."""
@@ -226,9 +222,7 @@ class Speculator:
         if self.policy.llm and self.llm is not None and self.build_messages is not None:
             messages = self.build_messages(transcript.text, result.recalled or [])
             voice = self.tts if self.policy.tts else None
-            result.prefetch = LlmPrefetch(
-                self.llm, messages, self.max_tokens, self.temperature, voice=voice, clock=self.events.now
-            )
+            result.prefetch = LlmPrefetch(self.llm, messages, self.max_tokens, self.temperature, voice, self.events.now)
         return result
 
 
@@ -243,8 +237,7 @@ class BufferedStream(Generic[T]):
 
     `on_item` sees each item as it arrives and `on_end` runs once the stream is done (both inside
     the reading task). An error of the stream is kept and raised to the consumer. `opened_at` and
-    `first_at` (the first item `counts` accepts) are on `clock`, for the stage marks of a replay.
-    """
+    `first_at` (the first item `counts` accepts), on `clock`, are a replay's stage marks."""
 
     def __init__(
         self,
@@ -351,9 +344,7 @@ class LlmPrefetch:
         voice = self.voice
         if voice is not None:
             text = self.speech_text = chunks[0]
-            self.speech = BufferedStream(
-                lambda: voice.synthesize(text), clock=self._clock, counts=lambda frame: bool(frame.pcm)
-            )
+            self.speech = BufferedStream(lambda: voice.synthesize(text), clock=self._clock, counts=lambda f: bool(f.pcm))
 
     def cancel(self) -> None:
         """Closes the request (and its HTTP stream) if it is still running."""
