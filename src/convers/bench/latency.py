@@ -22,11 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import os
-import platform
-import shutil
-import socket
-import subprocess
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -35,19 +30,27 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from convers.audio import read_wav, resample
-from convers.bench.latency_script import (
+from convers.bench.latency_script import (  # noqa: F401  (re-exported: other benches import them from here)
     FRAME_S,
+    INTERRUPTIONS,
     MIC_RATE,
+    QUESTIONS,
     LatencyConfig,
     TurnPlan,
     Utterance,
     frame_index,
+    speak,
+    speech_span,
     wait_until,
 )
 from convers.bench.results import write_json_result
+from convers.bench.run_info import (  # noqa: F401  (re-exported: other benches import them from here)
+    describe_built,
+    machine_info,
+    model_file_of,
+    model_of,
+    provider_info,
+)
 from convers.bench.stages import (  # noqa: F401  (re-exported: other benches import them from here)
     STAGES,
     check_goals,
@@ -58,62 +61,10 @@ from convers.bench.stages import (  # noqa: F401  (re-exported: other benches im
     summarize,
     turn_figures,
 )
-from convers.contracts.audio import AudioFrame
 from convers.contracts.events import EventKind
 
 SCHEMA_VERSION = 1
 _frame_index = frame_index  # the name bench/soak.py imports
-
-# Short everyday questions; the reference LLM answers each with two short sentences.
-QUESTIONS: tuple[str, ...] = (
-    "What should I cook for dinner tonight?",
-    "Can you remind me what we talked about yesterday?",
-    "How long does it take to walk to the station?",
-    "What is a good book to read on holiday?",
-    "Do you think it will rain this afternoon?",
-    "How do I keep my plants alive in winter?",
-    "What time should I go to bed tonight?",
-    "Tell me something interesting about the moon.",
-    "Which coat should I wear for the party?",
-    "How can I learn to play the guitar?",
-)
-# Spoken over the agent on barge-in turns: real questions, so they become the next turn.
-INTERRUPTIONS: tuple[str, ...] = (
-    "Wait, what about tomorrow morning?",
-    "Hold on, can you say that again?",
-    "Sorry, what did you mean by that?",
-)
-
-
-def speech_span(frame: AudioFrame, threshold_dbfs: float = -45.0, window_s: float = 0.005) -> tuple[float, float]:
-    """First and last moment a 5 ms window is louder than `threshold_dbfs`: the true speech span."""
-    samples = np.frombuffer(frame.pcm, dtype="<i2").astype(np.float32) / 32768.0
-    step = max(1, round(window_s * frame.sample_rate))
-    count = len(samples) // step
-    if count == 0:
-        raise ValueError("speech_span needs audio; got an empty frame")
-    windows = samples[: count * step].reshape(count, step)
-    levels = 20 * np.log10(np.sqrt(np.mean(windows**2, axis=1)) + 1e-12)
-    loud = np.flatnonzero(levels > threshold_dbfs)
-    if len(loud) == 0:
-        raise ValueError(f"no speech above {threshold_dbfs} dBFS in the utterance")
-    return loud[0] * window_s, (loud[-1] + 1) * window_s
-
-
-def speak(text: str, directory: Path, words_per_minute: int = 160, voice: str = "en-us") -> Utterance:
-    """Says `text` with espeak-ng (the user's voice in the benchmark)."""
-    if shutil.which("espeak-ng") is None:
-        raise RuntimeError("espeak-ng is not installed: apt-get install espeak-ng (it speaks the benchmark's questions)")
-    path = directory / f"q{abs(hash((text, words_per_minute, voice))) % 10**12}.wav"
-    if not path.exists():
-        subprocess.run(
-            ["espeak-ng", "-v", voice, "-s", str(words_per_minute), "-w", str(path), text],
-            check=True,
-            capture_output=True,
-        )
-    frame = resample(read_wav(path), MIC_RATE)
-    start, end = speech_span(frame)
-    return Utterance(text, frame, start, end)
 
 
 # --------------------------------------------------------------------- the run
@@ -316,99 +267,6 @@ def served_llm(requests: Sequence[Any], marks: dict[str, float]) -> tuple[float,
 
 
 # --------------------------------------------------------------------- the artifact
-
-
-def machine_info() -> dict[str, Any]:
-    cpu = ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    try:
-        load = [round(x, 2) for x in os.getloadavg()]
-    except OSError:
-        load = []
-    return {
-        "hostname": socket.gethostname(),
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "cpu": cpu or platform.processor(),
-        "cpu_count": os.cpu_count(),
-        "load_average": load,
-        "thread_env": {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")},
-    }
-
-
-def model_of(provider: Any) -> str | None:
-    """The model a built provider runs, as the provider itself names it (not re-derived from settings)."""
-    if provider is None:
-        return None
-    if getattr(provider, "name", None) == "pocketsphinx":
-        return "bundled en-us"
-    label = getattr(provider, "model_name", None)  # faster-whisper: "packaged Whisper tiny.en (...)" etc.
-    if label:
-        return str(label)
-    path = getattr(provider, "model_path", None)  # Piper, Kokoro, llama.cpp: the model file
-    if path:
-        voice = getattr(provider, "voice", None)
-        return f"{Path(path).name} ({voice})" if voice and getattr(provider, "name", None) == "kokoro" else Path(path).name
-    for attribute in ("voice", "model"):  # espeak-ng: its voice; an OpenAI-compatible server: the model asked for
-        value = getattr(provider, attribute, None)
-        if value:
-            return str(value)
-    return None
-
-
-def model_file_of(provider: Any) -> str | None:
-    """Where the model a built provider runs lies on disk (a folder or a file), if it has one."""
-    for attribute in ("model_dir", "model_path"):
-        value = getattr(provider, attribute, None)
-        if value:
-            return str(value)
-    return None
-
-
-def describe_built(built: dict[str, Any]) -> dict[str, dict[str, str | None]]:
-    """Name, model and model file of each built provider (kind -> provider object)."""
-    return {
-        kind: {"provider": getattr(provider, "name", None), "model": model_of(provider), "file": model_file_of(provider)}
-        for kind, provider in built.items()
-    }
-
-
-def provider_info(
-    settings: Any, reference: Any | None, built: dict[str, dict[str, str | None]] | None = None
-) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
-    """Which providers and models ran: (providers, models, model_files).
-
-    `built` (from describe_built, in a loopback run) says what really ran; without it (a run over
-    --url, where the server built them) the providers are what these settings select and the STT
-    and TTS models are unknown (None).
-    """
-    from convers.cli import wiring
-
-    built = built or {}
-
-    def name(kind: str) -> str:
-        if kind in built and built[kind]["provider"]:
-            return str(built[kind]["provider"])
-        return wiring.provider_name(kind, settings)
-
-    providers = {kind: name(kind) for kind in ("vad", "turn_end", "stt", "tts", "embedder")}
-    providers["memory"] = settings.memory.provider if settings.memory.enabled else None
-    providers["llm"] = "reference" if reference is not None else name("llm")
-    models = {
-        "stt": built.get("stt", {}).get("model"),
-        "tts": built.get("tts", {}).get("model"),
-        "llm": "convers-reference" if reference is not None
-        else built.get("llm", {}).get("model") or settings.llm.model or str(settings.llm.model_path or ""),
-        "embedder": "all-MiniLM-L6-v2" if providers["embedder"] == "minilm" else settings.embedder.ollama_model,
-    }
-    files = {kind: built[kind]["file"] for kind in ("stt", "tts", "turn_end") if kind in built}
-    return providers, models, files
 
 
 def run_benchmark(

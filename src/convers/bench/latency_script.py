@@ -8,14 +8,41 @@ from __future__ import annotations
 
 import asyncio
 import math
+import shutil
+import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
+import numpy as np
+
+from convers.audio import read_wav, resample
 from convers.contracts.audio import AudioFrame
 
 MIC_RATE = 16000
 FRAME_S = 0.02
+
+# Short everyday questions; the reference LLM answers each with two short sentences.
+QUESTIONS: tuple[str, ...] = (
+    "What should I cook for dinner tonight?",
+    "Can you remind me what we talked about yesterday?",
+    "How long does it take to walk to the station?",
+    "What is a good book to read on holiday?",
+    "Do you think it will rain this afternoon?",
+    "How do I keep my plants alive in winter?",
+    "What time should I go to bed tonight?",
+    "Tell me something interesting about the moon.",
+    "Which coat should I wear for the party?",
+    "How can I learn to play the guitar?",
+)
+# Spoken over the agent on barge-in turns: real questions, so they become the next turn.
+INTERRUPTIONS: tuple[str, ...] = (
+    "Wait, what about tomorrow morning?",
+    "Hold on, can you say that again?",
+    "Sorry, what did you mean by that?",
+)
+
 
 
 @dataclass
@@ -77,3 +104,34 @@ async def wait_until(condition: Callable[[], bool], timeout_s: float, step_s: fl
 def frame_index(at_s: float) -> int:
     """The microphone frame a sound placed at `at_s` starts in."""
     return math.ceil(at_s / FRAME_S - 1e-6)
+
+
+def speech_span(frame: AudioFrame, threshold_dbfs: float = -45.0, window_s: float = 0.005) -> tuple[float, float]:
+    """First and last moment a 5 ms window is louder than `threshold_dbfs`: the true speech span."""
+    samples = np.frombuffer(frame.pcm, dtype="<i2").astype(np.float32) / 32768.0
+    step = max(1, round(window_s * frame.sample_rate))
+    count = len(samples) // step
+    if count == 0:
+        raise ValueError("speech_span needs audio; got an empty frame")
+    windows = samples[: count * step].reshape(count, step)
+    levels = 20 * np.log10(np.sqrt(np.mean(windows**2, axis=1)) + 1e-12)
+    loud = np.flatnonzero(levels > threshold_dbfs)
+    if len(loud) == 0:
+        raise ValueError(f"no speech above {threshold_dbfs} dBFS in the utterance")
+    return loud[0] * window_s, (loud[-1] + 1) * window_s
+
+
+def speak(text: str, directory: Path, words_per_minute: int = 160, voice: str = "en-us") -> Utterance:
+    """Says `text` with espeak-ng (the user's voice in the benchmark)."""
+    if shutil.which("espeak-ng") is None:
+        raise RuntimeError("espeak-ng is not installed: apt-get install espeak-ng (it speaks the benchmark's questions)")
+    path = directory / f"q{abs(hash((text, words_per_minute, voice))) % 10**12}.wav"
+    if not path.exists():
+        subprocess.run(
+            ["espeak-ng", "-v", voice, "-s", str(words_per_minute), "-w", str(path), text],
+            check=True,
+            capture_output=True,
+        )
+    frame = resample(read_wav(path), MIC_RATE)
+    start, end = speech_span(frame)
+    return Utterance(text, frame, start, end)
