@@ -19,20 +19,10 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from convers.bench.latency import (
-    STAGES,
-    Call,
-    LatencyConfig,
-    TurnPlan,
-    check_goals,
-    describe,
-    run_benchmark,
-    speech_span,
-    summarize,
-    turn_figures,
-    write_result,
-)
-from convers.bench.latency_ws import server_stages
+from convers.bench.latency import run_benchmark, speech_span, write_result
+from convers.bench.latency_script import LatencyConfig, TurnPlan
+from convers.bench.latency_ws import server_turn
+from convers.bench.stages import STAGES, check_goals, describe, speculated, summarize, turn_figures
 from convers.cli import main
 from convers.config import load_settings
 from convers.contracts.audio import AudioFrame
@@ -57,7 +47,8 @@ def plan() -> TurnPlan:
     return TurnPlan(index=0, text="q", barge_in=False, true_start=9.0, true_end=10.0, turn=1)
 
 
-def marks(confirmed: float, stt_final: float) -> dict[str, float]:
+def marks(confirmed: float, stt_final: float, **more: float) -> dict[str, float]:
+    """A turn's engine marks (seconds); the stage starts are added per test."""
     return {
         "speech_end": 10.02,
         "turn_confirmed": confirmed,
@@ -67,87 +58,139 @@ def marks(confirmed: float, stt_final: float) -> dict[str, float]:
         "first_chunk": stt_final + 0.31,
         "tts_first_audio": stt_final + 0.33,
         "first_audio_out": stt_final + 0.335,
+        **more,
     }
 
 
+def plain_marks() -> dict[str, float]:
+    # Each stage starts a hand-off after the previous one ended: 5+1+5+5+1+5 ms in all.
+    return marks(confirmed=10.52, stt_final=10.9, stt_start=10.525, recall_start=10.901, llm_request=10.951,
+                 tts_start=11.211)
+
+
 def test_stages_overhead_and_gaps_on_a_plain_turn() -> None:
-    m = marks(confirmed=10.52, stt_final=10.9)
-    stt = [Call(10.525, 10.9, 10.9)]
-    recall = [Call(10.901, 10.95, 10.95)]
-    llm = [Call(10.951, 11.12, 11.108)]
-    tts = [Call(11.211, 11.3, 11.23)]
-    figures = turn_figures(plan(), m, 11.235, stt, recall, llm, tts, (10.955, 11.105), "off")
+    figures = turn_figures(plan(), plain_marks(), 11.235, 11.235, "off", server_llm=(10.955, 11.105))
     assert figures["ttfa_ms"] == pytest.approx(1235.0)
     assert figures["stages_ms"]["end_of_turn"] == pytest.approx(520.0)
     assert figures["stages_ms"]["stt"] == pytest.approx(375.0)
-    assert figures["stages_ms"]["llm_ttft"] == pytest.approx(150.0)
+    assert figures["stages_ms"]["recall"] == pytest.approx(49.0)
+    assert figures["stages_ms"]["llm_ttft"] == pytest.approx(150.0)  # the server's record, not the client's
     assert figures["stages_ms"]["first_chunk"] == pytest.approx(100.0)
     assert figures["stages_ms"]["tts_first_audio"] == pytest.approx(19.0)
+    assert figures["stages_ms"]["transport"] == 0.0
     total = sum(v for v in figures["critical_ms"].values() if v is not None)
     assert figures["overhead_ms"] == pytest.approx(1235.0 - total, abs=0.2)
     assert figures["overhead_ms"] == pytest.approx(22.0, abs=0.5)  # 5+1+5+5+1+5 ms of hand-offs
     assert figures["gaps_ms"]["confirmed_to_stt"] == pytest.approx(5.0)
+    assert figures["gaps_ms"]["stt_to_recall"] == pytest.approx(1.0)
     assert figures["gaps_ms"]["recall_to_llm_request"] == pytest.approx(5.0)
     assert figures["gaps_ms"]["first_token_delivery"] == pytest.approx(5.0)
+    assert figures["gaps_ms"]["chunk_to_tts"] == pytest.approx(1.0)
+    assert figures["gaps_ms"]["tts_to_send"] == pytest.approx(5.0)
     assert figures["vad_end_lag_ms"] == pytest.approx(20.0)
-    assert figures["llm_ttft_client_ms"] == pytest.approx(157.0)
+    # Client side: the engine's request to the first token it saw.
+    assert figures["llm_ttft_client_ms"] == pytest.approx(159.0)
+
+
+def test_without_the_reference_server_the_llm_stage_is_the_engines_request() -> None:
+    figures = turn_figures(plan(), plain_marks(), 11.235, 11.235, "off")
+    assert figures["stages_ms"]["llm_ttft"] == pytest.approx(159.0) == figures["llm_ttft_client_ms"]
+    assert figures["gaps_ms"]["recall_to_llm_request"] == pytest.approx(1.0)
+    assert figures["gaps_ms"]["first_token_delivery"] == 0.0
+    # A replayed (prefetched) request: the client-side time is to its own first token.
+    replayed = turn_figures(plan(), {**plain_marks(), "llm_first_delta": 11.108}, 11.235, 11.235, "off")
+    assert replayed["llm_ttft_client_ms"] == pytest.approx(157.0)
+    assert replayed["stages_ms"]["llm_ttft"] == pytest.approx(159.0)  # the reply still waited for it until 11.11
 
 
 def test_work_done_in_the_silence_is_off_the_critical_path() -> None:
     # Speculation: STT ran from 10.2 to 10.45, the turn was confirmed at 10.52.
-    m = marks(confirmed=10.52, stt_final=10.45)
-    stt = [Call(10.1, 10.3, 10.3), Call(10.2, 10.45, 10.45)]  # the first one was thrown away
-    figures = turn_figures(plan(), m, 10.8, stt, [], [], [], None, "hit")
+    m = marks(confirmed=10.52, stt_final=10.45, stt_start=10.2)
+    figures = turn_figures(plan(), m, 10.8, 10.8, "hit")
+    assert speculated(m) and not speculated({**m, "stt_start": 10.52})
     assert figures["stages_ms"]["stt"] == pytest.approx(250.0)
     assert figures["critical_ms"]["stt"] == 0.0
-    assert figures["critical_ms"]["recall"] is None  # no memory
-    # Recall ended at 10.50: before the confirmation, so off the critical path too.
-    assert figures["stages_ms"]["recall"] is None
+    assert figures["gaps_ms"]["confirmed_to_stt"] is None
+    # No recall start marked (no memory): no recall stage, whatever else is marked.
+    assert figures["stages_ms"]["recall"] is None and figures["critical_ms"]["recall"] is None
+    # A missing stage start is a missing stage, never a stage from some other mark.
+    assert figures["stages_ms"]["llm_ttft"] is None and figures["stages_ms"]["tts_first_audio"] is None
 
 
 @pytest.mark.parametrize(
-    ("marks_ms", "stages", "critical"),
+    ("marks_ms", "stages", "critical", "hit"),
     [
         # No speculation: every stage starts after the end of turn, all of it is on the critical path.
         (
-            {"turn_confirmed_ms": 510, "stt_final_ms": 540, "recall_done_ms": 555, "llm_first_token_ms": 710,
-             "first_chunk_ms": 740, "tts_first_audio_ms": 742, "first_audio_out_ms": 743},
-            {"stt": 30, "recall": 15, "llm_ttft": 155, "first_chunk": 30, "tts_first_audio": 2},
-            {"stt": 30, "recall": 15, "llm_ttft": 155, "first_chunk": 30, "tts_first_audio": 2},
+            {"turn_confirmed_ms": 510, "stt_start_ms": 512, "stt_final_ms": 540, "recall_start_ms": 541,
+             "recall_done_ms": 555, "llm_request_ms": 556, "llm_first_token_ms": 710, "first_chunk_ms": 740,
+             "tts_start_ms": 741, "tts_first_audio_ms": 742, "first_audio_out_ms": 743, "stt_decode_ms": 27.0},
+            {"stt": 28, "recall": 14, "llm_ttft": 154, "first_chunk": 30, "tts_first_audio": 1},
+            {"stt": 28, "recall": 14, "llm_ttft": 154, "first_chunk": 30, "tts_first_audio": 1},
+            False,
         ),
         # Speculation: STT and recall ended in the silence; the LLM's first token came 40 ms after
         # the end of turn. Only that share is on the critical path, and no stage is negative.
         (
-            {"turn_confirmed_ms": 510, "stt_final_ms": 265, "recall_done_ms": 280, "llm_first_token_ms": 550,
-             "first_chunk_ms": 550, "tts_first_audio_ms": 553, "first_audio_out_ms": 554},
-            {"stt": 265, "recall": 15, "llm_ttft": 270, "first_chunk": 0, "tts_first_audio": 3},
-            {"stt": 0, "recall": 0, "llm_ttft": 40, "first_chunk": 0, "tts_first_audio": 3},
+            {"turn_confirmed_ms": 510, "stt_start_ms": 100, "stt_final_ms": 265, "recall_start_ms": 266,
+             "recall_done_ms": 280, "llm_request_ms": 281, "llm_first_token_ms": 550, "first_chunk_ms": 550,
+             "tts_start_ms": 551, "tts_first_audio_ms": 553, "first_audio_out_ms": 554},
+            {"stt": 165, "recall": 14, "llm_ttft": 269, "first_chunk": 0, "tts_first_audio": 2},
+            {"stt": 0, "recall": 0, "llm_ttft": 40, "first_chunk": 0, "tts_first_audio": 2},
+            True,
         ),
-        # No memory: the LLM stage follows STT.
+        # No memory: no recall stage.
         (
-            {"turn_confirmed_ms": 500, "stt_final_ms": 520, "llm_first_token_ms": 680, "first_audio_out_ms": 700},
-            {"stt": 20, "recall": None, "llm_ttft": 160, "first_chunk": None, "tts_first_audio": None},
-            {"stt": 20, "recall": None, "llm_ttft": 160, "first_chunk": None, "tts_first_audio": None},
+            {"turn_confirmed_ms": 500, "stt_start_ms": 501, "stt_final_ms": 520, "llm_request_ms": 521,
+             "llm_first_token_ms": 680, "first_audio_out_ms": 700},
+            {"stt": 19, "recall": None, "llm_ttft": 159, "first_chunk": None, "tts_first_audio": None},
+            {"stt": 19, "recall": None, "llm_ttft": 159, "first_chunk": None, "tts_first_audio": None},
+            False,
         ),
     ],
 )
 def test_stages_over_a_socket_come_from_the_server_marks(
-    marks_ms: dict[str, float], stages: dict[str, float | None], critical: dict[str, float | None]
+    marks_ms: dict[str, float], stages: dict[str, float | None], critical: dict[str, float | None], hit: bool
 ) -> None:
-    whole, on_path = server_stages(marks_ms, ttfa_ms=marks_ms["first_audio_out_ms"] + 20)
+    ttfa = marks_ms["first_audio_out_ms"] + 20
+    figures = server_turn(plan(), marks_ms, ttfa)
+    whole, on_path = figures["stages_ms"], figures["critical_ms"]
+    assert figures["ttfa_ms"] == ttfa
     assert whole["end_of_turn"] == on_path["end_of_turn"] == marks_ms["turn_confirmed_ms"]
     assert whole["transport"] == on_path["transport"] == 20
     for stage, expected in stages.items():
         assert whole[stage] == (None if expected is None else pytest.approx(expected)), stage
     for stage, expected in critical.items():
         assert on_path[stage] == (None if expected is None else pytest.approx(expected)), stage
+    assert figures["speculation"] == ("hit" if hit else "miss")
+    # What a socket cannot separate stays null; the row has the loopback row's fields.
+    assert figures["overhead_ms"] is None and figures["gaps_ms"] == {} and figures["vad_end_lag_ms"] is None
+    loopback = turn_figures(plan(), plain_marks(), 11.235, 11.235, "off")
+    assert set(figures) == set(loopback)
+
+
+def test_both_benches_read_the_stages_through_one_function() -> None:
+    # The same turn, once as loopback marks (seconds) and once as the server's metrics message
+    # (ms from the VAD's end of speech): the same stages.
+    from convers.events import TurnMetrics
+
+    metrics = TurnMetrics(turn=1)
+    for name, at in {**plain_marks(), "turn_start": 10.02}.items():
+        metrics.mark(name, at)
+    here = turn_figures(plan(), metrics.marks, 11.235, 11.235, "off")
+    there = server_turn(plan(), metrics.latencies(), ttfa_ms=1235.0)
+    for stage in ("stt", "recall", "llm_ttft", "first_chunk", "tts_first_audio"):
+        assert there["stages_ms"][stage] == pytest.approx(here["stages_ms"][stage], abs=0.15), stage
+        assert there["critical_ms"][stage] == pytest.approx(here["critical_ms"][stage], abs=0.15), stage
+    # Over the socket the VAD's end of speech stands in for the true end (20 ms later here).
+    assert there["stages_ms"]["end_of_turn"] == pytest.approx(here["stages_ms"]["end_of_turn"] - 20.0, abs=0.15)
 
 
 def test_summary_percentiles_and_goals() -> None:
     assert describe([]) == {"n": 0, "p50": None, "p95": None, "mean": None, "min": None, "max": None}
     stats = describe([100.0, 200.0, 300.0, None])
     assert stats["n"] == 3 and stats["p50"] == 200.0 and stats["p95"] == pytest.approx(290.0)
-    turn = turn_figures(plan(), marks(10.52, 10.9), 11.235, [Call(10.525, 10.9)], [], [], [Call(11.211, 11.3, 11.23)], None, "off")
+    turn = turn_figures(plan(), marks(10.52, 10.9, stt_start=10.525, tts_start=11.211), 11.235, 11.235, "off")
     barge = {"onset_to_pause_ms": 40.0, "onset_to_flush_ms": 270.0, "onset_to_last_frame_ms": -300.0, "frames_after_flush": 0}
     summary = summarize([turn, {"ttfa_ms": None}], [barge])
     assert summary["turns_measured"] == 1 and summary["turns_failed"] == 1
@@ -416,10 +459,104 @@ def test_cli_takes_stt_and_tts_names() -> None:
 def test_a_first_chunk_synthesised_in_the_silence_is_its_tts_stage() -> None:
     # The reply replayed at 10.55 the first chunk synthesised from 10.40 to its first audio at 10.50;
     # the second chunk's synthesis started after the first audio was sent at 10.56.
-    m = {**marks(confirmed=10.52, stt_final=10.30), "llm_first_token": 10.55, "first_chunk": 10.55}
-    tts = [Call(9.0, 9.5, 9.1), Call(10.40, 10.60, 10.50), Call(10.60, 10.90, 10.70)]
-    figures = turn_figures(plan(), m, 10.56, [Call(10.1, 10.3, 10.3)], [], [], tts, None, "hit")
+    # The engine marks the synthesis that really ran (SpeculativeResult.mark_replayed).
+    m = {**marks(confirmed=10.52, stt_final=10.30, stt_start=10.1), "llm_first_token": 10.55, "first_chunk": 10.55,
+         "tts_start": 10.40, "tts_first_audio": 10.50}
+    figures = turn_figures(plan(), m, 10.56, 10.56, "hit")
     assert figures["stages_ms"]["tts_first_audio"] == pytest.approx(100.0)
     assert figures["critical_ms"]["tts_first_audio"] == 0.0  # ready before the end of turn
     assert figures["gaps_ms"]["chunk_to_tts"] is None
     assert figures["overhead_ms"] >= 0
+
+
+class NumberedStt:
+    """Names each transcription by its call number."""
+
+    name = "numbered-stt"
+    sample_rate = 16000
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    async def transcribe(self, audio: AudioFrame) -> Any:
+        from convers.contracts.stt import Transcript
+
+        self.calls += 1
+        return Transcript(f"question number {self.calls}", decode_s=0.01)
+
+
+async def spoken_turn_metrics(speculation: Any) -> dict[str, Any]:
+    """One spoken turn through a real Session (doubles for the providers, a fake clock): its `metrics` message."""
+    from convers.engine.prompt import PromptBuilder
+    from convers.engine.session import Session, SessionOptions, SessionParts
+    from convers.engine.timing import TurnTiming
+    from convers.events import EventLog
+    from tests.doubles import (
+        MIC_FRAME_S,
+        FakeClock,
+        ListMemory,
+        LoudnessVad,
+        RecordingTransport,
+        RunningSession,
+        ScriptedLlm,
+        ToneTts,
+        mic_frame,
+    )
+
+    clock, transport = FakeClock(), RecordingTransport()
+    parts = SessionParts(llm=ScriptedLlm(["Sure."]), tts=ToneTts(), stt=NumberedStt(), vad=LoudnessVad(),
+                         memory=ListMemory())
+    session = Session(transport, parts, PromptBuilder(persona="P"), EventLog(None, clock=clock),
+                      options=SessionOptions(greet=False, turns=TurnTiming(), speculation=speculation))
+    running = RunningSession(session, transport)
+    for loud, seconds in ((False, 0.2), (True, 0.8), (False, 0.8)):
+        for _ in range(round(seconds / MIC_FRAME_S)):
+            clock.now += MIC_FRAME_S
+            await running.hear(mic_frame(loud))
+    await running.settle()
+    await running.stop()
+    (metrics,) = transport.events("metrics")
+    return metrics
+
+
+async def test_the_engine_marks_every_stage_start_and_end() -> None:
+    from convers.bench.stages import STAGE_MARKS
+    from convers.engine.timing import SpeculationPolicy
+
+    metrics = await spoken_turn_metrics(SpeculationPolicy(enabled=False))
+    for stage, (start, end) in STAGE_MARKS.items():
+        assert f"{start}_ms" in metrics and f"{end}_ms" in metrics, (stage, metrics)
+        assert metrics[f"{start}_ms"] <= metrics[f"{end}_ms"], (stage, metrics)
+    # Without speculation every stage starts once the end of turn is confirmed, in pipeline order.
+    assert metrics["turn_confirmed_ms"] <= metrics["stt_start_ms"] <= metrics["recall_start_ms"] <= metrics["llm_request_ms"]
+    figures = server_turn(plan(), metrics, metrics["first_audio_out_ms"] + 5)
+    assert figures["speculation"] == "miss" and all(figures["stages_ms"][s] is not None for s in STAGES)
+
+
+async def test_work_replayed_from_the_silence_keeps_the_times_it_really_ran() -> None:
+    from convers.engine.timing import SpeculationPolicy
+
+    metrics = await spoken_turn_metrics(SpeculationPolicy(enabled=True, llm=True, tts=True))
+    confirmed = metrics["turn_confirmed_ms"]
+    # STT, recall, the LLM request and the first chunk's synthesis all ran in the end-of-turn silence;
+    # the reply replayed them after the confirmation.
+    for start in ("stt_start_ms", "recall_start_ms", "llm_request_ms", "llm_first_delta_ms", "tts_start_ms"):
+        assert metrics[start] < confirmed, (start, metrics)
+    assert metrics["llm_first_token_ms"] >= confirmed and metrics["first_audio_out_ms"] >= confirmed
+    figures = server_turn(plan(), metrics, metrics["first_audio_out_ms"] + 5)
+    assert figures["speculation"] == "hit"
+    assert figures["critical_ms"]["stt"] == figures["critical_ms"]["recall"] == 0.0
+    assert figures["critical_ms"]["tts_first_audio"] == 0.0
+
+
+def test_the_llm_stage_is_the_request_the_first_token_came_from() -> None:
+    from convers.bench.latency import served_llm
+    from convers.bench.reference_llm import ServedRequest
+
+    previous = ServedRequest(1.0, [], stream=True, token_times=[1.15, 1.2])
+    # The engine saw this request's first token at 11.105, before the server thread stamped it at 11.106.
+    current = ServedRequest(10.955, [], stream=True, token_times=[11.106, 11.2])
+    hung_up = ServedRequest(10.99, [], stream=True, client_disconnected=True)  # no token: not an answer
+    assert served_llm([previous, current, hung_up], {"llm_first_token": 11.105}) == (10.955, 11.106)
+    assert served_llm([previous, current], {"llm_first_token": 5.0}) == (1.0, 1.15)
+    assert served_llm([previous], {}) is None and served_llm([], {"llm_first_token": 1.0}) is None

@@ -15,16 +15,26 @@ from convers.private_files import open_private_append, private_dir
 log = logging.getLogger(__name__)
 
 # Marks a turn can carry, in pipeline order. Latencies are measured from `turn_start`
-# (end of the user's speech, or the moment typed text arrived).
+# (end of the user's speech, or the moment typed text arrived). Each stage of the reply has a
+# start and an end mark (stt_start/stt_final, recall_start/recall_done, llm_request/
+# llm_first_token, tts_start/tts_first_audio), set where the engine does the work, so every
+# reader (the `metrics` message, both latency benches: bench/stages.py) times a stage the same way.
+# Work done during the end-of-turn silence and replayed by the reply (speculation) carries the
+# times it really ran; `llm_first_delta` is then when the prefetched request's first token came.
 TURN_MARKS = (
     "speech_start",
     "speech_end",
     "turn_start",
     "turn_confirmed",
+    "stt_start",
     "stt_final",
+    "recall_start",
     "recall_done",
+    "llm_request",
+    "llm_first_delta",
     "llm_first_token",
     "first_chunk",
+    "tts_start",
     "tts_first_audio",
     "first_audio_out",
     "reply_done",
@@ -39,9 +49,13 @@ class TurnMetrics:
     marks: dict[str, float] = field(default_factory=dict)
     durations_ms: dict[str, float] = field(default_factory=dict)
 
-    def mark(self, name: str, at: float) -> None:
+    def mark(self, name: str, at: float, *, replace: bool = False) -> None:
         # The first occurrence counts: "first token" stays the first even if marked again.
-        self.marks.setdefault(name, at)
+        # `replace`: a later, truer time (the replayed work's own start, or the chunk that really spoke first).
+        if replace:
+            self.marks[name] = at
+        else:
+            self.marks.setdefault(name, at)
 
     def latencies(self) -> dict[str, float]:
         """Milliseconds from turn start to each later mark, plus measured stage durations."""

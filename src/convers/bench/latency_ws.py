@@ -4,8 +4,10 @@ A WebSocket client sends `hello`, then 20 ms PCM16 frames in real time (silence,
 questions), plays the agent's audio on a simulated speaker in real time, honours pause/resume/flush
 per turn and reports `played` every 100 ms. Times are taken on this side of the socket: TTFA is
 the true end of the question to the first agent frame received. The stage split comes from the
-server's `metrics` message (milliseconds from its VAD's end of speech), so over a socket the
-overhead is not separable from the LLM stage and is left null; see docs/benchmarks.md.
+marks in the server's `metrics` message (milliseconds from its VAD's end of speech), read by the
+same function as the loopback run's (bench/stages.py); over a socket the LLM stage holds the
+server's HTTP to its model, so the overhead is not separable from it and is left null; see
+docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -20,18 +22,22 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from convers.bench.latency import (
+from convers.bench.latency_script import (
     FRAME_S,
     MIC_RATE,
-    STAGES,
     LatencyConfig,
     TurnPlan,
     Utterance,
-    _frame_index,
-    _ms,
-    check_goals,
-    summarize,
+    frame_index,
     wait_until,
+)
+from convers.bench.stages import (
+    check_goals,
+    marks_of_metrics,
+    ms,
+    speculated,
+    summarize,
+    turn_figures,
 )
 
 
@@ -212,15 +218,15 @@ async def _script(
                 turn = previous
                 await wait_until(lambda: not _audible(client, turn), config.turn_timeout_s)
             at_s = client.mic_time_s + config.gap_s
-        frame_index = _frame_index(at_s)
+        first_frame = frame_index(at_s)
         assert client.mic_started_at is not None
-        begins = client.mic_started_at + frame_index * FRAME_S
+        begins = client.mic_started_at + first_frame * FRAME_S
         plan = TurnPlan(index, utterance.text, barge, begins + utterance.speech_start_s, begins + utterance.speech_end_s,
                         old_turn=previous if barge else None)
         plans.append(plan)
         heard = len(client.transcripts)
         newest = max((t for t, _ in client.received), default=0)
-        client.scheduled.append((frame_index, utterance.frame.pcm))
+        client.scheduled.append((first_frame, utterance.frame.pcm))
 
         def reply_turns() -> list[int]:
             # A turn newer than any before the question, first heard after its transcript.
@@ -242,52 +248,22 @@ async def _script(
     return plans
 
 
-# The server's marks in the order a turn passes them (ms from its VAD's end of speech, events.py).
-_STAGE_MARKS = (
-    ("stt", "stt_final_ms"),
-    ("recall", "recall_done_ms"),
-    ("llm_ttft", "llm_first_token_ms"),
-    ("first_chunk", "first_chunk_ms"),
-    ("tts_first_audio", "tts_first_audio_ms"),
-)
+def server_turn(plan: TurnPlan, metrics: dict[str, Any], ttfa_ms: float) -> dict[str, Any]:
+    """A turn's figures from the server's `metrics` message and the TTFA measured on this side.
 
-
-def transcript_before_end_of_turn(metrics: dict[str, Any]) -> bool:
-    """Whether the server's final transcript was ready before it confirmed the end of turn (speculation)."""
-    stt_done, confirmed = metrics.get("stt_final_ms"), metrics.get("turn_confirmed_ms")
-    return stt_done is not None and confirmed is not None and stt_done <= confirmed
-
-
-def server_stages(
-    metrics: dict[str, Any], ttfa_ms: float | None
-) -> tuple[dict[str, float | None], dict[str, float | None]]:
-    """Stage durations and their critical-path share from a server's `metrics` message.
-
-    Over a socket only the end of each stage is known, so a stage runs from the previous stage's
-    end; the first (STT) from the end of turn, or from the end of speech when its result came
-    before the end of turn (speculation or live decoding). The critical share is the part after
-    the end of turn was confirmed, as on loopback: work done in the silence costs the user nothing.
+    The marks are on the server's timeline, whose zero is its VAD's end of speech: that stands in
+    for the true end (so `end_of_turn` is the server's wait to confirm), the first frame left at
+    its `first_audio_out` and arrived `ttfa_ms` after the true end (so `transport` also holds the
+    VAD's end-of-speech lag). What a socket cannot separate is left null: the overhead and its
+    gaps, the VAD lag, the client-side LLM time.
     """
-    confirmed = metrics.get("turn_confirmed_ms")
-    stages: dict[str, float | None] = {stage: None for stage in STAGES}
-    critical: dict[str, float | None] = {stage: None for stage in STAGES}
-    stages["end_of_turn"] = critical["end_of_turn"] = confirmed
-    previous: float | None = confirmed
-    for stage, name in _STAGE_MARKS:
-        mark = metrics.get(name)
-        if mark is None:
-            continue
-        if stage == "stt" and transcript_before_end_of_turn(metrics):
-            previous = 0.0
-        if previous is not None:
-            stages[stage] = round(mark - previous, 1)
-            floor = previous if confirmed is None else max(previous, confirmed)
-            critical[stage] = round(max(0.0, mark - floor), 1)
-        previous = mark
-    first_out = metrics.get("first_audio_out_ms")
-    transport = None if ttfa_ms is None or first_out is None else round(ttfa_ms - first_out, 1)
-    stages["transport"] = critical["transport"] = transport
-    return stages, critical
+    marks = marks_of_metrics(metrics)
+    on_server = TurnPlan(plan.index, plan.text, plan.barge_in, true_start=0.0, true_end=0.0, turn=plan.turn,
+                         transcript=plan.transcript)
+    sent = marks.get("first_audio_out", ttfa_ms / 1000)
+    figures = turn_figures(on_server, marks, sent, ttfa_ms / 1000, "hit" if speculated(marks) else "miss")
+    figures["ttfa_ms"] = ttfa_ms
+    return {**figures, "overhead_ms": None, "gaps_ms": {}, "vad_end_lag_ms": None, "llm_ttft_client_ms": None}
 
 
 def _figures(client: BrowserLikeClient, plans: Sequence[TurnPlan], min_barge_in_speech_s: float) -> dict[str, Any]:
@@ -299,15 +275,9 @@ def _figures(client: BrowserLikeClient, plans: Sequence[TurnPlan], min_barge_in_
             turns.append({"index": plan.index, "text": plan.text, "transcript": plan.transcript, "turn": plan.turn,
                           "barge_in": plan.barge_in, "error": plan.error or "no audio", "ttfa_ms": None})
             continue
-        ttfa = _ms(min(arrivals) - plan.true_end)
-        stages, critical = server_stages(metrics, ttfa)
-        hit = transcript_before_end_of_turn(metrics)
-        turns.append({
-            "index": plan.index, "turn": plan.turn, "text": plan.text, "transcript": plan.transcript,
-            "barge_in": plan.barge_in, "speculation": "hit" if hit else "unknown", "ttfa_ms": ttfa, "stages_ms": stages,
-            "critical_ms": critical, "overhead_ms": None, "gaps_ms": {}, "vad_end_lag_ms": None,
-            "llm_ttft_client_ms": None,
-        })
+        ttfa = ms(min(arrivals) - plan.true_end)
+        assert ttfa is not None
+        turns.append(server_turn(plan, metrics, ttfa))
     barge_ins = []
     for plan in plans:
         if not plan.barge_in or plan.old_turn is None:
@@ -319,9 +289,9 @@ def _figures(client: BrowserLikeClient, plans: Sequence[TurnPlan], min_barge_in_
         flush_at = flushes[0] if flushes else None
         barge_ins.append({
             "turn": old,
-            "onset_to_pause_ms": _ms(pauses[0] - plan.true_start) if pauses else None,
-            "onset_to_flush_ms": _ms(flush_at - plan.true_start) if flush_at else None,
-            "onset_to_last_frame_ms": _ms(max(frames) - plan.true_start) if frames else None,
+            "onset_to_pause_ms": ms(pauses[0] - plan.true_start) if pauses else None,
+            "onset_to_flush_ms": ms(flush_at - plan.true_start) if flush_at else None,
+            "onset_to_last_frame_ms": ms(max(frames) - plan.true_start) if frames else None,
             "frames_after_flush": sum(1 for at in frames if flush_at is not None and at > flush_at),
             "session_onset_to_flush_ms": None,
             "played_ms": client.played.get(old),

@@ -17,6 +17,7 @@ async def recall_within(
     """Hits for `text`, or none: recall is context, so a slow or failing memory costs it, never the reply."""
     if memory is None:
         return []
+    metrics.mark("recall_start", events.now())
     try:
         hits = await asyncio.wait_for(memory.recall(text), timeout_s)
     except TimeoutError:

@@ -180,6 +180,7 @@ class ReplyStreamer:
         calls: list[ToolCall] = []
         # aclosing: a cancel while we await the transport must still close the HTTP stream now,
         # not whenever the generator is garbage-collected.
+        requested = self.events.now()
         stream = self.llm.stream(messages, max_tokens=self.max_tokens, temperature=self.temperature)
         slow.restart()  # the wait for this request's first token starts now
         async with aclosing(stream):
@@ -191,6 +192,7 @@ class ReplyStreamer:
                 if not delta:
                     continue
                 if not progress.text:
+                    metrics.mark("llm_request", requested)  # the request (round) the first token came from
                     metrics.mark("llm_first_token", self.events.now())
                     self.events.emit("llm_first_token", turn=progress.turn)
                 elif not text and not progress.text[-1].isspace() and not delta[0].isspace():
@@ -269,6 +271,9 @@ class ReplyStreamer:
             text = str(item)
             spoken = SpokenChunk(text=text, start_ms=progress.audio_ms)
             progress.chunks.append(spoken)
+            if "tts_first_audio" not in metrics.marks:
+                # Until audio comes, the chunk being synthesised is the one the first audio will be from.
+                metrics.mark("tts_start", self.events.now(), replace=True)
             synthesis = self.tts.synthesize(text)
             # One resampler per chunk keeps its filter state across frames: no clicks at frame edges.
             resampler: StreamResampler | None = None

@@ -181,6 +181,8 @@ class Session:
         await self._set_state("thinking")
         if speculative is not None and speculative.recall_done_at is not None:
             recalled = speculative.recalled or []  # recalled during the end-of-turn silence
+            if speculative.recall_started_at is not None:
+                agent_turn.metrics.mark("recall_start", speculative.recall_started_at)
             agent_turn.metrics.mark("recall_done", speculative.recall_done_at)
         else:
             recalled = await self._recall(text, agent_turn.metrics)
@@ -209,6 +211,7 @@ class Session:
             await self.transport.send_event(ErrorMessage("reply_failed", str(error)).to_wire())
         finally:
             if speculative is not None:
+                speculative.mark_replayed(agent_turn.metrics)
                 speculative.discard()  # whatever the reply did not replay (a barge-in came first) stops now
         self._finish_generation(agent_turn)
 

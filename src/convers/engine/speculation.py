@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass
@@ -33,7 +34,7 @@ from convers.contracts.tts import TextToSpeech
 from convers.engine.sentences import SentenceSplitter
 from convers.engine.timing import SpeculationPolicy
 from convers.engine.turns import SpeechPaused, SpeechResumed, TurnEvent, TurnTaker
-from convers.events import EventLog
+from convers.events import EventLog, TurnMetrics
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +50,7 @@ class SpeculativeResult:
     stt_started_at: float
     stt_done_at: float
     recalled: list[MemoryHit] | None = None
+    recall_started_at: float | None = None
     recall_done_at: float | None = None
     prefetch: LlmPrefetch | None = None
 
@@ -65,6 +67,16 @@ class SpeculativeResult:
         if self.prefetch is None or self.prefetch.voice is None:
             return tts
         return PrefetchedVoice(tts, self.prefetch)
+
+    def mark_replayed(self, metrics: TurnMetrics) -> None:
+        """The stage marks of what the reply replayed: the request and synthesis as they really ran, in the silence."""
+        prefetch = self.prefetch
+        # Only a replay that gave text (audio): the reply's first token (first audio) then came from it.
+        for stream, start, first in ((prefetch and prefetch.deltas, "llm_request", "llm_first_delta"),
+                                     (prefetch and prefetch.speech, "tts_start", "tts_first_audio")):
+            if stream is not None and stream.replayed and stream.opened_at is not None and stream.first_at is not None:
+                metrics.mark(start, stream.opened_at, replace=True)
+                metrics.mark(first, stream.first_at, replace=True)
 
     def discard(self) -> None:
         """Stops whatever is still running (an unclaimed LLM request or synthesis)."""
@@ -204,12 +216,13 @@ class Speculator:
         if not self.usable_text(transcript.text):
             return result  # silence or a backchannel: nothing to recall or ask
         if self.recall is not None:
+            result.recall_started_at = self.events.now()
             result.recalled = await self.recall(transcript.text)
             result.recall_done_at = self.events.now()
         if self.policy.llm and self.llm is not None and self.build_messages is not None:
             messages = self.build_messages(transcript.text, result.recalled or [])
             voice = self.tts if self.policy.tts else None
-            result.prefetch = LlmPrefetch(self.llm, messages, self.max_tokens, self.temperature, voice=voice)
+            result.prefetch = LlmPrefetch(self.llm, messages, self.max_tokens, self.temperature, voice, self.events.now)
         return result
 
 
@@ -223,19 +236,26 @@ class BufferedStream(Generic[T]):
     """Reads an async stream in a task of its own into a buffer, for one consumer to replay later.
 
     `on_item` sees each item as it arrives and `on_end` runs once the stream is done (both inside
-    the reading task). An error of the stream is kept and raised to the consumer.
-    """
+    the reading task). An error of the stream is kept and raised to the consumer. `opened_at` and
+    `first_at` (the first item `counts` accepts), on `clock`, are a replay's stage marks."""
 
     def __init__(
         self,
         open_stream: Callable[[], AsyncIterator[T]],
         on_item: Callable[[T], None] = lambda _item: None,
         on_end: Callable[[], None] = lambda: None,
+        clock: Callable[[], float] = time.monotonic,
+        counts: Callable[[T], bool] = lambda _item: True,
     ) -> None:
         self.items: list[T] = []
         self.done = False
         self.error: BaseException | None = None
         self.claimed = False
+        self.replayed = False
+        self.opened_at: float | None = None
+        self.first_at: float | None = None
+        self._clock = clock
+        self._counts = counts
         self._on_item = on_item
         self._on_end = on_end
         self._changed = asyncio.Event()
@@ -243,9 +263,12 @@ class BufferedStream(Generic[T]):
 
     async def _pull(self, open_stream: Callable[[], AsyncIterator[T]]) -> None:
         try:
+            self.opened_at = self._clock()
             stream = open_stream()
             async with aclosing(stream):  # type: ignore[type-var]
                 async for item in stream:
+                    if self.first_at is None and self._counts(item):
+                        self.first_at = self._clock()
                     self.items.append(item)
                     self._changed.set()
                     self._on_item(item)
@@ -264,6 +287,7 @@ class BufferedStream(Generic[T]):
 
     async def replay(self) -> AsyncIterator[T]:
         """The items so far, then the rest as they arrive; closing it early closes the stream."""
+        self.replayed = True
         index = 0
         try:
             while True:
@@ -292,8 +316,10 @@ class LlmPrefetch:
         max_tokens: int | None,
         temperature: float | None,
         voice: TextToSpeech | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.messages = list(messages)
+        self._clock = clock
         # Synthesises the reply's first speakable chunk once the deltas make one (None: no TTS, or
         # the reply has already spoken without it).
         self.voice = voice
@@ -307,6 +333,8 @@ class LlmPrefetch:
                 self._splitter.push(delta) if self._splitter and isinstance(delta, str) and delta else []
             ),  # a ToolCall item is not text to speak
             on_end=lambda: self._first_chunk(self._splitter.flush() if self._splitter else []),
+            clock=clock,
+            counts=lambda delta: isinstance(delta, str) and bool(delta),
         )
 
     def _first_chunk(self, chunks: list[str]) -> None:
@@ -316,7 +344,7 @@ class LlmPrefetch:
         voice = self.voice
         if voice is not None:
             text = self.speech_text = chunks[0]
-            self.speech = BufferedStream(lambda: voice.synthesize(text))
+            self.speech = BufferedStream(lambda: voice.synthesize(text), clock=self._clock, counts=lambda f: bool(f.pcm))
 
     def cancel(self) -> None:
         """Closes the request (and its HTTP stream) if it is still running."""

@@ -83,12 +83,15 @@ class VoiceTurns:
         session = self.session
         judged = False
         try:
+            started = session.events.now()
             try:
                 transcript, result = await self.hearing.transcribe(audio, speculation, live)
             except Exception as error:
                 log.warning("speech recognition failed: %s", error)
                 await session.transport.send_event(ErrorMessage("stt_failed", str(error)).to_wire())
                 return
+            # The STT call whose transcript is used: the speculative one ran in the silence.
+            metrics.mark("stt_start", result.stt_started_at if result is not None else started)
             metrics.mark("stt_final", result.stt_done_at if result is not None else session.events.now())
             metrics.durations_ms["stt_decode_ms"] = transcript.decode_s * 1000
             session.events.emit("stt_final", text=transcript.text, decode_s=round(transcript.decode_s, 4))
