@@ -9,19 +9,18 @@ from __future__ import annotations
 import asyncio
 import copy
 import logging
-import traceback
 import uuid
 from dataclasses import replace
 from typing import Any
 
 from convers.contracts.audio import AudioFrame
 from convers.contracts.events import AgentState, ErrorMessage, MetricsMessage, RecordingMessage, StateMessage
-from convers.contracts.events import TranscriptMessage
 from convers.contracts.llm import ChatMessage, LlmError
 from convers.contracts.memory import MemoryHit
 from convers.contracts.transport import InboundAudio, InboundPlayed, InboundText, Transport
 from convers.engine.agent_turn import AgentTurn
 from convers.engine.echo import echo_user_turn
+from convers.engine.finished_tasks import clear_frames, log_failure
 from convers.engine.greeting import greet
 from convers.engine.hearing import Hearing
 from convers.engine.interruption import BargeInArbiter
@@ -134,7 +133,7 @@ class Session:
         task = asyncio.create_task(coro)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
-        task.add_done_callback(_log_failure)
+        task.add_done_callback(log_failure)
         return task
 
     # ----------------------------------------------------------------- text in, reply out
@@ -251,7 +250,7 @@ class Session:
             await self.transport.flush(agent_turn.turn)
         if task is not None:
             await asyncio.gather(task, return_exceptions=True)
-            _clear_frames(task)
+            clear_frames(task)
         if agent_turn.settled:
             return
         kept = agent_turn.kept_text(voiced=self.parts.tts is not None)
@@ -280,8 +279,6 @@ class Session:
         agent_turn.task = asyncio.create_task(speak())
         await asyncio.gather(agent_turn.task, return_exceptions=True)
 
-    # ----------------------------------------------------------------- audio and played reports in
-
     async def _on_audio(self, frame: AudioFrame) -> None:
         if self._voice is not None:
             await self._voice.hear(frame)
@@ -300,28 +297,3 @@ class Session:
 
     async def _set_state(self, state: AgentState) -> None:
         await self.transport.send_event(StateMessage(state).to_wire())
-
-
-def _clear_frames(task: asyncio.Task[Any]) -> None:
-    """Clears the frames a finished task's exception still holds.
-
-    A cancelled reply's CancelledError keeps its traceback, whose frames hold the session and the
-    exception itself (an `__aexit__` on the way out holds it as a local): a cycle that only a full
-    garbage collection would free, keeping a closed session's memory until then.
-    """
-    if not task.done():
-        return
-    try:
-        task.result()
-    except BaseException as error:  # noqa: BLE001 - only its frames are wanted
-        chained: BaseException | None = error
-        seen: set[int] = set()
-        while chained is not None and id(chained) not in seen:
-            seen.add(id(chained))
-            traceback.clear_frames(chained.__traceback__)
-            chained = chained.__context__
-
-
-def _log_failure(task: asyncio.Task[Any]) -> None:
-    if not task.cancelled() and task.exception() is not None:
-        log.error("session task failed", exc_info=task.exception())
