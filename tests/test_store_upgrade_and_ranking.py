@@ -164,3 +164,45 @@ def test_warm_up_loads_the_index_and_the_speakers(tmp_path: Path) -> None:
         store.warm_up()
         assert len(store._index) == 2
         assert set(store._speaker_vectors) >= {"Maya (assistant)", "Sam (user)"}
+
+
+def test_common_words_are_left_out_of_the_word_query_but_the_rarest_stays(tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    import convers.memory.store as store_module
+
+    monkeypatch.setattr(store_module, "COMMON_TERM_ROWS", 3)
+    monkeypatch.setattr(store_module, "COMMON_TERM_SHARE", 0.0)
+    with SqliteMemoryStore(tmp_path / "m.db", embedder=None) as store:
+        dinners = [turn(i, f"We had dinner with friends number {i}") for i in range(8)]
+        store.add_many([*dinners, turn(8, "The risotto at dinner was superb"),
+                        turn(9, "My friends loved the risotto")], embed=False)
+        # "dinner" is in 9 of 10 rows, "friends" in 9, "risotto" in 2.
+        assert store._without_common(["dinner", "risotto", "friends"]) == ["risotto"]
+        assert store._without_common(["dinner", "friends"]) in (["dinner"], ["friends"])
+        assert store._without_common(["dinner"]) == ["dinner"]  # a lone word is never dropped
+        hits = store.search("risotto dinner", 2, floor=0.0)
+        assert {h.id for h in hits} == {"t8", "t9"}
+        # Counts are taken again once the store has grown by more than a tenth.
+        store.add_many([turn(10 + i, f"risotto again {i}") for i in range(5)], embed=False)
+        # Now "risotto" is in 7 rows (common too) but still rarer than "dinner" (9): it is the one kept.
+        assert store._without_common(["dinner", "risotto"]) == ["risotto"]
+        assert store._term_rows["risotto"] == 7
+
+
+def test_the_parallel_vector_pass_finds_what_the_serial_one_does(tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    import convers.memory.store as store_module
+
+    texts = ["My sister Ana moved to Lisbon", "The dog chewed my shoes", "I made lentil soup tonight",
+             "Ana loves the sea in Lisbon", "We walked the dog by the river"]
+    with SqliteMemoryStore(tmp_path / "m.db", embedder=WordHashEmbedder()) as store:
+        store.add_many([turn(i, t) for i, t in enumerate(texts)])
+        queries = ["where does Ana live", "what did the dog do", "what did I cook yesterday"]
+        monkeypatch.setattr(store_module, "PARALLEL_MIN_VECTORS", 10**9)
+        serial = [[(h.id, h.score) for h in store.search(q, 3, floor=0.0, now=T0 + timedelta(days=1))] for q in queries]
+        assert store._vector_worker is None
+        monkeypatch.setattr(store_module, "PARALLEL_MIN_VECTORS", 1)
+        parallel = [[(h.id, h.score) for h in store.search(q, 3, floor=0.0, now=T0 + timedelta(days=1))] for q in queries]
+        assert store._vector_worker is not None
+        assert parallel == serial and all(serial)
+    assert store._vector_worker is None  # close() stops the worker

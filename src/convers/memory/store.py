@@ -20,6 +20,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone, tzinfo
 from pathlib import Path
@@ -145,6 +146,17 @@ NEAR_DUPLICATE_COSINE = 0.97
 # and to this many distinct words for the word index.
 MAX_QUERY_CHARS = 2000
 MAX_QUERY_TERMS = 48
+# From this many stored vectors on, the matrix pass runs in a worker thread while SQLite ranks by
+# words: at 100k turns each takes ~15-25 ms on one core (the matrix pass is bound by memory
+# bandwidth, BM25 by CPU) and both release the GIL, so side by side costs the larger, not the sum.
+# Below it the hand-off (~0.1 ms) is not worth it.
+PARALLEL_MIN_VECTORS = 5000
+# A query word found in more rows than this (and more than COMMON_TERM_SHARE of them) is left out of
+# the BM25 query when the query has rarer words: FTS5 scores every matching row, so one common word
+# ("dinner" in 7,000 of 100k turns) made BM25 cost 40 ms, while its low IDF barely moves the top 50.
+# Smaller stores never reach the count, so their ranking is unchanged.
+COMMON_TERM_ROWS = 2000
+COMMON_TERM_SHARE = 0.02
 
 STOPWORDS = frozenset(
     """a an the and or but if then so of to in on at by for with from about as into over after before
@@ -260,6 +272,11 @@ class SqliteMemoryStore:
     _speaker_counts: dict[tuple[str, str], int] = field(init=False, repr=False, default_factory=dict)
     # Each turn's prior (_prior of its text) by rowid; a turn's text never changes under its rowid.
     _priors: dict[int, float] = field(init=False, repr=False, default_factory=dict)
+    # One worker for the vector pass of large stores (PARALLEL_MIN_VECTORS); started on first need.
+    _vector_worker: ThreadPoolExecutor | None = field(init=False, repr=False, default=None)
+    # Rows each query word matches (for COMMON_TERM_ROWS), and the row count they were counted at.
+    _term_rows: dict[str, int] = field(init=False, repr=False, default_factory=dict)
+    _term_rows_at: int = field(init=False, repr=False, default=0)
 
     def __post_init__(self) -> None:
         self.path = Path(self.path).expanduser()
@@ -398,6 +415,9 @@ class SqliteMemoryStore:
     def close(self) -> None:
         with self._lock:
             self._conn.close()
+            if self._vector_worker is not None:
+                self._vector_worker.shutdown(wait=True)
+                self._vector_worker = None
 
     def __enter__(self) -> SqliteMemoryStore:
         return self
@@ -891,7 +911,7 @@ class SqliteMemoryStore:
         A speaker's name matches half the rows of a two-person store, and ranking them all by BM25
         took 28 of 37 ms per search at 100k turns; who said what is in the vectors (turn_vectors).
         """
-        terms = query_terms(query)
+        terms = self._without_common(query_terms(query))
         if not terms:
             return []
         match = " OR ".join('"' + t.replace('"', '""') + '"' for t in terms)
@@ -902,6 +922,30 @@ class SqliteMemoryStore:
         if not rows:
             rows = self._conn.execute(sql, (match, limit)).fetchall()
         return [(int(r), float(s)) for r, s in rows]
+
+    def _without_common(self, terms: list[str]) -> list[str]:
+        """`terms` less those in more than COMMON_TERM_ROWS rows, keeping at least the rarest one."""
+        if len(terms) < 2:
+            return terms
+        rows = len(self._index) or self.count(kind=None)
+        limit = max(COMMON_TERM_ROWS, COMMON_TERM_SHARE * rows)
+        if rows <= limit:
+            return terms  # no word can match more rows than there are
+        if rows > self._term_rows_at * 1.1 or len(self._term_rows) > 100_000:
+            # Counts grow with the store; 10 % is close enough for a cut-off.
+            self._term_rows.clear()
+            self._term_rows_at = rows
+        counts = []
+        for term in terms:
+            count = self._term_rows.get(term)
+            if count is None:
+                # Counting walks the term's row list without scoring: a fraction of what BM25 costs.
+                count = self._term_rows[term] = int(self._conn.execute(
+                    "SELECT count(*) FROM turns_words WHERE turns_words MATCH ?",
+                    ('{text answers when_words} : "' + term.replace('"', '""') + '"',)).fetchone()[0])
+            counts.append(count)
+        kept = [t for t, n in zip(terms, counts) if n <= limit]
+        return kept or [min(zip(counts, terms))[1]]
 
     def time_span(self, query: str, now: datetime | None = None) -> TimeSpan | None:
         """The span of the user's local time a question points at ("last May"), or None."""
@@ -944,6 +988,7 @@ class SqliteMemoryStore:
             try:
                 vector_hits: list[tuple[int, float]] = []
                 span_hits: list[tuple[int, float]] = []
+                vector_job: Future[tuple[list[tuple[int, float]], list[tuple[int, float]]]] | None = None
                 if vector is not None and mode != "lexical":
                     self._sync_index()
                     width = len(np.ravel(vector))
@@ -954,12 +999,16 @@ class SqliteMemoryStore:
                     else:
                         unit = self.query_vector(query, vector)
                         vector = unit
-                        if span is None:
-                            vector_hits = self._index.search(unit, CANDIDATES)
+                        within = None if span is None else (span.start.timestamp(), span.end.timestamp())
+                        if len(self._index) >= PARALLEL_MIN_VECTORS and mode != "vector":
+                            # The index is only changed under self._lock, which this search holds until
+                            # the worker is done, so the worker reads a matrix nobody writes.
+                            vector_job = self._start_vector_pass(unit, within)
                         else:
-                            vector_hits, span_hits = self._index.search_with_span(
-                                unit, CANDIDATES, (span.start.timestamp(), span.end.timestamp()))
+                            vector_hits, span_hits = self._vector_pass(unit, within)
                 lexical_hits = self._lexical(words, CANDIDATES) if mode != "vector" else []
+                if vector_job is not None:
+                    vector_hits, span_hits = vector_job.result()
                 rows = self._rows(list({r for r, _ in (*vector_hits, *span_hits, *lexical_hits)}))
                 if self.question_penalty or self.short_penalty:
                     vector_hits, span_hits = self._with_priors(vector_hits, rows), self._with_priors(span_hits, rows)
@@ -974,6 +1023,19 @@ class SqliteMemoryStore:
             except sqlite3.Error as error:
                 raise self._error(error, "searching") from error
             return self._select(candidates, rows, k, floor, excluded)
+
+    def _vector_pass(self, unit: np.ndarray, within: tuple[float, float] | None
+                     ) -> tuple[list[tuple[int, float]], list[tuple[int, float]]]:
+        """The vector candidates, and those said within the span a question names (if it names one)."""
+        if within is None:
+            return self._index.search(unit, CANDIDATES), []
+        return self._index.search_with_span(unit, CANDIDATES, within)
+
+    def _start_vector_pass(self, unit: np.ndarray, within: tuple[float, float] | None
+                           ) -> Future[tuple[list[tuple[int, float]], list[tuple[int, float]]]]:
+        if self._vector_worker is None:
+            self._vector_worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="memory-vectors")
+        return self._vector_worker.submit(self._vector_pass, unit, within)
 
     def _score(
         self,
