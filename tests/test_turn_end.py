@@ -28,6 +28,8 @@ CHECK, SILENCE, THINK = TIMING.turn_check_pause_s, TIMING.end_of_turn_silence_s,
         ("What's the weather like tomorrow?", "question"),
         ("I'd like to book a table for", "continues"),
         ("I'd like to book a table for...", "continues"),
+        ("Sure...", "trails_off"),
+        ("So I was thinking...", "trails_off"),
         ("I was thinking that, um", "continues"),
         ("Um.", "continues"),
         ("My favourite colour is, ", "continues"),
@@ -68,6 +70,10 @@ def test_transcript_ending(text: str, ending: str) -> None:
         # Words that cannot end a sentence win over a model that hears a falling tone.
         (0.97, "I would like to book a table for", THINK),
         (None, "so what I wanted to ask is, um", THINK),
+        # An ellipsis after a word that can end: the model decides between a thinking pause and the rule.
+        (0.1, "So I was thinking...", THINK),
+        (0.9, "Sure...", SILENCE),
+        (None, "Sure...", SILENCE),
         # A question or a short answer ends the turn at the check.
         (None, "What time is it?", CHECK),
         (0.05, "What time is it?", CHECK),

@@ -8,7 +8,9 @@ done" never holds a finished sentence longer than the plain silence rule would.
 
 `silence_needed_s` is pure: verdicts in, the silence that ends this pause out.
   - words that cannot end a sentence (a preposition, article, conjunction, possessive, a filler,
-    a trailing comma or "...") -> not done: wait up to `thinking_pause_s`;
+    a trailing comma) -> not done: wait up to `thinking_pause_s`;
+  - a trailing "..." after other words -> the model's "not done" waits for a thinking pause, else
+    the silence rule;
   - a question, or a short complete answer ("Sam.", "Yes.", "Tomorrow at five.") -> done now;
   - a statement -> done now if the model agrees, else the silence rule (`end_of_turn_silence_s`);
   - no transcript yet, one being decoded -> wait for it (within `thinking_pause_s`): the reply
@@ -42,7 +44,7 @@ from convers.events import EventLog
 
 log = logging.getLogger(__name__)
 
-Ending = Literal["continues", "question", "short_answer", "statement", "no_words"]
+Ending = Literal["continues", "trails_off", "question", "short_answer", "statement", "no_words"]
 
 # Words after which an English sentence cannot stop: articles, prepositions, conjunctions,
 # possessives, subject pronouns, fillers. Auxiliaries ("can", "do") are left out: "Yes, I can." is a
@@ -77,8 +79,12 @@ def transcript_ending(text: str) -> Ending:
     words = _WORD.findall(stripped.lower())
     if not words:
         return "no_words"
-    if words[-1] in CONTINUING_WORDS or stripped.endswith((",", "...", "…", "-", "—", ";", ":")):
+    if words[-1] in CONTINUING_WORDS or stripped.endswith((",", "-", "—", ";", ":")):
         return "continues"
+    if stripped.endswith(("...", "…")):
+        # Whisper writes an ellipsis for a voice that trails off, but also after a hesitant
+        # "Sure..." that is a whole answer: the model decides, never past the thinking pause.
+        return "trails_off"
     if words[-1] in COPULAS and len(words) > 1 and words[-2] not in ENDS_AFTER_PRONOUN:
         return "continues"
     if stripped.endswith("?"):
@@ -101,6 +107,9 @@ def silence_needed_s(
         ending = transcript_ending(transcript)
         if ending == "continues":
             return timing.thinking_pause_s
+        if ending == "trails_off":
+            model_not_done = model_probability is not None and not model_done
+            return timing.thinking_pause_s if model_not_done else timing.end_of_turn_silence_s
         if ending in ("question", "short_answer") or (ending == "statement" and model_done):
             return timing.turn_check_pause_s
         return timing.end_of_turn_silence_s
