@@ -75,10 +75,10 @@ def list_command(ctx: click.Context) -> None:
 def _list_packaged(settings: Settings) -> None:
     """The models registry packages carry (what `auto` falls back to), and whether their files check out."""
     from convers.model_checks import ModelFileError, verified_files
-    from convers.packaged_models import PIPER_JOE, WHISPER_TINY_EN
+    from convers.packaged_models import PIPER_JOE, SMART_TURN, WHISPER_TINY_EN
 
     checks = verified_files(settings.data_path)
-    for kind, packaged in (("stt", WHISPER_TINY_EN), ("tts", PIPER_JOE)):
+    for kind, packaged in (("stt", WHISPER_TINY_EN), ("tts", PIPER_JOE), ("turn", SMART_TURN)):
         try:
             folder = packaged.verify(checks)
         except ModelFileError as error:
