@@ -12,7 +12,8 @@ import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
 
-from convers.model_checks import ModelFileError, VerifiedFiles
+from convers.contracts.provider import RANK_PACKAGED
+from convers.model_checks import ModelFileError, ModelSource, VerifiedFiles
 
 
 @dataclass(frozen=True)
@@ -63,6 +64,16 @@ class PackagedModel:
             fix=f"reinstall it: {self.install_command}",
         )
         return folder
+
+    def source(self, checks: VerifiedFiles, file_name: str | None = None) -> ModelSource:
+        """This package as a provider's model source: its folder (or `file_name` in it) once verified,
+        else why not; broken when the package is installed but its files do not match."""
+        label = f"packaged {self.name}"
+        try:
+            folder = self.verify(checks)
+        except ModelFileError as error:
+            return ModelSource(label, RANK_PACKAGED, problem=str(error), broken=self.folder() is not None)
+        return ModelSource(label, RANK_PACKAGED, folder / file_name if file_name else folder)
 
 
 # Whisper tiny.en as a CTranslate2 folder (Systran/faster-whisper-tiny.en), MIT, 78 MB.

@@ -11,7 +11,6 @@ from typing import TYPE_CHECKING, Any
 from convers.audio import pcm16_to_float32, resample
 from convers.contracts.audio import AudioFrame
 from convers.contracts.provider import (
-    RANK_PACKAGED,
     RANK_USER_MODEL,
     AutoChoice,
     Availability,
@@ -83,12 +82,7 @@ def model_sources(settings: Settings) -> list[ModelSource]:
             sources.append(ModelSource(label, RANK_USER_MODEL, problem=str(error), broken=True))
     else:
         sources.append(ModelSource(label, RANK_USER_MODEL, problem=model_missing_message(stt.whisper_model, pulled)))
-    label = f"packaged {WHISPER_TINY_EN.name}"
-    try:
-        sources.append(ModelSource(label, RANK_PACKAGED, WHISPER_TINY_EN.verify(checks)))
-    except ModelFileError as error:
-        installed = WHISPER_TINY_EN.folder() is not None
-        sources.append(ModelSource(label, RANK_PACKAGED, problem=str(error), broken=installed))
+    sources.append(WHISPER_TINY_EN.source(checks))
     return sources
 
 

@@ -13,7 +13,6 @@ import numpy as np
 
 from convers.contracts.audio import AudioFrame
 from convers.contracts.provider import (
-    RANK_PACKAGED,
     RANK_USER_MODEL,
     AutoChoice,
     Availability,
@@ -96,13 +95,7 @@ def voice_sources(settings: Settings) -> list[ModelSource]:
         broken = configured or mine.exists()
         problem = str(error) if broken else f"no voice pulled ({mine}): `convers models pull tts`"
         sources.append(ModelSource(label, RANK_USER_MODEL, problem=problem, broken=broken))
-    label = f"packaged {PIPER_JOE.name}"
-    try:
-        folder = PIPER_JOE.verify(checks)
-        sources.append(ModelSource(label, RANK_PACKAGED, folder / JOE_VOICE_FILE))
-    except ModelFileError as error:
-        installed = PIPER_JOE.folder() is not None
-        sources.append(ModelSource(label, RANK_PACKAGED, problem=str(error), broken=installed))
+    sources.append(PIPER_JOE.source(checks, JOE_VOICE_FILE))
     return sources
 
 

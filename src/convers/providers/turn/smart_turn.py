@@ -77,11 +77,7 @@ def model_sources(settings: Settings) -> list[ModelSource]:
     else:
         problem = f"smart-turn is not downloaded: run `convers models pull turn` (looked for {pulled})"
         sources.append(ModelSource(label, RANK_USER_MODEL, problem=problem))
-    label = f"packaged {SMART_TURN.name}"
-    try:
-        sources.append(ModelSource(label, RANK_PACKAGED, SMART_TURN.verify(checks) / SMART_TURN_FILE))
-    except ModelFileError as error:
-        sources.append(ModelSource(label, RANK_PACKAGED, problem=str(error), broken=SMART_TURN.folder() is not None))
+    sources.append(SMART_TURN.source(checks, SMART_TURN_FILE))
     return sources
 
 
