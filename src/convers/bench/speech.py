@@ -169,8 +169,8 @@ class EarProxy:
         from piper import SynthesisConfig
 
         # noise_scale and noise_w_scale 0: no sampled noise, so the same text is the same audio.
+        voice = self.tts.load()  # first: loading times the voice and sets its length scale
         config = SynthesisConfig(length_scale=self.tts.length_scale, noise_scale=0.0, noise_w_scale=0.0)
-        voice = self.tts.load()
         return concat((AudioFrame(chunk.audio_int16_bytes, self.tts.sample_rate) for chunk in voice.synthesize(text, config)),
                       self.tts.sample_rate)
 

@@ -33,8 +33,16 @@ from convers.providers.tts._threaded import iterate_in_thread
 if TYPE_CHECKING:
     from convers.config import Settings
 
-# Words per minute that a length scale of 1.0 roughly corresponds to; espeak-ng's default too.
-NATURAL_WORDS_PER_MINUTE = 175
+# Piper's length scale does not map to a speaking rate the same way for every voice, nor in
+# proportion: each phoneme's length is rounded up to whole frames, so about a quarter of the time
+# does not shrink as the scale does (measured with joe: scale 0.73 is 1.22 times as fast, not 1.37).
+# So each voice is timed once, when loaded, on a plain sentence at two scales, and the scale for the
+# asked rate is solved from the line through those two points.
+CALIBRATION_TEXT = "We could meet at the station on Friday morning and walk to the market together for lunch."
+CALIBRATION_SCALES = (1.0, 0.5)
+# A scale outside this range garbles the voice; a rate that needs one gets the nearest that works.
+MIN_LENGTH_SCALE = 0.4
+MAX_LENGTH_SCALE = 3.0
 
 
 class PiperVoiceMissing(FileNotFoundError):
@@ -109,6 +117,19 @@ def voice_files(settings: Settings) -> tuple[Path, Path]:
     return _voice_pair(source.path)
 
 
+def length_scale_for(
+    words_per_minute: float, words: int, scales: tuple[float, float], seconds: tuple[float, float]
+) -> float:
+    """The scale at which `words` take `words / words_per_minute` minutes, on the line through
+    (scale, seconds) for two timed syntheses of those words; kept within what the voice can say."""
+    slope = (seconds[0] - seconds[1]) / (scales[0] - scales[1])
+    if slope <= 0:  # a voice whose time does not grow with the scale: keep its own
+        return scales[0]
+    wanted_s = words / words_per_minute * 60
+    scale = scales[0] + (wanted_s - seconds[0]) / slope
+    return min(MAX_LENGTH_SCALE, max(MIN_LENGTH_SCALE, scale))
+
+
 class PiperTts:
     """Synthesises with a Piper voice, one audio chunk per sentence, in a worker thread.
 
@@ -123,8 +144,9 @@ class PiperTts:
         self.threads = threads
         config = _voice_config(model_path, config_path)
         self.sample_rate = int(config["audio"]["sample_rate"])
-        base_scale = float(config.get("inference", {}).get("length_scale", 1.0))
-        self.length_scale = base_scale * NATURAL_WORDS_PER_MINUTE / words_per_minute
+        self.words_per_minute = words_per_minute
+        # Until the voice is loaded and timed; load() sets the scale that gives `words_per_minute`.
+        self.length_scale = float(config.get("inference", {}).get("length_scale", 1.0))
         self._voice: Any = None
         self._lock = threading.Lock()
 
@@ -156,8 +178,24 @@ class PiperTts:
 
                 session = cpu_session(self.model_path, self.threads)
                 config = PiperConfig.from_dict(json.loads(self.config_path.read_text(encoding="utf-8")))
-                self._voice = PiperVoice(config=config, session=session)
+                voice = PiperVoice(config=config, session=session)
+                self.length_scale = self._timed_scale(voice)
+                self._voice = voice
             return self._voice
+
+    def _timed_scale(self, voice: Any) -> float:
+        """The length scale at which `voice` speaks `words_per_minute`, from two timed syntheses."""
+        from piper import SynthesisConfig
+
+        seconds = []
+        for scale in CALIBRATION_SCALES:
+            # No sampled noise, so the timing is the same every load.
+            config = SynthesisConfig(length_scale=scale, noise_scale=0.0, noise_w_scale=0.0)
+            samples = sum(len(chunk.audio_int16_bytes) // 2 for chunk in voice.synthesize(CALIBRATION_TEXT, config))
+            seconds.append(samples / self.sample_rate)
+        return length_scale_for(
+            self.words_per_minute, len(CALIBRATION_TEXT.split()), CALIBRATION_SCALES, (seconds[0], seconds[1])
+        )
 
     def _chunks(self, text: str, stop: threading.Event) -> Iterator[AudioFrame]:
         from piper import SynthesisConfig
