@@ -5,6 +5,7 @@ from __future__ import annotations
 import sqlite3
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import numpy as np
@@ -198,11 +199,19 @@ def test_the_parallel_vector_pass_finds_what_the_serial_one_does(tmp_path: Path,
     with SqliteMemoryStore(tmp_path / "m.db", embedder=WordHashEmbedder()) as store:
         store.add_many([turn(i, t) for i, t in enumerate(texts)])
         queries = ["where does Ana live", "what did the dog do", "what did I cook yesterday"]
+        vectors = {q: store.embed_query(q) for q in queries}
+
+        def found(query: str, **given: Any) -> list[tuple[str, float]]:
+            return [(h.id, h.score) for h in store.search(query, 3, floor=0.0, now=T0 + timedelta(days=1), **given)]
+
         monkeypatch.setattr(store_module, "PARALLEL_MIN_VECTORS", 10**9)
-        serial = [[(h.id, h.score) for h in store.search(q, 3, floor=0.0, now=T0 + timedelta(days=1))] for q in queries]
+        serial = [found(q, vector=vectors[q]) for q in queries]
         assert store._vector_worker is None
         monkeypatch.setattr(store_module, "PARALLEL_MIN_VECTORS", 1)
-        parallel = [[(h.id, h.score) for h in store.search(q, 3, floor=0.0, now=T0 + timedelta(days=1))] for q in queries]
+        parallel = [found(q, vector=vectors[q]) for q in queries]
         assert store._vector_worker is not None
         assert parallel == serial and all(serial)
+        # Without a vector the worker embeds the question while the words are searched: the same hits.
+        monkeypatch.setattr(store_module, "PARALLEL_MIN_VECTORS", 10**9)
+        assert [found(q) for q in queries] == serial
     assert store._vector_worker is None  # close() stops the worker

@@ -223,10 +223,11 @@ def test_piper_reads_rate_and_speed_from_the_voice_config(tmp_path: Path) -> Non
     voice = tmp_path / "voice.onnx"
     config = tmp_path / "voice.onnx.json"
     voice.write_bytes(b"")
-    config.write_text('{"audio": {"sample_rate": 22050}, "inference": {"length_scale": 1.0}}')
+    config.write_text('{"audio": {"sample_rate": 22050}, "inference": {"length_scale": 0.9}}')
     tts = PiperTts(voice, config, words_per_minute=350)
     assert tts.sample_rate == 22050
-    assert tts.length_scale == pytest.approx(0.5)  # twice the natural speed: half the phoneme length
+    # The voice's own scale until it is loaded and timed (tests/test_tts_piper.py times joe).
+    assert tts.length_scale == pytest.approx(0.9) and tts.words_per_minute == 350
 
 
 def test_kokoro_without_files_says_what_to_set(tmp_path: Path) -> None:
