@@ -20,7 +20,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone, tzinfo
 from pathlib import Path
@@ -553,17 +553,11 @@ class SqliteMemoryStore:
 
     def query_vector(self, query: str, vector: np.ndarray) -> np.ndarray:
         """The question's vector plus QUERY_SPEAKER_WEIGHT x the label vector of the speaker it asks about."""
-        return self._with_speaker(vector, self._query_speaker_vector(query))
-
-    def _query_speaker_vector(self, query: str) -> np.ndarray | None:
-        """The label vector of the speaker a question asks about, if it asks about one."""
-        if not self.query_speaker_weight:
-            return None
-        label = self._query_speaker(query)
-        return self.speaker_vector(label) if label else None
-
-    def _with_speaker(self, vector: np.ndarray, speaker: np.ndarray | None) -> np.ndarray:
         unit = unit_rows(vector)[0]
+        if not self.query_speaker_weight:
+            return unit
+        label = self._query_speaker(query)
+        speaker = self.speaker_vector(label) if label else None
         if speaker is None or len(speaker) != len(unit):
             return unit
         return unit_rows(unit + self.query_speaker_weight * speaker)[0]
@@ -985,37 +979,36 @@ class SqliteMemoryStore:
             return []
         if fusion == "words":
             mode = "lexical"
+        if mode != "lexical" and vector is None:
+            vector = self.embed_query(query)
         span = self.time_span(query, now)
         words = without_time_words(query, span)
-        within = None if span is None else (span.start.timestamp(), span.end.timestamp())
         excluded = set(exclude)
         with self._lock:
             try:
                 vector_hits: list[tuple[int, float]] = []
                 span_hits: list[tuple[int, float]] = []
-                lexical_hits: list[tuple[int, float]] | None = None
-                if mode != "lexical" and (vector is not None or self.embedder is not None):
+                vector_job: Future[tuple[list[tuple[int, float]], list[tuple[int, float]]]] | None = None
+                if vector is not None and mode != "lexical":
                     self._sync_index()
-                    speaker = self._query_speaker_vector(query)
-                    if mode == "vector" or (vector is not None and len(self._index) < PARALLEL_MIN_VECTORS):
-                        # Nothing worth a hand-off (~0.1 ms) to a worker.
-                        vector, vector_hits, span_hits = self._vector_side(query, vector, speaker, within)
+                    width = len(np.ravel(vector))
+                    if self._index.dimension not in (None, width):
+                        log.warning("memory %s holds %s-wide vectors but the query is %d wide: searching by words",
+                                    self.path, self._index.dimension, width)
+                        vector = None
                     else:
-                        # Embedding the query (~5 ms, onnxruntime), the matrix pass (bound by memory
-                        # bandwidth) and BM25 in SQLite all release the GIL: the worker embeds (if the
-                        # caller has no vector yet) and ranks by vector while this thread ranks by words,
-                        # so on two cores a search costs the larger side, not the sum. The index is only
-                        # changed under self._lock, which this search holds until the worker is done.
-                        job = self._worker().submit(self._vector_side, query, vector, speaker, within)
-                        try:
-                            lexical_hits = self._lexical(words, CANDIDATES)
-                        finally:
-                            wait([job])  # even when the word search failed: the lock must outlast the worker
-                        vector, vector_hits, span_hits = job.result()
-                else:
-                    vector = None
-                if lexical_hits is None:
-                    lexical_hits = self._lexical(words, CANDIDATES) if mode != "vector" else []
+                        unit = self.query_vector(query, vector)
+                        vector = unit
+                        within = None if span is None else (span.start.timestamp(), span.end.timestamp())
+                        if len(self._index) >= PARALLEL_MIN_VECTORS and mode != "vector":
+                            # The index is only changed under self._lock, which this search holds until
+                            # the worker is done, so the worker reads a matrix nobody writes.
+                            vector_job = self._start_vector_pass(unit, within)
+                        else:
+                            vector_hits, span_hits = self._vector_pass(unit, within)
+                lexical_hits = self._lexical(words, CANDIDATES) if mode != "vector" else []
+                if vector_job is not None:
+                    vector_hits, span_hits = vector_job.result()
                 rows = self._rows(list({r for r, _ in (*vector_hits, *span_hits, *lexical_hits)}))
                 if self.question_penalty or self.short_penalty:
                     vector_hits, span_hits = self._with_priors(vector_hits, rows), self._with_priors(span_hits, rows)
@@ -1031,33 +1024,18 @@ class SqliteMemoryStore:
                 raise self._error(error, "searching") from error
             return self._select(candidates, rows, k, floor, excluded)
 
-    def _vector_side(self, query: str, vector: np.ndarray | None, speaker: np.ndarray | None,
-                     within: tuple[float, float] | None
-                     ) -> tuple[np.ndarray | None, list[tuple[int, float]], list[tuple[int, float]]]:
-        """The query's unit vector (embedded here if not given) and its vector candidates: the best
-        overall, and those said within the span a question names (if it names one).
-
-        (None, [], []) when there is no vector to search with: the embedder failed, or the stored
-        vectors are of another width.
-        """
-        if vector is None:
-            vector = self.embed_query(query)
-            if vector is None:
-                return None, [], []
-        width = len(np.ravel(vector))
-        if self._index.dimension not in (None, width):
-            log.warning("memory %s holds %s-wide vectors but the query is %d wide: searching by words",
-                        self.path, self._index.dimension, width)
-            return None, [], []
-        unit = self._with_speaker(vector, speaker)
+    def _vector_pass(self, unit: np.ndarray, within: tuple[float, float] | None
+                     ) -> tuple[list[tuple[int, float]], list[tuple[int, float]]]:
+        """The vector candidates, and those said within the span a question names (if it names one)."""
         if within is None:
-            return unit, self._index.search(unit, CANDIDATES), []
-        return unit, *self._index.search_with_span(unit, CANDIDATES, within)
+            return self._index.search(unit, CANDIDATES), []
+        return self._index.search_with_span(unit, CANDIDATES, within)
 
-    def _worker(self) -> ThreadPoolExecutor:
+    def _start_vector_pass(self, unit: np.ndarray, within: tuple[float, float] | None
+                           ) -> Future[tuple[list[tuple[int, float]], list[tuple[int, float]]]]:
         if self._vector_worker is None:
             self._vector_worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="memory-vectors")
-        return self._vector_worker
+        return self._vector_worker.submit(self._vector_pass, unit, within)
 
     def _score(
         self,
