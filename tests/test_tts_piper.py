@@ -90,6 +90,12 @@ async def test_joe_speaks_at_the_rate_it_declares(joe: PiperTts, monkeypatch: py
     assert all(len(frame.pcm) % 2 == 0 for frame in frames)
 
 
+@needs_voice
+def test_joe_runs_without_a_memory_pattern(joe: PiperTts) -> None:
+    # Every sentence is a new input length: a memory pattern per length grew RSS in steps.
+    assert joe.load().session.get_session_options().enable_mem_pattern is False
+
+
 @pytest.mark.slow
 @needs_voice
 async def test_joe_is_audible_for_about_as_long_as_the_words_take(joe: PiperTts) -> None:

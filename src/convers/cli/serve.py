@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,7 @@ import click
 
 from convers.cli.context import settings_from
 from convers.config import Settings
+from convers.native_memory import limit_heap_arenas
 from convers.private_files import private_dir
 
 log = logging.getLogger(__name__)
@@ -65,6 +67,8 @@ def serve(
         # A read-only or full data directory: the token and the certificate cannot be kept.
         raise click.ClickException(data_dir_message(data_dir, error)) from None
 
+    # Before the providers' worker threads start: one arena per core, not eight (native_memory.py).
+    limit_heap_arenas(os.cpu_count() or 2)
     app = build_app(settings, token)
     click.echo("convers is listening. Open one of these (the browser will warn about the self-signed")
     click.echo("certificate the first time; accept it for this address):")

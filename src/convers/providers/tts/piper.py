@@ -176,7 +176,11 @@ class PiperTts:
                 from piper import PiperVoice
                 from piper.config import PiperConfig
 
-                session = cpu_session(self.model_path, self.threads)
+                # No memory pattern: onnxruntime plans (and its arena keeps) the buffers of each input
+                # length it has seen, and every sentence is a new length: RSS rose in 16-40 MB steps
+                # across reconnects. Off, 30 reconnects grew 6-12 MB and synthesis is as fast (paired
+                # first-chunk ratio 1.00; `python -m convers.bench.reconnects`, docs/benchmarks.md).
+                session = cpu_session(self.model_path, self.threads, memory_pattern=False)
                 config = PiperConfig.from_dict(json.loads(self.config_path.read_text(encoding="utf-8")))
                 voice = PiperVoice(config=config, session=session)
                 self.length_scale = self._timed_scale(voice)
