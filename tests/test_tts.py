@@ -247,3 +247,4 @@ def test_kokoro_speed_is_clamped_to_what_it_accepts(tmp_path: Path) -> None:
     assert KokoroTts(tmp_path, tmp_path, words_per_minute=450).speed == 2.0
     assert KokoroTts(tmp_path, tmp_path, words_per_minute=80).speed == 0.5
     assert KokoroTts(tmp_path, tmp_path, words_per_minute=175).speed == 1.0
+    assert KokoroTts(tmp_path, tmp_path).speed == 1.0  # no rate asked: the voice's own

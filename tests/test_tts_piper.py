@@ -100,7 +100,8 @@ def test_joe_runs_without_a_memory_pattern(joe: PiperTts) -> None:
 @needs_voice
 async def test_joe_is_audible_for_about_as_long_as_the_words_take(joe: PiperTts) -> None:
     audio = concat(await collect(joe, SENTENCE))
-    expected_s = words_in(SENTENCE) / 175 * 60  # the settings' default words per minute
+    assert joe.words_per_minute is None  # the settings leave the rate to the voice: about 250 wpm
+    expected_s = words_in(SENTENCE) / 250 * 60
     assert expected_s / 2 < audio.duration_s < expected_s * 2, audio.duration_s
     assert rms(audio) > 0.03 and dbfs(audio) > -30, (rms(audio), dbfs(audio))
 
@@ -117,6 +118,15 @@ async def test_words_per_minute_is_the_rate_joe_speaks_at(joe: PiperTts) -> None
     for asked, rate in spoken.items():
         assert 0.8 * asked < rate < 1.2 * asked, spoken
     assert spoken[140] < spoken[175] < spoken[240], spoken
+
+
+@needs_voice
+def test_without_a_rate_joe_keeps_its_own_scale_and_is_not_timed(joe: PiperTts, monkeypatch: pytest.MonkeyPatch) -> None:
+    tts = PiperTts(joe.model_path, joe.config_path)
+    monkeypatch.setattr(tts, "_timed_scale", lambda *args: pytest.fail("timed without a rate asked"))
+    tts.load()
+    own = json.loads(joe.config_path.read_text(encoding="utf-8"))["inference"]["length_scale"]
+    assert tts.length_scale == own
 
 
 def test_length_scale_is_solved_on_the_line_through_two_timings() -> None:

@@ -95,7 +95,9 @@ class TtsSettings(Section):
     provider: str = "auto"
     # espeak-ng voice.
     voice: str = "en-us"
-    words_per_minute: int = Field(default=175, ge=80, le=450)
+    # The speaking rate; unset: each voice's own pace (Piper and Kokoro as their makers tuned them,
+    # espeak-ng its default 175). Set, Piper is timed at load to speak it (providers/tts/piper.py).
+    words_per_minute: int | None = Field(default=None, ge=80, le=450)
     # Piper: path of a .onnx voice (its .onnx.json beside it); unset: the pulled voice, else the packaged one.
     piper_voice: Path | None = None
     # Kokoro: model and voices files.

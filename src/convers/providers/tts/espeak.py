@@ -20,6 +20,8 @@ if TYPE_CHECKING:
 
 # espeak-ng always writes 22050 Hz mono PCM16 for its own voices.
 ESPEAK_RATE = 22050
+# espeak-ng's own default rate, used when tts.words_per_minute is unset.
+ESPEAK_WORDS_PER_MINUTE = 175
 READ_SIZE = 8192
 
 
@@ -164,7 +166,11 @@ class EspeakTts:
     sample_rate = ESPEAK_RATE
 
     def __init__(
-        self, voice: str = "en-us", words_per_minute: int = 175, pitch: int | None = None, program: str = "espeak-ng"
+        self,
+        voice: str = "en-us",
+        words_per_minute: int = ESPEAK_WORDS_PER_MINUTE,
+        pitch: int | None = None,
+        program: str = "espeak-ng",
     ) -> None:
         self.voice = voice
         self.words_per_minute = words_per_minute
@@ -180,7 +186,8 @@ class EspeakTts:
         if program is None:
             raise FileNotFoundError("espeak-ng is not installed: apt-get install espeak-ng")
         pitch = tts.options.get("pitch")
-        return cls(tts.voice, tts.words_per_minute, int(pitch) if pitch is not None else None, program)
+        rate = tts.words_per_minute or ESPEAK_WORDS_PER_MINUTE
+        return cls(tts.voice, rate, int(pitch) if pitch is not None else None, program)
 
     @classmethod
     def auto_choice(cls, settings: Settings) -> AutoChoice:

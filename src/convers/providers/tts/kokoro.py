@@ -57,7 +57,7 @@ class KokoroTts:
         voices_path: Path,
         *,
         voice: str = "af_heart",
-        words_per_minute: int = 175,
+        words_per_minute: int | None = None,
         language: str = "en-us",
         threads: int = 1,
     ) -> None:
@@ -66,7 +66,9 @@ class KokoroTts:
         self.voice = voice
         self.language = language
         self.threads = threads
-        self.speed = min(MAX_SPEED, max(MIN_SPEED, words_per_minute / NATURAL_WORDS_PER_MINUTE))
+        # Unset: the voice's own pace (speed 1.0).
+        speed = 1.0 if words_per_minute is None else words_per_minute / NATURAL_WORDS_PER_MINUTE
+        self.speed = min(MAX_SPEED, max(MIN_SPEED, speed))
         self._kokoro: Any = None
         self._lock = threading.Lock()
 

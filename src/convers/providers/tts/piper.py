@@ -36,8 +36,8 @@ if TYPE_CHECKING:
 # Piper's length scale does not map to a speaking rate the same way for every voice, nor in
 # proportion: each phoneme's length is rounded up to whole frames, so about a quarter of the time
 # does not shrink as the scale does (measured with joe: scale 0.73 is 1.22 times as fast, not 1.37).
-# So each voice is timed once, when loaded, on a plain sentence at two scales, and the scale for the
-# asked rate is solved from the line through those two points.
+# So when a rate is asked for, the voice is timed once, when loaded, on a plain sentence at two
+# scales, and the scale for that rate is solved from the line through those two points (~0.7 s).
 CALIBRATION_TEXT = "We could meet at the station on Friday morning and walk to the market together for lunch."
 CALIBRATION_SCALES = (1.0, 0.5)
 # A scale outside this range garbles the voice; a rate that needs one gets the nearest that works.
@@ -138,14 +138,17 @@ class PiperTts:
 
     name = "piper"
 
-    def __init__(self, model_path: Path, config_path: Path, *, words_per_minute: int = 175, threads: int = 1) -> None:
+    def __init__(
+        self, model_path: Path, config_path: Path, *, words_per_minute: int | None = None, threads: int = 1
+    ) -> None:
         self.model_path = model_path
         self.config_path = config_path
         self.threads = threads
         config = _voice_config(model_path, config_path)
         self.sample_rate = int(config["audio"]["sample_rate"])
         self.words_per_minute = words_per_minute
-        # Until the voice is loaded and timed; load() sets the scale that gives `words_per_minute`.
+        # The voice's own pace; with `words_per_minute` set, load() times the voice and sets the scale
+        # that speaks it.
         self.length_scale = float(config.get("inference", {}).get("length_scale", 1.0))
         self._voice: Any = None
         self._lock = threading.Lock()
@@ -183,11 +186,12 @@ class PiperTts:
                 session = cpu_session(self.model_path, self.threads, memory_pattern=False)
                 config = PiperConfig.from_dict(json.loads(self.config_path.read_text(encoding="utf-8")))
                 voice = PiperVoice(config=config, session=session)
-                self.length_scale = self._timed_scale(voice)
+                if self.words_per_minute is not None:
+                    self.length_scale = self._timed_scale(voice, self.words_per_minute)
                 self._voice = voice
             return self._voice
 
-    def _timed_scale(self, voice: Any) -> float:
+    def _timed_scale(self, voice: Any, words_per_minute: int) -> float:
         """The length scale at which `voice` speaks `words_per_minute`, from two timed syntheses."""
         from piper import SynthesisConfig
 
@@ -198,7 +202,7 @@ class PiperTts:
             samples = sum(len(chunk.audio_int16_bytes) // 2 for chunk in voice.synthesize(CALIBRATION_TEXT, config))
             seconds.append(samples / self.sample_rate)
         return length_scale_for(
-            self.words_per_minute, len(CALIBRATION_TEXT.split()), CALIBRATION_SCALES, (seconds[0], seconds[1])
+            words_per_minute, len(CALIBRATION_TEXT.split()), CALIBRATION_SCALES, (seconds[0], seconds[1])
         )
 
     def _chunks(self, text: str, stop: threading.Event) -> Iterator[AudioFrame]:
