@@ -18,3 +18,17 @@ def test_help_runs_and_names_the_commands() -> None:
     assert result.exit_code == 0
     for name in PROMISED:
         assert f"  {name}" in result.output
+
+
+def test_bench_reconnects_hands_its_options_to_the_benchmark(monkeypatch) -> None:
+    import convers.bench.reconnects as reconnects
+
+    seen: list[list[str]] = []
+    monkeypatch.setattr(reconnects, "main", lambda argv: seen.append(argv) or 1)  # 1: a goal was missed
+    result = CliRunner().invoke(
+        main, ["bench", "reconnects", "--cycles", "3", "--concurrent", "2", "--serve-set", "llm.timeout_s=5"]
+    )
+    assert seen == [["--cycles", "3", "--concurrent", "2", "--set", "llm.timeout_s=5"]]
+    assert result.exit_code == 1
+    refused = CliRunner().invoke(main, ["bench", "reconnects", "--cycles", "0"])
+    assert refused.exit_code == 2 and "--cycles" in refused.output

@@ -317,3 +317,22 @@ def soak_bench(clients: int, minutes: float, serve_settings: tuple[str, ...], ou
         raise click.ClickException(str(error)) from None
     print_summary(result, click.echo)
     click.echo(f"wrote {write_result(result, out)}")
+
+
+@bench.command("reconnects")
+@click.option("--cycles", default=30, show_default=True, help="Connect, one spoken question, the whole reply, close: this many times.")
+@click.option("--concurrent", default=8, show_default=True, help="Then this many clients at once, each with a turn, all held open.")
+@click.option("--serve-set", "serve_settings", multiple=True, metavar="KEY=VALUE", help="A setting for the served process (repeatable).")
+@click.option("--out", type=click.Path(path_type=Path), help="JSON result file (default bench/results/reconnects-<time>.json).")
+def reconnects_bench(cycles: int, concurrent: int, serve_settings: tuple[str, ...], out: Path | None) -> None:
+    """Server memory (VmRSS) across reconnects and with sessions open at once, against a real `convers serve`."""
+    from convers.bench.reconnects import main
+
+    if cycles < 1 or concurrent < 0:
+        raise click.UsageError(f"--cycles must be 1 or more and --concurrent 0 or more, got {cycles} and {concurrent}")
+    argv = ["--cycles", str(cycles), "--concurrent", str(concurrent)]
+    argv += [item for pair in serve_settings for item in ("--set", pair)]
+    if out is not None:
+        argv += ["--out", str(out)]
+    # The exit status says whether both goals were met, as `python -m convers.bench.reconnects` does.
+    raise SystemExit(main(argv))
