@@ -1,4 +1,9 @@
-"""Settings: defaults < TOML file < CONVERS_* environment < command-line flags, validated as one object."""
+"""Settings: defaults < TOML file < CONVERS_* environment < command-line flags, validated as one object.
+
+Longer than 400 lines on purpose: this is the whole settings schema, each field with the comment
+that says what it does, in the order `convers config show` prints it; splitting the sections
+would only scatter what a user reads side by side.
+"""
 
 from __future__ import annotations
 

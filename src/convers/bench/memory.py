@@ -15,6 +15,9 @@ Parts:
    Embedding 100k turns on this machine would take over half an hour, so the latency stores hold
    the corpus text repeated (real words for the word index) with random unit vectors; the JSON says so.
 4. **Synthetic** (bench/memory_synthetic.py): the original set, facts far apart in topic.
+
+Over 400 lines: a benchmark script with four parts that share one store set-up and one report;
+nothing in the product imports it.
 """
 
 from __future__ import annotations

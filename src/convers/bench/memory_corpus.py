@@ -19,6 +19,9 @@ Questions carry their evidence turn ids and a type:
 Questions about the user are in the first person ("What did I cook two weeks ago?"), as the user asks
 the agent; questions about the friend name them. Everything is generated from templates, so the
 same seed gives the same corpus byte for byte, and nothing comes from a public benchmark.
+
+Over 400 lines because most of it is data: the pools of lives, places and plans and the question
+templates, which read best beside the code that draws from them.
 """
 
 from __future__ import annotations

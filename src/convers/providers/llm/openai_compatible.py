@@ -1,4 +1,8 @@
-"""Any OpenAI-compatible `/v1/chat/completions` streaming server: llama-server, Ollama, vLLM, LM Studio."""
+"""Any OpenAI-compatible `/v1/chat/completions` streaming server: llama-server, Ollama, vLLM, LM Studio.
+
+A little over 400 lines: one wire protocol, its streaming parser, its errors and its tool-call
+round trip, which change together whenever a server family behaves differently.
+"""
 
 from __future__ import annotations
 
