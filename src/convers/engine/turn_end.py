@@ -8,7 +8,8 @@ done" never holds a finished sentence longer than the plain silence rule would.
 
 `silence_needed_s` is pure: verdicts in, the silence that ends this pause out.
   - words that cannot end a sentence (a preposition, article, conjunction, possessive, a filler,
-    a trailing comma) -> not done: wait up to `thinking_pause_s`;
+    a trailing comma) or that hold the turn ("let me think", "hang on") -> not done: wait up to
+    `thinking_pause_s`;
   - a trailing "..." after other words -> the model's "not done" waits for a thinking pause, else
     the silence rule;
   - a question, or a short complete answer ("Sam.", "Yes.", "Tomorrow at five.") -> done now;
@@ -68,6 +69,15 @@ ENDS_AFTER_PRONOUN = frozenset({
     "it", "that", "this", "these", "those", "there", "here", "what", "where", "how", "who", "which",
     "whatever", "i", "you", "we", "they", "he", "she", "one",
 })
+# Phrases that hold the turn while the speaker thinks: "Let me think. ... Maybe on Tuesday." A
+# transcript ending on one waits for the thinking pause (bounded, so "Hold on." alone costs at
+# most that), whatever the model hears.
+HOLDING_PHRASES = (
+    ("let", "me", "think"), ("let", "me", "see"), ("let", "me", "check"), ("let", "me", "remember"),
+    ("hold", "on"), ("hang", "on"), ("wait", "a", "second"), ("wait", "a", "minute"), ("one", "moment"),
+    ("one", "second"), ("give", "me", "a", "second"), ("give", "me", "a", "moment"),
+    ("how", "do", "i", "put", "it"), ("what's", "the", "word"), ("what's", "it", "called"),
+)
 # A short complete answer: this many words or fewer, not ending on a continuing word.
 SHORT_ANSWER_WORDS = 3
 _WORD = re.compile(r"[a-z0-9']+")
@@ -80,6 +90,8 @@ def transcript_ending(text: str) -> Ending:
     if not words:
         return "no_words"
     if words[-1] in CONTINUING_WORDS or stripped.endswith((",", "-", "—", ";", ":")):
+        return "continues"
+    if any(tuple(words[-len(phrase):]) == phrase for phrase in HOLDING_PHRASES):
         return "continues"
     if stripped.endswith(("...", "…")):
         # Whisper writes an ellipsis for a voice that trails off, but also after a hesitant
