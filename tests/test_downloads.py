@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import socket
+import stat
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -113,6 +114,7 @@ def test_download_streams_to_a_part_file_then_renames(server: str, tmp_path: Pat
     assert download(RemoteFile(f"{server}/model.bin", target, len(PAYLOAD), PAYLOAD_SHA), progress=progress)
     assert target.read_bytes() == PAYLOAD
     assert leftovers(target.parent) == ["model.bin"]
+    assert stat.S_IMODE(target.parent.stat().st_mode) == 0o700  # private, like the rest of the data directory
     [bar] = bars
     assert (bar.total, bar.counted, bar.closed) == (len(PAYLOAD), len(PAYLOAD), True)
     assert not bar.final_seen_early

@@ -18,6 +18,8 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from convers.private_files import private_dir
+
 if TYPE_CHECKING:
     from convers.config import Settings
 
@@ -262,7 +264,7 @@ def download(remote: RemoteFile, *, progress: Progress = _no_progress, client: h
     http = client or _client()
     part = remote.path.with_name(remote.path.name + ".part")
     try:
-        remote.path.parent.mkdir(parents=True, exist_ok=True)
+        private_dir(remote.path.parent)  # DATA_DIR/models, private like the rest of the data directory
         with http.stream("GET", remote.url) as response:
             if response.status_code == 404 and remote.optional:
                 return None

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from convers.contracts.provider import AutoChoice
+from convers.private_files import private_dir
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +34,7 @@ def write_json_atomically(path: Path, data: object) -> None:
     """Writes `data` as JSON through a temporary file and a rename: readers see the old file or the new one."""
     temporary = path.with_name(path.name + ".tmp")
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        private_dir(path.parent)
         temporary.write_text(json.dumps(data, indent=1, sort_keys=True), encoding="utf-8")
         os.replace(temporary, path)
     finally:

@@ -22,6 +22,8 @@ from typing import Any
 
 import numpy as np
 
+from convers.private_files import private_dir
+
 log = logging.getLogger(__name__)
 
 # Bump when the graph or the quantization settings change: the cache name carries it.
@@ -140,7 +142,7 @@ def build_int8_graph(weights: dict[str, np.ndarray], config: dict[str, object], 
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    target.parent.mkdir(parents=True, exist_ok=True)
+    private_dir(target.parent)
     with tempfile.TemporaryDirectory(dir=target.parent) as scratch:
         fp32 = Path(scratch) / "fp32.onnx"
         int8 = Path(scratch) / "int8.onnx"
