@@ -48,6 +48,10 @@ class SoakConfig:
     minutes: float = 30.0
     # Silence between the end of the agent's reply and the next turn.
     gap_s: float = 0.8
+    # Client i connects i x this later. Users do not arrive in lock-step: two clients started
+    # together spoke at the same moments for the first minutes (the second 1.1-1.2 s to first
+    # audio, the first 0.6-0.9 s), so the first minute measured their collision, not drift.
+    stagger_s: float = 4.0
     turn_timeout_s: float = 30.0
     rss_every_s: float = 5.0
     settings: tuple[str, ...] = ()
@@ -116,6 +120,7 @@ async def _one_client(
 ) -> dict[str, Any]:
     import websockets
 
+    await asyncio.sleep(index * config.stagger_s)
     client = BrowserLikeClient()
     socket = await websockets.connect(serve.url, ssl=serve.ssl_context(), max_size=None, max_queue=None)
     dropped = None

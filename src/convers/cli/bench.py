@@ -296,9 +296,10 @@ def kill9_bench(tries: int, seed: int, serve_settings: tuple[str, ...], keep: Pa
 @bench.command("soak")
 @click.option("--clients", default=2, show_default=True, help="Browser-like clients talking at once.")
 @click.option("--minutes", default=30.0, show_default=True, help="How long every client keeps talking.")
+@click.option("--stagger-s", default=4.0, show_default=True, help="Client i connects i x this many seconds after the first (0: all at once).")
 @click.option("--serve-set", "serve_settings", multiple=True, metavar="KEY=VALUE", help="A setting for the served process (repeatable).")
 @click.option("--out", type=click.Path(path_type=Path), help="JSON result file (default bench/results/soak-<time>.json).")
-def soak_bench(clients: int, minutes: float, serve_settings: tuple[str, ...], out: Path | None) -> None:
+def soak_bench(clients: int, minutes: float, stagger_s: float, serve_settings: tuple[str, ...], out: Path | None) -> None:
     """N clients x M minutes of spoken and typed turns against a real `convers serve`: errors, RSS, first-audio drift."""
     import asyncio
 
@@ -308,7 +309,8 @@ def soak_bench(clients: int, minutes: float, serve_settings: tuple[str, ...], ou
     if clients < 1 or minutes <= 0:
         raise click.UsageError(f"--clients must be 1 or more and --minutes above 0, got {clients} and {minutes}")
     try:
-        config = SoakConfig(clients=clients, minutes=minutes, settings=parse_settings(serve_settings))
+        config = SoakConfig(clients=clients, minutes=minutes, stagger_s=max(0.0, stagger_s),
+                            settings=parse_settings(serve_settings))
     except ValueError as error:
         raise click.UsageError(str(error)) from None
     try:
