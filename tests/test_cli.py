@@ -21,7 +21,7 @@ def test_help_runs_and_names_the_commands() -> None:
 
 
 def test_bench_reconnects_hands_its_options_to_the_benchmark(monkeypatch) -> None:
-    import convers.bench.reconnects as reconnects
+    from convers.bench import reconnects
 
     seen: list[list[str]] = []
     monkeypatch.setattr(reconnects, "main", lambda argv: seen.append(argv) or 1)  # 1: a goal was missed
