@@ -47,6 +47,8 @@ CHECK, SILENCE, THINK = TIMING.turn_check_pause_s, TIMING.end_of_turn_silence_s,
         # A subject pronoun or a copula after a noun phrase needs what follows.
         ("I'm not sure but I", "continues"),
         ("My favorite film is", "continues"),
+        ("My favorite film is...", "continues"),
+        ("It is...", "trails_off"),
         ("The thing I wanted to ask you about is", "continues"),
         ("I know where it is.", "statement"),
         ("Yes it is.", "short_answer"),

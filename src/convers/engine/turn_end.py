@@ -93,12 +93,12 @@ def transcript_ending(text: str) -> Ending:
         return "continues"
     if any(tuple(words[-len(phrase):]) == phrase for phrase in HOLDING_PHRASES):
         return "continues"
+    if words[-1] in COPULAS and len(words) > 1 and words[-2] not in ENDS_AFTER_PRONOUN:
+        return "continues"  # with or without an ellipsis: "My favourite film is..."
     if stripped.endswith(("...", "…")):
         # Whisper writes an ellipsis for a voice that trails off, but also after a hesitant
         # "Sure..." that is a whole answer: the model decides, never past the thinking pause.
         return "trails_off"
-    if words[-1] in COPULAS and len(words) > 1 and words[-2] not in ENDS_AFTER_PRONOUN:
-        return "continues"
     if stripped.endswith("?"):
         return "question"
     if len(words) <= SHORT_ANSWER_WORDS:
