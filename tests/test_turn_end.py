@@ -44,6 +44,11 @@ CHECK, SILENCE, THINK = TIMING.turn_check_pause_s, TIMING.end_of_turn_silence_s,
         ("I was born in 1985 and", "continues"),
         ("My name is Alex and I really like jazz music.", "statement"),
         ("Yes, I can.", "short_answer"),
+        # A contracted subject and verb cannot end a sentence; the full form can.
+        ("I'm", "continues"),
+        ("Well, I think it's", "continues"),
+        ("Yes, I am.", "short_answer"),
+        ("I think that's John's.", "statement"),
         # A subject pronoun or a copula after a noun phrase needs what follows.
         ("I'm not sure but I", "continues"),
         ("My favorite film is", "continues"),

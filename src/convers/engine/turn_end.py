@@ -78,6 +78,12 @@ HOLDING_PHRASES = (
     ("one", "second"), ("give", "me", "a", "second"), ("give", "me", "a", "moment"),
     ("how", "do", "i", "put", "it"), ("what's", "the", "word"), ("what's", "it", "called"),
 )
+# A contracted subject and verb cannot end an English sentence ("Yes, I am." but never "Yes, I'm."),
+# so one at the end is a sentence that goes on; Whisper also writes a lone filler "um" as "I'm".
+STRANDED_CONTRACTIONS = frozenset({
+    "i'm", "you're", "we're", "they're", "he's", "she's", "it's", "that's", "there's",
+    "i'll", "you'll", "we'll", "they'll", "he'll", "she'll", "i'd", "you'd", "we'd", "they'd", "i've", "we've",
+})
 # A short complete answer: this many words or fewer, not ending on a continuing word.
 SHORT_ANSWER_WORDS = 3
 _WORD = re.compile(r"[a-z0-9']+")
@@ -89,7 +95,7 @@ def transcript_ending(text: str) -> Ending:
     words = _WORD.findall(stripped.lower())
     if not words:
         return "no_words"
-    if words[-1] in CONTINUING_WORDS or stripped.endswith((",", "-", "—", ";", ":")):
+    if words[-1] in CONTINUING_WORDS or words[-1] in STRANDED_CONTRACTIONS or stripped.endswith((",", "-", "—", ";", ":")):
         return "continues"
     if any(tuple(words[-len(phrase):]) == phrase for phrase in HOLDING_PHRASES):
         return "continues"
