@@ -73,12 +73,19 @@ def test_paraphrases_score_far_above_unrelated_sentences(embedder: MiniLmEmbedde
     assert float(food @ bread) - float(food @ horse) > 0.4
 
 
+# Three lengths, so a batch of them is padded.
+UNEVEN_TEXTS = ["short", "a considerably longer sentence that needs a lot more word pieces than the first one",
+                "medium length sentence here"]
+
+
+def assert_batch_is_one_at_a_time(embedder: MiniLmEmbedder, atol: float) -> None:
+    together = embedder.embed_sync(UNEVEN_TEXTS)
+    alone = np.stack([embedder.embed_sync([t])[0] for t in UNEVEN_TEXTS])
+    np.testing.assert_allclose(together, alone, atol=atol)
+
+
 def test_batching_with_padding_equals_one_at_a_time(embedder: MiniLmEmbedder) -> None:
-    texts = ["short", "a considerably longer sentence that needs a lot more word pieces than the first one",
-             "medium length sentence here"]
-    together = embedder.embed_sync(texts)
-    alone = np.stack([embedder.embed_sync([t])[0] for t in texts])
-    np.testing.assert_allclose(together, alone, atol=1e-5)
+    assert_batch_is_one_at_a_time(embedder, atol=1e-5)
 
 
 async def test_async_embed_runs_in_a_thread(embedder: MiniLmEmbedder) -> None:
@@ -109,11 +116,7 @@ def test_int8_is_close_to_float32_and_keeps_meaning(embedder: MiniLmEmbedder, in
 
 def test_int8_batch_matches_one_at_a_time(int8: MiniLmEmbedder) -> None:
     # Activations are quantized per run: each text runs alone, so its vector does not depend on its batch.
-    texts = ["short", "a considerably longer sentence that needs a lot more word pieces than the first one",
-             "medium length sentence here"]
-    together = int8.embed_sync(texts)
-    alone = np.stack([int8.embed_sync([t])[0] for t in texts])
-    np.testing.assert_allclose(together, alone, atol=1e-6)
+    assert_batch_is_one_at_a_time(int8, atol=1e-6)
 
 
 def test_int8_graph_is_built_once_and_named_by_the_weights(model_dir: Path, int8: MiniLmEmbedder,
