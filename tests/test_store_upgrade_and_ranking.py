@@ -211,7 +211,7 @@ def test_the_parallel_vector_pass_finds_what_the_serial_one_does(tmp_path: Path,
         parallel = [found(q, vector=vectors[q]) for q in queries]
         assert store._vector_worker is not None
         assert parallel == serial and all(serial)
-        # Without a vector the worker embeds the question while the words are searched: the same hits.
+        # Without a vector the store embeds the question itself: the same hits.
         monkeypatch.setattr(store_module, "PARALLEL_MIN_VECTORS", 10**9)
         assert [found(q) for q in queries] == serial
     assert store._vector_worker is None  # close() stops the worker
