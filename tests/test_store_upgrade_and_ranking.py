@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import sqlite3
+import threading
+from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -12,6 +14,9 @@ import numpy as np
 import pytest
 
 from convers.contracts.memory import MemoryTurn
+from convers.memory.ranking import RankingWeights
+from convers.memory.schema import open_database
+from convers.memory.speakers import SpeakerVectors
 from convers.memory.store import MIGRATIONS, SqliteMemoryStore
 from tests.memory_doubles import WordHashEmbedder
 
@@ -76,10 +81,10 @@ def test_vectors_of_another_embedder_are_not_compared_and_get_re_embedded(tmp_pa
     with SqliteMemoryStore(path, embedder=OtherEmbedder()) as store:
         assert store.pending_vectors() == 2 and store.stats().stale == 2
         assert store.search("Ana Lisbon", 1, floor=0.0)[0].id == "t1"  # by words meanwhile
-        store._sync_index()
-        assert len(store._index) == 0  # no foreign vector in the index
+        store.warm_up()
+        assert store.vectors_in_memory == 0  # no foreign vector in the index
         assert store.backfill() == 2
-        assert len(store._index) == 2
+        assert store.vectors_in_memory == 2
         assert store.embedders() == {"other-model/256": 2}
 
 
@@ -137,8 +142,8 @@ def test_a_question_naming_a_speaker_prefers_their_turns(tmp_path: Path) -> None
 
 
 def test_a_later_restatement_of_a_plan_ranks_above_the_older_one(tmp_path: Path) -> None:
-    with SqliteMemoryStore(tmp_path / "m.db", embedder=WordHashEmbedder(), supersede_cosine=0.5,
-                           supersede_margin=1.0) as store:
+    weights = RankingWeights(supersede_cosine=0.5, supersede_margin=1.0)
+    with SqliteMemoryStore(tmp_path / "m.db", embedder=WordHashEmbedder(), weights=weights) as store:
         store.add_many([
             turn(1, "We booked a week in Rome for our July holiday", session="a"),
             turn(2, "Change of plan for our July holiday: Lisbon, not Rome", session="b",
@@ -146,7 +151,7 @@ def test_a_later_restatement_of_a_plan_ranks_above_the_older_one(tmp_path: Path)
         ])
         ids = [h.id for h in store.search("Where are we going for the July holiday in Rome?", 2, floor=0.0)]
         assert ids == ["t2", "t1"]
-        store.supersede_cosine = 0.0  # off: the better word match (the old plan) would come first
+        store.use_weights(replace(weights, supersede_cosine=0.0))  # off: the better word match (the old plan) would come first
         assert next(h.id for h in store.search("Where are we going for the July holiday in Rome?", 2, floor=0.0)) == "t1"
 
 
@@ -163,36 +168,45 @@ def test_warm_up_loads_the_index_and_the_speakers(tmp_path: Path) -> None:
         store.add_many([turn(1, "hello there", "Maya", "assistant"), turn(2, "hi")])
     with SqliteMemoryStore(tmp_path / "m.db", embedder=embedder) as store:
         store.warm_up()
-        assert len(store._index) == 2
-        assert set(store._speaker_vectors) >= {"Maya (assistant)", "Sam (user)"}
+        assert store.vectors_in_memory == 2
+        assert set(store.speakers.labels_embedded()) >= {"Maya (assistant)", "Sam (user)"}
 
 
 def test_common_words_are_left_out_of_the_word_query_but_the_rarest_stays(tmp_path: Path,
                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
-    import convers.memory.store as store_module
+    import convers.memory.search as search_module
 
-    monkeypatch.setattr(store_module, "COMMON_TERM_ROWS", 3)
-    monkeypatch.setattr(store_module, "COMMON_TERM_SHARE", 0.0)
-    with SqliteMemoryStore(tmp_path / "m.db", embedder=None) as store:
+    monkeypatch.setattr(search_module, "COMMON_TERM_ROWS", 3)
+    monkeypatch.setattr(search_module, "COMMON_TERM_SHARE", 0.0)
+    path = tmp_path / "m.db"
+    search = search_module.TurnSearch(path, SpeakerVectors(None), RankingWeights())
+    with SqliteMemoryStore(path, embedder=None) as store:
         dinners = [turn(i, f"We had dinner with friends number {i}") for i in range(8)]
         store.add_many([*dinners, turn(8, "The risotto at dinner was superb"),
                         turn(9, "My friends loved the risotto")], embed=False)
+        conn = open_database(path, busy_timeout_s=5.0)
         # "dinner" is in 9 of 10 rows, "friends" in 9, "risotto" in 2.
-        assert store._without_common(["dinner", "risotto", "friends"]) == ["risotto"]
-        assert store._without_common(["dinner", "friends"]) in (["dinner"], ["friends"])
-        assert store._without_common(["dinner"]) == ["dinner"]  # a lone word is never dropped
+        assert search.without_common(conn, ["dinner", "risotto", "friends"]) == ["risotto"]
+        assert search.without_common(conn, ["dinner", "friends"]) in (["dinner"], ["friends"])
+        assert search.without_common(conn, ["dinner"]) == ["dinner"]  # a lone word is never dropped
         hits = store.search("risotto dinner", 2, floor=0.0)
         assert {h.id for h in hits} == {"t8", "t9"}
         # Counts are taken again once the store has grown by more than a tenth.
         store.add_many([turn(10 + i, f"risotto again {i}") for i in range(5)], embed=False)
         # Now "risotto" is in 7 rows (common too) but still rarer than "dinner" (9): it is the one kept.
-        assert store._without_common(["dinner", "risotto"]) == ["risotto"]
-        assert store._term_rows["risotto"] == 7
+        assert search.without_common(conn, ["dinner", "risotto"]) == ["risotto"]
+        assert search.term_rows["risotto"] == 7
+        conn.close()
+
+
+def vector_workers() -> list[threading.Thread]:
+    """The threads that run the matrix pass of large stores beside the word pass."""
+    return [t for t in threading.enumerate() if t.name.startswith("memory-vectors")]
 
 
 def test_the_parallel_vector_pass_finds_what_the_serial_one_does(tmp_path: Path,
                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
-    import convers.memory.store as store_module
+    import convers.memory.search as search_module
 
     texts = ["My sister Ana moved to Lisbon", "The dog chewed my shoes", "I made lentil soup tonight",
              "Ana loves the sea in Lisbon", "We walked the dog by the river"]
@@ -204,14 +218,14 @@ def test_the_parallel_vector_pass_finds_what_the_serial_one_does(tmp_path: Path,
         def found(query: str, **given: Any) -> list[tuple[str, float]]:
             return [(h.id, h.score) for h in store.search(query, 3, floor=0.0, now=T0 + timedelta(days=1), **given)]
 
-        monkeypatch.setattr(store_module, "PARALLEL_MIN_VECTORS", 10**9)
+        monkeypatch.setattr(search_module, "PARALLEL_MIN_VECTORS", 10**9)
         serial = [found(q, vector=vectors[q]) for q in queries]
-        assert store._vector_worker is None
-        monkeypatch.setattr(store_module, "PARALLEL_MIN_VECTORS", 1)
+        assert not vector_workers()
+        monkeypatch.setattr(search_module, "PARALLEL_MIN_VECTORS", 1)
         parallel = [found(q, vector=vectors[q]) for q in queries]
-        assert store._vector_worker is not None
+        assert vector_workers()
         assert parallel == serial and all(serial)
         # Without a vector the store embeds the question itself: the same hits.
-        monkeypatch.setattr(store_module, "PARALLEL_MIN_VECTORS", 10**9)
+        monkeypatch.setattr(search_module, "PARALLEL_MIN_VECTORS", 10**9)
         assert [found(q) for q in queries] == serial
-    assert store._vector_worker is None  # close() stops the worker
+    assert not vector_workers()  # close() stops the worker

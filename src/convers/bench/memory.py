@@ -44,18 +44,18 @@ from convers.bench.memory_corpus import (
 )
 from convers.bench.results import write_json_result
 from convers.contracts.memory import MemoryTurn
-from convers.memory.store import (
+from convers.memory.ranking import (
     BLEND_VECTOR_WEIGHT,
     DATE_WEIGHT,
     DEFAULT_FUSION,
-    QUERY_SPEAKER_WEIGHT,
     QUESTION_PENALTY,
     SHORT_PENALTY,
-    SPEAKER_WEIGHT,
     SUPERSEDE_COSINE,
     SUPERSEDE_MARGIN,
-    SqliteMemoryStore,
+    RankingWeights,
 )
+from convers.memory.speakers import QUERY_SPEAKER_WEIGHT, SPEAKER_WEIGHT
+from convers.memory.store import SqliteMemoryStore
 from convers.memory.vectors import embed_blocking
 
 if TYPE_CHECKING:
@@ -87,6 +87,14 @@ class Ranking:
     short_penalty: float = SHORT_PENALTY
     supersede_cosine: float = SUPERSEDE_COSINE
     supersede_margin: float = SUPERSEDE_MARGIN
+
+    def weights(self) -> RankingWeights:
+        return RankingWeights(
+            fusion=self.fusion, blend_vector_weight=self.blend_vector_weight,  # type: ignore[arg-type]
+            rrf_vector_weight=self.rrf_vector_weight, rrf_lexical_weight=self.rrf_lexical_weight,
+            date_weight=self.date_weight, recency_weight=self.recency_weight, question_penalty=self.question_penalty,
+            short_penalty=self.short_penalty, supersede_cosine=self.supersede_cosine,
+            supersede_margin=self.supersede_margin)
 
 
 def default_rankings() -> list[Ranking]:
@@ -189,17 +197,7 @@ def _negatives(conversation: BenchConversation) -> list[BenchQuestion]:
 
 def _search(store: SqliteMemoryStore, ranking: Ranking, text: str, vector: np.ndarray | None, k: int,
             now: datetime, floor: float = 0.0) -> list[Any]:
-    store.fusion = ranking.fusion  # type: ignore[assignment]
-    store.blend_vector_weight = ranking.blend_vector_weight
-    store.rrf_vector_weight = ranking.rrf_vector_weight
-    store.rrf_lexical_weight = ranking.rrf_lexical_weight
-    store.date_weight = ranking.date_weight
-    store.recency_weight = ranking.recency_weight
-    store.question_penalty = ranking.question_penalty
-    store.short_penalty = ranking.short_penalty
-    store.supersede_cosine = ranking.supersede_cosine
-    store.supersede_margin = ranking.supersede_margin
-    store.query_speaker_weight = ranking.query_speaker_weight
+    store.use_weights(ranking.weights(), query_speaker_weight=ranking.query_speaker_weight)
     return store.search(text, k, vector=vector, mode=ranking.mode, floor=floor, now=now)  # type: ignore[arg-type]
 
 

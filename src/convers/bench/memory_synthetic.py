@@ -17,7 +17,7 @@ import random
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -240,10 +240,11 @@ def run_synthetic(settings: Settings, config: BenchConfig, embedder: Embedder,
             row["vector"] = recall_at(store, corpus.questions, question_vectors, config.k, mode="vector")
             row["lexical"] = recall_at(store, corpus.questions, question_vectors, config.k, mode="lexical")
             row["fused_rrf"] = recall_at(store, corpus.questions, question_vectors, config.k, fusion="rrf")
+            defaults = store.weights
             for weight in config.blend_weights:
-                store.blend_vector_weight = weight
+                store.use_weights(replace(defaults, blend_vector_weight=weight))
                 row[f"fused_blend_{weight}"] = recall_at(store, corpus.questions, question_vectors, config.k, fusion="blend")
-            store.blend_vector_weight = SqliteMemoryStore.blend_vector_weight
+            store.use_weights(defaults)
             row["similarity"] = similarity_profile(store, corpus.questions, question_vectors, NEGATIVES, negative_vectors)
             latency: dict[str, Any] = {}
             rng = random.Random(config.seed)

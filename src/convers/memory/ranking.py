@@ -1,0 +1,253 @@
+"""How recall ranks stored turns: the constants, the query's words, and pure functions over candidates.
+
+Nothing here touches the database or the embedder: the search (memory/search.py) gathers the
+vector, word and date rankings, and these functions fuse them, weigh in priors, recency and
+restatements, and pick distinct hits. Each is table-tested.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Literal
+
+import numpy as np
+
+from convers.contracts.memory import MemoryHit, MemoryTurn
+
+Fusion = Literal["rrf", "blend", "words"]
+SearchMode = Literal["fused", "vector", "lexical"]
+
+# BM25 column weights: the words said count most; who said it, when, and the question it answers
+# help break ties.
+FTS_WEIGHTS = (1.0, 0.5, 0.3, 0.5)
+# Lexical evidence as a similarity in [0, 1): bm25 / (bm25 + LEXICAL_HALF). A BM25 of 6 (a rare
+# word or two matched) maps to 0.5.
+LEXICAL_HALF = 6.0
+# Reciprocal rank fusion constant from Cormack et al. (2009); larger flattens rank differences.
+RRF_K = 60
+# Fusion and weights: chosen on `convers bench memory` (the generated conversations, tuned on
+# half of them and reported on the other half; see docs/memory.md for the table).
+DEFAULT_FUSION: Fusion = "blend"
+RRF_VECTOR_WEIGHT = 1.0
+RRF_LEXICAL_WEIGHT = 1.0
+# blend: similarity = BLEND_VECTOR_WEIGHT * cosine + (1 - weight) * lexical.
+BLEND_VECTOR_WEIGHT = 0.85
+# A time expression in the question ("two weeks ago") adds a ranking of the turns from that span
+# (by meaning) with this RRF weight, or this much to a blended score.
+DATE_WEIGHT = 1.0
+# Newer candidates get up to this much more (as RRF weight of a ranking by time among the
+# candidates, or added to a blended score): a plan that changed is found in its latest form.
+RECENCY_WEIGHT = 0.0
+# A turn that is a question counts its cosine this much less; a turn with under SHORT_TURN_WORDS
+# content words up to SHORT_PENALTY less (see `prior`).
+QUESTION_PENALTY = 0.3
+SHORT_PENALTY = 0.3
+SHORT_TURN_WORDS = 3
+# A later turn of the same speaker this close in meaning to a better-ranked earlier one takes its
+# place (just above it): when a plan changes, the latest version is what the user means. 0: off,
+# the default: on `convers bench memory` it lifted changed plans (0.59 -> 0.81 held out) only without
+# the margin below, and then the synthetic set's recall@1 fell from 0.76 to 0.15 (newer remarks
+# naming the same person pushed the answer down); with the margin it gained nothing.
+SUPERSEDE_COSINE = 0.0
+# ... and only when the later turn matches the question nearly as well (similarity at most this much lower):
+# a newer remark that merely names the same person must not push the answer down.
+SUPERSEDE_MARGIN = 0.05
+# Only the best this many candidates are compared for superseding (pairwise, so kept small).
+SUPERSEDE_TOP = 20
+# Each ranking contributes this many candidates to fusion.
+CANDIDATES = 50
+# Two hits this close in meaning say the same thing; the prompt needs only one.
+NEAR_DUPLICATE_COSINE = 0.97
+# Longer questions are cut to this many characters (the embedder reads ~256 word pieces anyway)
+# and to this many distinct words for the word index.
+MAX_QUERY_CHARS = 2000
+MAX_QUERY_TERMS = 48
+STOPWORDS = frozenset(
+    """a an the and or but if then so of to in on at by for with from about as into over after before
+    is am are was were be been being do does did have has had i me my mine we us our you your he him his
+    she her it its they them their this that these those what which who whom whose when where why how
+    can could would should will shall may might must not no yes just also too very really there here
+    tell told say said remember know think like get got go going s t don didn im ive id""".split()
+)
+
+
+@dataclass
+class RankingWeights:
+    """How the rankings are fused and weighed (the defaults are the constants above, chosen on the benchmark)."""
+
+    fusion: Fusion = DEFAULT_FUSION
+    blend_vector_weight: float = BLEND_VECTOR_WEIGHT
+    rrf_vector_weight: float = RRF_VECTOR_WEIGHT
+    rrf_lexical_weight: float = RRF_LEXICAL_WEIGHT
+    date_weight: float = DATE_WEIGHT
+    recency_weight: float = RECENCY_WEIGHT
+    question_penalty: float = QUESTION_PENALTY
+    short_penalty: float = SHORT_PENALTY
+    supersede_cosine: float = SUPERSEDE_COSINE
+    supersede_margin: float = SUPERSEDE_MARGIN
+    lexical_half: float = LEXICAL_HALF
+
+
+@dataclass
+class Candidate:
+    """One stored turn under consideration, with what each ranking said about it."""
+
+    rowid: int
+    cosine: float | None = None
+    lexical: float = 0.0
+    vector_rank: int | None = None
+    lexical_rank: int | None = None
+    span_rank: int | None = None
+    similarity: float = 0.0
+    order: float = 0.0
+
+
+def query_terms(text: str) -> list[str]:
+    """Content words of a question, for the FTS5 query (stopwords would match everything)."""
+    words = re.findall(r"[^\W_]+", text.lower())
+    seen: dict[str, None] = {}
+    for word in words:
+        if word not in STOPWORDS and (len(word) > 1 or word.isdigit() or not word.isascii()):
+            seen.setdefault(word, None)
+        if len(seen) == MAX_QUERY_TERMS:
+            break
+    return list(seen)
+
+
+def seconds(iso: str) -> float:
+    """POSIX seconds of a stored ISO time (a time without a zone is UTC)."""
+    moment = datetime.fromisoformat(iso)
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    return moment.timestamp()
+
+
+def prior(text: str, weights: RankingWeights) -> float:
+    """How much a turn's cosine counts: a question or a two-word "oh nice!" carries little to recall.
+
+    Question queries resemble question turns in style ("what did you have for dinner?") and short
+    turns are mostly their speaker's vector; both crowd out the turn that holds the answer.
+    """
+    value = 1.0
+    if text.rstrip().endswith("?"):
+        value -= weights.question_penalty
+    content = len(query_terms(text))
+    if content < SHORT_TURN_WORDS:
+        value -= weights.short_penalty * (SHORT_TURN_WORDS - content) / SHORT_TURN_WORDS
+    return value
+
+
+def gather(vector_hits: Sequence[tuple[int, float]], lexical_hits: Sequence[tuple[int, float]],
+           span_hits: Sequence[tuple[int, float]], lexical_half: float) -> dict[int, Candidate]:
+    """One candidate per turn any ranking found, with its ranks, its cosine and its BM25 as a similarity."""
+    found: dict[int, Candidate] = {}
+    for rank, (rowid, cosine) in enumerate(vector_hits):
+        found[rowid] = Candidate(rowid, cosine=cosine, vector_rank=rank)
+    for rank, (rowid, cosine) in enumerate(span_hits):
+        candidate = found.setdefault(rowid, Candidate(rowid, cosine=cosine))
+        candidate.span_rank = rank
+    for rank, (rowid, bm25) in enumerate(lexical_hits):
+        candidate = found.setdefault(rowid, Candidate(rowid))
+        candidate.lexical = bm25 / (bm25 + lexical_half)
+        candidate.lexical_rank = rank
+    return found
+
+
+def fuse(candidates: Iterable[Candidate], weights: RankingWeights, fusion: Fusion, *,
+         only_words: bool, only_vectors: bool) -> list[Candidate]:
+    """Each candidate's similarity (cosine, words, or their blend) and order; best first."""
+    out = list(candidates)
+    for c in out:
+        if c.cosine is None or only_words:
+            c.similarity = c.lexical  # no vector for this row (or no query vector): words are all we have
+        elif only_vectors:
+            c.similarity = max(c.cosine, 0.0)
+        else:
+            weight = weights.blend_vector_weight
+            c.similarity = weight * max(c.cosine, 0.0) + (1 - weight) * c.lexical
+        if fusion == "rrf":
+            c.order = sum(
+                w / (RRF_K + r + 1)
+                for w, r in ((weights.rrf_vector_weight, c.vector_rank), (weights.rrf_lexical_weight, c.lexical_rank),
+                             (weights.date_weight, c.span_rank))
+                if r is not None
+            )
+        else:
+            c.order = c.similarity + (weights.date_weight * 0.15 if c.span_rank is not None else 0.0)
+    return best_first(out)
+
+
+def best_first(candidates: Iterable[Candidate]) -> list[Candidate]:
+    return sorted(candidates, key=lambda c: (-c.order, -c.similarity, c.rowid))
+
+
+def prefer_recent(candidates: list[Candidate], times: dict[int, float], weight: float,
+                  fusion: Fusion) -> list[Candidate]:
+    """Adds a ranking by time (newest first) among the candidates with a known time, weighted by `weight`."""
+    dated = sorted((c for c in candidates if c.rowid in times), key=lambda c: times[c.rowid], reverse=True)
+    for rank, c in enumerate(dated):
+        if fusion == "rrf":
+            c.order += weight / (RRF_K + rank + 1)
+        else:
+            c.order += weight * 0.1 * (1 - rank / max(len(dated) - 1, 1))
+    return best_first(candidates)
+
+
+def supersede(candidates: list[Candidate], vectors: dict[int, np.ndarray], times: dict[int, float],
+              speakers: dict[int, str], weights: RankingWeights) -> list[Candidate]:
+    """Lifts a newer restatement by the same speaker just above the older turn it updates.
+
+    Only the best SUPERSEDE_TOP candidates with a vector, a time and a speaker are compared.
+    """
+    top = [c for c in candidates[:SUPERSEDE_TOP] if c.rowid in vectors and c.rowid in times and c.rowid in speakers]
+    if len(top) < 2:
+        return candidates
+    matrix = np.stack([vectors[c.rowid] for c in top])
+    close = (matrix @ matrix.T) >= weights.supersede_cosine
+    for i, older in enumerate(top):
+        for j in range(i + 1, len(top)):
+            newer = top[j]
+            if (close[i, j] and speakers[older.rowid] == speakers[newer.rowid]
+                    and times[newer.rowid] > times[older.rowid]
+                    and newer.similarity >= older.similarity - weights.supersede_margin):
+                newer.order = max(newer.order, older.order + 1e-6)
+    return best_first(candidates)
+
+
+def distinct_hits(candidates: Iterable[Candidate], turns: dict[int, tuple[MemoryTurn, str | None]],
+                  vectors: dict[int, np.ndarray], k: int, floor: float, excluded: set[str]) -> list[MemoryHit]:
+    """The first `k` candidates above `floor` that say something new.
+
+    `turns` maps a rowid to its turn and the id of the turn a digest was made from. A turn is left
+    out when it, or the turn it digests, is excluded or already shown, when its text repeats one
+    shown, or when its vector is within NEAR_DUPLICATE_COSINE of one shown.
+    """
+    hits: list[MemoryHit] = []
+    seen_texts: set[str] = set()
+    seen_sources: set[str] = set()
+    kept_vectors: list[np.ndarray] = []
+    for c in candidates:
+        found = turns.get(c.rowid)
+        if found is None or c.similarity < floor:
+            continue
+        turn, source_id = found
+        source = source_id or turn.id
+        normalised = " ".join(turn.text.lower().split())
+        vector = vectors.get(c.rowid)
+        if (turn.id in excluded or source in excluded or normalised in seen_texts or source in seen_sources
+                or (vector is not None and any(float(vector @ v) >= NEAR_DUPLICATE_COSINE for v in kept_vectors))):
+            # A duplicate of something shown (or left out): its copies and its digest are duplicates too.
+            seen_texts.add(normalised)
+            seen_sources.add(source)
+            continue
+        seen_texts.add(normalised)
+        seen_sources.add(source)
+        if vector is not None:
+            kept_vectors.append(vector)
+        hits.append(MemoryHit(turn.id, turn.text, round(c.similarity, 4), turn))
+        if len(hits) == k:
+            break
+    return hits

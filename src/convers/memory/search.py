@@ -1,0 +1,270 @@
+"""The search over one store's turns: the vector pass, the word pass (FTS5 / BM25), and their fusion.
+
+`TurnSearch` keeps the in-memory copy of the stored vectors in step with the database and runs
+one question through both passes; the ranking itself is memory/ranking.py's pure functions. The
+store calls it under its lock with its connection, so nothing here locks or opens anything.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from convers.contracts.memory import MemoryHit
+from convers.memory import ranking
+from convers.memory.ranking import (
+    CANDIDATES,
+    FTS_WEIGHTS,
+    Fusion,
+    RankingWeights,
+    SearchMode,
+    query_terms,
+)
+from convers.memory.schema import COLUMNS, turn_from_row
+from convers.memory.speakers import SpeakerVectors
+from convers.memory.vectors import VectorIndex, unit_rows
+from convers.memory.when import TimeSpan
+
+log = logging.getLogger(__name__)
+
+# From this many stored vectors on, the matrix pass runs in a worker thread while SQLite ranks by
+# words: at 100k turns each takes ~15-25 ms on one core (the matrix pass is bound by memory
+# bandwidth, BM25 by CPU) and both release the GIL, so side by side costs the larger, not the sum.
+# Below it the hand-off (~0.1 ms) is not worth it.
+PARALLEL_MIN_VECTORS = 5000
+# A query word found in more rows than this (and more than COMMON_TERM_SHARE of them) is left out of
+# the BM25 query when the query has rarer words: FTS5 scores every matching row, so one common word
+# ("dinner" in 7,000 of 100k turns) made BM25 cost 40 ms, while its low IDF barely moves the top 50.
+# Smaller stores never reach the count, so their ranking is unchanged.
+COMMON_TERM_ROWS = 2000
+COMMON_TERM_SHARE = 0.02
+
+
+Hits = list[tuple[int, float]]
+
+
+@dataclass
+class TurnSearch:
+    """Ranks a store's turns for a question; holds the stored vectors in memory (loaded on first search)."""
+
+    path: Path
+    speakers: SpeakerVectors
+    weights: RankingWeights
+    # The embedder's width, when known: the width expected of stored vectors before any is loaded.
+    width: int | None = None
+    index: VectorIndex = field(default_factory=VectorIndex)
+    # Highest rowid whose vector is loaded; -1 until the first sync (nothing is kept in step before).
+    loaded_to_rowid: int = field(init=False, default=-1)
+    # The database's vector generation the index matches; another one means rows changed in place.
+    generation: str | None = field(init=False, default=None)
+    # Each turn's prior (ranking.prior of its text) by rowid; a turn's text never changes under its rowid.
+    # Kept for one pair of penalties (_priors_for): the benchmark changes them between rankings.
+    _priors: dict[int, float] = field(init=False, repr=False, default_factory=dict)
+    _priors_for: tuple[float, float] = field(init=False, repr=False, default=(-1.0, -1.0))
+    # Rows each query word matches (for COMMON_TERM_ROWS), and the row count they were counted at.
+    term_rows: dict[str, int] = field(init=False, repr=False, default_factory=dict)
+    _term_rows_at: int = field(init=False, repr=False, default=0)
+    # One worker for the vector pass of large stores (PARALLEL_MIN_VECTORS); started on first need.
+    _worker: ThreadPoolExecutor | None = field(init=False, repr=False, default=None)
+
+    # ----------------------------------------------------------------- keeping the vectors in step
+
+    def add_vectors(self, rowids: list[int], vectors: np.ndarray, times: Sequence[float]) -> None:
+        """Adds committed vectors once the index is loaded; vectors of another width stay out of it."""
+        if self.loaded_to_rowid < 0 or not rowids:
+            return
+        try:
+            self.index.add(rowids, vectors, times)
+        except ValueError as error:
+            log.warning(
+                "memory %s: %s; vector recall covers only turns from one embedder. To re-embed everything: "
+                "`convers memory export F`, `convers memory wipe`, `convers memory import F`", self.path, error
+            )
+
+    def note_rewrite(self, conn: sqlite3.Connection, new_generation: str) -> None:
+        """Records (inside the writer's transaction) that stored vectors changed other than by appending."""
+        row = conn.execute("SELECT value FROM meta WHERE key = 'vector_generation'").fetchone()
+        old = row[0] if row else None
+        conn.execute(
+            "INSERT INTO meta (key, value) VALUES ('vector_generation', ?) "
+            "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            (new_generation,),
+        )
+        # If another process rewrote since we last synced, our index is stale: force a full reload.
+        self.generation = new_generation if old == self.generation else "stale"
+
+    def sync(self, conn: sqlite3.Connection, embedder_key: str | None) -> None:
+        """Brings the in-memory vectors up to date with the database (cheap when nothing changed).
+
+        Vectors another embedder made are left out: their cosines against this embedder's query
+        mean nothing. Those turns are found by words until the store's backfill re-embeds them.
+        """
+        row = conn.execute("SELECT value FROM meta WHERE key = 'vector_generation'").fetchone()
+        generation = row[0] if row else None
+        if self.loaded_to_rowid < 0 or generation != self.generation:
+            self.index.clear()
+            self.loaded_to_rowid = 0
+            self.generation = generation
+        top = conn.execute("SELECT max(rowid) FROM turns").fetchone()[0] or 0
+        if top <= self.loaded_to_rowid:
+            return
+        rows = conn.execute(
+            "SELECT rowid, embedding, time FROM turns WHERE rowid > ? AND embedding IS NOT NULL "
+            "AND (? IS NULL OR embedder IS NULL OR embedder = ?)",
+            (self.loaded_to_rowid, embedder_key, embedder_key),
+        ).fetchall()
+        if rows:
+            width = self.index.dimension or self.width or len(rows[0][1]) // 4
+            good = [r for r in rows if len(r[1]) == width * 4]
+            if len(good) < len(rows):
+                log.warning("memory %s: %d turns have vectors of another width (embedder changed?) and are "
+                            "found by words only until they are re-embedded", self.path, len(rows) - len(good))
+            if good:
+                matrix = np.frombuffer(b"".join(r[1] for r in good), dtype=np.float32).reshape(len(good), width)
+                self.add_vectors([r[0] for r in good], matrix, [ranking.seconds(r[2]) for r in good])
+        self.loaded_to_rowid = top
+
+    def close(self) -> None:
+        if self._worker is not None:
+            self._worker.shutdown(wait=True)
+            self._worker = None
+
+    # ----------------------------------------------------------------- one question
+
+    def run(
+        self, conn: sqlite3.Connection, query: str, words: str, vector: np.ndarray | None, span: TimeSpan | None,
+        *, k: int, mode: SearchMode, fusion: Fusion, floor: float, excluded: set[str], embedder_key: str | None,
+    ) -> list[MemoryHit]:
+        """The `k` best distinct turns; `words` is the query less its time expression (for BM25)."""
+        vector_hits: Hits = []
+        span_hits: Hits = []
+        vector_job: Future[tuple[Hits, Hits]] | None = None
+        if vector is not None and mode != "lexical":
+            self.sync(conn, embedder_key)
+            width = len(np.ravel(vector))
+            if self.index.dimension not in (None, width):
+                log.warning("memory %s holds %s-wide vectors but the query is %d wide: searching by words",
+                            self.path, self.index.dimension, width)
+                vector = None
+            else:
+                vector = self.speakers.query_vector(conn, query, vector)
+                within = None if span is None else (span.start.timestamp(), span.end.timestamp())
+                if len(self.index) >= PARALLEL_MIN_VECTORS and mode != "vector":
+                    # The index is only changed under the store's lock, which this search holds until
+                    # the worker is done, so the worker reads a matrix nobody writes.
+                    vector_job = self._start_vector_pass(vector, within)
+                else:
+                    vector_hits, span_hits = self._vector_pass(vector, within)
+        lexical_hits = self.lexical(conn, words, CANDIDATES) if mode != "vector" else []
+        if vector_job is not None:
+            vector_hits, span_hits = vector_job.result()
+        rows = self._rows(conn, list({r for r, _ in (*vector_hits, *span_hits, *lexical_hits)}))
+        weights = self.weights
+        if weights.question_penalty or weights.short_penalty:
+            vector_hits, span_hits = self._with_priors(vector_hits, rows), self._with_priors(span_hits, rows)
+        query_vector = vector if mode == "fused" else None
+        found = ranking.gather(vector_hits, lexical_hits, span_hits, weights.lexical_half)
+        if query_vector is not None:
+            # Word matches outside the vector top list still get their true cosine.
+            missing = [c.rowid for c in found.values() if c.cosine is None]
+            unit = unit_rows(query_vector)[0]
+            for rowid, stored in self.index.vectors_for(missing).items():
+                found[rowid].cosine = float(stored @ unit)
+        candidates = ranking.fuse(found.values(), weights, fusion, only_words=not vector_hits,
+                                  only_vectors=not lexical_hits and query_vector is None)
+        rows.update(self._rows(conn, [c.rowid for c in candidates if c.rowid not in rows]))
+        if weights.recency_weight and len(candidates) > 1:
+            times = {rowid: ranking.seconds(row[2]) for rowid, row in rows.items()}
+            candidates = ranking.prefer_recent(candidates, times, weights.recency_weight, fusion)
+        if weights.supersede_cosine and span is None:
+            # A question that names a time wants what was said then, not the latest version.
+            top = [c.rowid for c in candidates[: ranking.SUPERSEDE_TOP] if c.rowid in rows]
+            candidates = ranking.supersede(
+                candidates, self.index.vectors_for(top), {r: ranking.seconds(rows[r][2]) for r in top},
+                {r: rows[r][3] for r in top}, weights)
+        turns = {rowid: (turn_from_row(row), row[7]) for rowid, row in rows.items()}
+        return ranking.distinct_hits(candidates, turns, self.index.vectors_for([c.rowid for c in candidates]),
+                                     k, floor, excluded)
+
+    def _vector_pass(self, unit: np.ndarray, within: tuple[float, float] | None) -> tuple[Hits, Hits]:
+        """The vector candidates, and those said within the span a question names (if it names one)."""
+        if within is None:
+            return self.index.search(unit, CANDIDATES), []
+        return self.index.search_with_span(unit, CANDIDATES, within)
+
+    def _start_vector_pass(self, unit: np.ndarray, within: tuple[float, float] | None) -> Future[tuple[Hits, Hits]]:
+        if self._worker is None:
+            self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="memory-vectors")
+        return self._worker.submit(self._vector_pass, unit, within)
+
+    def lexical(self, conn: sqlite3.Connection, query: str, limit: int) -> Hits:
+        """BM25 over what was said (and answered, and when); the speaker column only when that finds nothing.
+
+        A speaker's name matches half the rows of a two-person store, and ranking them all by BM25
+        took 28 of 37 ms per search at 100k turns; who said what is in the vectors (speakers.py).
+        """
+        terms = self.without_common(conn, query_terms(query))
+        if not terms:
+            return []
+        match = " OR ".join('"' + t.replace('"', '""') + '"' for t in terms)
+        weights = ", ".join(str(w) for w in FTS_WEIGHTS)
+        sql = (f"SELECT rowid, -bm25(turns_words, {weights}) AS score FROM turns_words WHERE turns_words MATCH ? "
+               "ORDER BY score DESC LIMIT ?")
+        rows = conn.execute(sql, (f"{{text answers when_words}} : ({match})", limit)).fetchall()
+        if not rows:
+            rows = conn.execute(sql, (match, limit)).fetchall()
+        return [(int(r), float(s)) for r, s in rows]
+
+    def without_common(self, conn: sqlite3.Connection, terms: list[str]) -> list[str]:
+        """`terms` less those in more than COMMON_TERM_ROWS rows, keeping at least the rarest one."""
+        if len(terms) < 2:
+            return terms
+        rows = len(self.index) or int(conn.execute("SELECT count(*) FROM turns").fetchone()[0])
+        limit = max(COMMON_TERM_ROWS, COMMON_TERM_SHARE * rows)
+        if rows <= limit:
+            return terms  # no word can match more rows than there are
+        if rows > self._term_rows_at * 1.1 or len(self.term_rows) > 100_000:
+            # Counts grow with the store; 10 % is close enough for a cut-off.
+            self.term_rows.clear()
+            self._term_rows_at = rows
+        counts = []
+        for term in terms:
+            count = self.term_rows.get(term)
+            if count is None:
+                # Counting walks the term's row list without scoring: a fraction of what BM25 costs.
+                count = self.term_rows[term] = int(conn.execute(
+                    "SELECT count(*) FROM turns_words WHERE turns_words MATCH ?",
+                    ('{text answers when_words} : "' + term.replace('"', '""') + '"',)).fetchone()[0])
+            counts.append(count)
+        kept = [t for t, n in zip(terms, counts) if n <= limit]
+        return kept or [min(zip(counts, terms))[1]]
+
+    def _with_priors(self, hits: Hits, rows: dict[int, tuple[Any, ...]]) -> Hits:
+        penalties = (self.weights.question_penalty, self.weights.short_penalty)
+        if penalties != self._priors_for:
+            self._priors.clear()
+            self._priors_for = penalties
+        weighted = []
+        for rowid, cosine in hits:
+            prior = self._priors.get(rowid)
+            if prior is None and rowid in rows:
+                if len(self._priors) > 200_000:
+                    self._priors.clear()
+                prior = self._priors[rowid] = ranking.prior(rows[rowid][5], self.weights)
+            weighted.append((rowid, cosine * (1.0 if prior is None else prior)))
+        return sorted(weighted, key=lambda hit: -hit[1])
+
+    @staticmethod
+    def _rows(conn: sqlite3.Connection, rowids: list[int]) -> dict[int, tuple[Any, ...]]:
+        if not rowids:
+            return {}
+        marks = ",".join("?" * len(rowids))
+        rows = conn.execute(f"SELECT rowid, {COLUMNS}, source_id FROM turns WHERE rowid IN ({marks})", rowids).fetchall()
+        return {r[0]: r[1:] for r in rows}
