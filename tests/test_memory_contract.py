@@ -62,3 +62,26 @@ async def test_memory_provider_is_honoured_and_the_conversation_memory_runs_on_i
     await second.aclose()
     await sessions.aclose()
     assert store.closed
+
+
+async def test_a_store_without_vector_upkeep_gets_every_turn_with_its_vector(tmp_path: Path) -> None:
+    """A MemoryStore that cannot attach a vector later is handed each turn whole, vector and all."""
+    from convers.contracts.memory import VectorUpkeep
+    from convers.memory.conversation import CompanionMemory, MemoryOptions
+    from convers.memory.profile import ProfileFile
+    from tests.memory_doubles import WordHashEmbedder
+
+    embedder = WordHashEmbedder()
+    store = ListMemoryStore(embedder)
+    assert not isinstance(store, VectorUpkeep)
+    with SqliteMemoryStore(tmp_path / "memory.db") as sqlite_store:
+        assert isinstance(sqlite_store, VectorUpkeep)
+    memory = CompanionMemory(store, ProfileFile(tmp_path / "profile.json"), embedder=embedder,
+                             options=MemoryOptions(recall_floor=0.0), close_store=False)
+    memory.remember("s1", "user", "Sam", "Biscuit chewed my shoes")
+    memory.remember("s1", "assistant", "Juniper", "Oh no, poor shoes")
+    await memory.settled()
+    assert [t.text for t in store.list(10, newest_first=False)] == ["Biscuit chewed my shoes", "Oh no, poor shoes"]
+    assert all(v is not None and v.shape == (embedder.dimension,) for v in store.vectors.values())
+    await memory.aclose()
+    assert not store.closed

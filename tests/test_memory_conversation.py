@@ -45,7 +45,7 @@ async def test_recall_finds_earlier_turns_but_not_the_ones_still_in_the_rolling_
     memory = make(tmp_path, recall_k=3)
     memory.store.add(past_turn(1, "My sister Ana moved to Lisbon"))
     memory.remember("s1", "user", "Sam", "Ana phoned me from Lisbon today")
-    await memory._queue.join()
+    await memory.settled()
     hits = await memory.recall("Where does Ana live now? Lisbon?")
     assert [h.id for h in hits] == ["p1"]
     await memory.aclose()
@@ -57,12 +57,10 @@ async def test_recall_with_a_stuck_embedder_answers_by_words_without_waiting(tmp
     store.add(past_turn(1, "The dog is called Biscuit"))
     memory = CompanionMemory(store, ProfileFile(tmp_path / "profile.json"), embedder=embedder,
                              options=MemoryOptions(recall_floor=0.0, embed_deadline_s=0.05))
-    memory._tasks = [asyncio.create_task(asyncio.sleep(0))]  # no warm-up: keep the embedder free
     hits = await memory.recall("what is Biscuit up to")
     assert embedder.started.is_set() and not embedder.release.is_set()  # still stuck, yet we answered
     assert [h.id for h in hits] == ["p1"]
     embedder.release.set()
-    memory._tasks = []
     await memory.aclose()
 
 
@@ -70,13 +68,12 @@ async def test_embedder_down_then_back_fills_vectors_in_the_background(tmp_path:
     flaky = FlakyEmbedder(down=True)
     memory = make(tmp_path, embedder=flaky, backfill_retry_s=0.0)
     memory.remember("s1", "user", "Sam", "I started learning the cello")
-    await memory._queue.join()
+    await memory.settled()
     assert memory.store.stats().unembedded == 1  # stored anyway
     flaky.down = False
     memory.remember("s1", "user", "Sam", "It is hard but fun")
-    await memory._queue.join()
-    assert memory._backfill is not None
-    await memory._backfill  # beside the write queue, so the writes never wait for the embedder
+    await memory.settled()
+    # (the backfill runs beside the write queue, so the writes never wait for the embedder)
     assert memory.store.stats().unembedded == 0  # the later write triggered the backfill
     await memory.aclose()
 
@@ -122,7 +119,7 @@ async def test_greeting_falls_back_to_a_template_when_the_model_fails(tmp_path: 
 async def test_name_correction_overrides_and_a_guess_does_not(tmp_path: Path) -> None:
     memory = make(tmp_path)
     memory.remember("s1", "user", "Sam", "I'm Sam, by the way")
-    await memory._queue.join()
+    await memory.settled()
     memory.remember("s1", "user", "Sam", "I'm Hungry")  # looks like a name, but one is known: ignored
     memory.remember("s1", "user", "Sam", "actually, call me Sammy")
     await memory.aclose()
@@ -182,11 +179,11 @@ async def test_open_memory_from_settings(tmp_path: Path) -> None:
     memory = build_memory(settings, None)
     assert memory.embedder is None  # word-only recall rather than no memory
     memory.remember("s1", "user", "Sam", "Biscuit is my dog")
-    await memory._queue.join()
-    memory._recent_ids.clear()  # pretend it is a later conversation
-    assert [h.text for h in await memory.recall("Biscuit")] == ["Biscuit is my dog"]
     await memory.aclose()
     assert (tmp_path / "memory.db").exists()
+    later = build_memory(settings, None)  # a later conversation
+    assert [h.text for h in await later.recall("Biscuit")] == ["Biscuit is my dog"]
+    await later.aclose()
 
 
 async def test_user_turns_are_stored_under_the_known_name(tmp_path: Path) -> None:
@@ -300,7 +297,7 @@ async def test_a_turn_that_can_never_be_stored_is_dropped_not_retried_before_eve
         memory.remember("s1", "user", "Sam", RefusesOneText.bad)
         for i in range(3):
             memory.remember("s1", "user", "Sam", f"after {i}")
-        await memory._queue.join()
+        await memory.settled()
         # Stored as they come, not held back behind the unstorable one until close.
         assert store.count() == 4
         await memory.aclose()

@@ -19,10 +19,10 @@ async def test_an_older_store_is_re_embedded_in_the_background_and_recall_works_
     store = SqliteMemoryStore(tmp_path / "memory.db", embedder=embedder)
     memory = CompanionMemory(store, ProfileFile(tmp_path / "profile.json"), embedder=embedder,
                              options=MemoryOptions(recall_floor=0.0, upgrade_batch=2, upgrade_pause_min_s=0.0))
-    caplog.set_level(logging.INFO, logger="convers.memory.conversation")
+    caplog.set_level(logging.INFO, logger="convers.memory.upgrade")
     hits = await memory.recall("Where does Ana live?")  # starts the background tasks; answers from old vectors
     assert hits and hits[0].id == "old1"
-    await memory._tasks[2]  # warm-up, then the upgrade
+    await memory.settled()  # warm-up, then the upgrade
     assert store.pending_vectors() == 0 and store.stats().stale == 0
     assert "re-embedded 3 of 3 turns" in caplog.text
     hits = await memory.recall("Where does Ana live?")
@@ -34,9 +34,9 @@ async def test_a_current_store_has_nothing_to_upgrade(tmp_path: Path, caplog) ->
     embedder = WordHashEmbedder()
     store = SqliteMemoryStore(tmp_path / "memory.db", embedder=embedder)
     memory = CompanionMemory(store, ProfileFile(tmp_path / "profile.json"), embedder=embedder)
-    caplog.set_level(logging.INFO, logger="convers.memory.conversation")
+    caplog.set_level(logging.INFO, logger="convers.memory.upgrade")
     memory.remember("s", "user", "Sam", "hello there")
     await memory.recall("hello")
-    await memory._tasks[2]
+    await memory.settled()
     assert "re-embedding" not in caplog.text
     await memory.aclose()

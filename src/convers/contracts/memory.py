@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Iterable
+from collections.abc import Awaitable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal, Protocol, runtime_checkable
@@ -104,6 +104,35 @@ class MemoryStore(Protocol):
     def wipe(self) -> int: ...
 
     def close(self) -> None: ...
+
+
+@runtime_checkable
+class VectorUpkeep(MemoryStore, Protocol):
+    """What a MemoryStore may also offer so the conversation memory keeps vectors off the reply's path.
+
+    With it, a turn is committed first and its vector attached when the embedder delivers it, and
+    vectors of an older format are re-embedded in the background; without it, `add` does both.
+    """
+
+    # Turns this store object had to keep without a vector (the embedder failed them).
+    embed_failures: int
+
+    def add_many(self, turns: Sequence[MemoryTurn], *, vectors: np.ndarray | None = None, embed: bool = True,
+                 source_ids: Sequence[str | None] | None = None) -> int:
+        """Stores turns in one transaction; `embed=False` stores them without vectors. Returns how many were new."""
+        ...
+
+    def attach_vector(self, turn_id: str, vector: np.ndarray) -> bool:
+        """Sets the vector of a turn stored without one; False when it has one or is gone."""
+        ...
+
+    def pending_vectors(self) -> int:
+        """How many stored turns need a (new) vector."""
+        ...
+
+    def warm_up(self) -> None:
+        """Loads what the first search needs, so it is as fast as the tenth."""
+        ...
 
 
 @dataclass(frozen=True)

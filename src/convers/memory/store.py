@@ -2,11 +2,16 @@
 
 The store's own job is writing and reading turns so that the rows, the word index and the
 in-memory vectors agree. The parts live beside it: memory/schema.py (the file, its upgrades, its
-transactions and errors), memory/search.py and memory/ranking.py (finding turns),
-memory/speakers.py (who said it, in the vectors), memory/jsonl.py (export and import).
+transactions and errors), memory/turn_table.py (the SQL), memory/search.py and memory/ranking.py
+(finding turns), memory/speakers.py (who said it, in the vectors), memory/jsonl.py (the export format).
 
 The embedder is called outside the database lock, and a failing embedder stores the row with a
 NULL vector for `backfill` to fill later: a turn is never lost or delayed for want of a vector.
+
+Why this module is over 400 lines: each write path (add_many, backfill, attach_vector, forget,
+wipe) changes three things that must agree, the row, its word-index row and the in-memory vector,
+in one transaction under one lock, and the in-memory index follows only committed rows. Spread
+over modules, that rule could no longer be read and checked in one place.
 """
 
 from __future__ import annotations
