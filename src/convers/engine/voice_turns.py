@@ -11,11 +11,13 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Coroutine
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from convers.contracts.audio import AudioFrame
 from convers.contracts.events import ErrorMessage, StateMessage
 from convers.contracts.stt import SpeechStream
+from convers.contracts.transport import Transport
+from convers.engine.agent_turn import AgentTurn
 from convers.engine.hearing import Hearing, Speculation, turn_metrics
 from convers.engine.interruption import (
     Action,
@@ -27,13 +29,27 @@ from convers.engine.interruption import (
     StartReply,
     verdict_of,
 )
+from convers.engine.speculation import SpeculativeResult
 from convers.engine.turns import SpeechStarted, TurnEvent, UserTurnEnded
-from convers.events import TurnMetrics
-
-if TYPE_CHECKING:
-    from convers.engine.session import Session
+from convers.events import EventLog, TurnMetrics
 
 log = logging.getLogger(__name__)
+
+
+class SessionSide(Protocol):
+    """The side of a Session that VoiceTurns acts on (engine/session.py implements it)."""
+
+    transport: Transport
+    events: EventLog
+    current: AgentTurn | None
+
+    async def user_said(self, text: str, metrics: TurnMetrics | None = None,
+                        speculative: SpeculativeResult | None = None,
+                        audio: AudioFrame | None = None) -> asyncio.Task[None] | None: ...
+
+    async def say(self, text: str, kind: str = "greeting") -> None: ...
+
+    async def interrupt(self, reason: str = "interrupted") -> None: ...
 
 
 class VoiceTurns:
@@ -41,7 +57,7 @@ class VoiceTurns:
 
     def __init__(
         self,
-        session: Session,
+        session: SessionSide,
         hearing: Hearing,
         arbiter: BargeInArbiter,
         spawn: Callable[[Coroutine[Any, Any, None]], asyncio.Task[Any]],
