@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
 import numpy as np
 import pytest
 
-from convers.contracts.memory import MemoryTurn
 from convers.memory.ranking import (
     NEAR_DUPLICATE_COSINE,
     RRF_K,
     Candidate,
     RankingWeights,
-    distinct_hits,
+    distinct,
     fuse,
     gather,
     prefer_recent,
@@ -121,21 +118,18 @@ def test_supersede_lifts_a_later_restatement_by_the_same_speaker_only() -> None:
     assert ranked("Sam", 0.5) == [1, 2]  # a much weaker match only names the same thing
 
 
-def turn_at(n: int, text: str) -> MemoryTurn:
-    return MemoryTurn(f"t{n}", "s", datetime(2026, 5, 3, 10, n, tzinfo=UTC), "Sam", "user", text)
-
-
-def test_distinct_hits_drop_repeats_digests_of_shown_turns_exclusions_and_low_scores() -> None:
-    turns = {1: (turn_at(1, "We adopted a beagle"), None), 2: (turn_at(2, "we  adopted a BEAGLE"), None),
-             3: (turn_at(3, "Digest: the beagle"), "t1"), 4: (turn_at(4, "The beagle is called Biscuit"), None),
-             5: (turn_at(5, "Biscuit chewed my shoes"), None), 6: (turn_at(6, "Unrelated"), None),
-             7: (turn_at(7, "Excluded one"), None)}
+def test_distinct_drops_repeats_digests_of_shown_turns_exclusions_and_low_scores() -> None:
+    facts = {1: ("t1", "We adopted a beagle", None), 2: ("t2", "we  adopted a BEAGLE", None),
+             3: ("t3", "Digest: the beagle", "t1"), 4: ("t4", "The beagle is called Biscuit", None),
+             5: ("t5", "Biscuit chewed my shoes", None), 6: ("t6", "Unrelated", None),
+             7: ("t7", "Excluded one", None)}
     close = NEAR_DUPLICATE_COSINE + 0.01
     vectors = {4: np.array([1.0, 0.0], dtype=np.float32),
                5: np.array([close, np.sqrt(1 - close**2)], dtype=np.float32)}  # says what turn 4 says
     candidates = [Candidate(r, similarity=s) for r, s in ((7, 0.95), (1, 0.9), (2, 0.85), (3, 0.8), (4, 0.7),
                                                         (5, 0.6), (6, 0.1))]
-    hits = distinct_hits(candidates, turns, vectors, k=5, floor=0.2, excluded={"t7"})
-    assert [h.id for h in hits] == ["t1", "t4"]
-    assert hits[0].score == 0.9 and hits[0].turn == turns[1][0]
-    assert [h.id for h in distinct_hits(candidates, turns, vectors, k=1, floor=0.0, excluded=set())] == ["t7"]
+    chosen = distinct(candidates, facts, vectors.get, k=5, floor=0.2, excluded={"t7"})
+    assert [c.rowid for c in chosen] == [1, 4]
+    assert [c.rowid for c in distinct(candidates, facts, vectors.get, k=1, floor=0.0, excluded=set())] == [7]
+    everything = distinct(candidates, facts, lambda rowid: None, k=10, floor=0.0, excluded=set())
+    assert [c.rowid for c in everything] == [7, 1, 4, 5, 6]  # without vectors only the words tell repeats

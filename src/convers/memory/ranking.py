@@ -8,14 +8,12 @@ restatements, and pick distinct hits. Each is table-tested.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Literal
 
 import numpy as np
-
-from convers.contracts.memory import MemoryHit, MemoryTurn
 
 Fusion = Literal["rrf", "blend", "words"]
 SearchMode = Literal["fused", "vector", "lexical"]
@@ -217,37 +215,36 @@ def supersede(candidates: list[Candidate], vectors: dict[int, np.ndarray], times
     return best_first(candidates)
 
 
-def distinct_hits(candidates: Iterable[Candidate], turns: dict[int, tuple[MemoryTurn, str | None]],
-                  vectors: dict[int, np.ndarray], k: int, floor: float, excluded: set[str]) -> list[MemoryHit]:
+def distinct(candidates: Iterable[Candidate], facts: Mapping[int, tuple[str, str, str | None]],
+             vector_of: Callable[[int], np.ndarray | None], k: int, floor: float,
+             excluded: set[str]) -> list[Candidate]:
     """The first `k` candidates above `floor` that say something new.
 
-    `turns` maps a rowid to its turn and the id of the turn a digest was made from. A turn is left
+    `facts` maps a rowid to (turn id, text, id of the turn a digest was made from). A turn is left
     out when it, or the turn it digests, is excluded or already shown, when its text repeats one
-    shown, or when its vector is within NEAR_DUPLICATE_COSINE of one shown.
+    shown, or when its vector (`vector_of`) is within NEAR_DUPLICATE_COSINE of one shown.
     """
-    hits: list[MemoryHit] = []
+    chosen: list[Candidate] = []
     seen_texts: set[str] = set()
     seen_sources: set[str] = set()
     kept_vectors: list[np.ndarray] = []
     for c in candidates:
-        found = turns.get(c.rowid)
-        if found is None or c.similarity < floor:
+        fact = facts.get(c.rowid)
+        if fact is None or c.similarity < floor:
             continue
-        turn, source_id = found
-        source = source_id or turn.id
-        normalised = " ".join(turn.text.lower().split())
-        vector = vectors.get(c.rowid)
-        if (turn.id in excluded or source in excluded or normalised in seen_texts or source in seen_sources
-                or (vector is not None and any(float(vector @ v) >= NEAR_DUPLICATE_COSINE for v in kept_vectors))):
-            # A duplicate of something shown (or left out): its copies and its digest are duplicates too.
-            seen_texts.add(normalised)
-            seen_sources.add(source)
-            continue
+        turn_id, text, source_id = fact
+        source = source_id or turn_id
+        normalised = " ".join(text.lower().split())
+        repeated = turn_id in excluded or source in excluded or normalised in seen_texts or source in seen_sources
+        vector = None if repeated else vector_of(c.rowid)
         seen_texts.add(normalised)
         seen_sources.add(source)
+        if repeated or (vector is not None and any(float(vector @ v) >= NEAR_DUPLICATE_COSINE for v in kept_vectors)):
+            # A duplicate of something shown (or left out): its copies and its digest are duplicates too.
+            continue
         if vector is not None:
             kept_vectors.append(vector)
-        hits.append(MemoryHit(turn.id, turn.text, round(c.similarity, 4), turn))
-        if len(hits) == k:
+        chosen.append(c)
+        if len(chosen) == k:
             break
-    return hits
+    return chosen

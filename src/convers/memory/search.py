@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,7 +29,7 @@ from convers.memory.ranking import (
 )
 from convers.memory.schema import COLUMNS, turn_from_row
 from convers.memory.speakers import SpeakerVectors
-from convers.memory.vectors import VectorIndex, unit_rows
+from convers.memory.vectors import VectorIndex, VectorPass
 from convers.memory.when import TimeSpan
 
 log = logging.getLogger(__name__)
@@ -141,44 +141,47 @@ class TurnSearch:
     def run(
         self, conn: sqlite3.Connection, query: str, words: str, vector: np.ndarray | None, span: TimeSpan | None,
         *, k: int, mode: SearchMode, fusion: Fusion, floor: float, excluded: set[str], embedder_key: str | None,
+        embed: Callable[[str], np.ndarray | None] | None = None,
     ) -> list[MemoryHit]:
-        """The `k` best distinct turns; `words` is the query less its time expression (for BM25)."""
-        vector_hits: Hits = []
-        span_hits: Hits = []
-        vector_job: Future[tuple[Hits, Hits]] | None = None
-        if vector is not None and mode != "lexical":
+        """The `k` best distinct turns; `words` is the query less its time expression (for BM25).
+
+        `vector` is the question's embedding; without one, `embed` makes it in the worker thread
+        while SQLite ranks by words (on two cores the embedding then costs little more than the
+        word pass it overlaps), and None from it means a search by words.
+        """
+        found_by_vector: VectorPass | None = None
+        vector_job: Future[VectorPass | None] | None = None
+        if mode != "lexical" and (vector is not None or embed is not None):
             self.sync(conn, embedder_key)
-            width = len(np.ravel(vector))
-            if self.index.dimension not in (None, width):
-                log.warning("memory %s holds %s-wide vectors but the query is %d wide: searching by words",
-                            self.path, self.index.dimension, width)
-                vector = None
+            label = self.speakers.asked_about(conn, query) if self.speakers.query_speaker_weight else None
+            within = None if span is None else (span.start.timestamp(), span.end.timestamp())
+            if vector is None or (len(self.index) >= PARALLEL_MIN_VECTORS and mode != "vector"):
+                # The index is only changed under the store's lock, which this search holds until
+                # the worker is done, so the worker reads a matrix nobody writes.
+                if self._worker is None:
+                    self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="memory-vectors")
+                vector_job = self._worker.submit(self._vector_side, query, vector, embed, label, within)
             else:
-                vector = self.speakers.query_vector(conn, query, vector)
-                within = None if span is None else (span.start.timestamp(), span.end.timestamp())
-                if len(self.index) >= PARALLEL_MIN_VECTORS and mode != "vector":
-                    # The index is only changed under the store's lock, which this search holds until
-                    # the worker is done, so the worker reads a matrix nobody writes.
-                    vector_job = self._start_vector_pass(vector, within)
-                else:
-                    vector_hits, span_hits = self._vector_pass(vector, within)
+                found_by_vector = self._vector_side(query, vector, None, label, within)
         lexical_hits = self.lexical(conn, words, CANDIDATES) if mode != "vector" else []
+        rows = self._rows(conn, [r for r, _ in lexical_hits])  # while the vector side may still run
         if vector_job is not None:
-            vector_hits, span_hits = vector_job.result()
-        rows = self._rows(conn, list({r for r, _ in (*vector_hits, *span_hits, *lexical_hits)}))
+            found_by_vector = vector_job.result()
+        vector_hits = found_by_vector.nearest if found_by_vector else []
+        span_hits = found_by_vector.nearest_within if found_by_vector else []
+        rows.update(self._rows(conn, list({r for r, _ in (*vector_hits, *span_hits)} - rows.keys())))
         weights = self.weights
         if weights.question_penalty or weights.short_penalty:
             vector_hits, span_hits = self._with_priors(vector_hits, rows), self._with_priors(span_hits, rows)
-        query_vector = vector if mode == "fused" else None
+        fused = found_by_vector is not None and mode == "fused"
         found = ranking.gather(vector_hits, lexical_hits, span_hits, weights.lexical_half)
-        if query_vector is not None:
+        if fused and found_by_vector is not None:
             # Word matches outside the vector top list still get their true cosine.
             missing = [c.rowid for c in found.values() if c.cosine is None]
-            unit = unit_rows(query_vector)[0]
-            for rowid, stored in self.index.vectors_for(missing).items():
-                found[rowid].cosine = float(stored @ unit)
+            for rowid, cosine in found_by_vector.cosines(missing).items():
+                found[rowid].cosine = cosine
         candidates = ranking.fuse(found.values(), weights, fusion, only_words=not vector_hits,
-                                  only_vectors=not lexical_hits and query_vector is None)
+                                  only_vectors=not lexical_hits and not fused)
         rows.update(self._rows(conn, [c.rowid for c in candidates if c.rowid not in rows]))
         if weights.recency_weight and len(candidates) > 1:
             times = {rowid: ranking.seconds(row[2]) for rowid, row in rows.items()}
@@ -189,20 +192,28 @@ class TurnSearch:
             candidates = ranking.supersede(
                 candidates, self.index.vectors_for(top), {r: ranking.seconds(rows[r][2]) for r in top},
                 {r: rows[r][3] for r in top}, weights)
-        turns = {rowid: (turn_from_row(row), row[7]) for rowid, row in rows.items()}
-        return ranking.distinct_hits(candidates, turns, self.index.vectors_for([c.rowid for c in candidates]),
-                                     k, floor, excluded)
+        # Only the chosen few become MemoryTurns: parsing every candidate's row cost ~0.5 ms a search.
+        facts = {rowid: (row[0], row[5], row[7]) for rowid, row in rows.items()}
+        chosen = ranking.distinct(candidates, facts, self.index.vector, k, floor, excluded)
+        hits = []
+        for c in chosen:
+            turn = turn_from_row(rows[c.rowid])
+            hits.append(MemoryHit(turn.id, turn.text, round(c.similarity, 4), turn))
+        return hits
 
-    def _vector_pass(self, unit: np.ndarray, within: tuple[float, float] | None) -> tuple[Hits, Hits]:
-        """The vector candidates, and those said within the span a question names (if it names one)."""
-        if within is None:
-            return self.index.search(unit, CANDIDATES), []
-        return self.index.search_with_span(unit, CANDIDATES, within)
-
-    def _start_vector_pass(self, unit: np.ndarray, within: tuple[float, float] | None) -> Future[tuple[Hits, Hits]]:
-        if self._worker is None:
-            self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="memory-vectors")
-        return self._worker.submit(self._vector_pass, unit, within)
+    def _vector_side(self, query: str, vector: np.ndarray | None, embed: Callable[[str], np.ndarray | None] | None,
+                     label: str | None, within: tuple[float, float] | None) -> VectorPass | None:
+        """The question's vector (embedded here when not given) and its pass over the index; None: words only."""
+        if vector is None:
+            vector = embed(query) if embed is not None else None
+            if vector is None:
+                return None
+        width = len(np.ravel(vector))
+        if self.index.dimension not in (None, width):
+            log.warning("memory %s holds %s-wide vectors but the query is %d wide: searching by words",
+                        self.path, self.index.dimension, width)
+            return None
+        return self.index.query(self.speakers.with_label(vector, label), CANDIDATES, within)
 
     def lexical(self, conn: sqlite3.Connection, query: str, limit: int) -> Hits:
         """BM25 over what was said (and answered, and when); the speaker column only when that finds nothing.

@@ -111,11 +111,12 @@ class SpeakerVectors:
 
     def query_vector(self, conn: sqlite3.Connection, query: str, vector: np.ndarray) -> np.ndarray:
         """The question's vector plus query_speaker_weight x the label vector of the speaker it asks about."""
+        return self.with_label(vector, self.asked_about(conn, query) if self.query_speaker_weight else None)
+
+    def with_label(self, vector: np.ndarray, label: str | None) -> np.ndarray:
+        """`vector` as a unit vector, plus query_speaker_weight x `label`'s vector (when there is one)."""
         unit = unit_rows(vector)[0]
-        if not self.query_speaker_weight:
-            return unit
-        label = self.asked_about(conn, query)
-        speaker = self.label_vector(label) if label else None
+        speaker = self.label_vector(label) if label and self.query_speaker_weight else None
         if speaker is None or len(speaker) != len(unit):
             return unit
         return unit_rows(unit + self.query_speaker_weight * speaker)[0]

@@ -446,14 +446,13 @@ class SqliteMemoryStore:
             return []
         if fusion == "words":
             mode = "lexical"
-        if mode != "lexical" and vector is None:
-            vector = self.embed_query(query)
         span = self.time_span(query, now)
         words = without_time_words(query, span)
         with self._lock:
             try:
                 return self._search.run(self._conn, query, words, vector, span, k=k, mode=mode, fusion=fusion,
-                                        floor=floor, excluded=set(exclude), embedder_key=self.embedder_key)
+                                        floor=floor, excluded=set(exclude), embedder_key=self.embedder_key,
+                                        embed=self.embed_query if vector is None else None)
             except sqlite3.Error as error:
                 raise self._error(error, "searching") from error
 

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -36,17 +37,35 @@ def unit_rows(vectors: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(vectors / np.clip(norms, 1e-12, None), dtype=np.float32)
 
 
+@dataclass
+class VectorPass:
+    """What one query's pass over the index found; valid until the index changes."""
+
+    nearest: list[tuple[int, float]]
+    nearest_within: list[tuple[int, float]]
+    _scores: np.ndarray
+    _position: dict[int, int]
+
+    def cosines(self, rowids: Iterable[int]) -> dict[int, float]:
+        """The query's cosine with each of `rowids` that has a vector (read off the pass, not recomputed)."""
+        return {r: float(self._scores[self._position[r]]) for r in rowids if r in self._position}
+
+
 class VectorIndex:
     """Unit vectors keyed by database rowid; brute-force cosine search over one float32 matrix.
 
     Brute force is the right tool at this scale: 100k turns x 384 dims is 154 MB and one
     matrix-vector product over it takes a few milliseconds on one core, with no index to build,
     tune or keep in sync with the database.
+
+    The matrix holds one vector per *column* (dimension x capacity): on one thread OpenBLAS
+    computes `query @ columns` 3-4 times faster than `rows @ query` over the same numbers
+    (10k x 384: 0.6 vs 2.3 ms; 100k: 11 vs 22 ms, measured here), and the search is bound by it.
     """
 
     def __init__(self, dimension: int | None = None) -> None:
         self.dimension = dimension
-        self._matrix = np.zeros((0, dimension or 0), dtype=np.float32)
+        self._matrix = np.zeros((dimension or 0, 0), dtype=np.float32)
         self._rowids = np.zeros(0, dtype=np.int64)
         # When each turn was said (POSIX seconds), for searches narrowed to a span of time.
         self._times = np.zeros(0, dtype=np.float64)
@@ -69,11 +88,11 @@ class VectorIndex:
         if len(rowids) == 0:
             return
         vectors = np.asarray(vectors, dtype=np.float32)
-        if self.dimension is None or self._matrix.shape[1] != vectors.shape[1]:
+        if self.dimension is None or self._matrix.shape[0] != vectors.shape[1]:
             if self._size and self.dimension != vectors.shape[1]:
                 raise ValueError(f"vector width {vectors.shape[1]} does not match the index width {self.dimension}")
             self.dimension = int(vectors.shape[1])
-            self._matrix = np.zeros((0, self.dimension), dtype=np.float32)
+            self._matrix = np.zeros((self.dimension, 0), dtype=np.float32)
         stamps = np.zeros(len(rowids)) if times is None else np.asarray(times, dtype=np.float64)
         fresh: list[int] = []
         for i, rowid in enumerate(rowids):
@@ -81,23 +100,24 @@ class VectorIndex:
             if at is None:
                 fresh.append(i)
             else:
-                self._matrix[at] = vectors[i]
+                self._matrix[:, at] = vectors[i]
                 if times is not None:
                     self._times[at] = stamps[i]
         if not fresh:
             return
         need = self._size + len(fresh)
-        if need > len(self._matrix):
+        capacity = self._matrix.shape[1]
+        if need > capacity:
             # Doubling keeps appends amortised O(1) while a conversation grows the store turn by turn.
-            grown = np.zeros((max(need, 2 * len(self._matrix), 64), self.dimension), dtype=np.float32)
-            grown[: self._size] = self._matrix[: self._size]
-            ids = np.zeros(len(grown), dtype=np.int64)
+            grown = np.zeros((self.dimension, max(need, 2 * capacity, 64)), dtype=np.float32)
+            grown[:, : self._size] = self._matrix[:, : self._size]
+            ids = np.zeros(grown.shape[1], dtype=np.int64)
             ids[: self._size] = self._rowids[: self._size]
-            stamps_grown = np.zeros(len(grown), dtype=np.float64)
+            stamps_grown = np.zeros(grown.shape[1], dtype=np.float64)
             stamps_grown[: self._size] = self._times[: self._size]
             self._matrix, self._rowids, self._times = grown, ids, stamps_grown
         end = self._size + len(fresh)
-        self._matrix[self._size : end] = vectors[fresh]
+        self._matrix[:, self._size : end] = vectors[fresh].T
         self._rowids[self._size : end] = [int(rowids[i]) for i in fresh]
         self._times[self._size : end] = stamps[fresh]
         for offset, i in enumerate(fresh):
@@ -113,7 +133,7 @@ class VectorIndex:
             last = self._size - 1
             if at != last:
                 moved = int(self._rowids[last])
-                self._matrix[at] = self._matrix[last]
+                self._matrix[:, at] = self._matrix[:, last]
                 self._rowids[at] = moved
                 self._times[at] = self._times[last]
                 self._position[moved] = at
@@ -121,47 +141,41 @@ class VectorIndex:
 
     def search(self, query: np.ndarray, k: int, within: tuple[float, float] | None = None) -> list[tuple[int, float]]:
         """The `k` nearest rowids by cosine similarity, best first; `within` keeps [start, end) seconds only."""
+        found = self.query(query, k, within)
+        return found.nearest if within is None else found.nearest_within
+
+    def query(self, query: np.ndarray, k: int, within: tuple[float, float] | None = None) -> VectorPass:
+        """One pass over the matrix: the `k` nearest rowids, the `k` nearest said `within` [start, end)
+        seconds (when given), and the cosine of every stored vector for later look-ups."""
         if self._size == 0 or k <= 0:
-            return []
+            return VectorPass([], [], np.zeros(0, dtype=np.float32), {})
         query = np.asarray(query, dtype=np.float32).reshape(-1)
         if query.shape[0] != self.dimension:
             raise ValueError(f"query width {query.shape[0]} does not match the index width {self.dimension}")
-        if within is None:
-            positions = None
-            scores = self._matrix[: self._size] @ query
-        else:
+        scores = query @ self._matrix[:, : self._size]
+        nearest_within: list[tuple[int, float]] = []
+        if within is not None:
             times = self._times[: self._size]
+            # All columns, then the span's: gathering the span's columns first costs 20 times more.
             positions = np.flatnonzero((times >= within[0]) & (times < within[1]))
-            if len(positions) == 0:
-                return []
-            scores = self._matrix[positions] @ query
+            nearest_within = self._top(scores[positions], positions, k)
+        return VectorPass(self._top(scores, None, k), nearest_within, scores, self._position)
+
+    def _top(self, scores: np.ndarray, positions: np.ndarray | None, k: int) -> list[tuple[int, float]]:
+        """The best `k` of `scores`, best first; `positions` are their columns (None: scores of every column)."""
+        if len(scores) == 0:
+            return []
         k = min(k, len(scores))
         top = np.argpartition(-scores, k - 1)[:k] if k < len(scores) else np.arange(len(scores))
         top = top[np.argsort(-scores[top], kind="stable")]
         at = top if positions is None else positions[top]
         return [(int(self._rowids[i]), float(s)) for i, s in zip(at, scores[top])]
 
-    def search_with_span(self, query: np.ndarray, k: int, within: tuple[float, float]
-                         ) -> tuple[list[tuple[int, float]], list[tuple[int, float]]]:
-        """`search(query, k)` and `search(query, k, within)` from one pass over the matrix."""
-        if self._size == 0 or k <= 0:
-            return [], []
-        query = np.asarray(query, dtype=np.float32).reshape(-1)
-        if query.shape[0] != self.dimension:
-            raise ValueError(f"query width {query.shape[0]} does not match the index width {self.dimension}")
-        scores = self._matrix[: self._size] @ query
-        times = self._times[: self._size]
-        positions = np.flatnonzero((times >= within[0]) & (times < within[1]))
-        return self._top(scores, np.arange(self._size), k), self._top(scores[positions], positions, k)
+    def vector(self, rowid: int) -> np.ndarray | None:
+        """The stored vector of `rowid` (a copy), or None."""
+        at = self._position.get(rowid)
+        return None if at is None else self._matrix[:, at].copy()
 
-    def _top(self, scores: np.ndarray, positions: np.ndarray, k: int) -> list[tuple[int, float]]:
-        if len(scores) == 0:
-            return []
-        k = min(k, len(scores))
-        top = np.argpartition(-scores, k - 1)[:k] if k < len(scores) else np.arange(len(scores))
-        top = top[np.argsort(-scores[top], kind="stable")]
-        return [(int(self._rowids[i]), float(s)) for i, s in zip(positions[top], scores[top])]
-
-    def vectors_for(self, rowids: Sequence[int]) -> dict[int, np.ndarray]:
-        """The stored vectors of those rowids that have one."""
-        return {r: self._matrix[self._position[r]] for r in rowids if r in self._position}
+    def vectors_for(self, rowids: Iterable[int]) -> dict[int, np.ndarray]:
+        """The stored vectors of those rowids that have one (a column copy each: for a handful of rows)."""
+        return {r: self._matrix[:, self._position[r]].copy() for r in rowids if r in self._position}
