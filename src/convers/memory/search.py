@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import sqlite3
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -48,6 +48,17 @@ COMMON_TERM_SHARE = 0.02
 
 
 Hits = list[tuple[int, float]]
+# What the vector pass needs from the search's setup: the label of the speaker the question names and
+# the span of time it points at (POSIX seconds); None: no pass, the search goes on by words.
+Plan = tuple[str | None, tuple[float, float] | None] | None
+
+
+@dataclass
+class VectorJob:
+    """The vector side of one search, running in the worker: `result` waits for `plan` before the pass."""
+
+    plan: Future[Plan]
+    result: Future[VectorPass | None]
 
 
 @dataclass
@@ -138,35 +149,56 @@ class TurnSearch:
 
     # ----------------------------------------------------------------- one question
 
+    def start_embedding(self, query: str, embed: Callable[[str], np.ndarray | None]) -> VectorJob:
+        """Starts the vector side of a search by embedding the question in the worker thread, before
+        anything else: its pass over the index waits for the plan `run` makes meanwhile."""
+        return self._start(query, None, embed)
+
+    def _start(self, query: str, vector: np.ndarray | None,
+               embed: Callable[[str], np.ndarray | None] | None) -> VectorJob:
+        if self._worker is None:
+            self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="memory-vectors")
+        plan: Future[Plan] = Future()
+        return VectorJob(plan, self._worker.submit(self._vector_side, query, vector, embed, plan))
+
     def run(
         self, conn: sqlite3.Connection, query: str, words: str, vector: np.ndarray | None, span: TimeSpan | None,
         *, k: int, mode: SearchMode, fusion: Fusion, floor: float, excluded: set[str], embedder_key: str | None,
-        embed: Callable[[str], np.ndarray | None] | None = None,
+        job: VectorJob | None = None,
     ) -> list[MemoryHit]:
         """The `k` best distinct turns; `words` is the query less its time expression (for BM25).
 
-        `vector` is the question's embedding; without one, `embed` makes it in the worker thread
-        while SQLite ranks by words (on two cores the embedding then costs little more than the
-        word pass it overlaps), and None from it means a search by words.
+        `vector` is the question's embedding; without one, `job` (from `start_embedding`) makes it
+        in the worker thread while SQLite ranks by words (on two cores the embedding then costs
+        little more than the word pass it overlaps), and a job that finds no vector means words only.
         """
+        if mode == "lexical" or (vector is None and job is None):
+            if job is not None:
+                job.plan.set_result(None)
+            job = None
+        elif job is None and len(self.index) >= PARALLEL_MIN_VECTORS and mode != "vector":
+            job = self._start(query, vector, None)
         found_by_vector: VectorPass | None = None
-        vector_job: Future[VectorPass | None] | None = None
-        if mode != "lexical" and (vector is not None or embed is not None):
-            self.sync(conn, embedder_key)
-            label = self.speakers.asked_about(conn, query) if self.speakers.query_speaker_weight else None
-            within = None if span is None else (span.start.timestamp(), span.end.timestamp())
-            if vector is None or (len(self.index) >= PARALLEL_MIN_VECTORS and mode != "vector"):
-                # The index is only changed under the store's lock, which this search holds until
-                # the worker is done, so the worker reads a matrix nobody writes.
-                if self._worker is None:
-                    self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="memory-vectors")
-                vector_job = self._worker.submit(self._vector_side, query, vector, embed, label, within)
-            else:
-                found_by_vector = self._vector_side(query, vector, None, label, within)
-        lexical_hits = self.lexical(conn, words, CANDIDATES) if mode != "vector" else []
-        rows = self._rows(conn, [r for r, _ in lexical_hits])  # while the vector side may still run
-        if vector_job is not None:
-            found_by_vector = vector_job.result()
+        try:
+            if mode != "lexical" and (vector is not None or job is not None):
+                self.sync(conn, embedder_key)
+                label = self.speakers.asked_about(conn, query) if self.speakers.query_speaker_weight else None
+                within = None if span is None else (span.start.timestamp(), span.end.timestamp())
+                if job is not None:
+                    # From here the worker reads the index: it is only changed under the store's lock,
+                    # which this search holds until the worker is done (the `finally` below).
+                    job.plan.set_result((label, within))
+                else:
+                    found_by_vector = self._vector_side(query, vector, None, None, (label, within))
+            lexical_hits = self.lexical(conn, words, CANDIDATES) if mode != "vector" else []
+            rows = self._rows(conn, [r for r, _ in lexical_hits])  # while the vector side may still run
+        finally:
+            if job is not None:
+                if not job.plan.done():
+                    job.plan.set_result(None)
+                wait([job.result])
+        if job is not None:
+            found_by_vector = job.result.result()
         vector_hits = found_by_vector.nearest if found_by_vector else []
         span_hits = found_by_vector.nearest_within if found_by_vector else []
         rows.update(self._rows(conn, list({r for r, _ in (*vector_hits, *span_hits)} - rows.keys())))
@@ -202,12 +234,19 @@ class TurnSearch:
         return hits
 
     def _vector_side(self, query: str, vector: np.ndarray | None, embed: Callable[[str], np.ndarray | None] | None,
-                     label: str | None, within: tuple[float, float] | None) -> VectorPass | None:
-        """The question's vector (embedded here when not given) and its pass over the index; None: words only."""
+                     plan: Future[Plan] | None, planned: Plan = None) -> VectorPass | None:
+        """The question's vector (embedded here when not given) and its pass over the index; None: words only.
+
+        The pass waits for `plan` (the speaker the question names, the span it points at), or uses
+        `planned`; a plan of None means the search goes on without vectors.
+        """
         if vector is None:
             vector = embed(query) if embed is not None else None
-            if vector is None:
-                return None
+        if plan is not None:
+            planned = plan.result()
+        if vector is None or planned is None:
+            return None
+        label, within = planned
         width = len(np.ravel(vector))
         if self.index.dimension not in (None, width):
             log.warning("memory %s holds %s-wide vectors but the query is %d wide: searching by words",

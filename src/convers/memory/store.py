@@ -446,13 +446,22 @@ class SqliteMemoryStore:
             return []
         if fusion == "words":
             mode = "lexical"
-        span = self.time_span(query, now)
-        words = without_time_words(query, span)
+        # First of all: the question's embedding is the longest part of a search, and it runs beside the rest.
+        job = None
+        if vector is None and mode != "lexical" and self.embedder is not None:
+            job = self._search.start_embedding(query, self.embed_query)
+        try:
+            span = self.time_span(query, now)
+            words = without_time_words(query, span)
+        except BaseException:
+            if job is not None:
+                job.plan.set_result(None)  # the worker waits for a plan: never leave it waiting
+            raise
         with self._lock:
             try:
                 return self._search.run(self._conn, query, words, vector, span, k=k, mode=mode, fusion=fusion,
                                         floor=floor, excluded=set(exclude), embedder_key=self.embedder_key,
-                                        embed=self.embed_query if vector is None else None)
+                                        job=job)
             except sqlite3.Error as error:
                 raise self._error(error, "searching") from error
 
