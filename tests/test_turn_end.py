@@ -255,6 +255,32 @@ async def test_a_slow_transcript_of_a_question_ends_the_turn_when_it_arrives() -
     assert len(ended) == 1 and 0.7 <= pauses[0] < 0.7 + 2 * FRAME_S
 
 
+@pytest.mark.parametrize(
+    ("transcript", "asked"),
+    [
+        ("Is it raining?", False),  # a question ends at the check whatever the model says
+        ("Sure.", False),  # so does a short answer
+        ("I'd like to book a table for", False),  # words that need more wait whatever the model says
+        ("I really like jazz music.", True),  # a statement: the model decides between now and 0.5 s
+        ("Well, I guess...", True),  # trailing off: the model decides between 0.5 s and a thinking pause
+    ],
+)
+async def test_with_transcripts_the_model_is_asked_only_when_its_verdict_matters(transcript: str, asked: bool) -> None:
+    model = ScriptedModel(0.9)
+    await run_timeline(model, [(True, 1.0), (False, 2.0)], transcript, transcript_after_s=0.3, transcripts=True)
+    assert (len(model.heard) == 1) is asked
+    if asked:
+        # Asked when the words arrived (past the check), on the audio up to then.
+        assert 1.0 + 0.3 - FRAME_S <= model.heard[0] < 1.0 + 0.3 + 2 * FRAME_S
+
+
+async def test_a_statement_whose_words_come_first_ends_when_the_model_agrees() -> None:
+    # The words arrive at 0.3 s; the model, asked then, agrees: the turn ends there, not at 0.5 s.
+    ended, pauses = await run_timeline(ScriptedModel(0.9), [(True, 1.0), (False, 1.0)],
+                                       "I really like jazz music.", transcript_after_s=0.3, transcripts=True)
+    assert len(ended) == 1 and 0.3 <= pauses[0] < 0.3 + 2 * FRAME_S < SILENCE
+
+
 # --------------------------------------------------------------------- the benchmark's arithmetic
 
 

@@ -318,11 +318,15 @@ async def run_provider(
     user_turns: list[int] = []
     heard: dict[int, str] = {}
     metrics: dict[int, Any] = {}
+    # What each pause was judged on: the model's probability and the provisional transcript.
+    judged: list[dict[str, Any]] = []
 
     def on_event(event: dict[str, Any]) -> None:
         if event["event"] == "user_turn":
             user_turns.append(int(event["turn"]))
             heard[int(event["turn"])] = str(event.get("text", ""))
+        elif event["event"] == "turn_judged":
+            judged.append({key: event.get(key) for key in ("pause_s", "probability", "transcript", "silence_needed_s")})
         elif event["event"] in ("llm_first_token", "first_chunk", "first_audio_out"):
             current = session.current
             if current is not None and current.turn == event.get("turn"):
@@ -347,6 +351,7 @@ async def run_provider(
             begins = transport.mic_started_at + frame_index * FRAME_S
             true_end = begins + item.speech_end_s
             seen = len(user_turns)
+            judged_before = len(judged)
             await transport.say(item.frame, at_s=frame_index * FRAME_S)
 
             def answered(seen: int = seen, true_end: float = true_end) -> bool:
@@ -361,6 +366,7 @@ async def run_provider(
             await asyncio.sleep(0.05)
             rows.append(_row(item, begins, true_end, user_turns[seen:], metrics, transport))
             rows[-1]["heard"] = [heard.get(t, "") for t in user_turns[seen:]]
+            rows[-1]["judged"] = judged[judged_before:]
             row = rows[-1]
             progress(
                 f"  {provider} {number + 1}/{len(items)} {item.kind:8} {item.voice:9} "

@@ -21,7 +21,8 @@ A model with no opinion (the silence provider) leaves the silence rule alone in 
 
 `TurnEndWatch` is the session's glue: it asks the model once per pause (in a worker, never
 blocking the listen loop), takes the transcript from speculation, and tells the TurnTaker how much
-silence ends the current pause.
+silence ends the current pause. With transcripts the model is asked only once the words leave the
+outcome open (a statement, or words trailing off).
 """
 
 from __future__ import annotations
@@ -84,6 +85,8 @@ STRANDED_CONTRACTIONS = frozenset({
     "i'm", "you're", "we're", "they're", "he's", "she's", "it's", "that's", "there's",
     "i'll", "you'll", "we'll", "they'll", "he'll", "she'll", "i'd", "you'd", "we'd", "they'd", "i've", "we've",
 })
+# The endings where the model's verdict can change when a pause ends a turn (silence_needed_s).
+MODEL_DECIDES = frozenset({"statement", "trails_off"})
 # A short complete answer: this many words or fewer, not ending on a continuing word.
 SHORT_ANSWER_WORDS = 3
 _WORD = re.compile(r"[a-z0-9']+")
@@ -171,15 +174,7 @@ class TurnEndWatch:
                 self._apply()
             elif isinstance(event, (SpeechResumed, UserTurnEnded)):
                 self._new_pause(pausing=False)
-        if not self._pausing or self._task is not None or self._answered or self._silent_model:
-            return
-        if turns.pause_s + 1e-6 < self.timing.turn_check_pause_s:
-            return
-        audio = turns.provisional_audio(with_post_roll=False, through_now=True)
-        if audio is None or not audio.pcm:
-            return
-        pause = self._pause
-        self._task = asyncio.create_task(self._ask(pause, audio))
+        self._maybe_ask()
 
     def transcript(self, text: str) -> None:
         """The provisional transcript of the current pause's audio (from speculation)."""
@@ -187,6 +182,25 @@ class TurnEndWatch:
             return
         self._transcript = text
         self._apply()
+        self._maybe_ask()
+
+    def _maybe_ask(self) -> None:
+        """Asks the model about this pause once it has lasted the check pause, and only if its answer
+        can change the outcome. With transcripts, that is a statement or words trailing off: a question,
+        a short answer or words that need more are decided by the words, and the model's ~90 ms of
+        CPU would only slow the Whisper decode it runs beside on two cores."""
+        turns = self._turns
+        if turns is None or not self._pausing or self._task is not None or self._answered or self._silent_model:
+            return
+        if turns.pause_s + 1e-6 < self.timing.turn_check_pause_s:
+            return
+        if self.transcripts and (self._transcript is None
+                                 or transcript_ending(self._transcript) not in MODEL_DECIDES):
+            return
+        audio = turns.provisional_audio(with_post_roll=False, through_now=True)
+        if audio is None or not audio.pcm:
+            return
+        self._task = asyncio.create_task(self._ask(self._pause, audio))
 
     async def aclose(self) -> None:
         self._new_pause(pausing=False)
