@@ -85,6 +85,14 @@ STRANDED_CONTRACTIONS = frozenset({
     "i'm", "you're", "we're", "they're", "he's", "she's", "it's", "that's", "there's",
     "i'll", "you'll", "we'll", "they'll", "he'll", "she'll", "i'd", "you'd", "we'd", "they'd", "i've", "we've",
 })
+# "how", "why", "when" or "where" and then an auxiliary cannot end an English sentence ("Could you
+# tell me how do...", "I wonder why did..."), unlike "who" or "what", which can be its subject
+# ("Who does?"). Whisper turns "how to | [pause] fix" into "how do".
+WH_ADVERBS = frozenset({"how", "why", "when", "where"})
+AUXILIARIES = frozenset({
+    "do", "does", "did", "can", "could", "will", "would", "should", "shall", "may", "might", "must",
+    "is", "are", "was", "were", "am", "have", "has", "had",
+})
 # The endings where the model's verdict can change when a pause ends a turn (silence_needed_s).
 MODEL_DECIDES = frozenset({"statement", "trails_off"})
 # A short complete answer: this many words or fewer, not ending on a continuing word.
@@ -104,6 +112,8 @@ def transcript_ending(text: str) -> Ending:
         return "continues"
     if words[-1] in COPULAS and len(words) > 1 and words[-2] not in ENDS_AFTER_PRONOUN:
         return "continues"  # with or without an ellipsis: "My favourite film is..."
+    if words[-1] in AUXILIARIES and len(words) > 1 and words[-2] in WH_ADVERBS:
+        return "continues"
     if stripped.endswith(("...", "…")):
         # Whisper writes an ellipsis for a voice that trails off, but also after a hesitant
         # "Sure..." that is a whole answer: the model decides, never past the thinking pause.
