@@ -120,7 +120,7 @@ class CompanionMemory:
         # let those settle, or they are counted (and embedded twice) as old ones.
         try:
             await asyncio.wait_for(self._writer.settled(), self.options.close_timeout_s)
-        except (TimeoutError, asyncio.TimeoutError):
+        except TimeoutError:
             pass
         await reembed_stored_turns(store, batch=self.options.upgrade_batch, pause_min_s=self.options.upgrade_pause_min_s,
                                    stopped=lambda: self._closed)
@@ -318,7 +318,7 @@ class CompanionMemory:
             try:
                 await asyncio.wait_for(asyncio.gather(self._backfill, return_exceptions=True),
                                        self.options.close_timeout_s)
-            except (TimeoutError, asyncio.TimeoutError):
+            except TimeoutError:
                 log.warning("closing memory while the backfill still runs; it goes on next time")
         await self._writer.close(self.options.close_timeout_s)
         # Done tasks and cached futures refer back to this object: dropped, the session's memory is

@@ -136,7 +136,7 @@ class TurnWriter:
         """Waits (up to `timeout_s`) for vectors still being attached, then stops the write thread."""
         try:
             await asyncio.wait_for(asyncio.gather(*self._attaching, return_exceptions=True), timeout_s)
-        except (TimeoutError, asyncio.TimeoutError):
+        except TimeoutError:
             log.warning("closing memory without the vectors still being computed; the backfill fills them in")
         self._attaching.clear()
         # The callbacks are the memory's bound methods: dropped, the memory is freed by reference
@@ -152,7 +152,7 @@ class TurnWriter:
             return await self._queue.get()
         try:
             return await asyncio.wait_for(self._queue.get(), self.retry_s)
-        except (TimeoutError, asyncio.TimeoutError):
+        except TimeoutError:
             return _RETRY
 
     async def _store_in_order(self, item: PendingTurn | None) -> None:
