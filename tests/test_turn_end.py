@@ -68,6 +68,7 @@ CHECK, SILENCE, THINK = TIMING.turn_check_pause_s, TIMING.end_of_turn_silence_s,
         ("Hold on to your hat.", "statement"),
         # A wh-adverb and an auxiliary need the rest of the question; a subject wh-word does not.
         ("Could you tell me how do", "continues"),
+        ("So, umm...", "continues"),
         ("I wonder why did", "continues"),
         ("Somebody has to. Who does?", "question"),
         ("That is how it is.", "statement"),

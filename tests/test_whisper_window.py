@@ -138,12 +138,40 @@ def test_word_errors_count_edits_after_normalising() -> None:
     assert word_errors("", "") == (0, 0)
 
 
+@pytest.mark.parametrize(
+    ("value", "prompt"),
+    [(None, None), ("fillers", whisper_window.FILLER_PROMPT), ("none", None), ("", None),
+     ("  Hello, Juniper.  ", "Hello, Juniper.")],
+)
+def test_parse_prompt(value: Any, prompt: str | None) -> None:
+    assert whisper_window.parse_prompt(value) == prompt
+
+
+def test_parse_prompt_names_the_bad_value() -> None:
+    with pytest.raises(ValueError, match="stt.options.prompt"):
+        whisper_window.parse_prompt(3)
+
+
+def test_the_prompt_option_reaches_the_provider(tmp_path: Any) -> None:
+    if WHISPER_TINY_EN.folder() is None:
+        pytest.skip("packaged Whisper tiny.en not installed")
+    for option, expected in (({}, None), ({"prompt": "fillers"}, whisper_window.FILLER_PROMPT),
+                             ({"prompt": "Juniper, Ines"}, "Juniper, Ines")):
+        settings = Settings.model_validate({"data_dir": str(tmp_path), "stt": {"options": option}})
+        assert FasterWhisperStt.from_settings(settings).prompt == expected, option
+
+
 def test_parse_conditions() -> None:
     full, window = parse_conditions("full, 10+1", [1])
     assert full.window is None and window.window == (10.0, 1.0) and window.threads == 1
     assert [c.label for c in parse_conditions("5+1", [1, 2])] == ["min 5 s + pad 1 s x1", "min 5 s + pad 1 s x2"]
     with pytest.raises(ValueError, match="MIN\\+PAD"):
         parse_conditions("ten", [1])
+    plain, prompted = parse_conditions("12+3,12+3@fillers", [1])
+    assert plain.prompt is None and prompted.prompt == whisper_window.FILLER_PROMPT
+    assert prompted.label == "min 12 s + pad 3 s @fillers" and prompted.window == plain.window
+    with pytest.raises(ValueError, match="@fillers"):
+        parse_conditions("12+3@chatty", [1])
 
 
 @pytest.fixture(scope="module")
@@ -172,6 +200,27 @@ async def test_the_provider_decodes_on_the_short_window(tiny_en: FasterWhisperSt
     text = "Where did I park the car?"
     transcript = await tiny_en.transcribe(speech.padded(text, 0.3, 0.2, 48000))
     assert normalise(transcript.text) == normalise(text) and transcript.language == "en"
+
+
+@pytest.mark.slow
+def test_with_the_filler_prompt_a_lone_um_is_written_as_one(tiny_en: FasterWhisperStt, speech: SpeechMaker) -> None:  # noqa: F811
+    """What turn-taking needs before a thinking pause: the filler as a filler, not as words."""
+    samples = pcm16_to_float32(speech.padded("so um", 0.3, 0.2).pcm)
+    prompted = whisper_window.transcribe(tiny_en.load(), samples, DEFAULT_RULE, language="en",
+                                         prompt=whisper_window.FILLER_PROMPT)
+    assert normalise(prompted.text)[-1] in ("um", "umm", "uhm"), prompted
+    sentence = pcm16_to_float32(speech.padded("What is the weather like in Paris today?", 0.3, 0.2).pcm)
+    heard = whisper_window.transcribe(tiny_en.load(), sentence, DEFAULT_RULE, language="en",
+                                      prompt=whisper_window.FILLER_PROMPT)
+    assert normalise(heard.text) == normalise("What is the weather like in Paris today?"), heard
+
+
+def test_the_prompt_reaches_the_full_path() -> None:
+    import numpy as np
+
+    model = TranscribeOnly()
+    whisper_window.transcribe(model, np.zeros(16000, np.float32), DEFAULT_RULE, language="en", prompt="Um, so.")
+    assert model.options["initial_prompt"] == "Um, so."
 
 
 class TranscribeOnly:

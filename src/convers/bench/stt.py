@@ -154,28 +154,40 @@ def build_corpus(settings: Any, progress: Callable[[str], None]) -> list[Clip]:
 
 @dataclass(frozen=True)
 class Condition:
-    """One way to decode: `window` None is faster-whisper's full path, else (min_window_s, pad_s)."""
+    """One way to decode: `window` None is faster-whisper's full path, else (min_window_s, pad_s);
+    `prompt` is the previous text given to Whisper (None: none)."""
 
     label: str
     window: tuple[float, float] | None
     threads: int = 1
+    prompt: str | None = None
 
 
 def parse_conditions(spec: str, threads: Sequence[int]) -> list[Condition]:
-    """"full,0+0,0+1,5+1,10+1" -> full path and windows "min seconds + pad seconds", for each thread count."""
+    """"full,0+0,0+1,5+1,10+1" -> full path and windows "min seconds + pad seconds", for each thread count.
+
+    A condition ending in "@fillers" ("12+3@fillers") decodes with whisper_window.FILLER_PROMPT as the
+    previous text; the others decode with none.
+    """
+    from convers.providers.stt.whisper_window import FILLER_PROMPT
+
     conditions = []
     for count in threads:
         for part in (p.strip() for p in spec.split(",") if p.strip()):
-            suffix = f" x{count}" if len(threads) > 1 else ""
+            part, _, prompt_name = part.partition("@")
+            if prompt_name not in ("", "fillers"):
+                raise ValueError(f"a condition's prompt is '@fillers' or nothing, got {prompt_name!r}")
+            prompt = FILLER_PROMPT if prompt_name else None
+            suffix = (f" x{count}" if len(threads) > 1 else "") + (" @fillers" if prompt else "")
             if part == "full":
-                conditions.append(Condition("full 30 s" + suffix, None, count))
+                conditions.append(Condition("full 30 s" + suffix, None, count, prompt))
                 continue
             try:
                 low, _, pad = part.partition("+")
                 window = (float(low), float(pad or 0))
             except ValueError:
                 raise ValueError(f"a window is MIN+PAD in seconds (e.g. 10+1) or 'full', got {part!r}") from None
-            conditions.append(Condition(f"min {window[0]:g} s + pad {window[1]:g} s{suffix}", window, count))
+            conditions.append(Condition(f"min {window[0]:g} s + pad {window[1]:g} s{suffix}", window, count, prompt))
     return conditions
 
 
@@ -196,7 +208,7 @@ def run_benchmark(settings: Any, conditions: Sequence[Condition], progress: Call
     warm = clips[0].samples
     for condition in conditions:  # first calls allocate: keep them out of the figures
         rule = None if condition.window is None else WindowRule(*condition.window, max_window_s=None)
-        transcribe(models[condition.threads], warm, rule, language="en", beam_size=beam_size)
+        transcribe(models[condition.threads], warm, rule, language="en", beam_size=beam_size, prompt=condition.prompt)
     rows: dict[str, dict[str, Any]] = {c.label: {"errors": 0, "raw_errors": 0, "words": 0, "ms": [], "paths": {}, "wrong": []} for c in conditions}
     for index, clip in enumerate(clips):
         # Rotate the order per clip so no condition always runs first (caches, other load).
@@ -205,7 +217,8 @@ def run_benchmark(settings: Any, conditions: Sequence[Condition], progress: Call
             # MIN+PAD conditions grow past the floor with the utterance (max_window_s None), as measured.
             rule = None if condition.window is None else WindowRule(*condition.window, max_window_s=None)
             started = time.perf_counter()
-            heard = transcribe(models[condition.threads], clip.samples, rule, language="en", beam_size=beam_size)
+            heard = transcribe(models[condition.threads], clip.samples, rule, language="en", beam_size=beam_size,
+                               prompt=condition.prompt)
             elapsed = time.perf_counter() - started
             errors, words = word_errors(clip.text, heard.text)
             raw_errors = errors if heard.window_text is None else word_errors(clip.text, heard.window_text)[0]
@@ -229,6 +242,7 @@ def run_benchmark(settings: Any, conditions: Sequence[Condition], progress: Call
             "condition": condition.label,
             "window": None if condition.window is None else {"min_window_s": condition.window[0], "pad_s": condition.window[1]},
             "threads": condition.threads,
+            "prompt": condition.prompt,
             "wer_percent": round(100 * row["errors"] / max(row["words"], 1), 2),
             "word_errors": row["errors"],
             # The short window's own decode, before a doubtful one is handed to the full path.

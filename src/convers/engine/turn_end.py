@@ -60,8 +60,8 @@ CONTINUING_WORDS = frozenset({
     "while", "where", "although", "though", "unless", "until", "since", "whether",
     # possessives and subject pronouns
     "my", "your", "our", "their", "its", "his", "i", "we", "they", "he", "she",
-    # fillers
-    "um", "uh", "erm", "er", "hmm", "mm", "uhm",
+    # fillers (Whisper spells a long one "umm" or "uhh")
+    "um", "uh", "erm", "er", "hmm", "mm", "uhm", "umm", "uhh", "mmm",
 })
 # A copula ends a sentence after a pronoun ("Yes, it is.", "I know where it is.") but not after a
 # noun phrase, where it opens the complement: "My favourite film is ...", "The problem was ...".

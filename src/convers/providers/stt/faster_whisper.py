@@ -29,6 +29,7 @@ from convers.packaged_models import WHISPER_TINY_EN
 from convers.providers.stt.whisper_window import (
     DEFAULT_RULE,
     WindowRule,
+    parse_prompt,
     parse_window,
     transcribe,
 )
@@ -93,7 +94,8 @@ class FasterWhisperStt:
     barely worse on short turns), `compute_type` (default int8), `device` (default cpu), `window`
     ("auto", the default: a short utterance is encoded on a window of its own length plus padding,
     with a measured floor, instead of 30 s; "full": always faster-whisper's 30 s path; or a floor in
-    seconds). See providers/stt/whisper_window.py.
+    seconds), `prompt` ("none", the default; a text of names and words the user says, given to Whisper
+    as the previous text; or "fillers", measured and not the default). See providers/stt/whisper_window.py.
     """
 
     name = "faster-whisper"
@@ -110,6 +112,7 @@ class FasterWhisperStt:
         device: str = "cpu",
         beam_size: int = 1,
         window: WindowRule | None = DEFAULT_RULE,
+        prompt: str | None = None,
     ) -> None:
         self.model_dir = model_dir
         self.model_name = model_name
@@ -119,6 +122,7 @@ class FasterWhisperStt:
         self.device = device
         self.beam_size = beam_size
         self.window = window
+        self.prompt = prompt
         self._model: Any = None
         self._lock = threading.Lock()
 
@@ -139,6 +143,7 @@ class FasterWhisperStt:
             device=str(stt.options.get("device", "cpu")),
             beam_size=int(stt.options.get("beam_size", 1)),
             window=parse_window(stt.options.get("window", "auto")),
+            prompt=parse_prompt(stt.options.get("prompt", "none")),
         )
 
     @classmethod
@@ -184,5 +189,6 @@ class FasterWhisperStt:
         started = time.perf_counter()
         samples = pcm16_to_float32(audio.pcm)
         with self._lock:  # one decode at a time: the model is not meant to be shared across threads
-            heard = transcribe(model, samples, self.window, language=self.language, beam_size=self.beam_size)
+            heard = transcribe(model, samples, self.window, language=self.language, beam_size=self.beam_size,
+                               prompt=self.prompt)
         return Transcript(text=heard.text, decode_s=time.perf_counter() - started, language=heard.language)

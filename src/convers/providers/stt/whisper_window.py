@@ -25,6 +25,16 @@ import numpy as np
 FRAMES_PER_S = 100
 FULL_WINDOW_FRAMES = 3000
 
+# A transcript-style prompt full of hesitations, given to Whisper as the "previous text" (the
+# `@fillers` condition of `convers bench stt`, and stt.options.prompt = "fillers"). Whisper was
+# trained on transcripts that leave fillers out, so a lone "um" before a thinking pause comes out as
+# words ("So, one what?", "I am") that look like a finished sentence; after this prompt it writes
+# "um", which turn-taking reads as unfinished. Not the default: on clean speech it cost word errors
+# (6.9 -> 8.4 % on the 114 clips) and its own words leaked into transcripts ("Let me think once
+# moved to Thursday", which would hold a turn); prompts of fillers alone made Whisper loop on a
+# lone "um". docs/benchmarks.md, "Whisper decode window".
+FILLER_PROMPT = "Umm, let me think like, hmm... Okay, here's what I'm, like, thinking."
+
 # faster-whisper's defaults for when a decode is not to be trusted (transcribe(): compression_ratio_threshold,
 # log_prob_threshold, no_speech_threshold). Past the first two its own path retries at higher temperatures;
 # we hand such an utterance to that path instead.
@@ -77,6 +87,18 @@ def window_frames(audio_s: float, rule: WindowRule = DEFAULT_RULE) -> int | None
         return None
     frames = max(needed, math.ceil(rule.min_window_s * FRAMES_PER_S))
     return frames if frames < FULL_WINDOW_FRAMES else None
+
+
+def parse_prompt(value: Any) -> str | None:
+    """settings.stt.options["prompt"]: "none" (the default) or "", "fillers" (FILLER_PROMPT), or a text of
+    one's own (names and words the user says often, as Whisper's initial prompt)."""
+    if value is None:
+        return None
+    if value == "fillers":
+        return FILLER_PROMPT
+    if not isinstance(value, str):
+        raise ValueError(f'stt.options.prompt must be "fillers", "none" or a text, got {value!r}')
+    return None if value.strip() in ("", "none") else value.strip()
 
 
 def parse_window(value: Any) -> WindowRule | None:
@@ -149,10 +171,12 @@ def token_limit(frames: int) -> int:
     return 16 + math.ceil(12 * frames / FRAMES_PER_S)
 
 
-def decode_window(model: Any, samples: np.ndarray, frames: int, *, language: str, beam_size: int = 1) -> WindowDecode:
+def decode_window(model: Any, samples: np.ndarray, frames: int, *, language: str, beam_size: int = 1,
+                  prompt: str | None = None) -> WindowDecode:
     """Greedy (or beam) decode of `samples` (float32, 16 kHz) on a window of `frames` mel frames.
 
     `model` is a faster_whisper.WhisperModel. Blocking; the caller serialises calls on one model.
+    `prompt` is given as the previous text, as faster-whisper's `initial_prompt` is.
     """
     from faster_whisper.tokenizer import Tokenizer
     from faster_whisper.transcribe import get_suppressed_tokens
@@ -163,17 +187,18 @@ def decode_window(model: Any, samples: np.ndarray, frames: int, *, language: str
     window = np.pad(content, ((0, 0), (0, frames - content.shape[-1])))
     encoder_output = model.encode(np.ascontiguousarray(window, dtype=np.float32))
     tokenizer = Tokenizer(model.hf_tokenizer, model.model.is_multilingual, task="transcribe", language=language)
-    prompt = [*tokenizer.sot_sequence, tokenizer.no_timestamps]
-    limit = min(token_limit(frames), model.max_length - len(prompt))
+    previous = [tokenizer.sot_prev, *tokenizer.encode(" " + prompt.strip())] if prompt else []
+    prompt_tokens = [*previous, *tokenizer.sot_sequence, tokenizer.no_timestamps]
+    limit = min(token_limit(frames), model.max_length - len(prompt_tokens))
     result = model.model.generate(
         encoder_output,
-        [prompt],
+        [prompt_tokens],
         beam_size=beam_size,
         patience=1,
         length_penalty=1,
         repetition_penalty=1,
         no_repeat_ngram_size=0,
-        max_length=len(prompt) + limit,
+        max_length=len(prompt_tokens) + limit,
         return_scores=True,
         return_no_speech_prob=True,
         suppress_blank=True,
@@ -187,12 +212,14 @@ def decode_window(model: Any, samples: np.ndarray, frames: int, *, language: str
     return WindowDecode(text, avg_logprob, result.no_speech_prob, compression_ratio(text), truncated=len(tokens) >= limit)
 
 
-def full_transcribe(model: Any, samples: np.ndarray, *, language: str | None, beam_size: int = 1) -> tuple[str, str | None]:
+def full_transcribe(model: Any, samples: np.ndarray, *, language: str | None, beam_size: int = 1,
+                    prompt: str | None = None) -> tuple[str, str | None]:
     """faster-whisper's own path: 30 s windows, its temperature fallback. Returns (text, language)."""
     segments, info = model.transcribe(
         samples,
         language=language,
         beam_size=beam_size,
+        initial_prompt=prompt or None,
         vad_filter=False,  # our own VAD already cut the utterance
         condition_on_previous_text=False,
         without_timestamps=True,
@@ -215,16 +242,18 @@ class WindowedTranscript:
 
 
 def transcribe(
-    model: Any, samples: np.ndarray, rule: WindowRule | None, *, language: str | None, beam_size: int = 1
+    model: Any, samples: np.ndarray, rule: WindowRule | None, *, language: str | None, beam_size: int = 1,
+    prompt: str | None = None,
 ) -> WindowedTranscript:
-    """A short window where the rule allows it, else faster-whisper's full path."""
+    """A short window where the rule allows it, else faster-whisper's full path; `prompt` as the previous text."""
     frames = None if rule is None or language is None else window_frames(len(samples) / 16000, rule)
     # A model without faster-whisper's encode step (a stand-in that only transcribes) takes its own path.
     if frames is None or not hasattr(model, "encode"):
-        return WindowedTranscript(*full_transcribe(model, samples, language=language, beam_size=beam_size), "full")
-    decoded = decode_window(model, samples, frames, language=language, beam_size=beam_size)
+        return WindowedTranscript(*full_transcribe(model, samples, language=language, beam_size=beam_size,
+                                                   prompt=prompt), "full")
+    decoded = decode_window(model, samples, frames, language=language, beam_size=beam_size, prompt=prompt)
     if decoded.doubtful:
-        text, detected = full_transcribe(model, samples, language=language, beam_size=beam_size)
+        text, detected = full_transcribe(model, samples, language=language, beam_size=beam_size, prompt=prompt)
         return WindowedTranscript(text, detected, "retry", decoded.text)
     text = "" if decoded.silent else decoded.text
     return WindowedTranscript(text, language, "window", text)
