@@ -229,3 +229,31 @@ def test_the_parallel_vector_pass_finds_what_the_serial_one_does(tmp_path: Path,
         monkeypatch.setattr(search_module, "PARALLEL_MIN_VECTORS", 10**9)
         assert [found(q) for q in queries] == serial
     assert not vector_workers()  # close() stops the worker
+
+
+def test_searches_from_many_threads_at_once_all_finish(tmp_path: Path) -> None:
+    """One store is shared by every session of a server: questions embedded beside the word search
+    must not wait on each other's worker (a search that queued its embedding while another held the
+    store's lock once deadlocked both)."""
+    texts = ["My sister Ana moved to Lisbon", "The dog chewed my shoes", "I made lentil soup tonight",
+             "Ana loves the sea in Lisbon", "We walked the dog by the river"]
+    with SqliteMemoryStore(tmp_path / "m.db", embedder=WordHashEmbedder()) as store:
+        store.add_many([turn(i, t) for i, t in enumerate(texts)])
+        expected = [h.id for h in store.search("where does Ana live", 2, floor=0.0)]
+        found: list[list[str]] = []
+        errors: list[BaseException] = []
+
+        def ask() -> None:
+            try:
+                for _ in range(25):
+                    found.append([h.id for h in store.search("where does Ana live", 2, floor=0.0)])
+            except BaseException as error:  # noqa: BLE001 - reported below
+                errors.append(error)
+
+        threads = [threading.Thread(target=ask, daemon=True) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=30)
+        assert not any(t.is_alive() for t in threads), "searches from several threads never finished"
+        assert not errors and len(found) == 100 and all(ids == expected for ids in found)

@@ -48,6 +48,9 @@ COMMON_TERM_SHARE = 0.02
 
 
 Hits = list[tuple[int, float]]
+# The worker waits this long at most for a search's plan. It comes within milliseconds; the bound
+# only keeps a bug from hanging the worker (and every later search) for good.
+PLAN_WAIT_S = 30.0
 # What the vector pass needs from the search's setup: the label of the speaker the question names and
 # the span of time it points at (POSIX seconds); None: no pass, the search goes on by words.
 Plan = tuple[str | None, tuple[float, float] | None] | None
@@ -243,7 +246,11 @@ class TurnSearch:
         if vector is None:
             vector = embed(query) if embed is not None else None
         if plan is not None:
-            planned = plan.result()
+            try:
+                planned = plan.result(timeout=PLAN_WAIT_S)
+            except TimeoutError:
+                log.error("memory %s: a search never planned its vector pass; searching by words", self.path)
+                return None
         if vector is None or planned is None:
             return None
         label, within = planned

@@ -446,18 +446,20 @@ class SqliteMemoryStore:
             return []
         if fusion == "words":
             mode = "lexical"
-        # First of all: the question's embedding is the longest part of a search, and it runs beside the rest.
-        job = None
-        if vector is None and mode != "lexical" and self.embedder is not None:
-            job = self._search.start_embedding(query, self.embed_query)
-        try:
-            span = self.time_span(query, now)
-            words = without_time_words(query, span)
-        except BaseException:
-            if job is not None:
-                job.plan.set_result(None)  # the worker waits for a plan: never leave it waiting
-            raise
         with self._lock:
+            # First of all: the question's embedding is the longest part of a search, and it runs beside
+            # the rest. Under the lock: the one worker must never hold a job whose plan waits for a
+            # search that is itself waiting for the lock (two sessions asking at once deadlocked so).
+            job = None
+            if vector is None and mode != "lexical" and self.embedder is not None:
+                job = self._search.start_embedding(query, self.embed_query)
+            try:
+                span = self.time_span(query, now)
+                words = without_time_words(query, span)
+            except BaseException:
+                if job is not None:
+                    job.plan.set_result(None)  # the worker waits for a plan: never leave it waiting
+                raise
             try:
                 return self._search.run(self._conn, query, words, vector, span, k=k, mode=mode, fusion=fusion,
                                         floor=floor, excluded=set(exclude), embedder_key=self.embedder_key,
