@@ -74,7 +74,7 @@ class CompanionMemory:
         self.options = options or MemoryOptions()
         self.reflection = reflection
         self._vectors = RecentVectors(self.embedder) if self.embedder is not None else None
-        self._writer = TurnWriter(store, self.embedder, self._vectors, user_name=self._user_name_now,
+        self._writer = TurnWriter(store, self._vectors, user_name=self._user_name_now,
                                   after_write=self._after_write, on_status=on_status,
                                   retry_s=self.options.write_retry_s)
         self._digests: asyncio.Queue[tuple[PendingTurn, str] | None] = asyncio.Queue()

@@ -58,7 +58,11 @@ Plan = tuple[str | None, tuple[float, float] | None] | None
 
 @dataclass
 class VectorJob:
-    """The vector side of one search, running in the worker: `result` waits for `plan` before the pass."""
+    """The vector side of one search, running in the worker: `result` waits for `plan` before the pass.
+
+    The worker reads the index only after the plan, which the search sets while it holds the store's
+    lock; started outside that lock, a job would wait for a search that waits for the lock (two
+    searches at once deadlocked the one worker so)."""
 
     plan: Future[Plan]
     result: Future[VectorPass | None]
@@ -102,10 +106,14 @@ class TurnSearch:
                 "`convers memory export F`, `convers memory wipe`, `convers memory import F`", self.path, error
             )
 
+    @staticmethod
+    def _stored_generation(conn: sqlite3.Connection) -> str | None:
+        row = conn.execute("SELECT value FROM meta WHERE key = 'vector_generation'").fetchone()
+        return row[0] if row else None
+
     def note_rewrite(self, conn: sqlite3.Connection, new_generation: str) -> None:
         """Records (inside the writer's transaction) that stored vectors changed other than by appending."""
-        row = conn.execute("SELECT value FROM meta WHERE key = 'vector_generation'").fetchone()
-        old = row[0] if row else None
+        old = self._stored_generation(conn)
         conn.execute(
             "INSERT INTO meta (key, value) VALUES ('vector_generation', ?) "
             "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
@@ -120,8 +128,7 @@ class TurnSearch:
         Vectors another embedder made are left out: their cosines against this embedder's query
         mean nothing. Those turns are found by words until the store's backfill re-embeds them.
         """
-        row = conn.execute("SELECT value FROM meta WHERE key = 'vector_generation'").fetchone()
-        generation = row[0] if row else None
+        generation = self._stored_generation(conn)
         if self.loaded_to_rowid < 0 or generation != self.generation:
             self.index.clear()
             self.loaded_to_rowid = 0
@@ -152,11 +159,6 @@ class TurnSearch:
 
     # ----------------------------------------------------------------- one question
 
-    def start_embedding(self, query: str, embed: Callable[[str], np.ndarray | None]) -> VectorJob:
-        """Starts the vector side of a search by embedding the question in the worker thread, before
-        anything else: its pass over the index waits for the plan `run` makes meanwhile."""
-        return self._start(query, None, embed)
-
     def _start(self, query: str, vector: np.ndarray | None,
                embed: Callable[[str], np.ndarray | None] | None) -> VectorJob:
         if self._worker is None:
@@ -167,19 +169,20 @@ class TurnSearch:
     def run(
         self, conn: sqlite3.Connection, query: str, words: str, vector: np.ndarray | None, span: TimeSpan | None,
         *, k: int, mode: SearchMode, fusion: Fusion, floor: float, excluded: set[str], embedder_key: str | None,
-        job: VectorJob | None = None,
+        embed: Callable[[str], np.ndarray | None] | None = None,
     ) -> list[MemoryHit]:
         """The `k` best distinct turns; `words` is the query less its time expression (for BM25).
 
-        `vector` is the question's embedding; without one, `job` (from `start_embedding`) makes it
-        in the worker thread while SQLite ranks by words (on two cores the embedding then costs
-        little more than the word pass it overlaps), and a job that finds no vector means words only.
+        `vector` is the question's embedding; without one, `embed` makes it in the worker thread
+        while SQLite ranks by words (on two cores the embedding then costs little more than the word
+        pass it overlaps), and no vector from it means words only. The caller holds the store's lock.
         """
-        if mode == "lexical" or (vector is None and job is None):
-            if job is not None:
-                job.plan.set_result(None)
-            job = None
-        elif job is None and len(self.index) >= PARALLEL_MIN_VECTORS and mode != "vector":
+        job: VectorJob | None = None
+        if mode != "lexical" and vector is None and embed is not None:
+            # First of all: the embedding is the longest part of a search. Its pass over the index
+            # waits for the plan made below.
+            job = self._start(query, None, embed)
+        elif mode not in ("lexical", "vector") and vector is not None and len(self.index) >= PARALLEL_MIN_VECTORS:
             job = self._start(query, vector, None)
         found_by_vector: VectorPass | None = None
         try:
@@ -191,8 +194,8 @@ class TurnSearch:
                     # From here the worker reads the index: it is only changed under the store's lock,
                     # which this search holds until the worker is done (the `finally` below).
                     job.plan.set_result((label, within))
-                else:
-                    found_by_vector = self._vector_side(query, vector, None, None, (label, within))
+                elif vector is not None:
+                    found_by_vector = self._pass(vector, label, within)
             lexical_hits = self.lexical(conn, words, CANDIDATES) if mode != "vector" else []
             rows = self._rows(conn, [r for r, _ in lexical_hits])  # while the vector side may still run
         finally:
@@ -217,7 +220,6 @@ class TurnSearch:
                 found[rowid].cosine = cosine
         candidates = ranking.fuse(found.values(), weights, fusion, only_words=not vector_hits,
                                   only_vectors=not lexical_hits and not fused)
-        rows.update(self._rows(conn, [c.rowid for c in candidates if c.rowid not in rows]))
         if weights.recency_weight and len(candidates) > 1:
             times = {rowid: ranking.seconds(row[2]) for rowid, row in rows.items()}
             candidates = ranking.prefer_recent(candidates, times, weights.recency_weight, fusion)
@@ -237,23 +239,22 @@ class TurnSearch:
         return hits
 
     def _vector_side(self, query: str, vector: np.ndarray | None, embed: Callable[[str], np.ndarray | None] | None,
-                     plan: Future[Plan] | None, planned: Plan = None) -> VectorPass | None:
-        """The question's vector (embedded here when not given) and its pass over the index; None: words only.
-
-        The pass waits for `plan` (the speaker the question names, the span it points at), or uses
-        `planned`; a plan of None means the search goes on without vectors.
-        """
+                     plan: Future[Plan]) -> VectorPass | None:
+        """In the worker: the question's vector (embedded here when not given), then, once `plan` comes,
+        its pass over the index; None: words only (no vector, or a plan of None)."""
         if vector is None:
             vector = embed(query) if embed is not None else None
-        if plan is not None:
-            try:
-                planned = plan.result(timeout=PLAN_WAIT_S)
-            except TimeoutError:
-                log.error("memory %s: a search never planned its vector pass; searching by words", self.path)
-                return None
+        try:
+            planned = plan.result(timeout=PLAN_WAIT_S)
+        except TimeoutError:
+            log.error("memory %s: a search never planned its vector pass; searching by words", self.path)
+            return None
         if vector is None or planned is None:
             return None
-        label, within = planned
+        return self._pass(vector, *planned)
+
+    def _pass(self, vector: np.ndarray, label: str | None, within: tuple[float, float] | None) -> VectorPass | None:
+        """`vector` (plus the label of the speaker asked about) over the index; None when widths differ."""
         width = len(np.ravel(vector))
         if self.index.dimension not in (None, width):
             log.warning("memory %s holds %s-wide vectors but the query is %d wide: searching by words",

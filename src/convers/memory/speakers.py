@@ -109,10 +109,6 @@ class SpeakerVectors:
             return self._user_label
         return None
 
-    def query_vector(self, conn: sqlite3.Connection, query: str, vector: np.ndarray) -> np.ndarray:
-        """The question's vector plus query_speaker_weight x the label vector of the speaker it asks about."""
-        return self.with_label(vector, self.asked_about(conn, query) if self.query_speaker_weight else None)
-
     def with_label(self, vector: np.ndarray, label: str | None) -> np.ndarray:
         """`vector` as a unit vector, plus query_speaker_weight x `label`'s vector (when there is one)."""
         unit = unit_rows(vector)[0]

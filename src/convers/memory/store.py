@@ -21,7 +21,7 @@ import sqlite3
 import threading
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import InitVar, dataclass, field
 from datetime import datetime, timezone, tzinfo
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, TypeVar
@@ -92,9 +92,9 @@ class SqliteMemoryStore:
     embedder: Embedder | None = None
     floor: float = 0.0
     weights: RankingWeights = field(default_factory=RankingWeights)
-    # Stored vector = text + speaker_weight x the speaker label's vector (see memory/speakers.py).
-    speaker_weight: float = SPEAKER_WEIGHT
-    query_speaker_weight: float = QUERY_SPEAKER_WEIGHT
+    # Stored vector = text + speaker_weight x the speaker label's vector (kept in `speakers`).
+    speaker_weight: InitVar[float] = SPEAKER_WEIGHT
+    query_speaker_weight: InitVar[float] = QUERY_SPEAKER_WEIGHT
     # The user's zone: dates are indexed and time expressions read in it (None: the system zone).
     zone: tzinfo | None = None
     busy_timeout_s: float = 10.0
@@ -105,11 +105,11 @@ class SqliteMemoryStore:
     _search: TurnSearch = field(init=False, repr=False)
     _upgrade_cursor: int = field(init=False, repr=False, default=0)
 
-    def __post_init__(self) -> None:
+    def __post_init__(self, speaker_weight: float, query_speaker_weight: float) -> None:
         self.path = Path(self.path).expanduser()
         if self.zone is None:
             self.zone = local_zone()
-        self.speakers = SpeakerVectors(self.embedder, self.speaker_weight, self.query_speaker_weight)
+        self.speakers = SpeakerVectors(self.embedder, speaker_weight, query_speaker_weight)
         self._search = TurnSearch(self.path, self.speakers, self.weights, getattr(self.embedder, "dimension", None))
         self._conn = open_database(self.path, self.busy_timeout_s)
 
@@ -134,7 +134,7 @@ class SqliteMemoryStore:
         """Ranks with other weights from the next search on (the benchmark compares rankings on one store)."""
         self.weights = self._search.weights = weights
         if query_speaker_weight is not None:
-            self.query_speaker_weight = self.speakers.query_speaker_weight = query_speaker_weight
+            self.speakers.query_speaker_weight = query_speaker_weight
 
     # ----------------------------------------------------------------- provider convention
 
@@ -446,24 +446,14 @@ class SqliteMemoryStore:
             return []
         if fusion == "words":
             mode = "lexical"
-        with self._lock:
-            # First of all: the question's embedding is the longest part of a search, and it runs beside
-            # the rest. Under the lock: the one worker must never hold a job whose plan waits for a
-            # search that is itself waiting for the lock (two sessions asking at once deadlocked so).
-            job = None
-            if vector is None and mode != "lexical" and self.embedder is not None:
-                job = self._search.start_embedding(query, self.embed_query)
-            try:
-                span = self.time_span(query, now)
-                words = without_time_words(query, span)
-            except BaseException:
-                if job is not None:
-                    job.plan.set_result(None)  # the worker waits for a plan: never leave it waiting
-                raise
+        span = self.time_span(query, now)
+        words = without_time_words(query, span)
+        embed = self.embed_query if vector is None and self.embedder is not None else None
+        with self._lock:  # held until the search's worker is done with the index (search.VectorJob)
             try:
                 return self._search.run(self._conn, query, words, vector, span, k=k, mode=mode, fusion=fusion,
                                         floor=floor, excluded=set(exclude), embedder_key=self.embedder_key,
-                                        job=job)
+                                        embed=embed)
             except sqlite3.Error as error:
                 raise self._error(error, "searching") from error
 

@@ -139,11 +139,6 @@ class VectorIndex:
                 self._position[moved] = at
             self._size = last
 
-    def search(self, query: np.ndarray, k: int, within: tuple[float, float] | None = None) -> list[tuple[int, float]]:
-        """The `k` nearest rowids by cosine similarity, best first; `within` keeps [start, end) seconds only."""
-        found = self.query(query, k, within)
-        return found.nearest if within is None else found.nearest_within
-
     def query(self, query: np.ndarray, k: int, within: tuple[float, float] | None = None) -> VectorPass:
         """One pass over the matrix: the `k` nearest rowids, the `k` nearest said `within` [start, end)
         seconds (when given), and the cosine of every stored vector for later look-ups."""
@@ -178,4 +173,4 @@ class VectorIndex:
 
     def vectors_for(self, rowids: Iterable[int]) -> dict[int, np.ndarray]:
         """The stored vectors of those rowids that have one (a column copy each: for a handful of rows)."""
-        return {r: self._matrix[:, self._position[r]].copy() for r in rowids if r in self._position}
+        return {r: v for r in rowids if (v := self.vector(r)) is not None}

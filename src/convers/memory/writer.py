@@ -22,7 +22,6 @@ from typing import Any, Literal, TypeVar
 
 import numpy as np
 
-from convers.contracts.embedder import Embedder
 from convers.contracts.memory import MemoryStatus, MemoryStore, MemoryTurn, VectorUpkeep
 from convers.memory.recent_vectors import RecentVectors
 
@@ -72,7 +71,6 @@ class TurnWriter:
     def __init__(
         self,
         store: MemoryStore,
-        embedder: Embedder | None,
         vectors: RecentVectors | None,
         *,
         user_name: Callable[[], str | None],
@@ -81,7 +79,6 @@ class TurnWriter:
         retry_s: float,
     ) -> None:
         self.store = store
-        self.embedder = embedder
         self.vectors = vectors
         self.user_name = user_name
         self.after_write = after_write
@@ -89,8 +86,6 @@ class TurnWriter:
         self.retry_s = retry_s
         # Turns stored without a vector because the embedder failed them; the backfill fills them in.
         self.unembedded = 0
-        # Whether the latest turn got its vector at once (the embedder works).
-        self.last_vector_ok = False
         self._queue: asyncio.Queue[PendingTurn | None] = asyncio.Queue()
         # Turns whose write failed, oldest first; retried before every later write.
         self._unsaved: deque[PendingTurn] = deque()
@@ -207,13 +202,12 @@ class TurnWriter:
             speaker = await self._name_for_writes() or speaker
         turn = MemoryTurn(item.id, item.session, item.time, speaker, item.role, item.text)
         store = self.store
-        if self.vectors is None or self.embedder is not store.embedder:
+        if self.vectors is None or self.vectors.embedder is not store.embedder:
             await self.in_thread(store.add, turn)  # the store embeds (or stores NULL) itself
             return turn
         vector = self.vectors.of(item.text)
         if vector.done() and vector.exception() is None:
             await self.in_thread(functools.partial(store.add, turn, vector=vector.result()))
-            self.last_vector_ok = True
             return turn
         if not isinstance(store, VectorUpkeep):
             # It cannot attach a vector later: the turn waits for its vector. If the embedder fails,
