@@ -36,9 +36,18 @@ if TYPE_CHECKING:
 # Piper's length scale does not map to a speaking rate the same way for every voice, nor in
 # proportion: each phoneme's length is rounded up to whole frames, so about a quarter of the time
 # does not shrink as the scale does (measured with joe: scale 0.73 is 1.22 times as fast, not 1.37).
-# So when a rate is asked for, the voice is timed once, when loaded, on a plain sentence at two
-# scales, and the scale for that rate is solved from the line through those two points (~0.7 s).
-CALIBRATION_TEXT = "We could meet at the station on Friday morning and walk to the market together for lunch."
+# So when a rate is asked for, the voice is timed once, when loaded, at two scales, and the scale
+# for that rate is solved from the line through those two points (~2 s of synthesis).
+# Sentences differ in pace by more than a quarter at one scale (joe, noise off: 175-258 words a
+# minute over eight replies), so one sentence made a poor ruler: the earlier single sentence was among
+# the fastest, and everyday replies came out up to a tenth slower than asked. The voice is timed on
+# a short reply of three sentences of different kinds instead: a question, a long statement with a
+# clause, and a short one with a number.
+CALIBRATION_TEXT = (
+    "Did you remember to call your sister about the weekend? "
+    "It looks like rain this afternoon, so you might want to take an umbrella with you. "
+    "Okay. Your alarm is set for seven thirty tomorrow morning."
+)
 CALIBRATION_SCALES = (1.0, 0.5)
 # A scale outside this range garbles the voice; a rate that needs one gets the nearest that works.
 MIN_LENGTH_SCALE = 0.4
