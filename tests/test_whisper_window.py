@@ -172,6 +172,9 @@ def test_parse_conditions() -> None:
     assert prompted.label == "min 12 s + pad 3 s @fillers" and prompted.window == plain.window
     with pytest.raises(ValueError, match="@fillers"):
         parse_conditions("12+3@chatty", [1])
+    configured, mixed = parse_conditions("12+3,12+3@fillers~int8_float32", [2])
+    assert configured.compute_type is None and mixed.compute_type == "int8_float32"
+    assert mixed.prompt == whisper_window.FILLER_PROMPT and mixed.label == "min 12 s + pad 3 s @fillers ~int8_float32"
 
 
 @pytest.fixture(scope="module")

@@ -155,40 +155,50 @@ def build_corpus(settings: Any, progress: Callable[[str], None]) -> list[Clip]:
 @dataclass(frozen=True)
 class Condition:
     """One way to decode: `window` None is faster-whisper's full path, else (min_window_s, pad_s);
-    `prompt` is the previous text given to Whisper (None: none)."""
+    `prompt` is the previous text given to Whisper (None: none); `compute_type` is CTranslate2's
+    (None: stt.options.compute_type, int8 by default)."""
 
     label: str
     window: tuple[float, float] | None
     threads: int = 1
     prompt: str | None = None
+    compute_type: str | None = None
 
 
 def parse_conditions(spec: str, threads: Sequence[int]) -> list[Condition]:
     """"full,0+0,0+1,5+1,10+1" -> full path and windows "min seconds + pad seconds", for each thread count.
 
     A condition ending in "@fillers" ("12+3@fillers") decodes with whisper_window.FILLER_PROMPT as the
-    previous text; the others decode with none.
+    previous text; the others decode with none. "~TYPE" ("12+3~int8_float32") decodes with that
+    CTranslate2 compute type instead of the configured one.
     """
     from convers.providers.stt.whisper_window import FILLER_PROMPT
 
     conditions = []
     for count in threads:
         for part in (p.strip() for p in spec.split(",") if p.strip()):
+            part, _, compute_type = part.partition("~")
             part, _, prompt_name = part.partition("@")
             if prompt_name not in ("", "fillers"):
                 raise ValueError(f"a condition's prompt is '@fillers' or nothing, got {prompt_name!r}")
             prompt = FILLER_PROMPT if prompt_name else None
-            suffix = (f" x{count}" if len(threads) > 1 else "") + (" @fillers" if prompt else "")
+            suffix = ((f" x{count}" if len(threads) > 1 else "") + (" @fillers" if prompt else "")
+                      + (f" ~{compute_type}" if compute_type else ""))
             if part == "full":
-                conditions.append(Condition("full 30 s" + suffix, None, count, prompt))
+                conditions.append(Condition("full 30 s" + suffix, None, count, prompt, compute_type or None))
                 continue
             try:
                 low, _, pad = part.partition("+")
                 window = (float(low), float(pad or 0))
             except ValueError:
                 raise ValueError(f"a window is MIN+PAD in seconds (e.g. 10+1) or 'full', got {part!r}") from None
-            conditions.append(Condition(f"min {window[0]:g} s + pad {window[1]:g} s{suffix}", window, count, prompt))
+            conditions.append(Condition(f"min {window[0]:g} s + pad {window[1]:g} s{suffix}", window, count, prompt,
+                                        compute_type or None))
     return conditions
+
+
+def _model_key(condition: Condition, configured: str) -> tuple[int, str]:
+    return condition.threads, condition.compute_type or configured
 
 
 def run_benchmark(settings: Any, conditions: Sequence[Condition], progress: Callable[[str], None], beam_size: int = 1,
@@ -200,15 +210,15 @@ def run_benchmark(settings: Any, conditions: Sequence[Condition], progress: Call
 
     stt = FasterWhisperStt.from_settings(settings)
     models = {
-        count: WhisperModel(str(stt.model_dir), device="cpu", compute_type=stt.compute_type, cpu_threads=count,
-                            num_workers=1, local_files_only=True)
-        for count in sorted({c.threads for c in conditions})
+        key: WhisperModel(str(stt.model_dir), device="cpu", compute_type=key[1], cpu_threads=key[0],
+                          num_workers=1, local_files_only=True)
+        for key in sorted({_model_key(c, stt.compute_type) for c in conditions})
     }
     clips = build_corpus(settings, progress)[:limit]
     warm = clips[0].samples
     for condition in conditions:  # first calls allocate: keep them out of the figures
         rule = None if condition.window is None else WindowRule(*condition.window, max_window_s=None)
-        transcribe(models[condition.threads], warm, rule, language="en", beam_size=beam_size, prompt=condition.prompt)
+        transcribe(models[_model_key(condition, stt.compute_type)], warm, rule, language="en", beam_size=beam_size, prompt=condition.prompt)
     rows: dict[str, dict[str, Any]] = {c.label: {"errors": 0, "raw_errors": 0, "words": 0, "ms": [], "paths": {}, "wrong": []} for c in conditions}
     for index, clip in enumerate(clips):
         # Rotate the order per clip so no condition always runs first (caches, other load).
@@ -217,7 +227,7 @@ def run_benchmark(settings: Any, conditions: Sequence[Condition], progress: Call
             # MIN+PAD conditions grow past the floor with the utterance (max_window_s None), as measured.
             rule = None if condition.window is None else WindowRule(*condition.window, max_window_s=None)
             started = time.perf_counter()
-            heard = transcribe(models[condition.threads], clip.samples, rule, language="en", beam_size=beam_size,
+            heard = transcribe(models[_model_key(condition, stt.compute_type)], clip.samples, rule, language="en", beam_size=beam_size,
                                prompt=condition.prompt)
             elapsed = time.perf_counter() - started
             errors, words = word_errors(clip.text, heard.text)
