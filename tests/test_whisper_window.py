@@ -115,20 +115,65 @@ def test_token_limit_leaves_room_for_fast_speech() -> None:
 
 
 @pytest.mark.parametrize(
-    ("decode", "silent", "doubtful"),
+    ("decode", "silent", "doubtful", "looping"),
     [
-        (WindowDecode("What time is it?", -0.2, 0.05, 0.9), False, False),
-        (WindowDecode("", -1.5, 0.9, 0.0), True, False),  # faster-whisper drops it as no speech
-        (WindowDecode(".", -0.9, 0.95, 0.1), True, False),  # digital silence on a short window
-        (WindowDecode("Yes.", -0.9, 0.95, 0.4), False, False),  # a word is kept, as faster-whisper keeps it
-        (WindowDecode(".", -0.3, 0.2, 0.1), False, False),  # the model thinks it heard speech: its call
-        (WindowDecode("hmm", -1.4, 0.2, 0.5), False, True),  # unsure: its path retries at a higher temperature
-        (WindowDecode("go " * 40, -0.1, 0.0, compression_ratio("go " * 40)), False, True),  # a loop
-        (WindowDecode("fine so far", -0.1, 0.0, 0.9, truncated=True), False, True),  # ran into the token limit
+        (WindowDecode("What time is it?", -0.2, 0.05, 0.9), False, False, False),
+        (WindowDecode("", -1.5, 0.9, 0.0), True, False, False),  # faster-whisper drops it as no speech
+        (WindowDecode(".", -0.9, 0.95, 0.1), True, False, False),  # digital silence on a short window
+        (WindowDecode("Yes.", -0.9, 0.95, 0.4), False, False, False),  # a word is kept, as faster-whisper keeps it
+        (WindowDecode(".", -0.3, 0.2, 0.1), False, False, False),  # the model thinks it heard speech: its call
+        (WindowDecode("hmm", -1.4, 0.2, 0.5), False, True, False),  # unsure: its path retries at a higher temperature
+        (WindowDecode("go " * 40, -0.1, 0.0, compression_ratio("go " * 40)), False, True, True),  # a loop
+        (WindowDecode("fine so far", -0.1, 0.0, 0.9, truncated=True), False, True, True),  # ran into the token limit
     ],
 )
-def test_which_decodes_are_trusted(decode: WindowDecode, silent: bool, doubtful: bool) -> None:
-    assert decode.silent is silent and decode.doubtful is doubtful
+def test_which_decodes_are_trusted(decode: WindowDecode, silent: bool, doubtful: bool, looping: bool) -> None:
+    assert decode.silent is silent and decode.doubtful is doubtful and decode.looping is looping
+
+
+class RecordingModel:
+    """Stands in for faster_whisper.WhisperModel on the full path: records the temperatures asked for."""
+
+    def __init__(self) -> None:
+        self.temperatures: list[list[float]] = []
+
+    def encode(self, features: Any) -> None:  # present, so transcribe takes the short window first
+        raise AssertionError("decode_window is replaced in these tests")
+
+    def transcribe(self, samples: Any, **options: Any) -> tuple[Any, Any]:
+        from types import SimpleNamespace
+
+        self.temperatures.append(list(options["temperature"]))
+        return iter([SimpleNamespace(text=" Sam.")]), SimpleNamespace(language="en")
+
+
+@pytest.mark.parametrize(
+    ("decode", "ladder", "path", "temperatures"),
+    [
+        # Trusted: no second decode.
+        (WindowDecode("What time is it?", -0.2, 0.05, 0.9), False, "window", []),
+        # Unsure, not looping: one greedy decode on the 30 s window, not the sampling ladder.
+        (WindowDecode("M", -1.7, 0.2, 0.1), False, "retry", [[0.0]]),
+        # A loop: faster-whisper's whole fallback, which samples its way out of loops.
+        (WindowDecode("go " * 40, -0.1, 0.0, compression_ratio("go " * 40)), False, "ladder",
+         [list(whisper_window.TEMPERATURE_LADDER)]),
+        (WindowDecode("fine so far", -0.1, 0.0, 0.9, truncated=True), False, "ladder",
+         [list(whisper_window.TEMPERATURE_LADDER)]),
+        # ladder=True keeps the old retry for every unsure decode (the benchmark's "!ladder").
+        (WindowDecode("M", -1.7, 0.2, 0.1), True, "ladder", [list(whisper_window.TEMPERATURE_LADDER)]),
+    ],
+)
+def test_an_unsure_short_decode_is_retried_once_greedily_and_a_loop_on_the_ladder(
+    monkeypatch: pytest.MonkeyPatch, decode: WindowDecode, ladder: bool, path: str, temperatures: list[list[float]],
+) -> None:
+    import numpy as np
+
+    monkeypatch.setattr(whisper_window, "decode_window", lambda *args, **kwargs: decode)
+    model = RecordingModel()
+    heard = whisper_window.transcribe(model, np.zeros(16000, np.float32), DEFAULT_RULE, language="en", ladder=ladder)
+    assert heard.path == path and model.temperatures == temperatures
+    assert heard.window_text == decode.text
+    assert heard.text == (decode.text if path == "window" else "Sam.")
 
 
 def test_word_errors_count_edits_after_normalising() -> None:

@@ -73,6 +73,15 @@ SENTENCES: tuple[str, ...] = (
     "I have been feeling a bit tired lately, so I would like some ideas for healthy breakfasts that are quick to make before work.",
 )
 
+# Answers of a word or a few, said alone: the clips a short decode is least sure of (a retry costs a
+# 30 s decode). Written for this set, apart from `convers bench turns`' short answers. `--corpus short`.
+SHORT_ANSWERS: tuple[str, ...] = (
+    "Ben", "nope", "sounds good", "half past six", "Maya", "pizza", "not really", "about an hour",
+    "the blue one", "at seven", "London", "never mind", "thank you", "I think so", "twenty", "my sister",
+    "next Tuesday", "Paris", "okay", "Alex", "no", "definitely", "in the kitchen", "coffee, please",
+)
+CORPORA = ("sentences", "short")
+
 # espeak-ng voices and speeds (words per minute): each sentence is spoken by two of them and by Piper.
 ESPEAK_VOICES: tuple[tuple[str, int], ...] = (
     ("en-us", 150),
@@ -133,21 +142,26 @@ def espeak_clip(text: str, voice: str, words_per_minute: int, directory: Path, s
     return Clip(text, f"espeak-ng {voice} {words_per_minute}", _trimmed(read_wav(path), seed))
 
 
-def build_corpus(settings: Any, progress: Callable[[str], None]) -> list[Clip]:
-    """Every sentence by Piper and by two espeak-ng voices (rotating through ESPEAK_VOICES)."""
+def build_corpus(settings: Any, progress: Callable[[str], None], corpus: str = "sentences") -> list[Clip]:
+    """Every sentence by Piper and by two espeak-ng voices (rotating through ESPEAK_VOICES); with
+    `corpus` "short", every short answer by Piper and by all four espeak-ng voices."""
     from convers.providers.tts.piper import PiperTts
 
+    if corpus not in CORPORA:
+        raise ValueError(f"the corpus is one of {', '.join(CORPORA)}, got {corpus!r}")
+    texts = SENTENCES if corpus == "sentences" else SHORT_ANSWERS
+    voices_each = 2 if corpus == "sentences" else len(ESPEAK_VOICES)
     piper = PiperTts.from_settings(settings)
     stop = threading.Event()
     clips: list[Clip] = []
     with tempfile.TemporaryDirectory(prefix="convers-bench-stt-") as scratch:
-        for index, text in enumerate(SENTENCES):
-            for k in (0, 1):
-                voice, wpm = ESPEAK_VOICES[(2 * index + k) % len(ESPEAK_VOICES)]
+        for index, text in enumerate(texts):
+            for k in range(voices_each):
+                voice, wpm = ESPEAK_VOICES[(voices_each * index + k) % len(ESPEAK_VOICES)]
                 clips.append(espeak_clip(text, voice, wpm, Path(scratch), seed=3 * index + k))
             chunks = list(piper._chunks(text, stop))
             frame = AudioFrame(b"".join(c.pcm for c in chunks), chunks[0].sample_rate)
-            clips.append(Clip(text, f"piper {piper.model_path.name}", _trimmed(frame, 3 * index + 2)))
+            clips.append(Clip(text, f"piper {piper.model_path.name}", _trimmed(frame, 3 * index + voices_each)))
     progress(f"{len(clips)} clips, {min(c.seconds for c in clips):.1f}-{max(c.seconds for c in clips):.1f} s")
     return clips
 
@@ -163,6 +177,8 @@ class Condition:
     threads: int = 1
     prompt: str | None = None
     compute_type: str | None = None
+    # Every unsure short decode through faster-whisper's whole temperature fallback (the old retry).
+    ladder: bool = False
 
 
 def parse_conditions(spec: str, threads: Sequence[int]) -> list[Condition]:
@@ -170,20 +186,24 @@ def parse_conditions(spec: str, threads: Sequence[int]) -> list[Condition]:
 
     A condition ending in "@fillers" ("12+3@fillers") decodes with whisper_window.FILLER_PROMPT as the
     previous text; the others decode with none. "~TYPE" ("12+3~int8_float32") decodes with that
-    CTranslate2 compute type instead of the configured one.
+    CTranslate2 compute type instead of the configured one. "!ladder" ("12+3!ladder") retries an
+    unsure short decode with faster-whisper's temperature fallback instead of one greedy 30 s decode.
     """
     from convers.providers.stt.whisper_window import FILLER_PROMPT
 
     conditions = []
     for count in threads:
         for part in (p.strip() for p in spec.split(",") if p.strip()):
+            part, _, flag = part.partition("!")
+            if flag not in ("", "ladder"):
+                raise ValueError(f"a condition's retry is '!ladder' or nothing, got {flag!r}")
             part, _, compute_type = part.partition("~")
             part, _, prompt_name = part.partition("@")
             if prompt_name not in ("", "fillers"):
                 raise ValueError(f"a condition's prompt is '@fillers' or nothing, got {prompt_name!r}")
             prompt = FILLER_PROMPT if prompt_name else None
             suffix = ((f" x{count}" if len(threads) > 1 else "") + (" @fillers" if prompt else "")
-                      + (f" ~{compute_type}" if compute_type else ""))
+                      + (f" ~{compute_type}" if compute_type else "") + (" !ladder" if flag else ""))
             if part == "full":
                 conditions.append(Condition("full 30 s" + suffix, None, count, prompt, compute_type or None))
                 continue
@@ -193,7 +213,7 @@ def parse_conditions(spec: str, threads: Sequence[int]) -> list[Condition]:
             except ValueError:
                 raise ValueError(f"a window is MIN+PAD in seconds (e.g. 10+1) or 'full', got {part!r}") from None
             conditions.append(Condition(f"min {window[0]:g} s + pad {window[1]:g} s{suffix}", window, count, prompt,
-                                        compute_type or None))
+                                        compute_type or None, ladder=bool(flag)))
     return conditions
 
 
@@ -202,7 +222,7 @@ def _model_key(condition: Condition, configured: str) -> tuple[int, str]:
 
 
 def run_benchmark(settings: Any, conditions: Sequence[Condition], progress: Callable[[str], None], beam_size: int = 1,
-                  limit: int | None = None) -> dict[str, Any]:
+                  limit: int | None = None, corpus: str = "sentences") -> dict[str, Any]:
     from faster_whisper import WhisperModel
 
     from convers.providers.stt.faster_whisper import FasterWhisperStt
@@ -214,11 +234,12 @@ def run_benchmark(settings: Any, conditions: Sequence[Condition], progress: Call
                           num_workers=1, local_files_only=True)
         for key in sorted({_model_key(c, stt.compute_type) for c in conditions})
     }
-    clips = build_corpus(settings, progress)[:limit]
+    clips = build_corpus(settings, progress, corpus)[:limit]
     warm = clips[0].samples
     for condition in conditions:  # first calls allocate: keep them out of the figures
         rule = None if condition.window is None else WindowRule(*condition.window, max_window_s=None)
-        transcribe(models[_model_key(condition, stt.compute_type)], warm, rule, language="en", beam_size=beam_size, prompt=condition.prompt)
+        transcribe(models[_model_key(condition, stt.compute_type)], warm, rule, language="en", beam_size=beam_size, prompt=condition.prompt,
+                   ladder=condition.ladder)
     rows: dict[str, dict[str, Any]] = {c.label: {"errors": 0, "raw_errors": 0, "words": 0, "ms": [], "paths": {}, "wrong": []} for c in conditions}
     for index, clip in enumerate(clips):
         # Rotate the order per clip so no condition always runs first (caches, other load).
@@ -228,7 +249,7 @@ def run_benchmark(settings: Any, conditions: Sequence[Condition], progress: Call
             rule = None if condition.window is None else WindowRule(*condition.window, max_window_s=None)
             started = time.perf_counter()
             heard = transcribe(models[_model_key(condition, stt.compute_type)], clip.samples, rule, language="en", beam_size=beam_size,
-                               prompt=condition.prompt)
+                               prompt=condition.prompt, ladder=condition.ladder)
             elapsed = time.perf_counter() - started
             errors, words = word_errors(clip.text, heard.text)
             raw_errors = errors if heard.window_text is None else word_errors(clip.text, heard.window_text)[0]
@@ -253,6 +274,8 @@ def run_benchmark(settings: Any, conditions: Sequence[Condition], progress: Call
             "window": None if condition.window is None else {"min_window_s": condition.window[0], "pad_s": condition.window[1]},
             "threads": condition.threads,
             "prompt": condition.prompt,
+            "compute_type": condition.compute_type,
+            "ladder": condition.ladder,
             "wer_percent": round(100 * row["errors"] / max(row["words"], 1), 2),
             "word_errors": row["errors"],
             # The short window's own decode, before a doubtful one is handed to the full path.
@@ -269,6 +292,7 @@ def run_benchmark(settings: Any, conditions: Sequence[Condition], progress: Call
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "model": stt.model_name,
         "beam_size": beam_size,
+        "corpus": corpus,
         "clips": len(clips),
         "words": rows[conditions[0].label]["words"],
         "clip_seconds": {"min": round(min(c.seconds for c in clips), 2), "max": round(max(c.seconds for c in clips), 2),

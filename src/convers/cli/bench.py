@@ -197,9 +197,12 @@ def reference_llm(host: str, port: int, ttft_ms: float, tokens_per_s: float) -> 
 @click.option("--threads", default="1", show_default=True, help="cpu_threads to compare, comma separated (e.g. 1,2).")
 @click.option("--beam-size", default=1, show_default=True)
 @click.option("--limit", type=int, help="Decode only the first N clips (a quick look; the choice needs them all).")
+@click.option("--corpus", type=click.Choice(["sentences", "short"]), default="sentences", show_default=True,
+              help="38 sentences and questions, or 24 answers of a word or a few said alone.")
 @click.option("--out", type=click.Path(path_type=Path), help="JSON result file (default bench/results/stt-<time>.json).")
 @click.pass_context
-def stt_bench(ctx: click.Context, conditions: str, threads: str, beam_size: int, limit: int | None, out: Path | None) -> None:
+def stt_bench(ctx: click.Context, conditions: str, threads: str, beam_size: int, limit: int | None, corpus: str,
+              out: Path | None) -> None:
     """Whisper word error rate and decode time per encoder window (espeak-ng and Piper voices)."""
     from convers.bench.stt import (
         parse_conditions,
@@ -215,7 +218,8 @@ def stt_bench(ctx: click.Context, conditions: str, threads: str, beam_size: int,
         raise click.UsageError(str(error)) from None
     settings = settings_from(ctx)
     try:
-        result = run_benchmark(settings, chosen, progress=lambda text: click.echo(text, err=True), beam_size=beam_size, limit=limit)
+        result = run_benchmark(settings, chosen, progress=lambda text: click.echo(text, err=True), beam_size=beam_size,
+                               limit=limit, corpus=corpus)
     except (RuntimeError, ValueError, OSError) as error:
         raise click.ClickException(str(error)) from None
     print_table(result, click.echo)

@@ -37,7 +37,7 @@ FILLER_PROMPT = "Umm, let me think like, hmm... Okay, here's what I'm, like, thi
 
 # faster-whisper's defaults for when a decode is not to be trusted (transcribe(): compression_ratio_threshold,
 # log_prob_threshold, no_speech_threshold). Past the first two its own path retries at higher temperatures;
-# we hand such an utterance to that path instead.
+# we hand such an utterance to the 30 s window instead (`transcribe` says how).
 COMPRESSION_RATIO_THRESHOLD = 2.4
 LOG_PROB_THRESHOLD = -1.0
 NO_SPEECH_THRESHOLD = 0.6
@@ -152,13 +152,18 @@ class WindowDecode:
         return self.avg_logprob < LOG_PROB_THRESHOLD or not any(c.isalnum() for c in self.text)
 
     @property
+    def looping(self) -> bool:
+        """The decode repeats itself (or ran into its token limit): a failure mode, not speech."""
+        return self.truncated or (not self.silent and self.compression > COMPRESSION_RATIO_THRESHOLD)
+
+    @property
     def doubtful(self) -> bool:
         """faster-whisper would retry at a higher temperature (and this is not silence)."""
-        if self.truncated:
+        if self.looping:
             return True
         if self.silent:
             return False
-        return self.compression > COMPRESSION_RATIO_THRESHOLD or self.avg_logprob < LOG_PROB_THRESHOLD
+        return self.avg_logprob < LOG_PROB_THRESHOLD
 
 
 def token_limit(frames: int) -> int:
@@ -212,13 +217,20 @@ def decode_window(model: Any, samples: np.ndarray, frames: int, *, language: str
     return WindowDecode(text, avg_logprob, result.no_speech_prob, compression_ratio(text), truncated=len(tokens) >= limit)
 
 
+# faster-whisper's own temperatures: greedy first, then sampling ever more freely while a decode
+# fails the thresholds above.
+TEMPERATURE_LADDER = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
+
+
 def full_transcribe(model: Any, samples: np.ndarray, *, language: str | None, beam_size: int = 1,
-                    prompt: str | None = None) -> tuple[str, str | None]:
+                    prompt: str | None = None,
+                    temperatures: tuple[float, ...] = TEMPERATURE_LADDER) -> tuple[str, str | None]:
     """faster-whisper's own path: 30 s windows, its temperature fallback. Returns (text, language)."""
     segments, info = model.transcribe(
         samples,
         language=language,
         beam_size=beam_size,
+        temperature=list(temperatures),
         initial_prompt=prompt or None,
         vad_filter=False,  # our own VAD already cut the utterance
         condition_on_previous_text=False,
@@ -231,9 +243,10 @@ def full_transcribe(model: Any, samples: np.ndarray, *, language: str | None, be
 @dataclass(frozen=True)
 class WindowedTranscript:
     """What `transcribe` heard, and how: `path` is "window", "full" (too long for a short window, no
-    rule, or a language to detect) or "retry" (the short decode looked like one faster-whisper would
-    retry at a higher temperature, so its own path decided). `window_text` is the short decode's text
-    even where it was not used (what `convers bench stt` scores the window on)."""
+    rule, or a language to detect), "retry" (the short decode was unsure, so the 30 s window decided,
+    greedy) or "ladder" (the short decode looped, so faster-whisper's own path with its temperature
+    fallback decided). `window_text` is the short decode's text even where it was not used (what
+    `convers bench stt` scores the window on)."""
 
     text: str
     language: str | None
@@ -243,17 +256,30 @@ class WindowedTranscript:
 
 def transcribe(
     model: Any, samples: np.ndarray, rule: WindowRule | None, *, language: str | None, beam_size: int = 1,
-    prompt: str | None = None,
+    prompt: str | None = None, ladder: bool = False,
 ) -> WindowedTranscript:
-    """A short window where the rule allows it, else faster-whisper's full path; `prompt` as the previous text."""
+    """A short window where the rule allows it, else faster-whisper's full path; `prompt` as the previous text.
+
+    `ladder` sends every unsure short decode through faster-whisper's whole temperature fallback
+    (what this did before; `convers bench stt` compares the two with a "!ladder" condition).
+    """
     frames = None if rule is None or language is None else window_frames(len(samples) / 16000, rule)
     # A model without faster-whisper's encode step (a stand-in that only transcribes) takes its own path.
     if frames is None or not hasattr(model, "encode"):
         return WindowedTranscript(*full_transcribe(model, samples, language=language, beam_size=beam_size,
                                                    prompt=prompt), "full")
     decoded = decode_window(model, samples, frames, language=language, beam_size=beam_size, prompt=prompt)
-    if decoded.doubtful:
+    if decoded.looping or (decoded.doubtful and ladder):
         text, detected = full_transcribe(model, samples, language=language, beam_size=beam_size, prompt=prompt)
+        return WindowedTranscript(text, detected, "ladder", decoded.text)
+    if decoded.doubtful:
+        # Unsure, mostly a word or two said alone ("Sam", "pizza", "at seven"): the 30 s window the
+        # model was trained on, greedy, once. faster-whisper's sampling temperatures after that are
+        # each another 30 s decode: on 120 short answers (20 retried) the whole ladder took p95
+        # 1866 ms against 753 and heard 3 words fewer (`convers bench stt --corpus short`,
+        # docs/benchmarks.md). Sampling is what breaks a loop, so loops still take the ladder.
+        text, detected = full_transcribe(model, samples, language=language, beam_size=beam_size, prompt=prompt,
+                                         temperatures=(0.0,))
         return WindowedTranscript(text, detected, "retry", decoded.text)
     text = "" if decoded.silent else decoded.text
     return WindowedTranscript(text, language, "window", text)
