@@ -181,6 +181,10 @@ def test_word_errors_count_edits_after_normalising() -> None:
     assert word_errors("My favourite color is green.", "my favorite colour is green") == (0, 5)
     assert word_errors("turn off the lights", "turn of lights please") == (3, 4)
     assert word_errors("", "") == (0, 0)
+    # Whisper writes numbers in digits; the words said are what count.
+    assert normalise("At 7, or 21.") == ["at", "seven", "or", "twenty", "one"]
+    assert normalise("1,000 people") == ["one", "thousand", "people"]
+    assert word_errors("twenty", "20.") == (0, 1) and word_errors("tomorrow at five", "Tomorrow at 5") == (0, 3)
 
 
 @pytest.mark.parametrize(

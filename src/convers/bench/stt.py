@@ -106,8 +106,14 @@ class Clip:
 
 
 def normalise(text: str) -> list[str]:
-    """Words for scoring: lower case, no punctuation (apostrophes kept), British and American spellings as one."""
-    text = text.lower().replace("-", " ").replace("favorite", "favourite").replace("color", "colour")
+    """Words for scoring: lower case, no punctuation (apostrophes kept), British and American spellings
+    as one, and a whole number in digits as its words (Whisper writes "twenty" as "20")."""
+    from num2words import num2words
+
+    text = text.lower().replace("favorite", "favourite").replace("color", "colour")
+    text = re.sub(r"(?<=\d),(?=\d{3}\b)", "", text)  # 1,000
+    text = re.sub(r"\b\d+\b", lambda number: " " + num2words(int(number.group()), lang="en") + " ", text)
+    text = text.replace("-", " ").replace(",", " ")
     return re.sub(r"[^a-z0-9' ]+", " ", text).split()
 
 

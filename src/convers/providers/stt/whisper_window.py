@@ -276,7 +276,7 @@ def transcribe(
         # Unsure, mostly a word or two said alone ("Sam", "pizza", "at seven"): the 30 s window the
         # model was trained on, greedy, once. faster-whisper's sampling temperatures after that are
         # each another 30 s decode: on 120 short answers (20 retried) the whole ladder took p95
-        # 1866 ms against 753 and heard 3 words fewer (`convers bench stt --corpus short`,
+        # 1.8-1.9 s against 0.75-0.8 and heard 3 words fewer (`convers bench stt --corpus short`,
         # docs/benchmarks.md). Sampling is what breaks a loop, so loops still take the ladder.
         text, detected = full_transcribe(model, samples, language=language, beam_size=beam_size, prompt=prompt,
                                          temperatures=(0.0,))
