@@ -109,6 +109,7 @@ async def run_loopback(
         EventKind.SPECULATION_START: 0, EventKind.SPECULATION_COMMIT: 0, EventKind.SPECULATION_DISCARD: 0
     }
     session_barge: dict[int, dict[str, Any]] = {}
+    judged: list[dict[str, Any]] = []
 
     def on_event(event: dict[str, Any]) -> None:
         kind = event["event"]
@@ -122,6 +123,8 @@ async def run_loopback(
             session_barge[int(event["turn"])] = event
         elif kind in speculation_events:
             speculation_events[kind] += 1
+        elif kind == "turn_judged":
+            judged.append({key: event.get(key) for key in ("pause_s", "probability", "transcript", "silence_needed_s")})
 
     session.events.listeners.append(on_event)
     runner = asyncio.create_task(session.run())
@@ -170,6 +173,7 @@ async def run_loopback(
             )
             plans.append(plan)
             seen = len(user_turns)
+            judged_before = len(judged)
             await transport.say_nowait(utterance.frame, at_s=first_frame * FRAME_S)
 
             def answered() -> bool:
@@ -185,6 +189,7 @@ async def run_loopback(
                 plan.error = "no reply" if len(user_turns) > seen else "no user turn (STT heard nothing?)"
                 if len(user_turns) > seen:
                     plan.turn, plan.transcript = user_turns[-1]
+            plan.judged = judged[judged_before:]
             progress(
                 f"  turn {index + 1}/{config.turns}{' (barge-in)' if barge else ''}: "
                 f"{plan.transcript or plan.error!s}"
@@ -213,7 +218,7 @@ async def run_loopback(
         server_llm = served_llm(server_requests, marks)
         spec = ("hit" if speculated(marks) else "miss") if speculation else "off"
         # In process the first frame is heard as it is handed over: sent and arrived are one moment.
-        turns.append(turn_figures(plan, marks, min(sent), min(sent), spec, server_llm))
+        turns.append({**turn_figures(plan, marks, min(sent), min(sent), spec, server_llm), "judged": plan.judged})
 
     barge_ins = []
     for plan in plans:

@@ -12,8 +12,9 @@ import shutil
 import subprocess
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -89,6 +90,8 @@ class TurnPlan:
     turn: int | None = None
     transcript: str = ""
     error: str | None = None
+    # The end-of-turn verdict at each pause while this turn was spoken (the session's turn_judged events).
+    judged: list[dict[str, Any]] = field(default_factory=list)
 
 
 async def wait_until(condition: Callable[[], bool], timeout_s: float, step_s: float = 0.01) -> bool:

@@ -72,6 +72,10 @@ QUESTIONS: tuple[str, ...] = (
     "why is the sky blue",
     "when does the next train leave",
     "what do you think about learning piano at forty",
+    # Ending on a preposition or "that": the words alone cannot end these (turn_end.STRANDABLE_WORDS).
+    "where are you from",
+    "what are you looking for",
+    "what did you mean by that",
 )
 STATEMENTS: tuple[str, ...] = (
     "my name is alex and i really like jazz music",
@@ -87,6 +91,7 @@ STATEMENTS: tuple[str, ...] = (
 )
 SHORT_ANSWERS: tuple[str, ...] = (
     "yes", "no thanks", "Sam", "tomorrow at five", "sure", "maybe later", "the blue one", "twenty minutes",
+    "i hope so",
 )
 # (before the pause, after it, pause in seconds)
 PAUSED: tuple[tuple[str, str, float], ...] = (

@@ -10,6 +10,9 @@ done" never holds a finished sentence longer than the plain silence rule would.
   - words that cannot end a sentence (a preposition, article, conjunction, possessive, a filler,
     a trailing comma) or that hold the turn ("let me think", "hang on") -> not done: wait up to
     `thinking_pause_s`;
+  - a continuing word that also ends whole sentences (a preposition or "that" at the end of a
+    wh-question with Whisper's "?", "so" with its ".") -> the model's "done" ends the turn now;
+    else wait up to `thinking_pause_s`;
   - a trailing "..." after other words -> the model's "not done" waits for a thinking pause, else
     the silence rule;
   - a question, or a short complete answer ("Sam.", "Yes.", "Tomorrow at five.") -> done now;
@@ -46,7 +49,7 @@ from convers.events import EventLog
 
 log = logging.getLogger(__name__)
 
-Ending = Literal["continues", "trails_off", "question", "short_answer", "statement", "no_words"]
+Ending = Literal["continues", "stranded", "trails_off", "question", "short_answer", "statement", "no_words"]
 
 # Words after which an English sentence cannot stop: articles, prepositions, conjunctions,
 # possessives, subject pronouns, fillers. Auxiliaries ("can", "do") are left out: "Yes, I can." is a
@@ -93,8 +96,20 @@ AUXILIARIES = frozenset({
     "do", "does", "did", "can", "could", "will", "would", "should", "shall", "may", "might", "must",
     "is", "are", "was", "were", "am", "have", "has", "had",
 })
+# Continuing words that also end whole sentences: a preposition (or "that") left at the end of a
+# wh-question ("Where are you from?", "Who did you go with?", "What did you mean by that?"), and "so"
+# in "I think so.". There the words cannot tell, so the model decides ("stranded"). Only with
+# Whisper's own "?" after a wh-word, or "." after "so": Whisper also writes "Could you tell me how
+# to?" and "My daughter started school in." for sentences cut at a pause, and on synthetic speech
+# smart-turn called such cuts done (0.95): outside a wh-question a stranded preposition is nearly
+# always a sentence that goes on (docs/benchmarks.md, "Ending the turn").
+STRANDABLE_IN_QUESTIONS = frozenset({
+    "to", "for", "of", "in", "on", "at", "with", "from", "by", "about", "into", "over", "under",
+    "that", "which", "who", "whom", "when", "where",
+})
+WH_WORDS = frozenset({"what", "where", "who", "whom", "whose", "which", "how", "what's", "where's", "who's"})
 # The endings where the model's verdict can change when a pause ends a turn (silence_needed_s).
-MODEL_DECIDES = frozenset({"statement", "trails_off"})
+MODEL_DECIDES = frozenset({"statement", "trails_off", "stranded"})
 # A short complete answer: this many words or fewer, not ending on a continuing word.
 SHORT_ANSWER_WORDS = 3
 _WORD = re.compile(r"[a-z0-9']+")
@@ -106,9 +121,15 @@ def transcript_ending(text: str) -> Ending:
     words = _WORD.findall(stripped.lower())
     if not words:
         return "no_words"
-    if words[-1] in CONTINUING_WORDS or words[-1] in STRANDED_CONTRACTIONS or stripped.endswith((",", "-", "—", ";", ":")):
+    if stripped.endswith((",", "-", "—", ";", ":")) or words[-1] in STRANDED_CONTRACTIONS:
         return "continues"
     if any(tuple(words[-len(phrase):]) == phrase for phrase in HOLDING_PHRASES):
+        return "continues"  # before the stranded words: "Hang on." holds the turn
+    if words[-1] in CONTINUING_WORDS:
+        if stripped.endswith("?") and words[0] in WH_WORDS and words[-1] in STRANDABLE_IN_QUESTIONS:
+            return "stranded"
+        if words[-1] == "so" and stripped.endswith(".") and not stripped.endswith(("...", "…")):
+            return "stranded"
         return "continues"
     if words[-1] in COPULAS and len(words) > 1 and words[-2] not in ENDS_AFTER_PRONOUN:
         return "continues"  # with or without an ellipsis: "My favourite film is..."
@@ -138,6 +159,10 @@ def silence_needed_s(
         ending = transcript_ending(transcript)
         if ending == "continues":
             return timing.thinking_pause_s
+        if ending == "stranded":
+            # Whole ("Where are you from?") or cut ("Can you remind me to?"): the model's "done"
+            # ends it at once; until it has answered, and after a "not done", the thinking pause.
+            return timing.turn_check_pause_s if model_done else timing.thinking_pause_s
         if ending == "trails_off":
             model_not_done = model_probability is not None and not model_done
             return timing.thinking_pause_s if model_not_done else timing.end_of_turn_silence_s
