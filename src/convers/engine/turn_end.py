@@ -102,7 +102,7 @@ AUXILIARIES = frozenset({
 # Whisper's own "?" after a wh-word, or "." after "so": Whisper also writes "Could you tell me how
 # to?" and "My daughter started school in." for sentences cut at a pause, and on synthetic speech
 # smart-turn called such cuts done (0.95): outside a wh-question a stranded preposition is nearly
-# always a sentence that goes on (docs/benchmarks.md, "Ending the turn").
+# always a sentence that goes on (docs/benchmarks.md, "End of turn", questions that end on a preposition).
 STRANDABLE_IN_QUESTIONS = frozenset({
     "to", "for", "of", "in", "on", "at", "with", "from", "by", "about", "into", "over", "under",
     "that", "which", "who", "whom", "when", "where",
@@ -160,7 +160,7 @@ def silence_needed_s(
         if ending == "continues":
             return timing.thinking_pause_s
         if ending == "stranded":
-            # Whole ("Where are you from?") or cut ("Can you remind me to?"): the model's "done"
+            # Whole ("Where are you from?") or cut ("What do you think about?"): the model's "done"
             # ends it at once; until it has answered, and after a "not done", the thinking pause.
             return timing.turn_check_pause_s if model_done else timing.thinking_pause_s
         if ending == "trails_off":
