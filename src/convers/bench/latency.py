@@ -39,6 +39,7 @@ from convers.bench.latency_script import (  # noqa: F401  (re-exported: other be
     TurnPlan,
     Utterance,
     frame_index,
+    judged_record,
     speak,
     speech_span,
     wait_until,
@@ -124,7 +125,7 @@ async def run_loopback(
         elif kind in speculation_events:
             speculation_events[kind] += 1
         elif kind == "turn_judged":
-            judged.append({key: event.get(key) for key in ("pause_s", "probability", "transcript", "silence_needed_s")})
+            judged.append(judged_record(event))
 
     session.events.listeners.append(on_event)
     runner = asyncio.create_task(session.run())

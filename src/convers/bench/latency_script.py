@@ -94,6 +94,12 @@ class TurnPlan:
     judged: list[dict[str, Any]] = field(default_factory=list)
 
 
+def judged_record(event: dict[str, Any]) -> dict[str, Any]:
+    """What one `turn_judged` event says a pause was judged on: the model's probability, the
+    provisional transcript, and the silence it set (kept per turn by `bench latency` and `bench turns`)."""
+    return {key: event.get(key) for key in ("pause_s", "probability", "transcript", "silence_needed_s")}
+
+
 async def wait_until(condition: Callable[[], bool], timeout_s: float, step_s: float = 0.01) -> bool:
     """Polls `condition` until it holds (True) or `timeout_s` passes (False)."""
     deadline = time.monotonic() + timeout_s

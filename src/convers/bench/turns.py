@@ -49,6 +49,7 @@ from convers.bench.latency import (
     FRAME_S,
     MIC_RATE,
     describe,
+    judged_record,
     machine_info,
     speak,
     speech_span,
@@ -331,7 +332,7 @@ async def run_provider(
             user_turns.append(int(event["turn"]))
             heard[int(event["turn"])] = str(event.get("text", ""))
         elif event["event"] == "turn_judged":
-            judged.append({key: event.get(key) for key in ("pause_s", "probability", "transcript", "silence_needed_s")})
+            judged.append(judged_record(event))
         elif event["event"] in ("llm_first_token", "first_chunk", "first_audio_out"):
             current = session.current
             if current is not None and current.turn == event.get("turn"):
