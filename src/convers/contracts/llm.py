@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol, runtime_checkable
 
@@ -98,3 +98,41 @@ class ToolCallingModel(Protocol):
 def supports_tools(llm: object) -> bool:
     """Whether `llm` takes a `tools` argument (and may yield ToolCall items)."""
     return bool(getattr(llm, "supports_tools", False))
+
+
+@dataclass(frozen=True)
+class PromptReading:
+    """How much of one request's prompt the model had to read; the rest came from its cache.
+
+    `purpose` is "reply" for a request that answers, "prefill" for one that only reads ahead.
+    """
+
+    purpose: str
+    prompt_tokens: int
+    read_tokens: int
+    read_ms: float
+
+
+ReadingReport = Callable[[PromptReading], None]
+
+
+@runtime_checkable
+class PromptCachingModel(Protocol):
+    """A LanguageModel that keeps each session's prompt in a cache of its own and can read ahead.
+
+    `for_session` gives the view one session streams through: its requests go to one cache slot,
+    and what each request had to read is reported to `on_reading`. `prefill` reads `messages` into
+    that cache with nothing to say, so that the next request reads only what was added since.
+    A prefill is an optimisation: it never raises, and a failed one costs only the time it took.
+    """
+
+    def for_session(self, key: str, on_reading: ReadingReport | None = None) -> LanguageModel: ...
+
+    async def prefill(self, messages: Sequence[ChatMessage]) -> None: ...
+
+
+def for_session(llm: LanguageModel, key: str, on_reading: ReadingReport | None = None) -> LanguageModel:
+    """`llm` as one session uses it: its own prompt cache where the model keeps one, else `llm` itself."""
+    if isinstance(llm, PromptCachingModel):
+        return llm.for_session(key, on_reading)
+    return llm

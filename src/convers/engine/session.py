@@ -14,8 +14,8 @@ from dataclasses import replace
 from typing import Any
 
 from convers.contracts.audio import AudioFrame
-from convers.contracts.events import AgentState, ErrorMessage, MetricsMessage, RecordingMessage, StateMessage
-from convers.contracts.llm import ChatMessage, LlmError
+from convers.contracts.events import AgentState, ErrorMessage, MetricsMessage, RecordingMessage, StateMessage, StatusMessage
+from convers.contracts.llm import ChatMessage, LlmError, PromptCachingModel, PromptReading, for_session
 from convers.contracts.memory import MemoryHit
 from convers.contracts.transport import InboundAudio, InboundPlayed, InboundText, Transport
 from convers.engine.agent_turn import AgentTurn
@@ -62,14 +62,18 @@ class Session:
         if parts.recorder is not None:
             transport = parts.recorder.wrap(transport)  # keeps a copy of the agent's audio per turn
         self.transport = transport
-        # Speech is normalised in the voice itself, so the reply and a speculative first chunk say the same.
-        self.parts = replace(parts, tts=SpokenTextTts.around(parts.tts))
-        # Tools are offered on every request of the session, the speculative ones included.
-        self.parts.llm = with_tools(parts.llm, parts.tools)
-        self.prompt = prompt
         self.events = events
         self.options = options or SessionOptions()
         self.session_id = session_id or uuid.uuid4().hex[:12]
+        # Speech is normalised in the voice itself, so the reply and a speculative first chunk say the same.
+        self.parts = replace(parts, tts=SpokenTextTts.around(parts.tts))
+        # The session's own view of the model: a prompt cache of its own where the model keeps one.
+        # Tools are offered on every request of the session, the speculative ones included.
+        self._cached_llm = for_session(parts.llm, self.session_id, self._on_reading)
+        self.parts.llm = with_tools(self._cached_llm, parts.tools)
+        self.prompt = prompt
+        # The prompt as an append-only log, so the model's cache keeps all but the newest words.
+        self.prompt_log = prompt.log()
         self.history: list[ChatMessage] = []
         self.current: AgentTurn | None = None
         self._next_turn = 1
@@ -87,8 +91,27 @@ class Session:
 
     def _messages(self, text: str, recalled: list[MemoryHit], history: list[ChatMessage] | None = None) -> list[ChatMessage]:
         """The prompt for `text` (a speculation builds the same one the reply will, if confirmed)."""
-        profile = self.parts.memory.profile_text() if self.parts.memory is not None else ""
-        return self.prompt.build(text, self.history if history is None else history, profile=profile, recalled=recalled)
+        return self.prompt_log.build(text, self.history if history is None else history, self._profile(), recalled)
+
+    def _profile(self) -> str:
+        return self.parts.memory.profile_text() if self.parts.memory is not None else ""
+
+    def _on_reading(self, reading: PromptReading) -> None:
+        self.events.emit(
+            "llm_prompt", purpose=reading.purpose, prompt_tokens=reading.prompt_tokens,
+            read_tokens=reading.read_tokens, read_ms=round(reading.read_ms, 1),
+        )
+
+    def read_ahead(self) -> None:
+        """Has the model read the prompt so far (system message and conversation) while the person
+        speaks, so that at the end of their turn only their words and its recall remain to read.
+        Not while a reply is generating: its request holds the session's cache slot."""
+        llm = self._cached_llm
+        if not isinstance(llm, PromptCachingModel):
+            return
+        if self.current is not None and self.current.generating:
+            return
+        self._spawn(llm.prefill(self.prompt_log.prefix(self.history, self._profile())))
 
     async def _recall(self, text: str, metrics: TurnMetrics) -> list[MemoryHit]:
         return await recall_within(self.parts.memory, text, self.options.recall_timeout_s, self.events, metrics)
@@ -104,6 +127,8 @@ class Session:
             await self._set_state("listening")
             if self.options.greet and self.parts.memory is not None:
                 self._spawn(greet(self, self.parts.memory, self.options.agent_name))
+            else:
+                self.read_ahead()  # the system message, read before the first words come
             async for event in self.transport.inbound():
                 if isinstance(event, InboundAudio):
                     await self._on_audio(event.frame)
@@ -187,6 +212,8 @@ class Session:
             recalled = await self._recall(text, agent_turn.metrics)
         # The user's message is already the last history entry; the builder appends it itself.
         messages = self._messages(text, recalled, self.history[:-1])
+        self.prompt_log.commit(self.history[-1], messages, recalled, self._profile())
+        failure: str | None = None
         try:
             if self.parts.tts is not None:
                 await self._set_state("speaking")
@@ -200,6 +227,7 @@ class Session:
             await streamer.run(messages, agent_turn.progress, agent_turn.metrics)
         except* LlmError as group:
             error = group.exceptions[0]
+            failure = f"the language model failed: {error}"
             self.events.emit("llm_error", turn=agent_turn.turn, error=str(error))
             await self.transport.send_event(ErrorMessage("llm_unavailable", str(error)).to_wire())
         except* Exception as group:
@@ -212,7 +240,26 @@ class Session:
             if speculative is not None:
                 speculative.mark_replayed(agent_turn.metrics)
                 speculative.discard()  # whatever the reply did not replay (a barge-in came first) stops now
+        await self._never_silent(agent_turn, failure)
         self._finish_generation(agent_turn)
+
+    async def _never_silent(self, agent_turn: AgentTurn, failure: str | None) -> None:
+        """A reply that said nothing (empty, only markup or an end token, or a model that failed
+        before its first word) is answered with a short line, and the reason is logged and shown:
+        the person never waits in silence for words that will not come."""
+        progress = agent_turn.progress
+        voiced = self.parts.tts is not None
+        if (progress.audio_ms > 0) if voiced else progress.text.strip():
+            return
+        reason = failure or ("the model wrote nothing" if not progress.text.strip() else
+                             f"nothing speakable in the model's reply {progress.text[:80]!r}")
+        log.warning("turn %d: %s; saying so instead of staying silent", agent_turn.turn, reason)
+        self.events.emit("reply_fallback", turn=agent_turn.turn, reason=reason)
+        await self.transport.send_event(StatusMessage("reply_fallback", agent_turn.turn, 0, reason).to_wire())
+        if voiced:
+            await self._set_state("speaking")
+        progress.chunks.clear()
+        await self._streamer.speak_text(self.options.fallback_line, progress, agent_turn.metrics)
 
     def _finish_generation(self, agent_turn: AgentTurn) -> None:
         """The reply is fully generated; its history entry stands unless a barge-in cuts it."""
@@ -278,6 +325,7 @@ class Session:
 
         agent_turn.task = asyncio.create_task(speak())
         await asyncio.gather(agent_turn.task, return_exceptions=True)
+        self.read_ahead()  # synthesised: while it plays, the model reads the prompt with it
 
     async def _on_audio(self, frame: AudioFrame) -> None:
         if self._voice is not None:

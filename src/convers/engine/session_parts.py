@@ -11,7 +11,7 @@ from convers.contracts.stt import SpeechToText
 from convers.contracts.tts import TextToSpeech
 from convers.contracts.turn import TurnEndModel
 from convers.contracts.vad import Vad
-from convers.engine.timing import ECHO_COMMIT_WAIT_S, BargeInPolicy, SpeculationPolicy, TurnTiming
+from convers.engine.timing import ECHO_COMMIT_WAIT_S, FALLBACK_LINE, BargeInPolicy, SpeculationPolicy, TurnTiming
 from convers.engine.tool_calls import Toolbox
 
 if TYPE_CHECKING:
@@ -59,3 +59,5 @@ class SessionOptions:
     live_transcription: bool = True
     # Longest wait for memory's commit before the user's turn is echoed as not stored.
     echo_commit_wait_s: float = ECHO_COMMIT_WAIT_S
+    # Said when a reply has nothing to say (engine/session.py, `_never_silent`).
+    fallback_line: str = FALLBACK_LINE

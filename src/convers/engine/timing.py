@@ -127,3 +127,6 @@ ECHO_COMMIT_WAIT_S = 2.0
 # model is slow (a `status` event, again at every further multiple) instead of a silent "thinking".
 # A local model's first token takes 0.2-1.5 s on 2 cores with our prompts (`convers bench latency`).
 LLM_SLOW_NOTICE_S = 3.0
+
+# What the agent says when a reply came out empty or the model failed before its first word.
+FALLBACK_LINE = "Sorry, I lost my words there. Could you say that again?"

@@ -51,6 +51,8 @@ class SessionSide(Protocol):
 
     async def interrupt(self, reason: str = "interrupted") -> None: ...
 
+    def read_ahead(self) -> None: ...
+
 
 class VoiceTurns:
     """Hears one session's user and applies the barge-in arbiter's decisions to that session."""
@@ -87,6 +89,8 @@ class VoiceTurns:
         await self.apply(self.arbiter.heard(event, current))
         if isinstance(event, SpeechStarted):
             events.emit("speech_start", at=round(event.started_at, 4), over_agent=speaking)
+            if not speaking:
+                self.session.read_ahead()  # the model reads the prompt so far while the person speaks
         elif isinstance(event, UserTurnEnded):
             events.emit("speech_end", duration_s=round(event.speech_s, 3), reason=event.reason)
             speculation = self.hearing.claim(event)

@@ -37,16 +37,14 @@ def how_long_ago(then: datetime, now: datetime) -> str:
     return "over a year ago"
 
 
-def render_recall(hits: Sequence[MemoryHit], now: datetime | None = None, user_label: str = "they") -> str:
-    """The prompt section for recalled turns ('' when there are none), oldest first.
+def recall_lines(hits: Sequence[MemoryHit], now: datetime | None = None, user_label: str = "they") -> list[str]:
+    """One line per recalled turn, oldest first: when and who ("- 3 days ago, they said: ...").
 
-    Each line says when and who ("3 days ago, they said: ...") so the model can tell the user's
-    own words from its earlier replies, and does not mistake an old remark for today's news.
+    Saying who lets the model tell the user's own words from its earlier replies, and saying when
+    keeps it from mistaking an old remark for today's news.
     """
-    if not hits:
-        return ""
     now = now or datetime.now(UTC)
-    lines = [RECALL_HEADER]
+    lines = []
     for hit in sorted(hits, key=lambda h: _utc(h.turn.time)):
         turn = hit.turn
         if turn.kind == "digest":
@@ -56,4 +54,11 @@ def render_recall(hits: Sequence[MemoryHit], now: datetime | None = None, user_l
         else:
             who = f"{user_label} said"
         lines.append(f"- {how_long_ago(turn.time, now)}, {who}: {' '.join(hit.text.split())}")
-    return "\n".join(lines)
+    return lines
+
+
+def render_recall(hits: Sequence[MemoryHit], now: datetime | None = None, user_label: str = "they") -> str:
+    """Recalled turns as one section under RECALL_HEADER ('' when there are none), oldest first."""
+    if not hits:
+        return ""
+    return "\n".join([RECALL_HEADER, *recall_lines(hits, now, user_label)])

