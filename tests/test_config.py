@@ -101,14 +101,15 @@ def test_auto_llm_prefers_a_running_server_then_a_downloaded_gguf(tmp_path: Path
     from convers.packaged_models import SMOLLM2
 
     in_process = importlib.util.find_spec("xllamacpp") is not None
-    nothing = load_settings(environ={}, cli={"data_dir": str(tmp_path), "llm.base_url": "http://127.0.0.1:9"})
-    # No server answers: the packaged model talks; without it the error will say how to start a server.
+    # A configured server is the person's choice even while it does not answer (the error says so).
+    down = load_settings(environ={}, cli={"data_dir": str(tmp_path), "llm.base_url": "http://127.0.0.1:9"})
+    assert provider_name("llm", down) == "openai"
+    # Nothing configured and no server on the usual ports (none runs in CI): the packaged model talks.
+    nothing = load_settings(environ={}, cli={"data_dir": str(tmp_path)})
     assert provider_name("llm", nothing) == ("llama-cpp" if in_process and SMOLLM2.folder() else "openai")
     gguf = tmp_path / "model.gguf"
     gguf.write_bytes(b"GGUF" + b"\0" * 64)
-    with_file = load_settings(
-        environ={}, cli={"data_dir": str(tmp_path), "llm.base_url": "http://127.0.0.1:9", "llm.model_path": str(gguf)}
-    )
+    with_file = load_settings(environ={}, cli={"data_dir": str(tmp_path), "llm.model_path": str(gguf)})
     assert provider_name("llm", with_file) == ("llama-cpp" if in_process else "openai")
     with ScriptedLlmServer().running_in_thread() as server:
         served = load_settings(

@@ -86,7 +86,7 @@ def test_serve_makes_the_data_dir_private(tmp_path: Path, monkeypatch) -> None:
     from convers.cli import serve
 
     data = tmp_path / "data"
-    monkeypatch.setattr(serve, "run_server", lambda *args: None)
+    monkeypatch.setattr(serve, "run_server", lambda *args, **kwargs: None)
     monkeypatch.setattr(serve, "build_app", lambda *args: None)
     from click.testing import CliRunner
 

@@ -243,10 +243,10 @@ def test_a_window_never_starts_with_a_result_whose_call_was_cut() -> None:
     ]
     assert without_orphans(history[1:]) == history[2:]
     assert without_orphans(history) == history[2:]
-    # A window that reaches back to the result but not to the question: the result goes too.
+    # A trimmed window starts at a user message, never at a result whose call went.
     prompt = PromptBuilder(persona="P", rolling_chars=len("{}Noon.thanks") + 1)
     messages = prompt.build("bye", [ChatMessage("user", "time?"), *history])
-    assert [(m.role, m.content) for m in messages[1:]] == [("assistant", "Noon."), ("user", "thanks"), ("user", "bye")]
+    assert [(m.role, m.content) for m in messages[1:]] == [("user", "thanks"), ("user", "bye")]
 
 
 async def test_a_prefetched_reply_that_calls_a_tool_replays_the_call_and_goes_on() -> None:

@@ -70,6 +70,9 @@ class LlmSettings(Section):
     context_tokens: int = Field(default=4096, ge=256)
     # llama-cpp: sessions whose prompts stay cached side by side (one slot each; more share in turn).
     slots: int = Field(default=2, ge=1, le=64)
+    # While the person speaks, have the model read the prompt so far (llama-server and llama-cpp),
+    # so that at the end of their turn only their words are left to read.
+    read_ahead: bool = True
     # One thread by default: on 2 cores STT, TTS and the LLM otherwise fight (measured).
     threads: int = Field(default=1, ge=1)
     options: dict[str, Any] = Field(default_factory=dict)

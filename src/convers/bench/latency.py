@@ -111,10 +111,13 @@ async def run_loopback(
     }
     session_barge: dict[int, dict[str, Any]] = {}
     judged: list[dict[str, Any]] = []
+    readings: list[tuple[float, dict[str, Any]]] = []  # (when, the llm_prompt event): what the model read
 
     def on_event(event: dict[str, Any]) -> None:
         kind = event["event"]
-        if kind == EventKind.USER_TURN:
+        if kind == EventKind.LLM_PROMPT:
+            readings.append((session.events.now(), event))
+        elif kind == EventKind.USER_TURN:
             user_turns.append((int(event["turn"]), str(event["text"])))
         elif kind in (EventKind.LLM_FIRST_TOKEN, EventKind.FIRST_CHUNK, EventKind.FIRST_AUDIO_OUT):
             current = session.current
@@ -209,17 +212,19 @@ async def run_loopback(
 
     server_requests = list(reference.requests) if reference is not None else []
     turns = []
-    for plan in plans:
+    ends = [plan.true_end for plan in plans[1:]] + [float("inf")]
+    for plan, next_end in zip(plans, ends, strict=True):
+        model_read = model_reading(readings, plan.true_start, plan.true_end, next_end)
         marks = metrics_by_turn[plan.turn].marks if plan.turn in metrics_by_turn else {}
         sent = [s.at for s in transport.sent if s.turn == plan.turn]
         if plan.error or not sent or "first_audio_out" not in marks:
             turns.append({"index": plan.index, "text": plan.text, "transcript": plan.transcript, "turn": plan.turn,
-                          "barge_in": plan.barge_in, "error": plan.error or "no audio", "ttfa_ms": None})
+                          "barge_in": plan.barge_in, "error": plan.error or "no audio", "ttfa_ms": None, **model_read})
             continue
         server_llm = served_llm(server_requests, marks)
         spec = ("hit" if speculated(marks) else "miss") if speculation else "off"
         # In process the first frame is heard as it is handed over: sent and arrived are one moment.
-        turns.append({**turn_figures(plan, marks, min(sent), min(sent), spec, server_llm), "judged": plan.judged})
+        turns.append({**turn_figures(plan, marks, min(sent), min(sent), spec, server_llm), "judged": plan.judged, **model_read})
 
     barge_ins = []
     for plan in plans:
@@ -258,6 +263,40 @@ async def run_loopback(
     }
 
 
+def seed_returning(settings: Any) -> str:
+    """Seeds settings.data_dir with a returning person (bench/returning.py); returns the agent's name."""
+    from convers import registry
+    from convers.bench.returning import seed_returning_person
+    from convers.memory.store import SqliteMemoryStore
+
+    settings.data_path.mkdir(parents=True, exist_ok=True)
+    embedder = registry.create("embedder", settings.embedder.provider, settings)
+    store = SqliteMemoryStore.from_settings(settings, embedder)
+    try:
+        person = seed_returning_person(settings.data_path, store)
+    finally:
+        store.close()
+    return person.agent_name
+
+
+def model_reading(
+    readings: Sequence[tuple[float, dict[str, Any]]], speech_start: float, speech_end: float, next_end: float
+) -> dict[str, Any]:
+    """What the model read for one turn: the first reply request that ended after the person
+    stopped speaking (before the next turn ended), and the prefills while they spoke.
+
+    A model that reports nothing (the reference LLM, Ollama) gives None for each figure.
+    """
+    reply = next((event for at, event in readings if event["purpose"] == "reply" and speech_end < at < next_end), None)
+    ahead = [event for at, event in readings if event["purpose"] == "prefill" and speech_start - 1.0 <= at <= speech_end + 1.0]
+    return {
+        "prompt_tokens": reply["prompt_tokens"] if reply else None,
+        "read_tokens": reply["read_tokens"] if reply else None,
+        "read_ms": reply["read_ms"] if reply else None,
+        "prefill_read_tokens": sum(int(event["read_tokens"]) for event in ahead) if ahead else None,
+    }
+
+
 def served_llm(requests: Sequence[Any], marks: dict[str, float]) -> tuple[float, float] | None:
     """The reference server's (received, first token written) for the request the reply's first token came from.
 
@@ -291,7 +330,12 @@ def run_benchmark(
 
     with tempfile.TemporaryDirectory(prefix="convers-bench-") as scratch:
         scratch_path = Path(scratch)
-        utterances = [speak(q, scratch_path, config.words_per_minute) for q in QUESTIONS]
+        questions: Sequence[str] = QUESTIONS
+        if config.returning:
+            from convers.bench.returning import first_person_questions, returning_conversation
+
+            questions = first_person_questions(returning_conversation())[: max(config.turns, 1)]
+        utterances = [speak(q, scratch_path, config.words_per_minute) for q in questions]
         interruptions = [speak(q, scratch_path, config.words_per_minute) for q in INTERRUPTIONS]
         runs = []
         reference = None
@@ -300,6 +344,9 @@ def run_benchmark(
             run_settings.data_dir = scratch_path / f"data-{'spec' if speculation else 'plain'}"
             run_settings.events.enabled = False
             run_settings.memory.enabled = config.memory
+            if config.returning and url is None:
+                run_settings.agent.name = seed_returning(run_settings)
+                progress(f"seeded a returning person's profile and memory in {run_settings.data_dir}")
             label = "as the server is set" if url else ("on" if speculation else "off")
             progress(f"speculation {label}: {config.turns} turns")
             if url is not None:

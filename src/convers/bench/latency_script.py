@@ -65,6 +65,9 @@ class LatencyConfig:
     memory: bool = True
     speculate_llm: bool = False
     turn_timeout_s: float = 25.0
+    # A person who comes back (bench/returning.py): a profile and a long memory are seeded first,
+    # and the questions are theirs, about their own life.
+    returning: bool = False
 
 
 @dataclass(frozen=True)

@@ -170,6 +170,12 @@ def summarize(turns: Sequence[dict[str, Any]], barge_ins: Sequence[dict[str, Any
         "critical_ms": {s: describe([t["critical_ms"][s] for t in ok]) for s in STAGES},
         "gaps_ms": {g: describe([t["gaps_ms"][g] for t in ok]) for g in (ok[0]["gaps_ms"] if ok else {})},
         "speculation_hits": sum(1 for t in ok if t["speculation"] == "hit"),
+        # What the model had to read per turn (a model that reports it: llama.cpp, in process or served).
+        "prompt_tokens": describe([t.get("prompt_tokens") for t in ok]),
+        "read_tokens": describe([t.get("read_tokens") for t in ok]),
+        "read_ms": describe([t.get("read_ms") for t in ok]),
+        # Turns the person heard nothing within 5 s of finishing (or at all).
+        "turns_silent_5s": len(turns) - sum(1 for t in ok if t["ttfa_ms"] <= 5000),
     }
     summary["barge_in"] = {
         "count": len(barge_ins),

@@ -83,6 +83,7 @@ def turns_bench(ctx: click.Context, providers: str, voices: str, limit: int, kin
 @click.option("--tokens-per-s", default=30.0, show_default=True, help="Reference LLM token rate.")
 @click.option("--speculate-llm/--no-speculate-llm", default=None, help="With speculation on, also start the LLM in the end-of-turn silence (default: settings speculation.llm).")
 @click.option("--memory/--no-memory", default=True, show_default=True, help="Recall from a fresh memory store each turn.")
+@click.option("--returning", is_flag=True, help="A person who comes back: seed a profile and a 380-turn memory, ask their own questions.")
 @click.option("--stt", "stt_provider", help="STT provider to run instead of settings.stt.provider (e.g. pocketsphinx, faster-whisper, auto).")
 @click.option("--tts", "tts_provider", help="TTS provider to run instead of settings.tts.provider (e.g. espeak-ng, piper, auto).")
 @click.option("--url", help="Drive a running `convers serve` instead: wss://HOST:PORT/ws?token=TOKEN.")
@@ -98,6 +99,7 @@ def latency_bench(
     tokens_per_s: float,
     speculate_llm: bool | None,
     memory: bool,
+    returning: bool,
     stt_provider: str | None,
     tts_provider: str | None,
     url: str | None,
@@ -124,6 +126,7 @@ def latency_bench(
         tokens_per_s=tokens_per_s,
         memory=memory,
         speculate_llm=settings.speculation.llm if speculate_llm is None else speculate_llm,
+        returning=returning,
     )
     modes = {"both": (False, True), "on": (True,), "off": (False,)}[speculation]
     try:
@@ -133,6 +136,21 @@ def latency_bench(
     print_table(result, click.echo)
     path = write_result(result, out)
     click.echo(f"wrote {path}")
+
+
+@bench.command("returning-person")
+@click.pass_context
+def returning_person(ctx: click.Context) -> None:
+    """Seed the data folder with a returning person (profile and a 380-turn memory), for
+    `convers serve` driven by `bench latency --url`; prints the questions they ask."""
+    from convers.bench.latency import seed_returning
+    from convers.bench.returning import first_person_questions, returning_conversation
+
+    settings = settings_from(ctx)
+    agent = seed_returning(settings)
+    click.echo(f"seeded {settings.data_path}: profile and memory; run serve with --set agent.name={agent}")
+    for question in first_person_questions(returning_conversation()):
+        click.echo(f"  {question}")
 
 
 @bench.command("tools")

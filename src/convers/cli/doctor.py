@@ -53,6 +53,11 @@ def selected_availability(kind: str, settings: Settings) -> tuple[str, Availabil
         except registry.UnknownProviderError as error:
             return chosen, Availability(False, str(error))
         picked = dict(resolution.candidates)[resolution.name]
+        if picked.usable:
+            # `auto` may pick what the person configured even while it is down (llm.base_url): say so.
+            actual = check_provider(kind, resolution.name, settings)
+            if not actual.usable:
+                return resolution.name, actual
         return resolution.name, Availability(picked.usable, resolution.detail)
     if chosen not in registry.installed(kind):
         return chosen, Availability(False, f"selected provider {chosen!r} is not installed")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -70,13 +71,18 @@ def serve(
     # Before the providers' worker threads start: one arena per core, not eight (native_memory.py).
     limit_heap_arenas(os.cpu_count() or 2)
     app = build_app(settings, token)
-    click.echo("convers is listening. Open one of these (the browser will warn about the self-signed")
-    click.echo("certificate the first time; accept it for this address):")
-    for url in open_urls(server.host, server.port, token):
-        click.echo(f"  {url}")
-    if token is not None:
-        click.echo("Anyone with this link can talk to the agent and read its memory: `convers token rotate` revokes it.")
-    run_server(app, settings, certificate)
+    click.echo("convers is loading its models...")
+
+    def listening() -> None:
+        # Printed once the port accepts connections (after the models are warm): the first click works.
+        click.echo("convers is listening. Open one of these (the browser will warn about the self-signed")
+        click.echo("certificate the first time; accept it for this address):")
+        for url in open_urls(server.host, server.port, token):
+            click.echo(f"  {url}")
+        if token is not None:
+            click.echo("Anyone with this link can talk to the agent and read its memory: `convers token rotate` revokes it.")
+
+    run_server(app, settings, certificate, on_listening=listening)
 
 
 def data_dir_message(data_dir: Path, error: OSError) -> str:
@@ -137,14 +143,22 @@ def llm_notices(settings: Settings, name: str) -> list[dict[str, str]]:
     return [{"code": "no_llm", "message": f"No language model is answering ({name}): {availability.detail}"}]
 
 
-def run_server(app: Any, settings: Settings, certificate: Any) -> None:
+def run_server(app: Any, settings: Settings, certificate: Any, on_listening: Callable[[], None] = lambda: None) -> None:
+    """Runs uvicorn until stopped; `on_listening` is called once its socket accepts connections."""
     import uvicorn
 
     from convers.transports.browser.server import uvicorn_config
 
+    class Server(uvicorn.Server):
+        async def startup(self, sockets: Any = None) -> None:
+            # The app's start hook (warming the models) runs first, then the socket is bound.
+            await super().startup(sockets)
+            if self.started:
+                on_listening()
+
     level = logging.getLogger().getEffectiveLevel()
     log_level = "info" if level <= logging.INFO else "warning"
-    uvicorn.Server(uvicorn_config(app, settings.server.host, settings.server.port, certificate, log_level)).run()
+    Server(uvicorn_config(app, settings.server.host, settings.server.port, certificate, log_level)).run()
 
 
 @click.group()

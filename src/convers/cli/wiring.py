@@ -168,6 +168,7 @@ def session_options(settings: Settings, greet: bool = True, finish_reply_on_inpu
         barge_in=settings.barge_in,
         speculation=settings.speculation,
         live_transcription=settings.stt.streaming,
+        read_ahead=settings.llm.read_ahead,
     )
 
 
@@ -237,6 +238,7 @@ async def warm_up(*providers: Any) -> dict[str, float]:
     allocations a load alone leaves for the first use. Returns seconds per provider; a failure
     is logged and skipped: a cold provider is slower, not broken.
     """
+    import inspect
     import time
 
     from convers.contracts.audio import AudioFrame
@@ -249,7 +251,11 @@ async def warm_up(*providers: Any) -> dict[str, float]:
         started = time.perf_counter()
         try:
             if hasattr(provider, "warm_up"):
-                await provider.warm_up()
+                # Model loading; a provider whose warm_up blocks (the memory store's) runs in a thread.
+                if inspect.iscoroutinefunction(provider.warm_up):
+                    await provider.warm_up()
+                else:
+                    await asyncio.to_thread(provider.warm_up)
             if hasattr(provider, "transcribe"):
                 await provider.transcribe(AudioFrame(b"\x00\x00" * (provider.sample_rate // 2), provider.sample_rate))
             elif hasattr(provider, "synthesize"):

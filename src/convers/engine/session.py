@@ -107,7 +107,7 @@ class Session:
         speaks, so that at the end of their turn only their words and its recall remain to read.
         Not while a reply is generating: its request holds the session's cache slot."""
         llm = self._cached_llm
-        if not isinstance(llm, PromptCachingModel):
+        if not self.options.read_ahead or not isinstance(llm, PromptCachingModel):
             return
         if self.current is not None and self.current.generating:
             return

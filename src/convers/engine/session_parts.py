@@ -59,5 +59,7 @@ class SessionOptions:
     live_transcription: bool = True
     # Longest wait for memory's commit before the user's turn is echoed as not stored.
     echo_commit_wait_s: float = ECHO_COMMIT_WAIT_S
+    # Have the model read the prompt so far while the person speaks (a model with a prompt cache).
+    read_ahead: bool = True
     # Said when a reply has nothing to say (engine/session.py, `_never_silent`).
     fallback_line: str = FALLBACK_LINE

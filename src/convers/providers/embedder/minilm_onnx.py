@@ -137,6 +137,17 @@ def build_fp32_graph(weights: dict[str, np.ndarray], config: dict[str, object]) 
     return model
 
 
+class _DropMessage(logging.Filter):
+    """Drops log records whose message contains `text`."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__()
+        self.text = text
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return self.text not in record.getMessage()
+
+
 def build_int8_graph(weights: dict[str, np.ndarray], config: dict[str, object], target: Path) -> Path:
     """Writes the int8 graph to `target` (atomically: a half-written file is never found). Needs `onnx`."""
     import onnx
@@ -148,7 +159,15 @@ def build_int8_graph(weights: dict[str, np.ndarray], config: dict[str, object], 
         int8 = Path(scratch) / "int8.onnx"
         onnx.save(build_fp32_graph(weights, config), str(fp32))
         # Only the weight MatMuls (constant right side) are quantized; attention stays float32.
-        quantize_dynamic(str(fp32), str(int8), op_types_to_quantize=["MatMul"], per_channel=True,
-                         weight_type=QuantType.QInt8)
+        # onnxruntime advises "pre-processing" (shape inference, graph fusions) on the root logger for
+        # any graph without its marker; this graph is built here with every shape known and only its
+        # constant MatMuls quantized, so the advice is not for the person running convers.
+        advice = _DropMessage("pre-processing before quantization")
+        logging.getLogger().addFilter(advice)
+        try:
+            quantize_dynamic(str(fp32), str(int8), op_types_to_quantize=["MatMul"], per_channel=True,
+                             weight_type=QuantType.QInt8)
+        finally:
+            logging.getLogger().removeFilter(advice)
         os.replace(int8, target)
     return target

@@ -175,7 +175,13 @@ class OpenAICompatibleLlm:
 
     @classmethod
     def auto_choice(cls, settings: Settings) -> AutoChoice:
-        """A server the user started answers: the stronger sign of intent (and usually the bigger model)."""
+        """A server the user started answers: the stronger sign of intent (and usually the bigger model).
+
+        A server named in `llm.base_url` is chosen even when it does not answer now: the person said
+        which model to talk to, and a clear "cannot connect" beats a different model answering.
+        """
+        if settings.llm.base_url:
+            return AutoChoice(RANK_USER_MODEL + 10, True, f"llm.base_url {settings.llm.base_url} (configured)")
         available = cls.availability(settings)
         return AutoChoice(RANK_USER_MODEL + 10, available.usable, available.detail)
 
