@@ -58,7 +58,9 @@ class LlmSettings(Section):
     model: str | None = None
     api_key: str | None = None
     temperature: float = Field(default=0.7, ge=0.0, le=2.0)
-    max_tokens: int = Field(default=400, ge=1, le=32768)
+    # A spoken reply's longest length: 150 tokens is about 110 words, 40 s of speech. A small model
+    # that ignores "one to three sentences" otherwise talks for two minutes (400 was measured so).
+    max_tokens: int = Field(default=150, ge=1, le=32768)
     connect_timeout_s: float = Field(default=3.0, gt=0)
     # Longest wait for the first token (or any one read) before giving up.
     read_timeout_s: float = Field(default=60.0, gt=0)
@@ -75,6 +77,11 @@ class LlmSettings(Section):
     read_ahead: bool = True
     # One thread by default: on 2 cores STT, TTS and the LLM otherwise fight (measured).
     threads: int = Field(default=1, ge=1)
+    # llama-cpp: threads for reading the prompt; unset: every core up to 4. Nothing else on the
+    # critical path runs while the prompt is read (STT is done, TTS has nothing yet), so it may take
+    # them all; measured on 2 cores (packaged model, returning person, 8 turns): first audio p50
+    # 1658 ms with 1 prompt thread, 1232 ms with 2; 2 generation threads made it 2692 (Piper starved).
+    prompt_threads: int | None = Field(default=None, ge=1)
     options: dict[str, Any] = Field(default_factory=dict)
 
 
@@ -163,8 +170,10 @@ class MemorySettings(Section):
     provider: str = "sqlite"
     rolling_chars: int = Field(default=2000, ge=0)
     # Measured with `convers bench memory` (generated conversations, held-out half): recall@4 0.69,
-    # @6 0.76, @8 0.80; six short turns cost the prompt about 150 tokens.
-    recall_k: int = Field(default=6, ge=0, le=50)
+    # @6 0.76, @8 0.80. Each recalled turn is about 25 tokens the model reads before its first word
+    # (~100 ms on 2 cores): `bench latency --returning` read 140-180 tokens a turn with 6, 118 (p50)
+    # with 4, so 4 keeps a small machine near one second to first audio. Raise it with a fast model.
+    recall_k: int = Field(default=4, ge=0, le=50)
     # Recalled turns scoring under this fused similarity are left out of the prompt. Measured with
     # `convers bench memory` (held-out half): 0.3 keeps recall@10 at its no-floor 0.836; 0.4 drops it
     # to 0.730 (true evidence scores 0.36 at its 5th percentile, and the best hit of a question with

@@ -259,6 +259,12 @@ async def run_loopback(
         "speculation_events": speculation_events,
         "summary": summary,
         "turns": turns,
+        # Every request's reading, in order: seconds since the microphone started, purpose, tokens.
+        "model_readings": [
+            {"at_s": round(at - (transport.mic_started_at or at), 3), "purpose": event["purpose"],
+             "prompt_tokens": event["prompt_tokens"], "read_tokens": event["read_tokens"]}
+            for at, event in readings
+        ],
         "barge_ins": barge_ins,
     }
 

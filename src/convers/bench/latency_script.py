@@ -64,7 +64,9 @@ class LatencyConfig:
     words_per_minute: int = 160
     memory: bool = True
     speculate_llm: bool = False
-    turn_timeout_s: float = 25.0
+    # Longest wait for a reply to start and for the previous one to finish playing (a real model's
+    # reply may play for 40 s: speaking over it would measure a barge-in instead).
+    turn_timeout_s: float = 60.0
     # A person who comes back (bench/returning.py): a profile and a long memory are seeded first,
     # and the questions are theirs, about their own life.
     returning: bool = False

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import logging
+import os
 import secrets
 import threading
 from collections.abc import AsyncIterator, Mapping, Sequence
@@ -86,9 +87,13 @@ class InProcessServer:
     `slots` sessions keep their prompts cached side by side, each in `context_tokens` of context.
     """
 
-    def __init__(self, model_path: Path, *, threads: int, context_tokens: int, slots: int) -> None:
+    def __init__(
+        self, model_path: Path, *, threads: int, context_tokens: int, slots: int, prompt_threads: int | None = None
+    ) -> None:
         self.model_path = model_path
         self.threads = threads
+        # The prompt is read while nothing else on the critical path runs: every core, up to 4.
+        self.prompt_threads = prompt_threads or max(threads, min(os.cpu_count() or 1, 4))
         self.context_tokens = context_tokens
         self.slots = slots
         self._server: Any = None
@@ -113,7 +118,7 @@ class InProcessServer:
             params.n_parallel = self.slots
             params.n_ctx = self.context_tokens * self.slots
             params.cpuparams.n_threads = self.threads
-            params.cpuparams_batch.n_threads = self.threads
+            params.cpuparams_batch.n_threads = self.prompt_threads
             # Only this process may use it: loopback, a free port, and a key no one else knows
             # (the server allows any browser origin, so without the key a web page could ask it).
             params.hostnames = ["127.0.0.1"]
@@ -146,6 +151,7 @@ class LlamaCppLlm:
         model_path: Path,
         *,
         threads: int = 1,
+        prompt_threads: int | None = None,
         context_tokens: int = 4096,
         slots: int = 2,
         temperature: float = 0.7,
@@ -157,7 +163,9 @@ class LlamaCppLlm:
         parent: LlamaCppLlm | None = None,
     ) -> None:
         self.model_path = Path(model_path).expanduser()
-        self.server = server or InProcessServer(self.model_path, threads=threads, context_tokens=context_tokens, slots=slots)
+        self.server = server or InProcessServer(
+            self.model_path, threads=threads, context_tokens=context_tokens, slots=slots, prompt_threads=prompt_threads
+        )
         self.temperature = temperature
         self.max_tokens = max_tokens
         self.stall_timeout_s = stall_timeout_s
@@ -180,6 +188,7 @@ class LlamaCppLlm:
         return cls(
             source.path,
             threads=llm.threads,
+            prompt_threads=llm.prompt_threads,
             context_tokens=llm.context_tokens,
             slots=llm.slots,
             temperature=llm.temperature,
