@@ -5,6 +5,8 @@ A scripted model emits the calls; the session is the real one, on the text path 
 
 from __future__ import annotations
 
+import logging
+
 import asyncio
 import json
 import threading
@@ -222,8 +224,10 @@ async def test_a_model_that_keeps_calling_is_stopped_after_max_rounds(tmp_path) 
 
 
 async def test_a_model_without_tool_support_keeps_working_without_tools(caplog) -> None:
+    caplog.set_level(logging.INFO, logger="convers.engine.tool_calls")
     llm = ScriptedLlm(["Plain", " answer."])
     assert with_tools(llm, Toolbox([clock()])) is llm
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]  # expected, not a warning
     assert "cannot stream tool calls" in caplog.text
     session, transport = make_session(llm, [clock()])
     await (await session.user_said("hi"))

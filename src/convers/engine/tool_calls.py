@@ -161,9 +161,9 @@ def with_tools(llm: LanguageModel, toolbox: Toolbox | None) -> LanguageModel:
     if not toolbox:
         return llm
     if not supports_tools(llm):
-        # llama-cpp-python 0.3 streams no tool calls with automatic tool choice ("Automatic streaming
-        # tool choice is not supported"), and its template-only formats return calls as plain text.
-        log.warning(
+        # The in-process model takes no tools (providers/llm/llama_cpp.py): expected with the default
+        # install, so said once per session at info level, not as a warning on every connection.
+        log.info(
             "llm provider %s cannot stream tool calls: tools (%s) are off; use an OpenAI-compatible server "
             "(llama-server --jinja, Ollama, vLLM) for tools",
             getattr(llm, "name", type(llm).__name__),
