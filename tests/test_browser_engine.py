@@ -32,7 +32,7 @@ async def report_played(ws, audio: list, rate: int) -> None:
 
 
 async def test_typed_turn_through_the_real_engine(tmp_path: Path) -> None:
-    from convers.cli import wiring
+    from convers.app import wiring
     from convers.cli.serve import build_app
 
     async with ScriptedLlmServer(responder=echo_responder) as llm:

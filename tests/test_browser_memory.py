@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime, timezone
 from pathlib import Path
 
 import httpx
@@ -41,7 +41,7 @@ class ListStore:
 
 
 def turn(n: int, text: str) -> MemoryTurn:
-    return MemoryTurn(f"id{n}", "s1", datetime(2025, 1, n, tzinfo=timezone.utc), "user", "user", text)
+    return MemoryTurn(f"id{n}", "s1", datetime(2025, 1, n, tzinfo=UTC), "user", "user", text)
 
 
 @pytest.fixture

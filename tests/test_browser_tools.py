@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from convers.app import wiring
 from convers.audio import concat, silence, write_wav
-from convers.cli import wiring
 from convers.config import load_settings
 from tests.browser_helpers import running_server
 from tests.llm_server import Reply, ScriptedLlmServer

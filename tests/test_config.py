@@ -93,12 +93,11 @@ def test_shown_settings_are_valid_toml_that_loads_back(tmp_path: Path) -> None:
 
 
 def test_auto_llm_prefers_a_running_server_then_a_downloaded_gguf(tmp_path: Path) -> None:
-    from convers.cli.wiring import provider_name
-    from tests.llm_server import ScriptedLlmServer
-
     import importlib.util
 
+    from convers.app.wiring import provider_name
     from convers.packaged_models import SMOLLM2
+    from tests.llm_server import ScriptedLlmServer
 
     in_process = importlib.util.find_spec("xllamacpp") is not None
     # A configured server is the person's choice even while it does not answer (the error says so).

@@ -5,9 +5,10 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import threading
+from datetime import UTC
 from pathlib import Path
 
-from convers.engine.prompt import PromptBuilder
+from convers.engine.reply.prompt import PromptBuilder
 from convers.engine.session import Session, SessionOptions, SessionParts
 from convers.events import EventLog
 from convers.memory.conversation import CompanionMemory, MemoryOptions
@@ -197,9 +198,9 @@ def test_a_vector_attached_after_the_commit_is_searched_like_any_other(tmp_path:
 
     embedder = WordHashEmbedder()
     with SqliteMemoryStore(tmp_path / "memory.db", embedder=embedder) as store:
-        store.add(MemoryTurn("a", "s", datetime.now(timezone.utc), "Sam", "user", "I play the violin"))
+        store.add(MemoryTurn("a", "s", datetime.now(UTC), "Sam", "user", "I play the violin"))
         assert store.search("violin", 1, vector=embedder.embed_sync(["violin"])[0], mode="vector")  # index loaded
-        late = MemoryTurn("b", "s", datetime.now(timezone.utc), "Sam", "user", "my bicycle is yellow")
+        late = MemoryTurn("b", "s", datetime.now(UTC), "Sam", "user", "my bicycle is yellow")
         store.add_many([late], embed=False)
         assert unembedded(tmp_path / "memory.db") == 1
         vector = embedder.embed_sync([late.text])[0]

@@ -51,7 +51,7 @@ def int8(model_dir: Path, int8_cache: Path) -> MiniLmEmbedder:
 
 def test_matches_sentence_transformers_reference_values(embedder: MiniLmEmbedder) -> None:
     vectors = embedder.embed_sync(list(REFERENCE))
-    for row, expected in zip(vectors, REFERENCE.values()):
+    for row, expected in zip(vectors, REFERENCE.values(), strict=True):
         np.testing.assert_allclose(row[:5], expected, atol=2e-5)
 
 

@@ -7,13 +7,15 @@ import json
 from collections import deque
 from pathlib import Path
 
+import pytest
+import websockets
 from starlette.websockets import WebSocketState
 
 from convers.contracts.transport import InboundText
 from convers.transports.browser.error_replies import ErrorReplies
 from convers.transports.browser.protocol import ProtocolError
 from convers.transports.browser.websocket_transport import WebSocketTransport
-from tests.browser_helpers import EchoSession, running_server
+from tests.browser_helpers import TOKEN, EchoSession, hello, running_server
 from tests.test_protocol import open_session, recv_json
 
 BAD = ProtocolError("bad_json", "message is not JSON")
@@ -106,3 +108,21 @@ async def test_a_flood_over_the_real_server_is_answered_and_the_session_goes_on(
             while (await recv_json(ws, "transcript", timeout_s=20))["text"] != "after the flood":
                 pass
         await ws.close()
+
+
+async def test_a_flooding_client_that_never_reads_is_closed_4408(tmp_path: Path) -> None:
+    # It stops answering the server's pings as well; the keepalive closes it with the code that
+    # docs/protocol.md gives a client that stopped reading (uvicorn's own would be 1011).
+    async with running_server(EchoSession(reply_audio_s=0.02), tmp_path / "tls", ping_s=0.5) as server:
+        url = f"{server.ws_url}?token={TOKEN}"
+        # No keepalive of its own, and a small receive queue: it really stops reading.
+        async with websockets.connect(url, ssl=server.ssl_context, max_queue=4, ping_interval=None) as ws:
+            await ws.send(hello())
+            for _ in range(10_000):
+                await ws.send('{"type":"dance"}')
+            await asyncio.sleep(2.0)  # about two missed pongs
+            with pytest.raises(websockets.ConnectionClosed) as closed:
+                async with asyncio.timeout(10):
+                    while True:
+                        await ws.recv()
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 4408, closed.value

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import pytest
 
 from convers.contracts.audio import AudioFrame
-from convers.engine.interruption import (
+from convers.engine.barge_in.arbiter import (
     Action,
     BargeInArbiter,
     Cut,
@@ -20,11 +20,8 @@ from convers.engine.interruption import (
     Restart,
     Resume,
     StartReply,
-    Verdict,
-    verdict_of,
 )
-from convers.engine.timing import BargeInPolicy
-from convers.engine.turns import (
+from convers.engine.listening.turn_taking import (
     SpeechDropped,
     SpeechOnset,
     SpeechPaused,
@@ -32,6 +29,8 @@ from convers.engine.turns import (
     SpeechStarted,
     UserTurnEnded,
 )
+from convers.engine.listening.verdict import Verdict, verdict_of
+from convers.policies import BargeInPolicy
 
 REST = "and the rest of it."
 

@@ -8,9 +8,9 @@ import pytest
 
 from convers.audio import concat, silence
 from convers.contracts.stt import StreamingSpeechToText
-from convers.engine.live_stt import LiveTranscription
-from convers.engine.timing import TurnTiming
-from convers.engine.turns import TurnTaker, UserTurnEnded
+from convers.engine.listening.live_stt import LiveTranscription
+from convers.engine.listening.turn_taking import TurnTaker, UserTurnEnded
+from convers.policies import TurnTiming
 from convers.providers.stt.pocketsphinx import PocketSphinxStt
 from tests.doubles import mic_frame
 from tests.speech import SpeechMaker, speech  # noqa: F401

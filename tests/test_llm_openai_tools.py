@@ -12,9 +12,9 @@ import json
 import pytest
 
 from convers.contracts.llm import ChatMessage, LlmError, ToolCall
-from convers.engine.prompt import PromptBuilder
+from convers.engine.reply.prompt import PromptBuilder
+from convers.engine.reply.tool_calls import Toolbox
 from convers.engine.session import Session, SessionOptions, SessionParts
-from convers.engine.tool_calls import Toolbox
 from convers.events import EventLog
 from convers.providers.llm.openai_compatible import OpenAICompatibleLlm
 from tests.doubles import RecordingTransport

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from convers import registry
-from convers.cli import wiring
+from convers.app import wiring
 from convers.config import load_settings
 from convers.contracts.memory import ConversationMemory, MemoryStore
 from convers.memory.store import SqliteMemoryStore

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
-from datetime import datetime, timezone
+from datetime import UTC, datetime, timezone
 from pathlib import Path
 
 from convers.config import Settings
@@ -26,7 +26,7 @@ def make(tmp_path: Path, embedder=None, llm=None, **options) -> CompanionMemory:
 
 
 def past_turn(i: int, text: str, session: str = "old", role: str = "user") -> MemoryTurn:
-    return MemoryTurn(f"p{i}", session, datetime(2025, 1, 1, 10, i, tzinfo=timezone.utc), "Sam", role, text)  # type: ignore[arg-type]
+    return MemoryTurn(f"p{i}", session, datetime(2025, 1, 1, 10, i, tzinfo=UTC), "Sam", role, text)  # type: ignore[arg-type]
 
 
 async def test_implements_the_protocol_and_drains_writes_on_close(tmp_path: Path) -> None:
@@ -172,7 +172,7 @@ async def test_profile_text_follows_edits_and_survives_a_broken_file(tmp_path: P
 
 
 async def test_open_memory_from_settings(tmp_path: Path) -> None:
-    from convers.cli.wiring import build_memory
+    from convers.app.wiring import build_memory
 
     settings = Settings(data_dir=tmp_path, embedder={"provider": "no-such-embedder"}, memory={"recall_floor": 0.0})
     memory = build_memory(settings, None)

@@ -6,7 +6,7 @@ import io
 import json
 import sqlite3
 import threading
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 
 import numpy as np
 import pytest
@@ -16,7 +16,7 @@ from convers.memory.store import MIGRATIONS, SqliteMemoryStore, query_terms
 from convers.memory.turn_text import when_words
 from tests.memory_doubles import FlakyEmbedder, WordHashEmbedder
 
-T0 = datetime(2025, 3, 3, 9, 30, tzinfo=timezone.utc)
+T0 = datetime(2025, 3, 3, 9, 30, tzinfo=UTC)
 
 
 def turn(i: int, text: str, role: str = "user", session: str = "s1", speaker: str = "Sam") -> MemoryTurn:
@@ -98,7 +98,7 @@ def test_speaker_names_and_dates_are_searchable(store: SqliteMemoryStore) -> Non
     store.add(turn(1, "I got the job!", speaker="Priya"))
     store.add(turn(2, "Lovely weather", speaker="Sam"))
     assert store.search("Priya", 1, mode="lexical", floor=0.0)[0].id == "t1"
-    assert "monday" in when_words(T0, timezone.utc) and "march" in when_words(T0, timezone.utc)
+    assert "monday" in when_words(T0, UTC) and "march" in when_words(T0, UTC)
     assert store.search("what happened on monday in march", 2, mode="lexical", floor=0.0)
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime, timezone
 from zoneinfo import ZoneInfo
 
 from convers.contracts.memory import MemoryTurn
@@ -16,7 +16,7 @@ from convers.memory.turn_text import (
 
 NEW_YORK = ZoneInfo("America/New_York")
 # Tuesday 3 March 2026, 20:30 in New York: already Wednesday in UTC.
-EVENING = datetime(2026, 3, 4, 1, 30, tzinfo=timezone.utc)
+EVENING = datetime(2026, 3, 4, 1, 30, tzinfo=UTC)
 
 
 def turn(text: str, speaker: str = "Sam", role: str = "user", session: str = "s") -> MemoryTurn:
@@ -25,12 +25,12 @@ def turn(text: str, speaker: str = "Sam", role: str = "user", session: str = "s"
 
 def test_dates_are_spelled_in_the_local_zone_not_utc() -> None:
     assert spoken_date(EVENING, NEW_YORK) == "Tuesday 3 March 2026 evening"
-    assert "wednesday" in when_words(EVENING, timezone.utc)
+    assert "wednesday" in when_words(EVENING, UTC)
     assert when_words(EVENING, NEW_YORK).startswith("tuesday 3 march 2026 evening")
 
 
 def test_naive_times_are_taken_as_utc() -> None:
-    assert spoken_date(EVENING.replace(tzinfo=None), timezone.utc) == "Wednesday 4 March 2026 night"
+    assert spoken_date(EVENING.replace(tzinfo=None), UTC) == "Wednesday 4 March 2026 night"
 
 
 def test_what_a_turn_answers_is_the_other_speakers_question_just_before() -> None:

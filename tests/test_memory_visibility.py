@@ -12,9 +12,9 @@ import httpx
 import websockets
 from click.testing import CliRunner
 
+from convers.app import shared_memory as shared_memory_module
+from convers.app.shared_memory import SharedMemory
 from convers.cli import main
-from convers.cli import shared_memory as shared_memory_module
-from convers.cli.shared_memory import SharedMemory
 from convers.config import Settings, load_settings
 from convers.contracts.memory import MemoryStatus
 from convers.memory.conversation import CompanionMemory, MemoryOptions
@@ -45,7 +45,7 @@ async def test_a_damaged_memory_db_is_unavailable_with_why_and_left_untouched(tm
     assert "damaged" in status.reason and str(data / "memory.db") in status.reason and "mv " in status.reason
     assert shared.for_session(None) is None  # the session runs without memory
     [notice] = shared.notices()
-    assert notice["code"] == "memory" and "damaged" in notice["message"]
+    assert notice.code == "memory" and "damaged" in notice.message
     assert (data / "memory.db").read_bytes() == DAMAGED  # never repaired or replaced behind the user's back
 
 
@@ -62,7 +62,7 @@ async def test_the_page_is_told_and_the_api_says_why(tmp_path: Path) -> None:
     await shared.aopen()
 
     async def notices():
-        return shared.notices()
+        return [notice.to_wire() for notice in shared.notices()]
 
     async with running_server(EchoSession(), tmp_path / "tls", memory=shared, notices=notices) as server:
         async with websockets.connect(f"{server.ws_url}?token={TOKEN}", ssl=server.ssl_context) as ws:
@@ -74,7 +74,7 @@ async def test_the_page_is_told_and_the_api_says_why(tmp_path: Path) -> None:
                     if isinstance(message, str):
                         seen.append(json.loads(message))
             notice = next(e for e in seen if e.get("code") == "memory")
-            assert notice["type"] == "error" and "damaged" in notice["message"]
+            assert notice["type"] == "notice" and "damaged" in notice["message"]
             # ... and the conversation goes on.
             await ws.send(json.dumps({"type": "text", "text": "still there?"}))
             async with asyncio.timeout(10):
@@ -129,7 +129,7 @@ async def test_a_full_disk_at_start_is_a_notice_but_recall_and_writes_go_on_tryi
     assert status.state == "degraded" and "full" in status.reason and "12 KiB free" in status.reason
     assert shared.store is not None and shared.for_session(None) is not None  # recall still works
     [notice] = shared.notices()
-    assert notice["code"] == "memory" and "full" in notice["message"]
+    assert notice.code == "memory" and "full" in notice.message
     await shared.aclose()
 
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from convers.engine.prompt import PromptBuilder
+from convers.engine.reply.prompt import PromptBuilder
 from convers.engine.session import Session, SessionOptions, SessionParts
-from convers.engine.timing import FALLBACK_LINE
 from convers.events import EventLog
+from convers.policies import FALLBACK_LINE
 from tests.doubles import RecordingTransport, ScriptedLlm, ToneTts
 
 

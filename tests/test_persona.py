@@ -7,17 +7,17 @@ import os
 import pytest
 from click.testing import CliRunner
 
+from convers.app.wiring import session_persona
 from convers.cli import main
-from convers.cli.wiring import session_persona
 from convers.config import Settings
-from convers.engine.persona import (
+from convers.engine.reply.persona import (
     JOURNAL_HEADER,
     compose_persona,
     newest_journal_entry,
     overlay_path,
 )
-from convers.engine.prompt import PersonaError
-from convers.engine.tool_calls import TOOL_RESULTS_NOTE
+from convers.engine.reply.prompt import PersonaError
+from convers.engine.reply.tool_calls import TOOL_RESULTS_NOTE
 from convers.transports.browser.protocol import Hello, ProtocolError, parse_text
 
 

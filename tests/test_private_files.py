@@ -5,11 +5,12 @@ from __future__ import annotations
 import os
 import stat
 from collections.abc import Iterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime, timezone
 from pathlib import Path
 
 import pytest
 
+from convers.contracts.events import EventKind
 from convers.contracts.memory import MemoryTurn
 from convers.events import EventLog
 from convers.memory.profile import ProfileFile
@@ -32,7 +33,7 @@ def mode(path: Path) -> int:
 
 
 def a_turn() -> MemoryTurn:
-    return MemoryTurn("t1", "s1", datetime(2025, 1, 1, tzinfo=timezone.utc), "Sam", "user", "my secret")
+    return MemoryTurn("t1", "s1", datetime(2025, 1, 1, tzinfo=UTC), "Sam", "user", "my secret")
 
 
 def test_a_fresh_data_dir_and_everything_in_it_are_private(tmp_path: Path) -> None:
@@ -40,7 +41,7 @@ def test_a_fresh_data_dir_and_everything_in_it_are_private(tmp_path: Path) -> No
     store = SqliteMemoryStore(data / "memory.db")
     store.add(a_turn())
     log = EventLog(data / "events" / "s1.jsonl")
-    log.emit("turn_start", turn=1)
+    log.emit(EventKind.USER_TURN, turn=1)
     ProfileFile(data / "profile.json").update("name", "Sam")
     auth.load_or_create_token(data)
     wal = data / "memory.db-wal"

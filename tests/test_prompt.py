@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from convers.contracts.llm import ChatMessage
-from convers.engine.prompt import (
+from convers.engine.reply.prompt import (
     PROFILE_CHANGED_NOTE,
     RECALL_FRAMING,
     RECALL_NOTE,
@@ -16,7 +16,6 @@ from convers.engine.prompt import (
     PromptLog,
     load_persona,
 )
-from convers.memory.rolling import recent_turns
 from tests.doubles import hit
 
 
@@ -114,26 +113,6 @@ def test_prefix_is_what_the_next_prompt_starts_with() -> None:
     _turn(history, log, "hi", "Hello!", [hit("Sam likes tea.")], "name: Sam")
     prefix = log.prefix(history, "name: Sam")
     assert log.build("and coffee?", history, "name: Sam")[: len(prefix)] == prefix
-
-
-@pytest.mark.parametrize(
-    ("budget", "kept"),
-    [
-        (10_000, ["u1 " * 10, "a1 " * 10, "u2 " * 10, "a2 " * 10]),
-        (65, ["u2 " * 10, "a2 " * 10]),
-        # The budget ends inside an answer: its question went, so the orphaned answer goes too.
-        (95, ["u2 " * 10, "a2 " * 10]),
-        (0, []),
-    ],
-)
-def test_rolling_buffer_keeps_the_newest_whole_turns(budget: int, kept: list[str]) -> None:
-    history = [
-        ChatMessage("user", "u1 " * 10),
-        ChatMessage("assistant", "a1 " * 10),
-        ChatMessage("user", "u2 " * 10),
-        ChatMessage("assistant", "a2 " * 10),
-    ]
-    assert [m.content for m in recent_turns(history, budget)] == kept
 
 
 def test_persona_file_is_read_with_the_name_filled_in(tmp_path: Path) -> None:

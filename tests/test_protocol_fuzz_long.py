@@ -48,7 +48,7 @@ def fuzzed_bursts() -> list[list[str | bytes]]:
 
 
 async def test_ten_thousand_fuzzed_messages_and_the_real_engine_answers_after_every_burst(tmp_path: Path) -> None:
-    from convers.cli import wiring
+    from convers.app import wiring
 
     bursts = fuzzed_bursts()
     # The malformed kinds of the table test come first, each followed by a question.

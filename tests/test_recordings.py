@@ -13,7 +13,7 @@ from convers.cli import main
 from convers.config import Settings
 from convers.contracts.audio import AudioFrame
 from convers.contracts.memory import MemoryTurn
-from convers.engine.prompt import PromptBuilder
+from convers.engine.reply.prompt import PromptBuilder
 from convers.engine.session import Session, SessionOptions, SessionParts
 from convers.events import EventLog
 from convers.memory.store import SqliteMemoryStore

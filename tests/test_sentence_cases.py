@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 from convers.bench.reference_llm import DEFAULT_REPLIES, tokens_of
-from convers.engine.sentences import SentenceSplitter
-from convers.engine.spoken_text import spoken_text
+from convers.engine.reply.sentences import SentenceSplitter
+from convers.engine.reply.spoken_text import spoken_text
 
 CASES = json.loads((Path(__file__).parent / "data" / "sentence_cases.json").read_text(encoding="utf-8"))
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from convers.engine.sentences import SentenceSplitter, speakable
+from convers.engine.reply.sentences import SentenceSplitter, speakable
 
 
 def split_stream(text: str, step: int = 3, **options: int) -> list[str]:
@@ -232,3 +232,19 @@ def test_the_word_after_an_initialism_is_waited_for() -> None:
 @pytest.mark.parametrize("step", [1, 3, 1000])
 def test_closing_quotes_of_other_languages_stay_with_their_sentence(text: str, expected: list[str], step: int) -> None:
     assert split_stream(text, step=step, first_chunk_min_words=100) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        # A power operator between spaces is not a stray emphasis marker: the voice says "to the power of".
+        ("Use a ** b for powers.", ["Use a ** b for powers."]),
+        ("It is 2 ** 10, which is 1024.", ["It is 2 ** 10,", "which is 1024."]),
+        # "I" after a time goes on with it; other sentence starters after an initialism still end it.
+        ("At 7 p.m. I will call you. Then we eat.", ["At 7 p.m. I will call you.", "Then we eat."]),
+        ("I live in the U.S. Then I moved.", ["I live in the U.S.", "Then I moved."]),
+    ],
+)
+def test_operators_and_times_are_not_cut(text: str, expected: list[str]) -> None:
+    assert split_stream(text) == expected
+    assert [split_stream(text, step=step) for step in (1, 7)] == [expected, expected]

@@ -6,8 +6,7 @@ import asyncio
 import json
 
 from convers.contracts.transport import InboundPlayed, InboundText
-from convers.engine.prompt import PromptBuilder
-from convers.engine.prompt import RECALL_FRAMING, RECALL_NOTE
+from convers.engine.reply.prompt import RECALL_FRAMING, RECALL_NOTE, PromptBuilder
 from convers.engine.session import Session, SessionOptions, SessionParts
 from convers.events import EventLog, read_events
 from tests.doubles import ListMemory, RecordingTransport, RunningSession, ScriptedLlm, ToneTts, hit

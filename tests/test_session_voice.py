@@ -13,10 +13,10 @@ import pytest
 
 from convers.contracts.audio import AudioFrame
 from convers.contracts.stt import Transcript
-from convers.engine.prompt import PromptBuilder
+from convers.engine.reply.prompt import PromptBuilder
 from convers.engine.session import Session, SessionOptions, SessionParts
-from convers.engine.timing import BargeInPolicy, TurnTiming
 from convers.events import EventLog
+from convers.policies import BargeInPolicy, TurnTiming
 from tests.doubles import (
     MIC_FRAME_S,
     MIC_RATE,

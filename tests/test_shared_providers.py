@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from convers.app import wiring
+from convers.app.shared_memory import SharedMemory
 from convers.audio import Rechunker
-from convers.cli import wiring
-from convers.cli.shared_memory import SharedMemory
 from convers.config import Settings, load_settings
 from convers.contracts.vad import SharedModelVad
 from convers.providers.vad.silero import SileroVad
@@ -118,10 +118,10 @@ async def test_server_sessions_build_the_heavy_providers_once(tmp_path: Path) ->
 @pytest.mark.parametrize("reply_cut_at_close", [False, True])
 async def test_a_closed_session_is_freed_without_a_garbage_collection(reply_cut_at_close: bool) -> None:
     from convers.contracts.transport import InboundText
-    from convers.engine.prompt import PromptBuilder
+    from convers.engine.reply.prompt import PromptBuilder
     from convers.engine.session import Session, SessionOptions, SessionParts
-    from convers.engine.timing import SpeculationPolicy
     from convers.events import EventLog
+    from convers.policies import SpeculationPolicy
     from tests.doubles import ListMemory, LoudnessVad, RecordingTransport, ScriptedLlm, ToneTts
     from tests.test_session_voice import ScriptedStt
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from convers.contracts.llm import ChatMessage
-from convers.engine.reply import ReplyProgress, ReplyStreamer
+from convers.engine.reply.streamer import ReplyProgress, ReplyStreamer
 from convers.events import EventLog, TurnMetrics
 from tests.doubles import RecordingTransport, ScriptedLlm
 

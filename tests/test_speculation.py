@@ -9,12 +9,12 @@ from dataclasses import dataclass, field
 from convers.contracts.audio import AudioFrame
 from convers.contracts.memory import MemoryHit
 from convers.contracts.stt import Transcript
-from convers.engine.prompt import PromptBuilder
+from convers.engine.listening.speculation import Speculator
+from convers.engine.listening.turn_taking import TurnTaker
+from convers.engine.reply.prompt import PromptBuilder
 from convers.engine.session import Session, SessionOptions, SessionParts
-from convers.engine.speculation import Speculator
-from convers.engine.timing import SpeculationPolicy, TurnTiming
-from convers.engine.turns import TurnTaker
 from convers.events import EventLog
+from convers.policies import SpeculationPolicy, TurnTiming
 from tests.doubles import (
     MIC_FRAME_S,
     MIC_RATE,

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from convers.contracts.audio import AudioFrame
-from convers.engine.speech_edges import HOP_S, SpeechEdges, hop_levels_dbfs
-from convers.engine.timing import TurnTiming
-from convers.engine.turns import SpeechOnset, SpeechPaused, TurnTaker, UserTurnEnded
+from convers.engine.listening.speech_edges import HOP_S, SpeechEdges, hop_levels_dbfs
+from convers.engine.listening.turn_taking import SpeechOnset, SpeechPaused, TurnTaker, UserTurnEnded
+from convers.policies import TurnTiming
 
 RATE = 16000
 FRAME = 512  # Silero's frame: 32 ms

@@ -7,7 +7,7 @@ import asyncio
 import pytest
 
 from convers.contracts.audio import AudioFrame
-from convers.engine.spoken_text import SpokenTextTts, spoken_text
+from convers.engine.reply.spoken_text import SpokenTextTts, spoken_text
 
 
 @pytest.mark.parametrize(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 from dataclasses import replace
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -20,7 +20,7 @@ from convers.memory.speakers import SpeakerVectors
 from convers.memory.store import MIGRATIONS, SqliteMemoryStore
 from tests.memory_doubles import WordHashEmbedder
 
-T0 = datetime(2026, 3, 2, 19, 0, tzinfo=timezone.utc)
+T0 = datetime(2026, 3, 2, 19, 0, tzinfo=UTC)
 
 
 def turn(i: int, text: str, speaker: str = "Sam", role: str = "user", session: str = "s1",
@@ -42,7 +42,7 @@ def _version_one_database(path: Path, embedder: WordHashEmbedder) -> None:
     conn.execute("PRAGMA user_version = 1")
     texts = ["My sister Ana moved to Lisbon", "The dog chewed my shoes", "I made lentil soup tonight"]
     vectors = embedder.embed_sync(texts)
-    for i, (text, vector) in enumerate(zip(texts, vectors), start=1):
+    for i, (text, vector) in enumerate(zip(texts, vectors, strict=True), start=1):
         conn.execute(
             "INSERT INTO turns (id, session, time, speaker, role, text, embedding) VALUES (?, 's', ?, 'Sam', 'user', ?, ?)",
             (f"old{i}", (T0 + timedelta(hours=5)).isoformat(), text, np.asarray(vector, np.float32).tobytes()),
@@ -124,7 +124,7 @@ def test_a_time_expression_prefers_turns_from_that_day(tmp_path: Path) -> None:
 
 def test_the_local_zone_decides_the_day_a_turn_is_indexed_under(tmp_path: Path) -> None:
     # 01:30 UTC on Wednesday is Tuesday evening in New York.
-    late = datetime(2026, 3, 4, 1, 30, tzinfo=timezone.utc)
+    late = datetime(2026, 3, 4, 1, 30, tzinfo=UTC)
     with SqliteMemoryStore(tmp_path / "m.db", embedder=None, zone=ZoneInfo("America/New_York")) as store:
         store.add_many([turn(1, "We planted an apple tree", at=late)], embed=False)
         assert store.search("tuesday", 1, mode="lexical", floor=0.0)[0].id == "t1"

@@ -49,7 +49,7 @@ def test_remade_when_lan_address_changes(tmp_path: Path, monkeypatch: pytest.Mon
 def test_remade_when_expiring_or_broken(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(tls, "lan_addresses", lambda: [])
     first = tls.ensure_certificate(tmp_path).cert.read_bytes()
-    later = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(days=tls.VALIDITY_DAYS - 10)
+    later = datetime.datetime.now(datetime.UTC) + datetime.timedelta(days=tls.VALIDITY_DAYS - 10)
     second = tls.ensure_certificate(tmp_path, now=later).cert.read_bytes()
     assert second != first
     (tmp_path / tls.CERT_FILE).write_text("garbage")

@@ -5,18 +5,15 @@ A scripted model emits the calls; the session is the real one, on the text path 
 
 from __future__ import annotations
 
-import logging
-
 import asyncio
 import json
+import logging
 import threading
 from datetime import datetime, timedelta, timezone
 
 from convers.contracts.llm import ChatMessage, ToolCall
-from convers.engine.prompt import PromptBuilder
-from convers.engine.session import Session, SessionOptions, SessionParts
-from convers.engine.timing import ToolTiming
-from convers.engine.tool_calls import (
+from convers.engine.reply.prompt import PromptBuilder
+from convers.engine.reply.tool_calls import (
     FAILURE,
     FILLER,
     ToolBoundLlm,
@@ -24,7 +21,9 @@ from convers.engine.tool_calls import (
     with_tools,
     without_orphans,
 )
+from convers.engine.session import Session, SessionOptions, SessionParts
 from convers.events import EventLog, read_events
+from convers.policies import ToolTiming
 from convers.providers.tools.clock import ClockTool
 from tests.doubles import RecordingTransport, ScriptedLlm, ToneTts
 from tests.tool_doubles import (
@@ -224,7 +223,7 @@ async def test_a_model_that_keeps_calling_is_stopped_after_max_rounds(tmp_path) 
 
 
 async def test_a_model_without_tool_support_keeps_working_without_tools(caplog) -> None:
-    caplog.set_level(logging.INFO, logger="convers.engine.tool_calls")
+    caplog.set_level(logging.INFO, logger="convers.engine.reply.tool_calls")
     llm = ScriptedLlm(["Plain", " answer."])
     assert with_tools(llm, Toolbox([clock()])) is llm
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]  # expected, not a warning
@@ -255,8 +254,8 @@ def test_a_window_never_starts_with_a_result_whose_call_was_cut() -> None:
 
 async def test_a_prefetched_reply_that_calls_a_tool_replays_the_call_and_goes_on() -> None:
     """Speculation buffers the first request; its tool call must survive the buffer and the voice prefetch."""
-    from convers.engine.reply import ReplyProgress, ReplyStreamer
-    from convers.engine.speculation import LlmPrefetch, PrefetchedLlm
+    from convers.engine.listening.speculation import LlmPrefetch, PrefetchedLlm
+    from convers.engine.reply.streamer import ReplyProgress, ReplyStreamer
     from convers.events import TurnMetrics
 
     llm = ScriptedToolLlm([["Checking.", call("clock")], ["It is noon."]])

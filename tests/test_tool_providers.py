@@ -8,10 +8,10 @@ import socket
 import pytest
 
 from convers import registry
-from convers.cli.wiring import build_tools
+from convers.app.wiring import build_tools
 from convers.config import Settings
 from convers.contracts.tool import Tool
-from convers.engine.tool_calls import Toolbox
+from convers.engine.reply.tool_calls import Toolbox
 from convers.memory.profile import ProfileFile
 from convers.providers.tools.recall import RecallTool
 from convers.providers.tools.remember import RememberTool

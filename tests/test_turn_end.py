@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 
 from convers.contracts.audio import AudioFrame
-from convers.engine.timing import TurnTiming
-from convers.engine.turn_end import TurnEndWatch, silence_needed_s, transcript_ending
-from convers.engine.turns import TurnTaker, UserTurnEnded
+from convers.engine.listening.end_of_turn import TurnEndWatch, silence_needed_s, transcript_ending
+from convers.engine.listening.turn_taking import TurnTaker, UserTurnEnded
 from convers.events import EventLog
+from convers.policies import TurnTiming
 
 TIMING = TurnTiming()
 CHECK, SILENCE, THINK = TIMING.turn_check_pause_s, TIMING.end_of_turn_silence_s, TIMING.thinking_pause_s
@@ -312,7 +312,7 @@ async def test_a_statement_whose_words_come_first_ends_when_the_model_agrees() -
 
 
 def test_bench_turns_counts_premature_cuts_and_judges_the_goals() -> None:
-    from convers.bench.turns import check_goals, summarize
+    from convers.bench.end_of_turn import check_goals, summarize
 
     def row(kind: str, decision: float | None, ttfa: float | None, premature: bool = False) -> dict:
         return {"kind": kind, "decision_ms": decision, "ttfa_ms": ttfa, "premature": premature, "error": None}
@@ -330,7 +330,7 @@ def test_bench_turns_counts_premature_cuts_and_judges_the_goals() -> None:
 
 
 def test_bench_turns_cuts_a_sentence_where_it_is_quietest() -> None:
-    from convers.bench.turns import _quietest_near
+    from convers.bench.end_of_turn import _quietest_near
 
     rate = 16000
     loud = np.full(rate, 0.5, dtype=np.float32)

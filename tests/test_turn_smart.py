@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from convers import registry
+from convers.app import wiring
 from convers.audio import concat, resample, silence
-from convers.cli import wiring
 from convers.config import Settings
 from convers.contracts.audio import AudioFrame
 from convers.model_checks import ModelFileError

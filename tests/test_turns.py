@@ -8,8 +8,8 @@ import pytest
 from convers.audio import Rechunker, concat, silence
 from convers.config import Settings
 from convers.contracts.audio import AudioFrame
-from convers.engine.timing import TurnTiming
-from convers.engine.turns import SpeechPaused, SpeechStarted, TurnTaker, UserTurnEnded
+from convers.engine.listening.turn_taking import SpeechPaused, SpeechStarted, TurnTaker, UserTurnEnded
+from convers.policies import TurnTiming
 from convers.providers.vad.silero import SileroVad
 from tests.speech import SpeechMaker, speech  # noqa: F401
 

@@ -16,8 +16,8 @@ from typing import Any
 import numpy as np
 import pytest
 
+from convers.app import wiring
 from convers.audio import resample
-from convers.cli import wiring
 from convers.config import Settings, load_settings
 from convers.contracts.audio import AudioFormat, AudioFrame
 from convers.engine.session import Session, SessionParts

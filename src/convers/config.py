@@ -16,7 +16,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from convers.engine.timing import BargeInPolicy, SpeculationPolicy, ToolTiming, TurnTiming
+from convers.policies import BargeInPolicy, SpeculationPolicy, ToolTiming, TurnTiming
 
 ENV_PREFIX = "CONVERS_"
 # CONVERS_LLM__BASE_URL sets llm.base_url: a double underscore separates nesting levels.
@@ -41,7 +41,7 @@ class AgentSettings(Section):
     name: str = "Juniper"
     # Persona text file; the built-in persona is used when unset.
     persona_file: Path | None = None
-    # Persona overlays added after it, by name: data_dir/persona/<name>.md (engine/persona.py).
+    # Persona overlays added after it, by name: data_dir/persona/<name>.md (engine/reply/persona.py).
     # The page can add more for one connection (?persona=work).
     overlays: list[str] = Field(default_factory=list)
 

@@ -81,7 +81,7 @@ async def run_loopback(
     progress: Callable[[str], None],
 ) -> dict[str, Any]:
     """One benchmark run through the loopback transport; returns its turns, barge-ins and summary."""
-    from convers.cli import wiring
+    from convers.app import wiring
     from convers.engine.session import SessionParts
     from convers.transports.loopback import LoopbackTransport
 
@@ -158,7 +158,7 @@ async def run_loopback(
                 utterance = utterances[index % len(utterances)]
                 if previous is not None:
 
-                    def reply_over(turn: int = previous) -> bool:  # type: ignore[assignment]
+                    def reply_over(turn: int = previous) -> bool:
                         current = session.current
                         return current is None or current.turn != turn or current.settled
 
@@ -180,7 +180,7 @@ async def run_loopback(
             judged_before = len(judged)
             await transport.say_nowait(utterance.frame, at_s=first_frame * FRAME_S)
 
-            def answered() -> bool:
+            def answered(seen: int = seen) -> bool:
                 if len(user_turns) <= seen:
                     return False
                 turn = user_turns[-1][0]
@@ -338,7 +338,10 @@ def run_benchmark(
         scratch_path = Path(scratch)
         questions: Sequence[str] = QUESTIONS
         if config.returning:
-            from convers.bench.returning import first_person_questions, returning_conversation
+            from convers.bench.returning import (
+                first_person_questions,
+                returning_conversation,
+            )
 
             questions = first_person_questions(returning_conversation())[: max(config.turns, 1)]
         utterances = [speak(q, scratch_path, config.words_per_minute) for q in questions]

@@ -209,14 +209,17 @@ async def _script(
             assert previous is not None
             utterance = interruptions[(index // config.barge_in_every) % len(interruptions)]
             turn = previous
-            await wait_until(lambda: client.played.get(turn, 0) >= config.barge_after_ms or not _audible(client, turn), config.turn_timeout_s)
+            await wait_until(
+                lambda turn=turn: client.played.get(turn, 0) >= config.barge_after_ms or not _audible(client, turn),  # type: ignore[misc]
+                config.turn_timeout_s,
+            )
             barge = _audible(client, turn)
             at_s = client.mic_time_s + FRAME_S
         else:
             utterance = utterances[index % len(utterances)]
             if previous is not None:
                 turn = previous
-                await wait_until(lambda: not _audible(client, turn), config.turn_timeout_s)
+                await wait_until(lambda turn=turn: not _audible(client, turn), config.turn_timeout_s)  # type: ignore[misc]
             at_s = client.mic_time_s + config.gap_s
         first_frame = frame_index(at_s)
         assert client.mic_started_at is not None
@@ -228,7 +231,7 @@ async def _script(
         newest = max((t for t, _ in client.received), default=0)
         client.scheduled.append((first_frame, utterance.frame.pcm))
 
-        def reply_turns() -> list[int]:
+        def reply_turns(heard: int = heard, newest: int = newest) -> list[int]:
             # A turn newer than any before the question, first heard after its transcript.
             if len(client.transcripts) <= heard:
                 return []

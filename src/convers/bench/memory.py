@@ -29,7 +29,7 @@ import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
@@ -209,7 +209,7 @@ def _evaluate(prepared: list[_Prepared], ranking: Ranking, k_max: int = 10) -> d
         store = p.stores[ranking.speaker_weight]
         vectors = p.query_vectors
         session_of = {t.id: t.session for t in p.conversation.turns}
-        for question, vector in zip(p.conversation.questions, vectors):
+        for question, vector in zip(p.conversation.questions, vectors, strict=True):
             hits = _search(store, ranking, question.text, vector, k_max, question.asked_at)
             ids = [h.id for h in hits]
             evidence = set(question.evidence)
@@ -250,11 +250,11 @@ def _floor_profile(prepared: list[_Prepared], ranking: Ranking, k: int) -> dict[
     per_question: list[tuple[set[str], list[tuple[str, float]]]] = []
     for p in prepared:
         store = p.stores[ranking.speaker_weight]
-        for question, vector in zip(p.conversation.questions, p.query_vectors):
+        for question, vector in zip(p.conversation.questions, p.query_vectors, strict=True):
             hits = _search(store, ranking, question.text, vector, k, question.asked_at)
             per_question.append((set(question.evidence), [(h.id, h.score) for h in hits]))
             evidence_scores += [h.score for h in hits if h.id in question.evidence]
-        for question, vector in zip(p.negatives, p.negative_vectors):
+        for question, vector in zip(p.negatives, p.negative_vectors, strict=True):
             hits = _search(store, ranking, question.text, vector, 1, question.asked_at)
             negative_scores.append(hits[0].score if hits else 0.0)
     floors = {}
@@ -306,9 +306,9 @@ def _latency(embedder: Embedder, new_embedder: Callable[[], Embedder], corpus: l
     dimension = int(getattr(embedder, "dimension", 384))
     path = folder / "latency.db"
     rows: list[dict[str, Any]] = []
-    store = SqliteMemoryStore(path, embedder=embedder, zone=timezone.utc)
+    store = SqliteMemoryStore(path, embedder=embedder, zone=UTC)
     stored = 0
-    start = datetime(2024, 1, 1, 19, tzinfo=timezone.utc)
+    start = datetime(2024, 1, 1, 19, tzinfo=UTC)
     for size in sorted(sizes):
         progress(f"latency: filling the store to {size} turns (corpus text, random unit vectors)...")
         while stored < size:
@@ -338,7 +338,7 @@ def _latency(embedder: Embedder, new_embedder: Callable[[], Embedder], corpus: l
         starts = {}
         for warm in (False, True):
             fresh_embedder = new_embedder()  # a restart: the model is not loaded yet
-            fresh = SqliteMemoryStore(path, embedder=fresh_embedder, zone=timezone.utc)
+            fresh = SqliteMemoryStore(path, embedder=fresh_embedder, zone=UTC)
             warm_s = None
             if warm:
                 t0 = time.perf_counter()
@@ -365,7 +365,7 @@ def run_benchmark(settings: Settings, config: BenchConfig, progress: Callable[[s
     from convers import registry
 
     def make_embedder() -> Embedder:
-        return registry.create("embedder", settings.embedder.provider, settings)  # type: ignore[no-any-return]
+        return registry.create("embedder", settings.embedder.provider, settings)
 
     embedder = make_embedder()
     rankings = rankings or default_rankings()
@@ -373,7 +373,7 @@ def run_benchmark(settings: Settings, config: BenchConfig, progress: Callable[[s
     vectors = _Vectors(embedder, config.cache_dir)
     result: dict[str, Any] = {
         "benchmark": "memory",
-        "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "time": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": {"python": platform.python_version(), "processor": platform.processor() or platform.machine()},
         "embedder": getattr(embedder, "name", str(embedder)),
         "config": {**asdict(config), "cache_dir": str(config.cache_dir) if config.cache_dir else None},

@@ -30,6 +30,7 @@ import random
 import re
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Literal
 from zoneinfo import ZoneInfo
 
 from convers.contracts.memory import MemoryTurn
@@ -330,10 +331,10 @@ def build_conversation(index: int, seed: int) -> BenchConversation:
             plan.beat(rng.randrange(SESSIONS), [_Line(who, statement.format(**life), tag),
                                                 _Line(other[who], rng.choice(REACTIONS))])
             plan.questions.append(("open-domain", _ask(question, who, names, **life), (tag,), None))
-        for n, (first, later, question) in enumerate(CHANGED):
+        for n, (before, later, question) in enumerate(CHANGED):
             early = rng.randint(0, SESSIONS // 2)
             late = rng.randint(early + 2, SESSIONS - 1)
-            plan.beat(early, [_Line(who, first.format(**life), f"{who}-plan-{n}-old"),
+            plan.beat(early, [_Line(who, before.format(**life), f"{who}-plan-{n}-old"),
                               _Line(other[who], rng.choice(REACTIONS))])
             tag = f"{who}-plan-{n}"
             plan.beat(late, [_Line(who, later.format(**life), tag), _Line(other[who], rng.choice(REACTIONS))])
@@ -414,7 +415,7 @@ def _lay_out(index: int, rng: random.Random, plan: _Plan, lives: dict[str, dict[
         session_id = f"c{index}-s{session:02d}"
         for number, line in enumerate(lines):
             turn_id = f"{session_id}-t{number:02d}"
-            role = "user" if line.who == "user" else "assistant"
+            role: Literal["user", "assistant"] = "user" if line.who == "user" else "assistant"
             conversation.turns.append(MemoryTurn(turn_id, session_id, when + timedelta(seconds=40 * number),
                                                  names[line.who], role, _tidy(line.text)))
             if line.tag:

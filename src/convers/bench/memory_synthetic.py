@@ -18,7 +18,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -119,7 +119,7 @@ def build_corpus(config: BenchConfig) -> Corpus:
     people = NAMES[: min(config.people, len(NAMES))]
     evidence: list[MemoryTurn] = []
     questions: list[Question] = []
-    start = datetime(2025, 1, 6, 18, 0, tzinfo=timezone.utc)
+    start = datetime(2025, 1, 6, 18, 0, tzinfo=UTC)
     for n, person in enumerate(people):
         slots = {
             "p": person, "rel": rng.choice(RELATIONS), "city": rng.choice(CITIES), "job": rng.choice(JOBS),
@@ -145,7 +145,7 @@ def filler_turns(corpus: Corpus, count: int, offset: int, seed: int) -> list[tup
     """`count` filler turns (with the index of their text in corpus.filler_texts or -1-reply index)."""
     rng = random.Random(seed + offset)
     out: list[tuple[MemoryTurn, int]] = []
-    start = datetime(2024, 6, 1, tzinfo=timezone.utc)
+    start = datetime(2024, 6, 1, tzinfo=UTC)
     for i in range(offset, offset + count):
         session = f"s-filler-{i // 20}"
         when = start + timedelta(minutes=i * 7)
@@ -167,13 +167,13 @@ def _percentiles(samples: list[float]) -> dict[str, float]:
 def recall_at(store: SqliteMemoryStore, questions: list[Question], vectors: np.ndarray, k: int,
               **search: Any) -> dict[str, float]:
     ranks: list[int | None] = []
-    for question, vector in zip(questions, vectors):
+    for question, vector in zip(questions, vectors, strict=True):
         hits = store.search(question.text, k, vector=vector, floor=0.0, **search)
         ids = [h.id for h in hits]
         ranks.append(ids.index(question.evidence_id) if question.evidence_id in ids else None)
     result: dict[str, float] = {}
     for style in (None, "paraphrase", "keyword"):
-        chosen = [r for r, q in zip(ranks, questions) if style is None or q.style == style]
+        chosen = [r for r, q in zip(ranks, questions, strict=True) if style is None or q.style == style]
         prefix = "" if style is None else f"{style}_"
         for n in (1, 5, 10):
             result[f"{prefix}recall@{n}"] = round(sum(1 for r in chosen if r is not None and r < n) / len(chosen), 4)
@@ -184,11 +184,11 @@ def similarity_profile(store: SqliteMemoryStore, questions: list[Question], vect
                        negatives: list[str], negative_vectors: np.ndarray) -> dict[str, Any]:
     """Fused similarity of evidence hits vs. the best hit for questions with no answer: sets the floor."""
     found: list[float] = []
-    for question, vector in zip(questions, vectors):
+    for question, vector in zip(questions, vectors, strict=True):
         for hit in store.search(question.text, 10, vector=vector, floor=0.0):
             if hit.id == question.evidence_id:
                 found.append(hit.score)
-    unrelated = [h[0].score for q, v in zip(negatives, negative_vectors) if (h := store.search(q, 1, vector=v, floor=0.0))]
+    unrelated = [h[0].score for q, v in zip(negatives, negative_vectors, strict=True) if (h := store.search(q, 1, vector=v, floor=0.0))]
     q = lambda xs, p: round(float(np.quantile(xs, p)), 3) if xs else None  # noqa: E731
     return {
         "evidence_similarity": {"p05": q(found, 0.05), "p10": q(found, 0.10), "p50": q(found, 0.5)},
@@ -262,7 +262,7 @@ def run_synthetic(settings: Settings, config: BenchConfig, embedder: Embedder,
 
     return {
         "benchmark": "memory",
-        "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "time": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": {"python": platform.python_version(), "processor": platform.processor() or platform.machine()},
         "embedder": getattr(embedder, "name", str(embedder)),
         "config": asdict(config),

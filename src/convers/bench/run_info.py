@@ -55,11 +55,14 @@ def model_of(provider: Any) -> str | None:
 
 
 def model_file_of(provider: Any) -> str | None:
-    """Where the model a built provider runs lies on disk (a folder or a file), if it has one."""
+    """Where the model a built provider runs lies (a folder or a file), if it has one: from the
+    installed package (`site-packages/...`) or as given, without this machine's folders above it."""
     for attribute in ("model_dir", "model_path"):
         value = getattr(provider, attribute, None)
         if value:
-            return str(value)
+            path = str(value)
+            marker = "site-packages/"
+            return path[path.index(marker):] if marker in path else Path(path).name
     return None
 
 
@@ -80,7 +83,7 @@ def provider_info(
     --url, where the server built them) the providers are what these settings select and the STT
     and TTS models are unknown (None).
     """
-    from convers.cli import wiring
+    from convers.app import wiring
 
     built = built or {}
 
@@ -89,7 +92,7 @@ def provider_info(
             return str(built[kind]["provider"])
         return wiring.provider_name(kind, settings)
 
-    providers = {kind: name(kind) for kind in ("vad", "turn_end", "stt", "tts", "embedder")}
+    providers: dict[str, str | None] = {kind: name(kind) for kind in ("vad", "turn_end", "stt", "tts", "embedder")}
     providers["memory"] = settings.memory.provider if settings.memory.enabled else None
     providers["llm"] = "reference" if reference is not None else name("llm")
     models = {
@@ -99,5 +102,5 @@ def provider_info(
         else built.get("llm", {}).get("model") or settings.llm.model or str(settings.llm.model_path or ""),
         "embedder": "all-MiniLM-L6-v2" if providers["embedder"] == "minilm" else settings.embedder.ollama_model,
     }
-    files = {kind: built[kind]["file"] for kind in ("stt", "tts", "turn_end") if kind in built}
+    files: dict[str, str | None] = {kind: built[kind]["file"] for kind in ("stt", "tts", "turn_end") if kind in built}
     return providers, models, files

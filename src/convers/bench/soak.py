@@ -12,6 +12,7 @@ it prints and writes JSON (bench/results/soak-<time>.json).
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import math
 import statistics
@@ -143,7 +144,7 @@ async def _one_client(
                     turn, ttfa, error = await _spoken_turn(client, utterances[number % len(utterances)], config)
                 else:
                     turn, ttfa, error = await _typed_turn(socket, client, f"{TYPED[number % len(TYPED)]} ({index}.{number})", config)
-                if turn is not None and error is None and not await wait_until(lambda turn=turn: _over(client, turn), config.turn_timeout_s):
+                if turn is not None and error is None and not await wait_until(functools.partial(_over, client, turn), config.turn_timeout_s):
                     error = "reply never ended"
                 records.append(TurnRecord(index, kind, at_s, ttfa, error))
                 if error:
@@ -207,7 +208,7 @@ async def run(config: SoakConfig, progress: Callable[[str], None]) -> dict[str, 
     error_events = [e for c in client_results for e in c.get("error_events", [])]
     turn_errors = [asdict(r) for r in records if r.error]
     failed_clients = [c for c in client_results if "failed" in c or c.get("dropped")]
-    summary = {
+    summary: dict[str, Any] = {
         "clients": config.clients,
         "minutes": config.minutes,
         "turns": len(records),

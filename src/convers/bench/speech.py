@@ -23,15 +23,15 @@ import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from convers.audio import concat, silence
 from convers.bench.results import write_json_result
 from convers.contracts.audio import AudioFrame
-from convers.engine.sentences import SentenceSplitter
-from convers.engine.spoken_text import spoken_text
+from convers.engine.reply.sentences import SentenceSplitter
+from convers.engine.reply.spoken_text import spoken_text
 
 # Between two chunks, as the session's audio has them one after the other.
 PAUSE_S = 0.2
@@ -226,7 +226,7 @@ def run_benchmark(settings: Any, progress: Callable[[str], None], *, determinist
     rows = asyncio.run(run_cases(proxy, cases, raw=raw, progress=progress))
     result: dict[str, Any] = {
         "kind": "speech",
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "voice": str(proxy.tts.model_path.name),
         "stt_model": getattr(proxy.stt, "model_name", None),
         "deterministic": deterministic,

@@ -16,14 +16,14 @@ import os
 import statistics
 import time
 from collections.abc import Callable, Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from convers.bench.reference_llm import DEFAULT_REPLIES, tokens_of
 from convers.bench.results import write_json_result
-from convers.engine.sentences import SentenceSplitter
-from convers.engine.spoken_text import spoken_text
+from convers.engine.reply.sentences import SentenceSplitter
+from convers.engine.reply.spoken_text import spoken_text
 
 CASE_FILE = Path("tests") / "data" / "sentence_cases.json"
 FIRST_CHUNK_GOAL_TOKENS = 6
@@ -124,7 +124,7 @@ def run_benchmark(replies_file: Path | None, rounds: int, progress: Callable[[st
     tokens = cost["tokens"]["both_ms_per_delta"]
     return {
         "kind": "speech-cost",
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "replies": len(replies),
         "replies_file": None if replies_file is None else str(replies_file),
         "rounds": rounds,

@@ -72,9 +72,9 @@ def turn_figures(
     confirmed = marks.get("turn_confirmed", marks.get("speech_end", true_end))
     intervals: dict[str, tuple[float, float] | None] = {stage: None for stage in STAGES}
     intervals["end_of_turn"] = (true_end, confirmed)
-    for stage, (start, end) in STAGE_MARKS.items():
-        if start in marks and end in marks:
-            intervals[stage] = (marks[start], marks[end])
+    for stage, (start_mark, end_mark) in STAGE_MARKS.items():
+        if start_mark in marks and end_mark in marks:
+            intervals[stage] = (marks[start_mark], marks[end_mark])
     if server_llm is not None and "llm_first_token" in marks:
         intervals["llm_ttft"] = server_llm  # what the model cost, measured by the server
     if "first_chunk" not in marks:

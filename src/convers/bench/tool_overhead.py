@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import tempfile
 import time
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,8 +23,8 @@ from convers.bench.results import write_json_result
 from convers.contracts.audio import AudioFormat, AudioFrame
 from convers.contracts.llm import ChatMessage, StreamItem, ToolCall
 from convers.contracts.transport import InboundEvent
-from convers.engine.reply import ReplyProgress, ReplyStreamer
-from convers.engine.tool_calls import Toolbox
+from convers.engine.reply.streamer import ReplyProgress, ReplyStreamer
+from convers.engine.reply.tool_calls import Toolbox
 from convers.events import EventLog, TurnMetrics
 
 GOAL_MS = 30.0
@@ -47,7 +47,7 @@ class _ScriptedToolModel:
         max_tokens: int | None = None,
         temperature: float | None = None,
         tools: Sequence[Mapping[str, Any]] | None = None,
-    ) -> AsyncIterator[StreamItem]:
+    ) -> AsyncGenerator[StreamItem, None]:
         if messages[-1].role != "tool":
             yield "One moment."
             yield ToolCall("call_0", "lookup", '{"query": "opening hours"}')

@@ -27,7 +27,12 @@ def bench() -> None:
 def memory_bench(ctx: click.Context, conversations: int, latency_sizes: str, queries: int, synthetic: bool, seed: int,
                  cache: Path | None, out: Path | None) -> None:
     """Recall@5/@10 per question type on long generated conversations, search latency, the synthetic set."""
-    from convers.bench.memory import BenchConfig, print_table, run_benchmark, write_result
+    from convers.bench.memory import (
+        BenchConfig,
+        print_table,
+        run_benchmark,
+        write_result,
+    )
 
     try:
         size_list = sorted({int(s) for s in latency_sizes.split(",") if s.strip()})
@@ -54,7 +59,12 @@ def memory_bench(ctx: click.Context, conversations: int, latency_sizes: str, que
 @click.pass_context
 def turns_bench(ctx: click.Context, providers: str, voices: str, limit: int, kinds: str, out: Path | None) -> None:
     """End-of-turn decision time, premature cuts and time to first audio, per class of utterance."""
-    from convers.bench.turns import TurnsConfig, print_table, run_benchmark, write_result
+    from convers.bench.end_of_turn import (
+        TurnsConfig,
+        print_table,
+        run_benchmark,
+        write_result,
+    )
 
     config = TurnsConfig(
         providers=tuple(p.strip() for p in providers.split(",") if p.strip()),
@@ -275,7 +285,12 @@ def speech_bench(ctx: click.Context, cases: str | None, deterministic: bool, raw
 @click.option("--out", type=click.Path(path_type=Path), help="JSON result file (default bench/results/speech-cost-<time>.json).")
 def speech_cost_bench(replies_file: Path | None, rounds: int, out: Path | None) -> None:
     """First-chunk tokens and CPU per token of the sentence splitter and spoken text."""
-    from convers.bench.speech_cost import CASE_FILE, print_table, run_benchmark, write_result
+    from convers.bench.speech_cost import (
+        CASE_FILE,
+        print_table,
+        run_benchmark,
+        write_result,
+    )
 
     if rounds < 1:
         raise click.UsageError(f"--rounds must be at least 1, got {rounds}")
@@ -299,7 +314,13 @@ def kill9_bench(tries: int, seed: int, serve_settings: tuple[str, ...], keep: Pa
     """Kill -9 a real `convers serve` at random moments: every acknowledged turn must be in memory.db."""
     import asyncio
 
-    from convers.bench.crash import CrashConfig, parse_settings, print_summary, run, write_result
+    from convers.bench.crash import (
+        CrashConfig,
+        parse_settings,
+        print_summary,
+        run,
+        write_result,
+    )
 
     try:
         config = CrashConfig(tries=tries, seed=seed, settings=parse_settings(serve_settings))

@@ -9,7 +9,7 @@ import uuid
 
 import click
 
-from convers.cli import wiring
+from convers.app import wiring
 from convers.cli.context import settings_from
 from convers.config import Settings
 from convers.engine.session import SessionParts
@@ -42,17 +42,20 @@ async def _chat(settings: Settings) -> None:
     await shared.aopen()
     memory = shared.for_session(llm, on_status=wiring.notice_sender(transport))
     for notice in shared.notices():
-        await transport.send_event({"type": "error", **notice})
+        await transport.send_event(notice.to_wire())
     session_id = uuid.uuid4().hex[:12]
     session = wiring.make_session(
         settings, transport, SessionParts(llm=llm, memory=memory), session_id, finish_reply_on_input_end=True
     )
     loop = asyncio.get_running_loop()
+    interrupting: set[asyncio.Task[None]] = set()  # held until done: the loop keeps only weak references
 
     def on_interrupt() -> None:
         # Ctrl-C stops the agent mid-reply; the conversation itself goes on.
         if session.current is not None and not session.current.settled:
-            loop.create_task(session.interrupt())
+            task = loop.create_task(session.interrupt())
+            interrupting.add(task)
+            task.add_done_callback(interrupting.discard)
         else:
             sys.stdout.write("\n(Ctrl-D or /quit to leave)\nyou> ")
             sys.stdout.flush()

@@ -81,7 +81,7 @@ def verdicts(selected: dict[str, tuple[str, Availability]]) -> dict[str, list[st
 
 def memory_line(settings: Settings) -> str:
     """Whether memory would work if a conversation started now, and why not (the store is opened to see)."""
-    from convers.cli.shared_memory import memory_state
+    from convers.app.shared_memory import memory_state
 
     status = memory_state(settings)
     colour = {"on": "green", "off": "yellow"}.get(status.state, "red")

@@ -264,8 +264,8 @@ def show_prompt(ctx: click.Context, overlays: tuple[str, ...]) -> None:
 
     Memories recalled for a question are added per turn and are not shown here.
     """
-    from convers.cli.wiring import session_persona
-    from convers.engine.prompt import PersonaError, PromptBuilder
+    from convers.app.wiring import session_persona
+    from convers.engine.reply.prompt import PersonaError, PromptBuilder
     from convers.memory.reflection import Reflection
 
     settings = settings_from(ctx)

@@ -101,7 +101,7 @@ def build_app(settings: Settings, token: str | None) -> Any:
     The heavy providers are built once here and shared by every connection; the memory store and
     the models are opened and loaded off the event loop by the app's start hook.
     """
-    from convers.cli import wiring
+    from convers.app import wiring
     from convers.transports.browser.app import (
         DEFAULT_OUTPUT_SAMPLE_RATE,
         BrowserAppConfig,

@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from convers.cli import wiring
+from convers.app import wiring
 from convers.cli.context import settings_from
 from convers.config import Settings
 from convers.contracts.audio import AudioFrame
@@ -118,7 +118,7 @@ async def _talk(settings: Settings) -> None:
     session = wiring.make_session(settings, transport, parts, session_id)
     await wiring.warm_up(llm, stt, tts, vad, shared.embedder, shared.store, turn_end)
     for notice in shared.notices():
-        await transport.send_event({"type": "error", **notice})
+        await transport.send_event(notice.to_wire())
     click.echo(f"listening (session {session_id}); speak, or Ctrl-C to leave")
     try:
         await session.run()

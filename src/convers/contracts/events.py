@@ -46,7 +46,7 @@ class TranscriptMessage:
     text: str
     final: bool = True
     # On the echo of a user turn (final): the agent turn that answers it, and whether memory has
-    # committed it (engine/echo.py; what that promises is in docs/protocol.md).
+    # committed it (engine/session/echo.py; what that promises is in docs/protocol.md).
     turn: int | None = None
     stored: bool | None = None
 
@@ -136,6 +136,18 @@ class StatusMessage:
 
 
 @dataclass(frozen=True)
+class NoticeMessage:
+    """Something the person should know that is not a failure of what they asked: `memory` (long-term
+    memory does not work now, the conversation goes on), `memory_restored` (it works again)."""
+
+    code: str
+    message: str
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"type": "notice", "code": self.code, "message": self.message}
+
+
+@dataclass(frozen=True)
 class ErrorMessage:
     """Something failed; `code` is one of docs/protocol.md's error codes."""
 
@@ -157,6 +169,7 @@ OutboundMessage = (
     | ResumeMessage
     | MetricsMessage
     | StatusMessage
+    | NoticeMessage
     | ErrorMessage
 )
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol, runtime_checkable
 
@@ -71,7 +71,7 @@ class LanguageModel(Protocol):
         *,
         max_tokens: int | None = None,
         temperature: float | None = None,
-    ) -> AsyncIterator[str]: ...
+    ) -> AsyncGenerator[StreamItem, None]: ...
 
 
 @runtime_checkable
@@ -92,7 +92,7 @@ class ToolCallingModel(Protocol):
         max_tokens: int | None = None,
         temperature: float | None = None,
         tools: Sequence[Mapping[str, Any]] | None = None,
-    ) -> AsyncIterator[StreamItem]: ...
+    ) -> AsyncGenerator[StreamItem, None]: ...
 
 
 def supports_tools(llm: object) -> bool:

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
-if TYPE_CHECKING:
-    from convers.config import Settings
+# The settings object (convers.config.Settings) is passed through as it is: contracts import
+# nothing of the package, so a provider package can depend on them alone.
+Settings = Any
 
 
 @dataclass(frozen=True)

@@ -13,4 +13,6 @@ class Tool(Protocol):
     description: str
     parameters: dict[str, Any]
 
-    async def call(self, **arguments: Any) -> str: ...
+    # Called with the arguments its schema names, as keywords. Each tool declares its own
+    # (`async def call(self, query: str) -> str`); `*args: Any, **arguments: Any` accepts any of them.
+    async def call(self, *args: Any, **arguments: Any) -> str: ...

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Protocol, runtime_checkable
 
 from convers.contracts.audio import AudioFrame
@@ -15,4 +15,4 @@ class TextToSpeech(Protocol):
     name: str
     sample_rate: int
 
-    def synthesize(self, text: str) -> AsyncIterator[AudioFrame]: ...
+    def synthesize(self, text: str) -> AsyncGenerator[AudioFrame, None]: ...

@@ -17,8 +17,9 @@ async def ask(llm: LanguageModel, system: str, user: str, *, max_tokens: int, ti
     parts: list[str] = []
 
     async def collect() -> None:
-        async with aclosing(llm.stream(messages, max_tokens=max_tokens, temperature=0.2)) as stream:  # type: ignore[type-var]
+        async with aclosing(llm.stream(messages, max_tokens=max_tokens, temperature=0.2)) as stream:
             async for delta in stream:
+                assert isinstance(delta, str)  # no tools are offered here, so the model yields only text
                 parts.append(delta)
 
     await asyncio.wait_for(collect(), timeout_s)

@@ -355,7 +355,7 @@ def companion_memory(
 ) -> CompanionMemory:
     """A session's memory on an open `store` (and its `embedder`), with the profile and knobs of `settings`.
 
-    The caller built the store and the embedder (cli/wiring.py, through the registry) and closes
+    The caller built the store and the embedder (app/wiring.py, through the registry) and closes
     the store unless `close_store`.
     """
     reflection = None

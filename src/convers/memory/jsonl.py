@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import IO, Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -26,7 +26,7 @@ class TurnRecord(BaseModel):
 
     def turn(self) -> MemoryTurn:
         # A time without a zone is read as UTC, the zone exports have always been written in.
-        moment = self.time if self.time.tzinfo is not None else self.time.replace(tzinfo=timezone.utc)
+        moment = self.time if self.time.tzinfo is not None else self.time.replace(tzinfo=UTC)
         return MemoryTurn(self.id, self.session, moment, self.speaker, self.role, self.text)
 
 

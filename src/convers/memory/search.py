@@ -301,8 +301,8 @@ class TurnSearch:
                     "SELECT count(*) FROM turns_words WHERE turns_words MATCH ?",
                     ('{text answers when_words} : "' + term.replace('"', '""') + '"',)).fetchone()[0])
             counts.append(count)
-        kept = [t for t, n in zip(terms, counts) if n <= limit]
-        return kept or [min(zip(counts, terms))[1]]
+        kept = [t for t, n in zip(terms, counts, strict=True) if n <= limit]
+        return kept or [min(zip(counts, terms, strict=True))[1]]
 
     def _with_priors(self, hits: Hits, rows: dict[int, tuple[Any, ...]]) -> Hits:
         penalties = (self.weights.question_penalty, self.weights.short_penalty)

@@ -16,13 +16,14 @@ over modules, that rule could no longer be read and checked in one place.
 
 from __future__ import annotations
 
+import builtins
 import logging
 import sqlite3
 import threading
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import InitVar, dataclass, field
-from datetime import datetime, timezone, tzinfo
+from datetime import UTC, datetime, tzinfo
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, TypeVar
 
@@ -291,7 +292,7 @@ class SqliteMemoryStore:
             return 0
         filled: list[int] = []  # positions in rows
         with self._write("storing backfilled vectors"):
-            for i, ((rowid, turn), before) in enumerate(zip(rows, previous)):
+            for i, ((rowid, turn), before) in enumerate(zip(rows, previous, strict=True)):
                 if turn_table.set_vector(self._conn, rowid, vectors[i].tobytes(), key):
                     turn_table.index_words(self._conn, rowid, turn, before, self.local_zone)
                     filled.append(i)
@@ -416,7 +417,7 @@ class SqliteMemoryStore:
 
     def time_span(self, query: str, now: datetime | None = None) -> TimeSpan | None:
         """The span of the user's local time a question points at ("last May"), or None."""
-        moment = in_zone(now or datetime.now(timezone.utc), self.local_zone)
+        moment = in_zone(now or datetime.now(UTC), self.local_zone)
         return find_time_span(query[:MAX_QUERY_CHARS], moment)
 
     def search(
@@ -430,7 +431,7 @@ class SqliteMemoryStore:
         fusion: Fusion | None = None,
         exclude: Iterable[str] = (),
         now: datetime | None = None,
-    ) -> list[MemoryHit]:
+    ) -> builtins.list[MemoryHit]:  # `list` here is the method above
         """The `k` best turns for `query`, best first, above the similarity floor, without duplicates.
 
         `vector` is the query's embedding when the caller already has it (None: embed here; if the

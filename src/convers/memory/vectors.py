@@ -164,7 +164,7 @@ class VectorIndex:
         top = np.argpartition(-scores, k - 1)[:k] if k < len(scores) else np.arange(len(scores))
         top = top[np.argsort(-scores[top], kind="stable")]
         at = top if positions is None else positions[top]
-        return [(int(self._rowids[i]), float(s)) for i, s in zip(at, scores[top])]
+        return [(int(self._rowids[i]), float(s)) for i, s in zip(at, scores[top], strict=True)]
 
     def vector(self, rowid: int) -> np.ndarray | None:
         """The stored vector of `rowid` (a copy), or None."""

@@ -184,7 +184,7 @@ def find_time_span(question: str, now: datetime) -> TimeSpan | None:
                 continue
             if rule.__name__ in _CALENDAR_RULES and not past and not match.group(0).startswith("last"):
                 continue
-            span = rule(match, now)  # type: ignore[operator]
+            span = rule(match, now)
             if span is not None:
                 return span
     return None

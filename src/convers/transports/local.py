@@ -274,7 +274,7 @@ class LocalAudioTransport:
                 self._open_turn = event.get("turn")
                 self._write("agent> ")
             self._write(str(event["delta"]))
-        elif kind == "error":
+        elif kind in ("error", "notice"):
             self._end_line()
             self._write(f"! {event.get('message')}\n")
 

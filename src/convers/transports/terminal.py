@@ -62,7 +62,7 @@ class TerminalTransport:
         elif kind == "state" and event.get("state") == "listening":
             self._end_line()
             self._prompt()
-        elif kind == "error":
+        elif kind in ("error", "notice"):
             self._end_line()
             self._write(f"! {event.get('message')}\n")
 

@@ -20,7 +20,7 @@ import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -87,11 +87,11 @@ class _Layer:
 class BertEncoder:
     """The BERT forward pass in numpy float32, weights taken from a Hugging Face safetensors file."""
 
-    def __init__(self, weights: dict[str, np.ndarray], config: dict[str, object]) -> None:
-        self.hidden = int(config["hidden_size"])  # type: ignore[arg-type]
-        self.heads = int(config["num_attention_heads"])  # type: ignore[arg-type]
-        self.eps = float(config.get("layer_norm_eps", 1e-12))  # type: ignore[arg-type]
-        layers = int(config["num_hidden_layers"])  # type: ignore[arg-type]
+    def __init__(self, weights: dict[str, np.ndarray], config: dict[str, Any]) -> None:
+        self.hidden = int(config["hidden_size"])
+        self.heads = int(config["num_attention_heads"])
+        self.eps = float(config.get("layer_norm_eps", 1e-12))
+        layers = int(config["num_hidden_layers"])
         w = {k.removeprefix("bert."): v.astype(np.float32) for k, v in weights.items()}
         self.word = w["embeddings.word_embeddings.weight"]
         self.position = w["embeddings.position_embeddings.weight"]
@@ -233,7 +233,7 @@ class MiniLmEmbedder:
                 self._tokenizer = tokenizer
             return self._tokenizer
 
-    def _open_int8(self, weights: dict[str, np.ndarray], config: dict[str, object]) -> InferenceSession:
+    def _open_int8(self, weights: dict[str, np.ndarray], config: dict[str, Any]) -> InferenceSession:
         import onnxruntime as ort
 
         from convers.providers.embedder import minilm_onnx

@@ -44,14 +44,14 @@ def cached_graph_path(cache_dir: Path, digest: str) -> Path:
     return cache_dir / f"all-MiniLM-L6-v2-int8-v{GRAPH_VERSION}-{digest}.onnx"
 
 
-def build_fp32_graph(weights: dict[str, np.ndarray], config: dict[str, object]) -> Any:
+def build_fp32_graph(weights: dict[str, np.ndarray], config: dict[str, Any]) -> Any:
     """The BERT encoder as an ONNX ModelProto: (ids, mask) int64 (batch, tokens) -> states float32."""
     from onnx import TensorProto, helper, numpy_helper
 
-    hidden = int(config["hidden_size"])  # type: ignore[arg-type]
-    heads = int(config["num_attention_heads"])  # type: ignore[arg-type]
-    eps = float(config.get("layer_norm_eps", 1e-12))  # type: ignore[arg-type]
-    layers = int(config["num_hidden_layers"])  # type: ignore[arg-type]
+    hidden = int(config["hidden_size"])
+    heads = int(config["num_attention_heads"])
+    eps = float(config.get("layer_norm_eps", 1e-12))
+    layers = int(config["num_hidden_layers"])
     head = hidden // heads
     w = {k.removeprefix("bert."): v.astype(np.float32) for k, v in weights.items()}
     inits: list[Any] = []
@@ -148,7 +148,7 @@ class _DropMessage(logging.Filter):
         return self.text not in record.getMessage()
 
 
-def build_int8_graph(weights: dict[str, np.ndarray], config: dict[str, object], target: Path) -> Path:
+def build_int8_graph(weights: dict[str, np.ndarray], config: dict[str, Any], target: Path) -> Path:
     """Writes the int8 graph to `target` (atomically: a half-written file is never found). Needs `onnx`."""
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic

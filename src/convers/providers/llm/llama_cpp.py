@@ -24,7 +24,13 @@ from typing import TYPE_CHECKING, Any
 
 from convers.contracts.llm import ChatMessage, LlmError, ReadingReport, StreamItem
 from convers.contracts.provider import RANK_USER_MODEL, AutoChoice, Availability
-from convers.model_checks import ModelFileError, ModelSource, first_usable, problems, verified_files
+from convers.model_checks import (
+    ModelFileError,
+    ModelSource,
+    first_usable,
+    problems,
+    verified_files,
+)
 from convers.packaged_models import SMOLLM2, SMOLLM2_FILE
 from convers.providers.llm.openai_compatible import OpenAICompatibleLlm
 

@@ -18,7 +18,13 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
-from convers.contracts.llm import ChatMessage, LlmError, PromptReading, ReadingReport, StreamItem
+from convers.contracts.llm import (
+    ChatMessage,
+    LlmError,
+    PromptReading,
+    ReadingReport,
+    StreamItem,
+)
 from convers.contracts.provider import RANK_USER_MODEL, AutoChoice, Availability
 from convers.providers.llm.tool_call_deltas import ToolCallAssembler
 
@@ -277,8 +283,8 @@ class OpenAICompatibleLlm:
         if self.base_url:
             label, api = "llm.base_url", api_root(self.base_url)
         else:
-            for label, url in self.candidates:
-                api = api_root(url)
+            for candidate, url in self.candidates:
+                label, api = candidate, api_root(url)
                 found = await asyncio.to_thread(probe, api, timeout, self.api_key)
                 if found.answered:
                     break

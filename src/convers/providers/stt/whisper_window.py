@@ -268,6 +268,7 @@ def transcribe(
     if frames is None or not hasattr(model, "encode"):
         return WindowedTranscript(*full_transcribe(model, samples, language=language, beam_size=beam_size,
                                                    prompt=prompt), "full")
+    assert language is not None  # `frames` is None without a language
     decoded = decode_window(model, samples, frames, language=language, beam_size=beam_size, prompt=prompt)
     if decoded.looping or (decoded.doubtful and ladder):
         text, detected = full_transcribe(model, samples, language=language, beam_size=beam_size, prompt=prompt)

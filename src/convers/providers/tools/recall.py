@@ -7,8 +7,8 @@ from typing import Any
 
 from convers.contracts.memory import ConversationMemory
 from convers.contracts.provider import Availability
-from convers.memory.recall import how_long_ago
 from convers.providers.tools.unavailable import ToolUnavailable
+from convers.spoken_time import how_long_ago
 
 
 class RecallTool:

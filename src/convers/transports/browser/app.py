@@ -160,7 +160,8 @@ def create_app(
                 await transport.close(CLOSE_NO_HELLO, "no hello")
                 return
             for notice in await _current_notices(config.notices):
-                await transport.send_event({"type": "error", **notice})
+                # A notice as sent on the wire; one without a type is an error ({"code": "no_llm", ...}).
+                await transport.send_event(notice if "type" in notice else {"type": "error", **notice})
             task = asyncio.current_task()
             if task is not None:
                 sessions.add(task)
@@ -172,7 +173,7 @@ def create_app(
                 await transport.drain()
                 await transport.close(1011, "session failed")
         finally:
-            sessions.discard(asyncio.current_task())  # type: ignore[arg-type]
+            sessions.discard(asyncio.current_task())
             await transport.close()
 
     def memory_guard(request: Request) -> Response | None:
@@ -210,6 +211,7 @@ def create_app(
                 status_code=400,
             )
         store = current_store()
+        assert store is not None  # memory_guard refused the request otherwise
         query = request.query_params.get("q", "").strip()
         if query:
             hits = await in_memory_thread(lambda: store.search(query, k=min(limit, 50)))
@@ -222,14 +224,18 @@ def create_app(
         if (refusal := memory_guard(request)) is not None:
             return refusal
         turn_id = request.path_params["turn_id"]
-        if not await in_memory_thread(current_store().forget, turn_id):
+        store = current_store()
+        assert store is not None  # memory_guard refused the request otherwise
+        if not await in_memory_thread(store.forget, turn_id):
             return JSONResponse({"error": f"no memory with id {turn_id!r}"}, status_code=404)
         return JSONResponse({"deleted": turn_id})
 
     async def memory_wipe(request: Request) -> Response:
         if (refusal := memory_guard(request)) is not None:
             return refusal
-        count = await in_memory_thread(current_store().wipe)
+        store = current_store()
+        assert store is not None  # memory_guard refused the request otherwise
+        count = await in_memory_thread(store.wipe)
         return JSONResponse({"deleted": count})
 
     @contextlib.asynccontextmanager

@@ -10,7 +10,7 @@ import re
 import reprlib
 import struct
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeGuard
 
 from convers.contracts.audio import AudioFrame
 from convers.contracts.events import PCM_FORMAT, ErrorMessage, ReadyMessage
@@ -41,7 +41,7 @@ AUDIO_HEADER = struct.Struct("<II")  # turn id, sequence number
 @dataclass(frozen=True)
 class Hello:
     """The client's first message: the rate of the microphone audio that follows, and optionally
-    the persona overlays (engine/persona.py) this connection asks for."""
+    the persona overlays (engine/reply/persona.py) this connection asks for."""
 
     sample_rate: int
     overlays: tuple[str, ...] = ()
@@ -168,7 +168,7 @@ def _parse_hello(data: dict[str, Any]) -> Hello | ProtocolError:
     return Hello(int(rate), tuple(overlays))
 
 
-def _non_negative_int(value: Any) -> bool:
+def _non_negative_int(value: Any) -> TypeGuard[int]:
     # bool is an int in Python; true/false in JSON are never a count.
     return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**32
 

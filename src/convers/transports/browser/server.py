@@ -58,8 +58,44 @@ def log_config() -> dict[str, Any]:
     return config
 
 
+def websocket_protocol() -> Any:
+    """uvicorn's WebSocket protocol, closing a client that stops answering pings with 4408.
+
+    A client that stops reading stops answering pings too, and uvicorn then closes it 1011
+    ("keepalive ping timeout"); docs/protocol.md promises 4408 ("client stopped reading") for that,
+    the same code as when its send queue fills. The close frame is written before the connection
+    closes, so a client that reads again later finds 4408.
+    """
+    try:
+        from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+    except ImportError:  # an older uvicorn: its own keepalive close (1011) stands
+        return "auto"
+    from convers.transports.browser.websocket_transport import CLOSE_CLIENT_STALLED
+
+    class StalledClientProtocol(WebSocketsSansIOProtocol):
+        """uvicorn's sans-I/O WebSocket protocol with the keepalive close code of docs/protocol.md."""
+
+        def keepalive_timeout(self) -> None:
+            self.pong_timer = None
+            self.pending_ping_payload = None
+            if self.close_sent or self.transport.is_closing():
+                return
+            self.conn.fail(CLOSE_CLIENT_STALLED, "client stopped reading")
+            self.transport.write(b"".join(self.conn.data_to_send()))
+            self.close_sent = True
+            self.transport.close()
+
+    return StalledClientProtocol
+
+
 def uvicorn_config(
-    app: ASGIApp, host: str, port: int, certificate: CertificatePaths | None, log_level: str = "warning"
+    app: ASGIApp,
+    host: str,
+    port: int,
+    certificate: CertificatePaths | None,
+    log_level: str = "warning",
+    ping_interval_s: float = WS_PING_INTERVAL_S,
+    ping_timeout_s: float = WS_PING_TIMEOUT_S,
 ) -> uvicorn.Config:
     """The uvicorn settings convers runs with; `certificate` None serves plain HTTP (tests only)."""
     return uvicorn.Config(
@@ -68,9 +104,10 @@ def uvicorn_config(
         port=port,
         ssl_certfile=str(certificate.cert) if certificate else None,
         ssl_keyfile=str(certificate.key) if certificate else None,
+        ws=websocket_protocol(),
         ws_max_size=WS_MAX_MESSAGE_BYTES,
-        ws_ping_interval=WS_PING_INTERVAL_S,
-        ws_ping_timeout=WS_PING_TIMEOUT_S,
+        ws_ping_interval=ping_interval_s,
+        ws_ping_timeout=ping_timeout_s,
         log_level=log_level,
         log_config=log_config(),
         lifespan="on",

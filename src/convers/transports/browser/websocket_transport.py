@@ -46,7 +46,7 @@ class WebSocketTransport:
         self.websocket = websocket
         self.output_format = AudioFormat(sample_rate=output_sample_rate)
         self.input_sample_rate: int | None = None
-        # Persona overlays the first hello asked for; the session is built with them (cli/wiring.py).
+        # Persona overlays the first hello asked for; the session is built with them (app/wiring.py).
         self.overlays: tuple[str, ...] = ()
         self.queue = queue or SendQueue()
         self.protocol_errors = 0
@@ -82,7 +82,7 @@ class WebSocketTransport:
                     if isinstance(parsed, (Hello, ProtocolError)) or parsed is None:
                         self._handle_control(parsed)
                     else:
-                        self._early.append(parsed)  # type: ignore[arg-type]
+                        self._early.append(parsed)
         except TimeoutError:
             return False
         return True
@@ -98,7 +98,7 @@ class WebSocketTransport:
             if isinstance(parsed, (Hello, ProtocolError)) or parsed is None:
                 self._handle_control(parsed)
             else:
-                yield parsed  # type: ignore[misc]
+                yield parsed
 
     async def _receive(self) -> Any:
         # A buffered socket answers receive() without suspending: a flood of messages was handled

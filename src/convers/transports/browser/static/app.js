@@ -149,6 +149,10 @@ function onEvent(event) {
     case 'error':
       showError(event);
       break;
+    case 'notice':
+      // Memory off (`memory`: the banner stays) or working again (`memory_restored`).
+      showBanner(event.message || event.code, event.code === 'memory');
+      break;
   }
 }
 
@@ -167,8 +171,6 @@ function showError(event) {
   const message = event.message || event.code || 'unknown error';
   if (NO_LLM_CODES.has(event.code)) {
     showBanner(`No language model is answering: ${message}`, true);
-  } else if (event.code === 'memory') {
-    showBanner(message, true);  // stays until memory works again (`memory_restored`)
   } else {
     showBanner(message, false);
   }

@@ -1,0 +1,214 @@
+"""BargeInArbiter: decides what user speech over the agent does to the agent's turn.
+
+Pure and synchronous, like `TurnTaker`: it is told what happened (turn events, how long the voice
+has lasted, the transcript's verdict, a played report, the time) and returns actions; it keeps no
+clock and starts no task. The session owns the tasks and applies the actions, in order.
+
+Paths (BargeInPolicy in policies.py holds every knob):
+- onset over an audible reply -> `Pause` at once (the client keeps the audio);
+- the voice lasts `min_barge_in_speech_s` -> `Cut` (cancel and flush), keeping the unheard rest;
+- the onset drops (a cough) -> `Resume` ("noise");
+- a short turn ends: the pause holds until its transcript says: words -> `StartReply` (which
+  replaces the reply); nothing or only a backchannel -> `Resume` ("no_words") and, if a cut left
+  an unheard rest, `Restart` it; a failed transcription -> nothing now, the timeout decides;
+- a pause nothing has settled after `false_interruption_timeout_s`, with the user silent and no
+  transcription pending -> `Resume` ("timeout"), judged at `tick(now)`.
+
+The reply is read through `ReplyView` at each call, so the arbiter never holds a stale copy of it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+from convers.engine.listening.turn_taking import (
+    SpeechDropped,
+    SpeechOnset,
+    TurnEvent,
+    UserTurnEnded,
+)
+from convers.engine.listening.verdict import Verdict
+from convers.policies import BargeInPolicy
+
+# Float slack when comparing clock differences to the timeout.
+_EPSILON_S = 1e-6
+
+
+
+class ReplyView(Protocol):
+    """What the arbiter reads of the agent turn the client is hearing (engine/session/agent_turn.py AgentTurn)."""
+
+    turn: int
+    played_ms: float
+    settled: bool
+
+    @property
+    def generating(self) -> bool: ...
+
+    @property
+    def audio_ms(self) -> float: ...
+
+    def unheard_text(self) -> str: ...
+
+
+@dataclass(frozen=True)
+class Pause:
+    """Stop the speaker for `turn`, keeping its audio."""
+
+    turn: int
+
+
+@dataclass(frozen=True)
+class Resume:
+    """Play the paused `turn` on from where it stopped."""
+
+    turn: int
+    reason: Literal["noise", "no_words", "timeout"]
+
+
+@dataclass(frozen=True)
+class Cut:
+    """Cancel the reply of `turn` and flush its audio: the user is really talking."""
+
+    turn: int
+    # When the interrupting voice started (for onset_to_flush_ms).
+    onset_at: float
+    reason: str = "barge_in"
+
+
+@dataclass(frozen=True)
+class Restart:
+    """Say `text` (the unheard rest of a reply cut by speech without words) as a new agent turn."""
+
+    text: str
+
+
+@dataclass(frozen=True)
+class StartReply:
+    """The user's turn had words: it replaces whatever the agent says."""
+
+    text: str
+
+
+@dataclass(frozen=True)
+class PlayedOut:
+    """The client has played all of `turn` and it is fully generated: the agent turn is over."""
+
+    turn: int
+
+
+Action = Pause | Resume | Cut | Restart | StartReply | PlayedOut
+
+
+def _speaking(reply: ReplyView | None) -> bool:
+    if reply is None or reply.settled:
+        return False
+    return reply.generating or reply.played_ms + 1 < reply.audio_ms
+
+
+class BargeInArbiter:
+    """Turns user speech over the agent into pause / resume / cut / restart (see the module docstring)."""
+
+    def __init__(self, policy: BargeInPolicy | None = None) -> None:
+        self.policy = policy or BargeInPolicy()
+        # Where the voice being judged started; None when no speech over the agent is being judged.
+        self._onset_at: float | None = None
+        self._paused_turn: int | None = None
+        self._paused_at = 0.0
+        # Between an onset and its drop or turn end the user is talking.
+        self._user_active = False
+        # User turns ended but not yet transcribed: a paused reply waits for their verdict.
+        self._transcribing = 0
+        # The unheard rest of the reply last cut, until a verdict says whether the cut was real.
+        self._unheard: str | None = None
+
+    @property
+    def judging(self) -> bool:
+        """Speech over the agent is being judged now (live decoding may give the VAD the CPU)."""
+        return self._onset_at is not None
+
+    @property
+    def paused_turn(self) -> int | None:
+        """The turn whose playback is paused by this arbiter, if any."""
+        return self._paused_turn
+
+    def heard(self, event: TurnEvent, reply: ReplyView | None) -> list[Action]:
+        """One TurnTaker event, with the reply as it is now."""
+        if isinstance(event, SpeechOnset):
+            self._user_active = True
+            if not (self.policy.enabled and _speaking(reply)):
+                return []
+            assert reply is not None
+            self._onset_at = event.started_at
+            if self.policy.pause_on_onset and self._paused_turn != reply.turn:
+                self._paused_turn = reply.turn
+                self._paused_at = event.at
+                return [Pause(reply.turn)]
+            return []
+        if isinstance(event, SpeechDropped):
+            # Too short to be a turn: a click or a cough. The paused reply carries on where it was.
+            self._user_active = False
+            judged, self._onset_at = self._onset_at, None
+            return self._resume(reply, "noise") if judged is not None else []
+        if isinstance(event, UserTurnEnded):
+            # Ended short of the barge-in minimum: the pause holds until the transcript's verdict.
+            self._user_active = False
+            self._onset_at = None
+            self._transcribing += 1
+        return []
+
+    def voice(self, voice_s: float, reply: ReplyView | None) -> list[Action]:
+        """How long the voice has lasted after a frame's events: past the minimum, the reply is cut."""
+        if self._onset_at is None or reply is None or reply.settled:
+            return []
+        if voice_s < self.policy.min_barge_in_speech_s:
+            return []
+        onset_at, self._onset_at = self._onset_at, None
+        # Kept in case the interruption turns out to be only "mm-hm".
+        self._unheard = reply.unheard_text() or None
+        if self._paused_turn == reply.turn:
+            self._paused_turn = None
+        return [Cut(reply.turn, onset_at=onset_at)]
+
+    def transcribed(self, verdict: Verdict, text: str, reply: ReplyView | None) -> list[Action]:
+        """The verdict on one ended user turn (one call per `UserTurnEnded`, failed ones included)."""
+        self._transcribing = max(0, self._transcribing - 1)
+        if verdict == "failed":
+            return []  # no verdict: the timeout decides
+        if verdict == "words":
+            self._unheard = None
+            self._paused_turn = None  # the new turn replaces the paused one
+            return [StartReply(text)]
+        actions = self._resume(reply, "no_words")
+        # Restart rather than resume: by now the cut turn's audio is flushed on the client, so the
+        # unheard text is synthesised again from the start of its chunk.
+        rest, self._unheard = self._unheard, None
+        if rest:
+            actions.append(Restart(rest))
+        return actions
+
+    def played(self, reply: ReplyView | None) -> list[Action]:
+        """A played report has reached `reply.played_ms`."""
+        if reply is None or reply.settled or reply.generating or reply.played_ms + 1 < reply.audio_ms:
+            return []
+        return [PlayedOut(reply.turn)]
+
+    def tick(self, now: float, reply: ReplyView | None) -> list[Action]:
+        """The session's clock at an inbound frame: a pause left unsettled too long resumes."""
+        if self._paused_turn is None:
+            return []
+        if reply is None or reply.turn != self._paused_turn:
+            self._paused_turn = None  # cut or replaced already
+            return []
+        if now - self._paused_at + _EPSILON_S < self.policy.false_interruption_timeout_s:
+            return []
+        if self._user_active or self._transcribing:
+            return []  # the user is still talking, or their words are being transcribed: those decide
+        return self._resume(reply, "timeout")
+
+    def _resume(self, reply: ReplyView | None, reason: Literal["noise", "no_words", "timeout"]) -> list[Action]:
+        if reply is None or self._paused_turn != reply.turn or reply.settled:
+            return []
+        self._paused_turn = None
+        return [Resume(reply.turn, reason)]

@@ -1,0 +1,1 @@
+"""Listening: voice activity to user turns, the end-of-turn judge, live and speculative transcription."""

@@ -1,0 +1,162 @@
+"""VoiceTurns: what the user's audio does to a session: new user turns, and barge-in applied.
+
+Each inbound frame goes through `Hearing` (VAD, turn-taking, live STT, speculation); its turn events
+and the session's clock go to the `BargeInArbiter`, whose actions are carried out here through the
+session's public side (`current`, `user_said`, `say`, `interrupt`, its transport and event log).
+An ended utterance is transcribed in a task of its own, and its verdict goes back to the arbiter.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Coroutine
+from typing import Any, Protocol
+
+from convers.contracts.audio import AudioFrame
+from convers.contracts.events import ErrorMessage, EventKind, StateMessage
+from convers.contracts.stt import SpeechStream
+from convers.contracts.transport import Transport
+from convers.engine.barge_in.arbiter import (
+    Action,
+    BargeInArbiter,
+    Cut,
+    Pause,
+    Restart,
+    Resume,
+    StartReply,
+)
+from convers.engine.listening.hearing import Hearing, Speculation, turn_metrics
+from convers.engine.listening.speculation import SpeculativeResult
+from convers.engine.listening.turn_taking import SpeechStarted, TurnEvent, UserTurnEnded
+from convers.engine.listening.verdict import verdict_of
+from convers.engine.session.agent_turn import AgentTurn
+from convers.events import EventLog, TurnMetrics
+
+log = logging.getLogger(__name__)
+
+
+class SessionSide(Protocol):
+    """The side of a Session that VoiceTurns acts on (engine/session/session.py implements it)."""
+
+    transport: Transport
+    events: EventLog
+    current: AgentTurn | None
+
+    async def user_said(self, text: str, metrics: TurnMetrics | None = None,
+                        speculative: SpeculativeResult | None = None,
+                        audio: AudioFrame | None = None) -> asyncio.Task[None] | None: ...
+
+    async def say(self, text: str, kind: EventKind = EventKind.GREETING) -> None: ...
+
+    async def interrupt(self, reason: str = "interrupted") -> None: ...
+
+    def read_ahead(self) -> None: ...
+
+
+class VoiceTurns:
+    """Hears one session's user and applies the barge-in arbiter's decisions to that session."""
+
+    def __init__(
+        self,
+        session: SessionSide,
+        hearing: Hearing,
+        arbiter: BargeInArbiter,
+        spawn: Callable[[Coroutine[Any, Any, None]], asyncio.Task[Any]],
+    ) -> None:
+        self.session = session
+        self.hearing = hearing
+        self.arbiter = arbiter
+        # Transcriptions run as the session's background tasks: it cancels them when it closes.
+        self._spawn = spawn
+
+    async def hear(self, frame: AudioFrame) -> None:
+        """One inbound frame: turn events, the barge-in minimum, then the false-interruption timeout."""
+        session = self.session
+        now = session.events.now()
+        turn_events, finished = self.hearing.feed(frame, now, hold=self.arbiter.judging)
+        for event in turn_events:
+            await self._on_turn_event(event, finished if isinstance(event, UserTurnEnded) else None)
+        await self.apply(self.arbiter.voice(self.hearing.voice_s, session.current))
+        # The timeout runs on the session's clock, judged at each frame: no timer task, no real sleep.
+        await self.apply(self.arbiter.tick(now, session.current))
+
+    async def _on_turn_event(self, event: TurnEvent, live: SpeechStream | None) -> None:
+        """One TurnTaker event; `live` is the finished utterance's stream when STT runs live."""
+        events = self.session.events
+        current = self.session.current
+        speaking = current is not None and current.audible and not current.settled
+        await self.apply(self.arbiter.heard(event, current))
+        if isinstance(event, SpeechStarted):
+            events.emit(EventKind.SPEECH_START, at=round(event.started_at, 4), over_agent=speaking)
+            if not speaking:
+                self.session.read_ahead()  # the model reads the prompt so far while the person speaks
+        elif isinstance(event, UserTurnEnded):
+            events.emit(EventKind.SPEECH_END, duration_s=round(event.speech_s, 3), reason=event.reason)
+            speculation = self.hearing.claim(event)
+            self._spawn(self._transcribe(event.audio, turn_metrics(event), speculation, live))
+
+    async def _transcribe(
+        self, audio: AudioFrame, metrics: TurnMetrics, speculation: Speculation | None, live: SpeechStream | None
+    ) -> None:
+        """One ended user turn to text, and its verdict to the arbiter (exactly once, even on failure)."""
+        session = self.session
+        judged = False
+        try:
+            started = session.events.now()
+            try:
+                transcript, result = await self.hearing.transcribe(audio, speculation, live)
+            except Exception as error:
+                log.warning("speech recognition failed: %s", error)
+                await session.transport.send_event(ErrorMessage("stt_failed", str(error)).to_wire())
+                return
+            # The STT call whose transcript is used: the speculative one ran in the silence.
+            metrics.mark("stt_start", result.stt_started_at if result is not None else started)
+            metrics.mark("stt_final", result.stt_done_at if result is not None else session.events.now())
+            metrics.durations_ms["stt_decode_ms"] = transcript.decode_s * 1000
+            session.events.emit(EventKind.STT_FINAL, text=transcript.text, decode_s=round(transcript.decode_s, 4))
+            verdict = verdict_of(transcript.text, self.arbiter.policy)
+            if verdict != "words" and result is not None:
+                result.discard()
+            judged = True
+            actions = self.arbiter.transcribed(verdict, transcript.text, session.current)
+            await self.apply(actions, metrics=metrics, speculative=result, audio=audio)
+        finally:
+            if not judged:
+                self.arbiter.transcribed("failed", "", session.current)
+
+    async def apply(self, actions: list[Action], **user_turn: Any) -> None:
+        """Carries out the arbiter's actions in order; `user_turn` goes with a `StartReply`."""
+        session = self.session
+        for action in actions:
+            if isinstance(action, Pause):
+                await session.transport.pause(action.turn)
+                session.events.emit(EventKind.PLAYBACK_PAUSED, turn=action.turn)
+            elif isinstance(action, Resume):
+                await session.transport.resume(action.turn)
+                session.events.emit(EventKind.PLAYBACK_RESUMED, turn=action.turn, reason=action.reason)
+            elif isinstance(action, Cut):
+                await self._cut(action)
+            elif isinstance(action, Restart):
+                session.events.emit(EventKind.REPLY_RESTART, text=action.text)
+                await session.say(action.text, kind=EventKind.REPLY_RESTART)
+            elif isinstance(action, StartReply):
+                await session.user_said(action.text, **user_turn)
+
+    async def _cut(self, cut: Cut) -> None:
+        session = self.session
+        agent_turn = session.current
+        if agent_turn is None or agent_turn.turn != cut.turn:
+            return
+        await session.interrupt(reason=cut.reason)
+        flushed_at = session.events.now()
+        session.events.emit(
+            EventKind.BARGE_IN,
+            turn=agent_turn.turn,
+            onset_to_flush_ms=round((flushed_at - cut.onset_at) * 1000, 1),
+            played_ms=agent_turn.played_ms,
+        )
+        await session.transport.send_event(StateMessage("listening").to_wire())
+
+    async def aclose(self) -> None:
+        await self.hearing.aclose()
