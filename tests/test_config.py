@@ -115,3 +115,20 @@ def test_auto_llm_prefers_a_running_server_then_a_downloaded_gguf(tmp_path: Path
             environ={}, cli={"data_dir": str(tmp_path), "llm.base_url": server.base_url, "llm.model_path": str(gguf)}
         )
         assert provider_name("llm", served) == "openai"
+
+
+def test_a_misspelt_provider_option_is_an_error_naming_it_and_its_source(tmp_path: Path) -> None:
+    from convers.config import ConfigError
+    from convers.providers.vad.webrtc import WebRtcVad
+
+    settings = load_settings(environ={}, cli={"data_dir": str(tmp_path), "vad.options.agressiveness": 3})
+    with pytest.raises(ConfigError) as error:
+        WebRtcVad.from_settings(settings)
+    message = str(error.value)
+    assert "vad.options.agressiveness" in message and "webrtc has no such option" in message
+    assert "from command line" in message and "aggressiveness" in message  # the options it does have
+    config = tmp_path / "config.toml"
+    config.write_text('[vad.options]\naggressiveness = 9\n')
+    with pytest.raises(ConfigError, match=r"vad.options.aggressiveness = 9: .*less than or equal to 3 \(from config file"):
+        WebRtcVad.from_settings(load_settings(config, environ={}))
+    assert WebRtcVad.from_settings(load_settings(environ={}, cli={"vad.options.aggressiveness": 1}))._vad is not None

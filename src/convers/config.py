@@ -12,9 +12,9 @@ import os
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 
 from convers.policies import BargeInPolicy, SpeculationPolicy, ToolTiming, TurnTiming
 
@@ -258,6 +258,20 @@ class RecorderSettings(Section):
 class Settings(Section):
     """Everything convers can be told. `data_dir` holds profile, memory, events, certificates and models."""
 
+    # Where each key's value came from ("config file ...", "environment variable ...", "command
+    # line"), for the errors a provider raises about its own options (`provider_options`).
+    _sources: dict[str, str] = PrivateAttr(default_factory=dict)
+
+    @property
+    def sources(self) -> dict[str, str]:
+        return self._sources
+
+    def __eq__(self, other: object) -> bool:
+        # Settings are equal when their values are: where each value came from does not count.
+        return isinstance(other, Settings) and self.model_dump() == other.model_dump()
+
+    __hash__ = None  # type: ignore[assignment]  # mutable, like every pydantic model
+
     data_dir: Path = DEFAULT_DATA_DIR
     agent: AgentSettings = Field(default_factory=AgentSettings)
     llm: LlmSettings = Field(default_factory=LlmSettings)
@@ -391,9 +405,41 @@ def load_settings(
     for key, value in cli_values.items():
         _set_dotted(merged, key, value, sources, "command line")
     try:
-        return Settings.model_validate(merged)
+        settings = Settings.model_validate(merged)
     except ValidationError as error:
         raise ConfigError(_describe(error, sources)) from None
+    settings._sources = sources
+    return settings
+
+
+class ProviderOptions(BaseModel):
+    """A provider's own options (`<kind>.options` in the settings), each with its default: a key the
+    provider does not have is an error, never silently ignored."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+Options = TypeVar("Options", bound=ProviderOptions)
+
+
+def provider_options(model: type[Options], settings: Settings, kind: str, provider: str) -> Options:
+    """`settings.<kind>.options` as `model`; a misspelt or bad option is a ConfigError that names it,
+    the provider, the options it does have, and where the value came from."""
+    prefix = f"{kind}.options"
+    try:
+        return model.model_validate(getattr(settings, kind).options)
+    except ValidationError as error:
+        lines = [f"invalid {prefix} for {provider}:"]
+        for problem in error.errors():
+            key = ".".join([prefix, *(str(part) for part in problem["loc"])])
+            source = settings.sources.get(key) or settings.sources.get(prefix, "")
+            where = f" (from {source})" if source else ""
+            if problem["type"] == "extra_forbidden":
+                known = ", ".join(model.model_fields) or "none"
+                lines.append(f"  {key}: {provider} has no such option{where}; its options: {known}")
+            else:
+                lines.append(f"  {key} = {problem.get('input')!r}: {problem['msg']}{where}")
+        raise ConfigError("\n".join(lines)) from None
 
 
 def _describe(error: ValidationError, sources: Mapping[str, str]) -> str:

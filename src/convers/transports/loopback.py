@@ -18,8 +18,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from pydantic import Field
 
 from convers.audio import read_wav, resample
+from convers.config import ProviderOptions, provider_options
 from convers.contracts.audio import AudioFormat, AudioFrame
 from convers.contracts.provider import Availability
 from convers.contracts.transport import (
@@ -129,16 +131,24 @@ class LoopbackTransport:
 
     # ----------------------------------------------------------------- provider convention
 
+    class Options(ProviderOptions):
+        """transport.options for the loopback transport."""
+
+        wav: Path | None = None
+        speed: float = Field(default=1.0, gt=0)
+        noise_rms: float = Field(default=0.0, ge=0)
+        finish_after_s: float | None = None
+
     @classmethod
     def from_settings(cls, settings: Settings) -> LoopbackTransport:
         """Options (settings.transport.options): `wav` (played into the mic at start), `speed`, `noise_rms`,
         `finish_after_s` (end the conversation that long after the WAV, as a caller hanging up)."""
-        options = settings.transport.options
-        transport = cls(speed=float(options.get("speed", 1.0)), noise_rms=float(options.get("noise_rms", 0.0)))
-        if options.get("wav"):
-            transport._initial.append(Path(str(options["wav"])).expanduser())
-        if options.get("finish_after_s") is not None:
-            transport.finish(float(options["finish_after_s"]))
+        options = provider_options(cls.Options, settings, "transport", "loopback")
+        transport = cls(speed=options.speed, noise_rms=options.noise_rms)
+        if options.wav:
+            transport._initial.append(options.wav.expanduser())
+        if options.finish_after_s is not None:
+            transport.finish(options.finish_after_s)
         return transport
 
     @classmethod

@@ -101,10 +101,19 @@ class PlayedOut:
 Action = Pause | Resume | Cut | Restart | StartReply | PlayedOut
 
 
+# The client reports what it played in whole milliseconds: within this of the end counts as the end.
+PLAYED_TOLERANCE_MS = 1.0
+
+
+def played_to_end(played_ms: float, audio_ms: float) -> bool:
+    """Whether the client's `played` report reached the end of the audio sent (the one rule for it)."""
+    return played_ms + PLAYED_TOLERANCE_MS >= audio_ms
+
+
 def _speaking(reply: ReplyView | None) -> bool:
     if reply is None or reply.settled:
         return False
-    return reply.generating or reply.played_ms + 1 < reply.audio_ms
+    return reply.generating or not played_to_end(reply.played_ms, reply.audio_ms)
 
 
 class BargeInArbiter:
@@ -190,7 +199,7 @@ class BargeInArbiter:
 
     def played(self, reply: ReplyView | None) -> list[Action]:
         """A played report has reached `reply.played_ms`."""
-        if reply is None or reply.settled or reply.generating or reply.played_ms + 1 < reply.audio_ms:
+        if reply is None or reply.settled or reply.generating or not played_to_end(reply.played_ms, reply.audio_ms):
             return []
         return [PlayedOut(reply.turn)]
 

@@ -6,6 +6,7 @@ import asyncio
 from dataclasses import dataclass
 
 from convers.contracts.llm import ChatMessage
+from convers.engine.barge_in.arbiter import played_to_end
 from convers.engine.reply.streamer import ReplyProgress, heard_text
 from convers.events import TurnMetrics
 
@@ -41,12 +42,12 @@ class AgentTurn:
     @property
     def audible(self) -> bool:
         """Generating, or audio sent that the client has not finished playing."""
-        return self.generating or self.played_ms + 1 < self.progress.audio_ms
+        return self.generating or not played_to_end(self.played_ms, self.progress.audio_ms)
 
     @property
     def played_ms_if_cut(self) -> float:
         """How far the client played a turn it did not play to the end; 0 for one played whole."""
-        return self.played_ms if self.played_ms + 1 < self.progress.audio_ms else 0.0
+        return 0.0 if played_to_end(self.played_ms, self.progress.audio_ms) else self.played_ms
 
     def unheard_text(self) -> str:
         """The chunks the client had not finished playing (what a restart says again)."""
@@ -57,7 +58,7 @@ class AgentTurn:
         progress = self.progress
         if not voiced:
             return progress.text  # in text every generated word was shown
-        if progress.audio_ms > self.played_ms + 1 or not progress.generation_done:
+        if not played_to_end(self.played_ms, progress.audio_ms) or not progress.generation_done:
             return heard_text(progress, self.played_ms)
         return progress.text
 

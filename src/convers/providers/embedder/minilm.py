@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from convers.config import ProviderOptions, provider_options
 from convers.contracts.embedder import EmbedderError
 from convers.contracts.provider import Availability
 
@@ -194,12 +195,18 @@ class MiniLmEmbedder:
         # Loading takes ~0.3 s (a first int8 build ~4 s): do it once, on first use, in a worker thread.
         self._load_lock = threading.Lock()
 
+    class Options(ProviderOptions):
+        """embedder.options for MiniLM."""
+
+        # "auto" (the int8 ONNX graph where it can be built), or a backend by name.
+        backend: str = "auto"
+
     @classmethod
     def from_settings(cls, settings: Settings) -> MiniLmEmbedder:
         model_dir = find_model_dir(settings)
         if model_dir is None:
             raise EmbedderError(_missing_message(settings))
-        backend = str(settings.embedder.options.get("backend", "auto"))
+        backend = provider_options(cls.Options, settings, "embedder", "minilm").backend
         return cls(model_dir, settings.data_path / ONNX_CACHE_FOLDER, backend, settings.embedder.threads)
 
     @classmethod

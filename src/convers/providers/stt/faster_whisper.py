@@ -8,7 +8,10 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pydantic import Field
+
 from convers.audio import pcm16_to_float32, resample
+from convers.config import ProviderOptions, provider_options
 from convers.contracts.audio import AudioFrame
 from convers.contracts.provider import (
     RANK_USER_MODEL,
@@ -126,9 +129,21 @@ class FasterWhisperStt:
         self._model: Any = None
         self._lock = threading.Lock()
 
+    class Options(ProviderOptions):
+        """stt.options for faster-whisper."""
+
+        compute_type: str = "int8"
+        device: str = "cpu"
+        beam_size: int = Field(default=1, ge=1)
+        # "auto" (the measured rule), "full" (30 s), or seconds (providers/stt/whisper_window.py).
+        window: str | float = "auto"
+        # "none", "fillers", or one's own words as Whisper's initial prompt.
+        prompt: str = "none"
+
     @classmethod
     def from_settings(cls, settings: Settings) -> FasterWhisperStt:
         stt = settings.stt
+        options = provider_options(cls.Options, settings, "stt", "faster-whisper")
         sources = model_sources(settings)
         source = first_usable(sources)
         if source is None or source.path is None:
@@ -139,11 +154,11 @@ class FasterWhisperStt:
             source.label,
             language=stt.language,
             threads=stt.threads,
-            compute_type=str(stt.options.get("compute_type", "int8")),
-            device=str(stt.options.get("device", "cpu")),
-            beam_size=int(stt.options.get("beam_size", 1)),
-            window=parse_window(stt.options.get("window", "auto")),
-            prompt=parse_prompt(stt.options.get("prompt", "none")),
+            compute_type=options.compute_type,
+            device=options.device,
+            beam_size=options.beam_size,
+            window=parse_window(options.window),
+            prompt=parse_prompt(options.prompt),
         )
 
     @classmethod

@@ -11,7 +11,10 @@ import weakref
 from collections.abc import AsyncIterator
 from typing import IO, TYPE_CHECKING
 
+from pydantic import Field
+
 from convers.audio import resample
+from convers.config import ProviderOptions, provider_options
 from convers.contracts.audio import AudioFrame
 from convers.contracts.provider import RANK_FALLBACK, AutoChoice, Availability
 
@@ -179,15 +182,21 @@ class EspeakTts:
         self._spare = _SpareProcess()
         weakref.finalize(self, self._spare.kill)
 
+    class Options(ProviderOptions):
+        """tts.options for espeak-ng."""
+
+        # espeak-ng's pitch, 0-99; unset: the voice's own.
+        pitch: int | None = Field(default=None, ge=0, le=99)
+
     @classmethod
     def from_settings(cls, settings: Settings) -> EspeakTts:
         tts = settings.tts
+        options = provider_options(cls.Options, settings, "tts", "espeak-ng")
         program = shutil.which("espeak-ng")
         if program is None:
             raise FileNotFoundError("espeak-ng is not installed: apt-get install espeak-ng")
-        pitch = tts.options.get("pitch")
         rate = tts.words_per_minute or ESPEAK_WORDS_PER_MINUTE
-        return cls(tts.voice, rate, int(pitch) if pitch is not None else None, program)
+        return cls(tts.voice, rate, options.pitch, program)
 
     @classmethod
     def auto_choice(cls, settings: Settings) -> AutoChoice:

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from convers.audio import float32_to_pcm16
+from convers.config import ProviderOptions, provider_options
 from convers.contracts.audio import AudioFrame
 from convers.contracts.provider import RANK_USER_MODEL, AutoChoice, Availability
 from convers.providers.onnx import cpu_session
@@ -83,9 +84,14 @@ class KokoroTts:
             voices,
             voice=tts.kokoro_voice,
             words_per_minute=tts.words_per_minute,
-            language=str(tts.options.get("language", "en-us")),
+            language=provider_options(cls.Options, settings, "tts", "kokoro").language,
             threads=tts.threads,
         )
+
+    class Options(ProviderOptions):
+        """tts.options for Kokoro."""
+
+        language: str = "en-us"
 
     @classmethod
     def auto_choice(cls, settings: Settings) -> AutoChoice:

@@ -6,6 +6,7 @@ import math
 from typing import TYPE_CHECKING
 
 from convers.audio import SILENCE_DBFS, dbfs
+from convers.config import ProviderOptions, provider_options
 from convers.contracts.audio import AudioFrame
 from convers.contracts.provider import Availability
 
@@ -41,14 +42,17 @@ class EnergyVad:
         self.floor_dbfs = self.min_floor_dbfs
         self._fresh = True
 
+    class Options(ProviderOptions):
+        """vad.options for the energy VAD."""
+
+        frame_ms: int = 20
+        margin_db: float = 12.0
+        slope_db: float = 2.0
+
     @classmethod
     def from_settings(cls, settings: Settings) -> EnergyVad:
-        options = settings.vad.options
-        return cls(
-            frame_ms=int(options.get("frame_ms", 20)),
-            margin_db=float(options.get("margin_db", 12.0)),
-            slope_db=float(options.get("slope_db", 2.0)),
-        )
+        options = provider_options(cls.Options, settings, "vad", "energy")
+        return cls(frame_ms=options.frame_ms, margin_db=options.margin_db, slope_db=options.slope_db)
 
     @classmethod
     def availability(cls, settings: Settings) -> Availability:

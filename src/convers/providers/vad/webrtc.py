@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from pydantic import Field
+
+from convers.config import ProviderOptions, provider_options
 from convers.contracts.provider import Availability
 
 if TYPE_CHECKING:
@@ -36,14 +39,17 @@ class WebRtcVad:
         self.frame_samples = sample_rate * frame_ms // 1000
         self._vad = webrtcvad.Vad(aggressiveness)
 
+    class Options(ProviderOptions):
+        """vad.options for WebRTC's VAD."""
+
+        aggressiveness: int = Field(default=2, ge=0, le=3)
+        frame_ms: int = 20
+        sample_rate: int = 16000
+
     @classmethod
     def from_settings(cls, settings: Settings) -> WebRtcVad:
-        options = settings.vad.options
-        return cls(
-            aggressiveness=int(options.get("aggressiveness", 2)),
-            frame_ms=int(options.get("frame_ms", 20)),
-            sample_rate=int(options.get("sample_rate", 16000)),
-        )
+        options = provider_options(cls.Options, settings, "vad", "webrtc")
+        return cls(aggressiveness=options.aggressiveness, frame_ms=options.frame_ms, sample_rate=options.sample_rate)
 
     @classmethod
     def availability(cls, settings: Settings) -> Availability:
