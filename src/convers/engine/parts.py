@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from convers.config import AgentSettings
 from convers.contracts.end_of_turn import TurnEndModel
 from convers.contracts.llm import LanguageModel
 from convers.contracts.memory import ConversationMemory
@@ -45,7 +46,8 @@ class SessionParts:
 class SessionOptions:
     """What a session needs from settings, as plain values."""
 
-    agent_name: str = "Juniper"
+    # The settings' default, not a second copy of it.
+    agent_name: str = AgentSettings.model_fields["name"].default
     speaker_name: str = "user"
     max_tokens: int | None = None
     temperature: float | None = None
