@@ -53,7 +53,8 @@ class SoakConfig:
     # together spoke at the same moments for the first minutes (the second 1.1-1.2 s to first
     # audio, the first 0.6-0.9 s), so the first minute measured their collision, not drift.
     stagger_s: float = 4.0
-    turn_timeout_s: float = 30.0
+    # A real model's reply may play for 40 s (llm.max_tokens 150).
+    turn_timeout_s: float = 60.0
     rss_every_s: float = 5.0
     settings: tuple[str, ...] = ()
 
