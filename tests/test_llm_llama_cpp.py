@@ -110,7 +110,10 @@ def test_auto_ranks_the_packaged_model_below_a_pulled_or_configured_one(tmp_path
     own.write_bytes(b"GGUF")
     configured = LlamaCppLlm.auto_choice(Settings.model_validate({"data_dir": str(tmp_path), "llm": {"model_path": str(own)}}))
     assert configured.usable and configured.rank == RANK_USER_MODEL and "mine.gguf" in configured.detail
-    assert LlamaCppLlm.from_settings(Settings.model_validate({"llm": {"model_path": str(own)}})).model_path == own
+    mine = LlamaCppLlm.from_settings(Settings.model_validate({"llm": {"model_path": str(own)}}))
+    assert mine.model_path == own and mine.can_summarise
+    # The packaged model talks, but is not asked for notes written in the background.
+    assert not LlamaCppLlm.from_settings(Settings(data_dir=tmp_path)).can_summarise
 
 
 def test_without_any_model_it_says_how_to_get_one(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):

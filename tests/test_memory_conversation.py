@@ -140,6 +140,17 @@ async def test_long_user_turns_also_get_a_digest(tmp_path: Path) -> None:
         assert store.list(10, kind="digest") == []  # forgetting the turn forgets its digest
 
 
+async def test_a_model_that_cannot_summarise_is_not_asked_for_digests(tmp_path: Path) -> None:
+    llm = ScriptedLlm(["I'm sorry, I am not able to provide a response."])
+    llm.can_summarise = False  # type: ignore[attr-defined]  # what the packaged 135M model says of itself
+    memory = make(tmp_path, llm=llm, digest_min_words=3)
+    memory.remember("s1", "user", "Sam", "this turn is long enough to be summarised by the model")
+    await memory.aclose()
+    assert llm.prompts == []
+    with SqliteMemoryStore(tmp_path / "memory.db") as store:
+        assert store.count() == 1 and store.list(10, kind="digest") == []
+
+
 async def test_digest_failure_keeps_the_raw_turn(tmp_path: Path) -> None:
     memory = make(tmp_path, llm=ScriptedLlm([], fail="model crashed"), digest_min_words=3)
     memory.remember("s1", "user", "Sam", "this turn is long enough to be summarised by the model")

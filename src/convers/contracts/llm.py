@@ -95,6 +95,15 @@ class ToolCallingModel(Protocol):
     ) -> AsyncGenerator[StreamItem, None]: ...
 
 
+def can_summarise(llm: object) -> bool:
+    """Whether `llm` is worth asking for notes written in the background (digests, reflections).
+
+    A provider says no with `can_summarise = False`: the packaged 135M model answers "summarise
+    this" with apologies, which stored as memory would come back in every prompt.
+    """
+    return bool(getattr(llm, "can_summarise", True))
+
+
 def supports_tools(llm: object) -> bool:
     """Whether `llm` takes a `tools` argument (and may yield ToolCall items)."""
     return bool(getattr(llm, "supports_tools", False))

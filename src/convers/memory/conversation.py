@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Literal
 
 from convers.contracts.embedder import Embedder
-from convers.contracts.llm import LanguageModel
+from convers.contracts.llm import LanguageModel, can_summarise
 from convers.contracts.memory import (
     MemoryHit,
     MemoryStore,
@@ -129,7 +129,7 @@ class CompanionMemory:
         """What follows a stored turn: name learning, digests, backfill."""
         if item.role == "user":
             await self._learn_name(item.text)
-            if self.llm is not None and needs_digest(item.text, self.options.digest_min_words):
+            if self.llm is not None and can_summarise(self.llm) and needs_digest(item.text, self.options.digest_min_words):
                 self._digests.put_nowait((item, turn.id))
         else:
             # If the agent asked for their name, the next user turn may answer with just the name.
@@ -359,7 +359,7 @@ def companion_memory(
     the store unless `close_store`.
     """
     reflection = None
-    if settings.memory.reflection and llm is not None:
+    if settings.memory.reflection and llm is not None and can_summarise(llm):
         reflection = Reflection(llm, settings.data_path, settings.agent.name)
     return CompanionMemory(
         store,

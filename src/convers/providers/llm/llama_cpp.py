@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from convers.contracts.llm import ChatMessage, LlmError, ReadingReport, StreamItem
-from convers.contracts.provider import RANK_USER_MODEL, AutoChoice, Availability
+from convers.contracts.provider import RANK_PACKAGED, RANK_USER_MODEL, AutoChoice, Availability
 from convers.model_checks import (
     ModelFileError,
     ModelSource,
@@ -172,6 +172,7 @@ class LlamaCppLlm:
         options: Mapping[str, Any] | None = None,
         server: InProcessServer | None = None,
         parent: LlamaCppLlm | None = None,
+        packaged: bool = False,
     ) -> None:
         self.model_path = Path(model_path).expanduser()
         self.server = server or InProcessServer(
@@ -183,6 +184,8 @@ class LlamaCppLlm:
         self.read_timeout_s = read_timeout_s
         # Extra request fields (top_p, repeat_penalty, stop, seed, ...), sent as given.
         self.options = dict(options or {})
+        # The packaged 135M model talks, but its summaries are apologies: no notes in the background.
+        self.can_summarise = not packaged
         # A session's view asks the provider's own client for its slot: one counter hands them out.
         self.parent = parent
         self._client: OpenAICompatibleLlm | None = None
@@ -207,6 +210,7 @@ class LlamaCppLlm:
             stall_timeout_s=llm.stall_timeout_s,
             read_timeout_s=llm.read_timeout_s,
             options=llm.options,
+            packaged=source.rank == RANK_PACKAGED,
         )
 
     @classmethod
@@ -231,7 +235,7 @@ class LlamaCppLlm:
         view = LlamaCppLlm(
             self.model_path, temperature=self.temperature, max_tokens=self.max_tokens,
             stall_timeout_s=self.stall_timeout_s, read_timeout_s=self.read_timeout_s,
-            options=self.options, server=self.server, parent=self,
+            options=self.options, server=self.server, parent=self, packaged=not self.can_summarise,
         )
         view._session_key = key
         view._on_reading = on_reading
