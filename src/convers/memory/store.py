@@ -29,6 +29,7 @@ from typing import IO, TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
+from convers.config import ProviderOptions, provider_options
 from convers.contracts.embedder import Embedder, EmbedderError
 from convers.contracts.memory import MemoryHit, MemoryStoreError, MemoryTurn
 from convers.contracts.provider import Availability
@@ -139,6 +140,12 @@ class SqliteMemoryStore:
 
     # ----------------------------------------------------------------- provider convention
 
+    class Options(ProviderOptions):
+        """memory.options for the SQLite store."""
+
+        # How word and vector ranks are fused (memory/ranking.py).
+        fusion: Fusion = RankingWeights.fusion
+
     @classmethod
     def from_settings(cls, settings: Settings, embedder: Embedder | None = None) -> SqliteMemoryStore:
         """The store at data_dir/memory.db with recall settings applied; `embedder` may be None."""
@@ -146,7 +153,7 @@ class SqliteMemoryStore:
             settings.data_path / DB_FILE_NAME,
             embedder=embedder,
             floor=settings.memory.recall_floor,
-            weights=RankingWeights(fusion=settings.memory.options.get("fusion", RankingWeights.fusion)),
+            weights=RankingWeights(fusion=provider_options(cls.Options, settings, "memory", "sqlite").fusion),
             zone=local_zone(settings.memory.time_zone or None),
         )
 

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from convers.audio import pcm16_to_float32
+from convers.config import ProviderOptions, provider_options
 from convers.contracts.provider import Availability
 from convers.providers.onnx import cpu_session
 
@@ -119,8 +120,15 @@ class SileroVad:
         self._context = np.zeros(self.context_samples, dtype=np.float32)
         self.reset()
 
+    class Options(ProviderOptions):
+        """vad.options for Silero."""
+
+        # Another copy of the Silero ONNX file; unset: the one an installed package carries.
+        model_path: Path | None = None
+
     @classmethod
     def from_settings(cls, settings: Settings) -> SileroVad:
+        provider_options(cls.Options, settings, "vad", "silero")  # a misspelt option is an error
         path, detail = find_silero_model(settings)
         if path is None:
             raise FileNotFoundError(detail)
