@@ -16,9 +16,13 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from convers.contracts.provider import AutoChoice
+from convers.contracts.provider import RANK_USER_MODEL, AutoChoice
 from convers.private_files import private_dir
+
+if TYPE_CHECKING:
+    from convers.config import Settings
 
 log = logging.getLogger(__name__)
 
@@ -138,6 +142,32 @@ class ModelSource:
     @property
     def usable(self) -> bool:
         return self.path is not None and self.problem is None
+
+
+def configured_file_source(path: Path, setting: str, expected: str) -> ModelSource:
+    """A model file named in the settings (`setting`): usable when it is a file, else broken, saying
+    what to point it at (`expected`)."""
+    path = path.expanduser()
+    label = f"configured model {path}"
+    if path.is_file():
+        return ModelSource(label, RANK_USER_MODEL, path)
+    return ModelSource(label, RANK_USER_MODEL, problem=f"{setting} {path} is not a file: {expected}", broken=True)
+
+
+def pulled_file_source(
+    settings: Settings, checks: VerifiedFiles, path: Path, label: str, kind: str, missing: str
+) -> ModelSource:
+    """A model file `convers models pull KIND` wrote: usable once it matches the SHA-256 the pull
+    recorded, broken when it does not, absent (`missing` says what to run) when it is not there."""
+    from convers.downloads import pulled_checksums
+
+    if not path.is_file():
+        return ModelSource(label, RANK_USER_MODEL, problem=missing)
+    try:
+        checks.check(pulled_checksums(settings, [path]), fix=f"run `convers models pull {kind} --force`")
+    except ModelFileError as error:
+        return ModelSource(label, RANK_USER_MODEL, problem=str(error), broken=True)
+    return ModelSource(label, RANK_USER_MODEL, path)
 
 
 def first_usable(sources: Sequence[ModelSource]) -> ModelSource | None:

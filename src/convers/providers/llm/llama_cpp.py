@@ -25,10 +25,11 @@ from typing import TYPE_CHECKING, Any
 from convers.contracts.llm import ChatMessage, LlmError, ReadingReport, StreamItem
 from convers.contracts.provider import RANK_PACKAGED, RANK_USER_MODEL, AutoChoice, Availability
 from convers.model_checks import (
-    ModelFileError,
     ModelSource,
+    configured_file_source,
     first_usable,
     problems,
+    pulled_file_source,
     verified_files,
 )
 from convers.packaged_models import SMOLLM2, SMOLLM2_FILE
@@ -50,30 +51,15 @@ PROMPT_CACHE_MIB = 256
 
 def model_sources(settings: Settings) -> list[ModelSource]:
     """Where the GGUF may come from, best first: llm.model_path, the pulled model, the packaged SmolLM2."""
-    from convers.downloads import default_gguf_path, pulled_checksums
+    from convers.downloads import default_gguf_path
 
     checks = verified_files(settings.data_path)
     sources: list[ModelSource] = []
-    configured = settings.llm.model_path
-    if configured is not None:
-        path = configured.expanduser()
-        label = f"configured model {path}"
-        if path.is_file():
-            sources.append(ModelSource(label, RANK_USER_MODEL, path))
-        else:
-            problem = f"llm.model_path {path} is not a file: point it at a GGUF file, or unset it"
-            sources.append(ModelSource(label, RANK_USER_MODEL, problem=problem, broken=True))
+    if settings.llm.model_path is not None:
+        sources.append(configured_file_source(settings.llm.model_path, "llm.model_path", "point it at a GGUF file, or unset it"))
     pulled = default_gguf_path(settings)
-    label = f"pulled model {pulled.name}"
-    if pulled.is_file():
-        try:
-            checks.check(pulled_checksums(settings, [pulled]), fix="run `convers models pull llm --force`")
-            sources.append(ModelSource(label, RANK_USER_MODEL, pulled))
-        except ModelFileError as error:
-            sources.append(ModelSource(label, RANK_USER_MODEL, problem=str(error), broken=True))
-    else:
-        problem = f"no pulled model: `convers models pull llm` fetches one (looked for {pulled})"
-        sources.append(ModelSource(label, RANK_USER_MODEL, problem=problem))
+    missing = f"no pulled model: `convers models pull llm` fetches one (looked for {pulled})"
+    sources.append(pulled_file_source(settings, checks, pulled, f"pulled model {pulled.name}", "llm", missing))
     sources.append(SMOLLM2.source(checks, SMOLLM2_FILE))
     return sources
 

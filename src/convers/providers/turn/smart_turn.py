@@ -21,7 +21,6 @@ from convers.audio import pcm16_to_float32, resample
 from convers.contracts.audio import AudioFrame
 from convers.contracts.provider import (
     RANK_PACKAGED,
-    RANK_USER_MODEL,
     AutoChoice,
     Availability,
 )
@@ -29,8 +28,10 @@ from convers.model_checks import (
     ModelFileError,
     ModelSource,
     auto_choice_from,
+    configured_file_source,
     first_usable,
     problems,
+    pulled_file_source,
     verified_files,
     warn_passed_over,
 )
@@ -53,30 +54,15 @@ def pulled_model_path(settings: Settings) -> Path:
 
 def model_sources(settings: Settings) -> list[ModelSource]:
     """Where the model may come from, best first: turn_end.model_path, a pulled copy, the one in pipecat-ai."""
-    from convers.downloads import pulled_checksums
-
     checks = verified_files(settings.data_path)
     sources: list[ModelSource] = []
-    configured = settings.turn_end.model_path
-    if configured is not None:
-        path = configured.expanduser()
-        label = f"configured model {path}"
-        if path.is_file():
-            sources.append(ModelSource(label, RANK_USER_MODEL, path))
-        else:
-            problem = f"turn_end.model_path {path} is not a file: point it at a smart-turn v3 .onnx"
-            sources.append(ModelSource(label, RANK_USER_MODEL, problem=problem, broken=True))
+    if settings.turn_end.model_path is not None:
+        sources.append(
+            configured_file_source(settings.turn_end.model_path, "turn_end.model_path", "point it at a smart-turn v3 .onnx")
+        )
     pulled = pulled_model_path(settings)
-    label = f"pulled model {pulled}"
-    if pulled.is_file():
-        try:
-            checks.check(pulled_checksums(settings, [pulled]), fix="run `convers models pull turn --force`")
-            sources.append(ModelSource(label, RANK_USER_MODEL, pulled))
-        except ModelFileError as error:
-            sources.append(ModelSource(label, RANK_USER_MODEL, problem=str(error), broken=True))
-    else:
-        problem = f"smart-turn is not downloaded: run `convers models pull turn` (looked for {pulled})"
-        sources.append(ModelSource(label, RANK_USER_MODEL, problem=problem))
+    missing = f"smart-turn is not downloaded: run `convers models pull turn` (looked for {pulled})"
+    sources.append(pulled_file_source(settings, checks, pulled, f"pulled model {pulled}", "turn", missing))
     sources.append(SMART_TURN.source(checks, SMART_TURN_FILE))
     return sources
 
