@@ -322,3 +322,14 @@ async def test_the_stall_limit_does_not_apply_to_the_first_token():
 def test_the_stall_limit_comes_from_settings():
     settings = Settings.model_validate({"llm": {"stall_timeout_s": 4}})
     assert OpenAICompatibleLlm.from_settings(settings).stall_timeout_s == 4
+
+
+async def test_session_views_share_what_is_known_of_the_server():
+    async with serve_llm(Reply(["a"]), Reply(["b"]), Reply(["c"])) as server:
+        llm = OpenAICompatibleLlm(base_url=server.base_url)
+        one, two = llm.for_session("s1"), llm.for_session("s2")
+        assert await collect(one) == ["a"] and await collect(two) == ["b"] and await collect(llm) == ["c"]
+    # The model list and llama-server's slots are asked once, not once per session.
+    asked = [r.path for r in server.requests if not r.path.endswith("/chat/completions")]
+    assert asked == ["/v1/models", "/props"]
+    assert (one.cache_slot, two.cache_slot) == (0, 1)

@@ -111,6 +111,15 @@ def llama_server_slots(api: str, timeout_s: float, api_key: str | None) -> int:
     return slots if isinstance(slots, int) and slots > 0 else 0
 
 
+@dataclass
+class ServerFacts:
+    """What a provider learnt about its server, shared by every session's view of it (for_session):
+    the endpoint it resolved, and why the server refused the `tools` field, once it has."""
+
+    endpoint: Endpoint | None = None
+    tools_refused: str | None = None
+
+
 class OpenAICompatibleLlm:
     """Streams chat completions over HTTP from a local OpenAI-compatible server.
 
@@ -149,10 +158,9 @@ class OpenAICompatibleLlm:
         # Extra request fields (top_p, stop, seed, ...), sent as given.
         self.options = dict(options or {})
         self.candidates = tuple(candidates)
-        self._endpoint: Endpoint | None = None
+        # Shared with the session views: none learns again what another already knows.
+        self.facts = ServerFacts()
         self._ssl: ssl.SSLContext | None = None
-        # Why the server refused the `tools` field, once it has (then tools are no longer sent).
-        self.tools_refused: str | None = None
         # llama-server's slot count when known beforehand (the in-process server); None: ask /props.
         self.known_slots = slots
         # Set on a session's view (for_session): the cache slot its requests use, and who hears
@@ -213,10 +221,20 @@ class OpenAICompatibleLlm:
                 return _describe(api, label, found, llm.model)
         return Availability(False, _nothing_answers(candidates))
 
+    @property
+    def tools_refused(self) -> str | None:
+        """Why the server refused the `tools` field, once it has (then tools are no longer sent)."""
+        return self.facts.tools_refused
+
+    @tools_refused.setter
+    def tools_refused(self, reason: str | None) -> None:
+        self.facts.tools_refused = reason
+
     def for_session(self, key: str, on_reading: ReadingReport | None = None) -> OpenAICompatibleLlm:
         """A view for one session: its requests share one llama-server cache slot (sessions take
         slots in turn), and `on_reading` hears what each request had to read. `key` names the
-        session in logs; slots are handed out in order, not by key."""
+        session in logs; slots are handed out in order, not by key. What is known of the server
+        (`facts`: its endpoint, whether it takes tools) stays shared."""
         view = copy.copy(self)
         view.cache_slot = next(self._slot_numbers)
         view.on_reading = on_reading
@@ -276,8 +294,8 @@ class OpenAICompatibleLlm:
 
     async def endpoint(self) -> Endpoint:
         """The server and model in use, found on first call (probing candidates if needed)."""
-        if self._endpoint is not None:
-            return self._endpoint
+        if self.facts.endpoint is not None:
+            return self.facts.endpoint
         timeout = min(PROBE_TIMEOUT_S, self.connect_timeout_s)
         found: Probe | None = None
         if self.base_url:
@@ -298,8 +316,8 @@ class OpenAICompatibleLlm:
         slots = self.known_slots
         if slots is None:
             slots = await asyncio.to_thread(llama_server_slots, api, timeout, self.api_key)
-        self._endpoint = Endpoint(label, api, model, slots)
-        return self._endpoint
+        self.facts.endpoint = Endpoint(label, api, model, slots)
+        return self.facts.endpoint
 
     def _ssl_context(self) -> ssl.SSLContext:
         """One certificate store per provider: httpx loads a fresh one for every client otherwise,
@@ -382,7 +400,7 @@ class OpenAICompatibleLlm:
                 ) from None
             except httpx.ConnectError as error:
                 # The server went away: let the next reply look again (it may have moved ports).
-                self._endpoint = None
+                self.facts.endpoint = None
                 raise LlmError(f"cannot connect to {url}: {error}; start the server or fix llm.base_url") from None
             except httpx.ReadTimeout:
                 raise LlmError(
