@@ -126,8 +126,11 @@ class PromptLog:
 
     def prefix(self, history: Sequence[ChatMessage], profile: str = "") -> list[ChatMessage]:
         """The system message and the conversation: everything the next prompt starts with."""
+        return self._prefix_of(self._window(history), profile)
+
+    def _prefix_of(self, window: Sequence[ChatMessage], profile: str) -> list[ChatMessage]:
         system = self.builder.system(self.pinned_profile if self.pinned_profile is not None else profile)
-        return [system, *(self._as_sent(m) for m in self._window(history))]
+        return [system, *(self._as_sent(m) for m in window)]
 
     def build(
         self,
@@ -139,8 +142,9 @@ class PromptLog:
         """The messages for a reply to `user_text`, which is not in `history` yet."""
         if self.pinned_profile is None:
             self.pinned_profile = self.seen_profile = profile.strip()
-        messages = self.prefix(history, profile)
-        sent = self.message_for(user_text, self._window(history), profile, recalled)
+        window = self._window(history)
+        messages = self._prefix_of(window, profile)
+        sent = self.message_for(user_text, window, profile, recalled)
         messages.append(ChatMessage("user", sent.content))
         return messages
 
