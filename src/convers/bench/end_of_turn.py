@@ -49,6 +49,7 @@ from convers.bench.latency import (
     FRAME_S,
     MIC_RATE,
     describe,
+    end_session,
     judged_record,
     machine_info,
     speak,
@@ -381,12 +382,7 @@ async def run_provider(
             )
         await wait_until(quiet, config.turn_timeout_s)
     finally:
-        transport.finish(0.1)
-        try:
-            await asyncio.wait_for(runner, 15)
-        except TimeoutError:
-            runner.cancel()
-            await asyncio.gather(runner, return_exceptions=True)
+        await end_session(transport, runner)
     return {"provider": provider, "built": getattr(turn_end, "name", "silence rule"), "utterances": rows,
             "summary": summarize(rows)}
 

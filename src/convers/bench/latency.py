@@ -38,6 +38,7 @@ from convers.bench.latency_script import (  # noqa: F401  (re-exported: other be
     LatencyConfig,
     TurnPlan,
     Utterance,
+    end_session,
     frame_index,
     judged_record,
     speak,
@@ -201,12 +202,7 @@ async def run_loopback(
         if previous is not None:
             await wait_until(lambda: session.current is None or session.current.settled, config.turn_timeout_s)
     finally:
-        transport.finish(0.1)
-        try:
-            await asyncio.wait_for(runner, 15)
-        except TimeoutError:
-            runner.cancel()
-            await asyncio.gather(runner, return_exceptions=True)
+        await end_session(transport, runner)
         if memory_inner is not None:
             await memory_inner.aclose()
 

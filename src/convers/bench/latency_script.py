@@ -115,6 +115,16 @@ async def wait_until(condition: Callable[[], bool], timeout_s: float, step_s: fl
     return True
 
 
+async def end_session(transport: Any, runner: asyncio.Task[Any], grace_s: float = 15.0) -> None:
+    """Ends the loopback microphone's input and waits for the session to finish (cancelled after `grace_s`)."""
+    transport.finish(0.1)
+    try:
+        await asyncio.wait_for(runner, grace_s)
+    except TimeoutError:
+        runner.cancel()
+        await asyncio.gather(runner, return_exceptions=True)
+
+
 def frame_index(at_s: float) -> int:
     """The microphone frame a sound placed at `at_s` starts in."""
     return math.ceil(at_s / FRAME_S - 1e-6)
