@@ -150,6 +150,18 @@ class TurnEndSettings(Section):
     options: dict[str, Any] = Field(default_factory=dict)
 
 
+class EchoSettings(Section):
+    """Echo cancellation: the agent's own voice taken out of the microphone (speakerphone use).
+
+    On for `convers talk` (this machine's speaker and microphone), and on the server for a page
+    that says in its hello that its browser cancelled no echo (`"aec": false`, docs/protocol.md).
+    """
+
+    enabled: bool = True
+    provider: str = "webrtc"
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
 class EmbedderSettings(Section):
     """Sentence embeddings for recall."""
 
@@ -280,6 +292,7 @@ class Settings(Section):
     vad: VadSettings = Field(default_factory=VadSettings)
     turns: TurnTiming = Field(default_factory=TurnTiming)
     turn_end: TurnEndSettings = Field(default_factory=TurnEndSettings)
+    echo: EchoSettings = Field(default_factory=EchoSettings)
     barge_in: BargeInPolicy = Field(default_factory=BargeInPolicy)
     speculation: SpeculationPolicy = Field(default_factory=SpeculationPolicy)
     embedder: EmbedderSettings = Field(default_factory=EmbedderSettings)

@@ -65,6 +65,11 @@ class BargeInPolicy:
     # while the user is silent and nothing of theirs is being transcribed) was not an interruption:
     # playback resumes. Judged on the session's clock at each inbound frame (engine/barge_in/arbiter.py).
     false_interruption_timeout_s: float = 1.0
+    # While an echo canceller is still learning the room (its first seconds of agent speech in a
+    # session), what it lets through of the agent's voice sounds like a person to the VAD: speech
+    # over the agent then pauses nothing at onset and cuts the reply only once it lasts this long.
+    # A person is heard as soon as the canceller has learnt. See `convers bench echo`.
+    min_barge_in_speech_while_echo_learning_s: float = 1.2
     # Utterances that say "I'm listening" rather than "stop": a transcript of only these (lower case,
     # without punctuation) never costs the agent its reply.
     backchannels: tuple[str, ...] = BACKCHANNELS

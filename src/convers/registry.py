@@ -15,6 +15,7 @@ if TYPE_CHECKING:
 GROUPS: dict[str, str] = {
     "vad": "convers.vad",
     "turn_end": "convers.turn",
+    "echo": "convers.echo",
     "stt": "convers.stt",
     "llm": "convers.llm",
     "tts": "convers.tts",

@@ -279,6 +279,32 @@ def speech_bench(ctx: click.Context, cases: str | None, deterministic: bool, raw
     click.echo(f"wrote {path}")
 
 
+@bench.command("echo")
+@click.option("--levels", default="-20,-10,-5,0", show_default=True, help="Echo levels in dB against the agent's output, comma separated.")
+@click.option("--minutes", default=10.0, show_default=True, help="Minutes of agent speech per level with the canceller on.")
+@click.option("--off-minutes", default=2.0, show_default=True, help="Minutes of agent speech per level with the canceller off (0: skip).")
+@click.option("--noise", "noise_dbfs", type=float, help="Background noise level in dBFS (default: none).")
+@click.option("--seed", default=7, show_default=True)
+@click.option("--out", type=click.Path(path_type=Path), help="JSON result file (default bench/results/echo-<time>.json).")
+@click.pass_context
+def echo_bench(ctx: click.Context, levels: str, minutes: float, off_minutes: float, noise_dbfs: float | None, seed: int,
+               out: Path | None) -> None:
+    """The agent on a speakerphone: its own voice through a simulated room, the person speaking over it."""
+    from convers.bench.echo import print_table, run_benchmark, write_result
+
+    try:
+        echo_levels = [float(level) for level in levels.split(",") if level.strip()]
+    except ValueError:
+        raise click.UsageError(f"--levels {levels!r}: give numbers in dB, like -20,-10,0") from None
+    try:
+        result = run_benchmark(settings_from(ctx), lambda text: click.echo(text, err=True), echo_levels=echo_levels,
+                               minutes=minutes, off_minutes=off_minutes, noise_dbfs=noise_dbfs, seed=seed)
+    except (RuntimeError, OSError) as error:
+        raise click.ClickException(str(error)) from None
+    print_table(result, click.echo)
+    click.echo(f"wrote {write_result(result, out)}")
+
+
 @bench.command("speech-cost")
 @click.option("--replies", "replies_file", type=click.Path(path_type=Path), help="Case file of replies (JSON list of {\"reply\": ...}); default tests/data/sentence_cases.json where it exists.")
 @click.option("--rounds", default=5, show_default=True, help="Timed passes; the best is reported.")

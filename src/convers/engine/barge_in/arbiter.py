@@ -7,6 +7,11 @@ clock and starts no task. The session owns the tasks and applies the actions, in
 Paths (BargeInPolicy in policies.py holds every knob):
 - onset over an audible reply -> `Pause` at once (the client keeps the audio);
 - the voice lasts `min_barge_in_speech_s` -> `Cut` (cancel and flush), keeping the unheard rest;
+- while the client's echo canceller is still learning the room (`echo_learning`), an onset pauses
+  nothing and the cut waits for `min_barge_in_speech_while_echo_learning_s`: the echo it lets
+  through then sounds like a person for a moment, a person does not stop after a moment; such
+  speech that ends before the cut is taken for echo, whatever its transcript says (Whisper writes
+  "Thank you." or the agent's own words for it);
 - the onset drops (a cough) -> `Resume` ("noise");
 - a short turn ends: the pause holds until its transcript says: words -> `StartReply` (which
   replaces the reply); nothing or only a backchannel -> `Resume` ("no_words") and, if a cut left
@@ -131,6 +136,10 @@ class BargeInArbiter:
         self._transcribing = 0
         # The unheard rest of the reply last cut, until a verdict says whether the cut was real.
         self._unheard: str | None = None
+        # The speech being judged began over the agent while the echo canceller was learning.
+        self._onset_while_learning = False
+        # Ended turns of that kind not yet transcribed: their transcripts are echo, not words.
+        self._echo_turns = 0
 
     @property
     def judging(self) -> bool:
@@ -142,15 +151,16 @@ class BargeInArbiter:
         """The turn whose playback is paused by this arbiter, if any."""
         return self._paused_turn
 
-    def heard(self, event: TurnEvent, reply: ReplyView | None) -> list[Action]:
-        """One TurnTaker event, with the reply as it is now."""
+    def heard(self, event: TurnEvent, reply: ReplyView | None, echo_learning: bool = False) -> list[Action]:
+        """One TurnTaker event, with the reply as it is now and whether the echo canceller is learning."""
         if isinstance(event, SpeechOnset):
             self._user_active = True
             if not (self.policy.enabled and _speaking(reply)):
                 return []
             assert reply is not None
             self._onset_at = event.started_at
-            if self.policy.pause_on_onset and self._paused_turn != reply.turn:
+            self._onset_while_learning = echo_learning
+            if self.policy.pause_on_onset and not echo_learning and self._paused_turn != reply.turn:
                 self._paused_turn = reply.turn
                 self._paused_at = event.at
                 return [Pause(reply.turn)]
@@ -163,17 +173,21 @@ class BargeInArbiter:
         if isinstance(event, UserTurnEnded):
             # Ended short of the barge-in minimum: the pause holds until the transcript's verdict.
             self._user_active = False
+            if self._onset_at is not None and self._onset_while_learning:
+                self._echo_turns += 1
             self._onset_at = None
             self._transcribing += 1
         return []
 
-    def voice(self, voice_s: float, reply: ReplyView | None) -> list[Action]:
+    def voice(self, voice_s: float, reply: ReplyView | None, echo_learning: bool = False) -> list[Action]:
         """How long the voice has lasted after a frame's events: past the minimum, the reply is cut."""
         if self._onset_at is None or reply is None or reply.settled:
             return []
-        if voice_s < self.policy.min_barge_in_speech_s:
+        policy = self.policy
+        if voice_s < (policy.min_barge_in_speech_while_echo_learning_s if echo_learning else policy.min_barge_in_speech_s):
             return []
         onset_at, self._onset_at = self._onset_at, None
+        self._onset_while_learning = False
         # Kept in case the interruption turns out to be only "mm-hm".
         self._unheard = reply.unheard_text() or None
         if self._paused_turn == reply.turn:
@@ -183,6 +197,9 @@ class BargeInArbiter:
     def transcribed(self, verdict: Verdict, text: str, reply: ReplyView | None) -> list[Action]:
         """The verdict on one ended user turn (one call per `UserTurnEnded`, failed ones included)."""
         self._transcribing = max(0, self._transcribing - 1)
+        if self._echo_turns:
+            self._echo_turns -= 1
+            return []  # the canceller's first echo of the agent (see the module docstring): nothing to do
         if verdict == "failed":
             return []  # no verdict: the timeout decides
         if verdict == "words":

@@ -1,0 +1,455 @@
+"""`convers bench echo`: the agent on a speakerphone, hearing its own voice through a simulated room.
+
+The agent's replies are spoken by the voice a fresh install picks (Piper) and played into a room:
+the microphone hears them after `delay` (20-200 ms), with a decaying reverberation tail, at an echo
+level from -20 to 0 dB against what the speaker played, with optional background noise. In every
+other reply a person (espeak-ng, a different voice) speaks over the agent at a random moment, at the
+level the agent's output has. Each microphone block (20 ms, what `convers talk` reads) goes, with the
+canceller on, through the same `EchoCancelling` the local transport runs, with exactly what the speaker
+played as the reference; then through the session's own listener (the VAD and `TurnTaker`) and its
+`BargeInArbiter`. The arbiter's actions play out on the simulated speaker: a pause stops the echo, a cut
+ends the reply. An utterance that ends is transcribed by the real STT and judged like the session does.
+
+Time is simulated (the run is faster than real time), so the figures are the engine's decisions, not
+the machine's speed: onset to pause is from the first sample of the person's voice to the frame at
+which the arbiter paused the speaker. Turns end by the silence rule only (no end-of-turn model):
+that decides when a reply starts, not whether the agent was interrupted.
+
+Counted, per scenario (canceller on or off, an echo level):
+- self-interruptions: a pause, a cut or a new reply while no person spoke (from their first sample to
+  one second after their last), per minute of agent speech played;
+- barge-ins caught: the person's interruptions that stopped the agent (a cut or their reply);
+- onset to pause (ms), p50 and p95;
+- the echo left after the canceller (dB under the microphone) while only the agent spoke, and the
+  canceller's CPU as a share of one core.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from convers.audio import concat, resample
+from convers.bench.results import write_json_result
+from convers.bench.run_info import machine_info
+from convers.contracts.audio import AudioFrame
+from convers.contracts.echo import EchoCanceller
+from convers.echo_cancelling import EchoCancelling
+from convers.engine.barge_in.arbiter import BargeInArbiter, Cut, Pause, Restart, Resume, StartReply
+from convers.engine.listening.listener import Listener
+from convers.engine.listening.turn_taking import UserTurnEnded
+from convers.engine.listening.verdict import verdict_of
+
+RATE = 16000
+# What `convers talk` reads from the microphone at a time (transports/local.py BLOCK_S).
+BLOCK = 320
+# Silence between two agent replies, and after the person's turn before the agent answers.
+GAP_S = 0.8
+# A pause or cut up to this long after the person's last sample is still theirs (their turn's end,
+# its transcript).
+PERSON_TAIL_S = 1.0
+# The room, the canceller and the listener are new every this many replies (a new session); the
+# agent's first words in a session are the canceller's hardest, before it has learnt the room.
+REPLIES_PER_SESSION = 4
+# The person starts speaking at least this far into a reply, and this far before its end.
+BARGE_IN_FROM_S = 1.0
+BARGE_IN_BEFORE_END_S = 2.0
+
+# What the agent says: replies of two to four sentences, as a companion talks.
+AGENT_REPLIES: tuple[str, ...] = (
+    "Good morning! The kettle is a fine place to start. Would you like me to remind you about the dentist at ten?",
+    "I think a walk by the river would do you good. The forecast says the rain stops after lunch, so bring a light coat.",
+    "That sounds like a lovely weekend. Your sister must have been happy to see you. Did the kids enjoy the zoo?",
+    "Let me see. If you leave at half past eight, you should reach the station with time to spare. The train takes about forty minutes.",
+    "Tomatoes like plenty of sun and a deep drink twice a week. Pinch out the side shoots, and they will thank you in August.",
+    "You mentioned last week that your knee was sore. Has it been any better since you started the stretches?",
+    "Here is a simple one. Fry an onion, add a tin of tomatoes and a spoon of paprika, then crack two eggs into it and cover the pan.",
+    "It is a good question. Most people sleep better when the room is cool and dark, and when they keep the phone out of the bedroom.",
+    "I remember you love old films. Tonight there is a Hitchcock on channel four at nine. Shall I remind you at a quarter to?",
+    "Breathe in slowly for four counts, hold for four, and let it go for six. Let us do that together three times.",
+    "Congratulations on the new job! Starting somewhere new is exciting and a little scary. What are you looking forward to most?",
+    "The library opens at nine on Saturdays. They have a book club on the first Thursday of the month, if you would like some company.",
+    "Your daughter's birthday is on the fourteenth. Last year you gave her a scarf, and she wore it all winter.",
+    "A short nap after lunch is fine, as long as it stays under half an hour. Longer than that can make the night harder.",
+    "If the heating makes that knocking sound again, bleed the radiator with the little key. A towel underneath catches the drips.",
+    "I am glad you called your brother. It sounds like you two had a lot to catch up on. Will you visit him in the spring?",
+)
+
+# What the person says over the agent: real interruptions, long enough to be a turn.
+PERSON_INTERRUPTIONS: tuple[str, ...] = (
+    "Wait, stop, I have a question about that.",
+    "Hold on a second, that is not what I asked.",
+    "Sorry, can you say the first part again?",
+    "No no, I meant the other one, the one from Tuesday.",
+    "Actually, let us talk about something else.",
+    "Okay, thanks, that is enough for now.",
+    "Hang on, my phone is ringing, give me a minute.",
+    "Excuse me, what time did you say it was?",
+)
+
+
+@dataclass(frozen=True)
+class Room:
+    """How the speaker reaches the microphone: a delay, a reverberation tail, a level."""
+
+    delay_ms: float
+    rt60_s: float
+    echo_db: float
+
+    def impulse(self, rng: np.random.Generator) -> np.ndarray:
+        """A direct path then an exponentially decaying diffuse tail (60 dB down at `rt60_s`), at unit energy."""
+        delay = round(self.delay_ms * RATE / 1000)
+        n = max(1, round(self.rt60_s * RATE))
+        t = np.arange(n) / RATE
+        tail = rng.standard_normal(n) * np.exp(-6.91 * t / self.rt60_s) * 0.3
+        tail[0] = 1.0  # the direct path dominates, as from a speaker on the same table
+        h = np.concatenate([np.zeros(delay), tail])
+        return h / math.sqrt(float(np.sum(h * h)))
+
+
+class RoomEcho:
+    """Streams what the speaker plays through a room's impulse response (FFT overlap-save)."""
+
+    def __init__(self, impulse: np.ndarray, gain: float) -> None:
+        self.gain = gain
+        self.size = 1 << math.ceil(math.log2(len(impulse) + BLOCK))
+        self._spectrum = np.fft.rfft(impulse, self.size)
+        self._history = np.zeros(self.size)
+
+    def push(self, played: np.ndarray) -> np.ndarray:
+        self._history = np.concatenate([self._history[len(played):], played])
+        out = np.fft.irfft(np.fft.rfft(self._history) * self._spectrum, self.size)
+        return out[-len(played):] * self.gain
+
+
+@dataclass
+class _Reply:
+    """The reply the simulated speaker plays, as the arbiter reads it (engine/barge_in/arbiter.py ReplyView)."""
+
+    turn: int
+    audio: np.ndarray
+    position: int = 0
+    paused: bool = False
+    settled: bool = False
+    played_ms: float = 0.0
+
+    @property
+    def generating(self) -> bool:
+        return False
+
+    @property
+    def audio_ms(self) -> float:
+        return len(self.audio) * 1000 / RATE
+
+    def unheard_text(self) -> str:
+        return ""
+
+
+@dataclass
+class ScenarioResult:
+    """What happened in one scenario (a canceller setting and an echo level)."""
+
+    canceller: str
+    echo_db: float
+    agent_speech_s: float = 0.0
+    replies: int = 0
+    self_pauses: int = 0
+    self_cuts: int = 0
+    self_replies: int = 0
+    self_heard: list[str] = field(default_factory=list)
+    # Each self-interruption: when, what the arbiter did, how far into the reply (seconds).
+    self_events: list[dict[str, Any]] = field(default_factory=list)
+    barge_ins: int = 0
+    caught: int = 0
+    onset_to_pause_ms: list[float] = field(default_factory=list)
+    mic_db: list[float] = field(default_factory=list)
+    cleaned_db: list[float] = field(default_factory=list)
+    canceller_cpu_s: float = 0.0
+    simulated_s: float = 0.0
+
+    def summary(self) -> dict[str, Any]:
+        minutes = self.agent_speech_s / 60
+        self_total = self.self_pauses + self.self_cuts + self.self_replies
+        removed = [m - c for m, c in zip(self.mic_db, self.cleaned_db, strict=True)]
+        return {
+            "canceller": self.canceller,
+            "echo_db": self.echo_db,
+            "agent_speech_min": round(minutes, 2),
+            "replies": self.replies,
+            "self_interruptions": self_total,
+            "self_interruptions_per_min": round(self_total / minutes, 2) if minutes else None,
+            "self_pauses": self.self_pauses,
+            "self_cuts": self.self_cuts,
+            "self_replies": self.self_replies,
+            "self_heard": self.self_heard[:10],
+            "self_events": self.self_events[:20],
+            "barge_ins": self.barge_ins,
+            "caught": self.caught,
+            "caught_share": round(self.caught / self.barge_ins, 4) if self.barge_ins else None,
+            "onset_to_pause_ms": _percentiles(self.onset_to_pause_ms),
+            "echo_removed_db_p50": round(float(np.median(removed)), 1) if removed else None,
+            "canceller_cpu_share_of_one_core": round(self.canceller_cpu_s / self.simulated_s, 4) if self.simulated_s else None,
+        }
+
+
+def _percentiles(values: Sequence[float]) -> dict[str, float | None]:
+    if not values:
+        return {"p50": None, "p95": None, "n": 0}
+    array = np.asarray(values)
+    return {"p50": round(float(np.percentile(array, 50)), 1), "p95": round(float(np.percentile(array, 95)), 1),
+            "n": len(values)}
+
+
+def _db(samples: np.ndarray) -> float:
+    return 10 * math.log10(float(np.mean(samples * samples)) + 1e-12)
+
+
+def _float(frame: AudioFrame) -> np.ndarray:
+    return np.frombuffer(frame.pcm, dtype="<i2").astype(np.float64) / 32768.0
+
+
+def _pcm(samples: np.ndarray) -> bytes:
+    return (np.clip(samples, -1.0, 1.0) * 32767.0).astype("<i2").tobytes()
+
+
+async def _speak(tts: Any, text: str) -> np.ndarray:
+    frames = [frame async for frame in tts.synthesize(text)]
+    return _float(resample(concat(frames), RATE))
+
+
+def _voice_onset(samples: np.ndarray) -> int:
+    """The first sample of the voice in a synthesised phrase (past its leading silence)."""
+    loud = np.flatnonzero(np.abs(samples) > 0.02)
+    return int(loud[0]) if len(loud) else 0
+
+
+@dataclass
+class Voices:
+    """The agent's replies and the person's interruptions as audio at 16 kHz."""
+
+    agent: list[np.ndarray]
+    agent_texts: list[str]
+    person: list[np.ndarray]
+
+    @classmethod
+    async def synthesise(cls, agent_tts: Any, person_tts: Any, replies: Sequence[str] = AGENT_REPLIES,
+                         interruptions: Sequence[str] = PERSON_INTERRUPTIONS) -> Voices:
+        agent = [await _speak(agent_tts, text) for text in replies]
+        person = [await _speak(person_tts, text) for text in interruptions]
+        # The person speaks at the agent's output level (a person next to the device).
+        agent_rms = math.sqrt(float(np.mean(np.concatenate(agent) ** 2)))
+        person = [p * agent_rms / math.sqrt(float(np.mean(p * p)) + 1e-12) for p in person]
+        return cls(agent, list(replies), person)
+
+
+@dataclass
+class Scenario:
+    """One run: an echo level, the canceller on or off, how much agent speech to play."""
+
+    echo_db: float
+    canceller: Callable[[], EchoCanceller] | None
+    minutes: float
+    noise_dbfs: float | None = None
+    seed: int = 7
+
+
+async def run_scenario(scenario: Scenario, voices: Voices, vad: Any, stt: Any, settings: Any,
+                       progress: Callable[[str], None] = lambda _: None) -> ScenarioResult:
+    """Plays replies into a simulated room until `scenario.minutes` of agent speech have been played."""
+    rng = np.random.default_rng(scenario.seed)
+    name = "off" if scenario.canceller is None else scenario.canceller().name
+    result = ScenarioResult(canceller=name, echo_db=scenario.echo_db)
+    noise_gain = 10 ** (scenario.noise_dbfs / 20) if scenario.noise_dbfs is not None else 0.0
+
+    now = 0.0
+    index = 0
+    turn = 0
+    while result.agent_speech_s < scenario.minutes * 60:
+        if index % REPLIES_PER_SESSION == 0:
+            # A new session: a room of its own, and a canceller, VAD and arbiter that know nothing yet.
+            room = Room(float(rng.uniform(20, 200)), float(rng.uniform(0.15, 0.5)), scenario.echo_db)
+            echo = RoomEcho(room.impulse(rng), 10 ** (room.echo_db / 20))
+            cancelling = EchoCancelling(scenario.canceller()) if scenario.canceller is not None else None
+            vad.reset()
+            listener = Listener(vad, settings.turns)
+            arbiter = BargeInArbiter(settings.barge_in)
+        turn += 1
+        reply_index = index % len(voices.agent)
+        audio = voices.agent[reply_index]
+        reply = _Reply(turn, audio)
+        interrupted = index % 2 == 1 and len(audio) > (BARGE_IN_FROM_S + BARGE_IN_BEFORE_END_S) * RATE
+        person: np.ndarray | None = None
+        person_start = person_onset = person_end = math.inf
+        if interrupted:
+            person = voices.person[(index // 2) % len(voices.person)]
+            start_s = float(rng.uniform(BARGE_IN_FROM_S, len(audio) / RATE - BARGE_IN_BEFORE_END_S))
+            person_start = now + GAP_S + start_s
+            person_onset = person_start + _voice_onset(person) / RATE
+            person_end = person_start + len(person) / RATE
+            result.barge_ins += 1
+        index += 1
+        result.replies += 1
+        stopped = False  # cut, or replaced by a reply to the person
+        paused_at: float | None = None
+        silence_left = round(GAP_S * RATE)  # the gap before the reply starts
+        after_person = 0
+        while True:
+            # What the speaker plays in this block.
+            if silence_left > 0:
+                played = np.zeros(BLOCK)
+                silence_left -= BLOCK
+            elif not stopped and not reply.paused and reply.position < len(audio):
+                played = audio[reply.position : reply.position + BLOCK]
+                played = np.pad(played, (0, BLOCK - len(played)))
+                reply.position += BLOCK
+                reply.played_ms = reply.position * 1000 / RATE
+                result.agent_speech_s += BLOCK / RATE
+            else:
+                played = np.zeros(BLOCK)
+            mic = echo.push(played)
+            if person is not None:
+                offset = round((now - person_start) * RATE)
+                if -BLOCK < offset < len(person):
+                    part = np.zeros(BLOCK)
+                    lo, hi = max(0, offset), min(len(person), offset + BLOCK)
+                    part[lo - offset : hi - offset] = person[lo:hi]
+                    mic = mic + part
+            if noise_gain:
+                mic = mic + rng.standard_normal(BLOCK) * noise_gain
+            frame = AudioFrame(_pcm(mic), RATE)
+            now += BLOCK / RATE
+            if cancelling is not None:
+                cancelling.played(AudioFrame(_pcm(played), RATE))
+                began = time.process_time()
+                cleaned = cancelling.cleaned(frame)
+                result.canceller_cpu_s += time.process_time() - began
+            else:
+                cleaned = frame
+            result.simulated_s += BLOCK / RATE
+            if played.any() and not (person_start - 0.1 <= now <= person_end + 0.1) and len(cleaned.pcm) == len(frame.pcm):
+                result.mic_db.append(_db(_float(frame)))
+                result.cleaned_db.append(_db(_float(cleaned)))
+            person_window = person_onset <= now <= person_end + PERSON_TAIL_S
+            actions = []
+            learning = cancelling is not None and cancelling.learning
+            for event in listener.feed(cleaned, now):
+                actions += arbiter.heard(event, reply, learning)
+                if isinstance(event, UserTurnEnded):
+                    transcript = await stt.transcribe(event.audio)
+                    verdict = verdict_of(transcript.text, arbiter.policy)
+                    decided = arbiter.transcribed(verdict, transcript.text, reply)
+                    if not person_window and verdict == "words":
+                        result.self_heard.append(transcript.text)
+                    actions += decided
+            actions += arbiter.voice(listener.voice_s, reply, learning)
+            actions += arbiter.tick(now, reply)
+            for action in actions:
+                if isinstance(action, Pause):
+                    reply.paused = True
+                    if person_window:
+                        if paused_at is None:
+                            paused_at = now
+                    else:
+                        result.self_pauses += 1
+                        result.self_events.append({"at_s": round(now, 2), "action": "pause", "reply_at_s": reply.position / RATE})
+                elif isinstance(action, Resume | Restart):
+                    reply.paused = False
+                elif isinstance(action, Cut | StartReply):
+                    if isinstance(action, StartReply) and stopped and person_window:
+                        continue  # the person's own turn after the cut: expected
+                    if not stopped:
+                        if person_window:
+                            result.caught += 1
+                            if paused_at is None:
+                                paused_at = now
+                        elif isinstance(action, Cut):
+                            result.self_cuts += 1
+                            result.self_events.append({"at_s": round(now, 2), "action": "cut", "reply_at_s": reply.position / RATE})
+                        else:
+                            result.self_replies += 1
+                            result.self_events.append({"at_s": round(now, 2), "action": "reply", "reply_at_s": reply.position / RATE})
+                    stopped = True
+                    reply.settled = True
+            done_playing = stopped or reply.position >= len(audio)
+            if person is not None and now > person_end:
+                after_person += BLOCK
+            if done_playing and (person is None or after_person >= (PERSON_TAIL_S + GAP_S) * RATE) and not listener.voice_s:
+                break
+        if paused_at is not None and person is not None:
+            result.onset_to_pause_ms.append((paused_at - person_onset) * 1000)
+        reply.settled = True
+    progress(f"canceller {name}, echo {scenario.echo_db:+.0f} dB: {result.summary()['self_interruptions']} self-interruptions "
+             f"in {result.agent_speech_s / 60:.1f} min, caught {result.caught}/{result.barge_ins}")
+    return result
+
+
+def run_benchmark(settings: Any, progress: Callable[[str], None], *, echo_levels: Sequence[float] = (-20, -10, -5, 0),
+                  minutes: float = 10.0, off_minutes: float = 2.0, noise_dbfs: float | None = None,
+                  seed: int = 7) -> dict[str, Any]:
+    """Every echo level with the canceller on (`minutes` of agent speech each) and off (`off_minutes`)."""
+    from convers.app.wiring import build, build_echo_canceller, provider_name
+
+    canceller = build_echo_canceller(settings)
+    if canceller is None:
+        raise RuntimeError("no echo canceller can run here (`convers doctor` says why)")
+    agent_tts = build("tts", settings)
+    person_tts = build("tts", settings, "espeak-ng")
+    stt = build("stt", settings)
+    vad = build("vad", settings)
+    progress(f"synthesising {len(AGENT_REPLIES)} replies ({provider_name('tts', settings)}) and "
+             f"{len(PERSON_INTERRUPTIONS)} interruptions (espeak-ng)")
+
+    async def run() -> list[ScenarioResult]:
+        voices = await Voices.synthesise(agent_tts, person_tts)
+        results = []
+        for level in echo_levels:
+            for factory, length in ((canceller, minutes), (None, off_minutes)):
+                if length <= 0:
+                    continue
+                scenario = Scenario(level, factory, length, noise_dbfs, seed)
+                results.append(await run_scenario(scenario, voices, vad, stt, settings, progress))
+        return results
+
+    started = time.perf_counter()
+    results = asyncio.run(run())
+    return {
+        "benchmark": "echo",
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": machine_info(),
+        "load_average_after": [round(x, 2) for x in os.getloadavg()],
+        "wall_s": round(time.perf_counter() - started, 1),
+        "agent_voice": provider_name("tts", settings),
+        "person_voice": "espeak-ng",
+        "stt": provider_name("stt", settings),
+        "vad": provider_name("vad", settings),
+        "config": {"echo_levels_db": list(echo_levels), "minutes": minutes, "off_minutes": off_minutes,
+                   "noise_dbfs": noise_dbfs, "seed": seed, "delay_ms": [20, 200], "rt60_s": [0.15, 0.5],
+                   "person_level": "the agent's output level", "block_ms": BLOCK * 1000 // RATE},
+        "scenarios": [result.summary() for result in results],
+    }
+
+
+def print_table(result: dict[str, Any], echo: Callable[[str], None]) -> None:
+    echo(f"{'canceller':<10} {'echo dB':>7} {'agent min':>9} {'self-int':>8} {'/min':>6} {'caught':>9} "
+         f"{'onset->pause p50/p95 ms':>24} {'removed dB':>10} {'cpu':>6}")
+    for row in result["scenarios"]:
+        pause = row["onset_to_pause_ms"]
+        removed = row["echo_removed_db_p50"]
+        cpu = row["canceller_cpu_share_of_one_core"]
+        echo(f"{row['canceller']:<10} {row['echo_db']:>7.0f} {row['agent_speech_min']:>9.1f} {row['self_interruptions']:>8} "
+             f"{row['self_interruptions_per_min'] or 0:>6.2f} {row['caught']:>4}/{row['barge_ins']:<4} "
+             f"{str(pause['p50']) + ' / ' + str(pause['p95']):>24} {'' if removed is None else removed:>10} "
+             f"{'' if cpu is None else f'{cpu:.1%}':>6}")
+
+
+def write_result(result: dict[str, Any], out: Path | None = None) -> Path:
+    return write_json_result(result, out, "echo")

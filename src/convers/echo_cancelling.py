@@ -1,0 +1,88 @@
+"""EchoCancelling: runs an echo canceller between a speaker and a microphone of any rate and block size.
+
+The speaker side may live on an audio thread (`played` only queues); everything that touches the
+canceller runs where the microphone is read (`cleaned`), so render and capture blocks reach it in
+the order they happened: all that was played up to now, then the microphone block that heard it.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import deque
+
+from convers.audio import Rechunker, StreamResampler, dbfs
+from convers.contracts.audio import AudioFrame
+from convers.contracts.echo import EchoCanceller
+
+log = logging.getLogger(__name__)
+
+# What the canceller needs to learn a room: WebRTC AEC3 let Piper's voice through at -31..-43 dBFS
+# (which Silero scores 0.45-0.63) between 1.5 and 2.9 s into a session's first reply, and never
+# after (simulated rooms, 20-200 ms, `convers bench echo`). 4 s of agent speech keeps a margin.
+LEARNING_S = 6.0
+# A played block quieter than this is not speech the canceller learns from.
+_AUDIBLE_DBFS = -50.0
+
+
+class EchoCancelling:
+    """Feeds `canceller` what was played and what the microphone heard; hands back the cleaned microphone.
+
+    The cleaned audio comes out at the canceller's rate (16 kHz for WebRTC, what the VAD wants), in
+    whole canceller blocks: up to one block (10 ms) waits for the next microphone frame. A canceller
+    that fails is switched off with one warning and the microphone passes through: the conversation
+    goes on, with the barge-in rules alone against the echo.
+    """
+
+    def __init__(self, canceller: EchoCanceller, learning_s: float = LEARNING_S) -> None:
+        self.canceller = canceller
+        self.rate = canceller.sample_rate
+        self.failed = False
+        self.learning_s = learning_s
+        # Seconds of audible agent speech the canceller has been given so far.
+        self.heard_s = 0.0
+        self._lock = threading.Lock()
+        self._played: deque[AudioFrame] = deque()
+        self._played_resampler: StreamResampler | None = None
+        self._mic_resampler: StreamResampler | None = None
+        self._render_blocks = Rechunker(canceller.frame_samples, self.rate)
+        self._capture_blocks = Rechunker(canceller.frame_samples, self.rate)
+
+    @property
+    def learning(self) -> bool:
+        """The canceller has not yet heard enough of the agent to have learnt the room."""
+        return not self.failed and self.heard_s < self.learning_s
+
+    def played(self, frame: AudioFrame) -> None:
+        """What the speaker played just now (silence included); safe to call from an audio thread."""
+        with self._lock:
+            self._played.append(frame)
+
+    def cleaned(self, frame: AudioFrame) -> AudioFrame:
+        """The microphone `frame` with the echo of what was played removed, at `self.rate`."""
+        with self._lock:
+            played, self._played = self._played, deque()
+        self._mic_resampler = _resampler_for(self._mic_resampler, frame.sample_rate, self.rate)
+        mic = self._mic_resampler.push(frame)
+        if self.failed:
+            return mic
+        try:
+            for piece in played:
+                self._played_resampler = _resampler_for(self._played_resampler, piece.sample_rate, self.rate)
+                for block in self._render_blocks.push(self._played_resampler.push(piece)):
+                    self.canceller.render(block.pcm)
+                    if self.heard_s < self.learning_s and dbfs(block) > _AUDIBLE_DBFS:
+                        self.heard_s += block.duration_s
+            return AudioFrame(b"".join(self.canceller.capture(b.pcm) for b in self._capture_blocks.push(mic)), self.rate)
+        except Exception as error:  # noqa: BLE001 - a failed canceller must not take the microphone with it
+            self.failed = True
+            log.warning("echo cancellation failed and is off for this session: %s", error)
+            self._capture_blocks.reset()
+            return mic
+
+
+def _resampler_for(current: StreamResampler | None, in_rate: int, out_rate: int) -> StreamResampler:
+    """The stream's resampler, a new one when the input rate changed (a new device or hello)."""
+    if current is None or current.in_rate != in_rate:
+        return StreamResampler(in_rate, out_rate)
+    return current

@@ -1,0 +1,1 @@
+"""Echo cancellers (contracts/echo.py)."""
