@@ -10,10 +10,15 @@ from __future__ import annotations
 import logging
 import threading
 from collections import deque
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from convers.audio import Rechunker, StreamResampler, dbfs
 from convers.contracts.audio import AudioFrame
 from convers.contracts.echo import EchoCanceller
+
+if TYPE_CHECKING:
+    from convers.config import Settings
 
 log = logging.getLogger(__name__)
 
@@ -86,3 +91,23 @@ def _resampler_for(current: StreamResampler | None, in_rate: int, out_rate: int)
     if current is None or current.in_rate != in_rate:
         return StreamResampler(in_rate, out_rate)
     return current
+
+
+def canceller_factory(settings: Settings) -> Callable[[], EchoCanceller] | None:
+    """Makes the configured echo canceller, one per audio stream (each learns its own room); None,
+    with a warning, when echo cancellation is off or cannot run here. Optional: the barge-in rules
+    still apply without it. A misspelt option is an error, not a reason to go on without."""
+    from convers import registry
+    from convers.config import ConfigError
+
+    if not settings.echo.enabled:
+        return None
+    name = settings.echo.provider
+    try:
+        registry.create("echo", name, settings)  # fails now, once, if it cannot run here
+    except ConfigError:
+        raise
+    except (registry.ProviderUnavailableError, registry.UnknownProviderError, RuntimeError, ValueError) as error:
+        log.warning("echo cancellation is off: %s", error)
+        return None
+    return lambda: registry.create("echo", name, settings)

@@ -12,8 +12,7 @@ from typing import Any
 
 from convers import registry
 from convers.app.shared_memory import SharedMemory, memory_notice
-from convers.config import ConfigError, Settings
-from convers.contracts.echo import EchoCanceller
+from convers.config import Settings
 from convers.contracts.memory import MemoryStatus
 from convers.contracts.transport import Transport
 from convers.contracts.vad import SharedModelVad, Vad
@@ -58,22 +57,6 @@ def build_turn_end(settings: Settings) -> Any:
     except (registry.ProviderUnavailableError, ValueError) as error:
         log.warning("end-of-turn model is off, turns end by silence alone: %s", error)
         return None
-
-
-def build_echo_canceller(settings: Settings) -> Callable[[], EchoCanceller] | None:
-    """A factory of echo cancellers (one per audio stream: each learns its own room), or None with a
-    warning when echo cancellation is off or cannot run. Optional: the barge-in rules still apply."""
-    if not settings.echo.enabled:
-        return None
-    name = settings.echo.provider
-    try:
-        registry.create("echo", name, settings)  # fails now, once, if it cannot run here
-    except ConfigError:
-        raise  # a misspelt option is the person's to fix, not a reason to go on without
-    except (registry.ProviderUnavailableError, registry.UnknownProviderError, RuntimeError, ValueError) as error:
-        log.warning("echo cancellation is off: %s", error)
-        return None
-    return lambda: registry.create("echo", name, settings)
 
 
 def build_tools(settings: Settings, memory: Any) -> Any:

@@ -396,9 +396,10 @@ def run_benchmark(settings: Any, progress: Callable[[str], None], *, echo_levels
                   minutes: float = 10.0, off_minutes: float = 2.0, noise_dbfs: float | None = None,
                   seed: int = 7) -> dict[str, Any]:
     """Every echo level with the canceller on (`minutes` of agent speech each) and off (`off_minutes`)."""
-    from convers.app.wiring import build, build_echo_canceller, provider_name
+    from convers.app.wiring import build, provider_name
+    from convers.echo_cancelling import canceller_factory
 
-    canceller = build_echo_canceller(settings)
+    canceller = canceller_factory(settings)
     if canceller is None:
         raise RuntimeError("no echo canceller can run here (`convers doctor` says why)")
     agent_tts = build("tts", settings)

@@ -13,6 +13,7 @@ import click
 
 from convers.cli.context import settings_from
 from convers.config import Settings
+from convers.echo_cancelling import canceller_factory
 from convers.native_memory import limit_heap_arenas
 from convers.private_files import private_dir
 
@@ -124,6 +125,7 @@ def build_app(settings: Settings, token: str | None) -> Any:
         notices=notices,
         on_start=sessions.warm_up,
         on_stop=sessions.aclose,
+        echo_canceller=canceller_factory(settings),
     )
     return create_app(sessions, config, memory=sessions.memory)
 

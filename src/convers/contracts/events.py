@@ -21,12 +21,17 @@ AgentState = Literal["listening", "thinking", "speaking"]
 
 @dataclass(frozen=True)
 class ReadyMessage:
-    """The answer to a hello: the rate of all agent audio on this connection."""
+    """The answer to a hello: the rate of all agent audio on this connection, and, to a client that
+    cancelled no echo, whether the server does ("server") or cannot ("unavailable")."""
 
     sample_rate: int
+    aec: str | None = None
 
     def to_wire(self) -> dict[str, Any]:
-        return {"type": "ready", "audio_out": {"sample_rate": self.sample_rate, "format": PCM_FORMAT}}
+        wire: dict[str, Any] = {"type": "ready", "audio_out": {"sample_rate": self.sample_rate, "format": PCM_FORMAT}}
+        if self.aec is not None:
+            wire["aec"] = self.aec
+        return wire
 
 
 @dataclass(frozen=True)

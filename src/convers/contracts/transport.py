@@ -64,3 +64,13 @@ class Transport(Protocol):
         ...
 
     async def close(self) -> None: ...
+
+
+@runtime_checkable
+class EchoCancellingTransport(Protocol):
+    """A transport whose microphone audio has the agent's own voice cancelled out of it."""
+
+    @property
+    def echo_learning(self) -> bool:
+        """The canceller is still learning the room: some of the agent's voice may get through."""
+        ...

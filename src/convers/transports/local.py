@@ -20,6 +20,7 @@ from convers.contracts.transport import (
     InboundPlayed,
     InboundText,
 )
+from convers.echo_cancelling import EchoCancelling, canceller_factory
 from convers.registry import ProviderUnavailableError
 
 if TYPE_CHECKING:
@@ -159,6 +160,8 @@ class LocalAudioTransport:
 
     Mic audio is resampled to 16 kHz; the speaker runs at the device's own rate, which is what
     `output_format` tells the session to synthesise for. Transcripts and replies are printed.
+    With an echo canceller (`echo.enabled`, on by default), the microphone is cleaned of what the
+    speaker played, block by block as the sound card plays it: a speakerphone needs no headset.
     """
 
     name = "local"
@@ -168,6 +171,7 @@ class LocalAudioTransport:
         input_device: str | None = None,
         output_device: str | None = None,
         stdout: TextIO | None = None,
+        echo: EchoCancelling | None = None,
     ) -> None:
         self._sd = import_sounddevice()
         self._input_info = find_device(self._sd, "input", input_device)
@@ -182,10 +186,18 @@ class LocalAudioTransport:
         self._playback = PlaybackQueue(self._played_from_audio_thread, self.output_format.sample_rate)
         self._streams: list[Any] = []
         self._open_turn: int | None = None
+        self.echo = echo
 
     @classmethod
     def from_settings(cls, settings: Settings) -> LocalAudioTransport:
-        return cls(settings.transport.input_device, settings.transport.output_device)
+        make_canceller = canceller_factory(settings)
+        echo = EchoCancelling(make_canceller()) if make_canceller is not None else None
+        return cls(settings.transport.input_device, settings.transport.output_device, echo=echo)
+
+    @property
+    def echo_learning(self) -> bool:
+        """The echo canceller has not yet learnt the room (the barge-in arbiter waits a little longer)."""
+        return self.echo is not None and self.echo.learning
 
     @classmethod
     def availability(cls, settings: Settings) -> Availability:
@@ -212,7 +224,11 @@ class LocalAudioTransport:
     def _speaker_callback(self, outdata: Any, frames: int, time_info: Any, status: Any) -> None:
         if status:
             log.debug("speaker status: %s", status)
-        outdata[:] = self._playback.fill(len(outdata))
+        pcm = self._playback.fill(len(outdata))
+        outdata[:] = pcm
+        if self.echo is not None:
+            # Exactly what the speaker gets, silence included: the canceller's reference.
+            self.echo.played(AudioFrame(pcm, self.output_format.sample_rate))
 
     def _open_streams(self) -> None:
         sd = self._sd
@@ -250,7 +266,11 @@ class LocalAudioTransport:
             if item is _END:
                 return
             if isinstance(item, bytes):
-                yield InboundAudio(to_vad_rate.push(AudioFrame(item, self._device_input_rate)))
+                frame = AudioFrame(item, self._device_input_rate)
+                if self.echo is not None:
+                    yield InboundAudio(self.echo.cleaned(frame))  # at the canceller's rate, 16 kHz
+                else:
+                    yield InboundAudio(to_vad_rate.push(frame))
             else:
                 yield item  # type: ignore[misc]
 

@@ -16,7 +16,7 @@ from typing import Any, Protocol
 from convers.contracts.audio import AudioFrame
 from convers.contracts.events import ErrorMessage, EventKind, StateMessage
 from convers.contracts.stt import SpeechStream
-from convers.contracts.transport import Transport
+from convers.contracts.transport import EchoCancellingTransport, Transport
 from convers.engine.barge_in.arbiter import (
     Action,
     BargeInArbiter,
@@ -69,15 +69,19 @@ class VoiceTurns:
         self.arbiter = arbiter
         # Transcriptions run as the session's background tasks: it cancels them when it closes.
         self._spawn = spawn
+        # Whether the transport's echo canceller is still learning the room, as of the current frame.
+        self._echo_learning = False
 
     async def hear(self, frame: AudioFrame) -> None:
         """One inbound frame: turn events, the barge-in minimum, then the false-interruption timeout."""
         session = self.session
         now = session.events.now()
+        transport = session.transport
+        self._echo_learning = isinstance(transport, EchoCancellingTransport) and transport.echo_learning
         turn_events, finished = self.hearing.feed(frame, now, hold=self.arbiter.judging)
         for event in turn_events:
             await self._on_turn_event(event, finished if isinstance(event, UserTurnEnded) else None)
-        await self.apply(self.arbiter.voice(self.hearing.voice_s, session.current))
+        await self.apply(self.arbiter.voice(self.hearing.voice_s, session.current, self._echo_learning))
         # The timeout runs on the session's clock, judged at each frame: no timer task, no real sleep.
         await self.apply(self.arbiter.tick(now, session.current))
 
@@ -86,7 +90,7 @@ class VoiceTurns:
         events = self.session.events
         current = self.session.current
         speaking = current is not None and current.audible and not current.settled
-        await self.apply(self.arbiter.heard(event, current))
+        await self.apply(self.arbiter.heard(event, current, self._echo_learning))
         if isinstance(event, SpeechStarted):
             events.emit(EventKind.SPEECH_START, at=round(event.started_at, 4), over_agent=speaking)
             if not speaking:

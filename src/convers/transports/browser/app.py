@@ -33,6 +33,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from starlette.websockets import WebSocket
 
+from convers.contracts.echo import EchoCanceller
 from convers.contracts.events import ErrorMessage
 from convers.contracts.memory import MemoryStatus
 from convers.contracts.transport import Transport
@@ -92,6 +93,8 @@ class BrowserAppConfig:
     on_stop: Callable[[], Awaitable[Any]] | None = None
     hello_timeout_s: float = HELLO_TIMEOUT_S
     secure_cookie: bool = True
+    # Makes an echo canceller for each client whose hello says it cancelled no echo (`"aec": false`).
+    echo_canceller: Callable[[], EchoCanceller] | None = None
     static_dir: Path = STATIC_DIR
 
 
@@ -150,7 +153,7 @@ def create_app(
         if not authorized(websocket, allow_query=True):
             await websocket.close(CLOSE_UNAUTHORIZED, "access token missing or wrong")
             return
-        transport = WebSocketTransport(websocket, config.output_sample_rate)
+        transport = WebSocketTransport(websocket, config.output_sample_rate, echo_canceller=config.echo_canceller)
         transport.start()
         try:
             if not await transport.handshake(config.hello_timeout_s):

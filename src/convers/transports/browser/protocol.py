@@ -45,6 +45,9 @@ class Hello:
 
     sample_rate: int
     overlays: tuple[str, ...] = ()
+    # False: the client cancelled no echo of the agent's voice (a speakerphone whose browser
+    # cancellation fails); the server then cancels it, with what the client reports played.
+    aec: bool = True
 
 
 @dataclass(frozen=True)
@@ -165,7 +168,10 @@ def _parse_hello(data: dict[str, Any]) -> Hello | ProtocolError:
             "bad_hello",
             f"overlays {shown(overlays)} must be a list of at most {MAX_OVERLAYS} names of letters, digits, '-' and '_'",
         )
-    return Hello(int(rate), tuple(overlays))
+    aec = data.get("aec", True)
+    if not isinstance(aec, bool):
+        return ProtocolError("bad_hello", f"aec {shown(aec)} must be true or false")
+    return Hello(int(rate), tuple(overlays), aec)
 
 
 def _non_negative_int(value: Any) -> TypeGuard[int]:
@@ -197,5 +203,5 @@ def decode_audio(message: bytes) -> tuple[int, int, bytes]:
     return turn, seq, message[AUDIO_HEADER.size :]
 
 
-def ready_event(output_sample_rate: int) -> dict[str, Any]:
-    return ReadyMessage(output_sample_rate).to_wire()
+def ready_event(output_sample_rate: int, aec: str | None = None) -> dict[str, Any]:
+    return ReadyMessage(output_sample_rate, aec).to_wire()

@@ -5,14 +5,16 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from starlette.websockets import WebSocket, WebSocketState
 
 from convers.contracts.audio import AudioFormat, AudioFrame
+from convers.contracts.echo import EchoCanceller
 from convers.contracts.events import FlushMessage, PauseMessage, ResumeMessage
-from convers.contracts.transport import InboundEvent
+from convers.contracts.transport import InboundAudio, InboundEvent, InboundPlayed
+from convers.echo_cancelling import EchoCancelling
 from convers.transports.browser.error_replies import ErrorReplies
 from convers.transports.browser.outbound import SendQueue
 from convers.transports.browser.protocol import (
@@ -23,6 +25,7 @@ from convers.transports.browser.protocol import (
     parse_text,
     ready_event,
 )
+from convers.transports.played_audio import PlayedAudio
 
 log = logging.getLogger(__name__)
 
@@ -38,11 +41,19 @@ class WebSocketTransport:
 
     `send_*`, `flush`, `pause` and `resume` only enqueue, so the engine never waits on the network.
     Malformed inbound messages are answered with an `error` event and otherwise ignored.
+    A client whose hello says `"aec": false` has its microphone cleaned of the agent's echo here,
+    with what it reports played as the reference (`PlayedAudio`), when `echo_canceller` is given.
     """
 
     name = "browser"
 
-    def __init__(self, websocket: WebSocket, output_sample_rate: int, queue: SendQueue | None = None) -> None:
+    def __init__(
+        self,
+        websocket: WebSocket,
+        output_sample_rate: int,
+        queue: SendQueue | None = None,
+        echo_canceller: Callable[[], EchoCanceller] | None = None,
+    ) -> None:
         self.websocket = websocket
         self.output_format = AudioFormat(sample_rate=output_sample_rate)
         self.input_sample_rate: int | None = None
@@ -58,6 +69,16 @@ class WebSocketTransport:
         self._flushed_through = 0
         self._errors = ErrorReplies()
         self._error_summary: asyncio.TimerHandle | None = None
+        self._make_canceller = echo_canceller
+        self.echo: EchoCancelling | None = None
+        self._played_audio: PlayedAudio | None = None
+        # Reference samples owed to the canceller: a microphone frame rarely lasts whole samples at 16 kHz.
+        self._owed_samples = 0.0
+
+    @property
+    def echo_learning(self) -> bool:
+        """The server's echo canceller has not yet learnt this client's room."""
+        return self.echo is not None and self.echo.learning
 
     @property
     def closed(self) -> bool:
@@ -97,8 +118,29 @@ class WebSocketTransport:
                 return
             if isinstance(parsed, (Hello, ProtocolError)) or parsed is None:
                 self._handle_control(parsed)
+            elif self.echo is not None:
+                cleaned = self._without_echo(parsed)
+                if cleaned is not None:
+                    yield cleaned
             else:
                 yield parsed
+
+    def _without_echo(self, event: InboundEvent) -> InboundEvent | None:
+        """A microphone frame cleaned of the agent's echo (None while a block is incomplete); a played
+        report also moves the reference's playhead."""
+        assert self.echo is not None and self._played_audio is not None
+        if isinstance(event, InboundPlayed):
+            self._played_audio.report(event.turn, event.ms)
+            return event
+        if not isinstance(event, InboundAudio):
+            return event
+        frame = event.frame
+        self._owed_samples += frame.samples * self._played_audio.rate / frame.sample_rate
+        whole = int(self._owed_samples)
+        self._owed_samples -= whole
+        self.echo.played(self._played_audio.next(whole))
+        cleaned = self.echo.cleaned(frame)
+        return InboundAudio(cleaned) if cleaned.pcm else None
 
     async def _receive(self) -> Any:
         # A buffered socket answers receive() without suspending: a flood of messages was handled
@@ -132,7 +174,7 @@ class WebSocketTransport:
             if self.input_sample_rate is None:
                 self.overlays = parsed.overlays  # a later hello only changes the rate: the session is built
             self.input_sample_rate = parsed.sample_rate
-            self._enqueue_event(ready_event(self.output_format.sample_rate))
+            self._enqueue_event(ready_event(self.output_format.sample_rate, self._set_echo(parsed.aec)))
         elif isinstance(parsed, ProtocolError):
             self.protocol_errors += 1
             if self.protocol_errors <= self._errors.burst:
@@ -142,6 +184,22 @@ class WebSocketTransport:
                 self._enqueue_event(event)
             if self._errors.held_back and self._error_summary is None:
                 self._error_summary = loop.call_later(self._errors.wait_s(), self._send_error_summary)
+
+    def _set_echo(self, client_cancels: bool) -> str | None:
+        """Echo cancellation here for a client that does none; what `ready` tells it (None: nothing)."""
+        if client_cancels:
+            self.echo = self._played_audio = None
+            return None
+        if self.echo is None:
+            if self._make_canceller is None:
+                return "unavailable"
+            try:
+                self.echo = EchoCancelling(self._make_canceller())
+            except Exception as error:  # noqa: BLE001 - optional: the conversation goes on without it
+                log.warning("echo cancellation for a browser client could not start: %s", error)
+                return "unavailable"
+            self._played_audio = PlayedAudio(self.echo.rate)
+        return "server"
 
     def _send_error_summary(self) -> None:
         """The count of held-back errors goes out even if no further bad message comes."""
@@ -167,6 +225,8 @@ class WebSocketTransport:
             )
         if turn <= self._flushed_through:
             return  # a late frame of a flushed turn: the page would drop it, so do not send it
+        if self._played_audio is not None:
+            self._played_audio.sent(turn, frame)
         if not self.queue.put_audio(turn, encode_audio(turn, seq, frame.pcm)):
             if self.queue.dropped_audio_frames == 1:
                 log.warning("browser client is not keeping up: dropping audio frames (turn %d)", turn)
@@ -177,12 +237,18 @@ class WebSocketTransport:
     async def flush(self, turn: int) -> None:
         self._flushed_through = max(self._flushed_through, turn)
         self.queue.drop_turns_up_to(turn)
+        if self._played_audio is not None:
+            self._played_audio.flushed(turn)
         self._enqueue_event(FlushMessage(turn).to_wire())
 
     async def pause(self, turn: int) -> None:
+        if self._played_audio is not None:
+            self._played_audio.paused(turn)
         self._enqueue_event(PauseMessage(turn).to_wire())
 
     async def resume(self, turn: int) -> None:
+        if self._played_audio is not None:
+            self._played_audio.resumed(turn)
         self._enqueue_event(ResumeMessage(turn).to_wire())
 
     def _enqueue_event(self, event: dict[str, Any]) -> None:

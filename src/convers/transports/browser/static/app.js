@@ -17,7 +17,23 @@ const ui = {
   memory: $('memory'), memoryOpen: $('memory-open'), memoryClose: $('memory-close'),
   memorySearch: $('memory-search'), memoryQuery: $('memory-query'), memoryList: $('memory-list'),
   memoryCount: $('memory-count'), memoryMore: $('memory-more'), memoryWipe: $('memory-wipe'),
+  serverEcho: $('server-echo'),
 };
+
+// Echo cancelled by the server instead of the browser (docs/protocol.md, hello `aec`): for speakers
+// whose browser cancellation fails. Kept on this device; the browser's own canceller is then off,
+// since two cancellers in a row fight each other.
+const SERVER_ECHO_KEY = 'convers.serverEcho';
+function serverEcho() {
+  try { return localStorage.getItem(SERVER_ECHO_KEY) === '1'; } catch { return false; }
+}
+if (ui.serverEcho) {
+  ui.serverEcho.checked = serverEcho();
+  ui.serverEcho.addEventListener('change', () => {
+    try { localStorage.setItem(SERVER_ECHO_KEY, ui.serverEcho.checked ? '1' : '0'); } catch { /* private mode */ }
+    location.reload();  // the microphone is opened anew with the browser's canceller on or off
+  });
+}
 
 const app = {
   ws: null,
@@ -56,7 +72,7 @@ function connect() {
   ws.binaryType = 'arraybuffer';
   app.ws = ws;
   ws.onopen = () => {
-    ws.send(JSON.stringify({ type: 'hello', sample_rate: CAPTURE_RATE, format: 'pcm16', overlays: personaOverlays() }));
+    ws.send(JSON.stringify({ type: 'hello', sample_rate: CAPTURE_RATE, format: 'pcm16', overlays: personaOverlays(), aec: !serverEcho() }));
   };
   ws.onmessage = (message) => {
     if (typeof message.data === 'string') {
@@ -286,7 +302,7 @@ async function startMic() {
   }
   try {
     app.stream = await navigator.mediaDevices.getUserMedia({
-      audio: { echoCancellation: true, noiseSuppression: true, autoGainControl: true, channelCount: 1 },
+      audio: { echoCancellation: !serverEcho(), noiseSuppression: true, autoGainControl: true, channelCount: 1 },
     });
   } catch (error) {
     const denied = error && (error.name === 'NotAllowedError' || error.name === 'SecurityError');

@@ -121,7 +121,10 @@ class PlaybackProcessor extends AudioWorkletProcessor {
           break;
         }
         if (this.paused.has(head.turn)) break;
-        if (!this.consumed.has(head.turn)) this.consumed.set(head.turn, 0);
+        if (!this.consumed.has(head.turn)) {
+          this.consumed.set(head.turn, 0);
+          this.report(head.turn);  // played 0: the moment a turn starts (the server's echo reference)
+        }
         const index = Math.floor(this.pos);
         const frac = this.pos - index;
         const a = head.data[index];
