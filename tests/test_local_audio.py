@@ -173,3 +173,40 @@ async def test_transport_resamples_the_mic_and_reports_playback(monkeypatch: pyt
     assert played and played[-1].turn == 1 and played[-1].ms == 100
     assert speaker.closed and microphone.closed
     assert "you> hello\n" in printed
+
+
+async def test_transport_cancels_the_echo_of_what_its_speaker_played(monkeypatch: pytest.MonkeyPatch) -> None:
+    from convers.echo_cancelling import EchoCancelling
+    from tests.test_echo_cancelling import CountingCanceller
+
+    card = fake_sounddevice(rate=48000)
+    monkeypatch.setitem(sys.modules, "sounddevice", card)
+    canceller = CountingCanceller()
+    transport = LocalAudioTransport(stdout=types.SimpleNamespace(write=lambda _: None, flush=lambda: None),
+                                    echo=EchoCancelling(canceller, learning_s=0.05))
+    assert transport.echo_learning
+    events: list[Any] = []
+
+    async def collect() -> None:
+        async for event in transport.inbound():
+            events.append(event)
+
+    task = asyncio.create_task(collect())
+    await asyncio.sleep(0)
+    microphone, speaker = card.streams  # type: ignore[attr-defined]
+    await transport.send_audio(1, 0, AudioFrame(pcm(1600, 3000), 16000))  # 100 ms of agent voice
+    out = bytearray(960 * 2)
+    for _ in range(5):  # the card plays 20 ms, then the microphone hears 20 ms
+        speaker.kwargs["callback"](memoryview(out), 960, None, None)
+        microphone.kwargs["callback"](pcm(960, 1000), 960, None, None)
+    await asyncio.sleep(0.01)
+    await transport.close()
+    await asyncio.wait_for(task, 2)
+
+    # The reference is what the speaker played, at the canceller's 16 kHz, in 10 ms blocks.
+    assert 8 <= len(canceller.rendered) <= 10
+    assert max(abs(int(v)) for block in canceller.rendered for v in np.frombuffer(block, dtype="<i2")) > 2000
+    mic = [e.frame for e in events if isinstance(e, InboundAudio)]
+    assert mic and all(f.sample_rate == 16000 for f in mic)
+    assert sum(f.samples for f in mic) == 160 * len(canceller.captured)
+    assert not transport.echo_learning  # 100 ms of audible voice is past this test's 50 ms

@@ -1,0 +1,36 @@
+"""`convers bench echo` in short: the agent on a speakerphone at echo 0 dB, with the real voice (Piper),
+ears (Silero, Whisper) and canceller (WebRTC AEC3); a person (espeak-ng) speaks over it in every other reply."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from convers.app.wiring import build
+from convers.bench.echo import AGENT_REPLIES, PERSON_INTERRUPTIONS, Scenario, Voices, run_scenario
+from convers.config import Settings
+from convers.echo_cancelling import canceller_factory
+
+pytestmark = pytest.mark.slow
+
+
+def test_with_the_canceller_the_agent_does_not_interrupt_itself_and_still_hears_the_person(tmp_path) -> None:
+    settings = Settings(data_dir=tmp_path)
+    canceller = canceller_factory(settings)
+    assert canceller is not None
+    vad, stt = build("vad", settings), build("stt", settings)
+
+    async def run() -> tuple[dict, dict]:
+        voices = await Voices.synthesise(build("tts", settings), build("tts", settings, "espeak-ng"),
+                                         AGENT_REPLIES[:6], PERSON_INTERRUPTIONS[:3])
+        on = await run_scenario(Scenario(0.0, canceller, minutes=0.8), voices, vad, stt, settings)
+        off = await run_scenario(Scenario(0.0, None, minutes=0.3), voices, vad, stt, settings)
+        return on.summary(), off.summary()
+
+    on, off = asyncio.run(run())
+    # Without the canceller the agent hears itself and stops, again and again.
+    assert off["self_interruptions"] >= 5, off
+    # With it: a session's first seconds may let one slip (see LEARNING_S), never more.
+    assert on["self_interruptions"] <= 1, on
+    assert on["barge_ins"] >= 3 and on["caught"] == on["barge_ins"], on

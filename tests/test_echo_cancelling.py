@@ -1,0 +1,317 @@
+"""Echo cancellation: the WebRTC canceller, EchoCancelling, PlayedAudio, the hello's `aec`, the
+arbiter while the canceller learns, and a page whose echo the server cancels."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import websockets
+
+from convers.audio import resample
+from convers.bench.echo import Room, RoomEcho
+from convers.config import ConfigError, Settings
+from convers.contracts.audio import AudioFrame
+from convers.contracts.transport import InboundAudio
+from convers.echo_cancelling import EchoCancelling, canceller_factory
+from convers.engine.barge_in.arbiter import BargeInArbiter, Cut, Pause, StartReply
+from convers.engine.listening.turn_taking import SpeechOnset, UserTurnEnded
+from convers.policies import BargeInPolicy
+from convers.providers.echo.webrtc import WebRtcEchoCanceller
+from convers.transports.browser.protocol import Hello, parse_text
+from convers.transports.played_audio import PlayedAudio
+from tests.browser_helpers import TOKEN, EchoSession, running_server
+
+RATE = 16000
+
+
+def speech_like(seconds: float, seed: int = 1) -> np.ndarray:
+    """Voiced sound with a wandering pitch and syllable-rate loudness: what a canceller must follow."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(round(seconds * RATE)) / RATE
+    pitch = 120 + 30 * np.sin(2 * np.pi * 0.7 * t)
+    phase = 2 * np.pi * np.cumsum(pitch) / RATE
+    voiced = sum(np.sin(k * phase) / k for k in range(1, 12))
+    syllables = np.clip(np.sin(2 * np.pi * 4 * t + rng.uniform(0, 6)), 0, None)
+    return 0.1 * voiced * syllables + 0.002 * rng.standard_normal(len(t))
+
+
+def pcm(samples: np.ndarray) -> bytes:
+    return (np.clip(samples, -1, 1) * 32767).astype("<i2").tobytes()
+
+
+def level_db(frame_pcm: bytes) -> float:
+    samples = np.frombuffer(frame_pcm, dtype="<i2").astype(np.float64) / 32768
+    return 10 * math.log10(float(np.mean(samples * samples)) + 1e-12)
+
+
+# ------------------------------------------------------------------ the canceller itself
+
+
+def test_webrtc_canceller_removes_the_echo_of_what_was_played() -> None:
+    played = speech_like(6.0)
+    room = RoomEcho(Room(delay_ms=80, rt60_s=0.3, echo_db=0).impulse(np.random.default_rng(2)), 1.0)
+    echo = EchoCancelling(WebRtcEchoCanceller())
+    heard, cleaned = bytearray(), bytearray()
+    for start in range(0, len(played) - 320, 320):  # 20 ms blocks at 48 kHz on the speaker side
+        block = played[start : start + 320]
+        echo.played(resample(AudioFrame(pcm(block), RATE), 48000))
+        mic = pcm(room.push(block))
+        out = echo.cleaned(AudioFrame(mic, RATE))
+        assert out.sample_rate == RATE
+        if start >= 3 * RATE:  # once it has learnt the room
+            heard += mic
+            cleaned += out.pcm
+    assert level_db(bytes(heard)) - level_db(bytes(cleaned)) > 20
+
+
+def test_webrtc_canceller_refuses_a_block_of_the_wrong_size() -> None:
+    with pytest.raises(ValueError, match="160 samples"):
+        WebRtcEchoCanceller().capture(b"\x00\x00" * 100)
+
+
+# ------------------------------------------------------------------ EchoCancelling
+
+
+class CountingCanceller:
+    """Records blocks; returns the microphone halved so a test can see it went through."""
+
+    name = "counting"
+    sample_rate = RATE
+    frame_samples = 160
+
+    def __init__(self, fail: bool = False) -> None:
+        self.rendered: list[bytes] = []
+        self.captured: list[bytes] = []
+        self.fail = fail
+
+    def render(self, block: bytes) -> None:
+        self.rendered.append(block)
+
+    def capture(self, block: bytes) -> bytes:
+        if self.fail:
+            raise RuntimeError("native failure")
+        self.captured.append(block)
+        return (np.frombuffer(block, dtype="<i2") // 2).astype("<i2").tobytes()
+
+
+def test_blocks_reach_the_canceller_played_first_and_in_whole_blocks() -> None:
+    canceller = CountingCanceller()
+    echo = EchoCancelling(canceller)
+    echo.played(AudioFrame(pcm(speech_like(0.03)), RATE))  # 480 samples: 3 blocks
+    out = echo.cleaned(AudioFrame(b"\x10\x00" * 250, RATE))  # 250 samples: 1 block now, 90 wait
+    assert len(canceller.rendered) == 3 and len(canceller.captured) == 1
+    assert out.samples == 160 and set(np.frombuffer(out.pcm, dtype="<i2")) == {8}
+    out = echo.cleaned(AudioFrame(b"\x10\x00" * 70, RATE))  # 90 + 70 = one more block
+    assert out.samples == 160
+
+
+def test_learning_counts_only_audible_agent_speech() -> None:
+    echo = EchoCancelling(CountingCanceller(), learning_s=0.5)
+    assert echo.learning
+    echo.played(AudioFrame(b"\x00\x00" * RATE, RATE))  # a second of silence teaches nothing
+    echo.cleaned(AudioFrame(b"\x00\x00" * 160, RATE))
+    assert echo.learning
+    echo.played(AudioFrame(pcm(speech_like(1.0)), RATE))
+    echo.cleaned(AudioFrame(b"\x00\x00" * 160, RATE))
+    assert not echo.learning
+
+
+def test_a_failing_canceller_lets_the_microphone_through(caplog: pytest.LogCaptureFixture) -> None:
+    echo = EchoCancelling(CountingCanceller(fail=True))
+    mic = AudioFrame(b"\x10\x00" * 320, RATE)
+    with caplog.at_level(logging.WARNING):
+        first = echo.cleaned(mic)
+        second = echo.cleaned(mic)
+    assert echo.failed and not echo.learning
+    assert first.pcm == mic.pcm and second.pcm == mic.pcm
+    assert "echo cancellation failed" in caplog.text
+
+
+def test_canceller_factory_follows_the_settings(caplog: pytest.LogCaptureFixture) -> None:
+    assert canceller_factory(Settings(echo={"enabled": False})) is None
+    made = canceller_factory(Settings())
+    assert made is not None and made().name == "webrtc"
+    with caplog.at_level(logging.WARNING):
+        assert canceller_factory(Settings(echo={"provider": "nonesuch"})) is None
+    assert "echo cancellation is off" in caplog.text
+    with pytest.raises(ConfigError, match="noise_supression"):
+        canceller_factory(Settings(echo={"options": {"noise_supression": True}}))
+
+
+# ------------------------------------------------------------------ PlayedAudio
+
+
+def tone(ms: int, value: int) -> AudioFrame:
+    return AudioFrame(np.full(RATE * ms // 1000, value, dtype="<i2").tobytes(), RATE)
+
+
+def values(frame: AudioFrame) -> list[int]:
+    return sorted(set(np.frombuffer(frame.pcm, dtype="<i2").tolist()))
+
+
+def test_played_audio_follows_reports_pauses_and_flushes() -> None:
+    played = PlayedAudio(RATE)
+    assert values(played.next(160)) == [0]  # nothing playing yet
+    played.sent(1, tone(100, 5))
+    played.sent(1, tone(100, 7))
+    assert values(played.next(160)) == [0]  # sent, but the client has not started it
+    played.report(1, 0)
+    assert values(played.next(1600)) == [5]  # the first 100 ms
+    played.paused(1)
+    assert values(played.next(160)) == [0]
+    played.resumed(1)
+    played.report(1, 100)  # within the resync tolerance: the playhead is not moved
+    assert values(played.next(160)) == [7]
+    played.report(1, 40)  # 70 ms off: the client's word is taken
+    assert values(played.next(160)) == [5]
+    played.flushed(1)
+    assert played.playing_turn is None and values(played.next(160)) == [0]
+    played.sent(1, tone(100, 9))  # a late frame of the flushed turn is not the client's audio
+    played.report(1, 0)
+    assert values(played.next(160)) == [0]
+
+
+def test_played_audio_moves_to_the_next_turn_at_its_first_report() -> None:
+    played = PlayedAudio(RATE)
+    played.sent(1, tone(20, 3))
+    played.sent(2, tone(100, 4))
+    played.report(1, 0)
+    assert values(played.next(320)) == [3]
+    assert values(played.next(320)) == [0]  # turn 1 is over, turn 2 not started
+    played.report(2, 0)
+    assert values(played.next(320)) == [4]
+    played.report(1, 20)  # a late report of the finished turn changes nothing
+    assert played.playing_turn == 2
+
+
+# ------------------------------------------------------------------ the hello
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ('{"type":"hello","sample_rate":16000}', Hello(16000, (), True)),
+        ('{"type":"hello","sample_rate":16000,"aec":false}', Hello(16000, (), False)),
+        ('{"type":"hello","sample_rate":16000,"aec":"off"}', "bad_hello"),
+        ('{"type":"hello","sample_rate":16000,"aec":0}', "bad_hello"),
+    ],
+)
+def test_hello_says_whether_the_client_cancelled_echo(text: str, expected: object) -> None:
+    parsed = parse_text(text)
+    if isinstance(expected, str):
+        assert getattr(parsed, "code", None) == expected
+    else:
+        assert parsed == expected
+
+
+# ------------------------------------------------------------------ the arbiter while the canceller learns
+
+
+class Reply:
+    turn = 1
+    played_ms = 500.0
+    settled = False
+    generating = True
+    audio_ms = 4000.0
+
+    def unheard_text(self) -> str:
+        return "the rest"
+
+
+def ended(at: float) -> UserTurnEnded:
+    return UserTurnEnded(at=at, audio=AudioFrame(b"", RATE), started_at=at - 0.5, ended_at=at - 0.3)
+
+
+def test_while_learning_an_onset_pauses_nothing_and_the_cut_waits() -> None:
+    policy = BargeInPolicy()
+    learning = BargeInArbiter(policy)
+    assert learning.heard(SpeechOnset(at=1.0, started_at=1.0), Reply(), echo_learning=True) == []
+    assert learning.voice(policy.min_barge_in_speech_s + 0.05, Reply(), echo_learning=True) == []
+    cut = learning.voice(policy.min_barge_in_speech_while_echo_learning_s, Reply(), echo_learning=True)
+    assert [type(action) for action in cut] == [Cut]
+    learnt = BargeInArbiter(policy)
+    assert learnt.heard(SpeechOnset(at=1.0, started_at=1.0), Reply()) == [Pause(1)]
+    assert [type(action) for action in learnt.voice(policy.min_barge_in_speech_s, Reply())] == [Cut]
+
+
+def test_short_speech_over_the_agent_while_learning_is_echo_whatever_its_transcript() -> None:
+    arbiter = BargeInArbiter()
+    arbiter.heard(SpeechOnset(at=1.0, started_at=1.0), Reply(), echo_learning=True)
+    arbiter.heard(ended(1.8), Reply(), echo_learning=True)
+    assert arbiter.transcribed("words", "Thank you.", Reply()) == []
+    # The next turn, spoken once the canceller has learnt, is the person's.
+    arbiter.heard(SpeechOnset(at=3.0, started_at=3.0), Reply())
+    arbiter.heard(ended(3.8), Reply())
+    assert arbiter.transcribed("words", "what time is it", Reply()) == [StartReply("what time is it")]
+
+
+# ------------------------------------------------------------------ a page whose echo the server cancels
+
+
+async def test_the_server_cancels_the_echo_of_a_page_that_asks(tmp_path: Path) -> None:
+    """A client that cancels nothing plays the agent's audio and sends it back in its microphone
+    (80 ms later, through a room); what reaches the session has the echo taken out."""
+    double = EchoSession(output_rate=24000, reply_audio_s=5.0)
+    async with running_server(double, tmp_path / "tls", echo_canceller=WebRtcEchoCanceller) as server:
+        url = server.ws_url + f"?token={TOKEN}"
+        async with websockets.connect(url, ssl=server.ssl_context, origin=server.base_url) as ws:
+            await ws.send(json.dumps({"type": "hello", "sample_rate": RATE, "format": "pcm16", "aec": False}))
+            ready = json.loads(await ws.recv())
+            assert ready["type"] == "ready" and ready["aec"] == "server"
+            # The double answers typed text with a tone; speech-like audio is sent on the same turn.
+            transport = await double.wait_for(lambda: double.transports and double.transports[0])
+            speech = speech_like(5.0, seed=3)
+            for index in range(0, len(speech), 480):
+                await transport.send_audio(1, index // 480, resample(AudioFrame(pcm(speech[index : index + 480]), RATE), 24000))
+            received = bytearray()
+            async with asyncio.timeout(10):
+                while len(received) < 2 * 24000 * 4:
+                    message = await ws.recv()
+                    if isinstance(message, bytes):
+                        received += message[8:]
+            played = np.frombuffer(resample(AudioFrame(bytes(received), 24000), RATE).pcm, dtype="<i2") / 32768
+            room = RoomEcho(Room(delay_ms=80, rt60_s=0.25, echo_db=0).impulse(np.random.default_rng(4)), 1.0)
+            sent = bytearray()
+            for index, start in enumerate(range(0, len(played) - 320, 320)):
+                if index % 5 == 0:
+                    await ws.send(json.dumps({"type": "played", "turn": 1, "ms": index * 20}))
+                mic = pcm(room.push(played[start : start + 320]))
+                sent += mic
+                await ws.send(mic)
+            heard = await double.wait_for(
+                lambda: sum(e.frame.samples for e in double.events(InboundAudio)) >= len(sent) // 2 - 320
+                and double.events(InboundAudio))
+    cleaned = b"".join(event.frame.pcm for event in heard)
+    assert all(event.frame.sample_rate == RATE for event in heard)
+    # Once the canceller has learnt the room (after 2 s), the echo is at least 20 dB down.
+    late = slice(2 * RATE * 2, len(sent) - 320 * 2)
+    assert level_db(bytes(sent[late])) - level_db(cleaned[late]) > 20, "echo not cancelled"
+
+
+async def test_a_page_that_cancels_its_own_echo_is_left_alone(tmp_path: Path) -> None:
+    double = EchoSession()
+    async with running_server(double, tmp_path / "tls", echo_canceller=WebRtcEchoCanceller) as server:
+        url = server.ws_url + f"?token={TOKEN}"
+        async with websockets.connect(url, ssl=server.ssl_context, origin=server.base_url) as ws:
+            await ws.send(json.dumps({"type": "hello", "sample_rate": RATE, "format": "pcm16"}))
+            ready: dict[str, Any] = json.loads(await ws.recv())
+            assert "aec" not in ready
+            mic = pcm(speech_like(0.1))
+            await ws.send(mic)
+            heard = await double.wait_for(lambda: double.events(InboundAudio))
+    assert heard[0].frame.pcm == mic
+
+
+async def test_a_page_that_asks_is_told_when_the_server_cannot(tmp_path: Path) -> None:
+    async with running_server(EchoSession(), tmp_path / "tls") as server:
+        url = server.ws_url + f"?token={TOKEN}"
+        async with websockets.connect(url, ssl=server.ssl_context, origin=server.base_url) as ws:
+            await ws.send(json.dumps({"type": "hello", "sample_rate": RATE, "aec": False}))
+            assert json.loads(await ws.recv())["aec"] == "unavailable"
