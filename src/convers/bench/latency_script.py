@@ -70,6 +70,11 @@ class LatencyConfig:
     # A person who comes back (bench/returning.py): a profile and a long memory are seeded first,
     # and the questions are theirs, about their own life.
     returning: bool = False
+    # A speakerphone (over --url only): the client hears its own speaker in its microphone at this
+    # level against what it played (dB), through a room (bench/echo.py: 120 ms, a 0.3 s tail). None: a headset.
+    speakerphone_echo_db: float | None = None
+    # What the client's hello says: True, it cancelled its echo itself; False, the server should.
+    client_aec: bool = True
 
 
 @dataclass(frozen=True)

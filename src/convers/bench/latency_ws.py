@@ -22,6 +22,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
+from convers.audio import StreamResampler
+from convers.bench.echo import Room, RoomEcho
 from convers.bench.latency_script import (
     FRAME_S,
     MIC_RATE,
@@ -39,6 +43,7 @@ from convers.bench.stages import (
     summarize,
     turn_figures,
 )
+from convers.contracts.audio import AudioFrame
 
 
 @dataclass
@@ -67,6 +72,10 @@ class BrowserLikeClient:
     queue: deque[_Received] = field(default_factory=deque)
     errors: list[tuple[float, dict[str, Any]]] = field(default_factory=list)
     echoes: list[tuple[float, dict[str, Any]]] = field(default_factory=list)  # final transcripts, whole
+    # What the speaker played, from the microphone's start, at `out_rate` (a speakerphone's echo source).
+    tape: bytearray = field(default_factory=bytearray)
+    tape_read: int = 0
+    aec: str | None = None  # what `ready` said of echo cancellation
 
     @property
     def mic_time_s(self) -> float:
@@ -100,10 +109,14 @@ async def run_websocket(
     except (OSError, websockets.exceptions.WebSocketException) as error:
         raise RuntimeError(f"cannot connect to {url}: {error}; is `convers serve` running and the token right?") from None
     async with socket:
-        await socket.send(json.dumps({"type": "hello", "sample_rate": MIC_RATE, "format": "pcm16"}))
+        await socket.send(json.dumps({"type": "hello", "sample_rate": MIC_RATE, "format": "pcm16", "aec": config.client_aec}))
+        room = None
+        if config.speakerphone_echo_db is not None:
+            impulse = Room(120, 0.3, config.speakerphone_echo_db).impulse(np.random.default_rng(5))
+            room = RoomEcho(impulse, 10 ** (config.speakerphone_echo_db / 20))
         tasks = [
             asyncio.create_task(_receive(socket, client)),
-            asyncio.create_task(_microphone(socket, client)),
+            asyncio.create_task(_microphone(socket, client, room)),
             asyncio.create_task(_speaker(socket, client)),
         ]
         try:
@@ -128,6 +141,7 @@ async def _receive(socket: Any, client: BrowserLikeClient) -> None:
         kind = data.get("type")
         if kind == "ready":
             client.out_rate = int(data["audio_out"]["sample_rate"])
+            client.aec = data.get("aec")
         elif kind == "transcript" and data.get("final"):
             client.transcripts.append((now, str(data.get("text", ""))))
             client.echoes.append((now, data))
@@ -147,11 +161,13 @@ async def _receive(socket: Any, client: BrowserLikeClient) -> None:
                 client.paused.discard(turn)
 
 
-async def _microphone(socket: Any, client: BrowserLikeClient) -> None:
-    frame_bytes = int(MIC_RATE * FRAME_S) * 2
+async def _microphone(socket: Any, client: BrowserLikeClient, room: RoomEcho | None = None) -> None:
+    frame_samples = int(MIC_RATE * FRAME_S)
+    frame_bytes = frame_samples * 2
     start = time.monotonic()
     client.mic_started_at = start
     active: bytearray = bytearray()
+    to_mic_rate: StreamResampler | None = None
     while True:
         index = client.frames_sent
         while client.scheduled and client.scheduled[0][0] <= index:
@@ -161,6 +177,17 @@ async def _microphone(socket: Any, client: BrowserLikeClient) -> None:
         delay = start + (index + 1) * FRAME_S - time.monotonic()
         if delay > 0:
             await asyncio.sleep(delay)
+        if room is not None:
+            # The speaker's sound of this frame's 20 ms reaches the microphone through the room.
+            if to_mic_rate is None or to_mic_rate.in_rate != client.out_rate:
+                to_mic_rate = StreamResampler(client.out_rate, MIC_RATE)
+            end = round((index + 1) * FRAME_S * client.out_rate) * 2
+            played = bytes(client.tape[client.tape_read : end]).ljust(max(0, end - client.tape_read), b"\x00")
+            client.tape_read = end
+            echo = np.frombuffer(to_mic_rate.push(AudioFrame(played, client.out_rate)).pcm, dtype="<i2") / 32768
+            echo = room.push(np.pad(echo, (0, max(0, frame_samples - len(echo))))[:frame_samples])
+            mixed = np.frombuffer(pcm, dtype="<i2") / 32768 + echo
+            pcm = (np.clip(mixed, -1, 1) * 32767).astype("<i2").tobytes()
         await socket.send(pcm)
         client.frames_sent = index + 1
 
@@ -175,6 +202,12 @@ async def _speaker(socket: Any, client: BrowserLikeClient) -> None:
         head = client.queue[0]
         take = round(tick_s * client.out_rate) * 2
         piece = head.pcm[head.position : head.position + take]
+        if head.turn not in client.played:  # a turn starts playing: the page reports 0 (docs/protocol.md)
+            await socket.send(json.dumps({"type": "played", "turn": head.turn, "ms": 0}))
+        if client.mic_started_at is not None:
+            at = round((time.monotonic() - client.mic_started_at) * client.out_rate) * 2
+            client.tape.extend(bytes(max(0, at - len(client.tape))))
+            client.tape.extend(piece)
         head.position += len(piece)
         client.played[head.turn] = client.played.get(head.turn, 0.0) + len(piece) / 2 / client.out_rate * 1000
         if head.position >= len(head.pcm):
@@ -299,7 +332,14 @@ def _figures(client: BrowserLikeClient, plans: Sequence[TurnPlan], min_barge_in_
             "session_onset_to_flush_ms": None,
             "played_ms": client.played.get(old),
         })
+    # Pauses and flushes while the person was not speaking (from a question's first sample to 1.5 s
+    # after its end): the agent interrupting itself, as over a speakerphone with its echo.
+    spoken = [(plan.true_start, plan.true_end + 1.5) for plan in plans]
+    self_interruptions = [{"kind": kind, "turn": turn} for kind, turn, at in client.records
+                          if kind in ("pause", "flush") and not any(lo <= at <= hi for lo, hi in spoken)]
     summary = summarize(turns, barge_ins)
+    summary["self_interruptions"] = len(self_interruptions)
+    summary["client_aec"] = client.aec
     summary["goals"] = check_goals(summary, min_barge_in_speech_s)
     return {"speculation": None, "warm_up_s": {}, "speculation_events": {}, "summary": summary, "turns": turns,
             "barge_ins": barge_ins}

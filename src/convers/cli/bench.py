@@ -97,6 +97,9 @@ def turns_bench(ctx: click.Context, providers: str, voices: str, limit: int, kin
 @click.option("--stt", "stt_provider", help="STT provider to run instead of settings.stt.provider (e.g. pocketsphinx, faster-whisper, auto).")
 @click.option("--tts", "tts_provider", help="TTS provider to run instead of settings.tts.provider (e.g. espeak-ng, piper, auto).")
 @click.option("--url", help="Drive a running `convers serve` instead: wss://HOST:PORT/ws?token=TOKEN.")
+@click.option("--speakerphone", "speakerphone_db", type=float, help="With --url: the client hears its own speaker at this echo level (dB).")
+@click.option("--client-aec/--no-client-aec", default=True, show_default=True,
+              help="With --url: the hello says the client cancelled its echo (or asks the server to).")
 @click.option("--out", type=click.Path(path_type=Path), help="JSON result file (default bench/results/latency-<time>.json).")
 @click.pass_context
 def latency_bench(
@@ -113,6 +116,8 @@ def latency_bench(
     stt_provider: str | None,
     tts_provider: str | None,
     url: str | None,
+    speakerphone_db: float | None,
+    client_aec: bool,
     out: Path | None,
 ) -> None:
     """Mouth-to-ear latency: time to first audio and its stages, barge-in, pipeline overhead (p50/p95)."""
@@ -127,6 +132,8 @@ def latency_bench(
         raise click.UsageError(f"--turns must be at least 1, got {turns}")
     if url is not None and (stt_provider or tts_provider):
         raise click.UsageError("--stt and --tts choose local providers; over --url the server's settings decide")
+    if url is None and (speakerphone_db is not None or not client_aec):
+        raise click.UsageError("--speakerphone and --no-client-aec describe a browser-like client: use them with --url")
     settings = with_voice_providers(settings_from(ctx), stt_provider, tts_provider)
     config = LatencyConfig(
         turns=turns,
@@ -137,6 +144,8 @@ def latency_bench(
         memory=memory,
         speculate_llm=settings.speculation.llm if speculate_llm is None else speculate_llm,
         returning=returning,
+        speakerphone_echo_db=speakerphone_db,
+        client_aec=client_aec,
     )
     modes = {"both": (False, True), "on": (True,), "off": (False,)}[speculation]
     try:

@@ -51,7 +51,7 @@ class TranscriptMessage:
     text: str
     final: bool = True
     # On the echo of a user turn (final): the agent turn that answers it, and whether memory has
-    # committed it (engine/session/echo.py; what that promises is in docs/protocol.md).
+    # committed it (engine/session/transcript_echo.py; what that promises is in docs/protocol.md).
     turn: int | None = None
     stored: bool | None = None
 

@@ -47,9 +47,9 @@ from convers.engine.reply.spoken_text import SpokenTextTts
 from convers.engine.reply.streamer import ReplyProgress, ReplyStreamer
 from convers.engine.reply.tool_calls import with_tools
 from convers.engine.session.agent_turn import AgentTurn
-from convers.engine.session.echo import echo_user_turn
 from convers.engine.session.greeting import greet
 from convers.engine.session.tasks import clear_frames, log_failure
+from convers.engine.session.transcript_echo import echo_user_turn
 from convers.engine.session.voice import VoiceTurns
 from convers.events import EventLog, TurnMetrics
 

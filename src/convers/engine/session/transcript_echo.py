@@ -1,4 +1,4 @@
-"""The echo of a user turn: the client sees its words come back once memory has committed them.
+"""The echo of a user turn (its transcript sent back), not acoustic echo: the client sees its words come back once memory has committed them.
 
 A client that has seen its turn echoed may rely on it being stored (docs/protocol.md): a kill -9
 after the echo loses nothing. The echo waits for the commit, never the reply, which starts at once.
