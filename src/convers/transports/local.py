@@ -268,7 +268,9 @@ class LocalAudioTransport:
             if isinstance(item, bytes):
                 frame = AudioFrame(item, self._device_input_rate)
                 if self.echo is not None:
-                    yield InboundAudio(self.echo.cleaned(frame))  # at the canceller's rate, 16 kHz
+                    cleaned = self.echo.cleaned(frame)  # at the canceller's rate, 16 kHz, whole 10 ms blocks
+                    if cleaned.pcm:
+                        yield InboundAudio(cleaned)
                 else:
                     yield InboundAudio(to_vad_rate.push(frame))
             else:
