@@ -284,3 +284,35 @@ async def test_a_short_turn_with_words_over_the_agent_replaces_the_reply(rig_of:
     assert ("resume", 1) not in rig.transport.log
     assert ("flush", 1) in rig.transport.log
     assert rig.transport.reply_text(2) == "Okay."
+
+
+async def test_while_the_echo_canceller_learns_short_speech_over_the_agent_is_taken_for_echo(
+    rig_of: Callable[..., Rig],
+) -> None:
+    rig = rig_of([], ["Thank you."], min_barge_in_speech_s=0.25, min_barge_in_speech_while_echo_learning_s=1.0)
+    rig.transport.echo_learning = True  # type: ignore[attr-defined]  # an EchoCancellingTransport still learning
+    await agent_is_speaking(rig)
+    await rig.played(1, 500)
+    await rig.feed(True, 0.5)  # twice the barge-in minimum, but under the learning one
+    assert ("pause", 1) not in rig.transport.log and ("flush", 1) not in rig.transport.log
+    await rig.feed(False, 0.6)  # it ends; Whisper's "Thank you." for it starts no reply
+    await rig.settle()
+    assert rig.stt.heard and not rig.transport.reply_text(2)
+    assert ("flush", 1) not in rig.transport.log
+    # Once it has learnt, speech over the agent pauses it at once again.
+    rig.transport.echo_learning = False  # type: ignore[attr-defined]
+    await rig.feed(True, 0.06)
+    assert ("pause", 1) in rig.transport.log
+
+
+async def test_while_the_echo_canceller_learns_a_person_who_goes_on_still_cuts_the_reply(
+    rig_of: Callable[..., Rig],
+) -> None:
+    rig = rig_of([], ["wait I want to ask something else"], min_barge_in_speech_while_echo_learning_s=1.0)
+    rig.transport.echo_learning = True  # type: ignore[attr-defined]
+    await agent_is_speaking(rig)
+    await rig.played(1, 500)
+    await rig.feed(True, 0.9)
+    assert ("flush", 1) not in rig.transport.log
+    await rig.feed(True, 0.2)
+    assert ("flush", 1) in rig.transport.log

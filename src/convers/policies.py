@@ -68,8 +68,10 @@ class BargeInPolicy:
     # While an echo canceller is still learning the room (its first seconds of agent speech in a
     # session), what it lets through of the agent's voice sounds like a person to the VAD: speech
     # over the agent then pauses nothing at onset and cuts the reply only once it lasts this long.
-    # A person is heard as soon as the canceller has learnt. See `convers bench echo`.
-    min_barge_in_speech_while_echo_learning_s: float = 1.2
+    # A person is heard as soon as the canceller has learnt. WebRTC AEC3 let runs of up to 1.3 s
+    # through in a room with a 0.5 s reverberation tail; at 1.2 s, 4 sessions in 10 minutes of
+    # agent speech still cut themselves (`convers bench echo`, a new room every 4 replies).
+    min_barge_in_speech_while_echo_learning_s: float = 2.5
     # Utterances that say "I'm listening" rather than "stop": a transcript of only these (lower case,
     # without punctuation) never costs the agent its reply.
     backchannels: tuple[str, ...] = BACKCHANNELS
