@@ -120,10 +120,10 @@ class VoiceTurns:
             metrics.durations_ms["stt_decode_ms"] = transcript.decode_s * 1000
             session.events.emit(EventKind.STT_FINAL, text=transcript.text, decode_s=round(transcript.decode_s, 4))
             verdict = verdict_of(transcript.text, self.arbiter.policy)
-            if verdict != "words" and result is not None:
-                result.discard()
             judged = True
             actions = self.arbiter.transcribed(verdict, transcript.text, session.current)
+            if result is not None and not any(isinstance(action, StartReply) for action in actions):
+                result.discard()  # no reply comes of it (no words, or taken for echo): stop its work
             await self.apply(actions, metrics=metrics, speculative=result, audio=audio)
         finally:
             if not judged:
