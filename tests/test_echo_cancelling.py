@@ -201,6 +201,10 @@ def test_played_audio_moves_to_the_next_turn_at_its_first_report() -> None:
         ('{"type":"hello","sample_rate":16000,"aec":false}', Hello(16000, (), False)),
         ('{"type":"hello","sample_rate":16000,"aec":"off"}', "bad_hello"),
         ('{"type":"hello","sample_rate":16000,"aec":0}', "bad_hello"),
+        ('{"type":"hello","sample_rate":16000,"aec":false,"echo_reference":true}', Hello(16000, (), False, True)),
+        # A client that cancels its own echo has no reference to send.
+        ('{"type":"hello","sample_rate":16000,"echo_reference":true}', Hello(16000, (), True, False)),
+        ('{"type":"hello","sample_rate":16000,"aec":false,"echo_reference":1}', "bad_hello"),
     ],
 )
 def test_hello_says_whether_the_client_cancelled_echo(text: str, expected: object) -> None:
@@ -315,3 +319,47 @@ async def test_a_page_that_asks_is_told_when_the_server_cannot(tmp_path: Path) -
         async with websockets.connect(url, ssl=server.ssl_context, origin=server.base_url) as ws:
             await ws.send(json.dumps({"type": "hello", "sample_rate": RATE, "aec": False}))
             assert json.loads(await ws.recv())["aec"] == "unavailable"
+
+
+def interleaved(microphone: bytes, played: bytes) -> bytes:
+    both = np.empty(len(microphone), dtype="<i2")
+    both[0::2] = np.frombuffer(microphone, dtype="<i2")
+    both[1::2] = np.frombuffer(played, dtype="<i2")
+    return both.tobytes()
+
+
+async def test_the_server_cancels_the_echo_with_the_reference_the_page_sends(tmp_path: Path) -> None:
+    """The page's way: each message is (microphone, what was played) interleaved; no played reports."""
+    double = EchoSession()
+    async with running_server(double, tmp_path / "tls", echo_canceller=WebRtcEchoCanceller) as server:
+        url = server.ws_url + f"?token={TOKEN}"
+        async with websockets.connect(url, ssl=server.ssl_context, origin=server.base_url) as ws:
+            await ws.send(json.dumps({"type": "hello", "sample_rate": RATE, "aec": False, "echo_reference": True}))
+            assert json.loads(await ws.recv())["aec"] == "server"
+            played = speech_like(5.0, seed=5)
+            room = RoomEcho(Room(delay_ms=150, rt60_s=0.3, echo_db=0).impulse(np.random.default_rng(6)), 1.0)
+            sent = bytearray()
+            for start in range(0, len(played) - 320, 320):
+                block = played[start : start + 320]
+                mic = pcm(room.push(block))
+                sent += mic
+                await ws.send(interleaved(mic, pcm(block)))
+            heard = await double.wait_for(
+                lambda: sum(e.frame.samples for e in double.events(InboundAudio)) >= len(sent) // 2 - 320
+                and double.events(InboundAudio))
+    cleaned = b"".join(event.frame.pcm for event in heard)
+    late = slice(2 * RATE * 2, len(sent) - 320 * 2)
+    assert level_db(bytes(sent[late])) - level_db(cleaned[late]) > 20, "echo not cancelled"
+
+
+async def test_a_page_that_sends_a_reference_to_a_server_without_a_canceller_is_heard(tmp_path: Path) -> None:
+    double = EchoSession()
+    async with running_server(double, tmp_path / "tls") as server:
+        url = server.ws_url + f"?token={TOKEN}"
+        async with websockets.connect(url, ssl=server.ssl_context, origin=server.base_url) as ws:
+            await ws.send(json.dumps({"type": "hello", "sample_rate": RATE, "aec": False, "echo_reference": True}))
+            assert json.loads(await ws.recv())["aec"] == "unavailable"
+            mic = pcm(speech_like(0.1))
+            await ws.send(interleaved(mic, pcm(speech_like(0.1, seed=9))))
+            heard = await double.wait_for(lambda: double.events(InboundAudio))
+    assert heard[0].frame.pcm == mic  # the microphone channel alone

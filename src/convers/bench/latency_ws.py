@@ -45,6 +45,9 @@ from convers.bench.stages import (
 )
 from convers.contracts.audio import AudioFrame
 
+# A speakerphone client hears its speaker this long after playing it (before the room's own delay).
+SPEAKER_LATENCY_S = 0.04
+
 
 @dataclass
 class _Received:
@@ -109,14 +112,18 @@ async def run_websocket(
     except (OSError, websockets.exceptions.WebSocketException) as error:
         raise RuntimeError(f"cannot connect to {url}: {error}; is `convers serve` running and the token right?") from None
     async with socket:
-        await socket.send(json.dumps({"type": "hello", "sample_rate": MIC_RATE, "format": "pcm16", "aec": config.client_aec}))
+        # A speakerphone that asks the server to cancel its echo sends what it played beside each
+        # microphone frame (the page's way: docs/protocol.md, `echo_reference`).
+        reference = config.speakerphone_echo_db is not None and not config.client_aec
+        await socket.send(json.dumps({"type": "hello", "sample_rate": MIC_RATE, "format": "pcm16",
+                                      "aec": config.client_aec, "echo_reference": reference}))
         room = None
         if config.speakerphone_echo_db is not None:
             impulse = Room(120, 0.3, config.speakerphone_echo_db).impulse(np.random.default_rng(5))
             room = RoomEcho(impulse, 10 ** (config.speakerphone_echo_db / 20))
         tasks = [
             asyncio.create_task(_receive(socket, client)),
-            asyncio.create_task(_microphone(socket, client, room)),
+            asyncio.create_task(_microphone(socket, client, room, reference)),
             asyncio.create_task(_speaker(socket, client)),
         ]
         try:
@@ -161,7 +168,8 @@ async def _receive(socket: Any, client: BrowserLikeClient) -> None:
                 client.paused.discard(turn)
 
 
-async def _microphone(socket: Any, client: BrowserLikeClient, room: RoomEcho | None = None) -> None:
+async def _microphone(socket: Any, client: BrowserLikeClient, room: RoomEcho | None = None,
+                      reference: bool = False) -> None:
     frame_samples = int(MIC_RATE * FRAME_S)
     frame_bytes = frame_samples * 2
     start = time.monotonic()
@@ -181,42 +189,59 @@ async def _microphone(socket: Any, client: BrowserLikeClient, room: RoomEcho | N
             # The speaker's sound of this frame's 20 ms reaches the microphone through the room.
             if to_mic_rate is None or to_mic_rate.in_rate != client.out_rate:
                 to_mic_rate = StreamResampler(client.out_rate, MIC_RATE)
-            end = round((index + 1) * FRAME_S * client.out_rate) * 2
+            # Read a sound card's output latency behind the speaker's clock, so what was played is
+            # on the tape by then (the speaker ticks every 10 ms): a hole in the echo would be a
+            # sound no canceller can predict from what was played.
+            end = max(0, round(((index + 1) * FRAME_S - SPEAKER_LATENCY_S) * client.out_rate) * 2)
             played = bytes(client.tape[client.tape_read : end]).ljust(max(0, end - client.tape_read), b"\x00")
-            client.tape_read = end
-            echo = np.frombuffer(to_mic_rate.push(AudioFrame(played, client.out_rate)).pcm, dtype="<i2") / 32768
-            echo = room.push(np.pad(echo, (0, max(0, frame_samples - len(echo))))[:frame_samples])
-            mixed = np.frombuffer(pcm, dtype="<i2") / 32768 + echo
+            client.tape_read = max(client.tape_read, end)
+            source = np.frombuffer(to_mic_rate.push(AudioFrame(played, client.out_rate)).pcm, dtype="<i2") / 32768
+            source = np.pad(source, (0, max(0, frame_samples - len(source))))[:frame_samples]
+            mixed = np.frombuffer(pcm, dtype="<i2") / 32768 + room.push(source)
             pcm = (np.clip(mixed, -1, 1) * 32767).astype("<i2").tobytes()
+            if reference:
+                both = np.empty(2 * frame_samples, dtype="<i2")
+                both[0::2] = np.frombuffer(pcm, dtype="<i2")
+                both[1::2] = (np.clip(source, -1, 1) * 32767).astype("<i2")
+                pcm = both.tobytes()
         await socket.send(pcm)
         client.frames_sent = index + 1
 
 
 async def _speaker(socket: Any, client: BrowserLikeClient) -> None:
+    """Plays like a sound card: as many samples as time has passed, whatever the tick's lateness
+    (silence when nothing plays), so the tape of what it played keeps the microphone's clock."""
     tick_s = 0.01
     reported: dict[int, float] = {}
+    last = time.monotonic()
+    owed = 0.0
     while True:
         await asyncio.sleep(tick_s)
-        if not client.queue or client.queue[0].turn in client.paused:
-            continue
-        head = client.queue[0]
-        take = round(tick_s * client.out_rate) * 2
-        piece = head.pcm[head.position : head.position + take]
-        if head.turn not in client.played:  # a turn starts playing: the page reports 0 (docs/protocol.md)
-            await socket.send(json.dumps({"type": "played", "turn": head.turn, "ms": 0}))
+        now = time.monotonic()
+        owed += (now - last) * client.out_rate
+        last = now
+        samples = int(owed)
+        owed -= samples
+        out = bytearray()
+        while len(out) < samples * 2 and client.queue and client.queue[0].turn not in client.paused:
+            head = client.queue[0]
+            piece = head.pcm[head.position : head.position + samples * 2 - len(out)]
+            if head.turn not in client.played:  # a turn starts playing: the page reports 0 (docs/protocol.md)
+                client.played[head.turn] = 0.0
+                await socket.send(json.dumps({"type": "played", "turn": head.turn, "ms": 0}))
+            head.position += len(piece)
+            out.extend(piece)
+            client.played[head.turn] += len(piece) / 2 / client.out_rate * 1000
+            if head.position >= len(head.pcm):
+                client.queue.popleft()
+            played = client.played[head.turn]
+            drained = not client.queued(head.turn)
+            if drained or played - reported.get(head.turn, 0.0) >= 100:
+                reported[head.turn] = played
+                await socket.send(json.dumps({"type": "played", "turn": head.turn, "ms": round(played)}))
         if client.mic_started_at is not None:
-            at = round((time.monotonic() - client.mic_started_at) * client.out_rate) * 2
-            client.tape.extend(bytes(max(0, at - len(client.tape))))
-            client.tape.extend(piece)
-        head.position += len(piece)
-        client.played[head.turn] = client.played.get(head.turn, 0.0) + len(piece) / 2 / client.out_rate * 1000
-        if head.position >= len(head.pcm):
-            client.queue.popleft()
-        played = client.played[head.turn]
-        drained = not client.queued(head.turn)
-        if drained or played - reported.get(head.turn, 0.0) >= 100:
-            reported[head.turn] = played
-            await socket.send(json.dumps({"type": "played", "turn": head.turn, "ms": round(played)}))
+            out.extend(bytes(samples * 2 - len(out)))
+            client.tape.extend(out)
 
 
 def _audible(client: BrowserLikeClient, turn: int) -> bool:

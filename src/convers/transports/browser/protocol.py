@@ -46,8 +46,11 @@ class Hello:
     sample_rate: int
     overlays: tuple[str, ...] = ()
     # False: the client cancelled no echo of the agent's voice (a speakerphone whose browser
-    # cancellation fails); the server then cancels it, with what the client reports played.
+    # cancellation fails); the server then cancels it, with what the client played as the reference.
     aec: bool = True
+    # With `aec` false: each microphone message carries a second channel, what the client played at
+    # the same instant (sample-aligned, the exact reference). Without it, its `played` reports.
+    echo_reference: bool = False
 
 
 @dataclass(frozen=True)
@@ -168,10 +171,12 @@ def _parse_hello(data: dict[str, Any]) -> Hello | ProtocolError:
             "bad_hello",
             f"overlays {shown(overlays)} must be a list of at most {MAX_OVERLAYS} names of letters, digits, '-' and '_'",
         )
-    aec = data.get("aec", True)
+    aec, reference = data.get("aec", True), data.get("echo_reference", False)
     if not isinstance(aec, bool):
         return ProtocolError("bad_hello", f"aec {shown(aec)} must be true or false")
-    return Hello(int(rate), tuple(overlays), aec)
+    if not isinstance(reference, bool):
+        return ProtocolError("bad_hello", f"echo_reference {shown(reference)} must be true or false")
+    return Hello(int(rate), tuple(overlays), aec, reference and not aec)
 
 
 def _non_negative_int(value: Any) -> TypeGuard[int]:

@@ -8,6 +8,7 @@ import logging
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+import numpy as np
 from starlette.websockets import WebSocket, WebSocketState
 
 from convers.contracts.audio import AudioFormat, AudioFrame
@@ -42,7 +43,8 @@ class WebSocketTransport:
     `send_*`, `flush`, `pause` and `resume` only enqueue, so the engine never waits on the network.
     Malformed inbound messages are answered with an `error` event and otherwise ignored.
     A client whose hello says `"aec": false` has its microphone cleaned of the agent's echo here,
-    with what it reports played as the reference (`PlayedAudio`), when `echo_canceller` is given.
+    when `echo_canceller` is given: with the second channel of its audio messages as the reference
+    (`"echo_reference": true`), else with what its `played` reports say it played (`PlayedAudio`).
     """
 
     name = "browser"
@@ -74,6 +76,8 @@ class WebSocketTransport:
         self._played_audio: PlayedAudio | None = None
         # Reference samples owed to the canceller: a microphone frame rarely lasts whole samples at 16 kHz.
         self._owed_samples = 0.0
+        # The client sends what it played as a second channel of its microphone messages.
+        self._reference_channel = False
 
     @property
     def echo_learning(self) -> bool:
@@ -118,7 +122,7 @@ class WebSocketTransport:
                 return
             if isinstance(parsed, (Hello, ProtocolError)) or parsed is None:
                 self._handle_control(parsed)
-            elif self.echo is not None:
+            elif self.echo is not None or self._reference_channel:
                 cleaned = self._without_echo(parsed)
                 if cleaned is not None:
                     yield cleaned
@@ -128,13 +132,23 @@ class WebSocketTransport:
     def _without_echo(self, event: InboundEvent) -> InboundEvent | None:
         """A microphone frame cleaned of the agent's echo (None while a block is incomplete); a played
         report also moves the reference's playhead."""
-        assert self.echo is not None and self._played_audio is not None
-        if isinstance(event, InboundPlayed):
+        if isinstance(event, InboundPlayed) and self._played_audio is not None:
             self._played_audio.report(event.turn, event.ms)
             return event
         if not isinstance(event, InboundAudio):
             return event
         frame = event.frame
+        if self._reference_channel:
+            # Interleaved (microphone, played): the reference is exact, sample for sample.
+            samples = np.frombuffer(frame.pcm, dtype="<i2")
+            samples = samples[: len(samples) // 2 * 2]
+            microphone = AudioFrame(samples[0::2].tobytes(), frame.sample_rate)
+            if self.echo is None:  # asked for, but no canceller here: the microphone alone
+                return InboundAudio(microphone)
+            self.echo.played(AudioFrame(samples[1::2].tobytes(), frame.sample_rate))
+            cleaned = self.echo.cleaned(microphone)
+            return InboundAudio(cleaned) if cleaned.pcm else None
+        assert self.echo is not None and self._played_audio is not None
         self._owed_samples += frame.samples * self._played_audio.rate / frame.sample_rate
         whole = int(self._owed_samples)
         self._owed_samples -= whole
@@ -174,7 +188,10 @@ class WebSocketTransport:
             if self.input_sample_rate is None:
                 self.overlays = parsed.overlays  # a later hello only changes the rate: the session is built
             self.input_sample_rate = parsed.sample_rate
-            self._enqueue_event(ready_event(self.output_format.sample_rate, self._set_echo(parsed.aec)))
+            aec = self._set_echo(parsed.aec)
+            # Two channels come whatever the answer: the page sends them once it asked.
+            self._reference_channel = parsed.echo_reference
+            self._enqueue_event(ready_event(self.output_format.sample_rate, aec))
         elif isinstance(parsed, ProtocolError):
             self.protocol_errors += 1
             if self.protocol_errors <= self._errors.burst:

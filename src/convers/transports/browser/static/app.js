@@ -72,7 +72,7 @@ function connect() {
   ws.binaryType = 'arraybuffer';
   app.ws = ws;
   ws.onopen = () => {
-    ws.send(JSON.stringify({ type: 'hello', sample_rate: CAPTURE_RATE, format: 'pcm16', overlays: personaOverlays(), aec: !serverEcho() }));
+    ws.send(JSON.stringify({ type: 'hello', sample_rate: CAPTURE_RATE, format: 'pcm16', overlays: personaOverlays(), aec: !serverEcho(), echo_reference: serverEcho() }));
   };
   ws.onmessage = (message) => {
     if (typeof message.data === 'string') {
@@ -313,10 +313,14 @@ async function startMic() {
   }
   const ctx = app.ctx;
   const source = ctx.createMediaStreamSource(app.stream);
+  // With the server cancelling the echo, what the page plays goes into the capture node too: each
+  // frame then carries the exact reference beside the microphone.
+  const reference = serverEcho() && Boolean(app.playback);
   const capture = new AudioWorkletNode(ctx, 'capture-processor', {
-    numberOfInputs: 1, numberOfOutputs: 1, outputChannelCount: [1],
-    processorOptions: { targetRate: CAPTURE_RATE, frameMs: FRAME_MS },
+    numberOfInputs: reference ? 2 : 1, numberOfOutputs: 1, outputChannelCount: [1],
+    processorOptions: { targetRate: CAPTURE_RATE, frameMs: FRAME_MS, reference },
   });
+  if (reference) app.playback.connect(capture, 0, 1);
   capture.port.onmessage = (event) => {
     if (app.micOn && app.ready && app.ws.readyState === WebSocket.OPEN) {
       app.stats.framesOut += 1;
