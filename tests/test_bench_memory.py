@@ -9,6 +9,7 @@ import pytest
 
 from convers.bench import memory as bench
 from convers.bench import memory_corpus as corpus_module
+from convers.bench import memory_corpus_hard as hard
 from convers.bench.memory_corpus import (
     QUESTION_TYPES,
     build_conversation,
@@ -46,7 +47,13 @@ def test_every_question_has_evidence_turns_said_before_it_was_asked(corpus) -> N
         for question in conversation.questions:
             assert question.evidence and all(e in turns for e in question.evidence)
             assert all(turns[e].time < question.asked_at for e in question.evidence)
-            assert len(question.evidence) == (2 if question.kind == "multi-hop" else 1)
+            if question.kind == "several-facts":
+                assert 2 <= len(question.evidence) <= 5
+                assert len({turns[e].session for e in question.evidence}) == len(question.evidence)
+            elif question.kind == "inference":
+                assert 2 <= len(question.evidence) <= 3
+            else:
+                assert len(question.evidence) == (2 if question.kind == "multi-hop" else 1)
 
 
 def test_questions_paraphrase_their_evidence(corpus) -> None:
@@ -55,7 +62,8 @@ def test_questions_paraphrase_their_evidence(corpus) -> None:
     pools = [m.USERS, m.FRIENDS, m.KIN, m.PETS, m.CITIES, m.COWORKERS, m.FIANCES, m.DESTINATIONS, m.SPORTS,
              m.HOBBIES, m.FOODS, m.INSTRUMENTS, m.SPECIES, m.BONES, m.VENTURES, m.CAREERS, m.LANDSCAPES, m.GADGETS,
              m.TEAS, m.JOBS, m.TEACHERS, m.CARS, m.BOOKS, m.DISTRICTS, m.RELATIVES,
-             [" ".join(pair) for pair in (*m.CUISINES, *m.GENRES)]]
+             [" ".join(pair) for pair in (*m.CUISINES, *m.GENRES)],
+             *[items for _, items, _ in hard.SEVERAL.values()]]
     names = {word for pool in pools for value in pool for word in value.lower().split()}
     repeated = total = 0
     for conversation in corpus:

@@ -33,9 +33,10 @@ from datetime import datetime, timedelta
 from typing import Literal
 from zoneinfo import ZoneInfo
 
+from convers.bench.memory_corpus_hard import plan_hard
 from convers.contracts.memory import MemoryTurn
 
-QUESTION_TYPES = ("single-hop", "multi-hop", "temporal", "open-domain", "changed-plan")
+QUESTION_TYPES = ("single-hop", "multi-hop", "temporal", "open-domain", "changed-plan", "several-facts", "inference")
 
 USERS = "Sam Alex Jordan Priya Tomas Mei Kwame Laura Ivan Zoe".split()
 FRIENDS = "Maya Leo Nadia Ravi Greta Omar Ines Hugo Selma Bruno".split()
@@ -125,8 +126,9 @@ DISTRACTORS = [
 ]
 NUMBER_WORDS = {2: "two", 3: "three", 4: "four", 5: "five", 6: "six"}
 
-SESSIONS = 20
-SESSION_TURNS = 18
+# 30 sessions of 24 turns: ~360 turns per person, the size of a LoCoMo-like conversation.
+SESSIONS = 30
+SESSION_TURNS = 24
 
 
 @dataclass(frozen=True)
@@ -192,7 +194,7 @@ def _subject(who: str, names: dict[str, str]) -> dict[str, str]:
 def _ask(template: str, who: str, names: dict[str, str], **slots: str) -> str:
     text = template.format(**_subject(who, names), **slots)
     # "When did I ..." reads right; "What does I ..." does not.
-    return text.replace("does I ", "do I ").replace("is I ", "am I ").replace("has I ", "have I ")
+    return text.replace("does I ", "do I ").replace("is I ", "am I ").replace("has I ", "have I ").replace("Does I ", "Do I ")
 
 
 def _life(rng: random.Random, taken: dict[str, set[str]]) -> dict[str, str]:
@@ -367,6 +369,12 @@ def build_conversation(index: int, seed: int) -> BenchConversation:
             phrase = f"last {month}" if rng.random() < 0.5 else f"in {month}"
             question = _ask("Which movie did {X} catch {when}?", who, names, when=phrase)
             plan.questions.append(("temporal", question, (f"{who}-film-{session}",), asked))
+        beats, questions = plan_hard(rng, who, SESSIONS, days, {"instruments": f"{who}-single-10"},
+                                       taken)
+        for hard in beats:
+            plan.beat(hard.session, [_Line(who, hard.text, hard.tag), _Line(other[who], rng.choice(REACTIONS))])
+        for q in questions:
+            plan.questions.append((q.kind, _ask(q.template, who, names, **dict(q.slots)), q.tags, q.asked))
 
     return _lay_out(index, rng, plan, lives, names, zone_name, days)
 
