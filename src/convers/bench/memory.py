@@ -48,10 +48,13 @@ from convers.memory.ranking import (
     BLEND_VECTOR_WEIGHT,
     DATE_WEIGHT,
     DEFAULT_FUSION,
+    ENTITY_WEIGHT,
+    PER_SESSION,
     QUESTION_PENALTY,
     SHORT_PENALTY,
     SUPERSEDE_COSINE,
     SUPERSEDE_MARGIN,
+    TOPIC_WEIGHT,
     RankingWeights,
 )
 from convers.memory.speakers import QUERY_SPEAKER_WEIGHT, SPEAKER_WEIGHT
@@ -87,6 +90,9 @@ class Ranking:
     short_penalty: float = SHORT_PENALTY
     supersede_cosine: float = SUPERSEDE_COSINE
     supersede_margin: float = SUPERSEDE_MARGIN
+    entity_weight: float = ENTITY_WEIGHT
+    topic_weight: float = TOPIC_WEIGHT
+    per_session: int = PER_SESSION
 
     def weights(self) -> RankingWeights:
         return RankingWeights(
@@ -94,7 +100,8 @@ class Ranking:
             rrf_vector_weight=self.rrf_vector_weight, rrf_lexical_weight=self.rrf_lexical_weight,
             date_weight=self.date_weight, recency_weight=self.recency_weight, question_penalty=self.question_penalty,
             short_penalty=self.short_penalty, supersede_cosine=self.supersede_cosine,
-            supersede_margin=self.supersede_margin)
+            supersede_margin=self.supersede_margin, entity_weight=self.entity_weight,
+            topic_weight=self.topic_weight, per_session=self.per_session)
 
 
 def default_rankings() -> list[Ranking]:

@@ -369,12 +369,14 @@ def build_conversation(index: int, seed: int) -> BenchConversation:
             phrase = f"last {month}" if rng.random() < 0.5 else f"in {month}"
             question = _ask("Which movie did {X} catch {when}?", who, names, when=phrase)
             plan.questions.append(("temporal", question, (f"{who}-film-{session}",), asked))
-        beats, questions = plan_hard(rng, who, SESSIONS, days, {"instruments": f"{who}-single-10"},
-                                       taken)
-        for hard in beats:
+        hard_beats, hard_questions = plan_hard(rng, who, SESSIONS, days, {"instruments": f"{who}-single-10"},
+                                               taken)
+        for hard in hard_beats:
             plan.beat(hard.session, [_Line(who, hard.text, hard.tag), _Line(other[who], rng.choice(REACTIONS))])
-        for q in questions:
-            plan.questions.append((q.kind, _ask(q.template, who, names, **dict(q.slots)), q.tags, q.asked))
+        for hard_question in hard_questions:
+            plan.questions.append((hard_question.kind, _ask(hard_question.template, who, names,
+                                                            **dict(hard_question.slots)),
+                                   hard_question.tags, hard_question.asked))
 
     return _lay_out(index, rng, plan, lives, names, zone_name, days)
 

@@ -7,8 +7,9 @@ restatements, and pick distinct hits. Each is table-tested.
 
 from __future__ import annotations
 
+import itertools
 import re
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Literal
@@ -55,6 +56,16 @@ SUPERSEDE_COSINE = 0.0
 SUPERSEDE_MARGIN = 0.05
 # Only the best this many candidates are compared for superseding (pairwise, so kept small).
 SUPERSEDE_TOP = 20
+# A turn holding an entity key the question names, or a topic key the question is near (of the
+# person asked about), gets this much added to its blended score (or these as RRF weights).
+# Chosen on the tuning half of `convers bench memory` (docs/architecture.md has the table).
+ENTITY_WEIGHT = 0.05
+TOPIC_WEIGHT = 0.1
+# At most this many hits of one session among the first k while other sessions have candidates:
+# facts said on different days ("what instruments does she play?") need room beside the best
+# session. Not for a question that names a time (that day's turns are what it wants). 0: no cap.
+# On the tuning half of `convers bench memory`, 1 gained a little (recall@5 0.617 -> 0.623), 2 and 3 nothing.
+PER_SESSION = 1
 # Each ranking contributes this many candidates to fusion.
 CANDIDATES = 50
 # Two hits this close in meaning say the same thing; the prompt needs only one.
@@ -87,6 +98,9 @@ class RankingWeights:
     supersede_cosine: float = SUPERSEDE_COSINE
     supersede_margin: float = SUPERSEDE_MARGIN
     lexical_half: float = LEXICAL_HALF
+    entity_weight: float = ENTITY_WEIGHT
+    topic_weight: float = TOPIC_WEIGHT
+    per_session: int = PER_SESSION
 
 
 @dataclass
@@ -99,6 +113,8 @@ class Candidate:
     vector_rank: int | None = None
     lexical_rank: int | None = None
     span_rank: int | None = None
+    entity_rank: int | None = None
+    topic_rank: int | None = None
     similarity: float = 0.0
     order: float = 0.0
 
@@ -154,6 +170,15 @@ def gather(vector_hits: Sequence[tuple[int, float]], lexical_hits: Sequence[tupl
     return found
 
 
+def mark_keys(found: dict[int, Candidate], entity_hits: Sequence[tuple[int, float]],
+              topic_hits: Sequence[tuple[int, float]]) -> None:
+    """Adds the turns found by their derived keys (rowid, cosine; best first) and their ranks by key."""
+    for rank, (rowid, cosine) in enumerate(entity_hits):
+        found.setdefault(rowid, Candidate(rowid, cosine=cosine)).entity_rank = rank
+    for rank, (rowid, cosine) in enumerate(topic_hits):
+        found.setdefault(rowid, Candidate(rowid, cosine=cosine)).topic_rank = rank
+
+
 def fuse(candidates: Iterable[Candidate], weights: RankingWeights, fusion: Fusion, *,
          only_words: bool, only_vectors: bool) -> list[Candidate]:
     """Each candidate's similarity (cosine, words, or their blend) and order; best first."""
@@ -170,11 +195,14 @@ def fuse(candidates: Iterable[Candidate], weights: RankingWeights, fusion: Fusio
             c.order = sum(
                 w / (RRF_K + r + 1)
                 for w, r in ((weights.rrf_vector_weight, c.vector_rank), (weights.rrf_lexical_weight, c.lexical_rank),
-                             (weights.date_weight, c.span_rank))
+                             (weights.date_weight, c.span_rank), (weights.entity_weight, c.entity_rank),
+                             (weights.topic_weight, c.topic_rank))
                 if r is not None
             )
         else:
-            c.order = c.similarity + (weights.date_weight * 0.15 if c.span_rank is not None else 0.0)
+            c.order = (c.similarity + (weights.date_weight * 0.15 if c.span_rank is not None else 0.0)
+                       + (weights.entity_weight if c.entity_rank is not None else 0.0)
+                       + (weights.topic_weight if c.topic_rank is not None else 0.0))
     return best_first(out)
 
 
@@ -217,14 +245,33 @@ def supersede(candidates: list[Candidate], vectors: dict[int, np.ndarray], times
 
 def distinct(candidates: Iterable[Candidate], facts: Mapping[int, tuple[str, str, str | None]],
              vector_of: Callable[[int], np.ndarray | None], k: int, floor: float,
-             excluded: set[str]) -> list[Candidate]:
-    """The first `k` candidates above `floor` that say something new.
+             excluded: set[str], sessions: Mapping[int, str] | None = None, per_session: int = 0) -> list[Candidate]:
+    """The first `k` candidates above `floor` that say something new, spread over sessions.
 
     `facts` maps a rowid to (turn id, text, id of the turn a digest was made from). A turn is left
     out when it, or the turn it digests, is excluded or already shown, when its text repeats one
-    shown, or when its vector (`vector_of`) is within NEAR_DUPLICATE_COSINE of one shown.
+    shown, or when its vector (`vector_of`) is within NEAR_DUPLICATE_COSINE of one shown. With
+    `sessions` (rowid -> session) and `per_session`, a session's hits after its first `per_session`
+    wait behind other sessions' and fill the k only when those run out.
     """
-    chosen: list[Candidate] = []
+    if not (sessions and per_session):
+        return list(itertools.islice(_distinct(candidates, facts, vector_of, floor, excluded), k))
+    first: list[Candidate] = []
+    later: list[Candidate] = []
+    shown: dict[str, int] = {}
+    for c in _distinct(candidates, facts, vector_of, floor, excluded):
+        session = sessions.get(c.rowid, "")
+        shown[session] = shown.get(session, 0) + 1
+        (first if shown[session] <= per_session else later).append(c)
+        if len(first) == k:
+            break
+    return (first + later)[:k]
+
+
+def _distinct(candidates: Iterable[Candidate], facts: Mapping[int, tuple[str, str, str | None]],
+              vector_of: Callable[[int], np.ndarray | None], floor: float,
+              excluded: set[str]) -> Iterator[Candidate]:
+    """The candidates above `floor` that say something new, lazily (see `distinct`)."""
     seen_texts: set[str] = set()
     seen_sources: set[str] = set()
     kept_vectors: list[np.ndarray] = []
@@ -244,7 +291,4 @@ def distinct(candidates: Iterable[Candidate], facts: Mapping[int, tuple[str, str
             continue
         if vector is not None:
             kept_vectors.append(vector)
-        chosen.append(c)
-        if len(chosen) == k:
-            break
-    return chosen
+        yield c
