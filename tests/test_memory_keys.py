@@ -52,6 +52,9 @@ def test_topics_of_turns_and_questions_follow_the_thresholds() -> None:
     assert topics.of_query(np.array([0.7, 0.5, 0.5], dtype=np.float32)) == ["outdoors", "money"]
     assert topics.of_query(np.array([0.1, 0.1, 1.0], dtype=np.float32)) == []
     assert TopicVectors().of_query(np.ones(3)) == []  # not embedded yet: no topics
+    # A question's words naming a topic count even when its vector is far from every topic.
+    assert topics.of_query(np.array([0.0, 0.0, 1.0], dtype=np.float32), ["weekend", "camping"]) == ["outdoors"]
+    assert topics.of_query(np.array([0.0, 0.0, 1.0], dtype=np.float32), ["environmental"]) == []
 
 
 def test_keys_are_written_with_the_turn_listed_with_it_and_forgotten_with_it(tmp_path: Path) -> None:

@@ -15,7 +15,9 @@ from, and goes when that turn is forgotten.
 
 from __future__ import annotations
 
+import functools
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -67,6 +69,9 @@ TURN_TOPIC_COSINE = 0.15
 TURN_TOPICS = 1
 QUERY_TOPIC_COSINE = 0.4
 QUERY_TOPICS = 2
+# A question's word shares a topic's description stem (its first MIN_STEM letters): that topic too.
+QUERY_TOPIC_WORDS = True
+MIN_STEM = 5
 # Entity keys are cut to this many characters (a run of capitalised words in a shouted sentence).
 MAX_ENTITY_CHARS = 60
 _CAPITALISED = re.compile(r"\b[A-Z][\w'-]*(?:\s+(?:of\s+|de\s+|the\s+)?[A-Z][\w'-]*)*")
@@ -76,6 +81,17 @@ _NOT_NAMES = frozenset(
     """i i'm i've i'd i'll ok okay monday tuesday wednesday thursday friday saturday sunday january february
     march april may june july august september october november december mr mrs ms dr""".split()
 )
+
+
+def stem(word: str) -> str:
+    """A crude stem, the first MIN_STEM letters: 'environmental' and 'environment' meet, as do 'camping' and 'camp'."""
+    return word.lower()[:MIN_STEM]
+
+
+@functools.cache
+def _description_stems(name: str) -> frozenset[str]:
+    words = re.findall(r"[a-z]+", TOPICS.get(name, name).lower())
+    return frozenset(stem(w) for w in words if len(w) >= MIN_STEM - 1 and w not in STOPWORDS)
 
 
 @dataclass(frozen=True)
@@ -134,10 +150,21 @@ class TopicVectors:
         best = np.argsort(-scores, axis=1)[:, :TURN_TOPICS]
         return [[self.names[j] for j in row_best if row[j] >= TURN_TOPIC_COSINE] for row, row_best in zip(scores, best, strict=True)]
 
-    def of_query(self, vector: np.ndarray) -> list[str]:
-        """The QUERY_TOPICS topics a question's (bare) vector is nearest, if QUERY_TOPIC_COSINE close."""
+    def of_query(self, vector: np.ndarray, words: Iterable[str] = ()) -> list[str]:
+        """The QUERY_TOPICS topics a question's (bare) vector is nearest, if QUERY_TOPIC_COSINE close,
+        and those whose description shares a word stem with the question's content `words`.
+
+        "Would Maya be up for a weekend of camping?" is nearer "would Maya ...?" than any topic: its
+        form outweighs its subject in the vector, while its words name it.
+        """
         if self.matrix is None or np.ravel(vector).shape[0] != self.matrix.shape[1]:
             return []
         scores = self.matrix @ np.ravel(vector).astype(np.float32)
         best = np.argsort(-scores)[:QUERY_TOPICS]
-        return [self.names[j] for j in best if scores[j] >= QUERY_TOPIC_COSINE]
+        found = dict.fromkeys(self.names[j] for j in best if scores[j] >= QUERY_TOPIC_COSINE)
+        stems = {stem(w) for w in words if len(w) >= MIN_STEM}
+        if stems and QUERY_TOPIC_WORDS:
+            for name in self.names:
+                if stems & _description_stems(name):
+                    found.setdefault(name, None)
+        return list(found)

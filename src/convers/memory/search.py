@@ -216,7 +216,7 @@ class TurnSearch:
         topic_hits: Hits = []
         if found_by_vector is not None and mode == "fused":
             entity_hits = self._by_cosine(found_by_vector, entity_rowids)
-            topic_hits = self._by_cosine(found_by_vector, self._topic_turns(conn, vector, label))
+            topic_hits = self._by_cosine(found_by_vector, self._topic_turns(conn, vector, words, label))
         rows.update(self._rows(conn, list({r for r, _ in (*vector_hits, *span_hits, *entity_hits, *topic_hits)}
                                           - rows.keys())))
         weights = self.weights
@@ -278,11 +278,12 @@ class TurnSearch:
         names = [e for e in query_entities(query_terms(words)) if e not in speakers]
         return key_table.turns_with(conn, "entity", names)
 
-    def _topic_turns(self, conn: sqlite3.Connection, vector: np.ndarray | None, label: str | None) -> list[int]:
+    def _topic_turns(self, conn: sqlite3.Connection, vector: np.ndarray | None, words: str,
+                     label: str | None) -> list[int]:
         """Turns sharing a topic key with the question, of the speaker it asks about when it names one."""
         if not self.weights.topic_weight or vector is None:
             return []
-        topics = self.topics.of_query(vector)
+        topics = self.topics.of_query(vector, query_terms(words))
         if not topics:
             return []
         speaker = next((name for name, known in self.speakers.known(conn).items() if known == label), None)

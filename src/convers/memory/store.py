@@ -109,6 +109,7 @@ class SqliteMemoryStore:
     _lock: threading.RLock = field(init=False, repr=False, default_factory=threading.RLock)
     _search: TurnSearch = field(init=False, repr=False)
     _upgrade_cursor: int = field(init=False, repr=False, default=0)
+    _topics_tried: bool = field(init=False, repr=False, default=False)
 
     def __post_init__(self, speaker_weight: float, query_speaker_weight: float) -> None:
         self.path = Path(self.path).expanduser()
@@ -456,6 +457,7 @@ class SqliteMemoryStore:
                 raise self._error(error, "loading vectors") from error
         for label in labels:
             self.speakers.label_vector(label)
+        self._topics_ready()
         self.search("hello", 1, floor=0.0)
 
     def embed_query(self, query: str) -> np.ndarray | None:
@@ -503,6 +505,10 @@ class SqliteMemoryStore:
         span = self.time_span(query, now)
         words = without_time_words(query, span)
         embed = self.embed_query if vector is None and self.embedder is not None else None
+        if not self._topics_tried and mode == "fused":
+            # Once per store when nothing was written or warmed up yet (a CLI search): ~30 short texts.
+            self._topics_tried = True
+            self._topics_ready()
         with self._lock:  # held until the search's worker is done with the index (search.VectorJob)
             try:
                 return self._search.run(self._conn, query, words, vector, span, k=k, mode=mode, fusion=fusion,
