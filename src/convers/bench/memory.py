@@ -45,6 +45,7 @@ from convers.bench.memory_corpus import (
 from convers.bench.results import write_json_result
 from convers.contracts.memory import MemoryTurn
 from convers.memory.ranking import (
+    ANSWER_NEIGHBOURS,
     BLEND_VECTOR_WEIGHT,
     DATE_WEIGHT,
     DEFAULT_FUSION,
@@ -93,6 +94,7 @@ class Ranking:
     entity_weight: float = ENTITY_WEIGHT
     topic_weight: float = TOPIC_WEIGHT
     per_session: int = PER_SESSION
+    answer_neighbours: bool = ANSWER_NEIGHBOURS
 
     def weights(self) -> RankingWeights:
         return RankingWeights(
@@ -101,7 +103,8 @@ class Ranking:
             date_weight=self.date_weight, recency_weight=self.recency_weight, question_penalty=self.question_penalty,
             short_penalty=self.short_penalty, supersede_cosine=self.supersede_cosine,
             supersede_margin=self.supersede_margin, entity_weight=self.entity_weight,
-            topic_weight=self.topic_weight, per_session=self.per_session)
+            topic_weight=self.topic_weight, per_session=self.per_session,
+            answer_neighbours=self.answer_neighbours)
 
 
 def default_rankings() -> list[Ranking]:

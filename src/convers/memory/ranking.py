@@ -66,6 +66,10 @@ TOPIC_WEIGHT = 0.1
 # session. Not for a question that names a time (that day's turns are what it wants). 0: no cap.
 # On the tuning half of `convers bench memory`, 1 gained a little (recall@5 0.617 -> 0.623), 2 and 3 nothing.
 PER_SESSION = 1
+# A hit that is a question brings the next turn of its session (the answer) in right after it. Off:
+# on the tuning half of `convers bench memory` it cost recall@5 (0.640 -> 0.637); questions rarely rank
+# high (QUESTION_PENALTY), and the answer displaces a hit.
+ANSWER_NEIGHBOURS = False
 # Each ranking contributes this many candidates to fusion.
 CANDIDATES = 50
 # Two hits this close in meaning say the same thing; the prompt needs only one.
@@ -101,6 +105,7 @@ class RankingWeights:
     entity_weight: float = ENTITY_WEIGHT
     topic_weight: float = TOPIC_WEIGHT
     per_session: int = PER_SESSION
+    answer_neighbours: bool = ANSWER_NEIGHBOURS
 
 
 @dataclass

@@ -252,7 +252,30 @@ class TurnSearch:
         for c in chosen:
             turn = turn_from_row(rows[c.rowid])
             hits.append(MemoryHit(turn.id, turn.text, round(c.similarity, 4), turn))
+        if weights.answer_neighbours:
+            hits = self._with_answers(conn, hits, k, excluded)
         return hits
+
+    @staticmethod
+    def _with_answers(conn: sqlite3.Connection, hits: list[MemoryHit], k: int, excluded: set[str]) -> list[MemoryHit]:
+        """A hit that is a question is followed by the other speaker's next turn in its session (its
+        answer, which the question alone does not hold); the last hits make room for it."""
+        out: list[MemoryHit] = []
+        shown = {h.id for h in hits} | excluded
+        for hit in hits:
+            out.append(hit)
+            if not hit.text.rstrip().endswith("?"):
+                continue
+            row = conn.execute(f"SELECT {COLUMNS} FROM turns WHERE session = ? AND kind = 'turn' AND rowid > "
+                               "(SELECT rowid FROM turns WHERE id = ?) ORDER BY rowid LIMIT 1",
+                               (hit.turn.session, hit.id)).fetchone()
+            if row is None:
+                continue
+            answer = turn_from_row(row)
+            if answer.id not in shown and answer.speaker != hit.turn.speaker:
+                shown.add(answer.id)
+                out.append(MemoryHit(answer.id, answer.text, hit.score, answer))
+        return out[:k]
 
     def _vector_side(self, query: str, vector: np.ndarray | None, embed: Callable[[str], np.ndarray | None] | None,
                      plan: Future[Plan]) -> tuple[VectorPass | None, np.ndarray | None]:
