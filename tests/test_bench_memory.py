@@ -40,6 +40,17 @@ def test_the_same_seed_gives_the_same_conversation_and_another_seed_another() ->
     assert [t.text for t in first.turns] != [t.text for t in other.turns]
 
 
+def test_the_earlier_shape_has_no_hard_questions_and_the_returning_person_keeps_it() -> None:
+    from convers.bench.memory_corpus import EARLIER_SHAPE
+    from convers.bench.returning import returning_conversation
+
+    earlier = build_conversation(0, 13, EARLIER_SHAPE)
+    assert len({t.session for t in earlier.turns}) == 20 and 360 <= len(earlier.turns) <= 400
+    assert not {q.kind for q in earlier.questions} & {"several-facts", "inference"}
+    assert returning_conversation().turns == earlier.turns
+    assert len({t.session for t in build_conversation(0, 13).turns}) == 30
+
+
 def test_every_question_has_evidence_turns_said_before_it_was_asked(corpus) -> None:
     for conversation in corpus:
         turns = {t.id: t for t in conversation.turns}
