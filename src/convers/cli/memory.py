@@ -77,7 +77,8 @@ def status(ctx: click.Context) -> None:
         version = store.schema_version()
         embedders = store.embedders()
     click.echo(f"memory: {stats.path} (schema {version}, dates in {store.local_zone})")
-    click.echo(f"  {stats.turns} turns, {stats.digests} summaries")
+    keys = f"{stats.keys} derived key{'' if stats.keys == 1 else 's'}"
+    click.echo(f"  {stats.turns} turns, {stats.digests} summaries, {keys} (names, topics: `convers memory keys`)")
     vectors = ", ".join(f"{n} by {name}" for name, n in embedders.items()) or "none"
     click.echo(f"  vectors: {vectors}; embedder now: {settings.embedder.provider}")
     waiting = stats.unembedded + stats.stale

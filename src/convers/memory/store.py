@@ -505,8 +505,9 @@ class SqliteMemoryStore:
         span = self.time_span(query, now)
         words = without_time_words(query, span)
         embed = self.embed_query if vector is None and self.embedder is not None else None
-        if not self._topics_tried and mode == "fused":
+        if not self._topics_tried and mode == "fused" and vector is None:
             # Once per store when nothing was written or warmed up yet (a CLI search): ~30 short texts.
+            # Not with a vector given: that is a conversation's recall, whose warm-up makes them.
             self._topics_tried = True
             self._topics_ready()
         with self._lock:  # held until the search's worker is done with the index (search.VectorJob)
