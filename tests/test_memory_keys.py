@@ -49,6 +49,10 @@ def test_topics_of_turns_and_questions_follow_the_thresholds() -> None:
     turns = unit_rows(np.array([[0.9, 0.1, 0.0], [0.1, 0.0, 1.0], [0.2, 0.9, 0.0]], dtype=np.float32))
     # Each turn keeps its nearest topic when it is close enough; the second is near neither.
     assert topics.of_turns(turns) == [["outdoors"], [], ["money"]]
+    # A turn of a word or two carries no topic, however near its vector is.
+    texts = ["We hiked up the ridge", "Talk soon!", "The bills came in today"]
+    assert topics.of_turns(turns, texts) == [["outdoors"], [], ["money"]]
+    assert topics.of_turns(turns[:1], ["Talk soon!"]) == [[]]
     assert topics.of_query(np.array([0.7, 0.5, 0.5], dtype=np.float32)) == ["outdoors", "money"]
     assert topics.of_query(np.array([0.1, 0.1, 1.0], dtype=np.float32)) == []
     assert TopicVectors().of_query(np.ones(3)) == []  # not embedded yet: no topics

@@ -17,12 +17,12 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from convers.memory.ranking import STOPWORDS
+from convers.memory.ranking import STOPWORDS, query_terms
 
 # Everyday life topics of long conversations between two people (the subjects LoCoMo-like chats
 # return to). Not drawn from the benchmark's pools: a list a person would write for any companion.
@@ -68,6 +68,9 @@ TOPICS: dict[str, str] = {
 # turns keep their nearest topic; a greeting far from every description keeps none.
 TURN_TOPIC_COSINE = 0.1
 TURN_TOPICS = 1
+# A turn of fewer content words has no topic: "Talk soon!" is near some topic as it is near any, and
+# the viewer would show it as "languages". Recall on the benchmark is the same with or without it.
+MIN_TOPIC_WORDS = 3
 QUERY_TOPIC_COSINE = 0.4
 QUERY_TOPICS = 2
 # A question's word shares a topic's description stem (its first MIN_STEM letters): that topic too.
@@ -143,13 +146,18 @@ class TopicVectors:
     def ready(self) -> bool:
         return self.matrix is not None
 
-    def of_turns(self, text_vectors: np.ndarray) -> list[list[str]]:
-        """Each row's topic keys: its TURN_TOPICS nearest topics that are TURN_TOPIC_COSINE close."""
+    def of_turns(self, text_vectors: np.ndarray, texts: Sequence[str] | None = None) -> list[list[str]]:
+        """Each row's topic keys: its TURN_TOPICS nearest topics that are TURN_TOPIC_COSINE close; none for
+        a text (in `texts`, one per row) of under MIN_TOPIC_WORDS content words ("Talk soon!")."""
         if self.matrix is None or len(text_vectors) == 0 or text_vectors.shape[1] != self.matrix.shape[1]:
             return [[] for _ in range(len(text_vectors))]
         scores = np.asarray(text_vectors, dtype=np.float32) @ self.matrix.T
         best = np.argsort(-scores, axis=1)[:, :TURN_TOPICS]
-        return [[self.names[j] for j in row_best if row[j] >= TURN_TOPIC_COSINE] for row, row_best in zip(scores, best, strict=True)]
+        keys = [[self.names[j] for j in row_best if row[j] >= TURN_TOPIC_COSINE]
+                for row, row_best in zip(scores, best, strict=True)]
+        if texts is not None:
+            keys = [k if len(query_terms(text)) >= MIN_TOPIC_WORDS else [] for k, text in zip(keys, texts, strict=True)]
+        return keys
 
     def of_query(self, vector: np.ndarray, words: Iterable[str] = ()) -> list[str]:
         """The QUERY_TOPICS topics a question's (bare) vector is nearest, if QUERY_TOPIC_COSINE close,

@@ -216,11 +216,11 @@ class SqliteMemoryStore:
             log.info("no topic keys yet, the embedder failed: %s", error)
         return topics.ready()
 
-    def _topic_keys(self, text_vectors: np.ndarray | None, n: int) -> list[list[str]] | None:
+    def _topic_keys(self, text_vectors: np.ndarray | None, texts: Sequence[str]) -> list[list[str]] | None:
         """Each turn's topic keys from its text's vector; None without vectors (left for backfill)."""
         if text_vectors is None or not self._topics_ready():
             return None
-        return self._search.topics.of_turns(np.asarray(text_vectors, dtype=np.float32).reshape(n, -1))
+        return self._search.topics.of_turns(np.asarray(text_vectors, dtype=np.float32).reshape(len(texts), -1), texts)
 
     def _embed(self, texts: Sequence[str]) -> np.ndarray | None:
         if self.embedder is None or not texts:
@@ -275,7 +275,7 @@ class SqliteMemoryStore:
             vectors = self._embed([t.text for t in turns])
         elif vectors is not None and len(vectors) != len(turns):
             raise ValueError(f"{len(vectors)} vectors for {len(turns)} turns")
-        topics = self._topic_keys(vectors, len(turns))
+        topics = self._topic_keys(vectors, [t.text for t in turns])
         if vectors is not None:
             vectors = self.speakers.turn_vectors(turns, np.asarray(vectors, dtype=np.float32).reshape(len(turns), -1))
         added: list[tuple[int, int]] = []  # (rowid, position in turns)
@@ -322,7 +322,7 @@ class SqliteMemoryStore:
         except EmbedderError as error:
             log.info("backfill postponed, embedder still failing: %s", error)
             return 0
-        topics = self._topic_keys(text_vectors, len(turns))
+        topics = self._topic_keys(text_vectors, [t.text for t in turns])
         vectors = self.speakers.turn_vectors(turns, text_vectors)
         filled: list[int] = []  # positions in rows
         with self._write("storing backfilled vectors"):
@@ -356,7 +356,7 @@ class SqliteMemoryStore:
         if found is None:
             return False
         rowid, turn = found
-        topics = self._topic_keys(vector, 1)
+        topics = self._topic_keys(vector, [turn.text])
         unit = self.speakers.turn_vectors([turn], np.asarray(vector, dtype=np.float32).reshape(1, -1))
         with self._write("storing a turn's vector"):
             attached = turn_table.set_vector(self._conn, rowid, unit[0].tobytes(), self.embedder_key,
