@@ -172,3 +172,14 @@ def test_the_cli_lists_and_forgets_keys_and_forget_takes_them_along(tmp_path: Pa
     assert missing.exit_code != 0 and "no entity key" in missing.output
     assert run("memory", "forget", "a1").exit_code == 0
     assert "biscuit" not in run("memory", "keys").output
+
+
+def test_a_question_hit_can_bring_its_answer_after_it(tmp_path: Path) -> None:
+    weights = RankingWeights(answer_neighbours=True, question_penalty=0.0, per_session=0)
+    with SqliteMemoryStore(tmp_path / "m.db", embedder=WordHashEmbedder(), weights=weights) as store:
+        store.add_many([turn(1, "Did the parcel I sent arrive?", "Maya", "assistant"),
+                        turn(2, "Yes, on Friday, thank you so much"),
+                        turn(3, "The parcel service lost a parcel of mine once", session="s2")])
+        assert [h.id for h in store.search("did the parcel I sent arrive", 2, floor=0.0)] == ["t1", "t2"]
+        store.use_weights(RankingWeights(question_penalty=0.0, per_session=0))  # off, the default
+        assert [h.id for h in store.search("did the parcel I sent arrive", 2, floor=0.0)] == ["t1", "t3"]
