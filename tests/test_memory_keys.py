@@ -132,6 +132,21 @@ def test_hits_spread_over_sessions_before_a_session_repeats() -> None:
     assert [c.rowid for c in distinct(candidates, facts, lambda _: None, 3, 0.0, set())] == [0, 1, 2]
 
 
+def test_a_hit_close_to_one_taken_waits_behind_the_rest() -> None:
+    candidates = [Candidate(i, similarity=1.0 - i / 10) for i in range(4)]
+    facts = {i: (f"t{i}", f"text {i}", None) for i in range(4)}
+    sessions = {i: f"s{i}" for i in range(4)}
+    # 0 and 1 say nearly the same (cousin's trip to Bali / to Vienna); 2 and 3 say other things.
+    vectors = {0: np.array([1.0, 0.0, 0.0]), 1: unit_rows(np.array([[0.9, 0.3, 0.0]]))[0],
+               2: np.array([0.0, 1.0, 0.0]), 3: np.array([0.0, 0.0, 1.0])}
+    picked = distinct(candidates, facts, vectors.get, 3, 0.0, set(), sessions, similar_cosine=0.75)
+    assert [c.rowid for c in picked] == [0, 2, 3]
+    picked = distinct(candidates[:2], facts, vectors.get, 2, 0.0, set(), sessions, similar_cosine=0.75)
+    assert [c.rowid for c in picked] == [0, 1]  # nothing else: the close one fills the k
+    assert [c.rowid for c in distinct(candidates, facts, vectors.get, 3, 0.0, set(), None, similar_cosine=0.75)] == [
+        0, 1, 2]  # no sessions (a question naming a time): no spread
+
+
 def test_an_older_database_gains_the_keys_table_and_its_turns_get_keys_as_they_are_re_embedded(tmp_path: Path) -> None:
     path = tmp_path / "memory.db"
     conn = sqlite3.connect(path)

@@ -53,6 +53,7 @@ from convers.memory.ranking import (
     PER_SESSION,
     QUESTION_PENALTY,
     SHORT_PENALTY,
+    SIMILAR_COSINE,
     SUPERSEDE_COSINE,
     SUPERSEDE_MARGIN,
     TOPIC_WEIGHT,
@@ -95,6 +96,7 @@ class Ranking:
     topic_weight: float = TOPIC_WEIGHT
     per_session: int = PER_SESSION
     answer_neighbours: bool = ANSWER_NEIGHBOURS
+    similar_cosine: float = SIMILAR_COSINE
 
     def weights(self) -> RankingWeights:
         return RankingWeights(
@@ -104,13 +106,13 @@ class Ranking:
             short_penalty=self.short_penalty, supersede_cosine=self.supersede_cosine,
             supersede_margin=self.supersede_margin, entity_weight=self.entity_weight,
             topic_weight=self.topic_weight, per_session=self.per_session,
-            answer_neighbours=self.answer_neighbours)
+            answer_neighbours=self.answer_neighbours, similar_cosine=self.similar_cosine)
 
 
 def default_rankings() -> list[Ranking]:
     """What is compared: the ranking before this benchmark existed, one change at a time, and grids."""
     # What issue 26 added (derived keys, sessions), off: the rankings from before it.
-    off = dict(entity_weight=0.0, topic_weight=0.0, per_session=0)
+    off = dict(entity_weight=0.0, topic_weight=0.0, per_session=0, similar_cosine=1.0)
     before = dict(speaker_weight=0.0, query_speaker_weight=0.0, fusion="blend", date_weight=0.0,
                   question_penalty=0.0, short_penalty=0.0, supersede_cosine=0.0, **off)
     rankings = [
@@ -127,13 +129,18 @@ def default_rankings() -> list[Ranking]:
         Ranking("previous defaults (no keys, no session spread)", **off),  # type: ignore[arg-type]
         Ranking("previous defaults, words only", mode="lexical", **off),  # type: ignore[arg-type]
         Ranking("previous defaults, vector only", mode="vector", **off),  # type: ignore[arg-type]
-        Ranking("+ entity keys", topic_weight=0.0, per_session=0),
-        Ranking("+ topic keys", entity_weight=0.0, per_session=0),
-        Ranking("+ session spread", entity_weight=0.0, topic_weight=0.0),
+        Ranking("+ entity keys", topic_weight=0.0, per_session=0, similar_cosine=1.0),
+        Ranking("+ topic keys", entity_weight=0.0, per_session=0, similar_cosine=1.0),
+        Ranking("+ session spread", entity_weight=0.0, topic_weight=0.0, similar_cosine=1.0),
+        Ranking("+ similar spread", entity_weight=0.0, topic_weight=0.0, per_session=0),
+        Ranking("all, no similar spread", similar_cosine=1.0),
+        Ranking("all, no session cap", per_session=0),
+        Ranking("all, 1 per session", per_session=1),
+        Ranking("all, similar 0.7", similar_cosine=0.7),
+        Ranking("all, similar 0.8", similar_cosine=0.8),
         Ranking("all, topic 0.05", topic_weight=0.05),
         Ranking("all, topic 0.2", topic_weight=0.2),
         Ranking("all, entity 0.1", entity_weight=0.1),
-        Ranking("all, 2 per session", per_session=2),
         Ranking("all, answers after questions", answer_neighbours=True),
         Ranking("all, rrf", fusion="rrf"),
         Ranking("all, blend 0.7", blend_vector_weight=0.7),

@@ -67,8 +67,16 @@ TOPIC_WEIGHT = 0.15
 # At most this many hits of one session among the first k while other sessions have candidates:
 # facts said on different days ("what instruments does she play?") need room beside the best
 # session. Not for a question that names a time (that day's turns are what it wants). 0: no cap.
-# On the tuning half of `convers bench memory`, 1 gained a little (recall@5 0.617 -> 0.623), 2 and 3 nothing.
-PER_SESSION = 1
+# On the tuning half of `convers bench memory`, with SIMILAR_COSINE: 1 a session 0.667, 2 0.683, no cap
+# 0.683 (held out the same). 2 keeps one evening from filling the prompt at no cost.
+PER_SESSION = 2
+# A candidate this close in meaning to a hit already taken waits behind the rest (a softer
+# NEAR_DUPLICATE_COSINE: maximal marginal relevance in its simplest form). "My cousin keeps talking
+# about a trip to Bali / Vienna / Norway" would otherwise fill the top five for "which places have I
+# visited?". Tuning half, recall@5: off 0.651, 0.9 0.654, 0.85 0.656, 0.8 0.670, 0.75 0.678 (0.683
+# with 2 a session), 0.7 0.667, 0.65 0.636, 0.6 0.599. Stored vectors carry the speaker, so the
+# same person's turns are closer to each other than their texts are.
+SIMILAR_COSINE = 0.75
 # A hit that is a question brings the next turn of its session (the answer) in right after it. Off:
 # on the tuning half of `convers bench memory` it cost recall@5 (0.640 -> 0.637); questions rarely rank
 # high (QUESTION_PENALTY), and the answer displaces a hit.
@@ -108,6 +116,7 @@ class RankingWeights:
     entity_weight: float = ENTITY_WEIGHT
     topic_weight: float = TOPIC_WEIGHT
     per_session: int = PER_SESSION
+    similar_cosine: float = SIMILAR_COSINE
     answer_neighbours: bool = ANSWER_NEIGHBOURS
 
 
@@ -253,24 +262,34 @@ def supersede(candidates: list[Candidate], vectors: dict[int, np.ndarray], times
 
 def distinct(candidates: Iterable[Candidate], facts: Mapping[int, tuple[str, str, str | None]],
              vector_of: Callable[[int], np.ndarray | None], k: int, floor: float,
-             excluded: set[str], sessions: Mapping[int, str] | None = None, per_session: int = 0) -> list[Candidate]:
-    """The first `k` candidates above `floor` that say something new, spread over sessions.
+             excluded: set[str], sessions: Mapping[int, str] | None = None, per_session: int = 0,
+             similar_cosine: float = 1.0) -> list[Candidate]:
+    """The first `k` candidates above `floor` that say something new, spread over what is said.
 
     `facts` maps a rowid to (turn id, text, id of the turn a digest was made from). A turn is left
     out when it, or the turn it digests, is excluded or already shown, when its text repeats one
     shown, or when its vector (`vector_of`) is within NEAR_DUPLICATE_COSINE of one shown. With
-    `sessions` (rowid -> session) and `per_session`, a session's hits after its first `per_session`
-    wait behind other sessions' and fill the k only when those run out.
+    `sessions` (rowid -> session; None turns the spread off), a candidate waits behind the others
+    when its session already has `per_session` hits (0: no cap) or when it is `similar_cosine`
+    close to a hit already taken; those waiting fill the k, in order, only when the rest run out.
     """
-    if not (sessions and per_session):
+    if sessions is None or not (per_session or similar_cosine < 1.0):
         return list(itertools.islice(_distinct(candidates, facts, vector_of, floor, excluded), k))
     first: list[Candidate] = []
     later: list[Candidate] = []
     shown: dict[str, int] = {}
+    kept: list[np.ndarray] = []
     for c in _distinct(candidates, facts, vector_of, floor, excluded):
         session = sessions.get(c.rowid, "")
         shown[session] = shown.get(session, 0) + 1
-        (first if shown[session] <= per_session else later).append(c)
+        vector = vector_of(c.rowid) if similar_cosine < 1.0 else None
+        similar = vector is not None and any(float(vector @ v) >= similar_cosine for v in kept)
+        if (not per_session or shown[session] <= per_session) and not similar:
+            first.append(c)
+            if vector is not None:
+                kept.append(vector)
+        else:
+            later.append(c)
         if len(first) == k:
             break
     return (first + later)[:k]

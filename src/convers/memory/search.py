@@ -251,7 +251,7 @@ class TurnSearch:
         # A question that names a time wants that day's turns, often several from one session.
         sessions = {rowid: row[1] for rowid, row in rows.items()} if span is None else None
         chosen = ranking.distinct(candidates, facts, self.index.vector, k, floor, excluded, sessions,
-                                  weights.per_session)
+                                  weights.per_session, weights.similar_cosine)
         hits = []
         for c in chosen:
             turn = turn_from_row(rows[c.rowid])
