@@ -9,6 +9,7 @@ import pytest
 
 from convers.bench import memory as bench
 from convers.bench import memory_corpus as corpus_module
+from convers.bench import memory_corpus_hard as hard
 from convers.bench.memory_corpus import (
     QUESTION_TYPES,
     build_conversation,
@@ -39,6 +40,17 @@ def test_the_same_seed_gives_the_same_conversation_and_another_seed_another() ->
     assert [t.text for t in first.turns] != [t.text for t in other.turns]
 
 
+def test_the_earlier_shape_has_no_hard_questions_and_the_returning_person_keeps_it() -> None:
+    from convers.bench.memory_corpus import EARLIER_SHAPE
+    from convers.bench.returning import returning_conversation
+
+    earlier = build_conversation(0, 13, EARLIER_SHAPE)
+    assert len({t.session for t in earlier.turns}) == 20 and 360 <= len(earlier.turns) <= 400
+    assert not {q.kind for q in earlier.questions} & {"several-facts", "inference"}
+    assert returning_conversation().turns == earlier.turns
+    assert len({t.session for t in build_conversation(0, 13).turns}) == 30
+
+
 def test_every_question_has_evidence_turns_said_before_it_was_asked(corpus) -> None:
     for conversation in corpus:
         turns = {t.id: t for t in conversation.turns}
@@ -46,7 +58,13 @@ def test_every_question_has_evidence_turns_said_before_it_was_asked(corpus) -> N
         for question in conversation.questions:
             assert question.evidence and all(e in turns for e in question.evidence)
             assert all(turns[e].time < question.asked_at for e in question.evidence)
-            assert len(question.evidence) == (2 if question.kind == "multi-hop" else 1)
+            if question.kind == "several-facts":
+                assert 2 <= len(question.evidence) <= 5
+                assert len({turns[e].session for e in question.evidence}) == len(question.evidence)
+            elif question.kind == "inference":
+                assert 2 <= len(question.evidence) <= 3
+            else:
+                assert len(question.evidence) == (2 if question.kind == "multi-hop" else 1)
 
 
 def test_questions_paraphrase_their_evidence(corpus) -> None:
@@ -55,7 +73,8 @@ def test_questions_paraphrase_their_evidence(corpus) -> None:
     pools = [m.USERS, m.FRIENDS, m.KIN, m.PETS, m.CITIES, m.COWORKERS, m.FIANCES, m.DESTINATIONS, m.SPORTS,
              m.HOBBIES, m.FOODS, m.INSTRUMENTS, m.SPECIES, m.BONES, m.VENTURES, m.CAREERS, m.LANDSCAPES, m.GADGETS,
              m.TEAS, m.JOBS, m.TEACHERS, m.CARS, m.BOOKS, m.DISTRICTS, m.RELATIVES,
-             [" ".join(pair) for pair in (*m.CUISINES, *m.GENRES)]]
+             [" ".join(pair) for pair in (*m.CUISINES, *m.GENRES)],
+             *[items for _, items, _ in hard.SEVERAL.values()]]
     names = {word for pool in pools for value in pool for word in value.lower().split()}
     repeated = total = 0
     for conversation in corpus:

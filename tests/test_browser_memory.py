@@ -110,6 +110,31 @@ async def test_forget_one_and_wipe(api) -> None:
     assert store.turns == []
 
 
+async def test_derived_keys_are_listed_and_forgotten_on_the_sqlite_store(tmp_path: Path) -> None:
+    from convers.memory.store import SqliteMemoryStore
+
+    with SqliteMemoryStore(tmp_path / "memory.db") as store:
+        store.add_many([turn(1, "My sister moved to Lyon"), turn(2, "We met Ana in Lyon")], embed=False)
+        async with running_server(EchoSession(), tmp_path / "tls", memory_store=store) as server:
+            headers = {"Authorization": f"Bearer {TOKEN}"}
+            async with httpx.AsyncClient(base_url=server.base_url, verify=server.ssl_context, headers=headers) as client:
+                body = (await client.get("/api/memory/keys", params={"q": "lyo"})).json()
+                assert {(i["key"], i["turn_id"]) for i in body["items"]} == {("lyon", "id1"), ("lyon", "id2")}
+                assert body["items"][0]["text"] and body["items"][0]["kind"] == "entity"
+                gone = await client.delete("/api/memory/keys/entity/lyon", params={"turn": "id1"})
+                assert gone.json() == {"deleted": 1}
+                assert (await client.delete("/api/memory/keys/entity/lyon", params={"turn": "id1"})).status_code == 404
+                assert (await client.delete("/api/memory/keys/nonsense/lyon")).status_code == 404
+                assert [i["turn_id"] for i in (await client.get("/api/memory/keys")).json()["items"]] == ["id2", "id2"]
+                assert (await client.delete("/api/memory/id2")).status_code == 200
+                assert (await client.get("/api/memory/keys")).json()["items"] == []
+
+
+async def test_a_store_without_keys_lists_none(api) -> None:
+    client, _ = api
+    assert (await client.get("/api/memory/keys")).json() == {"items": []}
+
+
 async def test_cross_origin_delete_refused(api) -> None:
     client, store = api
     response = await client.delete("/api/memory", headers={"Origin": "https://evil.example"})

@@ -77,6 +77,6 @@ def test_status_shows_counts_and_what_still_needs_a_vector(tmp_path: Path) -> No
     assert run(tmp_path, "memory", "import", str(source), "--no-embed").exit_code == 0
     status = run(tmp_path, "memory", "status")
     assert status.exit_code == 0, status.output
-    assert "3 turns, 0 summaries" in status.output
+    assert "3 turns, 0 summaries, 1 derived key (" in status.output  # "Biscuit" inside a sentence
     assert "re-embedding: 0 of 3 current, 3 without a vector" in status.output
-    assert "schema 2" in status.output
+    assert "schema 3" in status.output

@@ -36,6 +36,11 @@ CASES = [
     ("what did I buy on the 3rd of March 2025", "2025-03-03", "2025-03-03"),
     ("Where did we go in 2024?", "2024-01-01", "2024-12-31"),
     ("Which movie did Maya catch last November?", "2025-11-01", "2025-11-30"),
+    ("What did we do last summer?", "2025-06-01", "2025-08-31"),
+    ("where did I go in the spring", "2026-03-01", "2026-05-31"),  # the spring under way
+    ("what happened last spring", "2025-03-01", "2025-05-31"),
+    ("what did I do over the winter", "2025-12-01", "2026-02-28"),
+    ("Where did Leo travel last fall?", "2025-09-01", "2025-11-30"),
 ]
 
 
@@ -53,6 +58,8 @@ def test_time_expressions_become_local_spans(question: str, first: str, last: st
     "question",
     [
         "When did I adopt the dog?",  # asks for a date, names none
+        "When did I fall off my bike?",  # a bare season word is no season
+        "Did I buy a spring onion?",
         "May I ask you something?",  # "may" the verb
         "Where am I going on holiday in September?",  # a plan, not when it was said
         "",
@@ -67,6 +74,13 @@ def test_no_span_where_no_past_time_is_named(question: str) -> None:
 def test_last_month_name_in_that_month_means_a_year_ago() -> None:
     span = find_time_span("what did I cook last May", NOW)
     assert span is not None and span.start.year == 2025
+
+
+def test_seasons_are_six_months_on_south_of_the_equator() -> None:
+    sydney = ZoneInfo("Australia/Sydney")
+    span = find_time_span("what did we do last summer", NOW.astimezone(sydney))
+    assert span is not None
+    assert (span.start, span.end) == (datetime(2025, 12, 1, tzinfo=sydney), datetime(2026, 3, 1, tzinfo=sydney))
 
 
 def test_the_time_words_leave_the_word_query() -> None:

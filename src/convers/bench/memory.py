@@ -45,13 +45,18 @@ from convers.bench.memory_corpus import (
 from convers.bench.results import write_json_result
 from convers.contracts.memory import MemoryTurn
 from convers.memory.ranking import (
+    ANSWER_NEIGHBOURS,
     BLEND_VECTOR_WEIGHT,
     DATE_WEIGHT,
     DEFAULT_FUSION,
+    ENTITY_WEIGHT,
+    PER_SESSION,
     QUESTION_PENALTY,
     SHORT_PENALTY,
+    SIMILAR_COSINE,
     SUPERSEDE_COSINE,
     SUPERSEDE_MARGIN,
+    TOPIC_WEIGHT,
     RankingWeights,
 )
 from convers.memory.speakers import QUERY_SPEAKER_WEIGHT, SPEAKER_WEIGHT
@@ -87,6 +92,11 @@ class Ranking:
     short_penalty: float = SHORT_PENALTY
     supersede_cosine: float = SUPERSEDE_COSINE
     supersede_margin: float = SUPERSEDE_MARGIN
+    entity_weight: float = ENTITY_WEIGHT
+    topic_weight: float = TOPIC_WEIGHT
+    per_session: int = PER_SESSION
+    answer_neighbours: bool = ANSWER_NEIGHBOURS
+    similar_cosine: float = SIMILAR_COSINE
 
     def weights(self) -> RankingWeights:
         return RankingWeights(
@@ -94,13 +104,17 @@ class Ranking:
             rrf_vector_weight=self.rrf_vector_weight, rrf_lexical_weight=self.rrf_lexical_weight,
             date_weight=self.date_weight, recency_weight=self.recency_weight, question_penalty=self.question_penalty,
             short_penalty=self.short_penalty, supersede_cosine=self.supersede_cosine,
-            supersede_margin=self.supersede_margin)
+            supersede_margin=self.supersede_margin, entity_weight=self.entity_weight,
+            topic_weight=self.topic_weight, per_session=self.per_session,
+            answer_neighbours=self.answer_neighbours, similar_cosine=self.similar_cosine)
 
 
 def default_rankings() -> list[Ranking]:
     """What is compared: the ranking before this benchmark existed, one change at a time, and grids."""
+    # What issue 26 added (derived keys, sessions), off: the rankings from before it.
+    off = dict(entity_weight=0.0, topic_weight=0.0, per_session=0, similar_cosine=1.0)
     before = dict(speaker_weight=0.0, query_speaker_weight=0.0, fusion="blend", date_weight=0.0,
-                  question_penalty=0.0, short_penalty=0.0, supersede_cosine=0.0)
+                  question_penalty=0.0, short_penalty=0.0, supersede_cosine=0.0, **off)
     rankings = [
         Ranking("before: bare text, blend 0.85", **before),  # type: ignore[arg-type]
         Ranking("before, words only", **{**before, "mode": "lexical"}),  # type: ignore[arg-type]
@@ -112,24 +126,44 @@ def default_rankings() -> list[Ranking]:
         Ranking("+ dates + speaker + priors", **{**before, "date_weight": 1.0, "speaker_weight": 0.5,  # type: ignore[arg-type]
                                                  "query_speaker_weight": 0.4, "question_penalty": 0.3,
                                                  "short_penalty": 0.3}),
+        Ranking("previous defaults (no keys, no session spread)", **off),  # type: ignore[arg-type]
+        Ranking("previous defaults, words only", mode="lexical", **off),  # type: ignore[arg-type]
+        Ranking("previous defaults, vector only", mode="vector", **off),  # type: ignore[arg-type]
+        Ranking("+ entity keys", topic_weight=0.0, per_session=0, similar_cosine=1.0),
+        Ranking("+ topic keys", entity_weight=0.0, per_session=0, similar_cosine=1.0),
+        Ranking("+ session spread", entity_weight=0.0, topic_weight=0.0, similar_cosine=1.0),
+        Ranking("+ similar spread", entity_weight=0.0, topic_weight=0.0, per_session=0),
+        Ranking("all, no similar spread", similar_cosine=1.0),
+        Ranking("all, no session cap", per_session=0),
+        Ranking("all, 1 per session", per_session=1),
+        Ranking("all, similar 0.7", similar_cosine=0.7),
+        Ranking("all, similar 0.8", similar_cosine=0.8),
+        Ranking("all, topic 0.05", topic_weight=0.05),
+        Ranking("all, topic 0.2", topic_weight=0.2),
+        Ranking("all, entity 0.1", entity_weight=0.1),
+        Ranking("all, answers after questions", answer_neighbours=True),
+        Ranking("all, rrf", fusion="rrf"),
+        Ranking("all, blend 0.7", blend_vector_weight=0.7),
         Ranking("all, words only", mode="lexical"),
         Ranking("all, vector only", mode="vector"),
-        Ranking("all, rrf", fusion="rrf"),
-        Ranking("all, rrf 1/0.5", fusion="rrf", rrf_lexical_weight=0.5),
-        Ranking("all, blend 0.7", blend_vector_weight=0.7),
-        Ranking("all, recency 0.5", recency_weight=0.5),
     ]
-    for speaker in (0.3, 0.5):
-        rankings.append(Ranking(f"all, speaker {speaker}", speaker_weight=speaker))
-    for query in (0.2, 0.6):
-        rankings.append(Ranking(f"all, query speaker {query}", query_speaker_weight=query))
-    for supersede, margin in ((0.55, 0.05), (0.55, 1.0), (0.6, 0.1)):
-        rankings.append(Ranking(f"all, supersede {supersede} margin {margin}", supersede_cosine=supersede,
-                                supersede_margin=margin))
     for penalty in (0.15, 0.45):
         rankings.append(Ranking(f"all, question penalty {penalty}", question_penalty=penalty))
     rankings.append(Ranking("all (the defaults)"))
     return rankings
+
+
+# The latency stores repeat the corpus's turns; each copy's vector gets noise of this length, so copies
+# are not exact duplicates (cosine ~0.9 to the original).
+LATENCY_NOISE = 0.5
+
+
+def _load_average() -> str:
+    """The 1, 5 and 15 minute load averages (the latency goal is for an idle machine), or 'unknown'."""
+    try:
+        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    except OSError:
+        return "unknown"
 
 
 @dataclass
@@ -296,11 +330,17 @@ def _prepare(corpus: list[BenchConversation], rankings: list[Ranking], vectors: 
     return prepared
 
 
-def _latency(embedder: Embedder, new_embedder: Callable[[], Embedder], corpus: list[BenchConversation], sizes: list[int], queries: int, k: int,
-             seed: int, folder: Path, progress: Callable[[str], None]) -> list[dict[str, Any]]:
-    """Search latency with the query embedded each time, at each size; first query after start vs tenth."""
+def _latency(embedder: Embedder, new_embedder: Callable[[], Embedder], corpus: list[BenchConversation],
+             vectors: _Vectors, sizes: list[int], queries: int, k: int, seed: int, folder: Path,
+             progress: Callable[[str], None]) -> list[dict[str, Any]]:
+    """Search latency with the query embedded each time, at each size; first query after start vs tenth.
+
+    Each stored turn is a corpus turn with its real vector plus noise (LATENCY_NOISE): the topic and
+    name keys, and so the rows a question's keys bring in, are as many as real turns would have.
+    """
     rng = np.random.default_rng(seed)
     texts = [t for c in corpus for t in c.turns]
+    text_vectors = vectors([t.text for t in texts])
     questions = [(q, c) for c in corpus for q in c.questions]
     picks = random.Random(seed).sample(questions, min(queries, len(questions)))
     dimension = int(getattr(embedder, "dimension", 384))
@@ -310,7 +350,7 @@ def _latency(embedder: Embedder, new_embedder: Callable[[], Embedder], corpus: l
     stored = 0
     start = datetime(2024, 1, 1, 19, tzinfo=UTC)
     for size in sorted(sizes):
-        progress(f"latency: filling the store to {size} turns (corpus text, random unit vectors)...")
+        progress(f"latency: filling the store to {size} turns (corpus turns repeated, their vectors with noise)...")
         while stored < size:
             count = min(5000, size - stored)
             batch = []
@@ -318,8 +358,8 @@ def _latency(embedder: Embedder, new_embedder: Callable[[], Embedder], corpus: l
                 source = texts[i % len(texts)]
                 batch.append(MemoryTurn(f"l{i}", f"ls{i // 20}", start + timedelta(minutes=7 * i), source.speaker,
                                         source.role, source.text))
-            vectors = rng.standard_normal((count, dimension)).astype(np.float32)
-            store.add_many(batch, vectors=vectors)
+            noise = rng.standard_normal((count, dimension)).astype(np.float32) * (LATENCY_NOISE / np.sqrt(dimension))
+            store.add_many(batch, vectors=text_vectors[np.arange(stored, stored + count) % len(texts)] + noise)
             stored += count
         store.warm_up()
         samples, search_only, embed_only = [], [], []
@@ -408,10 +448,14 @@ def run_benchmark(settings: Settings, config: BenchConfig, progress: Callable[[s
             for store in p.stores.values():
                 store.close()
         if config.latency_sizes:
-            result["latency"] = _latency(embedder, make_embedder, corpus, config.latency_sizes, config.latency_queries,
-                                         settings.memory.recall_k, config.seed, folder, progress)
-            result["latency_note"] = ("stores filled with the corpus text repeated (real words for the word index) "
-                                      "and random unit vectors; every query embedded with the real embedder")
+            load = _load_average()
+            result["latency"] = _latency(embedder, make_embedder, corpus, vectors, config.latency_sizes,
+                                         config.latency_queries, settings.memory.recall_k, config.seed, folder,
+                                         progress)
+            result["latency_note"] = ("stores filled with the corpus turns repeated (real words for the word index, "
+                                      f"their real vectors plus noise of length {LATENCY_NOISE}, so topic keys are "
+                                      "as common as in real turns); every query embedded with the real embedder; "
+                                      f"1/5/15-minute load average before: {load}")
     if config.synthetic:
         from convers.bench.memory_synthetic import BenchConfig as SyntheticConfig
         from convers.bench.memory_synthetic import run_synthetic

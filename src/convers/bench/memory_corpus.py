@@ -33,9 +33,10 @@ from datetime import datetime, timedelta
 from typing import Literal
 from zoneinfo import ZoneInfo
 
+from convers.bench.memory_corpus_hard import plan_hard
 from convers.contracts.memory import MemoryTurn
 
-QUESTION_TYPES = ("single-hop", "multi-hop", "temporal", "open-domain", "changed-plan")
+QUESTION_TYPES = ("single-hop", "multi-hop", "temporal", "open-domain", "changed-plan", "several-facts", "inference")
 
 USERS = "Sam Alex Jordan Priya Tomas Mei Kwame Laura Ivan Zoe".split()
 FRIENDS = "Maya Leo Nadia Ravi Greta Omar Ines Hugo Selma Bruno".split()
@@ -125,8 +126,25 @@ DISTRACTORS = [
 ]
 NUMBER_WORDS = {2: "two", 3: "three", 4: "four", 5: "five", 6: "six"}
 
-SESSIONS = 20
-SESSION_TURNS = 18
+# 30 sessions of 24 turns: ~360 turns per person, the size of a LoCoMo-like conversation.
+SESSIONS = 30
+SESSION_TURNS = 24
+
+
+@dataclass(frozen=True)
+class CorpusShape:
+    """How long a conversation is and whether it has the hard questions (memory_corpus_hard.py).
+
+    `bench memory` uses the default; the returning person of `bench latency` keeps the earlier
+    shape (20 sessions of 18 turns, no hard questions), so its timings stay comparable.
+    """
+
+    sessions: int = SESSIONS
+    session_turns: int = SESSION_TURNS
+    hard: bool = True
+
+
+EARLIER_SHAPE = CorpusShape(20, 18, hard=False)
 
 
 @dataclass(frozen=True)
@@ -192,7 +210,7 @@ def _subject(who: str, names: dict[str, str]) -> dict[str, str]:
 def _ask(template: str, who: str, names: dict[str, str], **slots: str) -> str:
     text = template.format(**_subject(who, names), **slots)
     # "When did I ..." reads right; "What does I ..." does not.
-    return text.replace("does I ", "do I ").replace("is I ", "am I ").replace("has I ", "have I ")
+    return text.replace("does I ", "do I ").replace("is I ", "am I ").replace("has I ", "have I ").replace("Does I ", "Do I ")
 
 
 def _life(rng: random.Random, taken: dict[str, set[str]]) -> dict[str, str]:
@@ -287,8 +305,11 @@ FILM = ["Saw {film} at the cinema, the soundtrack was great.", "We went to see {
         "I finally watched {film}, a bit slow in the middle."]
 
 
-def build_conversation(index: int, seed: int) -> BenchConversation:
-    """Conversation number `index`: the same seed and index give the same conversation."""
+def build_conversation(index: int, seed: int, shape: CorpusShape | None = None) -> BenchConversation:
+    """Conversation number `index`: the same seed, index and shape (default: CorpusShape()) give the
+    same conversation."""
+    shape = shape or CorpusShape()
+    sessions_n = shape.sessions
     rng = random.Random(seed * 1000 + index)
     user, friend = USERS[index % len(USERS)], FRIENDS[index % len(FRIENDS)]
     zone_name = ZONES[index % len(ZONES)]
@@ -298,7 +319,7 @@ def build_conversation(index: int, seed: int) -> BenchConversation:
     lives = {"user": _life(rng, taken), "friend": _life(rng, taken)}
     plan = _Plan()
     other = {"user": "friend", "friend": "user"}
-    sessions = list(range(SESSIONS))
+    sessions = list(range(sessions_n))
 
     # Session days: a few days apart (4..11), evenings in the conversation's own zone.
     start = datetime(2025, 9, 1 + index, 19, 0, tzinfo=zone)
@@ -312,7 +333,7 @@ def build_conversation(index: int, seed: int) -> BenchConversation:
         life = lives[who]
         single_sessions: dict[int, int] = {}
         for n, (prompt, statement, questions) in enumerate(SINGLE):
-            session = rng.randint(0, SESSIONS // 2)
+            session = rng.randint(0, sessions_n // 2)
             single_sessions[n] = session
             tag = f"{who}-single-{n}"
             lines = [] if prompt is None else [_Line(other[who], prompt)]
@@ -321,19 +342,19 @@ def build_conversation(index: int, seed: int) -> BenchConversation:
             for q in questions:
                 plan.questions.append(("single-hop", _ask(q, who, names, **life), (tag,), None))
         for n, (first, later, question) in enumerate(MULTI):
-            session = rng.randint(single_sessions[first] + 1, SESSIONS - 1)
+            session = rng.randint(single_sessions[first] + 1, sessions_n - 1)
             tag = f"{who}-multi-{n}"
             plan.beat(session, [_Line(who, later.format(**life), tag), _Line(other[who], rng.choice(REACTIONS))])
             plan.questions.append(("multi-hop", _ask(question, who, names, **life), (f"{who}-single-{first}", tag), None))
         for n, template in enumerate(OPEN):
             statement, question = template.split("|")
             tag = f"{who}-open-{n}"
-            plan.beat(rng.randrange(SESSIONS), [_Line(who, statement.format(**life), tag),
+            plan.beat(rng.randrange(sessions_n), [_Line(who, statement.format(**life), tag),
                                                 _Line(other[who], rng.choice(REACTIONS))])
             plan.questions.append(("open-domain", _ask(question, who, names, **life), (tag,), None))
         for n, (before, later, question) in enumerate(CHANGED):
-            early = rng.randint(0, SESSIONS // 2)
-            late = rng.randint(early + 2, SESSIONS - 1)
+            early = rng.randint(0, sessions_n // 2)
+            late = rng.randint(early + 2, sessions_n - 1)
             plan.beat(early, [_Line(who, before.format(**life), f"{who}-plan-{n}-old"),
                               _Line(other[who], rng.choice(REACTIONS))])
             tag = f"{who}-plan-{n}"
@@ -341,10 +362,10 @@ def build_conversation(index: int, seed: int) -> BenchConversation:
             plan.questions.append(("changed-plan", _ask(question, who, names, **life), (tag,), None))
         for n, (statement, question) in enumerate(rng.sample(EVENTS, 3)):
             tag = f"{who}-event-{n}"
-            plan.beat(rng.randrange(SESSIONS), [_Line(who, statement, tag), _Line(other[who], rng.choice(REACTIONS))])
+            plan.beat(rng.randrange(sessions_n), [_Line(who, statement, tag), _Line(other[who], rng.choice(REACTIONS))])
             plan.questions.append(("temporal", _ask(question, who, names), (tag,), None))
         # A dinner in every session: only a time expression tells them apart.
-        dishes = rng.sample(DISHES, SESSIONS)
+        dishes = rng.sample(DISHES, sessions_n)
         for session in sessions:
             text = rng.choice(DINNER).format(dish=dishes[session])
             plan.beat(session, [_Line(other[who], "What did you have for dinner?" if rng.random() < 0.5 else
@@ -367,15 +388,25 @@ def build_conversation(index: int, seed: int) -> BenchConversation:
             phrase = f"last {month}" if rng.random() < 0.5 else f"in {month}"
             question = _ask("Which movie did {X} catch {when}?", who, names, when=phrase)
             plan.questions.append(("temporal", question, (f"{who}-film-{session}",), asked))
+        if not shape.hard:
+            continue
+        hard_beats, hard_questions = plan_hard(rng, who, sessions_n, days, {"instruments": f"{who}-single-10"},
+                                               taken)
+        for hard in hard_beats:
+            plan.beat(hard.session, [_Line(who, hard.text, hard.tag), _Line(other[who], rng.choice(REACTIONS))])
+        for hard_question in hard_questions:
+            plan.questions.append((hard_question.kind, _ask(hard_question.template, who, names,
+                                                            **dict(hard_question.slots)),
+                                   hard_question.tags, hard_question.asked))
 
-    return _lay_out(index, rng, plan, lives, names, zone_name, days)
+    return _lay_out(index, rng, plan, lives, names, zone_name, days, shape.session_turns)
 
 
 def _day_questions(rng: random.Random, days: list[datetime]) -> list[tuple[int, timedelta, str]]:
     """(session, how long after it the question is asked, the phrase) for the dinner questions."""
     out: list[tuple[int, timedelta, str]] = []
     for phrase_kind in ("yesterday", "days", "weeks"):
-        session = rng.randrange(2, SESSIONS)
+        session = rng.randrange(2, len(days))
         if phrase_kind == "yesterday":
             out.append((session, timedelta(days=1), "yesterday"))
         elif phrase_kind == "days":
@@ -388,21 +419,21 @@ def _day_questions(rng: random.Random, days: list[datetime]) -> list[tuple[int, 
 
 
 def _lay_out(index: int, rng: random.Random, plan: _Plan, lives: dict[str, dict[str, str]],
-             names: dict[str, str], zone_name: str, days: list[datetime]) -> BenchConversation:
+             names: dict[str, str], zone_name: str, days: list[datetime], session_turns: int) -> BenchConversation:
     """Orders each session's beats among greetings, chatter and distractors, and numbers the turns."""
     conversation = BenchConversation(f"conv-{index}", names["user"], names["friend"], zone_name)
     tag_ids: dict[str, str] = {}
     pools = {"species": SPECIES, "dest": DESTINATIONS, "book": BOOKS, "job": JOBS, "bone": BONES, "hobby": HOBBIES,
              "cuisine": [c for _, c in CUISINES], "car": CARS, "instrument": INSTRUMENTS, "district": DISTRICTS,
              "city": CITIES}
-    for session in range(SESSIONS):
+    for session in range(len(days)):
         beats = list(plan.beats.get(session, []))
         rng.shuffle(beats)
         lines: list[_Line] = [_Line("user", f"Hey {names['friend']}, got a minute?"),
                               _Line("friend", f"Always, {names['user']}. What's up?")]
         for beat in beats:
             lines += beat
-        while len(lines) < SESSION_TURNS - 1:
+        while len(lines) < session_turns - 1:
             if rng.random() < 0.5:
                 slots = {key: rng.choice(pool) for key, pool in pools.items()}
                 lines.append(_Line(rng.choice(["user", "friend"]), rng.choice(DISTRACTORS).format(**slots)))

@@ -1,6 +1,7 @@
 """A person who comes back: a profile and a long multi-session memory, for timing replies on a real model.
 
-The memory is one generated conversation of `bench memory`'s corpus (bench/memory_corpus.py): 20
+The memory is one generated conversation of `bench memory`'s corpus (bench/memory_corpus.py) in its
+earlier shape (EARLIER_SHAPE, so timings stay comparable across versions of the corpus): 20
 evening sessions over months, about 380 turns between the person and the agent (the corpus's
 "friend" becomes the agent). The person's profile holds their name and the people in their life,
 as `convers profile set` would. The questions they ask are the corpus's questions about themselves
@@ -13,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from convers.bench.memory_corpus import BenchConversation, build_conversation
+from convers.bench.memory_corpus import EARLIER_SHAPE, BenchConversation, build_conversation
 from convers.memory.profile import Person, Profile, ProfileFile
 
 # Which conversation of the corpus and its seed: fixed, so runs compare.
@@ -32,7 +33,7 @@ class ReturningPerson:
 
 
 def returning_conversation() -> BenchConversation:
-    return build_conversation(CONVERSATION, SEED)
+    return build_conversation(CONVERSATION, SEED, EARLIER_SHAPE)
 
 
 def first_person_questions(conversation: BenchConversation) -> tuple[str, ...]:

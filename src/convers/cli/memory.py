@@ -77,7 +77,8 @@ def status(ctx: click.Context) -> None:
         version = store.schema_version()
         embedders = store.embedders()
     click.echo(f"memory: {stats.path} (schema {version}, dates in {store.local_zone})")
-    click.echo(f"  {stats.turns} turns, {stats.digests} summaries")
+    keys = f"{stats.keys} derived key{'' if stats.keys == 1 else 's'}"
+    click.echo(f"  {stats.turns} turns, {stats.digests} summaries, {keys} (names, topics: `convers memory keys`)")
     vectors = ", ".join(f"{n} by {name}" for name, n in embedders.items()) or "none"
     click.echo(f"  vectors: {vectors}; embedder now: {settings.embedder.provider}")
     waiting = stats.unembedded + stats.stale
@@ -112,7 +113,7 @@ def search(ctx: click.Context, query: str, k: int, floor: float, mode: str) -> N
 @click.argument("turn_id")
 @click.pass_context
 def forget(ctx: click.Context, turn_id: str) -> None:
-    """Delete one turn (and its summary) by id."""
+    """Delete one turn (and its summary and the keys derived from them) by id."""
     settings = settings_from(ctx)
     with _open_store(settings, with_embedder=False) as store:
         turn = store.get(turn_id)
@@ -121,6 +122,36 @@ def forget(ctx: click.Context, turn_id: str) -> None:
     # The turn's recording (recorder.enabled) goes with it: forgetting words must forget the voice too.
     recorded = Recordings(settings.data_path).forget(turn.session, [turn.text]) if turn is not None else 0
     click.echo(f"forgot {turn_id}" + (f" and its recording ({recorded})" if recorded else ""))
+
+
+@memory.command("keys")
+@click.option("--search", "containing", default=None, help="Only keys containing these letters.")
+@click.option("--turn", "turn_id", default=None, help="Only the keys derived from this turn.")
+@click.option("--kind", type=click.Choice(["entity", "topic"]), default=None, help="Only names or only topics.")
+@click.option("-n", "--limit", default=50, show_default=True, help="How many keys.")
+@click.pass_context
+def list_keys(ctx: click.Context, containing: str | None, turn_id: str | None, kind: str | None, limit: int) -> None:
+    """The search keys derived from turns (names, topics), each with the turn it came from."""
+    with _open_store(settings_from(ctx), with_embedder=False) as store:
+        keys = store.keys(kind=kind, containing=containing, turn_id=turn_id, limit=limit)
+        total = store.stats().keys
+    for key in keys:
+        click.echo(f"{key.key:<24}  " + _line(key.turn_id, key.kind, key.speaker, key.text))
+    click.echo(f"({len(keys)} shown of {total} keys; `convers memory forget-key KIND KEY` deletes one)", err=True)
+
+
+@memory.command("forget-key")
+@click.argument("kind", type=click.Choice(["entity", "topic"]))
+@click.argument("key")
+@click.option("--turn", "turn_id", default=None, help="Only from this turn (default: from every turn).")
+@click.pass_context
+def forget_key(ctx: click.Context, kind: str, key: str, turn_id: str | None) -> None:
+    """Delete a derived key; the turns it came from stay."""
+    with _open_store(settings_from(ctx), with_embedder=False) as store:
+        removed = store.forget_key(kind, key.lower(), turn_id)
+    if not removed:
+        raise click.ClickException(f"no {kind} key {key!r}; `convers memory keys` lists them")
+    click.echo(f"forgot the {kind} key {key!r} of {removed} turn(s)")
 
 
 @memory.command()

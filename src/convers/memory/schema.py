@@ -68,6 +68,18 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "SELECT rowid, text, speaker, when_words, '' FROM turns_fts",
         "DROP TABLE turns_fts",
     ),
+    (
+        # Keys derived from each turn (memory/derived_keys.py: names and topics), by the turn's rowid:
+        # a turn forgotten takes its keys with it. Old rows get theirs as they are re-embedded
+        # (turn_text.EMBED_TEXT_VERSION 2).
+        """CREATE TABLE turn_keys (
+            turn_rowid INTEGER NOT NULL,
+            kind TEXT NOT NULL CHECK (kind IN ('entity', 'topic')),
+            key TEXT NOT NULL,
+            PRIMARY KEY (turn_rowid, kind, key)
+        ) WITHOUT ROWID""",
+        "CREATE INDEX turn_keys_by_key ON turn_keys (kind, key, turn_rowid)",
+    ),
 )
 
 

@@ -33,7 +33,8 @@ from convers.config import ProviderOptions, provider_options
 from convers.contracts.embedder import Embedder, EmbedderError
 from convers.contracts.memory import MemoryHit, MemoryStoreError, MemoryTurn
 from convers.contracts.provider import Availability
-from convers.memory import turn_table
+from convers.memory import key_table, turn_table
+from convers.memory.derived_keys import TOPICS, DerivedKey, entities
 from convers.memory.jsonl import read_turns, write_turns
 from convers.memory.ranking import (
     MAX_QUERY_CHARS,
@@ -80,6 +81,8 @@ class StoreStats:
     path: str
     # Rows whose vector is from an older embedding text or another embedder (re-embedded in the background).
     stale: int = 0
+    # Keys derived from the turns (names and topics, memory/derived_keys.py).
+    keys: int = 0
 
 
 @dataclass
@@ -106,6 +109,7 @@ class SqliteMemoryStore:
     _lock: threading.RLock = field(init=False, repr=False, default_factory=threading.RLock)
     _search: TurnSearch = field(init=False, repr=False)
     _upgrade_cursor: int = field(init=False, repr=False, default=0)
+    _topics_tried: bool = field(init=False, repr=False, default=False)
 
     def __post_init__(self, speaker_weight: float, query_speaker_weight: float) -> None:
         self.path = Path(self.path).expanduser()
@@ -201,6 +205,23 @@ class SqliteMemoryStore:
 
     # ----------------------------------------------------------------- writing
 
+    def _topics_ready(self) -> bool:
+        """Embeds the topic descriptions once (outside the lock); False while there is no working embedder."""
+        topics = self._search.topics
+        if topics.ready() or self.embedder is None:
+            return topics.ready()
+        try:
+            topics.matrix = embed_blocking(self.embedder, [TOPICS[name] for name in topics.names])
+        except EmbedderError as error:
+            log.info("no topic keys yet, the embedder failed: %s", error)
+        return topics.ready()
+
+    def _topic_keys(self, text_vectors: np.ndarray | None, texts: Sequence[str]) -> list[list[str]] | None:
+        """Each turn's topic keys from its text's vector; None without vectors (left for backfill)."""
+        if text_vectors is None or not self._topics_ready():
+            return None
+        return self._search.topics.of_turns(np.asarray(text_vectors, dtype=np.float32).reshape(len(texts), -1), texts)
+
     def _embed(self, texts: Sequence[str]) -> np.ndarray | None:
         if self.embedder is None or not texts:
             if texts:
@@ -254,6 +275,7 @@ class SqliteMemoryStore:
             vectors = self._embed([t.text for t in turns])
         elif vectors is not None and len(vectors) != len(turns):
             raise ValueError(f"{len(vectors)} vectors for {len(turns)} turns")
+        topics = self._topic_keys(vectors, [t.text for t in turns])
         if vectors is not None:
             vectors = self.speakers.turn_vectors(turns, np.asarray(vectors, dtype=np.float32).reshape(len(turns), -1))
         added: list[tuple[int, int]] = []  # (rowid, position in turns)
@@ -264,6 +286,9 @@ class SqliteMemoryStore:
                 rowid = turn_table.insert_turn(self._conn, turn, source, blob, self.embedder_key)
                 if rowid is not None:
                     turn_table.index_words(self._conn, rowid, turn, previous[i], self.local_zone)
+                    key_table.replace_keys(self._conn, rowid, "entity", entities(turn.text))
+                    if topics is not None:
+                        key_table.replace_keys(self._conn, rowid, "topic", topics[i])
                     added.append((rowid, i))
         # The index only follows committed rows, so a failed transaction leaves no phantom vectors.
         if vectors is not None and added:
@@ -293,15 +318,20 @@ class SqliteMemoryStore:
         previous = [self._read("reading the previous turn", turn_table.previous_turn, t.session, rowid)
                     if t.kind == "turn" else None for rowid, t in rows]
         try:
-            vectors = self.speakers.turn_vectors(turns, embed_blocking(self.embedder, [t.text for t in turns]))
+            text_vectors = embed_blocking(self.embedder, [t.text for t in turns])
         except EmbedderError as error:
             log.info("backfill postponed, embedder still failing: %s", error)
             return 0
+        topics = self._topic_keys(text_vectors, [t.text for t in turns])
+        vectors = self.speakers.turn_vectors(turns, text_vectors)
         filled: list[int] = []  # positions in rows
         with self._write("storing backfilled vectors"):
             for i, ((rowid, turn), before) in enumerate(zip(rows, previous, strict=True)):
                 if turn_table.set_vector(self._conn, rowid, vectors[i].tobytes(), key):
                     turn_table.index_words(self._conn, rowid, turn, before, self.local_zone)
+                    key_table.replace_keys(self._conn, rowid, "entity", entities(turn.text))
+                    if topics is not None:
+                        key_table.replace_keys(self._conn, rowid, "topic", topics[i])
                     filled.append(i)
             self._search.note_rewrite(self._conn, uuid.uuid4().hex)
         self._upgrade_cursor = rows[-1][0]
@@ -326,11 +356,14 @@ class SqliteMemoryStore:
         if found is None:
             return False
         rowid, turn = found
+        topics = self._topic_keys(vector, [turn.text])
         unit = self.speakers.turn_vectors([turn], np.asarray(vector, dtype=np.float32).reshape(1, -1))
         with self._write("storing a turn's vector"):
             attached = turn_table.set_vector(self._conn, rowid, unit[0].tobytes(), self.embedder_key,
                                              only_if_missing=True)
             if attached:
+                if topics is not None:
+                    key_table.replace_keys(self._conn, rowid, "topic", topics[0])
                 self._search.note_rewrite(self._conn, uuid.uuid4().hex)
         if attached:
             with self._lock:
@@ -338,9 +371,10 @@ class SqliteMemoryStore:
         return attached
 
     def forget(self, turn_id: str) -> bool:
-        """Deletes a turn and any digest made from it. False when no such id."""
+        """Deletes a turn, any digest made from it and the keys derived from both. False when no such id."""
         with self._write("forgetting a turn"):
             rowids = turn_table.delete_with_digests(self._conn, turn_id)
+            key_table.delete_for(self._conn, rowids)
             if rowids:
                 self._search.note_rewrite(self._conn, uuid.uuid4().hex)
         with self._lock:
@@ -348,9 +382,10 @@ class SqliteMemoryStore:
         return bool(rowids)
 
     def wipe(self) -> int:
-        """Deletes every turn (the file stays, overwritten). Returns how many turns there were."""
+        """Deletes every turn and derived key (the file stays, overwritten). Returns how many turns there were."""
         with self._write("wiping memory"):
             count = turn_table.delete_all(self._conn)
+            key_table.delete_all(self._conn)
             self._search.note_rewrite(self._conn, uuid.uuid4().hex)
         with self._lock:
             self._search.index.clear()
@@ -369,7 +404,19 @@ class SqliteMemoryStore:
 
     def stats(self) -> StoreStats:
         turns, digests, unembedded, stale = self._read("counting turns", turn_table.counts, self.embedder_key)
-        return StoreStats(turns, digests, unembedded, self.embed_failures, str(self.path), stale)
+        keys = self._read("counting derived keys", key_table.count)
+        return StoreStats(turns, digests, unembedded, self.embed_failures, str(self.path), stale, keys)
+
+    def keys(self, *, kind: str | None = None, containing: str | None = None, turn_id: str | None = None,
+             limit: int = 50, offset: int = 0) -> builtins.list[DerivedKey]:
+        """Derived keys (names, topics) with the turn each came from, newest turns first."""
+        return self._read("listing derived keys", key_table.list_keys, kind=kind, containing=containing,
+                          turn_id=turn_id, limit=limit, offset=offset)
+
+    def forget_key(self, kind: str, key: str, turn_id: str | None = None) -> int:
+        """Deletes a derived key from every turn (or one turn's); how many went. The turns stay."""
+        with self._write("forgetting a derived key"):
+            return key_table.forget_key(self._conn, kind, key, turn_id)
 
     def embedders(self) -> dict[str, int]:
         """How many stored vectors each embedder made ('an earlier version' for rows from before schema 2)."""
@@ -410,6 +457,7 @@ class SqliteMemoryStore:
                 raise self._error(error, "loading vectors") from error
         for label in labels:
             self.speakers.label_vector(label)
+        self._topics_ready()
         self.search("hello", 1, floor=0.0)
 
     def embed_query(self, query: str) -> np.ndarray | None:
@@ -457,6 +505,11 @@ class SqliteMemoryStore:
         span = self.time_span(query, now)
         words = without_time_words(query, span)
         embed = self.embed_query if vector is None and self.embedder is not None else None
+        if not self._topics_tried and mode == "fused" and vector is None:
+            # Once per store when nothing was written or warmed up yet (a CLI search): ~30 short texts.
+            # Not with a vector given: that is a conversation's recall, whose warm-up makes them.
+            self._topics_tried = True
+            self._topics_ready()
         with self._lock:  # held until the search's worker is done with the index (search.VectorJob)
             try:
                 return self._search.run(self._conn, query, words, vector, span, k=k, mode=mode, fusion=fusion,

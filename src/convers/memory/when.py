@@ -16,6 +16,14 @@ MONTHS = {name: n for n, name in enumerate(
     "january february march april may june july august september october november december".split(), start=1)}
 MONTHS.update({name[:3]: n for name, n in list(MONTHS.items())})
 MONTHS["sept"] = 9
+# The month each season starts in, north of the equator (meteorological seasons).
+SEASONS = {"spring": 3, "summer": 6, "autumn": 9, "winter": 12}
+# Zones south of the equator, where the seasons are six months on.
+_SOUTHERN_PREFIXES = ("Australia/", "Antarctica/", "America/Argentina/")
+_SOUTHERN_ZONES = frozenset({"Pacific/Auckland", "America/Sao_Paulo", "America/Santiago", "America/Montevideo",
+                             "America/Asuncion", "America/La_Paz", "America/Lima", "Africa/Johannesburg",
+                             "Africa/Maputo", "Africa/Harare", "Africa/Windhoek", "Indian/Mauritius", "Pacific/Fiji",
+                             "NZ"})
 WEEKDAYS = {name: n for n, name in enumerate("monday tuesday wednesday thursday friday saturday sunday".split())}
 NUMBERS = {"a": 1, "an": 1, "one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7, "eight": 8,
            "nine": 9, "ten": 10, "eleven": 11, "twelve": 12, "a couple of": 2, "a few": 3, "couple of": 2,
@@ -146,6 +154,31 @@ def _month_day(match: re.Match[str], now: datetime) -> TimeSpan | None:
     return TimeSpan(start, start + timedelta(days=1), match.group(0))
 
 
+def _southern(now: datetime) -> bool:
+    """Whether `now`'s zone is in the southern hemisphere, where "summer" is December to February."""
+    key = str(getattr(now.tzinfo, "key", ""))
+    return key.startswith(_SOUTHERN_PREFIXES) or key in _SOUTHERN_ZONES
+
+
+def _season(match: re.Match[str], now: datetime) -> TimeSpan:
+    """'last summer', 'this winter', 'in the spring': three calendar months in the zone's hemisphere.
+
+    A bare season word is no span: "when did I fall?" is not about autumn.
+    """
+    which, name = match.group(1), match.group(2)
+    first = SEASONS["autumn" if name == "fall" else name]
+    if _southern(now):
+        first = (first + 5) % 12 + 1
+    # The latest season of that name that has begun (the one under way counts, except for "last").
+    year = now.year if first <= now.month else now.year - 1
+    start = _month_start(year, first, now.tzinfo)
+    end_year, end_month = year + (first + 2) // 12, (first + 2) % 12 + 1
+    end = _month_start(end_year, end_month, now.tzinfo)
+    if which == "last" and start <= now < end:
+        start, end = _month_start(year - 1, first, now.tzinfo), _month_start(end_year - 1, end_month, now.tzinfo)
+    return TimeSpan(start, end, match.group(0))
+
+
 def _year(match: re.Match[str], now: datetime) -> TimeSpan:
     year = int(match.group(1))
     return TimeSpan(_month_start(year, 1, now.tzinfo), _month_start(year + 1, 1, now.tzinfo), match.group(0))
@@ -161,6 +194,7 @@ _RULES = [
                 rf"(?:of )?(?P<m2>{_MONTH}))(?:,? (?P<y>(?:19|20)\d\d))?\b"), _month_day),
     (re.compile(rf"\b(in|last|this|during|back in)? ?{_MONTH}(?: ((?:19|20)\d\d))?\b"), _month),
     (re.compile(r"\bin ((?:19|20)\d\d)\b"), _year),
+    (re.compile(r"\b(last|this|in the|over the|during the|in|during) (spring|summer|autumn|fall|winter)\b"), _season),
 ]
 # "may" is also a verb: as a month it needs a preposition or a year ("in May", "last May", "May 2025").
 _MAY_AS_MONTH = re.compile(r"\b(in|last|this|during|back in|of) may\b|\bmay (\d{1,2}(st|nd|rd|th)?|(19|20)\d\d)\b|"

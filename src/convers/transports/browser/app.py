@@ -233,6 +233,34 @@ def create_app(
             return JSONResponse({"error": f"no memory with id {turn_id!r}"}, status_code=404)
         return JSONResponse({"deleted": turn_id})
 
+    async def memory_keys(request: Request) -> Response:
+        """Derived keys (names, topics) with their source turns; `q` filters by letters in the key."""
+        if (refusal := memory_guard(request)) is not None:
+            return refusal
+        store = current_store()
+        assert store is not None  # memory_guard refused the request otherwise
+        if not hasattr(store, "keys"):
+            return JSONResponse({"items": []})
+        query = request.query_params.get("q", "").strip()[:100] or None
+        turn_id = request.query_params.get("turn") or None
+        keys = await in_memory_thread(lambda: store.keys(containing=query, turn_id=turn_id, limit=MEMORY_PAGE_MAX))
+        return JSONResponse({"items": [{"kind": k.kind, "key": k.key, "turn_id": k.turn_id, "speaker": k.speaker,
+                                        "text": k.text} for k in keys]})
+
+    async def memory_forget_key(request: Request) -> Response:
+        if (refusal := memory_guard(request)) is not None:
+            return refusal
+        store = current_store()
+        assert store is not None  # memory_guard refused the request otherwise
+        kind, key = request.path_params["kind"], request.path_params["key"]
+        turn_id = request.query_params.get("turn") or None
+        if kind not in ("entity", "topic") or not hasattr(store, "forget_key"):
+            return JSONResponse({"error": f"no {kind!r} keys here"}, status_code=404)
+        removed = await in_memory_thread(store.forget_key, kind, key, turn_id)
+        if not removed:
+            return JSONResponse({"error": f"no {kind} key {key!r}"}, status_code=404)
+        return JSONResponse({"deleted": removed})
+
     async def memory_wipe(request: Request) -> Response:
         if (refusal := memory_guard(request)) is not None:
             return refusal
@@ -263,6 +291,8 @@ def create_app(
         WebSocketRoute("/ws", conversation),
         Route("/api/memory", memory_list, methods=["GET"]),
         Route("/api/memory", memory_wipe, methods=["DELETE"]),
+        Route("/api/memory/keys", memory_keys, methods=["GET"]),
+        Route("/api/memory/keys/{kind:str}/{key:str}", memory_forget_key, methods=["DELETE"]),
         Route("/api/memory/{turn_id:str}", memory_forget, methods=["DELETE"]),
         Mount("/static", app=StaticFiles(directory=config.static_dir), name="static"),
     ]

@@ -473,6 +473,37 @@ function memoryItem(item) {
   return li;
 }
 
+// Search keys derived from turns (names, topics): each shown with its turn, each forgettable.
+function keyItem(item) {
+  const li = document.createElement('li');
+  li.className = 'memory-key';
+  const text = document.createElement('p');
+  text.textContent = `${item.kind}: ${item.key}`;
+  const meta = document.createElement('span');
+  meta.className = 'meta';
+  meta.textContent = `from ${item.speaker}: ${item.text}`;
+  const forget = document.createElement('button');
+  forget.type = 'button';
+  forget.className = 'link danger';
+  forget.textContent = 'Forget key';
+  forget.addEventListener('click', async () => {
+    try {
+      const path = `/api/memory/keys/${encodeURIComponent(item.kind)}/${encodeURIComponent(item.key)}`;
+      await api('DELETE', `${path}?${new URLSearchParams({ turn: item.turn_id })}`);
+      li.remove();
+    } catch (error) {
+      showBanner(error.message, false);
+    }
+  });
+  li.append(text, meta, forget);
+  return li;
+}
+
+async function loadKeys(q) {
+  const body = await api('GET', `/api/memory/keys?${new URLSearchParams({ q })}`);
+  for (const item of body.items) ui.memoryList.appendChild(keyItem(item));
+}
+
 async function loadMemory(append) {
   const q = memoryView.query;
   const params = new URLSearchParams({ limit: String(MEMORY_PAGE), offset: String(memoryView.offset) });
@@ -484,6 +515,7 @@ async function loadMemory(append) {
     if (q) {
       ui.memoryCount.textContent = `${body.items.length} matching “${q}”`;
       ui.memoryMore.hidden = true;
+      await loadKeys(q);
     } else {
       ui.memoryCount.textContent = body.total === 0 ? 'Nothing remembered yet.' : `${body.total} remembered turns`;
       ui.memoryMore.hidden = memoryView.offset + body.items.length >= body.total;

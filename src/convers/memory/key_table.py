@@ -1,0 +1,87 @@
+"""The derived keys table as SQL over one connection: writing, finding, listing and forgetting keys.
+
+Each row ties one key (an entity or a topic, memory/derived_keys.py) to the turn it was derived
+from by the turn's rowid, so forgetting a turn (or wiping) removes its keys in the same
+transaction. Like memory/turn_table.py: no locking, no error handling; the store does both.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from convers.memory.derived_keys import DerivedKey
+
+KINDS = ("entity", "topic")
+# One SQL statement takes at most this many bound keys (SQLite's limit is far higher; questions are short).
+MAX_KEYS = 200
+
+
+def replace_keys(conn: sqlite3.Connection, rowid: int, kind: str, keys: Iterable[str]) -> None:
+    """Sets the `kind` keys of one turn (those it had of that kind are replaced)."""
+    conn.execute("DELETE FROM turn_keys WHERE turn_rowid = ? AND kind = ?", (rowid, kind))
+    conn.executemany("INSERT OR IGNORE INTO turn_keys (turn_rowid, kind, key) VALUES (?, ?, ?)",
+                     [(rowid, kind, key) for key in keys])
+
+
+def delete_for(conn: sqlite3.Connection, rowids: Sequence[int]) -> None:
+    conn.executemany("DELETE FROM turn_keys WHERE turn_rowid = ?", [(r,) for r in rowids])
+
+
+def delete_all(conn: sqlite3.Connection) -> int:
+    count = int(conn.execute("SELECT count(*) FROM turn_keys").fetchone()[0])
+    conn.execute("DELETE FROM turn_keys")
+    return count
+
+
+def turns_with(conn: sqlite3.Connection, kind: str, keys: Sequence[str], speaker: str | None = None) -> list[int]:
+    """Rowids of the turns holding any of `keys` (of `speaker` only, when given)."""
+    keys = list(keys)[:MAX_KEYS]
+    if not keys:
+        return []
+    marks = ",".join("?" * len(keys))
+    if speaker is None:
+        rows = conn.execute(f"SELECT DISTINCT turn_rowid FROM turn_keys WHERE kind = ? AND key IN ({marks})",
+                            (kind, *keys))
+    else:
+        rows = conn.execute(
+            f"SELECT DISTINCT k.turn_rowid FROM turn_keys k JOIN turns t ON t.rowid = k.turn_rowid "
+            f"WHERE k.kind = ? AND k.key IN ({marks}) AND t.speaker = ?", (kind, *keys, speaker))
+    return [int(r[0]) for r in rows]
+
+
+def list_keys(conn: sqlite3.Connection, *, kind: str | None = None, containing: str | None = None,
+              turn_id: str | None = None, limit: int = 50, offset: int = 0) -> list[DerivedKey]:
+    """Derived keys with their source turns, newest turns first, filtered by kind, text in the key, or turn."""
+    where: list[str] = []
+    params: list[Any] = []
+    if kind is not None:
+        where.append("k.kind = ?")
+        params.append(kind)
+    if containing:
+        where.append("k.key LIKE ? ESCAPE '\\'")
+        escaped = containing.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        params.append(f"%{escaped}%")
+    if turn_id is not None:
+        where.append("t.id = ?")
+        params.append(turn_id)
+    clause = f"WHERE {' AND '.join(where)}" if where else ""
+    rows = conn.execute(
+        f"SELECT k.kind, k.key, t.id, t.speaker, t.text FROM turn_keys k JOIN turns t ON t.rowid = k.turn_rowid "
+        f"{clause} ORDER BY t.rowid DESC, k.kind, k.key LIMIT ? OFFSET ?", (*params, limit, offset)).fetchall()
+    return [DerivedKey(*row) for row in rows]
+
+
+def forget_key(conn: sqlite3.Connection, kind: str, key: str, turn_id: str | None = None) -> int:
+    """Deletes a key from every turn (or from `turn_id` only); how many rows went."""
+    if turn_id is None:
+        cursor = conn.execute("DELETE FROM turn_keys WHERE kind = ? AND key = ?", (kind, key))
+    else:
+        cursor = conn.execute("DELETE FROM turn_keys WHERE kind = ? AND key = ? AND turn_rowid IN "
+                              "(SELECT rowid FROM turns WHERE id = ?)", (kind, key, turn_id))
+    return int(cursor.rowcount)
+
+
+def count(conn: sqlite3.Connection) -> int:
+    return int(conn.execute("SELECT count(*) FROM turn_keys").fetchone()[0])
