@@ -180,3 +180,36 @@ async def test_page_without_token_is_refused(tmp_path: Path, mic_wav: Path) -> N
         response = await page.goto(server.base_url + "/")
         assert response is not None and response.status == 401
         assert await page.locator("text=Access token needed").count() == 1
+
+
+async def test_the_page_can_ask_the_server_to_cancel_its_echo(tmp_path: Path, mic_wav: Path) -> None:
+    """The setting for speakers whose browser cancellation fails: the page says `aec: false` and sends
+    what it plays beside its microphone, so the server's canceller gets the exact reference."""
+    import numpy as np
+
+    from tests.test_echo_cancelling import CountingCanceller
+
+    double = EchoSession(reply_audio_s=1.0)
+    async with running_server(double, tmp_path / "tls", echo_canceller=CountingCanceller) as server, \
+            browser(mic_wav) as instance:
+        context = await instance.new_context(ignore_https_errors=True)
+        await context.add_init_script("localStorage.setItem('convers.serverEcho', '1')")
+        page = await context.new_page()
+        page.on("pageerror", lambda error: print(f"[page error] {error}"))
+        await page.goto(f"{server.base_url}/?token={TOKEN}")
+        await page.wait_for_selector('#conn[data-state="connected"]')
+        assert await page.is_checked("#server-echo")
+        await page.click("#orb")
+        frames = await double.wait_for(lambda: len(double.events(InboundAudio)) >= 25 and double.events(InboundAudio))
+        assert {f.frame.sample_rate for f in frames} == {16000}
+        transport = double.transports[0]
+        canceller = transport.echo.canceller
+        # The fake microphone's tone reached the canceller as the microphone channel.
+        heard = np.frombuffer(b"".join(canceller.captured[-50:]), dtype="<i2")
+        assert np.abs(heard).max() > 3000
+        # Silence played so far; then the agent speaks and the reference channel carries it.
+        before = len(canceller.rendered)
+        await double.speak(transport, 1, 1.0)
+        await double.wait_for(lambda: any(ms >= 800 for ms in double.played(1)))
+        played = np.frombuffer(b"".join(canceller.rendered[before:]), dtype="<i2")
+        assert np.abs(played).max() > 2000, "what the page played did not reach the reference channel"
