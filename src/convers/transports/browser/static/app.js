@@ -457,20 +457,25 @@ function memoryItem(item) {
   const when = item.time ? new Date(item.time).toLocaleString() : '';
   meta.textContent = [item.role, when, item.score !== undefined ? `match ${item.score.toFixed(2)}` : '']
     .filter(Boolean).join(' · ');
+  li.append(text, meta, forgetButton('Forget', `/api/memory/${encodeURIComponent(item.id)}`, li));
+  return li;
+}
+
+// A button that deletes `path` on the server and, once it is gone there, `li` from the list.
+function forgetButton(label, path, li) {
   const forget = document.createElement('button');
   forget.type = 'button';
   forget.className = 'link danger';
-  forget.textContent = 'Forget';
+  forget.textContent = label;
   forget.addEventListener('click', async () => {
     try {
-      await api('DELETE', `/api/memory/${encodeURIComponent(item.id)}`);
+      await api('DELETE', path);
       li.remove();
     } catch (error) {
       showBanner(error.message, false);
     }
   });
-  li.append(text, meta, forget);
-  return li;
+  return forget;
 }
 
 // Search keys derived from turns (names, topics): each shown with its turn, each forgettable.
@@ -482,20 +487,8 @@ function keyItem(item) {
   const meta = document.createElement('span');
   meta.className = 'meta';
   meta.textContent = `from ${item.speaker}: ${item.text}`;
-  const forget = document.createElement('button');
-  forget.type = 'button';
-  forget.className = 'link danger';
-  forget.textContent = 'Forget key';
-  forget.addEventListener('click', async () => {
-    try {
-      const path = `/api/memory/keys/${encodeURIComponent(item.kind)}/${encodeURIComponent(item.key)}`;
-      await api('DELETE', `${path}?${new URLSearchParams({ turn: item.turn_id })}`);
-      li.remove();
-    } catch (error) {
-      showBanner(error.message, false);
-    }
-  });
-  li.append(text, meta, forget);
+  const path = `/api/memory/keys/${encodeURIComponent(item.kind)}/${encodeURIComponent(item.key)}`;
+  li.append(text, meta, forgetButton('Forget key', `${path}?${new URLSearchParams({ turn: item.turn_id })}`, li));
   return li;
 }
 
