@@ -39,7 +39,8 @@ class WebRtcEchoCanceller:
         noise_suppression: bool = False
         # Removes hum and rumble below ~80 Hz, which only confuses the echo estimate.
         high_pass_filter: bool = True
-        # Off: not measured to help, and the VAD needs no fixed level.
+        # Off: no gain measured (`convers bench echo`, 3 minutes a level): onset to pause p50 231 -> 197 ms
+        # at -5 dB but 234 -> 346 ms at 0 dB with it on; the VAD needs no fixed level.
         auto_gain_control: bool = False
 
     def __init__(self, options: WebRtcEchoCanceller.Options | None = None) -> None:
