@@ -47,6 +47,7 @@ from convers.contracts.memory import MemoryTurn
 from convers.memory.ranking import (
     ANSWER_NEIGHBOURS,
     BLEND_VECTOR_WEIGHT,
+    CENTRE_WEIGHT,
     DATE_WEIGHT,
     DEFAULT_FUSION,
     ENTITY_WEIGHT,
@@ -97,6 +98,7 @@ class Ranking:
     per_session: int = PER_SESSION
     answer_neighbours: bool = ANSWER_NEIGHBOURS
     similar_cosine: float = SIMILAR_COSINE
+    centre_weight: float = CENTRE_WEIGHT
 
     def weights(self) -> RankingWeights:
         return RankingWeights(
@@ -106,7 +108,8 @@ class Ranking:
             short_penalty=self.short_penalty, supersede_cosine=self.supersede_cosine,
             supersede_margin=self.supersede_margin, entity_weight=self.entity_weight,
             topic_weight=self.topic_weight, per_session=self.per_session,
-            answer_neighbours=self.answer_neighbours, similar_cosine=self.similar_cosine)
+            answer_neighbours=self.answer_neighbours, similar_cosine=self.similar_cosine,
+            centre_weight=self.centre_weight)
 
 
 def default_rankings() -> list[Ranking]:
@@ -144,6 +147,9 @@ def default_rankings() -> list[Ranking]:
         Ranking("all, answers after questions", answer_neighbours=True),
         Ranking("all, rrf", fusion="rrf"),
         Ranking("all, blend 0.7", blend_vector_weight=0.7),
+        Ranking("all, no centring", centre_weight=0.0),
+        Ranking("all, centring 0.3", centre_weight=0.3),
+        Ranking("all, centring 1.0", centre_weight=1.0),
         Ranking("all, words only", mode="lexical"),
         Ranking("all, vector only", mode="vector"),
     ]

@@ -81,6 +81,11 @@ SIMILAR_COSINE = 0.75
 # on the tuning half of `convers bench memory` it cost recall@5 (0.640 -> 0.637); questions rarely rank
 # high (QUESTION_PENALTY), and the answer displaces a hit.
 ANSWER_NEIGHBOURS = False
+# A fused candidate's cosine loses this much x its dot product with the store's mean vector (above
+# the candidates' average; memory/centring.py): template chatter near every question sinks. On the
+# tuning half of `convers bench memory`, recall@5: 0 0.683, 0.1 0.682, 0.2 0.680, 0.3 0.692,
+# 0.4 0.690, 0.5 0.692, 0.6 0.697, 0.7 0.696, 1.0 0.691.
+CENTRE_WEIGHT = 0.6
 # Each ranking contributes this many candidates to fusion.
 CANDIDATES = 50
 # Two hits this close in meaning say the same thing; the prompt needs only one.
@@ -118,6 +123,7 @@ class RankingWeights:
     per_session: int = PER_SESSION
     similar_cosine: float = SIMILAR_COSINE
     answer_neighbours: bool = ANSWER_NEIGHBOURS
+    centre_weight: float = CENTRE_WEIGHT
 
 
 @dataclass

@@ -19,6 +19,7 @@ import numpy as np
 
 from convers.contracts.memory import MemoryHit
 from convers.memory import key_table, ranking
+from convers.memory.centring import centre
 from convers.memory.derived_keys import TopicVectors, query_entities
 from convers.memory.ranking import (
     CANDIDATES,
@@ -235,6 +236,8 @@ class TurnSearch:
             missing = [c.rowid for c in found.values() if c.cosine is None]
             for rowid, cosine in found_by_vector.cosines(missing).items():
                 found[rowid].cosine = cosine
+        if fused and weights.centre_weight:
+            centre(found.values(), self.index.vectors_for(found), self.index.mean(), weights.centre_weight)
         candidates = ranking.fuse(found.values(), weights, fusion, only_words=not vector_hits,
                                   only_vectors=not lexical_hits and not fused)
         if weights.recency_weight and len(candidates) > 1:
