@@ -51,6 +51,7 @@ from convers.memory.ranking import (
     DATE_WEIGHT,
     DEFAULT_FUSION,
     ENTITY_WEIGHT,
+    JUDGEMENT_TOPIC_WEIGHT,
     PER_SESSION,
     QUESTION_PENALTY,
     SHORT_PENALTY,
@@ -99,6 +100,7 @@ class Ranking:
     answer_neighbours: bool = ANSWER_NEIGHBOURS
     similar_cosine: float = SIMILAR_COSINE
     centre_weight: float = CENTRE_WEIGHT
+    judgement_topic_weight: float = JUDGEMENT_TOPIC_WEIGHT
 
     def weights(self) -> RankingWeights:
         return RankingWeights(
@@ -109,7 +111,8 @@ class Ranking:
             supersede_margin=self.supersede_margin, entity_weight=self.entity_weight,
             topic_weight=self.topic_weight, per_session=self.per_session,
             answer_neighbours=self.answer_neighbours, similar_cosine=self.similar_cosine,
-            centre_weight=self.centre_weight)
+            centre_weight=self.centre_weight,
+            judgement_topic_weight=self.judgement_topic_weight)
 
 
 def default_rankings() -> list[Ranking]:
@@ -150,6 +153,8 @@ def default_rankings() -> list[Ranking]:
         Ranking("all, no centring", centre_weight=0.0),
         Ranking("all, centring 0.3", centre_weight=0.3),
         Ranking("all, centring 1.0", centre_weight=1.0),
+        Ranking("all, no judgement topic", judgement_topic_weight=0.0),
+        Ranking("all, judgement topic 0.3", judgement_topic_weight=0.3),
         Ranking("all, words only", mode="lexical"),
         Ranking("all, vector only", mode="vector"),
     ]
