@@ -47,9 +47,11 @@ from convers.contracts.memory import MemoryTurn
 from convers.memory.ranking import (
     ANSWER_NEIGHBOURS,
     BLEND_VECTOR_WEIGHT,
+    CENTRE_WEIGHT,
     DATE_WEIGHT,
     DEFAULT_FUSION,
     ENTITY_WEIGHT,
+    JUDGEMENT_TOPIC_WEIGHT,
     PER_SESSION,
     QUESTION_PENALTY,
     SHORT_PENALTY,
@@ -97,6 +99,8 @@ class Ranking:
     per_session: int = PER_SESSION
     answer_neighbours: bool = ANSWER_NEIGHBOURS
     similar_cosine: float = SIMILAR_COSINE
+    centre_weight: float = CENTRE_WEIGHT
+    judgement_topic_weight: float = JUDGEMENT_TOPIC_WEIGHT
 
     def weights(self) -> RankingWeights:
         return RankingWeights(
@@ -106,13 +110,17 @@ class Ranking:
             short_penalty=self.short_penalty, supersede_cosine=self.supersede_cosine,
             supersede_margin=self.supersede_margin, entity_weight=self.entity_weight,
             topic_weight=self.topic_weight, per_session=self.per_session,
-            answer_neighbours=self.answer_neighbours, similar_cosine=self.similar_cosine)
+            answer_neighbours=self.answer_neighbours, similar_cosine=self.similar_cosine,
+            centre_weight=self.centre_weight,
+            judgement_topic_weight=self.judgement_topic_weight)
 
 
 def default_rankings() -> list[Ranking]:
     """What is compared: the ranking before this benchmark existed, one change at a time, and grids."""
     # What issue 26 added (derived keys, sessions), off: the rankings from before it.
-    off = dict(entity_weight=0.0, topic_weight=0.0, per_session=0, similar_cosine=1.0)
+    # What its second round added (centring, the judgement topic), off: the rows built on the first.
+    round1 = dict(centre_weight=0.0, judgement_topic_weight=0.0)
+    off = dict(entity_weight=0.0, topic_weight=0.0, per_session=0, similar_cosine=1.0, **round1)
     before = dict(speaker_weight=0.0, query_speaker_weight=0.0, fusion="blend", date_weight=0.0,
                   question_penalty=0.0, short_penalty=0.0, supersede_cosine=0.0, **off)
     rankings = [
@@ -129,10 +137,14 @@ def default_rankings() -> list[Ranking]:
         Ranking("previous defaults (no keys, no session spread)", **off),  # type: ignore[arg-type]
         Ranking("previous defaults, words only", mode="lexical", **off),  # type: ignore[arg-type]
         Ranking("previous defaults, vector only", mode="vector", **off),  # type: ignore[arg-type]
-        Ranking("+ entity keys", topic_weight=0.0, per_session=0, similar_cosine=1.0),
-        Ranking("+ topic keys", entity_weight=0.0, per_session=0, similar_cosine=1.0),
-        Ranking("+ session spread", entity_weight=0.0, topic_weight=0.0, similar_cosine=1.0),
-        Ranking("+ similar spread", entity_weight=0.0, topic_weight=0.0, per_session=0),
+        Ranking("+ entity keys", topic_weight=0.0, per_session=0, similar_cosine=1.0, centre_weight=0.0,
+                judgement_topic_weight=0.0),
+        Ranking("+ topic keys", entity_weight=0.0, per_session=0, similar_cosine=1.0, centre_weight=0.0,
+                judgement_topic_weight=0.0),
+        Ranking("+ session spread", entity_weight=0.0, topic_weight=0.0, similar_cosine=1.0, centre_weight=0.0,
+                judgement_topic_weight=0.0),
+        Ranking("+ similar spread", entity_weight=0.0, topic_weight=0.0, per_session=0, centre_weight=0.0,
+                judgement_topic_weight=0.0),
         Ranking("all, no similar spread", similar_cosine=1.0),
         Ranking("all, no session cap", per_session=0),
         Ranking("all, 1 per session", per_session=1),
@@ -144,6 +156,12 @@ def default_rankings() -> list[Ranking]:
         Ranking("all, answers after questions", answer_neighbours=True),
         Ranking("all, rrf", fusion="rrf"),
         Ranking("all, blend 0.7", blend_vector_weight=0.7),
+        Ranking("round 1 defaults (no centring, no judgement topic)", centre_weight=0.0, judgement_topic_weight=0.0),
+        Ranking("all, no centring", centre_weight=0.0),
+        Ranking("all, centring 0.3", centre_weight=0.3),
+        Ranking("all, centring 1.0", centre_weight=1.0),
+        Ranking("all, no judgement topic", judgement_topic_weight=0.0),
+        Ranking("all, judgement topic 0.3", judgement_topic_weight=0.3),
         Ranking("all, words only", mode="lexical"),
         Ranking("all, vector only", mode="vector"),
     ]

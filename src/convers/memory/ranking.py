@@ -81,6 +81,17 @@ SIMILAR_COSINE = 0.75
 # on the tuning half of `convers bench memory` it cost recall@5 (0.640 -> 0.637); questions rarely rank
 # high (QUESTION_PENALTY), and the answer displaces a hit.
 ANSWER_NEIGHBOURS = False
+# A fused candidate's cosine loses this much x its dot product with the store's mean vector (above
+# the candidates' average; memory/centring.py): template chatter near every question sinks. On the
+# tuning half of `convers bench memory`, recall@5: 0 0.683, 0.1 0.682, 0.2 0.680, 0.3 0.692,
+# 0.4 0.690, 0.5 0.692, 0.6 0.697, 0.7 0.696, 1.0 0.691.
+CENTRE_WEIGHT = 0.6
+# A question asking for a judgement about a person ("would Maya enjoy a hiking trip?") has its vector
+# moved this far towards its nearest topic description (memory/judgement.py); 0: off. On the tuning
+# half of `convers bench memory`, inference recall@5: 0 0.370, 0.1 0.370, 0.15 0.391, 0.2 0.422,
+# 0.25 0.417, 0.3 0.417, 0.4 0.401, 0.7 0.391 (no other type has such questions). For every question
+# at 0.2: recall@5 0.697 -> 0.635 (single-hop 0.683 -> 0.625, open-domain 0.775 -> 0.550).
+JUDGEMENT_TOPIC_WEIGHT = 0.2
 # Each ranking contributes this many candidates to fusion.
 CANDIDATES = 50
 # Two hits this close in meaning say the same thing; the prompt needs only one.
@@ -118,6 +129,8 @@ class RankingWeights:
     per_session: int = PER_SESSION
     similar_cosine: float = SIMILAR_COSINE
     answer_neighbours: bool = ANSWER_NEIGHBOURS
+    centre_weight: float = CENTRE_WEIGHT
+    judgement_topic_weight: float = JUDGEMENT_TOPIC_WEIGHT
 
 
 @dataclass

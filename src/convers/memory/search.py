@@ -19,7 +19,9 @@ import numpy as np
 
 from convers.contracts.memory import MemoryHit
 from convers.memory import key_table, ranking
+from convers.memory.centring import centre
 from convers.memory.derived_keys import TopicVectors, query_entities
+from convers.memory.judgement import is_judgement, towards_topic
 from convers.memory.ranking import (
     CANDIDATES,
     FTS_WEIGHTS,
@@ -181,6 +183,8 @@ class TurnSearch:
         pass it overlaps), and no vector from it means words only. The caller holds the store's lock.
         """
         job: VectorJob | None = None
+        if vector is not None:
+            vector = self._judged(query, vector)
         if mode != "lexical" and vector is None and embed is not None:
             # First of all: the embedding is the longest part of a search. Its pass over the index
             # waits for the plan made below.
@@ -235,6 +239,8 @@ class TurnSearch:
             missing = [c.rowid for c in found.values() if c.cosine is None]
             for rowid, cosine in found_by_vector.cosines(missing).items():
                 found[rowid].cosine = cosine
+        if fused and weights.centre_weight:
+            centre(found.values(), self.index.vectors_for(found), self.index.mean(), weights.centre_weight)
         candidates = ranking.fuse(found.values(), weights, fusion, only_words=not vector_hits,
                                   only_vectors=not lexical_hits and not fused)
         if weights.recency_weight and len(candidates) > 1:
@@ -287,6 +293,8 @@ class TurnSearch:
         its pass over the index and the vector; a pass of None: words only (no vector, or a plan of None)."""
         if vector is None:
             vector = embed(query) if embed is not None else None
+            if vector is not None:
+                vector = self._judged(query, vector)
         try:
             planned = plan.result(timeout=PLAN_WAIT_S)
         except TimeoutError:
@@ -295,6 +303,14 @@ class TurnSearch:
         if vector is None or planned is None:
             return None, vector
         return self._pass(vector, *planned), vector
+
+    def _judged(self, query: str, vector: np.ndarray) -> np.ndarray:
+        """The question's vector, moved towards its nearest topic when it asks for a judgement about a
+        person (memory/judgement.py); the caller's array is never changed."""
+        weight = self.weights.judgement_topic_weight
+        if not weight or not is_judgement(query):
+            return vector
+        return towards_topic(vector, self.topics, weight)
 
     def _entity_turns(self, conn: sqlite3.Connection, words: str) -> list[int]:
         """Turns holding an entity key the question names (a stored speaker's own name aside: who said

@@ -71,6 +71,8 @@ class VectorIndex:
         self._times = np.zeros(0, dtype=np.float64)
         self._size = 0
         self._position: dict[int, int] = {}
+        # The sum of the stored vectors (float64, kept in step by add and remove), for `mean`.
+        self._sum = np.zeros(dimension or 0, dtype=np.float64)
 
     def __len__(self) -> int:
         return self._size
@@ -93,6 +95,7 @@ class VectorIndex:
                 raise ValueError(f"vector width {vectors.shape[1]} does not match the index width {self.dimension}")
             self.dimension = int(vectors.shape[1])
             self._matrix = np.zeros((self.dimension, 0), dtype=np.float32)
+            self._sum = np.zeros(self.dimension, dtype=np.float64)
         stamps = np.zeros(len(rowids)) if times is None else np.asarray(times, dtype=np.float64)
         fresh: list[int] = []
         for i, rowid in enumerate(rowids):
@@ -100,6 +103,7 @@ class VectorIndex:
             if at is None:
                 fresh.append(i)
             else:
+                self._sum += vectors[i].astype(np.float64) - self._matrix[:, at]
                 self._matrix[:, at] = vectors[i]
                 if times is not None:
                     self._times[at] = stamps[i]
@@ -118,6 +122,7 @@ class VectorIndex:
             self._matrix, self._rowids, self._times = grown, ids, stamps_grown
         end = self._size + len(fresh)
         self._matrix[:, self._size : end] = vectors[fresh].T
+        self._sum += vectors[fresh].sum(axis=0, dtype=np.float64)
         self._rowids[self._size : end] = [int(rowids[i]) for i in fresh]
         self._times[self._size : end] = stamps[fresh]
         for offset, i in enumerate(fresh):
@@ -131,6 +136,7 @@ class VectorIndex:
             if at is None:
                 continue
             last = self._size - 1
+            self._sum -= self._matrix[:, at]
             if at != last:
                 moved = int(self._rowids[last])
                 self._matrix[:, at] = self._matrix[:, last]
@@ -138,6 +144,12 @@ class VectorIndex:
                 self._times[at] = self._times[last]
                 self._position[moved] = at
             self._size = last
+
+    def mean(self) -> np.ndarray | None:
+        """The mean of the stored vectors (float32), or None when there are none."""
+        if self._size == 0:
+            return None
+        return (self._sum / self._size).astype(np.float32)
 
     def query(self, query: np.ndarray, k: int, within: tuple[float, float] | None = None) -> VectorPass:
         """One pass over the matrix: the `k` nearest rowids, the `k` nearest said `within` [start, end)
