@@ -38,10 +38,9 @@ from typing import Any
 
 import numpy as np
 
-from convers.audio import concat, resample
+from convers.audio import concat, dbfs, frame_from_float, pcm16_to_float32, resample
 from convers.bench.results import write_json_result
 from convers.bench.run_info import machine_info
-from convers.contracts.audio import AudioFrame
 from convers.contracts.echo import EchoCanceller
 from convers.echo_cancelling import EchoCancelling
 from convers.engine.barge_in.arbiter import BargeInArbiter, Cut, Pause, Restart, Resume, StartReply
@@ -209,21 +208,9 @@ def _percentiles(values: Sequence[float]) -> dict[str, float | None]:
             "n": len(values)}
 
 
-def _db(samples: np.ndarray) -> float:
-    return 10 * math.log10(float(np.mean(samples * samples)) + 1e-12)
-
-
-def _float(frame: AudioFrame) -> np.ndarray:
-    return np.frombuffer(frame.pcm, dtype="<i2").astype(np.float64) / 32768.0
-
-
-def _pcm(samples: np.ndarray) -> bytes:
-    return (np.clip(samples, -1.0, 1.0) * 32767.0).astype("<i2").tobytes()
-
-
 async def _speak(tts: Any, text: str) -> np.ndarray:
     frames = [frame async for frame in tts.synthesize(text)]
-    return _float(resample(concat(frames), RATE))
+    return pcm16_to_float32(resample(concat(frames), RATE).pcm)
 
 
 def _voice_onset(samples: np.ndarray) -> int:
@@ -266,8 +253,7 @@ async def run_scenario(scenario: Scenario, voices: Voices, vad: Any, stt: Any, s
                        progress: Callable[[str], None] = lambda _: None) -> ScenarioResult:
     """Plays replies into a simulated room until `scenario.minutes` of agent speech have been played."""
     rng = np.random.default_rng(scenario.seed)
-    name = "off" if scenario.canceller is None else scenario.canceller().name
-    result = ScenarioResult(canceller=name, echo_db=scenario.echo_db)
+    result = ScenarioResult(canceller="off", echo_db=scenario.echo_db)
     noise_gain = 10 ** (scenario.noise_dbfs / 20) if scenario.noise_dbfs is not None else 0.0
 
     now = 0.0
@@ -279,6 +265,8 @@ async def run_scenario(scenario: Scenario, voices: Voices, vad: Any, stt: Any, s
             room = Room(float(rng.uniform(20, 200)), float(rng.uniform(0.15, 0.5)), scenario.echo_db)
             echo = RoomEcho(room.impulse(rng), 10 ** (room.echo_db / 20))
             cancelling = EchoCancelling(scenario.canceller()) if scenario.canceller is not None else None
+            if cancelling is not None:
+                result.canceller = cancelling.canceller.name
             vad.reset()
             listener = Listener(vad, settings.turns)
             arbiter = BargeInArbiter(settings.barge_in)
@@ -325,10 +313,10 @@ async def run_scenario(scenario: Scenario, voices: Voices, vad: Any, stt: Any, s
                     mic = mic + part
             if noise_gain:
                 mic = mic + rng.standard_normal(BLOCK) * noise_gain
-            frame = AudioFrame(_pcm(mic), RATE)
+            frame = frame_from_float(mic, RATE)
             now += BLOCK / RATE
             if cancelling is not None:
-                cancelling.played(AudioFrame(_pcm(played), RATE))
+                cancelling.played(frame_from_float(played, RATE))
                 began = time.process_time()
                 cleaned = cancelling.cleaned(frame)
                 result.canceller_cpu_s += time.process_time() - began
@@ -336,8 +324,8 @@ async def run_scenario(scenario: Scenario, voices: Voices, vad: Any, stt: Any, s
                 cleaned = frame
             result.simulated_s += BLOCK / RATE
             if played.any() and not (person_start - 0.1 <= now <= person_end + 0.1) and len(cleaned.pcm) == len(frame.pcm):
-                result.mic_db.append(_db(_float(frame)))
-                result.cleaned_db.append(_db(_float(cleaned)))
+                result.mic_db.append(dbfs(frame))
+                result.cleaned_db.append(dbfs(cleaned))
             person_window = person_onset <= now <= person_end + PERSON_TAIL_S
             actions = []
             learning = cancelling is not None and cancelling.learning
@@ -387,7 +375,7 @@ async def run_scenario(scenario: Scenario, voices: Voices, vad: Any, stt: Any, s
         if paused_at is not None and person is not None:
             result.onset_to_pause_ms.append((paused_at - person_onset) * 1000)
         reply.settled = True
-    progress(f"canceller {name}, echo {scenario.echo_db:+.0f} dB: {result.summary()['self_interruptions']} self-interruptions "
+    progress(f"canceller {result.canceller}, echo {scenario.echo_db:+.0f} dB: {result.summary()['self_interruptions']} self-interruptions "
              f"in {result.agent_speech_s / 60:.1f} min, caught {result.caught}/{result.barge_ins}")
     return result
 

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from convers.audio import StreamResampler
+from convers.audio import StreamResampler, float32_to_pcm16, pcm16_to_float32
 from convers.bench.echo import Room, RoomEcho
 from convers.bench.latency_script import (
     FRAME_S,
@@ -195,14 +195,13 @@ async def _microphone(socket: Any, client: BrowserLikeClient, room: RoomEcho | N
             end = max(0, round(((index + 1) * FRAME_S - SPEAKER_LATENCY_S) * client.out_rate) * 2)
             played = bytes(client.tape[client.tape_read : end]).ljust(max(0, end - client.tape_read), b"\x00")
             client.tape_read = max(client.tape_read, end)
-            source = np.frombuffer(to_mic_rate.push(AudioFrame(played, client.out_rate)).pcm, dtype="<i2") / 32768
+            source = pcm16_to_float32(to_mic_rate.push(AudioFrame(played, client.out_rate)).pcm)
             source = np.pad(source, (0, max(0, frame_samples - len(source))))[:frame_samples]
-            mixed = np.frombuffer(pcm, dtype="<i2") / 32768 + room.push(source)
-            pcm = (np.clip(mixed, -1, 1) * 32767).astype("<i2").tobytes()
+            pcm = float32_to_pcm16(pcm16_to_float32(pcm) + room.push(source))
             if reference:
                 both = np.empty(2 * frame_samples, dtype="<i2")
                 both[0::2] = np.frombuffer(pcm, dtype="<i2")
-                both[1::2] = (np.clip(source, -1, 1) * 32767).astype("<i2")
+                both[1::2] = np.frombuffer(float32_to_pcm16(source), dtype="<i2")
                 pcm = both.tobytes()
         await socket.send(pcm)
         client.frames_sent = index + 1
