@@ -136,12 +136,8 @@ def test_playback_never_mixes_two_turns_in_one_block() -> None:
 # ------------------------------------------------------------------ the transport with a fake card
 
 
-async def test_transport_resamples_the_mic_and_reports_playback(monkeypatch: pytest.MonkeyPatch) -> None:
-    card = fake_sounddevice(rate=48000)
-    monkeypatch.setitem(sys.modules, "sounddevice", card)
-    printed: list[str] = []
-    transport = LocalAudioTransport(stdout=types.SimpleNamespace(write=printed.append, flush=lambda: None))
-    assert transport.output_format.sample_rate == 48000
+async def listening(transport: LocalAudioTransport) -> tuple[asyncio.Task[None], list[Any]]:
+    """Starts reading the transport's inbound events (which opens its streams); they land in the list."""
     events: list[Any] = []
 
     async def collect() -> None:
@@ -150,6 +146,16 @@ async def test_transport_resamples_the_mic_and_reports_playback(monkeypatch: pyt
 
     task = asyncio.create_task(collect())
     await asyncio.sleep(0)
+    return task, events
+
+
+async def test_transport_resamples_the_mic_and_reports_playback(monkeypatch: pytest.MonkeyPatch) -> None:
+    card = fake_sounddevice(rate=48000)
+    monkeypatch.setitem(sys.modules, "sounddevice", card)
+    printed: list[str] = []
+    transport = LocalAudioTransport(stdout=types.SimpleNamespace(write=printed.append, flush=lambda: None))
+    assert transport.output_format.sample_rate == 48000
+    task, events = await listening(transport)
     microphone, speaker = card.streams  # type: ignore[attr-defined]
     assert microphone.started and speaker.started
     assert microphone.kwargs["samplerate"] == 48000 and microphone.kwargs["dtype"] == "int16"
@@ -185,14 +191,7 @@ async def test_transport_cancels_the_echo_of_what_its_speaker_played(monkeypatch
     transport = LocalAudioTransport(stdout=types.SimpleNamespace(write=lambda _: None, flush=lambda: None),
                                     echo=EchoCancelling(canceller, learning_s=0.05))
     assert transport.echo_learning
-    events: list[Any] = []
-
-    async def collect() -> None:
-        async for event in transport.inbound():
-            events.append(event)
-
-    task = asyncio.create_task(collect())
-    await asyncio.sleep(0)
+    task, events = await listening(transport)
     microphone, speaker = card.streams  # type: ignore[attr-defined]
     await transport.send_audio(1, 0, AudioFrame(pcm(1600, 3000), 16000))  # 100 ms of agent voice
     out = bytearray(960 * 2)
