@@ -188,7 +188,7 @@ class WebSocketTransport:
             if self.input_sample_rate is None:
                 self.overlays = parsed.overlays  # a later hello only changes the rate: the session is built
             self.input_sample_rate = parsed.sample_rate
-            aec = self._set_echo(parsed.aec)
+            aec = self._set_echo(parsed.aec, parsed.echo_reference)
             # Two channels come whatever the answer: the page sends them once it asked.
             self._reference_channel = parsed.echo_reference
             self._enqueue_event(ready_event(self.output_format.sample_rate, aec))
@@ -202,8 +202,9 @@ class WebSocketTransport:
             if self._errors.held_back and self._error_summary is None:
                 self._error_summary = loop.call_later(self._errors.wait_s(), self._send_error_summary)
 
-    def _set_echo(self, client_cancels: bool) -> str | None:
-        """Echo cancellation here for a client that does none; what `ready` tells it (None: nothing)."""
+    def _set_echo(self, client_cancels: bool, sends_reference: bool) -> str | None:
+        """Echo cancellation here for a client that does none; what `ready` tells it (None: nothing).
+        The sent audio is kept and played out by the reports only for a client that sends no reference."""
         if client_cancels:
             self.echo = self._played_audio = None
             return None
@@ -215,6 +216,9 @@ class WebSocketTransport:
             except Exception as error:  # noqa: BLE001 - optional: the conversation goes on without it
                 log.warning("echo cancellation for a browser client could not start: %s", error)
                 return "unavailable"
+        if sends_reference:
+            self._played_audio = None
+        elif self._played_audio is None:
             self._played_audio = PlayedAudio(self.echo.rate)
         return "server"
 
