@@ -71,6 +71,25 @@ def test_webrtc_canceller_removes_the_echo_of_what_was_played() -> None:
     assert level_db(bytes(heard)) - level_db(bytes(cleaned)) > 20
 
 
+def test_webrtc_canceller_tells_a_person_over_the_agent_from_its_echo() -> None:
+    played = speech_like(8.0)
+    person = np.zeros_like(played)
+    start, end = round(5.0 * RATE), round(6.5 * RATE)
+    person[start:end] = speech_like(1.5, seed=9)[: end - start] * 1.3
+    room = RoomEcho(Room(delay_ms=60, rt60_s=0.3, echo_db=0).impulse(np.random.default_rng(3)), 1.0)
+    echo = EchoCancelling(WebRtcEchoCanceller())
+    talk: list[tuple[float, bool]] = []
+    for at in range(0, len(played) - 320, 320):
+        block = played[at : at + 320]
+        echo.played(AudioFrame(pcm(block), RATE))
+        echo.cleaned(AudioFrame(pcm(room.push(block) + person[at : at + 320]), RATE))
+        talk.append(((at + 320) / RATE, echo.double_talk))
+    assert not any(said for t, said in talk if 3.0 <= t < 5.0)  # the agent alone, once learnt
+    assert any(said for t, said in talk if 5.0 <= t < 5.2)  # the person, within 200 ms
+    # Heard through its syllables (half of this voice is the gaps between them).
+    assert sum(said for t, said in talk if 5.0 <= t < 6.5) > 0.2 * 1.5 / 0.02
+
+
 def test_webrtc_canceller_refuses_a_block_of_the_wrong_size() -> None:
     with pytest.raises(ValueError, match="160 samples"):
         WebRtcEchoCanceller().capture(b"\x00\x00" * 100)

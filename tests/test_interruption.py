@@ -85,6 +85,11 @@ def ended(at: float) -> Step:
     return lambda arbiter, t: arbiter.heard(event, t.reply)
 
 
+def double_talk(at: float, probability: float = 0.3, learning: bool = False) -> Step:
+    """The echo canceller says someone speaks over the agent; the VAD's latest score is `probability`."""
+    return lambda arbiter, t: arbiter.double_talk(probability, at, t.reply, learning)
+
+
 def voice(seconds: float) -> Step:
     return lambda arbiter, t: arbiter.voice(seconds, t.reply)
 
@@ -239,6 +244,37 @@ TABLES: dict[str, list[tuple[Step, list[Action]]]] = {
         (reply_is(settled=True), []),
         (played(2000.0), []),
     ],
+    "the canceller's double-talk cue pauses before the VAD's onset, which then confirms it": [
+        (double_talk(-0.06), [Pause(1)]),
+        (double_talk(-0.03), []),
+        (onset(0.0), []),  # already paused
+        (tick(0.5), []),  # confirmed: no early resume
+        (voice(0.25), [CUT]),
+    ],
+    "a double-talk cue no onset confirms resumes once the cue has stopped for the hold time": [
+        (double_talk(0.0), [Pause(1)]),
+        (double_talk(0.2), []),  # the cue goes on: the hold starts again
+        (tick(0.4), []),
+        (tick(0.51), [Resume(1, "noise")]),
+        (tick(5.0), []),
+    ],
+    "a double-talk cue with the VAD under its minimum pauses nothing": [
+        (double_talk(0.0, probability=0.1), []),
+        (tick(1.0), []),
+    ],
+    "a double-talk cue while the canceller is learning the room pauses nothing": [
+        (double_talk(0.0, learning=True), []),
+    ],
+    "a double-talk cue over an agent that is not speaking does nothing": [
+        (reply_is(generating=False, played_ms=2000.0), []),
+        (double_talk(0.0), []),
+    ],
+    "an onset that drops after a double-talk pause resumes as noise": [
+        (double_talk(0.0), [Pause(1)]),
+        (onset(0.03), []),
+        (dropped(0.1), [Resume(1, "noise")]),
+        (tick(5.0), []),
+    ],
 }
 
 
@@ -249,6 +285,11 @@ def test_barge_in_paths(name: str) -> None:
 
 def test_turned_off_it_never_pauses_or_cuts() -> None:
     play([(onset(0.0), []), (voice(1.0), []), (dropped(1.1), [])], BargeInPolicy(enabled=False))
+
+
+def test_double_talk_pauses_nothing_when_switched_off() -> None:
+    play([(double_talk(0.0), []), (onset(0.05), [Pause(1)])],
+         BargeInPolicy(pause_on_double_talk=False, min_barge_in_speech_s=0.25))
 
 
 def test_without_pause_on_onset_speech_still_cuts() -> None:

@@ -291,6 +291,7 @@ async def test_while_the_echo_canceller_learns_short_speech_over_the_agent_is_ta
 ) -> None:
     rig = rig_of([], ["Thank you."], min_barge_in_speech_s=0.25, min_barge_in_speech_while_echo_learning_s=1.0)
     rig.transport.echo_learning = True  # type: ignore[attr-defined]  # an EchoCancellingTransport still learning
+    rig.transport.echo_double_talk = False  # type: ignore[attr-defined]
     await agent_is_speaking(rig)
     await rig.played(1, 500)
     await rig.feed(True, 0.5)  # twice the barge-in minimum, but under the learning one
@@ -305,11 +306,63 @@ async def test_while_the_echo_canceller_learns_short_speech_over_the_agent_is_ta
     assert ("pause", 1) in rig.transport.log
 
 
+class FaintVad(LoudnessVad):
+    """Scores a loud frame `faint`: a voice the canceller's suppressor has thinned, under the onset threshold."""
+
+    faint = 0.3
+
+    def speech_probability(self, pcm: bytes) -> float:
+        return self.faint if super().speech_probability(pcm) else 0.0
+
+
+async def test_the_cancellers_double_talk_cue_pauses_the_agent_before_the_vads_onset(
+    rig_of: Callable[..., Rig],
+) -> None:
+    vad = FaintVad()
+    rig = rig_of([], [], vad=vad, min_barge_in_speech_s=0.25)
+    rig.transport.echo_learning = False  # type: ignore[attr-defined]  # a canceller that has learnt the room
+    rig.transport.echo_double_talk = True  # type: ignore[attr-defined]
+    await agent_is_speaking(rig)
+    await rig.played(1, 500)
+    await rig.feed(True, 0.04)  # VAD 0.3: no onset yet, but the canceller removed little
+    assert ("pause", 1) in rig.transport.log and ("resume", 1) not in rig.transport.log
+    # The cue stops and the VAD never confirms a voice: playback goes on where it paused.
+    rig.transport.echo_double_talk = False  # type: ignore[attr-defined]
+    await rig.feed(False, 0.4)
+    assert ("resume", 1) in rig.transport.log and ("flush", 1) not in rig.transport.log
+
+
+async def test_a_double_talk_pause_confirmed_by_the_vad_becomes_a_barge_in(rig_of: Callable[..., Rig]) -> None:
+    vad = FaintVad()
+    rig = rig_of([], ["wait a moment"], vad=vad, min_barge_in_speech_s=0.25)
+    rig.transport.echo_learning = False  # type: ignore[attr-defined]
+    rig.transport.echo_double_talk = True  # type: ignore[attr-defined]
+    await agent_is_speaking(rig)
+    await rig.played(1, 500)
+    await rig.feed(True, 0.04)
+    vad.faint = 1.0  # the VAD hears the person now
+    await rig.feed(True, 0.4)
+    assert ("flush", 1) in rig.transport.log and ("resume", 1) not in rig.transport.log
+
+
+async def test_a_double_talk_cue_with_a_silent_vad_pauses_nothing(rig_of: Callable[..., Rig]) -> None:
+    vad = FaintVad()
+    vad.faint = 0.05
+    rig = rig_of([], [], vad=vad, min_barge_in_speech_s=0.25)
+    rig.transport.echo_learning = False  # type: ignore[attr-defined]
+    rig.transport.echo_double_talk = True  # type: ignore[attr-defined]
+    await agent_is_speaking(rig)
+    await rig.played(1, 500)
+    await rig.feed(True, 0.3)
+    assert ("pause", 1) not in rig.transport.log
+
+
 async def test_while_the_echo_canceller_learns_a_person_who_goes_on_still_cuts_the_reply(
     rig_of: Callable[..., Rig],
 ) -> None:
     rig = rig_of([], ["wait I want to ask something else"], min_barge_in_speech_while_echo_learning_s=1.0)
     rig.transport.echo_learning = True  # type: ignore[attr-defined]
+    rig.transport.echo_double_talk = False  # type: ignore[attr-defined]
     await agent_is_speaking(rig)
     await rig.played(1, 500)
     await rig.feed(True, 0.9)

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 from convers.audio import Rechunker, StreamResampler, dbfs
 from convers.contracts.audio import AudioFrame
 from convers.contracts.echo import EchoCanceller
+from convers.double_talk import DoubleTalk
 
 if TYPE_CHECKING:
     from convers.config import Settings
@@ -52,11 +53,17 @@ class EchoCancelling:
         self._mic_resampler: StreamResampler | None = None
         self._render_blocks = Rechunker(canceller.frame_samples, self.rate)
         self._capture_blocks = Rechunker(canceller.frame_samples, self.rate)
+        self._double_talk = DoubleTalk(canceller.frame_samples / self.rate)
 
     @property
     def learning(self) -> bool:
         """The canceller has not yet heard enough of the agent to have learnt the room."""
         return not self.failed and self.heard_s < self.learning_s
+
+    @property
+    def double_talk(self) -> bool:
+        """Someone speaks over the agent: the canceller removed little of the last microphone block (`convers.double_talk`)."""
+        return not self.failed and self._double_talk.now
 
     def played(self, frame: AudioFrame) -> None:
         """What the speaker played just now (silence included); safe to call from an audio thread."""
@@ -76,9 +83,14 @@ class EchoCancelling:
                 self._played_resampler = _resampler_for(self._played_resampler, piece.sample_rate, self.rate)
                 for block in self._render_blocks.push(self._played_resampler.push(piece)):
                     self.canceller.render(block.pcm)
+                    self._double_talk.played(block.pcm)
                     if self.heard_s < self.learning_s and dbfs(block) > _AUDIBLE_DBFS:
                         self.heard_s += block.duration_s
-            return AudioFrame(b"".join(self.canceller.capture(b.pcm) for b in self._capture_blocks.push(mic)), self.rate)
+            cleaned = []
+            for block in self._capture_blocks.push(mic):
+                cleaned.append(self.canceller.capture(block.pcm))
+                self._double_talk.heard(block.pcm, cleaned[-1])
+            return AudioFrame(b"".join(cleaned), self.rate)
         except Exception as error:  # noqa: BLE001 - a failed canceller must not take the microphone with it
             self.failed = True
             log.warning("echo cancellation failed and is off for this session: %s", error)

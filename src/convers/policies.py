@@ -72,6 +72,15 @@ class BargeInPolicy:
     # through in a room with a 0.5 s reverberation tail; at 1.2 s, 4 sessions in 10 minutes of
     # agent speech still cut themselves (`convers bench echo`, a new room every 4 replies).
     min_barge_in_speech_while_echo_learning_s: float = 2.5
+    # Once the canceller has learnt the room, playback also pauses as soon as it says someone speaks
+    # over the agent (it removed little of the microphone, `convers.double_talk`) and the VAD gives
+    # that frame at least `double_talk_min_probability`: the canceller's suppressor thins a person's
+    # first syllables, so the VAD alone reaches its start threshold late (echo 0 dB: onset to pause
+    # p50 251 -> see docs/benchmarks.md "Speakerphone"). Such a pause that the VAD does not confirm
+    # as speech onset within `double_talk_hold_s` of the last such frame resumes.
+    pause_on_double_talk: bool = True
+    double_talk_min_probability: float = 0.2
+    double_talk_hold_s: float = 0.3
     # Utterances that say "I'm listening" rather than "stop": a transcript of only these (lower case,
     # without punctuation) never costs the agent its reply.
     backchannels: tuple[str, ...] = BACKCHANNELS

@@ -338,6 +338,8 @@ async def run_scenario(scenario: Scenario, voices: Voices, vad: Any, stt: Any, s
                     if not person_window and verdict == "words":
                         result.self_heard.append(transcript.text)
                     actions += decided
+            if cancelling is not None and cancelling.double_talk:
+                actions += arbiter.double_talk(listener.last_probability, now, reply, learning)
             actions += arbiter.voice(listener.voice_s, reply, learning)
             actions += arbiter.tick(now, reply)
             for action in actions:

@@ -74,3 +74,8 @@ class EchoCancellingTransport(Protocol):
     def echo_learning(self) -> bool:
         """The canceller is still learning the room: some of the agent's voice may get through."""
         ...
+
+    @property
+    def echo_double_talk(self) -> bool:
+        """The canceller removed little of the latest microphone audio while the agent spoke: someone talks over it."""
+        ...

@@ -199,6 +199,11 @@ class LocalAudioTransport:
         """The echo canceller has not yet learnt the room (the barge-in arbiter waits a little longer)."""
         return self.echo is not None and self.echo.learning
 
+    @property
+    def echo_double_talk(self) -> bool:
+        """Someone speaks over the agent, by what the canceller could not remove (the arbiter pauses sooner)."""
+        return self.echo is not None and self.echo.double_talk
+
     @classmethod
     def availability(cls, settings: Settings) -> Availability:
         try:

@@ -12,6 +12,9 @@ Paths (BargeInPolicy in policies.py holds every knob):
   through then sounds like a person for a moment, a person does not stop after a moment; such
   speech that ends before the cut is taken for echo, whatever its transcript says (Whisper writes
   "Thank you." or the agent's own words for it);
+- once the canceller has learnt the room, it may say someone speaks over the agent before the VAD
+  does (`double_talk`, see convers.double_talk): -> `Pause` at once; if no onset follows within
+  `double_talk_hold_s` of the last such frame -> `Resume` ("noise");
 - the onset drops (a cough) -> `Resume` ("noise");
 - a short turn ends: the pause holds until its transcript says: words -> `StartReply` (which
   replaces the reply); nothing or only a backchannel -> `Resume` ("no_words") and, if a cut left
@@ -140,6 +143,9 @@ class BargeInArbiter:
         self._onset_while_learning = False
         # Ended turns of that kind not yet transcribed: their transcripts are echo, not words.
         self._echo_turns = 0
+        # A pause on the canceller's double-talk cue that no speech onset has confirmed yet resumes
+        # at this time, unless the cue goes on.
+        self._unconfirmed_until: float | None = None
 
     @property
     def judging(self) -> bool:
@@ -155,6 +161,7 @@ class BargeInArbiter:
         """One TurnTaker event, with the reply as it is now and whether the echo canceller is learning."""
         if isinstance(event, SpeechOnset):
             self._user_active = True
+            self._unconfirmed_until = None
             if not (self.policy.enabled and _speaking(reply)):
                 return []
             assert reply is not None
@@ -179,6 +186,24 @@ class BargeInArbiter:
             self._transcribing += 1
         return []
 
+    def double_talk(self, probability: float, at: float, reply: ReplyView | None, echo_learning: bool = False) -> list[Action]:
+        """The echo canceller says someone speaks over the agent now; `probability` is the VAD's latest score."""
+        policy = self.policy
+        if (not (policy.enabled and policy.pause_on_onset and policy.pause_on_double_talk) or echo_learning
+                or probability < policy.double_talk_min_probability or not _speaking(reply)):
+            return []
+        assert reply is not None
+        if self._paused_turn == reply.turn:
+            if self._unconfirmed_until is not None:
+                self._unconfirmed_until = at + policy.double_talk_hold_s
+            return []
+        if self._onset_at is not None:
+            return []  # the VAD heard this voice already and chose not to pause
+        self._paused_turn = reply.turn
+        self._paused_at = at
+        self._unconfirmed_until = at + policy.double_talk_hold_s
+        return [Pause(reply.turn)]
+
     def voice(self, voice_s: float, reply: ReplyView | None, echo_learning: bool = False) -> list[Action]:
         """How long the voice has lasted after a frame's events: past the minimum, the reply is cut."""
         if self._onset_at is None or reply is None or reply.settled:
@@ -192,6 +217,7 @@ class BargeInArbiter:
         self._unheard = reply.unheard_text() or None
         if self._paused_turn == reply.turn:
             self._paused_turn = None
+            self._unconfirmed_until = None
         return [Cut(reply.turn, onset_at=onset_at)]
 
     def transcribed(self, verdict: Verdict, text: str, reply: ReplyView | None) -> list[Action]:
@@ -205,6 +231,7 @@ class BargeInArbiter:
         if verdict == "words":
             self._unheard = None
             self._paused_turn = None  # the new turn replaces the paused one
+            self._unconfirmed_until = None
             return [StartReply(text)]
         actions = self._resume(reply, "no_words")
         # Restart rather than resume: by now the cut turn's audio is flushed on the client, so the
@@ -226,7 +253,13 @@ class BargeInArbiter:
             return []
         if reply is None or reply.turn != self._paused_turn:
             self._paused_turn = None  # cut or replaced already
+            self._unconfirmed_until = None
             return []
+        if self._unconfirmed_until is not None:
+            if now + _EPSILON_S < self._unconfirmed_until or self._onset_at is not None:
+                return []
+            self._unconfirmed_until = None
+            return self._resume(reply, "noise")
         if now - self._paused_at + _EPSILON_S < self.policy.false_interruption_timeout_s:
             return []
         if self._user_active or self._transcribing:
@@ -237,4 +270,5 @@ class BargeInArbiter:
         if reply is None or self._paused_turn != reply.turn or reply.settled:
             return []
         self._paused_turn = None
+        self._unconfirmed_until = None
         return [Resume(reply.turn, reason)]

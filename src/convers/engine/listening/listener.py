@@ -21,6 +21,8 @@ class Listener:
         self.turns = TurnTaker(timing, sample_rate=vad.sample_rate)
         self._rechunker = Rechunker(vad.frame_samples, vad.sample_rate)
         self._resampler: StreamResampler | None = None
+        # The VAD's score of the latest whole frame (0 before the first).
+        self.last_probability = 0.0
 
     @property
     def voice_s(self) -> float:
@@ -39,7 +41,7 @@ class Listener:
         for index, chunk in enumerate(chunks):
             later_samples = (len(chunks) - 1 - index) * step + self._rechunker.pending_samples
             at = now - later_samples / rate
-            probability = self.vad.speech_probability(chunk.pcm)
+            probability = self.last_probability = self.vad.speech_probability(chunk.pcm)
             events.extend(self.turns.feed(probability, at, chunk))
         # The part of a VAD frame that has arrived already tells, by loudness, whether the voice
         # goes on (the barge-in minimum) or the turn is over (the end-of-turn silence).

@@ -77,10 +77,14 @@ class VoiceTurns:
         session = self.session
         now = session.events.now()
         transport = session.transport
-        self._echo_learning = isinstance(transport, EchoCancellingTransport) and transport.echo_learning
+        cancelling = transport if isinstance(transport, EchoCancellingTransport) else None
+        self._echo_learning = cancelling is not None and cancelling.echo_learning
         turn_events, finished = self.hearing.feed(frame, now, hold=self.arbiter.judging)
         for event in turn_events:
             await self._on_turn_event(event, finished if isinstance(event, UserTurnEnded) else None)
+        if cancelling is not None and cancelling.echo_double_talk:
+            probability = self.hearing.listener.last_probability
+            await self.apply(self.arbiter.double_talk(probability, now, session.current, self._echo_learning))
         await self.apply(self.arbiter.voice(self.hearing.voice_s, session.current, self._echo_learning))
         # The timeout runs on the session's clock, judged at each frame: no timer task, no real sleep.
         await self.apply(self.arbiter.tick(now, session.current))

@@ -85,6 +85,11 @@ class WebSocketTransport:
         return self.echo is not None and self.echo.learning
 
     @property
+    def echo_double_talk(self) -> bool:
+        """Someone speaks over the agent in this client's room, by what the server's canceller could not remove."""
+        return self.echo is not None and self.echo.double_talk
+
+    @property
     def closed(self) -> bool:
         return self._closed
 
