@@ -16,7 +16,7 @@ for arg in "$@"; do
   esac
 done
 
-packages=(espeak-ng libespeak-ng1 libportaudio2 sox)
+packages=(espeak-ng libespeak-ng1 libportaudio2 libspeexdsp1 sox)
 if [ "$dev" = 1 ]; then packages+=(chromium); fi
 if ! python3 -c 'import ensurepip' 2>/dev/null; then packages+=(python3-venv); fi
 

@@ -53,7 +53,7 @@ class EchoCancelling:
         self._mic_resampler: StreamResampler | None = None
         self._render_blocks = Rechunker(canceller.frame_samples, self.rate)
         self._capture_blocks = Rechunker(canceller.frame_samples, self.rate)
-        self._double_talk = DoubleTalk(canceller.frame_samples / self.rate)
+        self._double_talk = DoubleTalk.for_blocks(self.rate, canceller.frame_samples)
 
     @property
     def learning(self) -> bool:
