@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
+import pytest
 
 from convers.double_talk import DoubleTalk
 from convers.linear_echo import LinearEchoFilter
@@ -90,3 +93,31 @@ def test_without_the_linear_witness_there_is_no_cue() -> None:
         detector.played(pcm(noise(0.1, index)))
         detector.heard(pcm(noise(0.1, index + 1)), pcm(noise(0.1, index + 2)))
         assert not detector.now
+
+
+def test_a_machine_without_libspeexdsp_gets_no_cue_and_is_told_why(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    def missing(*_: object) -> LinearEchoFilter:
+        raise ImportError("the double-talk witness needs libspeexdsp")
+
+    monkeypatch.setattr("convers.double_talk.LinearEchoFilter", missing)
+    with caplog.at_level(logging.INFO, logger="convers.double_talk"):
+        detector = DoubleTalk.for_blocks(RATE, BLOCK)
+    assert detector.witness is None
+    assert "libspeexdsp" in caplog.text
+
+
+def test_the_linear_filter_removes_an_echo_it_has_learnt() -> None:
+    witness = LinearEchoFilter(RATE, BLOCK)
+    previous = np.zeros(BLOCK)
+    heard, left = [], []
+    for index in range(300):
+        out = noise(0.1, index)
+        echo = 0.5 * np.concatenate([previous[-48:], out[:-48]])
+        previous = out
+        residual = witness.residual(pcm(echo), pcm(out))
+        if index >= 200:
+            heard.append(np.mean(echo**2))
+            left.append(np.mean((np.frombuffer(residual, dtype="<i2") / 32768) ** 2))
+    assert 10 * np.log10(sum(heard) / sum(left)) > 15

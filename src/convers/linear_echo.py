@@ -26,10 +26,12 @@ _SET_SAMPLING_RATE = 24  # SPEEX_ECHO_SET_SAMPLING_RATE in speex/speex_echo.h
 
 def load_speexdsp() -> Any:
     """The libspeexdsp library, or ImportError with how to install it."""
-    names = [ctypes.util.find_library("speexdsp"), "libspeexdsp.so.1", "libspeexdsp.dylib"]
-    for name in names:
-        if not name:
-            continue
+    # The usual names first: find_library runs ldconfig or a compiler, tens of milliseconds.
+    for name in ("libspeexdsp.so.1", "libspeexdsp.1.dylib", "libspeexdsp.dylib", "find"):
+        if name == "find":
+            name = ctypes.util.find_library("speexdsp") or ""
+            if not name:
+                break
         try:
             lib = ctypes.CDLL(name)
         except OSError:

@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING, Any
 
 from convers.config import ProviderOptions, provider_options
 from convers.contracts.provider import Availability
+from convers.linear_echo import INSTALL_HINT as SPEEX_HINT
+from convers.linear_echo import load_speexdsp
 
 if TYPE_CHECKING:
     from convers.config import Settings
@@ -67,7 +69,12 @@ class WebRtcEchoCanceller:
     def availability(cls, settings: Settings) -> Availability:
         if importlib.util.find_spec("livekit") is None or importlib.util.find_spec("livekit.rtc") is None:
             return Availability(False, INSTALL_HINT)
-        return Availability(True, "WebRTC AEC3 from the livekit wheel")
+        try:
+            load_speexdsp()
+            cue = "the double-talk cue with libspeexdsp"
+        except ImportError:
+            cue = "no double-talk cue (the VAD alone pauses the agent): " + SPEEX_HINT
+        return Availability(True, f"WebRTC AEC3 from the livekit wheel; {cue}")
 
     def _frame(self, pcm: bytes) -> Any:
         if len(pcm) != 2 * FRAME_SAMPLES:
