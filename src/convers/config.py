@@ -210,6 +210,12 @@ class MemorySettings(Section):
     digest_min_words: int = Field(default=15, ge=1)
     # Session journal and relationship memo, updated after each session.
     reflection: bool = False
+    # The language model writes 1-3 short notes about the user from each user turn of six words or
+    # more ("Sam enjoys the outdoors"), when it is idle, as extra search keys of that turn
+    # (memory/observations.py). Off: with the packaged 135M model they did not help recall on
+    # `convers bench memory` (docs/memory.md); turn it on with a capable model. Never with a model
+    # whose provider says it cannot write notes (the packaged one).
+    observation_keys: bool = False
     options: dict[str, Any] = Field(default_factory=dict)
 
 
