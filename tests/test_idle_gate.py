@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
-from convers.engine.session import Session, SessionOptions, SessionParts
 from convers.engine.reply.prompt import PromptBuilder
+from convers.engine.session import Session, SessionOptions, SessionParts
 from convers.events import EventLog
 from convers.idle_gate import IdleGate
 from tests.doubles import FakeClock, RecordingTransport, ScriptedLlm

@@ -135,6 +135,11 @@ class VectorUpkeep(MemoryStore, Protocol):
         ...
 
 
+# The kinds of search key a store may derive from a turn (what the memory viewer lists and forgets):
+# names and places, everyday topics, and notes the language model wrote about the speaker.
+KEY_KINDS = ("entity", "topic", "observation")
+
+
 @runtime_checkable
 class ObservationKeys(Protocol):
     """What a MemoryStore may also offer to keep observations the language model wrote about a speaker

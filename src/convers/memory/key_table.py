@@ -13,9 +13,10 @@ import sqlite3
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from convers.contracts.memory import KEY_KINDS
 from convers.memory.derived_keys import DerivedKey
 
-KINDS = ("entity", "topic", "observation")
+KINDS = KEY_KINDS
 # One SQL statement takes at most this many bound keys (SQLite's limit is far higher; questions are short).
 MAX_KEYS = 200
 
