@@ -11,6 +11,7 @@ no one speaks (idle_gate.py).
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 import uuid
@@ -365,9 +366,10 @@ class CompanionMemory:
             try:
                 turns = await asyncio.to_thread(self.store.list, 400, 0, session=session, newest_first=False)
                 name = await self.user_name()
-                await asyncio.wait_for(
-                    self.reflection.after_session(session, turns, name), self.options.close_timeout_s
-                )
+                # Through the idle gate: other sessions on the same model may be talking. Rerunning
+                # after a cancel rewrites the same journal file, so a cancel costs only time.
+                reflect = functools.partial(self.reflection.after_session, session, turns, name)
+                await asyncio.wait_for(self._when_idle(reflect), self.options.close_timeout_s)
             except Exception as error:  # noqa: BLE001 - reflection is optional
                 log.warning("session reflection skipped: %r", error)
 
