@@ -28,7 +28,7 @@ import random
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -179,15 +179,15 @@ def default_rankings() -> list[Ranking]:
 
 
 def observation_rankings() -> list[Ranking]:
-    """With `--observations`: the defaults without the observation keys' lift, and its grid (the stores
-    hold the keys, so "all (the defaults)" is with them)."""
-    rankings = [Ranking("all, no observation keys", observation_weight=0.0)]
+    """With `--observations`: the defaults with the observation keys' lift, and a grid around it. The other
+    rows are run without it (weight 0), so they read as in a run without `--observations`."""
+    rankings = [Ranking("all + observation keys")]
     for weight in (0.05, 0.1, 0.25):
-        rankings.append(Ranking(f"all, observation weight {weight}", observation_weight=weight))
+        rankings.append(Ranking(f"all + observation keys, weight {weight}", observation_weight=weight))
     for cosine in (0.4, 0.6):
-        rankings.append(Ranking(f"all, observation cosine {cosine}", observation_cosine=cosine))
+        rankings.append(Ranking(f"all + observation keys, cosine {cosine}", observation_cosine=cosine))
     for top in (3, 30):
-        rankings.append(Ranking(f"all, observation top {top}", observation_top=top))
+        rankings.append(Ranking(f"all + observation keys, top {top}", observation_top=top))
     return rankings
 
 
@@ -512,7 +512,7 @@ def run_benchmark(settings: Settings, config: BenchConfig, progress: Callable[[s
         notes: dict[str, list[str]] | None = None
         if config.observations:
             notes, result["observations"] = _observations(settings, corpus, prepared, config, progress)
-            rankings = [*rankings, *observation_rankings()]
+            rankings = [*(replace(r, observation_weight=0.0) for r in rankings), *observation_rankings()]
         tune, held_out = prepared[: config.tune_conversations], prepared[config.tune_conversations:]
         progress(f"comparing {len(rankings)} rankings...")
         table = []
@@ -524,7 +524,8 @@ def run_benchmark(settings: Settings, config: BenchConfig, progress: Callable[[s
         result["rankings"] = table
         result["chosen"] = best["ranking"]["name"]
         # The conversation's k and floor are set for the ranking it uses: the store's defaults.
-        defaults = Ranking("all (the defaults)")
+        # (Without the observation keys' lift: they are off by default, `memory.observation_keys`.)
+        defaults = Ranking("all (the defaults)", observation_weight=0.0)
         result["recall_settings"] = {"ranking": defaults.name, "k": 10, **_floor_profile(held_out, defaults, 10),
                                      "recall_at_k": _evaluate(held_out, defaults)["all"]["recall_at_k"]}
         for p in prepared:
@@ -538,7 +539,9 @@ def run_benchmark(settings: Settings, config: BenchConfig, progress: Callable[[s
             result["latency_note"] = ("stores filled with the corpus turns repeated (real words for the word index, "
                                       f"their real vectors plus noise of length {LATENCY_NOISE}, so topic keys are "
                                       "as common as in real turns); every query embedded with the real embedder; "
-                                      f"1/5/15-minute load average before: {load}")
+                                      f"1/5/15-minute load average before: {load}"
+                                      + ("; every copy of a turn holds its observation keys (--observations)"
+                                         if notes else ""))
     if config.synthetic:
         from convers.bench.memory_synthetic import BenchConfig as SyntheticConfig
         from convers.bench.memory_synthetic import run_synthetic
