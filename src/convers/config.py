@@ -212,9 +212,10 @@ class MemorySettings(Section):
     reflection: bool = False
     # The language model writes 1-3 short notes about the user from each user turn of six words or
     # more ("Sam enjoys the outdoors"), when it is idle, as extra search keys of that turn
-    # (memory/observations.py). Off: with the packaged 135M model they did not help recall on
-    # `convers bench memory` (docs/memory.md); turn it on with a capable model. Never with a model
-    # whose provider says it cannot write notes (the packaged one).
+    # (memory/observations.py). Off: the packaged 135M model's notes cost recall on
+    # `convers bench memory --observations` (held-out recall@5 0.687 -> 0.649, docs/memory.md); try
+    # it with a capable model. A model whose provider says it cannot write notes (the packaged one)
+    # is never asked.
     observation_keys: bool = False
     options: dict[str, Any] = Field(default_factory=dict)
 
