@@ -113,3 +113,20 @@ def test_evaluation_scores_recall_per_type_on_a_small_store(tmp_path: Path) -> N
     before = vectors.embedded
     bench._prepare([conversation], rankings[:1], vectors, embedder, tmp_path / "again", lambda _: None)
     assert vectors.embedded == before
+
+
+def test_observation_answers_are_cached_so_a_rerun_asks_the_model_nothing(tmp_path: Path) -> None:
+    from convers.bench.memory_observations import model_answers
+    from tests.doubles import ScriptedLlm
+
+    turns = [t for t in build_conversation(0, 13).turns if len(t.text.split()) >= 6][:5]
+    cache = tmp_path / "cache" / "observations.json"
+    llm = ScriptedLlm([f"{turns[0].speaker} likes", " walks."])
+    first = model_answers(llm, "scripted", turns, cache, lambda _: None)
+    assert len(llm.prompts) == len({(t.speaker, t.text) for t in turns}) and cache.exists()
+    assert set(first) == {t.id for t in turns} and set(first.values()) == {f"{turns[0].speaker} likes walks."}
+    again = model_answers(ScriptedLlm([], fail="not to be asked"), "scripted", turns, cache, lambda _: None)
+    assert again == first
+    other = ScriptedLlm(["x"])
+    model_answers(other, "another model", turns[:1], cache, lambda _: None)
+    assert len(other.prompts) == 1  # another model's answers are its own

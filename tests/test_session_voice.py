@@ -16,6 +16,7 @@ from convers.contracts.stt import Transcript
 from convers.engine.reply.prompt import PromptBuilder
 from convers.engine.session import Session, SessionOptions, SessionParts
 from convers.events import EventLog
+from convers.idle_gate import IdleGate
 from convers.policies import BargeInPolicy, TurnTiming
 from tests.doubles import (
     MIC_FRAME_S,
@@ -57,6 +58,7 @@ class Rig:
         transcripts: Sequence[str],
         vad: LoudnessVad | None = None,
         stt: ScriptedStt | None = None,
+        idle: IdleGate | None = None,
         **barge_in: object,
     ) -> None:
         self.clock = FakeClock()
@@ -65,7 +67,7 @@ class Rig:
         self.stt = stt or ScriptedStt(transcripts)
         self.session = Session(
             self.transport,
-            SessionParts(llm=self.llm, tts=ToneTts(), stt=self.stt, vad=vad or LoudnessVad()),
+            SessionParts(llm=self.llm, tts=ToneTts(), stt=self.stt, vad=vad or LoudnessVad(), idle=idle),
             PromptBuilder(persona="P"),
             EventLog(None, clock=self.clock),
             options=SessionOptions(greet=False, turns=TurnTiming(), barge_in=BargeInPolicy(**barge_in)),
@@ -113,6 +115,21 @@ async def test_spoken_question_gets_a_spoken_reply(rig_of: Callable[..., Rig]) -
     assert rig.transport.audio(1)
     # Pre-roll, the utterance and the post-roll reached STT, not the whole silence.
     assert 0.8 < rig.stt.heard[0] < 0.8 + 0.3 + 0.2 + 0.05
+
+
+async def test_the_idle_gate_is_held_while_the_person_speaks_and_until_the_reply_is_played(
+        rig_of: Callable[..., Rig]) -> None:
+    gate = IdleGate(settle_s=0.0)
+    rig = rig_of(["It is sunny today."], ["what is the weather"], idle=gate)
+    await rig.feed(False, 0.2)
+    assert not gate.busy
+    await rig.feed(True, 0.5)
+    assert gate.busy  # speaking: background model work waits
+    await rig.feed(False, 0.6)
+    await rig.settle()
+    assert rig.transport.audio(1) and gate.busy  # the reply is sent but not yet heard
+    await rig.played(1, 60_000)
+    assert not gate.busy
 
 
 async def test_pause_shorter_than_end_of_turn_keeps_one_turn(rig_of: Callable[..., Rig]) -> None:

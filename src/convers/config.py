@@ -210,6 +210,13 @@ class MemorySettings(Section):
     digest_min_words: int = Field(default=15, ge=1)
     # Session journal and relationship memo, updated after each session.
     reflection: bool = False
+    # The language model writes 1-3 short notes about the user from each user turn of six words or
+    # more ("Sam enjoys the outdoors"), when it is idle, as extra search keys of that turn
+    # (memory/observations.py). Off: the packaged 135M model's notes cost recall on
+    # `convers bench memory --observations` (held-out recall@5 0.687 -> 0.649, docs/memory.md); try
+    # it with a capable model. A model whose provider says it cannot write notes (the packaged one)
+    # is never asked.
+    observation_keys: bool = False
     options: dict[str, Any] = Field(default_factory=dict)
 
 

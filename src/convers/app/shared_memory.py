@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from convers import registry
 from convers.contracts.events import NoticeMessage
 from convers.contracts.memory import MemoryStatus, MemoryStore, MemoryStoreError
+from convers.idle_gate import IdleGate
 
 if TYPE_CHECKING:
     from convers.config import Settings
@@ -53,6 +54,8 @@ class SharedMemory:
 
     The store is the `memory.provider` of settings, built through the registry on the embedder of
     `embedder.provider`; both are shared by every session (the store is thread-safe by contract).
+    `idle` is the process's IdleGate: sessions hold it (SessionParts.idle) and their memories'
+    background model work waits on it, since they all share one language model.
     """
 
     def __init__(self, settings: Settings) -> None:
@@ -62,6 +65,7 @@ class SharedMemory:
         self.status = NOT_OPENED if settings.memory.enabled else MemoryStatus("off", "memory.enabled = false")
         self._opened = False
         self._lock = threading.Lock()
+        self.idle = IdleGate()
 
     def open(self) -> MemoryStatus:
         """Opens the embedder and the store once (later calls return the state); never raises."""
@@ -104,7 +108,7 @@ class SharedMemory:
         from convers.memory.conversation import companion_memory
 
         memory = companion_memory(self.settings, self.store, self.embedder, llm, close_store=close_store,
-                                  on_status=on_status)
+                                  on_status=on_status, idle=self.idle)
         if close_store:
             self.store = None  # the session's memory owns it now
         return memory

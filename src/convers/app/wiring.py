@@ -140,7 +140,7 @@ class ServerSessions:
         await self.memory.aopen()  # at once when the server's warm-up opened it
         memory = self.memory.for_session(self.llm, on_status=notice_sender(transport))
         parts = SessionParts(llm=self.llm, tts=self.tts, stt=self.stt, vad=session_vad(self.vad, settings),
-                             memory=memory, turn_end=self.turn_end)
+                             memory=memory, turn_end=self.turn_end, idle=self.memory.idle)
         # Persona overlays the page asked for in its hello (transports without one have none).
         overlays = tuple(getattr(transport, "overlays", ()))
         session = make_session(settings, transport, parts, session_id=uuid.uuid4().hex[:12], overlays=overlays)

@@ -102,7 +102,8 @@ async def run_loopback(
     warm = await wiring.warm_up(llm_inner, stt_inner, tts_inner, vad, *memory_parts, turn_end)
     built = describe_built({"vad": vad, "stt": stt_inner, "tts": tts_inner, "llm": llm_inner, "turn_end": turn_end})
     transport = LoopbackTransport(input_rate=MIC_RATE)
-    parts = SessionParts(llm=llm_inner, tts=tts_inner, stt=stt_inner, vad=vad, memory=memory_inner, turn_end=turn_end)
+    parts = SessionParts(llm=llm_inner, tts=tts_inner, stt=stt_inner, vad=vad, memory=memory_inner, turn_end=turn_end,
+                         idle=getattr(memory_inner, "idle", None))
     session = wiring.make_session(settings, transport, parts, session_id=f"bench-{int(time.time())}", greet=False)
 
     metrics_by_turn: dict[int, Any] = {}

@@ -28,7 +28,7 @@ import random
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -52,6 +52,9 @@ from convers.memory.ranking import (
     DEFAULT_FUSION,
     ENTITY_WEIGHT,
     JUDGEMENT_TOPIC_WEIGHT,
+    OBSERVATION_COSINE,
+    OBSERVATION_TOP,
+    OBSERVATION_WEIGHT,
     PER_SESSION,
     QUESTION_PENALTY,
     SHORT_PENALTY,
@@ -101,6 +104,9 @@ class Ranking:
     similar_cosine: float = SIMILAR_COSINE
     centre_weight: float = CENTRE_WEIGHT
     judgement_topic_weight: float = JUDGEMENT_TOPIC_WEIGHT
+    observation_weight: float = OBSERVATION_WEIGHT
+    observation_cosine: float = OBSERVATION_COSINE
+    observation_top: int = OBSERVATION_TOP
 
     def weights(self) -> RankingWeights:
         return RankingWeights(
@@ -112,7 +118,8 @@ class Ranking:
             topic_weight=self.topic_weight, per_session=self.per_session,
             answer_neighbours=self.answer_neighbours, similar_cosine=self.similar_cosine,
             centre_weight=self.centre_weight,
-            judgement_topic_weight=self.judgement_topic_weight)
+            judgement_topic_weight=self.judgement_topic_weight, observation_weight=self.observation_weight,
+            observation_cosine=self.observation_cosine, observation_top=self.observation_top)
 
 
 def default_rankings() -> list[Ranking]:
@@ -171,6 +178,19 @@ def default_rankings() -> list[Ranking]:
     return rankings
 
 
+def observation_rankings() -> list[Ranking]:
+    """With `--observations`: the defaults with the observation keys' lift, and a grid around it. The other
+    rows are run without it (weight 0), so they read as in a run without `--observations`."""
+    rankings = [Ranking("all + observation keys")]
+    for weight in (0.05, 0.1, 0.25):
+        rankings.append(Ranking(f"all + observation keys, weight {weight}", observation_weight=weight))
+    for cosine in (0.4, 0.6):
+        rankings.append(Ranking(f"all + observation keys, cosine {cosine}", observation_cosine=cosine))
+    for top in (3, 30):
+        rankings.append(Ranking(f"all + observation keys, top {top}", observation_top=top))
+    return rankings
+
+
 # The latency stores repeat the corpus's turns; each copy's vector gets noise of this length, so copies
 # are not exact duplicates (cosine ~0.9 to the original).
 LATENCY_NOISE = 0.5
@@ -193,8 +213,11 @@ class BenchConfig:
     latency_queries: int = 200
     synthetic: bool = True
     synthetic_sizes: list[int] = field(default_factory=lambda: [1000, 10000])
-    # Optional folder where embeddings are kept between runs (keyed by embedder and text).
+    # Optional folder where embeddings are kept between runs (keyed by embedder and text), and the
+    # language model's observation notes (bench/memory_observations.py).
     cache_dir: Path | None = None
+    # Observation keys written by the configured language model for every turn worth one.
+    observations: bool = False
 
 
 def _percentiles(samples: Sequence[float]) -> dict[str, float]:
@@ -350,7 +373,7 @@ def _prepare(corpus: list[BenchConversation], rankings: list[Ranking], vectors: 
 
 def _latency(embedder: Embedder, new_embedder: Callable[[], Embedder], corpus: list[BenchConversation],
              vectors: _Vectors, sizes: list[int], queries: int, k: int, seed: int, folder: Path,
-             progress: Callable[[str], None]) -> list[dict[str, Any]]:
+             progress: Callable[[str], None], notes: dict[str, list[str]] | None = None) -> list[dict[str, Any]]:
     """Search latency with the query embedded each time, at each size; first query after start vs tenth.
 
     Each stored turn is a corpus turn with its real vector plus noise (LATENCY_NOISE): the topic and
@@ -378,6 +401,14 @@ def _latency(embedder: Embedder, new_embedder: Callable[[], Embedder], corpus: l
                                         source.role, source.text))
             noise = rng.standard_normal((count, dimension)).astype(np.float32) * (LATENCY_NOISE / np.sqrt(dimension))
             store.add_many(batch, vectors=text_vectors[np.arange(stored, stored + count) % len(texts)] + noise)
+            if notes:
+                # Each copy of a turn holds its notes (one vector per note text, as in a real store).
+                copies: dict[str, list[str]] = {}
+                for i, turn in zip(range(stored, stored + count), batch, strict=True):
+                    copies.setdefault(texts[i % len(texts)].id, []).append(turn.id)
+                for source_id, ids in copies.items():
+                    if notes.get(source_id):
+                        store.add_observations(ids, notes[source_id])
             stored += count
         store.warm_up()
         samples, search_only, embed_only = [], [], []
@@ -418,6 +449,36 @@ def _latency(embedder: Embedder, new_embedder: Callable[[], Embedder], corpus: l
     return rows
 
 
+def _observations(settings: Settings, corpus: list[BenchConversation], prepared: list[_Prepared],
+                  config: BenchConfig, progress: Callable[[str], None]) -> tuple[dict[str, list[str]], dict[str, Any]]:
+    """Every turn's observation notes (by turn id) from the configured language model, stored in the
+    conversations' stores; and what was written, for the result."""
+    from convers import registry
+    from convers.bench.memory_observations import model_answers
+    from convers.memory.observations import needs_observations, parse
+
+    name = registry.provider_name("llm", settings)
+    llm = registry.create("llm", name, settings)
+    model = f"{name}:{Path(str(getattr(llm, 'model_path', getattr(llm, 'model', '?')))).name}"
+    asked = [t for c in corpus for t in c.turns if needs_observations(t.text)]
+    cache = (config.cache_dir or settings.data_path / "bench-cache") / "observations.json"
+    started = time.perf_counter()
+    answers = model_answers(llm, model, asked, cache, progress)
+    by_id = {t.id: t for t in asked}
+    notes = {turn_id: parse(answer, by_id[turn_id].speaker, by_id[turn_id].text) for turn_id, answer in answers.items()}
+    progress("observations: storing them with their vectors...")
+    for p in prepared:
+        for store in p.stores.values():
+            for turn in p.conversation.turns:
+                if notes.get(turn.id):
+                    store.add_observations([turn.id], notes[turn.id])
+    written = [n for n in notes.values() if n]
+    return notes, {"model": model, "cache": str(cache), "turns_asked": len(asked), "turns_with_notes": len(written),
+                   "notes": sum(len(n) for n in written), "seconds": round(time.perf_counter() - started, 1),
+                   "examples": [{"turn": by_id[i].text, "notes": n} for i, n in list(notes.items())[:: max(1, len(notes) // 12)]
+                                if n][:12]}
+
+
 def run_benchmark(settings: Settings, config: BenchConfig, progress: Callable[[str], None] = print,
                   rankings: list[Ranking] | None = None) -> dict[str, Any]:
     from convers import registry
@@ -448,6 +509,10 @@ def run_benchmark(settings: Settings, config: BenchConfig, progress: Callable[[s
         folder = Path(folder_name)
         prepared = _prepare(corpus, rankings, vectors, embedder, folder, progress)
         result["timings"] = {"embed_s": round(time.perf_counter() - started, 1), "texts_embedded": vectors.embedded}
+        notes: dict[str, list[str]] | None = None
+        if config.observations:
+            notes, result["observations"] = _observations(settings, corpus, prepared, config, progress)
+            rankings = [*(replace(r, observation_weight=0.0) for r in rankings), *observation_rankings()]
         tune, held_out = prepared[: config.tune_conversations], prepared[config.tune_conversations:]
         progress(f"comparing {len(rankings)} rankings...")
         table = []
@@ -459,7 +524,8 @@ def run_benchmark(settings: Settings, config: BenchConfig, progress: Callable[[s
         result["rankings"] = table
         result["chosen"] = best["ranking"]["name"]
         # The conversation's k and floor are set for the ranking it uses: the store's defaults.
-        defaults = Ranking("all (the defaults)")
+        # (Without the observation keys' lift: they are off by default, `memory.observation_keys`.)
+        defaults = Ranking("all (the defaults)", observation_weight=0.0)
         result["recall_settings"] = {"ranking": defaults.name, "k": 10, **_floor_profile(held_out, defaults, 10),
                                      "recall_at_k": _evaluate(held_out, defaults)["all"]["recall_at_k"]}
         for p in prepared:
@@ -469,11 +535,13 @@ def run_benchmark(settings: Settings, config: BenchConfig, progress: Callable[[s
             load = _load_average()
             result["latency"] = _latency(embedder, make_embedder, corpus, vectors, config.latency_sizes,
                                          config.latency_queries, settings.memory.recall_k, config.seed, folder,
-                                         progress)
+                                         progress, notes)
             result["latency_note"] = ("stores filled with the corpus turns repeated (real words for the word index, "
                                       f"their real vectors plus noise of length {LATENCY_NOISE}, so topic keys are "
                                       "as common as in real turns); every query embedded with the real embedder; "
-                                      f"1/5/15-minute load average before: {load}")
+                                      f"1/5/15-minute load average before: {load}"
+                                      + ("; every copy of a turn holds its observation keys (--observations)"
+                                         if notes else ""))
     if config.synthetic:
         from convers.bench.memory_synthetic import BenchConfig as SyntheticConfig
         from convers.bench.memory_synthetic import run_synthetic

@@ -45,7 +45,7 @@ async def _chat(settings: Settings) -> None:
         await transport.send_event(notice.to_wire())
     session_id = uuid.uuid4().hex[:12]
     session = wiring.make_session(
-        settings, transport, SessionParts(llm=llm, memory=memory), session_id, finish_reply_on_input_end=True
+        settings, transport, SessionParts(llm=llm, memory=memory, idle=shared.idle), session_id, finish_reply_on_input_end=True
     )
     loop = asyncio.get_running_loop()
     interrupting: set[asyncio.Task[None]] = set()  # held until done: the loop keeps only weak references

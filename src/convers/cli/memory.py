@@ -14,7 +14,7 @@ import click
 
 from convers.cli.context import settings_from
 from convers.config import Settings
-from convers.contracts.memory import MemoryStoreError
+from convers.contracts.memory import KEY_KINDS, MemoryStoreError
 from convers.memory.profile import ProfileError, ProfileFile, parse_profile
 from convers.memory.store import SqliteMemoryStore
 from convers.recordings import Recordings
@@ -127,11 +127,11 @@ def forget(ctx: click.Context, turn_id: str) -> None:
 @memory.command("keys")
 @click.option("--search", "containing", default=None, help="Only keys containing these letters.")
 @click.option("--turn", "turn_id", default=None, help="Only the keys derived from this turn.")
-@click.option("--kind", type=click.Choice(["entity", "topic"]), default=None, help="Only names or only topics.")
+@click.option("--kind", type=click.Choice(KEY_KINDS), default=None, help="Only names, topics or observations.")
 @click.option("-n", "--limit", default=50, show_default=True, help="How many keys.")
 @click.pass_context
 def list_keys(ctx: click.Context, containing: str | None, turn_id: str | None, kind: str | None, limit: int) -> None:
-    """The search keys derived from turns (names, topics), each with the turn it came from."""
+    """The search keys derived from turns (names, topics, observations), each with the turn it came from."""
     with _open_store(settings_from(ctx), with_embedder=False) as store:
         keys = store.keys(kind=kind, containing=containing, turn_id=turn_id, limit=limit)
         total = store.stats().keys
@@ -141,14 +141,15 @@ def list_keys(ctx: click.Context, containing: str | None, turn_id: str | None, k
 
 
 @memory.command("forget-key")
-@click.argument("kind", type=click.Choice(["entity", "topic"]))
+@click.argument("kind", type=click.Choice(KEY_KINDS))
 @click.argument("key")
 @click.option("--turn", "turn_id", default=None, help="Only from this turn (default: from every turn).")
 @click.pass_context
 def forget_key(ctx: click.Context, kind: str, key: str, turn_id: str | None) -> None:
     """Delete a derived key; the turns it came from stay."""
     with _open_store(settings_from(ctx), with_embedder=False) as store:
-        removed = store.forget_key(kind, key.lower(), turn_id)
+        # Names and topics are stored lower-cased; an observation as the model wrote it.
+        removed = store.forget_key(kind, key if kind == "observation" else key.lower(), turn_id)
     if not removed:
         raise click.ClickException(f"no {kind} key {key!r}; `convers memory keys` lists them")
     click.echo(f"forgot the {kind} key {key!r} of {removed} turn(s)")

@@ -114,7 +114,7 @@ async def _talk(settings: Settings) -> None:
     await shared.aopen()
     memory = shared.for_session(llm, on_status=wiring.notice_sender(transport))
     turn_end = wiring.build_turn_end(settings)
-    parts = SessionParts(llm=llm, tts=tts, stt=stt, vad=vad, memory=memory, turn_end=turn_end)
+    parts = SessionParts(llm=llm, tts=tts, stt=stt, vad=vad, memory=memory, turn_end=turn_end, idle=shared.idle)
     session = wiring.make_session(settings, transport, parts, session_id)
     await wiring.warm_up(llm, stt, tts, vad, shared.embedder, shared.store, turn_end)
     for notice in shared.notices():

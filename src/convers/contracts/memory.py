@@ -135,6 +135,22 @@ class VectorUpkeep(MemoryStore, Protocol):
         ...
 
 
+# The kinds of search key a store may derive from a turn (what the memory viewer lists and forgets):
+# names and places, everyday topics, and notes the language model wrote about the speaker.
+KEY_KINDS = ("entity", "topic", "observation")
+
+
+@runtime_checkable
+class ObservationKeys(Protocol):
+    """What a MemoryStore may also offer to keep observations the language model wrote about a speaker
+    ("Maya enjoys the outdoors") as search keys of the turns they came from."""
+
+    def add_observations(self, turn_ids: Sequence[str], observations: Sequence[str]) -> int:
+        """Ties each observation to every turn of `turn_ids`; how many (turn, observation) pairs are new.
+        Forgetting a turn forgets its observations."""
+        ...
+
+
 @dataclass(frozen=True)
 class MemoryStatus:
     """Whether long-term memory works in this process, and if not, why: what the page, the memory API

@@ -13,6 +13,7 @@ from convers.contracts.stt import SpeechToText
 from convers.contracts.tts import TextToSpeech
 from convers.contracts.vad import Vad
 from convers.engine.reply.tool_calls import Toolbox
+from convers.idle_gate import IdleGate
 from convers.policies import (
     ECHO_COMMIT_WAIT_S,
     FALLBACK_LINE,
@@ -40,6 +41,9 @@ class SessionParts:
     tools: Toolbox | None = None
     # The opt-in recorder (recordings.py): each turn's audio and words to data_dir/recordings/.
     recorder: TurnRecorder | None = None
+    # Held while the person speaks and while a reply runs, so that background model work (memory's
+    # digests and observation keys) waits for a quiet moment (idle_gate.py); shared with the memory.
+    idle: IdleGate | None = None
 
 
 @dataclass

@@ -2,19 +2,23 @@
 
 Nothing here may slow a reply down. Recall embeds the query in a worker thread with a deadline and
 searches by words alone if the embedder is late; writes go on a queue that a background task drains
-after the turn (memory/writer.py); digests, name learning, embedding backfill, the re-embedding of
-older vectors (memory/upgrade.py) and reflection all happen off that path.
+after the turn (memory/writer.py); digests, observation keys, name learning, embedding backfill, the
+re-embedding of older vectors (memory/upgrade.py) and reflection all happen off that path. The
+model calls among them (digests, observation keys) also wait until no reply is in progress and
+no one speaks (idle_gate.py).
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 import uuid
 from collections import deque
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, TypeVar
 
 from convers.contracts.embedder import Embedder
 from convers.contracts.llm import LanguageModel, can_summarise
@@ -23,11 +27,14 @@ from convers.contracts.memory import (
     MemoryStore,
     MemoryStoreError,
     MemoryTurn,
+    ObservationKeys,
     VectorUpkeep,
 )
+from convers.idle_gate import IdleGate
 from convers.memory import greeting as greetings
 from convers.memory.digest import make_digest, needs_digest
 from convers.memory.names import find_name
+from convers.memory.observations import make_observations, needs_observations
 from convers.memory.options import MemoryOptions, memory_options
 from convers.memory.profile import ProfileError, ProfileFile
 from convers.memory.recent_vectors import RecentVectors
@@ -40,6 +47,7 @@ if TYPE_CHECKING:
     from convers.config import Settings
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 # Re-exported: a caller building a CompanionMemory needs its options and its status callback type.
 __all__ = ["CompanionMemory", "MemoryOptions", "StatusListener", "companion_memory", "memory_options"]
@@ -65,6 +73,7 @@ class CompanionMemory:
         reflection: Reflection | None = None,
         close_store: bool = True,
         on_status: StatusListener | None = None,
+        idle: IdleGate | None = None,
     ) -> None:
         self.store = store
         self.close_store = close_store
@@ -77,7 +86,9 @@ class CompanionMemory:
         self._writer = TurnWriter(store, self._vectors, user_name=self._user_name_now,
                                   after_write=self._after_write, on_status=on_status,
                                   retry_s=self.options.write_retry_s)
-        self._digests: asyncio.Queue[tuple[PendingTurn, str] | None] = asyncio.Queue()
+        self.idle = idle
+        # Model work after a stored user turn: ("digest" or "observations", the turn, its stored id).
+        self._notes: asyncio.Queue[tuple[str, PendingTurn, str] | None] = asyncio.Queue()
         self._tasks: list[asyncio.Task[None]] = []
         self._recent_ids: deque[tuple[str, int]] = deque()
         self._recent_chars = 0
@@ -95,7 +106,7 @@ class CompanionMemory:
             return
         self._tasks = [
             asyncio.create_task(self._writer.run(), name="memory-writes"),
-            asyncio.create_task(self._digest_loop(), name="memory-digests"),
+            asyncio.create_task(self._notes_loop(), name="memory-notes"),
         ]
         if self.embedder is not None and isinstance(self.store, VectorUpkeep):
             # Loads the model now, while the greeting plays, rather than during the first recall;
@@ -129,8 +140,12 @@ class CompanionMemory:
         """What follows a stored turn: name learning, digests, backfill."""
         if item.role == "user":
             await self._learn_name(item.text)
-            if self.llm is not None and can_summarise(self.llm) and needs_digest(item.text, self.options.digest_min_words):
-                self._digests.put_nowait((item, turn.id))
+            writes_notes = self.llm is not None and can_summarise(self.llm)
+            if writes_notes and needs_digest(item.text, self.options.digest_min_words):
+                self._notes.put_nowait(("digest", item, turn.id))
+            if (writes_notes and self.options.observation_keys and isinstance(self.store, ObservationKeys)
+                    and needs_observations(item.text)):
+                self._notes.put_nowait(("observations", item, turn.id))
         else:
             # If the agent asked for their name, the next user turn may answer with just the name.
             self._asked_for_name = "name" in item.text.lower() and "?" in item.text
@@ -165,21 +180,35 @@ class CompanionMemory:
             total += filled
         return total
 
-    async def _digest_loop(self) -> None:
-        while (job := await self._digests.get()) is not None:
-            item, source_id = job
+    async def _notes_loop(self) -> None:
+        while (job := await self._notes.get()) is not None:
             try:
-                assert self.llm is not None
-                summary = await make_digest(self.llm, item.speaker, item.text)
-                if summary:
-                    digest = MemoryTurn(uuid.uuid4().hex, item.session, item.time, item.speaker, "user", summary,
-                                        kind="digest")
-                    await asyncio.to_thread(self.store.add, digest, source_id)
+                await self._write_note(*job)
             except Exception as error:  # noqa: BLE001 - the raw turn is already stored
-                log.warning("digest not stored: %s", error)
+                log.warning("%s not stored: %s", job[0], error)
             finally:
-                self._digests.task_done()
-        self._digests.task_done()
+                self._notes.task_done()
+        self._notes.task_done()
+
+    async def _write_note(self, kind: str, item: PendingTurn, source_id: str) -> None:
+        """One digest or one turn's observation keys: the model call when it is idle, then the write."""
+        llm = self.llm
+        assert llm is not None
+        timeout_s = self.options.note_timeout_s
+        if kind == "digest":
+            summary = await self._when_idle(lambda: make_digest(llm, item.speaker, item.text, timeout_s))
+            if summary:
+                digest = MemoryTurn(uuid.uuid4().hex, item.session, item.time, item.speaker, "user", summary,
+                                    kind="digest")
+                await asyncio.to_thread(self.store.add, digest, source_id)
+            return
+        notes = await self._when_idle(lambda: make_observations(llm, item.speaker, item.text, timeout_s))
+        if notes and isinstance(self.store, ObservationKeys):
+            await asyncio.to_thread(self.store.add_observations, [source_id], notes)
+
+    async def _when_idle(self, call: Callable[[], Awaitable[T]]) -> T:
+        """`call()` once the idle gate lets it (a turn that starts meanwhile cancels and requeues it)."""
+        return await call() if self.idle is None else await self.idle.run(call)
 
     def _note_recent(self, turn_id: str, chars: int) -> None:
         self._recent_ids.append((turn_id, chars))
@@ -304,12 +333,12 @@ class CompanionMemory:
         self._closed = True
         if self._tasks:
             self._writer.put(None)
-            writer, digester, *others = self._tasks
+            writer, notes, *others = self._tasks
             await writer  # stored turns are the one thing that must not be lost
             # Only now: the writer may have queued digests up to its last item.
-            self._digests.put_nowait(None)
+            self._notes.put_nowait(None)
             try:
-                await asyncio.wait_for(asyncio.gather(digester, *others), self.options.close_timeout_s)
+                await asyncio.wait_for(asyncio.gather(notes, *others), self.options.close_timeout_s)
             except TimeoutError:
                 log.warning("gave up on unfinished digests at shutdown; the raw turns are stored")
             await self._reflect()
@@ -337,9 +366,10 @@ class CompanionMemory:
             try:
                 turns = await asyncio.to_thread(self.store.list, 400, 0, session=session, newest_first=False)
                 name = await self.user_name()
-                await asyncio.wait_for(
-                    self.reflection.after_session(session, turns, name), self.options.close_timeout_s
-                )
+                # Through the idle gate: other sessions on the same model may be talking. Rerunning
+                # after a cancel rewrites the same journal file, so a cancel costs only time.
+                reflect = functools.partial(self.reflection.after_session, session, turns, name)
+                await asyncio.wait_for(self._when_idle(reflect), self.options.close_timeout_s)
             except Exception as error:  # noqa: BLE001 - reflection is optional
                 log.warning("session reflection skipped: %r", error)
 
@@ -352,11 +382,12 @@ def companion_memory(
     *,
     close_store: bool = False,
     on_status: StatusListener | None = None,
+    idle: IdleGate | None = None,
 ) -> CompanionMemory:
     """A session's memory on an open `store` (and its `embedder`), with the profile and knobs of `settings`.
 
     The caller built the store and the embedder (app/wiring.py, through the registry) and closes
-    the store unless `close_store`.
+    the store unless `close_store`. `idle` is the process's IdleGate, which the sessions hold.
     """
     reflection = None
     if settings.memory.reflection and llm is not None and can_summarise(llm):
@@ -370,4 +401,5 @@ def companion_memory(
         reflection=reflection,
         close_store=close_store,
         on_status=on_status,
+        idle=idle,
     )

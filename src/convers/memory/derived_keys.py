@@ -102,7 +102,7 @@ def _description_stems(name: str) -> frozenset[str]:
 class DerivedKey:
     """One derived key and the turn it came from (what the memory viewer lists and forgets)."""
 
-    kind: str  # "entity" or "topic"
+    kind: str  # "entity", "topic" or "observation" (contracts.memory.KEY_KINDS)
     key: str
     turn_id: str
     speaker: str

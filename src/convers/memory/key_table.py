@@ -1,8 +1,10 @@
 """The derived keys table as SQL over one connection: writing, finding, listing and forgetting keys.
 
-Each row ties one key (an entity or a topic, memory/derived_keys.py) to the turn it was derived
-from by the turn's rowid, so forgetting a turn (or wiping) removes its keys in the same
-transaction. Like memory/turn_table.py: no locking, no error handling; the store does both.
+Each row ties one key (an entity or a topic, memory/derived_keys.py; an observation,
+memory/observations.py) to the turn it was derived from by the turn's rowid, so forgetting a turn
+(or wiping) removes its keys in the same transaction. An observation's vector is kept once per
+text in `observation_vectors` and goes with the last key of that text (`drop_unused_observations`).
+Like memory/turn_table.py: no locking, no error handling; the store does both.
 """
 
 from __future__ import annotations
@@ -11,9 +13,10 @@ import sqlite3
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from convers.contracts.memory import KEY_KINDS
 from convers.memory.derived_keys import DerivedKey
 
-KINDS = ("entity", "topic")
+KINDS = KEY_KINDS
 # One SQL statement takes at most this many bound keys (SQLite's limit is far higher; questions are short).
 MAX_KEYS = 200
 
@@ -32,7 +35,39 @@ def delete_for(conn: sqlite3.Connection, rowids: Sequence[int]) -> None:
 def delete_all(conn: sqlite3.Connection) -> int:
     count = int(conn.execute("SELECT count(*) FROM turn_keys").fetchone()[0])
     conn.execute("DELETE FROM turn_keys")
+    conn.execute("DELETE FROM observation_vectors")
     return count
+
+
+def add_observations(conn: sqlite3.Connection, rowids: Sequence[int], keys: Sequence[str],
+                     vectors: Sequence[bytes], embedder_key: str | None) -> int:
+    """Ties each observation to every turn of `rowids`, and keeps its vector (once per text); how many
+    (turn, observation) pairs are new."""
+    conn.executemany("INSERT OR IGNORE INTO observation_vectors (key, embedding, embedder) VALUES (?, ?, ?)",
+                     [(key, vector, embedder_key) for key, vector in zip(keys, vectors, strict=True)])
+    before = conn.total_changes
+    conn.executemany("INSERT OR IGNORE INTO turn_keys (turn_rowid, kind, key) VALUES (?, 'observation', ?)",
+                     [(rowid, key) for rowid in rowids for key in keys])
+    return conn.total_changes - before
+
+
+def drop_unused_observations(conn: sqlite3.Connection) -> int:
+    """Deletes the vectors of observations no turn holds any more (after a forget); how many went."""
+    cursor = conn.execute("DELETE FROM observation_vectors WHERE key NOT IN "
+                          "(SELECT key FROM turn_keys WHERE kind = 'observation')")
+    return int(cursor.rowcount)
+
+
+def observation_vectors(conn: sqlite3.Connection, after_id: int,
+                        embedder_key: str | None) -> list[tuple[int, str, bytes]]:
+    """(id, text, vector) of the observations after `after_id` that `embedder_key` made, by id."""
+    return [(int(r[0]), str(r[1]), bytes(r[2])) for r in conn.execute(
+        "SELECT id, key, embedding FROM observation_vectors WHERE id > ? AND (? IS NULL OR embedder = ?) ORDER BY id",
+        (after_id, embedder_key, embedder_key))]
+
+
+def last_observation_id(conn: sqlite3.Connection) -> int:
+    return int(conn.execute("SELECT coalesce(max(id), 0) FROM observation_vectors").fetchone()[0])
 
 
 def turns_with(conn: sqlite3.Connection, kind: str, keys: Sequence[str], speaker: str | None = None) -> list[int]:

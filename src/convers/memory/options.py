@@ -35,6 +35,9 @@ class MemoryOptions:
     # aclose waits this long for queued digests and reflection before giving up on them.
     close_timeout_s: float = 60.0
     reflection: bool = _SETTINGS_DEFAULTS.reflection
+    observation_keys: bool = _SETTINGS_DEFAULTS.observation_keys
+    # Longest wait for one model call in the background (a digest, a turn's observations).
+    note_timeout_s: float = 60.0
 
 
 def memory_options(settings: MemorySettings) -> MemoryOptions:
@@ -45,4 +48,5 @@ def memory_options(settings: MemorySettings) -> MemoryOptions:
         digest_min_words=settings.digest_min_words,
         rolling_chars=settings.rolling_chars,
         reflection=settings.reflection,
+        observation_keys=settings.observation_keys,
     )

@@ -92,6 +92,15 @@ CENTRE_WEIGHT = 0.6
 # 0.25 0.417, 0.3 0.417, 0.4 0.401, 0.7 0.391 (no other type has such questions). For every question
 # at 0.2: recall@5 0.697 -> 0.635 (single-hop 0.683 -> 0.625, open-domain 0.775 -> 0.550).
 JUDGEMENT_TOPIC_WEIGHT = 0.2
+# Observation keys (memory/observations.py, off unless `memory.observation_keys`): the question's
+# OBSERVATION_TOP nearest observations that are OBSERVATION_COSINE close lift the turns they came
+# from (of the person asked about) by OBSERVATION_WEIGHT, like a topic. With the packaged 135M
+# model's notes, on the tuning half of `convers bench memory --observations`, recall@5: without
+# 0.702; weight 0.05 0.702, 0.1 0.695, 0.15 0.679, 0.25 0.642; cosine 0.4 0.676, 0.6 0.686; top 3
+# 0.694, 30 0.692: nothing gained, so these stay as first set (the topic's lift) for a capable model.
+OBSERVATION_WEIGHT = 0.15
+OBSERVATION_COSINE = 0.5
+OBSERVATION_TOP = 10
 # Each ranking contributes this many candidates to fusion.
 CANDIDATES = 50
 # Two hits this close in meaning say the same thing; the prompt needs only one.
@@ -131,6 +140,9 @@ class RankingWeights:
     answer_neighbours: bool = ANSWER_NEIGHBOURS
     centre_weight: float = CENTRE_WEIGHT
     judgement_topic_weight: float = JUDGEMENT_TOPIC_WEIGHT
+    observation_weight: float = OBSERVATION_WEIGHT
+    observation_cosine: float = OBSERVATION_COSINE
+    observation_top: int = OBSERVATION_TOP
 
 
 @dataclass
@@ -145,6 +157,7 @@ class Candidate:
     span_rank: int | None = None
     entity_rank: int | None = None
     topic_rank: int | None = None
+    observation_rank: int | None = None
     similarity: float = 0.0
     order: float = 0.0
 
@@ -201,12 +214,14 @@ def gather(vector_hits: Sequence[tuple[int, float]], lexical_hits: Sequence[tupl
 
 
 def mark_keys(found: dict[int, Candidate], entity_hits: Sequence[tuple[int, float]],
-              topic_hits: Sequence[tuple[int, float]]) -> None:
+              topic_hits: Sequence[tuple[int, float]], observation_hits: Sequence[tuple[int, float]] = ()) -> None:
     """Adds the turns found by their derived keys (rowid, cosine; best first) and their ranks by key."""
     for rank, (rowid, cosine) in enumerate(entity_hits):
         found.setdefault(rowid, Candidate(rowid, cosine=cosine)).entity_rank = rank
     for rank, (rowid, cosine) in enumerate(topic_hits):
         found.setdefault(rowid, Candidate(rowid, cosine=cosine)).topic_rank = rank
+    for rank, (rowid, cosine) in enumerate(observation_hits):
+        found.setdefault(rowid, Candidate(rowid, cosine=cosine)).observation_rank = rank
 
 
 def fuse(candidates: Iterable[Candidate], weights: RankingWeights, fusion: Fusion, *,
@@ -226,13 +241,15 @@ def fuse(candidates: Iterable[Candidate], weights: RankingWeights, fusion: Fusio
                 w / (RRF_K + r + 1)
                 for w, r in ((weights.rrf_vector_weight, c.vector_rank), (weights.rrf_lexical_weight, c.lexical_rank),
                              (weights.date_weight, c.span_rank), (weights.entity_weight, c.entity_rank),
-                             (weights.topic_weight, c.topic_rank))
+                             (weights.topic_weight, c.topic_rank),
+                             (weights.observation_weight, c.observation_rank))
                 if r is not None
             )
         else:
             c.order = (c.similarity + (weights.date_weight * 0.15 if c.span_rank is not None else 0.0)
                        + (weights.entity_weight if c.entity_rank is not None else 0.0)
-                       + (weights.topic_weight if c.topic_rank is not None else 0.0))
+                       + (weights.topic_weight if c.topic_rank is not None else 0.0)
+                       + (weights.observation_weight if c.observation_rank is not None else 0.0))
     return best_first(out)
 
 

@@ -80,6 +80,28 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         ) WITHOUT ROWID""",
         "CREATE INDEX turn_keys_by_key ON turn_keys (kind, key, turn_rowid)",
     ),
+    (
+        # Observation keys (memory/observations.py: "Maya enjoys the outdoors", written by the language
+        # model in the background) join names and topics: the table is rebuilt, since SQLite cannot
+        # change a CHECK. Each observation's text has a vector of its own, kept once however many
+        # turns it came from, and deleted with the last of its keys.
+        """CREATE TABLE turn_keys_v4 (
+            turn_rowid INTEGER NOT NULL,
+            kind TEXT NOT NULL CHECK (kind IN ('entity', 'topic', 'observation')),
+            key TEXT NOT NULL,
+            PRIMARY KEY (turn_rowid, kind, key)
+        ) WITHOUT ROWID""",
+        "INSERT INTO turn_keys_v4 (turn_rowid, kind, key) SELECT turn_rowid, kind, key FROM turn_keys",
+        "DROP TABLE turn_keys",
+        "ALTER TABLE turn_keys_v4 RENAME TO turn_keys",
+        "CREATE INDEX turn_keys_by_key ON turn_keys (kind, key, turn_rowid)",
+        """CREATE TABLE observation_vectors (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            key TEXT NOT NULL UNIQUE,
+            embedding BLOB NOT NULL,
+            embedder TEXT
+        )""",
+    ),
 )
 
 

@@ -22,6 +22,7 @@ from convers.memory import key_table, ranking
 from convers.memory.centring import centre
 from convers.memory.derived_keys import TopicVectors, query_entities
 from convers.memory.judgement import is_judgement, towards_topic
+from convers.memory.observation_index import ObservationIndex
 from convers.memory.ranking import (
     CANDIDATES,
     FTS_WEIGHTS,
@@ -96,6 +97,8 @@ class TurnSearch:
     _worker: ThreadPoolExecutor | None = field(init=False, repr=False, default=None)
     # The topic descriptions' vectors (the store embeds them once): a question's topics find turns by their keys.
     topics: TopicVectors = field(default_factory=TopicVectors)
+    # The observation keys' vectors (memory/observations.py): an observation near the question lifts its turns.
+    observations: ObservationIndex = field(default_factory=ObservationIndex)
 
     # ----------------------------------------------------------------- keeping the vectors in step
 
@@ -218,6 +221,7 @@ class TurnSearch:
         span_hits = found_by_vector.nearest_within if found_by_vector else []
         entity_hits: Hits = []
         topic_hits: Hits = []
+        observation_hits: Hits = []
         if found_by_vector is not None and mode == "fused":
             entity_hits = self._by_cosine(found_by_vector, entity_rowids)
             if span is None:
@@ -225,15 +229,18 @@ class TurnSearch:
                 # day's turns on it ("what did I cook two weeks ago?" and every dinner). On the tuning
                 # half of `convers bench memory`: temporal recall@5 0.824 with topics, 0.838 without.
                 topic_hits = self._by_cosine(found_by_vector, self._topic_turns(conn, vector, words, label))
-        rows.update(self._rows(conn, list({r for r, _ in (*vector_hits, *span_hits, *entity_hits, *topic_hits)}
-                                          - rows.keys())))
+                observation_hits = self._by_cosine(
+                    found_by_vector, self._observation_turns(conn, vector, label, embedder_key))
+        rows.update(self._rows(conn, list({r for r, _ in (*vector_hits, *span_hits, *entity_hits, *topic_hits,
+                                                          *observation_hits)} - rows.keys())))
         weights = self.weights
         if weights.question_penalty or weights.short_penalty:
             vector_hits, span_hits = self._with_priors(vector_hits, rows), self._with_priors(span_hits, rows)
             entity_hits, topic_hits = self._with_priors(entity_hits, rows), self._with_priors(topic_hits, rows)
+            observation_hits = self._with_priors(observation_hits, rows)
         fused = found_by_vector is not None and mode == "fused"
         found = ranking.gather(vector_hits, lexical_hits, span_hits, weights.lexical_half)
-        ranking.mark_keys(found, entity_hits, topic_hits)
+        ranking.mark_keys(found, entity_hits, topic_hits, observation_hits)
         if fused and found_by_vector is not None:
             # Word matches outside the vector top list still get their true cosine.
             missing = [c.rowid for c in found.values() if c.cosine is None]
@@ -331,6 +338,19 @@ class TurnSearch:
             return []
         speaker = next((name for name, known in self.speakers.known(conn).items() if known == label), None)
         return key_table.turns_with(conn, "topic", topics, speaker)
+
+    def _observation_turns(self, conn: sqlite3.Connection, vector: np.ndarray | None, label: str | None,
+                           embedder_key: str | None) -> list[int]:
+        """Turns whose observation keys are near the question, of the speaker it asks about when it names one."""
+        weights = self.weights
+        if not weights.observation_weight or vector is None:
+            return []
+        self.observations.sync(conn, embedder_key)
+        near = self.observations.near(vector, weights.observation_top, weights.observation_cosine)
+        if not near:
+            return []
+        speaker = next((name for name, known in self.speakers.known(conn).items() if known == label), None)
+        return key_table.turns_with(conn, "observation", [key for key, _ in near], speaker)
 
     @staticmethod
     def _by_cosine(found: VectorPass, rowids: list[int]) -> Hits:

@@ -36,6 +36,7 @@ from convers.contracts.provider import Availability
 from convers.memory import key_table, turn_table
 from convers.memory.derived_keys import TOPICS, DerivedKey, entities
 from convers.memory.jsonl import read_turns, write_turns
+from convers.memory.observation_index import note_deletion
 from convers.memory.ranking import (
     MAX_QUERY_CHARS,
     Fusion,
@@ -370,11 +371,39 @@ class SqliteMemoryStore:
                 self._search.add_vectors([rowid], unit, self._times([turn]))
         return attached
 
+    def add_observations(self, turn_ids: Sequence[str], observations: Sequence[str]) -> int:
+        """Stores observation keys ("Maya enjoys the outdoors", memory/observations.py) derived from the
+        turns `turn_ids`, each with its own vector; how many (turn, observation) pairs are new.
+
+        Nothing is stored without a vector (an observation is found only by meaning), nor for turns
+        that are gone (forgotten while the model wrote): 0 then.
+        """
+        texts = list(dict.fromkeys(o.strip() for o in observations if o.strip()))
+        if not texts or not turn_ids:
+            return 0
+        if self.embedder is None:
+            return 0
+        try:
+            vectors = embed_blocking(self.embedder, texts)
+        except EmbedderError as error:
+            log.info("observation keys not stored, the embedder failed: %s", error)
+            return 0
+        with self._write("storing observation keys"):
+            rowids = [rowid for rowid in (turn_table.rowid_of(self._conn, turn_id) for turn_id in turn_ids)
+                      if rowid is not None]
+            if not rowids:
+                return 0
+            return key_table.add_observations(self._conn, rowids, texts, [v.tobytes() for v in vectors],
+                                              self.embedder_key)
+
     def forget(self, turn_id: str) -> bool:
-        """Deletes a turn, any digest made from it and the keys derived from both. False when no such id."""
+        """Deletes a turn, any digest made from it and the keys derived from both (observations too, and an
+        observation's vector once no turn holds it). False when no such id."""
         with self._write("forgetting a turn"):
             rowids = turn_table.delete_with_digests(self._conn, turn_id)
             key_table.delete_for(self._conn, rowids)
+            if rowids and key_table.drop_unused_observations(self._conn):
+                note_deletion(self._conn)
             if rowids:
                 self._search.note_rewrite(self._conn, uuid.uuid4().hex)
         with self._lock:
@@ -386,6 +415,7 @@ class SqliteMemoryStore:
         with self._write("wiping memory"):
             count = turn_table.delete_all(self._conn)
             key_table.delete_all(self._conn)
+            note_deletion(self._conn)
             self._search.note_rewrite(self._conn, uuid.uuid4().hex)
         with self._lock:
             self._search.index.clear()
@@ -409,14 +439,17 @@ class SqliteMemoryStore:
 
     def keys(self, *, kind: str | None = None, containing: str | None = None, turn_id: str | None = None,
              limit: int = 50, offset: int = 0) -> builtins.list[DerivedKey]:
-        """Derived keys (names, topics) with the turn each came from, newest turns first."""
+        """Derived keys (names, topics, observations) with the turn each came from, newest turns first."""
         return self._read("listing derived keys", key_table.list_keys, kind=kind, containing=containing,
                           turn_id=turn_id, limit=limit, offset=offset)
 
     def forget_key(self, kind: str, key: str, turn_id: str | None = None) -> int:
         """Deletes a derived key from every turn (or one turn's); how many went. The turns stay."""
         with self._write("forgetting a derived key"):
-            return key_table.forget_key(self._conn, kind, key, turn_id)
+            count = key_table.forget_key(self._conn, kind, key, turn_id)
+            if kind == "observation" and key_table.drop_unused_observations(self._conn):
+                note_deletion(self._conn)
+            return count
 
     def embedders(self) -> dict[str, int]:
         """How many stored vectors each embedder made ('an earlier version' for rows from before schema 2)."""

@@ -125,6 +125,11 @@ def embedders(conn: sqlite3.Connection) -> dict[str, int]:
     return {str(name): int(n) for name, n in rows}
 
 
+def rowid_of(conn: sqlite3.Connection, turn_id: str) -> int | None:
+    row = conn.execute("SELECT rowid FROM turns WHERE id = ?", (turn_id,)).fetchone()
+    return None if row is None else int(row[0])
+
+
 def get(conn: sqlite3.Connection, turn_id: str) -> MemoryTurn | None:
     row = conn.execute(f"SELECT {COLUMNS} FROM turns WHERE id = ?", (turn_id,)).fetchone()
     return turn_from_row(row) if row else None

@@ -101,6 +101,9 @@ class Session:
         )
         self._arbiter = BargeInArbiter(self.options.barge_in)
         self._voice: VoiceTurns | None = None
+        # Names under which this session holds the shared idle gate (idle_gate.py).
+        self._speech_hold = f"{self.session_id}/speech"
+        self._reply_hold = f"{self.session_id}/reply"
         if parts.vad is not None and parts.stt is not None:
             recall = (lambda text: self._recall(text, TurnMetrics(turn=0))) if parts.memory is not None else None
             hearing = Hearing(self.parts, options, events, recall=recall, build_messages=self._messages)
@@ -132,6 +135,16 @@ class Session:
 
     async def _recall(self, text: str, metrics: TurnMetrics) -> list[MemoryHit]:
         return await recall_within(self.parts.memory, text, self.options.recall_timeout_s, self.events, metrics)
+
+    def user_speaking(self, speaking: bool) -> None:
+        """The person started (True) or stopped speaking: background model work waits meanwhile."""
+        if self.parts.idle is not None:
+            (self.parts.idle.hold if speaking else self.parts.idle.release)(self._speech_hold)
+
+    def _replying(self, replying: bool) -> None:
+        """An agent turn began (True) or settled: background model work waits meanwhile."""
+        if self.parts.idle is not None:
+            (self.parts.idle.hold if replying else self.parts.idle.release)(self._reply_hold)
 
     # ----------------------------------------------------------------- lifecycle
 
@@ -169,6 +182,8 @@ class Session:
         await asyncio.gather(*self._background, return_exceptions=True)
         if self.parts.recorder is not None:
             await self.parts.recorder.aclose()
+        self.user_speaking(False)
+        self._replying(False)
         self.events.emit(EventKind.SESSION_END, session=self.session_id)
 
     def _spawn(self, coro: Any) -> asyncio.Task[Any]:
@@ -209,6 +224,7 @@ class Session:
         self._spawn(echo_user_turn(self.transport, turn, text, stored, self.options.echo_commit_wait_s))
         progress = ReplyProgress(turn=turn)
         agent_turn = AgentTurn(turn=turn, progress=progress, metrics=metrics, task=None)
+        self._replying(True)
         agent_turn.task = asyncio.create_task(self._reply(agent_turn, text, speculative))
         self.current = agent_turn
         return agent_turn.task
@@ -295,6 +311,8 @@ class Session:
         if agent_turn.settled:
             return
         agent_turn.settled = True
+        if agent_turn is self.current or self.current is None:
+            self._replying(False)
         if self.parts.recorder is not None:
             self.parts.recorder.finish_turn(agent_turn.turn, final_text, played_ms=agent_turn.played_ms_if_cut)
         if final_text and self.parts.memory is not None:
@@ -331,6 +349,7 @@ class Session:
         turn = self._next_turn
         self._next_turn += 1
         self.current = agent_turn = AgentTurn.starting(turn, self.events.now())
+        self._replying(True)
         progress, metrics = agent_turn.progress, agent_turn.metrics
         self.events.emit(kind, turn=turn, text=text)
 

@@ -28,7 +28,7 @@ from convers.engine.barge_in.arbiter import (
 )
 from convers.engine.listening.hearing import Hearing, Speculation, turn_metrics
 from convers.engine.listening.speculation import SpeculativeResult
-from convers.engine.listening.turn_taking import SpeechStarted, TurnEvent, UserTurnEnded
+from convers.engine.listening.turn_taking import SpeechDropped, SpeechStarted, TurnEvent, UserTurnEnded
 from convers.engine.listening.verdict import verdict_of
 from convers.engine.session.agent_turn import AgentTurn
 from convers.events import EventLog, TurnMetrics
@@ -52,6 +52,8 @@ class SessionSide(Protocol):
     async def interrupt(self, reason: str = "interrupted") -> None: ...
 
     def read_ahead(self) -> None: ...
+
+    def user_speaking(self, speaking: bool) -> None: ...
 
 
 class VoiceTurns:
@@ -96,10 +98,14 @@ class VoiceTurns:
         speaking = current is not None and current.audible and not current.settled
         await self.apply(self.arbiter.heard(event, current, self._echo_learning))
         if isinstance(event, SpeechStarted):
+            self.session.user_speaking(True)
             events.emit(EventKind.SPEECH_START, at=round(event.started_at, 4), over_agent=speaking)
             if not speaking:
                 self.session.read_ahead()  # the model reads the prompt so far while the person speaks
+        elif isinstance(event, SpeechDropped):
+            self.session.user_speaking(False)
         elif isinstance(event, UserTurnEnded):
+            self.session.user_speaking(False)
             events.emit(EventKind.SPEECH_END, duration_s=round(event.speech_s, 3), reason=event.reason)
             speculation = self.hearing.claim(event)
             self._spawn(self._transcribe(event.audio, turn_metrics(event), speculation, live))

@@ -35,7 +35,7 @@ from starlette.websockets import WebSocket
 
 from convers.contracts.echo import EchoCanceller
 from convers.contracts.events import ErrorMessage
-from convers.contracts.memory import MemoryStatus
+from convers.contracts.memory import KEY_KINDS, MemoryStatus
 from convers.contracts.transport import Transport
 from convers.transports.browser.auth import COOKIE_NAME, token_matches
 from convers.transports.browser.websocket_transport import (
@@ -234,7 +234,7 @@ def create_app(
         return JSONResponse({"deleted": turn_id})
 
     async def memory_keys(request: Request) -> Response:
-        """Derived keys (names, topics) with their source turns; `q` filters by letters in the key."""
+        """Derived keys (names, topics, observations) with their source turns; `q` filters by letters in the key."""
         if (refusal := memory_guard(request)) is not None:
             return refusal
         store = current_store()
@@ -254,7 +254,7 @@ def create_app(
         assert store is not None  # memory_guard refused the request otherwise
         kind, key = request.path_params["kind"], request.path_params["key"]
         turn_id = request.query_params.get("turn") or None
-        if kind not in ("entity", "topic") or not hasattr(store, "forget_key"):
+        if kind not in KEY_KINDS or not hasattr(store, "forget_key"):
             return JSONResponse({"error": f"no {kind!r} keys here"}, status_code=404)
         removed = await in_memory_thread(store.forget_key, kind, key, turn_id)
         if not removed:
