@@ -16,7 +16,7 @@ their first syllables most. Measured on simulated rooms (150 a level, the packag
 over the agent; not the rooms `convers bench echo` reports on), the first VAD frame at 0.5 came
 206 ms (p50) after the person's first sample at echo 0 dB and 143 ms at -5 dB; this test with the
 VAD at 0.2 came at 131 and 97 ms. AEC3's test alone raised 8 and 11 alarms over the agent alone in
-6 minutes, the VAD alone 4 and 7; with the witness, 4 and 7.
+6 minutes, the VAD alone 4 and 7; with the witness, 4 and 8.
 
 Not trusted right after the agent starts speaking again after a silence: AEC3 lets a burst of echo
 through then (in the first set of rooms every false alarm of its test was 0.5-1 s into a reply).
