@@ -121,3 +121,26 @@ def test_the_linear_filter_removes_an_echo_it_has_learnt() -> None:
             heard.append(np.mean(echo**2))
             left.append(np.mean((np.frombuffer(residual, dtype="<i2") / 32768) ** 2))
     assert 10 * np.log10(sum(heard) / sum(left)) > 15
+
+
+class CountingFilter(LinearEchoFilter):
+    """The real filter, counting the blocks it is asked about."""
+
+    calls = 0
+
+    def residual(self, mic: bytes, played: bytes) -> bytes:
+        self.calls += 1
+        return super().residual(mic, played)
+
+
+def test_the_linear_filter_rests_while_the_agent_is_long_silent() -> None:
+    room = Room()
+    witness = CountingFilter(RATE, BLOCK)
+    room.detector.witness = witness
+    room.run(1.0, played=0.1, person=0.0, cleaned=0.0001)
+    during_speech = witness.calls
+    room.run(3.0, played=0.0, person=0.05, cleaned=None)  # the person talks; the agent is silent
+    assert witness.calls - during_speech <= round(1.0 / BLOCK_S) + 1  # only while its echo could linger
+    resting = witness.calls
+    room.run(0.5, played=0.1, person=0.0, cleaned=0.0001)
+    assert witness.calls - resting == round(0.5 / BLOCK_S)

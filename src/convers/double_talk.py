@@ -49,6 +49,8 @@ MAX_WITNESS_REMOVED_DB = 10.0
 # Played blocks kept for the witness when the microphone falls behind: beyond this they are dropped
 # (its filter follows a shifted alignment within a second or two).
 MAX_QUEUED_S = 0.3
+# The agent silent this long: the room's echo of it has died away, the linear filter is not run.
+WITNESS_IDLE_S = 1.0
 # A played block quieter than this is the agent being silent (as `echo_cancelling` counts it).
 AUDIBLE_DBFS = -50.0
 
@@ -109,7 +111,12 @@ class DoubleTalk:
             return
         # The n-th microphone block heard the n-th played block (the filter finds the room's delay).
         played = self._queued.popleft() if self._queued else bytes(len(mic))
-        self._residual.append(mean_square(self.witness.residual(mic, played)))
+        if self._quiet_s < WITNESS_IDLE_S:
+            self._residual.append(mean_square(self.witness.residual(mic, played)))
+        else:
+            # The agent has been silent long enough that no echo is left: the filter (most of this
+            # detector's cost) rests and keeps the room it learnt; the cue is off until SETTLE_S anyway.
+            self._residual.append(mean_square(mic))
         self._mic.append(mean_square(mic))
         self._cleaned.append(mean_square(cleaned))
         mic_db = _db(sum(self._mic))
