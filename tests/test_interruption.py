@@ -63,11 +63,6 @@ def onset(at: float) -> Step:
     return lambda arbiter, t: arbiter.heard(SpeechOnset(at=at, started_at=at - 0.02), t.reply)
 
 
-def echo_onset(at: float) -> Step:
-    """An onset while the canceller's linear witness explains the microphone as the agent's echo."""
-    return lambda arbiter, t: arbiter.heard(SpeechOnset(at=at, started_at=at - 0.02), t.reply, echo_only=True)
-
-
 def started(at: float) -> Step:
     return lambda arbiter, t: arbiter.heard(SpeechStarted(at=at, started_at=at - 0.15), t.reply)
 
@@ -280,21 +275,6 @@ TABLES: dict[str, list[tuple[Step, list[Action]]]] = {
         (dropped(0.1), [Resume(1, "noise")]),
         (tick(5.0), []),
     ],
-    "an onset the echo explains pauses nothing, and speech that stops short is taken for echo": [
-        (echo_onset(0.0), []),
-        (voice(0.5), []),  # twice the minimum: still doubtful
-        (ended(0.7), []),
-        (verdict("words", "thank you"), []),  # Whisper's words for the echo start no reply
-    ],
-    "an onset the echo explains, then the double-talk cue: a person after all": [
-        (echo_onset(0.0), []),
-        (double_talk(0.05), [Pause(1)]),
-        (voice(0.25), [CUT]),
-    ],
-    "an onset the echo explains that goes on past the learning minimum still cuts": [
-        (echo_onset(0.0), []),
-        (voice(2.5), [CUT]),
-    ],
 }
 
 
@@ -310,11 +290,6 @@ def test_turned_off_it_never_pauses_or_cuts() -> None:
 def test_double_talk_pauses_nothing_when_switched_off() -> None:
     play([(double_talk(0.0), []), (onset(0.05), [Pause(1)])],
          BargeInPolicy(pause_on_double_talk=False, min_barge_in_speech_s=0.25))
-
-
-def test_onsets_the_echo_explains_are_trusted_when_switched_off() -> None:
-    play([(echo_onset(0.0), [Pause(1)]), (voice(0.25), [CUT])],
-         BargeInPolicy(doubt_onsets_the_echo_explains=False, min_barge_in_speech_s=0.25))
 
 
 def test_without_pause_on_onset_speech_still_cuts() -> None:

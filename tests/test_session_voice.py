@@ -308,7 +308,6 @@ async def test_while_the_echo_canceller_learns_short_speech_over_the_agent_is_ta
 ) -> None:
     rig = rig_of([], ["Thank you."], min_barge_in_speech_s=0.25, min_barge_in_speech_while_echo_learning_s=1.0)
     rig.transport.echo_learning = True  # type: ignore[attr-defined]  # an EchoCancellingTransport still learning
-    rig.transport.echo_only = False  # type: ignore[attr-defined]
     rig.transport.echo_double_talk = False  # type: ignore[attr-defined]
     await agent_is_speaking(rig)
     await rig.played(1, 500)
@@ -320,7 +319,6 @@ async def test_while_the_echo_canceller_learns_short_speech_over_the_agent_is_ta
     assert ("flush", 1) not in rig.transport.log
     # Once it has learnt, speech over the agent pauses it at once again.
     rig.transport.echo_learning = False  # type: ignore[attr-defined]
-    rig.transport.echo_only = False  # type: ignore[attr-defined]
     await rig.feed(True, 0.06)
     assert ("pause", 1) in rig.transport.log
 
@@ -340,7 +338,6 @@ async def test_the_cancellers_double_talk_cue_pauses_the_agent_before_the_vads_o
     vad = FaintVad()
     rig = rig_of([], [], vad=vad, min_barge_in_speech_s=0.25)
     rig.transport.echo_learning = False  # type: ignore[attr-defined]  # a canceller that has learnt the room
-    rig.transport.echo_only = False  # type: ignore[attr-defined]
     rig.transport.echo_double_talk = True  # type: ignore[attr-defined]
     await agent_is_speaking(rig)
     await rig.played(1, 500)
@@ -356,7 +353,6 @@ async def test_a_double_talk_pause_confirmed_by_the_vad_becomes_a_barge_in(rig_o
     vad = FaintVad()
     rig = rig_of([], ["wait a moment"], vad=vad, min_barge_in_speech_s=0.25)
     rig.transport.echo_learning = False  # type: ignore[attr-defined]
-    rig.transport.echo_only = False  # type: ignore[attr-defined]
     rig.transport.echo_double_talk = True  # type: ignore[attr-defined]
     await agent_is_speaking(rig)
     await rig.played(1, 500)
@@ -366,27 +362,11 @@ async def test_a_double_talk_pause_confirmed_by_the_vad_becomes_a_barge_in(rig_o
     assert ("flush", 1) in rig.transport.log and ("resume", 1) not in rig.transport.log
 
 
-async def test_an_onset_the_echo_explains_waits_for_the_double_talk_cue(rig_of: Callable[..., Rig]) -> None:
-    rig = rig_of([], [], min_barge_in_speech_s=0.25)
-    rig.transport.echo_learning = False  # type: ignore[attr-defined]
-    rig.transport.echo_double_talk = False  # type: ignore[attr-defined]
-    rig.transport.echo_only = True  # type: ignore[attr-defined]  # AEC3 let the agent through
-    await agent_is_speaking(rig)
-    await rig.played(1, 500)
-    await rig.feed(True, 0.4)  # the VAD hears a voice: by the linear filter, the agent's own
-    assert ("pause", 1) not in rig.transport.log and ("flush", 1) not in rig.transport.log
-    rig.transport.echo_only = False  # type: ignore[attr-defined]
-    rig.transport.echo_double_talk = True  # type: ignore[attr-defined]  # more than echo now
-    await rig.feed(True, 0.04)
-    assert ("pause", 1) in rig.transport.log and ("flush", 1) in rig.transport.log
-
-
 async def test_a_double_talk_cue_with_a_silent_vad_pauses_nothing(rig_of: Callable[..., Rig]) -> None:
     vad = FaintVad()
     vad.faint = 0.05
     rig = rig_of([], [], vad=vad, min_barge_in_speech_s=0.25)
     rig.transport.echo_learning = False  # type: ignore[attr-defined]
-    rig.transport.echo_only = False  # type: ignore[attr-defined]
     rig.transport.echo_double_talk = True  # type: ignore[attr-defined]
     await agent_is_speaking(rig)
     await rig.played(1, 500)
@@ -399,7 +379,6 @@ async def test_while_the_echo_canceller_learns_a_person_who_goes_on_still_cuts_t
 ) -> None:
     rig = rig_of([], ["wait I want to ask something else"], min_barge_in_speech_while_echo_learning_s=1.0)
     rig.transport.echo_learning = True  # type: ignore[attr-defined]
-    rig.transport.echo_only = False  # type: ignore[attr-defined]
     rig.transport.echo_double_talk = False  # type: ignore[attr-defined]
     await agent_is_speaking(rig)
     await rig.played(1, 500)

@@ -82,8 +82,6 @@ class DoubleTalk:
         self._speaking_s = 0.0
         self._quiet_s = math.inf
         self.now = False
-        # The agent is speaking and the linear witness explains the microphone as its echo.
-        self.echo_only = False
 
     @classmethod
     def for_blocks(cls, sample_rate: int, frame_samples: int) -> DoubleTalk:
@@ -124,14 +122,11 @@ class DoubleTalk:
         mic_db = _db(sum(self._mic))
         cleaned_db = _db(sum(self._cleaned))
         self._windows.append(cleaned_db)
-        full = len(self._mic) == self._mic.maxlen
-        witness_explains = _db(sum(self._residual)) - mic_db <= -MAX_WITNESS_REMOVED_DB
-        self.echo_only = full and self._quiet_s < SILENCE_S and witness_explains
         settled = self._quiet_s < SILENCE_S and self._speaking_s >= SETTLE_S
         self.now = (
             settled
-            and full
+            and len(self._mic) == self._mic.maxlen
             and cleaned_db - mic_db > -MAX_REMOVED_DB
             and cleaned_db > min(self._windows) + ABOVE_FLOOR_DB
-            and not witness_explains
+            and _db(sum(self._residual)) - mic_db > -MAX_WITNESS_REMOVED_DB
         )

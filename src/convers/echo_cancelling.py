@@ -65,11 +65,6 @@ class EchoCancelling:
         """Someone speaks over the agent: the canceller removed little of the last microphone block (`convers.double_talk`)."""
         return not self.failed and self._double_talk.now
 
-    @property
-    def echo_only(self) -> bool:
-        """The agent is speaking and a linear echo filter explains the last microphone block as its echo."""
-        return not self.failed and self._double_talk.echo_only
-
     def played(self, frame: AudioFrame) -> None:
         """What the speaker played just now (silence included); safe to call from an audio thread."""
         with self._lock:

@@ -79,11 +79,6 @@ class BargeInPolicy:
     # p50 251 -> 163 ms, -5 dB 166 -> 124 ms, docs/benchmarks.md "Speakerphone"). Such a pause that the VAD does not confirm
     # as speech onset within `double_talk_hold_s` of the last such frame resumes.
     pause_on_double_talk: bool = True
-    # A VAD onset over the agent at a moment the canceller's linear witness explains the microphone
-    # as the agent's echo (it removed 10 dB or more, `convers.double_talk`) is taken for the
-    # canceller letting echo through, as while it learns: no pause, the longer cut minimum; the
-    # double-talk cue turns it back into a person as soon as it sees more than echo.
-    doubt_onsets_the_echo_explains: bool = True
     double_talk_min_probability: float = 0.2
     double_talk_hold_s: float = 0.3
     # Utterances that say "I'm listening" rather than "stop": a transcript of only these (lower case,

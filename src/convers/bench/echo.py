@@ -330,7 +330,7 @@ async def run_scenario(scenario: Scenario, voices: Voices, vad: Any, stt: Any, s
             actions = []
             learning = cancelling is not None and cancelling.learning
             for event in listener.feed(cleaned, now):
-                actions += arbiter.heard(event, reply, learning, cancelling is not None and cancelling.echo_only)
+                actions += arbiter.heard(event, reply, learning)
                 if isinstance(event, UserTurnEnded):
                     transcript = await stt.transcribe(event.audio)
                     verdict = verdict_of(transcript.text, arbiter.policy)

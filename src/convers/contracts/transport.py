@@ -79,8 +79,3 @@ class EchoCancellingTransport(Protocol):
     def echo_double_talk(self) -> bool:
         """The canceller removed little of the latest microphone audio while the agent spoke: someone talks over it."""
         ...
-
-    @property
-    def echo_only(self) -> bool:
-        """The latest microphone audio is, by a linear echo filter, only the agent's echo (a VAD onset now is doubtful)."""
-        ...

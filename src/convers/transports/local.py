@@ -204,11 +204,6 @@ class LocalAudioTransport:
         """Someone speaks over the agent, by what the canceller could not remove (the arbiter pauses sooner)."""
         return self.echo is not None and self.echo.double_talk
 
-    @property
-    def echo_only(self) -> bool:
-        """The microphone hears only the agent's echo now, by the linear witness (a VAD onset is doubtful)."""
-        return self.echo is not None and self.echo.echo_only
-
     @classmethod
     def availability(cls, settings: Settings) -> Availability:
         try:

@@ -12,9 +12,6 @@ Paths (BargeInPolicy in policies.py holds every knob):
   through then sounds like a person for a moment, a person does not stop after a moment; such
   speech that ends before the cut is taken for echo, whatever its transcript says (Whisper writes
   "Thank you." or the agent's own words for it);
-- an onset at a moment the canceller's linear witness explains the microphone as the agent's echo
-  (`echo_only`, see convers.double_talk) is treated the same way: AEC3 let a burst of echo through;
-  if the double-talk cue then sees more than echo, it is a person after all -> `Pause`, normal cut;
 - once the canceller has learnt the room, it may say someone speaks over the agent before the VAD
   does (`double_talk`, see convers.double_talk): -> `Pause` at once; if no onset follows within
   `double_talk_hold_s` of the last such frame -> `Resume` ("noise");
@@ -142,8 +139,7 @@ class BargeInArbiter:
         self._transcribing = 0
         # The unheard rest of the reply last cut, until a verdict says whether the cut was real.
         self._unheard: str | None = None
-        # The speech being judged began over the agent while the echo canceller was learning, or
-        # while its linear witness explained the microphone as echo: it may be echo.
+        # The speech being judged began over the agent while the echo canceller was learning.
         self._onset_while_learning = False
         # Ended turns of that kind not yet transcribed: their transcripts are echo, not words.
         self._echo_turns = 0
@@ -161,10 +157,8 @@ class BargeInArbiter:
         """The turn whose playback is paused by this arbiter, if any."""
         return self._paused_turn
 
-    def heard(self, event: TurnEvent, reply: ReplyView | None, echo_learning: bool = False,
-              echo_only: bool = False) -> list[Action]:
-        """One TurnTaker event, with the reply as it is now, whether the echo canceller is learning and
-        whether the microphone is, by its linear witness, only the agent's echo now."""
+    def heard(self, event: TurnEvent, reply: ReplyView | None, echo_learning: bool = False) -> list[Action]:
+        """One TurnTaker event, with the reply as it is now and whether the echo canceller is learning."""
         if isinstance(event, SpeechOnset):
             self._user_active = True
             self._unconfirmed_until = None
@@ -172,7 +166,6 @@ class BargeInArbiter:
                 return []
             assert reply is not None
             self._onset_at = event.started_at
-            echo_learning = echo_learning or (echo_only and self.policy.doubt_onsets_the_echo_explains)
             self._onset_while_learning = echo_learning
             if self.policy.pause_on_onset and not echo_learning and self._paused_turn != reply.turn:
                 self._paused_turn = reply.turn
@@ -200,14 +193,6 @@ class BargeInArbiter:
                 or probability < policy.double_talk_min_probability or not _speaking(reply)):
             return []
         assert reply is not None
-        if self._onset_at is not None and self._onset_while_learning:
-            # An onset taken for the canceller's echo: more than echo now, so it is a person.
-            self._onset_while_learning = False
-            if self._paused_turn == reply.turn:
-                return []
-            self._paused_turn = reply.turn
-            self._paused_at = at
-            return [Pause(reply.turn)]
         if self._paused_turn == reply.turn:
             if self._unconfirmed_until is not None:
                 self._unconfirmed_until = at + policy.double_talk_hold_s
@@ -224,8 +209,7 @@ class BargeInArbiter:
         if self._onset_at is None or reply is None or reply.settled:
             return []
         policy = self.policy
-        doubtful = echo_learning or self._onset_while_learning
-        if voice_s < (policy.min_barge_in_speech_while_echo_learning_s if doubtful else policy.min_barge_in_speech_s):
+        if voice_s < (policy.min_barge_in_speech_while_echo_learning_s if echo_learning else policy.min_barge_in_speech_s):
             return []
         onset_at, self._onset_at = self._onset_at, None
         self._onset_while_learning = False

@@ -73,8 +73,6 @@ class VoiceTurns:
         self._spawn = spawn
         # Whether the transport's echo canceller is still learning the room, as of the current frame.
         self._echo_learning = False
-        # Whether a linear echo filter explains the current frame as the agent's own echo.
-        self._echo_only = False
 
     async def hear(self, frame: AudioFrame) -> None:
         """One inbound frame: turn events, the barge-in minimum, then the false-interruption timeout."""
@@ -83,7 +81,6 @@ class VoiceTurns:
         transport = session.transport
         cancelling = transport if isinstance(transport, EchoCancellingTransport) else None
         self._echo_learning = cancelling is not None and cancelling.echo_learning
-        self._echo_only = cancelling is not None and cancelling.echo_only
         turn_events, finished = self.hearing.feed(frame, now, hold=self.arbiter.judging)
         for event in turn_events:
             await self._on_turn_event(event, finished if isinstance(event, UserTurnEnded) else None)
@@ -99,7 +96,7 @@ class VoiceTurns:
         events = self.session.events
         current = self.session.current
         speaking = current is not None and current.audible and not current.settled
-        await self.apply(self.arbiter.heard(event, current, self._echo_learning, self._echo_only))
+        await self.apply(self.arbiter.heard(event, current, self._echo_learning))
         if isinstance(event, SpeechStarted):
             self.session.user_speaking(True)
             events.emit(EventKind.SPEECH_START, at=round(event.started_at, 4), over_agent=speaking)

@@ -90,11 +90,6 @@ class WebSocketTransport:
         return self.echo is not None and self.echo.double_talk
 
     @property
-    def echo_only(self) -> bool:
-        """This client's microphone hears only the agent's echo now, by the server's linear witness."""
-        return self.echo is not None and self.echo.echo_only
-
-    @property
     def closed(self) -> bool:
         return self._closed
 
