@@ -303,12 +303,17 @@ async def test_a_short_turn_with_words_over_the_agent_replaces_the_reply(rig_of:
     assert rig.transport.reply_text(2) == "Okay."
 
 
+def cancelling_echo(rig: Rig, *, learning: bool, double_talk: bool) -> None:
+    """Makes the rig's transport an `EchoCancellingTransport` in the given state."""
+    rig.transport.echo_learning = learning  # type: ignore[attr-defined]
+    rig.transport.echo_double_talk = double_talk  # type: ignore[attr-defined]
+
+
 async def test_while_the_echo_canceller_learns_short_speech_over_the_agent_is_taken_for_echo(
     rig_of: Callable[..., Rig],
 ) -> None:
     rig = rig_of([], ["Thank you."], min_barge_in_speech_s=0.25, min_barge_in_speech_while_echo_learning_s=1.0)
-    rig.transport.echo_learning = True  # type: ignore[attr-defined]  # an EchoCancellingTransport still learning
-    rig.transport.echo_double_talk = False  # type: ignore[attr-defined]
+    cancelling_echo(rig, learning=True, double_talk=False)
     await agent_is_speaking(rig)
     await rig.played(1, 500)
     await rig.feed(True, 0.5)  # twice the barge-in minimum, but under the learning one
@@ -337,8 +342,7 @@ async def test_the_cancellers_double_talk_cue_pauses_the_agent_before_the_vads_o
 ) -> None:
     vad = FaintVad()
     rig = rig_of([], [], vad=vad, min_barge_in_speech_s=0.25)
-    rig.transport.echo_learning = False  # type: ignore[attr-defined]  # a canceller that has learnt the room
-    rig.transport.echo_double_talk = True  # type: ignore[attr-defined]
+    cancelling_echo(rig, learning=False, double_talk=True)
     await agent_is_speaking(rig)
     await rig.played(1, 500)
     await rig.feed(True, 0.04)  # VAD 0.3: no onset yet, but the canceller removed little
@@ -352,8 +356,7 @@ async def test_the_cancellers_double_talk_cue_pauses_the_agent_before_the_vads_o
 async def test_a_double_talk_pause_confirmed_by_the_vad_becomes_a_barge_in(rig_of: Callable[..., Rig]) -> None:
     vad = FaintVad()
     rig = rig_of([], ["wait a moment"], vad=vad, min_barge_in_speech_s=0.25)
-    rig.transport.echo_learning = False  # type: ignore[attr-defined]
-    rig.transport.echo_double_talk = True  # type: ignore[attr-defined]
+    cancelling_echo(rig, learning=False, double_talk=True)
     await agent_is_speaking(rig)
     await rig.played(1, 500)
     await rig.feed(True, 0.04)
@@ -366,8 +369,7 @@ async def test_a_double_talk_cue_with_a_silent_vad_pauses_nothing(rig_of: Callab
     vad = FaintVad()
     vad.faint = 0.05
     rig = rig_of([], [], vad=vad, min_barge_in_speech_s=0.25)
-    rig.transport.echo_learning = False  # type: ignore[attr-defined]
-    rig.transport.echo_double_talk = True  # type: ignore[attr-defined]
+    cancelling_echo(rig, learning=False, double_talk=True)
     await agent_is_speaking(rig)
     await rig.played(1, 500)
     await rig.feed(True, 0.3)
@@ -378,8 +380,7 @@ async def test_while_the_echo_canceller_learns_a_person_who_goes_on_still_cuts_t
     rig_of: Callable[..., Rig],
 ) -> None:
     rig = rig_of([], ["wait I want to ask something else"], min_barge_in_speech_while_echo_learning_s=1.0)
-    rig.transport.echo_learning = True  # type: ignore[attr-defined]
-    rig.transport.echo_double_talk = False  # type: ignore[attr-defined]
+    cancelling_echo(rig, learning=True, double_talk=False)
     await agent_is_speaking(rig)
     await rig.played(1, 500)
     await rig.feed(True, 0.9)
