@@ -8,7 +8,6 @@ the order they happened: all that was played up to now, then the microphone bloc
 from __future__ import annotations
 
 import logging
-import math
 import threading
 from collections import deque
 from collections.abc import Callable
@@ -30,12 +29,6 @@ log = logging.getLogger(__name__)
 LEARNING_S = 6.0
 # A played block quieter than this is not speech the canceller learns from.
 _AUDIBLE_DBFS = -50.0
-# Once the agent has been silent this long its echo has died away (the simulated rooms of
-# `convers bench echo`: up to 200 ms of delay and a tail 40 dB down within 0.35 s), so the
-# microphone is handed on as it is: a canceller still learning the room damages a person's words
-# even with nothing to cancel (through `convers serve`, the first question after a 4 s greeting came
-# out garbled or not at all).
-ECHO_GONE_S = 0.8
 
 
 class EchoCancelling:
@@ -54,8 +47,6 @@ class EchoCancelling:
         self.learning_s = learning_s
         # Seconds of audible agent speech the canceller has been given so far.
         self.heard_s = 0.0
-        # How long the agent has been silent (nothing played yet: ever since).
-        self.silent_s = math.inf
         self._lock = threading.Lock()
         self._played: deque[AudioFrame] = deque()
         self._played_resampler: StreamResampler | None = None
@@ -93,19 +84,12 @@ class EchoCancelling:
                 for block in self._render_blocks.push(self._played_resampler.push(piece)):
                     self.canceller.render(block.pcm)
                     self._double_talk.played(block.pcm)
-                    if dbfs(block) > _AUDIBLE_DBFS:
-                        self.silent_s = 0.0
-                        if self.heard_s < self.learning_s:
-                            self.heard_s += block.duration_s
-                    else:
-                        self.silent_s += block.duration_s
+                    if self.heard_s < self.learning_s and dbfs(block) > _AUDIBLE_DBFS:
+                        self.heard_s += block.duration_s
             cleaned = []
             for block in self._capture_blocks.push(mic):
-                # The canceller hears every block (it keeps tracking the room); its output is used
-                # only while an echo can be there.
-                out = self.canceller.capture(block.pcm)
-                self._double_talk.heard(block.pcm, out)
-                cleaned.append(block.pcm if self.silent_s >= ECHO_GONE_S else out)
+                cleaned.append(self.canceller.capture(block.pcm))
+                self._double_talk.heard(block.pcm, cleaned[-1])
             return AudioFrame(b"".join(cleaned), self.rate)
         except Exception as error:  # noqa: BLE001 - a failed canceller must not take the microphone with it
             self.failed = True
