@@ -258,6 +258,13 @@ TABLES: dict[str, list[tuple[Step, list[Action]]]] = {
         (tick(0.51), [Resume(1, "noise")]),
         (tick(5.0), []),
     ],
+    "after an unconfirmed double-talk pause the cue rests, then works again": [
+        (double_talk(0.0), [Pause(1)]),
+        (tick(0.31), [Resume(1, "noise")]),
+        (double_talk(0.4), []),  # resting: the same stretch of echo pauses nothing again
+        (double_talk(2.2), []),
+        (double_talk(2.4), [Pause(1)]),
+    ],
     "a double-talk cue with the VAD under its minimum pauses nothing": [
         (double_talk(0.0, probability=0.1), []),
         (tick(1.0), []),

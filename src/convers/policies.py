@@ -81,6 +81,10 @@ class BargeInPolicy:
     pause_on_double_talk: bool = True
     double_talk_min_probability: float = 0.2
     double_talk_hold_s: float = 0.3
+    # After a double-talk pause that nothing confirmed, the cue is not used for this long: when the
+    # canceller lets a stretch of echo through, the cue fires again every time its hold ends (one
+    # such stretch paused the agent 4 times in a second in `convers bench echo` at -10 dB).
+    double_talk_rest_s: float = 2.0
     # Utterances that say "I'm listening" rather than "stop": a transcript of only these (lower case,
     # without punctuation) never costs the agent its reply.
     backchannels: tuple[str, ...] = BACKCHANNELS

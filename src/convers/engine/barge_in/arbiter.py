@@ -14,7 +14,8 @@ Paths (BargeInPolicy in policies.py holds every knob):
   "Thank you." or the agent's own words for it);
 - once the canceller has learnt the room, it may say someone speaks over the agent before the VAD
   does (`double_talk`, see convers.double_talk): -> `Pause` at once; if no onset follows within
-  `double_talk_hold_s` of the last such frame -> `Resume` ("noise");
+  `double_talk_hold_s` of the last such frame -> `Resume` ("noise"), and the cue rests for
+  `double_talk_rest_s`;
 - the onset drops (a cough) -> `Resume` ("noise");
 - a short turn ends: the pause holds until its transcript says: words -> `StartReply` (which
   replaces the reply); nothing or only a backchannel -> `Resume` ("no_words") and, if a cut left
@@ -146,6 +147,8 @@ class BargeInArbiter:
         # A pause on the canceller's double-talk cue that no speech onset has confirmed yet resumes
         # at this time, unless the cue goes on.
         self._unconfirmed_until: float | None = None
+        # After such a pause resumed unconfirmed, the cue is not trusted again until this time.
+        self._cue_rests_until = float("-inf")
 
     @property
     def judging(self) -> bool:
@@ -190,7 +193,8 @@ class BargeInArbiter:
         """The echo canceller says someone speaks over the agent now; `probability` is the VAD's latest score."""
         policy = self.policy
         if (not (policy.enabled and policy.pause_on_onset and policy.pause_on_double_talk) or echo_learning
-                or probability < policy.double_talk_min_probability or not _speaking(reply)):
+                or probability < policy.double_talk_min_probability or not _speaking(reply)
+                or at < self._cue_rests_until):
             return []
         assert reply is not None
         if self._paused_turn == reply.turn:
@@ -259,6 +263,7 @@ class BargeInArbiter:
             if now + _EPSILON_S < self._unconfirmed_until or self._onset_at is not None:
                 return []
             self._unconfirmed_until = None
+            self._cue_rests_until = now + self.policy.double_talk_rest_s
             return self._resume(reply, "noise")
         if now - self._paused_at + _EPSILON_S < self.policy.false_interruption_timeout_s:
             return []
