@@ -76,7 +76,7 @@ class BargeInPolicy:
     # over the agent (it removed little of the microphone, `convers.double_talk`) and the VAD gives
     # that frame at least `double_talk_min_probability`: the canceller's suppressor thins a person's
     # first syllables, so the VAD alone reaches its start threshold late (echo 0 dB: onset to pause
-    # p50 251 -> 146 ms, -5 dB 166 -> 124 ms, docs/benchmarks.md "Speakerphone"). Such a pause that the VAD does not confirm
+    # p50 251 -> 146-164 ms, -5 dB 166 -> 109-127 ms, docs/benchmarks.md "Speakerphone"). Such a pause that the VAD does not confirm
     # as speech onset within `double_talk_hold_s` of the last such frame resumes.
     pause_on_double_talk: bool = True
     double_talk_min_probability: float = 0.2
