@@ -40,7 +40,7 @@ class Room:
             echo = 0.5 * np.concatenate([self._last[-48:], out[:-48]])
             self._last = out
             voice = noise(person, 10_000 + self.blocks)
-            self.detector.played(pcm(out))
+            self.detector.played(pcm(out), audible=played > 0)
             left = voice if cleaned is None else noise(cleaned, 20_000 + self.blocks)
             self.detector.heard(pcm(echo + voice), pcm(left))
             verdicts.append(self.detector.now)
@@ -90,7 +90,7 @@ def test_nothing_is_double_talk_while_the_agent_is_silent() -> None:
 def test_without_the_linear_witness_there_is_no_cue() -> None:
     detector = DoubleTalk(BLOCK_S, None)
     for index in range(300):
-        detector.played(pcm(noise(0.1, index)))
+        detector.played(pcm(noise(0.1, index)), audible=True)
         detector.heard(pcm(noise(0.1, index + 1)), pcm(noise(0.1, index + 2)))
         assert not detector.now
 

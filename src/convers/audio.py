@@ -83,12 +83,17 @@ class StreamResampler:
         return AudioFrame(np.asarray(out, dtype="<i2").tobytes(), self.out_rate)
 
 
+def mean_square(pcm: bytes) -> float:
+    """The energy of PCM16 audio, on a full scale of 1 (0 for no samples)."""
+    if not pcm:
+        return 0.0
+    samples = pcm16_to_float32(pcm).astype(np.float64)
+    return float(np.mean(samples * samples))
+
+
 def rms(frame: AudioFrame) -> float:
     """Root mean square level, 0..1 of full scale."""
-    if not frame.pcm:
-        return 0.0
-    samples = pcm16_to_float32(frame.pcm).astype(np.float64)
-    return float(np.sqrt(np.mean(samples * samples)))
+    return math.sqrt(mean_square(frame.pcm))
 
 
 def dbfs(frame: AudioFrame) -> float:

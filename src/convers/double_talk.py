@@ -28,8 +28,7 @@ import logging
 import math
 from collections import deque
 
-import numpy as np
-
+from convers.audio import mean_square
 from convers.linear_echo import LinearEchoFilter
 
 log = logging.getLogger(__name__)
@@ -51,14 +50,6 @@ MAX_WITNESS_REMOVED_DB = 10.0
 MAX_QUEUED_S = 0.3
 # The agent silent this long: the room's echo of it has died away, the linear filter is not run.
 WITNESS_IDLE_S = 1.0
-# A played block quieter than this is the agent being silent (as `echo_cancelling` counts it).
-AUDIBLE_DBFS = -50.0
-
-
-def mean_square(pcm: bytes) -> float:
-    """The energy of PCM16 audio on a full scale of 1."""
-    samples = np.frombuffer(pcm, dtype=np.int16).astype(np.float32) / 32768.0
-    return float(np.mean(samples * samples)) if len(samples) else 0.0
 
 
 def _db(energy: float) -> float:
@@ -93,11 +84,11 @@ class DoubleTalk:
             witness = None
         return cls(frame_samples / sample_rate, witness)
 
-    def played(self, pcm: bytes) -> None:
-        """One block the speaker played."""
+    def played(self, pcm: bytes, audible: bool) -> None:
+        """One block the speaker played; `audible`: the agent's voice, not silence (as `echo_cancelling` counts it)."""
         if self.witness is not None:
             self._queued.append(pcm)
-        if _db(mean_square(pcm)) > AUDIBLE_DBFS:
+        if audible:
             if self._quiet_s >= SILENCE_S:
                 self._speaking_s = 0.0
             self._quiet_s = 0.0
@@ -111,13 +102,14 @@ class DoubleTalk:
             return
         # The n-th microphone block heard the n-th played block (the filter finds the room's delay).
         played = self._queued.popleft() if self._queued else bytes(len(mic))
+        mic_energy = mean_square(mic)
         if self._quiet_s < WITNESS_IDLE_S:
             self._residual.append(mean_square(self.witness.residual(mic, played)))
         else:
             # The agent has been silent long enough that no echo is left: the filter (most of this
             # detector's cost) rests and keeps the room it learnt; the cue is off until SETTLE_S anyway.
-            self._residual.append(mean_square(mic))
-        self._mic.append(mean_square(mic))
+            self._residual.append(mic_energy)
+        self._mic.append(mic_energy)
         self._cleaned.append(mean_square(cleaned))
         mic_db = _db(sum(self._mic))
         cleaned_db = _db(sum(self._cleaned))

@@ -83,8 +83,9 @@ class EchoCancelling:
                 self._played_resampler = _resampler_for(self._played_resampler, piece.sample_rate, self.rate)
                 for block in self._render_blocks.push(self._played_resampler.push(piece)):
                     self.canceller.render(block.pcm)
-                    self._double_talk.played(block.pcm)
-                    if self.heard_s < self.learning_s and dbfs(block) > _AUDIBLE_DBFS:
+                    audible = dbfs(block) > _AUDIBLE_DBFS
+                    self._double_talk.played(block.pcm, audible)
+                    if audible and self.heard_s < self.learning_s:
                         self.heard_s += block.duration_s
             cleaned = []
             for block in self._capture_blocks.push(mic):
