@@ -145,7 +145,8 @@ class BargeInArbiter:
         # Ended turns of that kind not yet transcribed: their transcripts are echo, not words.
         self._echo_turns = 0
         # A pause on the canceller's double-talk cue that no speech onset has confirmed yet resumes
-        # at this time, unless the cue goes on.
+        # at this time, unless the cue goes on. Only read while that pause stands: every onset
+        # clears it and every double-talk pause sets it, so no other path needs to.
         self._unconfirmed_until: float | None = None
         # After such a pause resumed unconfirmed, the cue is not trusted again until this time.
         self._cue_rests_until = float("-inf")
@@ -221,7 +222,6 @@ class BargeInArbiter:
         self._unheard = reply.unheard_text() or None
         if self._paused_turn == reply.turn:
             self._paused_turn = None
-            self._unconfirmed_until = None
         return [Cut(reply.turn, onset_at=onset_at)]
 
     def transcribed(self, verdict: Verdict, text: str, reply: ReplyView | None) -> list[Action]:
@@ -235,7 +235,6 @@ class BargeInArbiter:
         if verdict == "words":
             self._unheard = None
             self._paused_turn = None  # the new turn replaces the paused one
-            self._unconfirmed_until = None
             return [StartReply(text)]
         actions = self._resume(reply, "no_words")
         # Restart rather than resume: by now the cut turn's audio is flushed on the client, so the
@@ -257,7 +256,6 @@ class BargeInArbiter:
             return []
         if reply is None or reply.turn != self._paused_turn:
             self._paused_turn = None  # cut or replaced already
-            self._unconfirmed_until = None
             return []
         if self._unconfirmed_until is not None:
             if now + _EPSILON_S < self._unconfirmed_until or self._onset_at is not None:
@@ -275,5 +273,4 @@ class BargeInArbiter:
         if reply is None or self._paused_turn != reply.turn or reply.settled:
             return []
         self._paused_turn = None
-        self._unconfirmed_until = None
         return [Resume(reply.turn, reason)]
