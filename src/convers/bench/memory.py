@@ -28,7 +28,7 @@ import random
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -44,26 +44,7 @@ from convers.bench.memory_corpus import (
 )
 from convers.bench.results import write_json_result
 from convers.contracts.memory import MemoryTurn
-from convers.memory.ranking import (
-    ANSWER_NEIGHBOURS,
-    BLEND_VECTOR_WEIGHT,
-    CENTRE_WEIGHT,
-    DATE_WEIGHT,
-    DEFAULT_FUSION,
-    ENTITY_WEIGHT,
-    JUDGEMENT_TOPIC_WEIGHT,
-    OBSERVATION_COSINE,
-    OBSERVATION_TOP,
-    OBSERVATION_WEIGHT,
-    PER_SESSION,
-    QUESTION_PENALTY,
-    SHORT_PENALTY,
-    SIMILAR_COSINE,
-    SUPERSEDE_COSINE,
-    SUPERSEDE_MARGIN,
-    TOPIC_WEIGHT,
-    RankingWeights,
-)
+from convers.memory.ranking import RankingWeights
 from convers.memory.speakers import QUERY_SPEAKER_WEIGHT, SPEAKER_WEIGHT
 from convers.memory.store import SqliteMemoryStore
 from convers.memory.vectors import embed_blocking
@@ -79,47 +60,27 @@ NEGATIVES = ["What does {X} think about cryptocurrency?", "How did {Xs} scuba di
              "What did {X} think of the new tax rules?", "Who won {Xs} chess tournament?"]
 
 
-@dataclass
 class Ranking:
-    """One way to rank: how turns are stored, which fusion, which weights (store fields of the same names)."""
+    """One way to rank: how turns are stored (the speaker weights), how searched (`mode`), and the
+    store's `RankingWeights` (any of its fields by name; the rest keep the store's defaults)."""
 
-    name: str
-    speaker_weight: float = SPEAKER_WEIGHT  # stored vector = text + weight x speaker label (0: bare text)
-    query_speaker_weight: float = QUERY_SPEAKER_WEIGHT
-    mode: str = "fused"
-    fusion: str = DEFAULT_FUSION
-    blend_vector_weight: float = BLEND_VECTOR_WEIGHT
-    rrf_vector_weight: float = 1.0
-    rrf_lexical_weight: float = 1.0
-    date_weight: float = DATE_WEIGHT
-    recency_weight: float = 0.0
-    question_penalty: float = QUESTION_PENALTY
-    short_penalty: float = SHORT_PENALTY
-    supersede_cosine: float = SUPERSEDE_COSINE
-    supersede_margin: float = SUPERSEDE_MARGIN
-    entity_weight: float = ENTITY_WEIGHT
-    topic_weight: float = TOPIC_WEIGHT
-    per_session: int = PER_SESSION
-    answer_neighbours: bool = ANSWER_NEIGHBOURS
-    similar_cosine: float = SIMILAR_COSINE
-    centre_weight: float = CENTRE_WEIGHT
-    judgement_topic_weight: float = JUDGEMENT_TOPIC_WEIGHT
-    observation_weight: float = OBSERVATION_WEIGHT
-    observation_cosine: float = OBSERVATION_COSINE
-    observation_top: int = OBSERVATION_TOP
+    def __init__(self, name: str, *, speaker_weight: float = SPEAKER_WEIGHT,
+                 query_speaker_weight: float = QUERY_SPEAKER_WEIGHT, mode: str = "fused", **weights: Any) -> None:
+        self.name = name
+        # Stored vector = text + speaker_weight x the speaker label (0: bare text).
+        self.speaker_weight = speaker_weight
+        self.query_speaker_weight = query_speaker_weight
+        self.mode = mode
+        self.weights = RankingWeights(**weights)
 
-    def weights(self) -> RankingWeights:
-        return RankingWeights(
-            fusion=self.fusion, blend_vector_weight=self.blend_vector_weight,  # type: ignore[arg-type]
-            rrf_vector_weight=self.rrf_vector_weight, rrf_lexical_weight=self.rrf_lexical_weight,
-            date_weight=self.date_weight, recency_weight=self.recency_weight, question_penalty=self.question_penalty,
-            short_penalty=self.short_penalty, supersede_cosine=self.supersede_cosine,
-            supersede_margin=self.supersede_margin, entity_weight=self.entity_weight,
-            topic_weight=self.topic_weight, per_session=self.per_session,
-            answer_neighbours=self.answer_neighbours, similar_cosine=self.similar_cosine,
-            centre_weight=self.centre_weight,
-            judgement_topic_weight=self.judgement_topic_weight, observation_weight=self.observation_weight,
-            observation_cosine=self.observation_cosine, observation_top=self.observation_top)
+    def but(self, **weights: Any) -> Ranking:
+        """The same ranking with some weights changed."""
+        return Ranking(self.name, speaker_weight=self.speaker_weight, query_speaker_weight=self.query_speaker_weight,
+                       mode=self.mode, **{**asdict(self.weights), **weights})
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "speaker_weight": self.speaker_weight,
+                "query_speaker_weight": self.query_speaker_weight, "mode": self.mode, **asdict(self.weights)}
 
 
 def default_rankings() -> list[Ranking]:
@@ -142,8 +103,8 @@ def default_rankings() -> list[Ranking]:
                                                  "query_speaker_weight": 0.4, "question_penalty": 0.3,
                                                  "short_penalty": 0.3}),
         Ranking("previous defaults (no keys, no session spread)", **off),  # type: ignore[arg-type]
-        Ranking("previous defaults, words only", mode="lexical", **off),  # type: ignore[arg-type]
-        Ranking("previous defaults, vector only", mode="vector", **off),  # type: ignore[arg-type]
+        Ranking("previous defaults, words only", mode="lexical", **off),
+        Ranking("previous defaults, vector only", mode="vector", **off),
         Ranking("+ entity keys", topic_weight=0.0, per_session=0, similar_cosine=1.0, centre_weight=0.0,
                 judgement_topic_weight=0.0),
         Ranking("+ topic keys", entity_weight=0.0, per_session=0, similar_cosine=1.0, centre_weight=0.0,
@@ -272,7 +233,7 @@ def _negatives(conversation: BenchConversation) -> list[BenchQuestion]:
 
 def _search(store: SqliteMemoryStore, ranking: Ranking, text: str, vector: np.ndarray | None, k: int,
             now: datetime, floor: float = 0.0) -> list[Any]:
-    store.use_weights(ranking.weights(), query_speaker_weight=ranking.query_speaker_weight)
+    store.use_weights(ranking.weights, query_speaker_weight=ranking.query_speaker_weight)
     return store.search(text, k, vector=vector, mode=ranking.mode, floor=floor, now=now)  # type: ignore[arg-type]
 
 
@@ -512,12 +473,12 @@ def run_benchmark(settings: Settings, config: BenchConfig, progress: Callable[[s
         notes: dict[str, list[str]] | None = None
         if config.observations:
             notes, result["observations"] = _observations(settings, corpus, prepared, config, progress)
-            rankings = [*(replace(r, observation_weight=0.0) for r in rankings), *observation_rankings()]
+            rankings = [*(r.but(observation_weight=0.0) for r in rankings), *observation_rankings()]
         tune, held_out = prepared[: config.tune_conversations], prepared[config.tune_conversations:]
         progress(f"comparing {len(rankings)} rankings...")
         table = []
         for ranking in rankings:
-            table.append({"ranking": asdict(ranking), "tune": _evaluate(tune, ranking),
+            table.append({"ranking": ranking.as_dict(), "tune": _evaluate(tune, ranking),
                           "held_out": _evaluate(held_out, ranking)})
         # Best on the tuning half: overall recall@5, and no type left far behind.
         best = max(table, key=lambda row: (row["tune"]["all"]["recall@5"] + 0.5 * row["tune"]["worst_type_recall@5"]))
