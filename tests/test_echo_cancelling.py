@@ -20,8 +20,9 @@ from convers.config import ConfigError, Settings
 from convers.contracts.audio import AudioFrame
 from convers.contracts.transport import InboundAudio
 from convers.echo_cancelling import EchoCancelling, canceller_factory
-from convers.engine.barge_in.arbiter import BargeInArbiter, Cut, Pause, StartReply
+from convers.engine.barge_in.arbiter import BargeInArbiter, Cut, Pause, StartReply, SuspectEcho
 from convers.engine.listening.turn_taking import SpeechOnset, UserTurnEnded
+from convers.engine.listening.verdict import Verdict
 from convers.policies import BargeInPolicy
 from convers.providers.echo.webrtc import WebRtcEchoCanceller
 from convers.transports.browser.protocol import Hello, parse_text
@@ -247,6 +248,9 @@ class Reply:
     def unheard_text(self) -> str:
         return "the rest"
 
+    def said_text(self) -> str:
+        return "Good morning! The kettle is a fine place to start. Shall I remind you at half past eight?"
+
 
 def ended(at: float) -> UserTurnEnded:
     return UserTurnEnded(at=at, audio=AudioFrame(b"", RATE), started_at=at - 0.5, ended_at=at - 0.3)
@@ -264,14 +268,42 @@ def test_while_learning_an_onset_pauses_nothing_and_the_cut_waits() -> None:
     assert [type(action) for action in learnt.voice(policy.min_barge_in_speech_s, Reply())] == [Cut]
 
 
-def test_short_speech_over_the_agent_while_learning_is_echo_whatever_its_transcript() -> None:
-    arbiter = BargeInArbiter()
+def suspect_after(arbiter: BargeInArbiter, speech_s: float) -> SuspectEcho | None:
+    """Speech over the agent while the canceller learns, ended after `speech_s`: what the arbiter made of it."""
     arbiter.heard(SpeechOnset(at=1.0, started_at=1.0), Reply(), echo_learning=True)
-    arbiter.heard(ended(1.8), Reply(), echo_learning=True)
-    assert arbiter.transcribed("words", "Thank you.", Reply()) == []
+    arbiter.heard(UserTurnEnded(at=1.0 + speech_s + 0.5, audio=AudioFrame(b"", RATE), started_at=1.0,
+                                ended_at=1.0 + speech_s), Reply(), echo_learning=True)
+    return arbiter.ended_suspect
+
+
+@pytest.mark.parametrize(("speech_s", "transcript", "a_person"), [
+    (1.5, "kettle", False),  # one long word of the agent's
+    (0.6, "what time is it", False),  # too short: the echo lets runs this long through
+    (1.5, "the kettle is a fine place", False),  # the agent's words in order
+    (1.5, "at half past 8", False),  # "at half past eight", as the recogniser writes it
+    (1.5, "what time is my appointment tomorrow", True),
+    (1.5, "Sorry, can you say the first part again?", True),  # "the first" alone is a short run
+    (1.5, "", False),
+])
+def test_speech_over_the_agent_while_learning_is_a_person_only_by_length_and_words_of_its_own(
+    speech_s: float, transcript: str, a_person: bool,
+) -> None:
+    arbiter = BargeInArbiter()
+    suspect = suspect_after(arbiter, speech_s)
+    assert suspect is not None and suspect.said == Reply().said_text()
+    verdict: Verdict = "words" if transcript else "nothing"
+    actions = arbiter.transcribed(verdict, transcript, Reply(), suspect)
+    assert actions == ([StartReply(transcript)] if a_person else [])
+
+
+def test_short_speech_over_the_agent_while_learning_is_echo_and_the_next_turn_is_heard() -> None:
+    arbiter = BargeInArbiter()
+    suspect = suspect_after(arbiter, 0.8)
+    assert arbiter.transcribed("words", "Thank you.", Reply(), suspect) == []
     # The next turn, spoken once the canceller has learnt, is the person's.
     arbiter.heard(SpeechOnset(at=3.0, started_at=3.0), Reply())
     arbiter.heard(ended(3.8), Reply())
+    assert arbiter.ended_suspect is None
     assert arbiter.transcribed("words", "what time is it", Reply()) == [StartReply("what time is it")]
 
 

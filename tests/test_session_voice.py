@@ -303,10 +303,12 @@ async def test_a_short_turn_with_words_over_the_agent_replaces_the_reply(rig_of:
     assert rig.transport.reply_text(2) == "Okay."
 
 
-def cancelling_echo(rig: Rig, *, learning: bool, double_talk: bool) -> None:
-    """Makes the rig's transport an `EchoCancellingTransport` in the given state."""
+def cancelling_echo(rig: Rig, *, learning: bool, double_talk: bool, unsuppressed: AudioFrame | None = None) -> None:
+    """Makes the rig's transport an `EchoCancellingTransport` in the given state; `unsuppressed` is
+    what it hands for any stretch of its cleaned audio."""
     rig.transport.echo_learning = learning  # type: ignore[attr-defined]
     rig.transport.echo_double_talk = double_talk  # type: ignore[attr-defined]
+    rig.transport.echo_unsuppressed = lambda audio: unsuppressed  # type: ignore[attr-defined]
 
 
 async def test_while_the_echo_canceller_learns_short_speech_over_the_agent_is_taken_for_echo(
@@ -326,6 +328,42 @@ async def test_while_the_echo_canceller_learns_short_speech_over_the_agent_is_ta
     rig.transport.echo_learning = False  # type: ignore[attr-defined]
     await rig.feed(True, 0.06)
     assert ("pause", 1) in rig.transport.log
+
+
+async def test_while_the_echo_canceller_learns_a_person_over_the_agent_is_heard_by_their_own_words(
+    rig_of: Callable[..., Rig],
+) -> None:
+    """Speech over the agent shorter than the learning cut, over a second long, whose transcript is not
+    the agent's words, is the person's turn; it is decoded from the linear filter's residual."""
+    residual = AudioFrame(bytes(2 * RATE * 2), RATE)  # 2.0 s: told apart from the cleaned utterance by its length
+    rig = rig_of([], ["what time is my appointment"], min_barge_in_speech_s=0.25,
+                 min_barge_in_speech_while_echo_learning_s=2.5)
+    cancelling_echo(rig, learning=True, double_talk=False, unsuppressed=residual)
+    await agent_is_speaking(rig)
+    rig.llm.tokens = ["At ten."]
+    await rig.played(1, 500)
+    await rig.feed(True, 1.2)
+    assert ("pause", 1) not in rig.transport.log and ("flush", 1) not in rig.transport.log
+    await rig.feed(False, 0.6)
+    await rig.settle()
+    assert rig.stt.heard == [2.0]
+    assert ("flush", 1) in rig.transport.log
+    assert rig.transport.reply_text(2) == "At ten."
+
+
+async def test_while_the_echo_canceller_learns_the_agents_own_words_coming_back_are_echo(
+    rig_of: Callable[..., Rig],
+) -> None:
+    rig = rig_of([], ["a long answer that keeps going"], min_barge_in_speech_s=0.25,
+                 min_barge_in_speech_while_echo_learning_s=2.5)
+    cancelling_echo(rig, learning=True, double_talk=False)
+    await agent_is_speaking(rig)
+    await rig.played(1, 500)
+    await rig.feed(True, 1.2)
+    await rig.feed(False, 0.6)
+    await rig.settle()
+    assert rig.stt.heard  # transcribed (no residual at hand: the cleaned audio) ...
+    assert ("flush", 1) not in rig.transport.log and not rig.transport.reply_text(2)  # ... and taken for echo
 
 
 class FaintVad(LoudnessVad):

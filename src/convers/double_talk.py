@@ -73,6 +73,9 @@ class DoubleTalk:
         self._speaking_s = 0.0
         self._quiet_s = math.inf
         self.now = False
+        # What the linear witness left of the latest microphone block (the block itself while it
+        # rests: the agent's echo has died away); None without a witness.
+        self.residual: bytes | None = None
 
     @classmethod
     def for_blocks(cls, sample_rate: int, frame_samples: int) -> DoubleTalk:
@@ -104,10 +107,12 @@ class DoubleTalk:
         played = self._queued.popleft() if self._queued else bytes(len(mic))
         mic_energy = mean_square(mic)
         if self._quiet_s < WITNESS_IDLE_S:
-            self._residual.append(mean_square(self.witness.residual(mic, played)))
+            self.residual = self.witness.residual(mic, played)
+            self._residual.append(mean_square(self.residual))
         else:
             # The agent has been silent long enough that no echo is left: the filter (most of this
             # detector's cost) rests and keeps the room it learnt; the cue is off until SETTLE_S anyway.
+            self.residual = mic
             self._residual.append(mic_energy)
         self._mic.append(mic_energy)
         self._cleaned.append(mean_square(cleaned))

@@ -17,6 +17,7 @@ from convers.audio import Rechunker, StreamResampler, dbfs
 from convers.contracts.audio import AudioFrame
 from convers.contracts.echo import EchoCanceller
 from convers.double_talk import DoubleTalk
+from convers.linear_residual import LinearResidual
 
 if TYPE_CHECKING:
     from convers.config import Settings
@@ -54,6 +55,8 @@ class EchoCancelling:
         self._render_blocks = Rechunker(canceller.frame_samples, self.rate)
         self._capture_blocks = Rechunker(canceller.frame_samples, self.rate)
         self._double_talk = DoubleTalk.for_blocks(self.rate, canceller.frame_samples)
+        # The same stretches through the double-talk witness's linear filter alone (`unsuppressed`).
+        self._linear = LinearResidual(self.rate) if self._double_talk.witness is not None else None
 
     @property
     def learning(self) -> bool:
@@ -64,6 +67,14 @@ class EchoCancelling:
     def double_talk(self) -> bool:
         """Someone speaks over the agent: the canceller removed little of the last microphone block (`convers.double_talk`)."""
         return not self.failed and self._double_talk.now
+
+    def unsuppressed(self, audio: AudioFrame) -> AudioFrame | None:
+        """`audio`, a stretch of this canceller's recent output, as the linear filter alone left it: the
+        person's voice whole, with some echo (`convers.linear_residual`); None when that is not at hand."""
+        if self._linear is None or self.failed or audio.sample_rate != self.rate:
+            return None
+        residual = self._linear.of(audio.pcm)
+        return AudioFrame(residual, self.rate) if residual is not None else None
 
     def played(self, frame: AudioFrame) -> None:
         """What the speaker played just now (silence included); safe to call from an audio thread."""
@@ -91,6 +102,8 @@ class EchoCancelling:
             for block in self._capture_blocks.push(mic):
                 cleaned.append(self.canceller.capture(block.pcm))
                 self._double_talk.heard(block.pcm, cleaned[-1])
+                if self._linear is not None:
+                    self._linear.add(cleaned[-1], self._double_talk.residual or block.pcm)
             return AudioFrame(b"".join(cleaned), self.rate)
         except Exception as error:  # noqa: BLE001 - a failed canceller must not take the microphone with it
             self.failed = True

@@ -72,6 +72,16 @@ class BargeInPolicy:
     # through in a room with a 0.5 s reverberation tail; at 1.2 s, 4 sessions in 10 minutes of
     # agent speech still cut themselves (`convers bench echo`, a new room every 4 replies).
     min_barge_in_speech_while_echo_learning_s: float = 2.5
+    # Such speech that ends before that cut is echo, unless it lasted `echo_learning_person_min_s`
+    # and under `echo_learning_own_words_max` of its transcript is the agent's own words
+    # (engine/barge_in/own_words.py): then it is a person who spoke over the agent, and it is their
+    # turn. Its transcript comes from the linear echo filter's residual, which keeps a person's voice
+    # whole (convers.linear_residual). On simulated rooms (a person over a session's first reply in
+    # half of them, echo -10..0 dB, other rooms than `convers bench echo`'s), the echo's utterances
+    # lasted 0.2-1.7 s and those of 1 s or more were runs of the agent's words ("a good question.
+    # Most people sleep better"); a person's were their own words.
+    echo_learning_person_min_s: float = 1.0
+    echo_learning_own_words_max: float = 0.4
     # Once the canceller has learnt the room, playback also pauses as soon as it says someone speaks
     # over the agent (it removed little of the microphone, `convers.double_talk`) and the VAD gives
     # that frame at least `double_talk_min_probability`: the canceller's suppressor thins a person's

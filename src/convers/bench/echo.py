@@ -4,7 +4,8 @@ The agent's replies are spoken by the voice a fresh install picks (Piper) and pl
 the microphone hears them after `delay` (20-200 ms), with a decaying reverberation tail, at an echo
 level from -20 to 0 dB against what the speaker played, with optional background noise. In every
 other reply a person (espeak-ng, a different voice) speaks over the agent at a random moment, at the
-level the agent's output has. Each microphone block (20 ms, what `convers talk` reads) goes, with the
+level the agent's output has; and in every other session, over its first reply, while the canceller
+is still learning the room (as a person answering the greeting would). Each microphone block (20 ms, what `convers talk` reads) goes, with the
 canceller on, through the same `EchoCancelling` the local transport runs, with exactly what the speaker
 played as the reference; then through the session's own listener (the VAD and `TurnTaker`) and its
 `BargeInArbiter`. The arbiter's actions play out on the simulated speaker: a pause stops the echo, a cut
@@ -19,6 +20,8 @@ Counted, per scenario (canceller on or off, an echo level):
 - self-interruptions: a pause, a cut or a new reply while no person spoke (from their first sample to
   one second after their last), per minute of agent speech played;
 - barge-ins caught: the person's interruptions that stopped the agent (a cut or their reply);
+- the same for the interruptions while the canceller learnt, apart (no pause at onset then, by
+  design), with what the person said and what was heard;
 - onset to pause (ms), p50 and p95;
 - the echo left after the canceller (dB under the microphone) while only the agent spoke, and the
   canceller's CPU as a share of one core.
@@ -45,7 +48,7 @@ from convers.contracts.echo import EchoCanceller
 from convers.echo_cancelling import EchoCancelling
 from convers.engine.barge_in.arbiter import BargeInArbiter, Cut, Pause, Restart, Resume, StartReply
 from convers.engine.listening.listener import Listener
-from convers.engine.listening.turn_taking import UserTurnEnded
+from convers.engine.listening.turn_taking import SpeechOnset, UserTurnEnded
 from convers.engine.listening.verdict import verdict_of
 
 RATE = 16000
@@ -149,8 +152,13 @@ class _Reply:
     def audio_ms(self) -> float:
         return len(self.audio) * 1000 / RATE
 
+    text: str = ""
+
     def unheard_text(self) -> str:
         return ""
+
+    def said_text(self) -> str:
+        return self.text
 
 
 @dataclass
@@ -169,6 +177,11 @@ class ScenarioResult:
     self_events: list[dict[str, Any]] = field(default_factory=list)
     barge_ins: int = 0
     caught: int = 0
+    # Interruptions over a session's first reply, while the canceller learnt the room.
+    learning_barge_ins: int = 0
+    learning_caught: int = 0
+    learning_onset_to_stop_ms: list[float] = field(default_factory=list)
+    learning_heard: list[dict[str, str]] = field(default_factory=list)
     onset_to_pause_ms: list[float] = field(default_factory=list)
     mic_db: list[float] = field(default_factory=list)
     cleaned_db: list[float] = field(default_factory=list)
@@ -194,6 +207,10 @@ class ScenarioResult:
             "barge_ins": self.barge_ins,
             "caught": self.caught,
             "caught_share": round(self.caught / self.barge_ins, 4) if self.barge_ins else None,
+            "learning_barge_ins": self.learning_barge_ins,
+            "learning_caught": self.learning_caught,
+            "learning_onset_to_stop_ms": _percentiles(self.learning_onset_to_stop_ms),
+            "learning_heard": self.learning_heard[:20],
             "onset_to_pause_ms": _percentiles(self.onset_to_pause_ms),
             "echo_removed_db_p50": round(float(np.median(removed)), 1) if removed else None,
             "canceller_cpu_share_of_one_core": round(self.canceller_cpu_s / self.simulated_s, 4) if self.simulated_s else None,
@@ -226,6 +243,7 @@ class Voices:
     agent: list[np.ndarray]
     agent_texts: list[str]
     person: list[np.ndarray]
+    person_texts: list[str]
 
     @classmethod
     async def synthesise(cls, agent_tts: Any, person_tts: Any, replies: Sequence[str] = AGENT_REPLIES,
@@ -235,7 +253,7 @@ class Voices:
         # The person speaks at the agent's output level (a person next to the device).
         agent_rms = math.sqrt(float(np.mean(np.concatenate(agent) ** 2)))
         person = [p * agent_rms / math.sqrt(float(np.mean(p * p)) + 1e-12) for p in person]
-        return cls(agent, list(replies), person)
+        return cls(agent, list(replies), person, list(interruptions))
 
 
 @dataclass
@@ -253,6 +271,8 @@ async def run_scenario(scenario: Scenario, voices: Voices, vad: Any, stt: Any, s
                        progress: Callable[[str], None] = lambda _: None) -> ScenarioResult:
     """Plays replies into a simulated room until `scenario.minutes` of agent speech have been played."""
     rng = np.random.default_rng(scenario.seed)
+    # Its own generator, so the rooms and the other interruptions are those of a run without these.
+    learning_rng = np.random.default_rng(scenario.seed + 1)
     result = ScenarioResult(canceller="off", echo_db=scenario.echo_db)
     noise_gain = 10 ** (scenario.noise_dbfs / 20) if scenario.noise_dbfs is not None else 0.0
 
@@ -273,20 +293,30 @@ async def run_scenario(scenario: Scenario, voices: Voices, vad: Any, stt: Any, s
         turn += 1
         reply_index = index % len(voices.agent)
         audio = voices.agent[reply_index]
-        reply = _Reply(turn, audio)
-        interrupted = index % 2 == 1 and len(audio) > (BARGE_IN_FROM_S + BARGE_IN_BEFORE_END_S) * RATE
+        reply = _Reply(turn, audio, text=voices.agent_texts[reply_index])
+        long_enough = len(audio) > (BARGE_IN_FROM_S + BARGE_IN_BEFORE_END_S) * RATE
+        interrupted = index % 2 == 1 and long_enough
+        # Over the first reply of every other session, while a canceller is learning the room.
+        while_learning = cancelling is not None and index % (2 * REPLIES_PER_SESSION) == 0 and long_enough
         person: np.ndarray | None = None
+        person_text = ""
         person_start = person_onset = person_end = math.inf
-        if interrupted:
-            person = voices.person[(index // 2) % len(voices.person)]
-            start_s = float(rng.uniform(BARGE_IN_FROM_S, len(audio) / RATE - BARGE_IN_BEFORE_END_S))
+        if interrupted or while_learning:
+            draw = rng if interrupted else learning_rng
+            which = (index // 2) % len(voices.person) if interrupted else int(learning_rng.integers(len(voices.person)))
+            person, person_text = voices.person[which], voices.person_texts[which]
+            start_s = float(draw.uniform(BARGE_IN_FROM_S, len(audio) / RATE - BARGE_IN_BEFORE_END_S))
             person_start = now + GAP_S + start_s
             person_onset = person_start + _voice_onset(person) / RATE
             person_end = person_start + len(person) / RATE
-            result.barge_ins += 1
+            if interrupted:
+                result.barge_ins += 1
+            else:
+                result.learning_barge_ins += 1
         index += 1
         result.replies += 1
         stopped = False  # cut, or replaced by a reply to the person
+        began_over_learning = False  # the utterance under way began over this reply while the canceller learnt
         paused_at: float | None = None
         silence_left = round(GAP_S * RATE)  # the gap before the reply starts
         after_person = 0
@@ -331,10 +361,16 @@ async def run_scenario(scenario: Scenario, voices: Voices, vad: Any, stt: Any, s
             learning = cancelling is not None and cancelling.learning
             for event in listener.feed(cleaned, now):
                 actions += arbiter.heard(event, reply, learning)
+                if isinstance(event, SpeechOnset):
+                    began_over_learning = learning and not stopped and 0 < reply.position < len(audio)
                 if isinstance(event, UserTurnEnded):
-                    transcript = await stt.transcribe(event.audio)
+                    # As the session does (engine/session/voice.py): speech that began over the agent
+                    # while the canceller learnt is decoded from the linear filter's residual.
+                    unsuppressed = cancelling.unsuppressed(event.audio) if cancelling is not None and began_over_learning else None
+                    began_over_learning = False
+                    transcript = await stt.transcribe(unsuppressed or event.audio)
                     verdict = verdict_of(transcript.text, arbiter.policy)
-                    decided = arbiter.transcribed(verdict, transcript.text, reply)
+                    decided = arbiter.transcribed(verdict, transcript.text, reply, arbiter.ended_suspect)
                     if not person_window and verdict == "words":
                         result.self_heard.append(transcript.text)
                     actions += decided
@@ -354,10 +390,15 @@ async def run_scenario(scenario: Scenario, voices: Voices, vad: Any, stt: Any, s
                 elif isinstance(action, Resume | Restart):
                     reply.paused = False
                 elif isinstance(action, Cut | StartReply):
+                    if while_learning and person_window and isinstance(action, StartReply):
+                        result.learning_heard.append({"said": person_text, "heard": action.text})
                     if isinstance(action, StartReply) and stopped and person_window:
                         continue  # the person's own turn after the cut: expected
                     if not stopped:
-                        if person_window:
+                        if person_window and while_learning:
+                            result.learning_caught += 1
+                            result.learning_onset_to_stop_ms.append((now - person_onset) * 1000)
+                        elif person_window:
                             result.caught += 1
                             if paused_at is None:
                                 paused_at = now
@@ -374,11 +415,12 @@ async def run_scenario(scenario: Scenario, voices: Voices, vad: Any, stt: Any, s
                 after_person += BLOCK
             if done_playing and (person is None or after_person >= (PERSON_TAIL_S + GAP_S) * RATE) and not listener.voice_s:
                 break
-        if paused_at is not None and person is not None:
+        if paused_at is not None and person is not None and not while_learning:
             result.onset_to_pause_ms.append((paused_at - person_onset) * 1000)
         reply.settled = True
     progress(f"canceller {result.canceller}, echo {scenario.echo_db:+.0f} dB: {result.summary()['self_interruptions']} self-interruptions "
-             f"in {result.agent_speech_s / 60:.1f} min, caught {result.caught}/{result.barge_ins}")
+             f"in {result.agent_speech_s / 60:.1f} min, caught {result.caught}/{result.barge_ins}, "
+             f"while learning {result.learning_caught}/{result.learning_barge_ins}")
     return result
 
 
@@ -440,6 +482,13 @@ def print_table(result: dict[str, Any], echo: Callable[[str], None]) -> None:
              f"{row['self_interruptions_per_min'] or 0:>6.2f} {row['caught']:>4}/{row['barge_ins']:<4} "
              f"{str(pause['p50']) + ' / ' + str(pause['p95']):>24} {'' if removed is None else removed:>10} "
              f"{'' if cpu is None else f'{cpu:.1%}':>6}")
+    learning = [row for row in result["scenarios"] if row.get("learning_barge_ins")]
+    if learning:
+        echo("over a session's first reply, while the canceller learnt the room:")
+        for row in learning:
+            stop = row["learning_onset_to_stop_ms"]
+            echo(f"  echo {row['echo_db']:>4.0f} dB: caught {row['learning_caught']}/{row['learning_barge_ins']}, "
+                 f"onset to cut or reply p50/p95 {stop['p50']} / {stop['p95']} ms")
 
 
 def write_result(result: dict[str, Any], out: Path | None = None) -> Path:

@@ -79,3 +79,8 @@ class EchoCancellingTransport(Protocol):
     def echo_double_talk(self) -> bool:
         """The canceller removed little of the latest microphone audio while the agent spoke: someone talks over it."""
         ...
+
+    def echo_unsuppressed(self, audio: AudioFrame) -> AudioFrame | None:
+        """`audio`, a recent stretch of the cleaned microphone, with the echo only subtracted, not
+        suppressed (a voice over the agent whole, some echo left); None when not at hand."""
+        ...

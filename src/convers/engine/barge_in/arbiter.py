@@ -10,8 +10,10 @@ Paths (BargeInPolicy in policies.py holds every knob):
 - while the client's echo canceller is still learning the room (`echo_learning`), an onset pauses
   nothing and the cut waits for `min_barge_in_speech_while_echo_learning_s`: the echo it lets
   through then sounds like a person for a moment, a person does not stop after a moment; such
-  speech that ends before the cut is taken for echo, whatever its transcript says (Whisper writes
-  "Thank you." or the agent's own words for it);
+  speech that ends before the cut (`ended_suspect`) is echo unless it lasted
+  `echo_learning_person_min_s` and its transcript is not mostly the agent's own words
+  (engine/barge_in/own_words.py; Whisper writes "Thank you." or runs of the agent's words for echo):
+  then it is a person's turn (`StartReply`);
 - once the canceller has learnt the room, it may say someone speaks over the agent before the VAD
   does (`double_talk`, see convers.double_talk): -> `Pause` at once; if no onset follows within
   `double_talk_hold_s` of the last such frame -> `Resume` ("noise"), and the cue rests for
@@ -31,6 +33,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
+from convers.engine.barge_in.own_words import own_words_share
 from convers.engine.listening.turn_taking import (
     SpeechDropped,
     SpeechOnset,
@@ -59,6 +62,8 @@ class ReplyView(Protocol):
     def audio_ms(self) -> float: ...
 
     def unheard_text(self) -> str: ...
+
+    def said_text(self) -> str: ...
 
 
 @dataclass(frozen=True)
@@ -110,6 +115,15 @@ class PlayedOut:
 Action = Pause | Resume | Cut | Restart | StartReply | PlayedOut
 
 
+@dataclass(frozen=True)
+class SuspectEcho:
+    """A user turn that began over the agent while the echo canceller learnt and ended before the cut."""
+
+    speech_s: float
+    # What the agent had put into words in the reply it spoke over (its echo repeats these).
+    said: str
+
+
 # The client reports what it played in whole milliseconds: within this of the end counts as the end.
 PLAYED_TOLERANCE_MS = 1.0
 
@@ -142,8 +156,8 @@ class BargeInArbiter:
         self._unheard: str | None = None
         # The speech being judged began over the agent while the echo canceller was learning.
         self._onset_while_learning = False
-        # Ended turns of that kind not yet transcribed: their transcripts are echo, not words.
-        self._echo_turns = 0
+        # The user turn that ended last was such speech, shorter than the cut: its transcript decides.
+        self.ended_suspect: SuspectEcho | None = None
         # A pause on the canceller's double-talk cue that no speech onset has confirmed yet resumes
         # at this time, unless the cue goes on. Only read while that pause stands: every onset
         # clears it and every double-talk pause sets it, so no other path needs to.
@@ -184,8 +198,9 @@ class BargeInArbiter:
         if isinstance(event, UserTurnEnded):
             # Ended short of the barge-in minimum: the pause holds until the transcript's verdict.
             self._user_active = False
+            self.ended_suspect = None
             if self._onset_at is not None and self._onset_while_learning:
-                self._echo_turns += 1
+                self.ended_suspect = SuspectEcho(event.speech_s, reply.said_text() if reply is not None else "")
             self._onset_at = None
             self._transcribing += 1
         return []
@@ -224,11 +239,12 @@ class BargeInArbiter:
             self._paused_turn = None
         return [Cut(reply.turn, onset_at=onset_at)]
 
-    def transcribed(self, verdict: Verdict, text: str, reply: ReplyView | None) -> list[Action]:
-        """The verdict on one ended user turn (one call per `UserTurnEnded`, failed ones included)."""
+    def transcribed(self, verdict: Verdict, text: str, reply: ReplyView | None,
+                    suspect: SuspectEcho | None = None) -> list[Action]:
+        """The verdict on one ended user turn (one call per `UserTurnEnded`, failed ones included);
+        `suspect`: what `ended_suspect` said when that turn ended."""
         self._transcribing = max(0, self._transcribing - 1)
-        if self._echo_turns:
-            self._echo_turns -= 1
+        if suspect is not None and not self._a_person(verdict, text, suspect):
             return []  # the canceller's first echo of the agent (see the module docstring): nothing to do
         if verdict == "failed":
             return []  # no verdict: the timeout decides
@@ -243,6 +259,13 @@ class BargeInArbiter:
         if rest:
             actions.append(Restart(rest))
         return actions
+
+    def _a_person(self, verdict: Verdict, text: str, suspect: SuspectEcho) -> bool:
+        """Speech that began over the agent while the canceller learnt: a person's words, not the echo."""
+        policy = self.policy
+        if verdict != "words" or suspect.speech_s < policy.echo_learning_person_min_s:
+            return False
+        return own_words_share(text, suspect.said) < policy.echo_learning_own_words_max
 
     def played(self, reply: ReplyView | None) -> list[Action]:
         """A played report has reached `reply.played_ms`."""

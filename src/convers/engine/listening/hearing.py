@@ -111,6 +111,17 @@ class Hearing:
             return await _finish_live(live, self.stt, audio), None
         return await self.stt.transcribe(audio), None
 
+    @staticmethod
+    async def drop(speculation: Speculation | None, live: SpeechStream | None) -> None:
+        """Stops a claimed speculation and a live stream: the turn is decoded from other audio after all."""
+        if speculation is not None:
+            speculation.cancel()
+            result = await _speculative_result(speculation)
+            if result is not None:
+                result.discard()  # it had finished: its prefetched reply must not run on
+        if live is not None:
+            await live.cancel()
+
     async def aclose(self) -> None:
         if self.speculator is not None:
             await self.speculator.aclose()

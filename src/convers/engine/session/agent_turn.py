@@ -53,6 +53,10 @@ class AgentTurn:
         """The chunks the client had not finished playing (what a restart says again)."""
         return self.progress.unspoken_text(self.played_ms)
 
+    def said_text(self) -> str:
+        """Everything the agent has put into words in this turn so far (what its echo can repeat)."""
+        return self.progress.text
+
     def kept_text(self, voiced: bool) -> str:
         """What of a cut turn the user got: every word in text; in voice, the words played."""
         progress = self.progress

@@ -25,10 +25,11 @@ from convers.engine.barge_in.arbiter import (
     Restart,
     Resume,
     StartReply,
+    SuspectEcho,
 )
 from convers.engine.listening.hearing import Hearing, Speculation, turn_metrics
 from convers.engine.listening.speculation import SpeculativeResult
-from convers.engine.listening.turn_taking import SpeechDropped, SpeechStarted, TurnEvent, UserTurnEnded
+from convers.engine.listening.turn_taking import SpeechDropped, SpeechOnset, SpeechStarted, TurnEvent, UserTurnEnded
 from convers.engine.listening.verdict import verdict_of
 from convers.engine.session.agent_turn import AgentTurn
 from convers.events import EventLog, TurnMetrics
@@ -73,13 +74,17 @@ class VoiceTurns:
         self._spawn = spawn
         # Whether the transport's echo canceller is still learning the room, as of the current frame.
         self._echo_learning = False
+        # The transport when it cancels echo (else None), as of the current frame.
+        self._cancelling: EchoCancellingTransport | None = None
+        # The utterance under way began over the agent while the canceller was learning.
+        self._began_over_learning = False
 
     async def hear(self, frame: AudioFrame) -> None:
         """One inbound frame: turn events, the barge-in minimum, then the false-interruption timeout."""
         session = self.session
         now = session.events.now()
         transport = session.transport
-        cancelling = transport if isinstance(transport, EchoCancellingTransport) else None
+        cancelling = self._cancelling = transport if isinstance(transport, EchoCancellingTransport) else None
         self._echo_learning = cancelling is not None and cancelling.echo_learning
         turn_events, finished = self.hearing.feed(frame, now, hold=self.arbiter.judging)
         for event in turn_events:
@@ -97,7 +102,9 @@ class VoiceTurns:
         current = self.session.current
         speaking = current is not None and current.audible and not current.settled
         await self.apply(self.arbiter.heard(event, current, self._echo_learning))
-        if isinstance(event, SpeechStarted):
+        if isinstance(event, SpeechOnset):
+            self._began_over_learning = speaking and self._echo_learning
+        elif isinstance(event, SpeechStarted):
             self.session.user_speaking(True)
             events.emit(EventKind.SPEECH_START, at=round(event.started_at, 4), over_agent=speaking)
             if not speaking:
@@ -108,15 +115,31 @@ class VoiceTurns:
             self.session.user_speaking(False)
             events.emit(EventKind.SPEECH_END, duration_s=round(event.speech_s, 3), reason=event.reason)
             speculation = self.hearing.claim(event)
-            self._spawn(self._transcribe(event.audio, turn_metrics(event), speculation, live))
+            unsuppressed = self._unsuppressed(event.audio)
+            self._spawn(self._transcribe(event.audio, turn_metrics(event), speculation, live,
+                                         self.arbiter.ended_suspect, unsuppressed))
+
+    def _unsuppressed(self, audio: AudioFrame) -> AudioFrame | None:
+        """An utterance that began over the agent while the canceller learnt, as the linear echo filter
+        alone left it: the canceller's suppressor, not yet knowing the room, thins a voice over the agent
+        until Whisper cannot read it (convers.linear_residual). None for any other utterance."""
+        began, self._began_over_learning = self._began_over_learning, False
+        if not began or self._cancelling is None:
+            return None
+        return self._cancelling.echo_unsuppressed(audio)
 
     async def _transcribe(
-        self, audio: AudioFrame, metrics: TurnMetrics, speculation: Speculation | None, live: SpeechStream | None
+        self, audio: AudioFrame, metrics: TurnMetrics, speculation: Speculation | None, live: SpeechStream | None,
+        suspect: SuspectEcho | None = None, unsuppressed: AudioFrame | None = None,
     ) -> None:
-        """One ended user turn to text, and its verdict to the arbiter (exactly once, even on failure)."""
+        """One ended user turn to text, and its verdict to the arbiter (exactly once, even on failure).
+        With `unsuppressed` audio, that is what is decoded (the speculation and live stream heard the other)."""
         session = self.session
         judged = False
         try:
+            if unsuppressed is not None:
+                await self.hearing.drop(speculation, live)
+                audio, speculation, live = unsuppressed, None, None
             started = session.events.now()
             try:
                 transcript, result = await self.hearing.transcribe(audio, speculation, live)
@@ -131,7 +154,7 @@ class VoiceTurns:
             session.events.emit(EventKind.STT_FINAL, text=transcript.text, decode_s=round(transcript.decode_s, 4))
             verdict = verdict_of(transcript.text, self.arbiter.policy)
             judged = True
-            actions = self.arbiter.transcribed(verdict, transcript.text, session.current)
+            actions = self.arbiter.transcribed(verdict, transcript.text, session.current, suspect)
             if result is not None and not any(isinstance(action, StartReply) for action in actions):
                 result.discard()  # no reply comes of it (no words, or taken for echo): stop its work
             await self.apply(actions, metrics=metrics, speculative=result, audio=audio)

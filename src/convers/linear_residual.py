@@ -1,0 +1,57 @@
+"""LinearResidual: the recent microphone twice over, as the echo canceller cleaned it and as a linear filter alone left it.
+
+While WebRTC AEC3 is still learning a room (a session's first seconds of agent speech), its
+suppressor cannot tell the person from the echo it has not yet modelled, and it mutes both: a person
+answering over the greeting comes out of it so thinned that Whisper writes a phrase of its own
+("Thank you.") or nothing. Speex's linear filter (`convers.linear_echo`, the double-talk witness)
+only subtracts its estimate of the echo, so the person's voice passes whole, with some echo left.
+On simulated rooms (a person over a session's first reply, 25 rooms at each of -10, -5 and 0 dB
+echo; not the rooms `convers bench echo` reports on) Whisper's word error rate on the person was
+0.48 / 0.63 / 1.75 in AEC3's output, 0.19 / 0.26 / 0.36 in the linear filter's residual and
+0.33 / 0.45 / 0.72 in the raw microphone.
+
+So the VAD and the turn-taking keep listening to AEC3's output (its silences are silences), and an
+utterance that began over the agent while the canceller learnt is transcribed from the residual
+of the same stretch. The stretch is found by its bytes: the utterance's audio is a contiguous run of
+the cleaned stream, whatever frames were dropped or resampled before the canceller.
+"""
+
+from __future__ import annotations
+
+# Kept: the longest utterance (`turns.max_utterance_s`, 30 s) with its pre-roll, and a margin.
+KEEP_S = 35.0
+
+
+class LinearResidual:
+    """The last `KEEP_S` of cleaned audio and of the linear residual, block for block (PCM16, one rate)."""
+
+    def __init__(self, sample_rate: int, keep_s: float = KEEP_S) -> None:
+        self.sample_rate = sample_rate
+        self._limit = round(keep_s * sample_rate) * 2
+        self._cleaned = bytearray()
+        self._residual = bytearray()
+
+    def add(self, cleaned: bytes, residual: bytes) -> None:
+        """One block of the canceller's output and the linear filter's residual of the same microphone block."""
+        if len(cleaned) != len(residual):
+            raise ValueError(f"a cleaned block of {len(cleaned)} bytes against a residual of {len(residual)}")
+        self._cleaned += cleaned
+        self._residual += residual
+        # Trimmed in large steps: a deletion moves the whole buffer.
+        if len(self._cleaned) > 2 * self._limit:
+            del self._cleaned[: -self._limit]
+            del self._residual[: -self._limit]
+
+    def of(self, cleaned: bytes) -> bytes | None:
+        """The residual of the latest stretch whose cleaned audio is `cleaned`; None when it is not kept (too
+        old, or not from this stream) or is digital silence (which would match any silent stretch)."""
+        if not cleaned or len(cleaned) % 2 or not cleaned.strip(b"\0"):
+            return None
+        end = len(self._cleaned)
+        while True:
+            at = self._cleaned.rfind(cleaned, 0, end)
+            if at < 0:
+                return None
+            if at % 2 == 0:  # on a sample boundary
+                return bytes(self._residual[at : at + len(cleaned)])
+            end = at + len(cleaned) - 1
