@@ -62,10 +62,13 @@ CHECK, SILENCE, THINK = TIMING.turn_check_pause_s, TIMING.end_of_turn_silence_s,
         ("Uh, let me think.", "continues"),
         ("Hmm, let me see...", "continues"),
         ("Hang on.", "continues"),
+        ("Wait.", "continues"),
+        ("Wait, wait.", "continues"),
         ("What's the word", "continues"),
         # ... but not the same words inside a finished sentence.
         ("Let me think about it tonight.", "statement"),
         ("Hold on to your hat.", "statement"),
+        ("I can't wait.", "short_answer"),
         # A wh-adverb and an auxiliary need the rest of the question; a subject wh-word does not.
         ("Could you tell me how do", "continues"),
         ("So, umm...", "continues"),

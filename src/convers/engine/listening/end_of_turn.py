@@ -8,7 +8,7 @@ done" never holds a finished sentence longer than the plain silence rule would.
 
 `silence_needed_s` is pure: verdicts in, the silence that ends this pause out.
   - words that cannot end a sentence (a preposition, article, conjunction, possessive, a filler,
-    a trailing comma) or that hold the turn ("let me think", "hang on") -> not done: wait up to
+    a trailing comma) or that hold the turn ("let me think", "hang on", a lone "wait") -> not done: wait up to
     `thinking_pause_s`;
   - a continuing word that also ends whole sentences (a preposition or "that" at the end of a
     wh-question with Whisper's "?", "so" with its ".") -> the model's "done" ends the turn now;
@@ -83,6 +83,9 @@ HOLDING_PHRASES = (
     ("one", "second"), ("give", "me", "a", "second"), ("give", "me", "a", "moment"),
     ("how", "do", "i", "put", "it"), ("what's", "the", "word"), ("what's", "it", "called"),
 )
+# A word that, said alone, holds the turn: "Wait, what about tomorrow?" over the agent was ended at
+# "Wait." (a short answer, ended at once) and its question became a second turn.
+HOLDING_WORDS = frozenset({"wait"})
 # A contracted subject and verb cannot end an English sentence ("Yes, I am." but never "Yes, I'm."),
 # so one at the end is a sentence that goes on; Whisper also writes a lone filler "um" as "I'm".
 STRANDED_CONTRACTIONS = frozenset({
@@ -126,6 +129,8 @@ def transcript_ending(text: str) -> Ending:
         return "continues"
     if any(tuple(words[-len(phrase):]) == phrase for phrase in HOLDING_PHRASES):
         return "continues"  # before the stranded words: "Hang on." holds the turn
+    if set(words) <= HOLDING_WORDS:
+        return "continues"  # "Wait." alone, as a barge-in opens: what comes next is the turn
     if words[-1] in CONTINUING_WORDS:
         if stripped.endswith("?") and words[0] in WH_WORDS and words[-1] in STRANDABLE_IN_QUESTIONS:
             return "stranded"
