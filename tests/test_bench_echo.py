@@ -34,3 +34,5 @@ def test_with_the_canceller_the_agent_does_not_interrupt_itself_and_still_hears_
     # With it: a session's first seconds may let one slip (see LEARNING_S), never more.
     assert on["self_interruptions"] <= 1, on
     assert on["barge_ins"] >= 3 and on["caught"] == on["barge_ins"], on
+    # A learning trial ran beside the sessions, and its figures are its own.
+    assert on["learning_barge_ins"] >= 1 and on["learning_agent_speech_min"] > 0, on

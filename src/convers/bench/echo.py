@@ -4,8 +4,9 @@ The agent's replies are spoken by the voice a fresh install picks (Piper) and pl
 the microphone hears them after `delay` (20-200 ms), with a decaying reverberation tail, at an echo
 level from -20 to 0 dB against what the speaker played, with optional background noise. In every
 other reply a person (espeak-ng, a different voice) speaks over the agent at a random moment, at the
-level the agent's output has; and in every other session, over its first reply, while the canceller
-is still learning the room (as a person answering the greeting would). Each microphone block (20 ms, what `convers talk` reads) goes, with the
+level the agent's output has. Before every other session, a learning trial: a person over the first
+reply in a room of its own, while the canceller is still learning it (as a person answering the
+greeting would). Each microphone block (20 ms, what `convers talk` reads) goes, with the
 canceller on, through the same `EchoCancelling` the local transport runs, with exactly what the speaker
 played as the reference; then through the session's own listener (the VAD and `TurnTaker`) and its
 `BargeInArbiter`. The arbiter's actions play out on the simulated speaker: a pause stops the echo, a cut
@@ -20,8 +21,8 @@ Counted, per scenario (canceller on or off, an echo level):
 - self-interruptions: a pause, a cut or a new reply while no person spoke (from their first sample to
   one second after their last), per minute of agent speech played;
 - barge-ins caught: the person's interruptions that stopped the agent (a cut or their reply);
-- the same for the interruptions while the canceller learnt, apart (no pause at onset then, by
-  design), with what the person said and what was heard;
+- the learning trials apart (no pause at onset then, by design): caught, onset to cut or reply,
+  what the person said and what was heard, self-interruptions;
 - onset to pause (ms), p50 and p95;
 - the echo left after the canceller (dB under the microphone) while only the agent spoke, and the
   canceller's CPU as a share of one core.
@@ -177,7 +178,9 @@ class ScenarioResult:
     self_events: list[dict[str, Any]] = field(default_factory=list)
     barge_ins: int = 0
     caught: int = 0
-    # Interruptions over a session's first reply, while the canceller learnt the room.
+    # Learning trials: a person over a new room's first reply, while the canceller learnt it.
+    learning_speech_s: float = 0.0
+    learning_self_interruptions: int = 0
     learning_barge_ins: int = 0
     learning_caught: int = 0
     learning_onset_to_stop_ms: list[float] = field(default_factory=list)
@@ -207,6 +210,8 @@ class ScenarioResult:
             "barge_ins": self.barge_ins,
             "caught": self.caught,
             "caught_share": round(self.caught / self.barge_ins, 4) if self.barge_ins else None,
+            "learning_agent_speech_min": round(self.learning_speech_s / 60, 2),
+            "learning_self_interruptions": self.learning_self_interruptions,
             "learning_barge_ins": self.learning_barge_ins,
             "learning_caught": self.learning_caught,
             "learning_onset_to_stop_ms": _percentiles(self.learning_onset_to_stop_ms),
@@ -267,54 +272,62 @@ class Scenario:
     seed: int = 7
 
 
-async def run_scenario(scenario: Scenario, voices: Voices, vad: Any, stt: Any, settings: Any,
-                       progress: Callable[[str], None] = lambda _: None) -> ScenarioResult:
-    """Plays replies into a simulated room until `scenario.minutes` of agent speech have been played."""
-    rng = np.random.default_rng(scenario.seed)
-    # Its own generator, so the rooms and the other interruptions are those of a run without these.
-    learning_rng = np.random.default_rng(scenario.seed + 1)
-    result = ScenarioResult(canceller="off", echo_db=scenario.echo_db)
-    noise_gain = 10 ** (scenario.noise_dbfs / 20) if scenario.noise_dbfs is not None else 0.0
+@dataclass
+class _Room:
+    """One session's room and what hears it: the echo path, a canceller, the listener and the arbiter, all new."""
 
-    now = 0.0
-    index = 0
-    turn = 0
-    while result.agent_speech_s < scenario.minutes * 60:
-        if index % REPLIES_PER_SESSION == 0:
-            # A new session: a room of its own, and a canceller, VAD and arbiter that know nothing yet.
-            room = Room(float(rng.uniform(20, 200)), float(rng.uniform(0.15, 0.5)), scenario.echo_db)
-            echo = RoomEcho(room.impulse(rng), 10 ** (room.echo_db / 20))
-            cancelling = EchoCancelling(scenario.canceller()) if scenario.canceller is not None else None
-            if cancelling is not None:
-                result.canceller = cancelling.canceller.name
-            vad.reset()
-            listener = Listener(vad, settings.turns)
-            arbiter = BargeInArbiter(settings.barge_in)
-        turn += 1
-        reply_index = index % len(voices.agent)
-        audio = voices.agent[reply_index]
-        reply = _Reply(turn, audio, text=voices.agent_texts[reply_index])
-        long_enough = len(audio) > (BARGE_IN_FROM_S + BARGE_IN_BEFORE_END_S) * RATE
-        interrupted = index % 2 == 1 and long_enough
-        # Over the first reply of every other session, while a canceller is learning the room.
-        while_learning = cancelling is not None and index % (2 * REPLIES_PER_SESSION) == 0 and long_enough
-        person: np.ndarray | None = None
-        person_text = ""
-        person_start = person_onset = person_end = math.inf
-        if interrupted or while_learning:
-            draw = rng if interrupted else learning_rng
-            which = (index // 2) % len(voices.person) if interrupted else int(learning_rng.integers(len(voices.person)))
-            person, person_text = voices.person[which], voices.person_texts[which]
-            start_s = float(draw.uniform(BARGE_IN_FROM_S, len(audio) / RATE - BARGE_IN_BEFORE_END_S))
-            person_start = now + GAP_S + start_s
-            person_onset = person_start + _voice_onset(person) / RATE
-            person_end = person_start + len(person) / RATE
-            if interrupted:
-                result.barge_ins += 1
-            else:
-                result.learning_barge_ins += 1
-        index += 1
-        result.replies += 1
+    echo: RoomEcho
+    cancelling: EchoCancelling | None
+    listener: Listener
+    arbiter: BargeInArbiter
+
+    @classmethod
+    def new(cls, rng: np.random.Generator, scenario: Scenario, vad: Any, settings: Any) -> _Room:
+        room = Room(float(rng.uniform(20, 200)), float(rng.uniform(0.15, 0.5)), scenario.echo_db)
+        echo = RoomEcho(room.impulse(rng), 10 ** (room.echo_db / 20))
+        cancelling = EchoCancelling(scenario.canceller()) if scenario.canceller is not None else None
+        vad.reset()
+        return cls(echo, cancelling, Listener(vad, settings.turns), BargeInArbiter(settings.barge_in))
+
+
+@dataclass
+class _Person:
+    """The person's interruption of one reply: their audio, words, and when it starts (simulated seconds)."""
+
+    audio: np.ndarray
+    text: str
+    start: float
+
+    @property
+    def onset(self) -> float:
+        return self.start + _voice_onset(self.audio) / RATE
+
+    @property
+    def end(self) -> float:
+        return self.start + len(self.audio) / RATE
+
+
+class _Player:
+    """Plays replies into rooms on a simulated clock and counts what the arbiter did (one scenario)."""
+
+    def __init__(self, result: ScenarioResult, stt: Any, rng: np.random.Generator, noise_gain: float) -> None:
+        self.result = result
+        self.stt = stt
+        self.rng = rng
+        self.noise_gain = noise_gain
+        self.now = 0.0
+
+    async def play(self, room: _Room, reply: _Reply, person: _Person | None, *, learning_trial: bool = False,
+                   noise_rng: np.random.Generator | None = None) -> None:
+        """One reply, from the silence before it until it ends or is stopped and the person is done.
+        A `learning_trial` is counted apart: a person over a new room's first reply."""
+        result = self.result
+        noise_rng = noise_rng or self.rng
+        audio = reply.audio
+        cancelling, listener, arbiter = room.cancelling, room.listener, room.arbiter
+        person_start = person.start if person is not None else math.inf
+        person_onset = person.onset if person is not None else math.inf
+        person_end = person.end if person is not None else math.inf
         stopped = False  # cut, or replaced by a reply to the person
         began_over_learning = False  # the utterance under way began over this reply while the canceller learnt
         paused_at: float | None = None
@@ -330,21 +343,25 @@ async def run_scenario(scenario: Scenario, voices: Voices, vad: Any, stt: Any, s
                 played = np.pad(played, (0, BLOCK - len(played)))
                 reply.position += BLOCK
                 reply.played_ms = reply.position * 1000 / RATE
-                result.agent_speech_s += BLOCK / RATE
+                if learning_trial:
+                    result.learning_speech_s += BLOCK / RATE
+                else:
+                    result.agent_speech_s += BLOCK / RATE
             else:
                 played = np.zeros(BLOCK)
-            mic = echo.push(played)
+            mic = room.echo.push(played)
             if person is not None:
-                offset = round((now - person_start) * RATE)
-                if -BLOCK < offset < len(person):
+                offset = round((self.now - person_start) * RATE)
+                if -BLOCK < offset < len(person.audio):
                     part = np.zeros(BLOCK)
-                    lo, hi = max(0, offset), min(len(person), offset + BLOCK)
-                    part[lo - offset : hi - offset] = person[lo:hi]
+                    lo, hi = max(0, offset), min(len(person.audio), offset + BLOCK)
+                    part[lo - offset : hi - offset] = person.audio[lo:hi]
                     mic = mic + part
-            if noise_gain:
-                mic = mic + rng.standard_normal(BLOCK) * noise_gain
+            if self.noise_gain:
+                mic = mic + noise_rng.standard_normal(BLOCK) * self.noise_gain
             frame = frame_from_float(mic, RATE)
-            now += BLOCK / RATE
+            self.now += BLOCK / RATE
+            now = self.now
             if cancelling is not None:
                 cancelling.played(frame_from_float(played, RATE))
                 began = time.process_time()
@@ -353,7 +370,8 @@ async def run_scenario(scenario: Scenario, voices: Voices, vad: Any, stt: Any, s
             else:
                 cleaned = frame
             result.simulated_s += BLOCK / RATE
-            if played.any() and not (person_start - 0.1 <= now <= person_end + 0.1) and len(cleaned.pcm) == len(frame.pcm):
+            if (not learning_trial and played.any() and not (person_start - 0.1 <= now <= person_end + 0.1)
+                    and len(cleaned.pcm) == len(frame.pcm)):
                 result.mic_db.append(dbfs(frame))
                 result.cleaned_db.append(dbfs(cleaned))
             person_window = person_onset <= now <= person_end + PERSON_TAIL_S
@@ -368,7 +386,7 @@ async def run_scenario(scenario: Scenario, voices: Voices, vad: Any, stt: Any, s
                     # while the canceller learnt is decoded from the linear filter's residual.
                     unsuppressed = cancelling.unsuppressed(event.audio) if cancelling is not None and began_over_learning else None
                     began_over_learning = False
-                    transcript = await stt.transcribe(unsuppressed or event.audio)
+                    transcript = await self.stt.transcribe(unsuppressed or event.audio)
                     verdict = verdict_of(transcript.text, arbiter.policy)
                     decided = arbiter.transcribed(verdict, transcript.text, reply, arbiter.ended_suspect)
                     if not person_window and verdict == "words":
@@ -385,29 +403,24 @@ async def run_scenario(scenario: Scenario, voices: Voices, vad: Any, stt: Any, s
                         if paused_at is None:
                             paused_at = now
                     else:
-                        result.self_pauses += 1
-                        result.self_events.append({"at_s": round(now, 2), "action": "pause", "reply_at_s": reply.position / RATE})
+                        self._self_interruption("pause", reply, learning_trial)
                 elif isinstance(action, Resume | Restart):
                     reply.paused = False
                 elif isinstance(action, Cut | StartReply):
-                    if while_learning and person_window and isinstance(action, StartReply):
-                        result.learning_heard.append({"said": person_text, "heard": action.text})
+                    if learning_trial and person_window and isinstance(action, StartReply):
+                        result.learning_heard.append({"said": person.text if person else "", "heard": action.text})
                     if isinstance(action, StartReply) and stopped and person_window:
                         continue  # the person's own turn after the cut: expected
                     if not stopped:
-                        if person_window and while_learning:
+                        if person_window and learning_trial:
                             result.learning_caught += 1
                             result.learning_onset_to_stop_ms.append((now - person_onset) * 1000)
                         elif person_window:
                             result.caught += 1
                             if paused_at is None:
                                 paused_at = now
-                        elif isinstance(action, Cut):
-                            result.self_cuts += 1
-                            result.self_events.append({"at_s": round(now, 2), "action": "cut", "reply_at_s": reply.position / RATE})
                         else:
-                            result.self_replies += 1
-                            result.self_events.append({"at_s": round(now, 2), "action": "reply", "reply_at_s": reply.position / RATE})
+                            self._self_interruption("cut" if isinstance(action, Cut) else "reply", reply, learning_trial)
                     stopped = True
                     reply.settled = True
             done_playing = stopped or reply.position >= len(audio)
@@ -415,13 +428,79 @@ async def run_scenario(scenario: Scenario, voices: Voices, vad: Any, stt: Any, s
                 after_person += BLOCK
             if done_playing and (person is None or after_person >= (PERSON_TAIL_S + GAP_S) * RATE) and not listener.voice_s:
                 break
-        if paused_at is not None and person is not None and not while_learning:
+        if paused_at is not None and person is not None and not learning_trial:
             result.onset_to_pause_ms.append((paused_at - person_onset) * 1000)
         reply.settled = True
+
+    def _self_interruption(self, action: str, reply: _Reply, learning_trial: bool) -> None:
+        result = self.result
+        if learning_trial:
+            result.learning_self_interruptions += 1
+            return
+        if action == "pause":
+            result.self_pauses += 1
+        elif action == "cut":
+            result.self_cuts += 1
+        else:
+            result.self_replies += 1
+        result.self_events.append({"at_s": round(self.now, 2), "action": action, "reply_at_s": reply.position / RATE})
+
+
+async def run_scenario(scenario: Scenario, voices: Voices, vad: Any, stt: Any, settings: Any,
+                       progress: Callable[[str], None] = lambda _: None) -> ScenarioResult:
+    """Plays replies into a simulated room until `scenario.minutes` of agent speech have been played.
+
+    With a canceller, every other session is preceded by a learning trial: a room of its own and a
+    person over its first reply (their own random draws, so the sessions counted are those of a run
+    without trials)."""
+    rng = np.random.default_rng(scenario.seed)
+    trial_rng = np.random.default_rng(scenario.seed + 1)
+    result = ScenarioResult(canceller="off", echo_db=scenario.echo_db)
+    noise_gain = 10 ** (scenario.noise_dbfs / 20) if scenario.noise_dbfs is not None else 0.0
+    player = _Player(result, stt, rng, noise_gain)
+    index = 0
+    turn = 0
+    room: _Room | None = None
+    while result.agent_speech_s < scenario.minutes * 60:
+        if index % REPLIES_PER_SESSION == 0:
+            if scenario.canceller is not None and index % (2 * REPLIES_PER_SESSION) == 0:
+                turn += 1
+                await _learning_trial(player, turn, scenario, voices, vad, settings, trial_rng)
+            # A new session: a room of its own, and a canceller, VAD and arbiter that know nothing yet.
+            room = _Room.new(rng, scenario, vad, settings)
+            if room.cancelling is not None:
+                result.canceller = room.cancelling.canceller.name
+        assert room is not None
+        turn += 1
+        reply_index = index % len(voices.agent)
+        audio = voices.agent[reply_index]
+        person: _Person | None = None
+        if index % 2 == 1 and len(audio) > (BARGE_IN_FROM_S + BARGE_IN_BEFORE_END_S) * RATE:
+            which = (index // 2) % len(voices.person)
+            start_s = float(rng.uniform(BARGE_IN_FROM_S, len(audio) / RATE - BARGE_IN_BEFORE_END_S))
+            person = _Person(voices.person[which], voices.person_texts[which], player.now + GAP_S + start_s)
+            result.barge_ins += 1
+        index += 1
+        result.replies += 1
+        await player.play(room, _Reply(turn, audio, text=voices.agent_texts[reply_index]), person)
     progress(f"canceller {result.canceller}, echo {scenario.echo_db:+.0f} dB: {result.summary()['self_interruptions']} self-interruptions "
              f"in {result.agent_speech_s / 60:.1f} min, caught {result.caught}/{result.barge_ins}, "
              f"while learning {result.learning_caught}/{result.learning_barge_ins}")
     return result
+
+
+async def _learning_trial(player: _Player, turn: int, scenario: Scenario, voices: Voices, vad: Any, settings: Any,
+                          rng: np.random.Generator) -> None:
+    """A person speaks over the first reply in a new room, while its canceller is learning (as over a greeting)."""
+    room = _Room.new(rng, scenario, vad, settings)
+    long_enough = [i for i, a in enumerate(voices.agent) if len(a) > (BARGE_IN_FROM_S + BARGE_IN_BEFORE_END_S) * RATE]
+    reply_index = long_enough[int(rng.integers(len(long_enough)))]
+    audio = voices.agent[reply_index]
+    which = int(rng.integers(len(voices.person)))
+    start_s = float(rng.uniform(BARGE_IN_FROM_S, len(audio) / RATE - BARGE_IN_BEFORE_END_S))
+    person = _Person(voices.person[which], voices.person_texts[which], player.now + GAP_S + start_s)
+    player.result.learning_barge_ins += 1
+    await player.play(room, _Reply(turn, audio, text=voices.agent_texts[reply_index]), person, learning_trial=True, noise_rng=rng)
 
 
 def run_benchmark(settings: Any, progress: Callable[[str], None], *, echo_levels: Sequence[float] = (-20, -10, -5, 0),
