@@ -563,11 +563,12 @@ def print_table(result: dict[str, Any], echo: Callable[[str], None]) -> None:
              f"{'' if cpu is None else f'{cpu:.1%}':>6}")
     learning = [row for row in result["scenarios"] if row.get("learning_barge_ins")]
     if learning:
-        echo("over a session's first reply, while the canceller learnt the room:")
+        echo("learning trials (a person over a new room's first reply, while the canceller learnt it):")
         for row in learning:
             stop = row["learning_onset_to_stop_ms"]
             echo(f"  echo {row['echo_db']:>4.0f} dB: caught {row['learning_caught']}/{row['learning_barge_ins']}, "
-                 f"onset to cut or reply p50/p95 {stop['p50']} / {stop['p95']} ms")
+                 f"onset to cut or reply p50/p95 {stop['p50']} / {stop['p95']} ms, "
+                 f"self-interruptions {row['learning_self_interruptions']}")
 
 
 def write_result(result: dict[str, Any], out: Path | None = None) -> Path:
