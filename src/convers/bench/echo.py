@@ -420,7 +420,8 @@ class _Player:
                             if paused_at is None:
                                 paused_at = now
                         else:
-                            self._self_interruption("cut" if isinstance(action, Cut) else "reply", reply, learning_trial)
+                            self._self_interruption("cut" if isinstance(action, Cut) else "reply", reply, learning_trial,
+                                                    action.text if isinstance(action, StartReply) else None)
                     stopped = True
                     reply.settled = True
             done_playing = stopped or reply.position >= len(audio)
@@ -432,7 +433,7 @@ class _Player:
             result.onset_to_pause_ms.append((paused_at - person_onset) * 1000)
         reply.settled = True
 
-    def _self_interruption(self, action: str, reply: _Reply, learning_trial: bool) -> None:
+    def _self_interruption(self, action: str, reply: _Reply, learning_trial: bool, heard: str | None = None) -> None:
         result = self.result
         if learning_trial:
             result.learning_self_interruptions += 1
@@ -443,7 +444,10 @@ class _Player:
             result.self_cuts += 1
         else:
             result.self_replies += 1
-        result.self_events.append({"at_s": round(self.now, 2), "action": action, "reply_at_s": reply.position / RATE})
+        event: dict[str, Any] = {"at_s": round(self.now, 2), "action": action, "reply_at_s": reply.position / RATE}
+        if heard is not None:
+            event["heard"] = heard  # the words a reply would have answered
+        result.self_events.append(event)
 
 
 async def run_scenario(scenario: Scenario, voices: Voices, vad: Any, stt: Any, settings: Any,
