@@ -296,6 +296,30 @@ def test_speech_over_the_agent_while_learning_is_a_person_only_by_length_and_wor
     assert actions == ([StartReply(transcript)] if a_person else [])
 
 
+def test_pieces_of_speech_over_the_agent_close_together_are_judged_as_one() -> None:
+    """The learning canceller's suppressor cuts a voice into pieces: a question of 1.3 s came as 0.22 s
+    and 0.47 s with 0.24 s between; the second piece is judged from the first one's start."""
+    arbiter = BargeInArbiter()
+
+    def piece(start: float, end: float) -> SuspectEcho | None:
+        arbiter.heard(SpeechOnset(at=start, started_at=start), Reply(), echo_learning=True)
+        arbiter.heard(UserTurnEnded(at=end + 0.5, audio=AudioFrame(b"", RATE), started_at=start, ended_at=end),
+                      Reply(), echo_learning=True)
+        return arbiter.ended_suspect
+
+    first = piece(1.0, 1.22)
+    assert first is not None and not first.joins_previous
+    second = piece(1.46, 1.93)
+    assert second is not None and second.joins_previous and abs(second.speech_s - 0.93) < 1e-9
+    third = piece(2.2, 2.5)
+    assert third is not None and third.joins_previous and abs(third.speech_s - 1.5) < 1e-9
+    assert arbiter.transcribed("words", "what sort of animal did I adopt", Reply(), third) == [
+        StartReply("what sort of animal did I adopt")]
+    # Past the gap, a piece stands alone.
+    alone = piece(3.5, 3.8)
+    assert alone is not None and not alone.joins_previous and abs(alone.speech_s - 0.3) < 1e-9
+
+
 def test_short_speech_over_the_agent_while_learning_is_echo_and_the_next_turn_is_heard() -> None:
     arbiter = BargeInArbiter()
     suspect = suspect_after(arbiter, 0.8)

@@ -103,3 +103,14 @@ def test_without_libspeexdsp_there_is_no_unsuppressed_audio(monkeypatch: pytest.
     cancelling.played(frame)
     cleaned = cancelling.cleaned(frame)
     assert cancelling.unsuppressed(cleaned) is None
+
+
+def test_the_residual_from_an_earlier_stretch_runs_to_the_end_of_the_later_one() -> None:
+    kept = LinearResidual(RATE)
+    cleaned, residual = noise_blocks(30, 6), noise_blocks(30, 7)
+    for c, r in zip(cleaned, residual, strict=True):
+        kept.add(c, r)
+    stream, res = b"".join(cleaned), b"".join(residual)
+    first, second = stream[640:1600], stream[3200:4800]
+    assert kept.of(second, since=first) == res[640:4800]
+    assert kept.of(second, since=noise_blocks(1, 99)[0]) is None  # an earlier stretch that is not kept

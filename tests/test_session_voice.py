@@ -308,7 +308,7 @@ def cancelling_echo(rig: Rig, *, learning: bool, double_talk: bool, unsuppressed
     what it hands for any stretch of its cleaned audio."""
     rig.transport.echo_learning = learning  # type: ignore[attr-defined]
     rig.transport.echo_double_talk = double_talk  # type: ignore[attr-defined]
-    rig.transport.echo_unsuppressed = lambda audio: unsuppressed  # type: ignore[attr-defined]
+    rig.transport.echo_unsuppressed = lambda audio, since=None: unsuppressed  # type: ignore[attr-defined]
 
 
 async def test_while_the_echo_canceller_learns_short_speech_over_the_agent_is_taken_for_echo(

@@ -68,12 +68,15 @@ class EchoCancelling:
         """Someone speaks over the agent: the canceller removed little of the last microphone block (`convers.double_talk`)."""
         return not self.failed and self._double_talk.now
 
-    def unsuppressed(self, audio: AudioFrame) -> AudioFrame | None:
+    def unsuppressed(self, audio: AudioFrame, since: AudioFrame | None = None) -> AudioFrame | None:
         """`audio`, a stretch of this canceller's recent output, as the linear filter alone left it: the
-        person's voice whole, with some echo (`convers.linear_residual`); None when that is not at hand."""
+        person's voice whole, with some echo (`convers.linear_residual`); from the start of the earlier
+        stretch `since` when given; None when that is not at hand."""
         if self._linear is None or self.failed or audio.sample_rate != self.rate:
             return None
-        residual = self._linear.of(audio.pcm)
+        if since is not None and since.sample_rate != self.rate:
+            return None
+        residual = self._linear.of(audio.pcm, since.pcm if since is not None else None)
         return AudioFrame(residual, self.rate) if residual is not None else None
 
     def played(self, frame: AudioFrame) -> None:

@@ -42,16 +42,29 @@ class LinearResidual:
             del self._cleaned[: -self._limit]
             del self._residual[: -self._limit]
 
-    def of(self, cleaned: bytes) -> bytes | None:
-        """The residual of the latest stretch whose cleaned audio is `cleaned`; None when it is not kept (too
-        old, or not from this stream) or is digital silence (which would match any silent stretch)."""
+    def of(self, cleaned: bytes, since: bytes | None = None) -> bytes | None:
+        """The residual of the latest stretch whose cleaned audio is `cleaned`, from the start of the
+        earlier stretch `since` when given; None when a stretch is not kept (too old, or not from this
+        stream) or is digital silence (which would match any silent stretch)."""
+        found = self._find(cleaned, len(self._cleaned))
+        if found is None:
+            return None
+        start, end = found, found + len(cleaned)
+        if since is not None:
+            earlier = self._find(since, end)
+            if earlier is None:
+                return None
+            start = min(start, earlier)
+        return bytes(self._residual[start:end])
+
+    def _find(self, cleaned: bytes, end: int) -> int | None:
+        """Where the latest copy of `cleaned` ending by `end` starts, on a sample boundary."""
         if not cleaned or len(cleaned) % 2 or not cleaned.strip(b"\0"):
             return None
-        end = len(self._cleaned)
         while True:
             at = self._cleaned.rfind(cleaned, 0, end)
             if at < 0:
                 return None
-            if at % 2 == 0:  # on a sample boundary
-                return bytes(self._residual[at : at + len(cleaned)])
+            if at % 2 == 0:
+                return at
             end = at + len(cleaned) - 1

@@ -82,6 +82,10 @@ class BargeInPolicy:
     # Most people sleep better"); a person's were their own words.
     echo_learning_person_min_s: float = 1.0
     echo_learning_own_words_max: float = 0.4
+    # Pieces of such speech this close together are judged as one (from the first piece's start): the
+    # learning canceller's suppressor thins a voice over the agent into pieces, and the VAD heard a
+    # 1.3 s question spoken over the greeting as 0.22 s and 0.47 s with 0.24 s between.
+    echo_learning_join_gap_s: float = 0.6
     # Once the canceller has learnt the room, playback also pauses as soon as it says someone speaks
     # over the agent (it removed little of the microphone, `convers.double_talk`) and the VAD gives
     # that frame at least `double_talk_min_probability`: the canceller's suppressor thins a person's

@@ -48,6 +48,7 @@ from convers.bench.run_info import machine_info
 from convers.contracts.echo import EchoCanceller
 from convers.echo_cancelling import EchoCancelling
 from convers.engine.barge_in.arbiter import BargeInArbiter, Cut, Pause, Restart, Resume, StartReply
+from convers.engine.barge_in.learning_speech import LearningSpeech
 from convers.engine.listening.listener import Listener
 from convers.engine.listening.turn_taking import SpeechOnset, UserTurnEnded
 from convers.engine.listening.verdict import verdict_of
@@ -280,6 +281,8 @@ class _Room:
     cancelling: EchoCancelling | None
     listener: Listener
     arbiter: BargeInArbiter
+    # As the session reads speech over a learning canceller.
+    learning_speech: LearningSpeech = field(default_factory=LearningSpeech)
 
     @classmethod
     def new(cls, rng: np.random.Generator, scenario: Scenario, vad: Any, settings: Any) -> _Room:
@@ -329,7 +332,6 @@ class _Player:
         person_onset = person.onset if person is not None else math.inf
         person_end = person.end if person is not None else math.inf
         stopped = False  # cut, or replaced by a reply to the person
-        began_over_learning = False  # the utterance under way began over this reply while the canceller learnt
         paused_at: float | None = None
         silence_left = round(GAP_S * RATE)  # the gap before the reply starts
         after_person = 0
@@ -380,12 +382,10 @@ class _Player:
             for event in listener.feed(cleaned, now):
                 actions += arbiter.heard(event, reply, learning)
                 if isinstance(event, SpeechOnset):
-                    began_over_learning = learning and not stopped and 0 < reply.position < len(audio)
+                    room.learning_speech.onset(learning and not stopped and 0 < reply.position < len(audio))
                 if isinstance(event, UserTurnEnded):
-                    # As the session does (engine/session/voice.py): speech that began over the agent
-                    # while the canceller learnt is decoded from the linear filter's residual.
-                    unsuppressed = cancelling.unsuppressed(event.audio) if cancelling is not None and began_over_learning else None
-                    began_over_learning = False
+                    unsuppress = cancelling.unsuppressed if cancelling is not None else None
+                    unsuppressed = room.learning_speech.ended(event.audio, arbiter.ended_suspect, unsuppress)
                     transcript = await self.stt.transcribe(unsuppressed or event.audio)
                     verdict = verdict_of(transcript.text, arbiter.policy)
                     decided = arbiter.transcribed(verdict, transcript.text, reply, arbiter.ended_suspect)

@@ -80,7 +80,8 @@ class EchoCancellingTransport(Protocol):
         """The canceller removed little of the latest microphone audio while the agent spoke: someone talks over it."""
         ...
 
-    def echo_unsuppressed(self, audio: AudioFrame) -> AudioFrame | None:
+    def echo_unsuppressed(self, audio: AudioFrame, since: AudioFrame | None = None) -> AudioFrame | None:
         """`audio`, a recent stretch of the cleaned microphone, with the echo only subtracted, not
-        suppressed (a voice over the agent whole, some echo left); None when not at hand."""
+        suppressed (a voice over the agent whole, some echo left); from the start of the earlier
+        stretch `since` when given; None when not at hand."""
         ...

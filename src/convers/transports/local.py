@@ -204,9 +204,9 @@ class LocalAudioTransport:
         """Someone speaks over the agent, by what the canceller could not remove (the arbiter pauses sooner)."""
         return self.echo is not None and self.echo.double_talk
 
-    def echo_unsuppressed(self, audio: AudioFrame) -> AudioFrame | None:
-        """`audio` through the linear echo filter alone (the transcript of a voice over the agent while the canceller learns)."""
-        return self.echo.unsuppressed(audio) if self.echo is not None else None
+    def echo_unsuppressed(self, audio: AudioFrame, since: AudioFrame | None = None) -> AudioFrame | None:
+        """`audio` (from the start of `since`) through the linear echo filter alone (the transcript of a voice over the agent while the canceller learns)."""
+        return self.echo.unsuppressed(audio, since) if self.echo is not None else None
 
     @classmethod
     def availability(cls, settings: Settings) -> Availability:

@@ -119,9 +119,12 @@ Action = Pause | Resume | Cut | Restart | StartReply | PlayedOut
 class SuspectEcho:
     """A user turn that began over the agent while the echo canceller learnt and ended before the cut."""
 
+    # From the start of the first piece it joins (see `joins_previous`) to its end.
     speech_s: float
     # What the agent had put into words in the reply it spoke over (its echo repeats these).
     said: str
+    # It began within `echo_learning_join_gap_s` of the previous such turn's end: judge them as one.
+    joins_previous: bool = False
 
 
 # The client reports what it played in whole milliseconds: within this of the end counts as the end.
@@ -158,6 +161,8 @@ class BargeInArbiter:
         self._onset_while_learning = False
         # The user turn that ended last was such speech, shorter than the cut: its transcript decides.
         self.ended_suspect: SuspectEcho | None = None
+        # Where the run of such turns that ended last began, and when it ended.
+        self._suspect_run: tuple[float, float] | None = None
         # A pause on the canceller's double-talk cue that no speech onset has confirmed yet resumes
         # at this time, unless the cue goes on. Only read while that pause stands: every onset
         # clears it and every double-talk pause sets it, so no other path needs to.
@@ -198,9 +203,9 @@ class BargeInArbiter:
         if isinstance(event, UserTurnEnded):
             # Ended short of the barge-in minimum: the pause holds until the transcript's verdict.
             self._user_active = False
-            self.ended_suspect = None
-            if self._onset_at is not None and self._onset_while_learning:
-                self.ended_suspect = SuspectEcho(event.speech_s, reply.said_text() if reply is not None else "")
+            self.ended_suspect = self._suspect(event, reply) if self._onset_at is not None and self._onset_while_learning else None
+            if self.ended_suspect is None:
+                self._suspect_run = None
             self._onset_at = None
             self._transcribing += 1
         return []
@@ -259,6 +264,14 @@ class BargeInArbiter:
         if rest:
             actions.append(Restart(rest))
         return actions
+
+    def _suspect(self, ended: UserTurnEnded, reply: ReplyView | None) -> SuspectEcho:
+        """The turn that just ended began over the agent while the canceller learnt: what to judge it by."""
+        run = self._suspect_run
+        joins = run is not None and ended.started_at - run[1] <= self.policy.echo_learning_join_gap_s
+        start = run[0] if joins and run is not None else ended.started_at
+        self._suspect_run = (start, ended.ended_at)
+        return SuspectEcho(ended.ended_at - start, reply.said_text() if reply is not None else "", joins)
 
     def _a_person(self, verdict: Verdict, text: str, suspect: SuspectEcho) -> bool:
         """Speech that began over the agent while the canceller learnt: a person's words, not the echo."""

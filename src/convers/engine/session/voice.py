@@ -27,6 +27,7 @@ from convers.engine.barge_in.arbiter import (
     StartReply,
     SuspectEcho,
 )
+from convers.engine.barge_in.learning_speech import LearningSpeech
 from convers.engine.listening.hearing import Hearing, Speculation, turn_metrics
 from convers.engine.listening.speculation import SpeculativeResult
 from convers.engine.listening.turn_taking import SpeechDropped, SpeechOnset, SpeechStarted, TurnEvent, UserTurnEnded
@@ -76,8 +77,8 @@ class VoiceTurns:
         self._echo_learning = False
         # The transport when it cancels echo (else None), as of the current frame.
         self._cancelling: EchoCancellingTransport | None = None
-        # The utterance under way began over the agent while the canceller was learning.
-        self._began_over_learning = False
+        # Which audio a turn spoken over the agent while the canceller learns is read from.
+        self._learning_speech = LearningSpeech()
 
     async def hear(self, frame: AudioFrame) -> None:
         """One inbound frame: turn events, the barge-in minimum, then the false-interruption timeout."""
@@ -103,7 +104,7 @@ class VoiceTurns:
         speaking = current is not None and current.audible and not current.settled
         await self.apply(self.arbiter.heard(event, current, self._echo_learning))
         if isinstance(event, SpeechOnset):
-            self._began_over_learning = speaking and self._echo_learning
+            self._learning_speech.onset(speaking and self._echo_learning)
         elif isinstance(event, SpeechStarted):
             self.session.user_speaking(True)
             events.emit(EventKind.SPEECH_START, at=round(event.started_at, 4), over_agent=speaking)
@@ -115,18 +116,10 @@ class VoiceTurns:
             self.session.user_speaking(False)
             events.emit(EventKind.SPEECH_END, duration_s=round(event.speech_s, 3), reason=event.reason)
             speculation = self.hearing.claim(event)
-            unsuppressed = self._unsuppressed(event.audio)
-            self._spawn(self._transcribe(event.audio, turn_metrics(event), speculation, live,
-                                         self.arbiter.ended_suspect, unsuppressed))
-
-    def _unsuppressed(self, audio: AudioFrame) -> AudioFrame | None:
-        """An utterance that began over the agent while the canceller learnt, as the linear echo filter
-        alone left it: the canceller's suppressor, not yet knowing the room, thins a voice over the agent
-        until Whisper cannot read it (convers.linear_residual). None for any other utterance."""
-        began, self._began_over_learning = self._began_over_learning, False
-        if not began or self._cancelling is None:
-            return None
-        return self._cancelling.echo_unsuppressed(audio)
+            suspect = self.arbiter.ended_suspect
+            unsuppress = self._cancelling.echo_unsuppressed if self._cancelling is not None else None
+            unsuppressed = self._learning_speech.ended(event.audio, suspect, unsuppress)
+            self._spawn(self._transcribe(event.audio, turn_metrics(event), speculation, live, suspect, unsuppressed))
 
     async def _transcribe(
         self, audio: AudioFrame, metrics: TurnMetrics, speculation: Speculation | None, live: SpeechStream | None,

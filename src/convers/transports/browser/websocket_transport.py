@@ -89,9 +89,9 @@ class WebSocketTransport:
         """Someone speaks over the agent in this client's room, by what the server's canceller could not remove."""
         return self.echo is not None and self.echo.double_talk
 
-    def echo_unsuppressed(self, audio: AudioFrame) -> AudioFrame | None:
-        """`audio` through the linear echo filter alone (the transcript of a voice over the agent while the canceller learns)."""
-        return self.echo.unsuppressed(audio) if self.echo is not None else None
+    def echo_unsuppressed(self, audio: AudioFrame, since: AudioFrame | None = None) -> AudioFrame | None:
+        """`audio` (from the start of `since`) through the linear echo filter alone (the transcript of a voice over the agent while the canceller learns)."""
+        return self.echo.unsuppressed(audio, since) if self.echo is not None else None
 
     @property
     def closed(self) -> bool:
