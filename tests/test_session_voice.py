@@ -339,6 +339,8 @@ async def test_while_the_echo_canceller_learns_a_person_over_the_agent_is_heard_
     rig = rig_of([], ["what time is my appointment"], min_barge_in_speech_s=0.25,
                  min_barge_in_speech_while_echo_learning_s=2.5)
     cancelling_echo(rig, learning=True, double_talk=False, unsuppressed=residual)
+    logged: list[dict[str, object]] = []
+    rig.session.events.listeners.append(logged.append)
     await agent_is_speaking(rig)
     rig.llm.tokens = ["At ten."]
     await rig.played(1, 500)
@@ -349,6 +351,8 @@ async def test_while_the_echo_canceller_learns_a_person_over_the_agent_is_heard_
     assert rig.stt.heard == [2.0]
     assert ("flush", 1) in rig.transport.log
     assert rig.transport.reply_text(2) == "At ten."
+    judged = [e for e in logged if e["event"] == "learning_speech"]
+    assert [(e["person"], e["residual"]) for e in judged] == [(True, True)]
 
 
 async def test_while_the_echo_canceller_learns_the_agents_own_words_coming_back_are_echo(

@@ -203,6 +203,8 @@ class EventKind(StrEnum):
     PLAYBACK_PAUSED = "playback_paused"
     PLAYBACK_RESUMED = "playback_resumed"
     BARGE_IN = "barge_in"
+    # Speech over the agent while the echo canceller learnt, ended before the cut: a person or echo.
+    LEARNING_SPEECH = "learning_speech"
     SPECULATION_START = "speculation_start"
     SPECULATION_COMMIT = "speculation_commit"
     SPECULATION_DISCARD = "speculation_discard"
