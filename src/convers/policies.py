@@ -73,15 +73,15 @@ class BargeInPolicy:
     # agent speech still cut themselves (`convers bench echo`, a new room every 4 replies).
     min_barge_in_speech_while_echo_learning_s: float = 2.5
     # Such speech that ends before that cut is echo, unless it lasted `echo_learning_person_min_s`
-    # and under `echo_learning_own_words_max` of its transcript is the agent's own words
+    # and under `echo_learning_own_words_max` of its transcript's letters are the agent's words
     # (engine/barge_in/own_words.py): then it is a person who spoke over the agent, and it is their
     # turn. Its transcript comes from the linear echo filter's residual, which keeps a person's voice
-    # whole (convers.linear_residual). On simulated rooms (a person over a session's first reply in
-    # half of them, echo -10..0 dB, other rooms than `convers bench echo`'s), the echo's utterances
-    # lasted 0.2-1.7 s and those of 1 s or more were runs of the agent's words ("a good question.
-    # Most people sleep better"); a person's were their own words.
+    # whole (convers.linear_residual). On simulated rooms (a person over a room's first reply in half
+    # of them, echo -10..0 dB, other rooms than `convers bench echo`'s), the echo's utterances lasted
+    # 0.2-1.7 s, and those of 1 s or more read as the agent's words, misheard ("the whole film
+    # tonight"); a person's as their own.
     echo_learning_person_min_s: float = 1.0
-    echo_learning_own_words_max: float = 0.4
+    echo_learning_own_words_max: float = 0.3
     # Pieces of such speech this close together are judged as one (from the first piece's start): the
     # learning canceller's suppressor thins a voice over the agent into pieces, and the VAD heard a
     # 1.3 s question spoken over the greeting as 0.22 s and 0.47 s with 0.24 s between.
