@@ -16,6 +16,7 @@ TRAIN = "Let me see. If you leave at half past eight, you should reach the stati
     ("the old belt, the night there.", FILMS, True),
     ("have passed 8.", TRAIN, True),  # "half past eight", numbers as said
     ("If you leave it have past date.", TRAIN, True),
+    ("of the sun and the deep green", "Tomatoes like plenty of sun and a deep drink twice a week.", True),
     # People: their own words, sharing only short pieces with the agent's.
     ("What time did you say it was?", TRAIN, False),
     ("Sorry, can you say the first part again?", FILMS, False),
