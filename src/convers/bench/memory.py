@@ -31,7 +31,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 from zoneinfo import ZoneInfo
 
 import numpy as np
@@ -47,6 +47,7 @@ from convers.contracts.memory import MemoryTurn
 from convers.memory.ranking import RankingWeights
 from convers.memory.speakers import QUERY_SPEAKER_WEIGHT, SPEAKER_WEIGHT
 from convers.memory.store import SqliteMemoryStore
+from convers.memory.turn_parts import PART_KINDS
 from convers.memory.vectors import embed_blocking
 
 if TYPE_CHECKING:
@@ -209,6 +210,27 @@ class _Vectors:
         return vectors
 
 
+class _CachedEmbedder:
+    """The conversations' stores' embedder: each text embedded once per run (its part vectors, the
+    speaker labels, the topic descriptions), the batches a store asks for kept in `vectors`' folder.
+    Each text is embedded alone by the int8 encoder, so a cached vector is the one it would make."""
+
+    def __init__(self, embedder: Embedder, vectors: _Vectors) -> None:
+        self.name = getattr(embedder, "name", "?")
+        self.dimension = getattr(embedder, "dimension", None)
+        self._vectors = vectors
+        self._memo: dict[str, np.ndarray] = {}
+
+    def embed_sync(self, texts: list[str]) -> np.ndarray:
+        missing = list(dict.fromkeys(t for t in texts if t not in self._memo))
+        if missing:
+            self._memo.update(zip(missing, self._vectors(missing), strict=True))
+        return np.stack([self._memo[t] for t in texts])
+
+    async def embed(self, texts: list[str]) -> np.ndarray:
+        return self.embed_sync(texts)
+
+
 @dataclass
 class _Prepared:
     conversation: BenchConversation
@@ -314,6 +336,7 @@ def _prepare(corpus: list[BenchConversation], rankings: list[Ranking], vectors: 
              folder: Path, progress: Callable[[str], None]) -> list[_Prepared]:
     """One store per conversation and speaker weight, every turn's text embedded once (real MiniLM)."""
     weights = sorted({r.speaker_weight for r in rankings})
+    cached = cast("Embedder", _CachedEmbedder(embedder, vectors))
     prepared = []
     for conversation in corpus:
         progress(f"{conversation.name}: embedding {len(conversation.turns)} turns and "
@@ -322,8 +345,9 @@ def _prepare(corpus: list[BenchConversation], rankings: list[Ranking], vectors: 
         text_vectors = vectors([t.text for t in conversation.turns])
         stores = {}
         for weight in weights:
-            store = SqliteMemoryStore(folder / f"{conversation.name}-{weight}.db", embedder=embedder, zone=zone,
-                                      speaker_weight=weight)
+            # Every kind of part vector is stored: the rankings weigh them (0: not used).
+            store = SqliteMemoryStore(folder / f"{conversation.name}-{weight}.db", embedder=cached, zone=zone,
+                                      speaker_weight=weight, part_kinds=PART_KINDS)
             store.add_many(conversation.turns, vectors=text_vectors)
             stores[weight] = store
         negatives = _negatives(conversation)

@@ -92,6 +92,13 @@ CENTRE_WEIGHT = 0.6
 # 0.25 0.417, 0.3 0.417, 0.4 0.401, 0.7 0.391 (no other type has such questions). For every question
 # at 0.2: recall@5 0.697 -> 0.635 (single-hop 0.683 -> 0.625, open-domain 0.775 -> 0.550).
 JUDGEMENT_TOPIC_WEIGHT = 0.2
+# Part vectors (memory/turn_parts.py, memory/part_index.py): a turn's cosine moves this far towards
+# the cosine of its part nearest the question when that is higher (1: the best of its vectors; 0:
+# the part is not used), per kind of part: its sentences, its clauses, the question it answers with
+# the answer.
+SENTENCE_WEIGHT = 0.0
+CLAUSE_WEIGHT = 0.0
+CONTEXT_WEIGHT = 0.0
 # Observation keys (memory/observations.py, off unless `memory.observation_keys`): the question's
 # OBSERVATION_TOP nearest observations that are OBSERVATION_COSINE close lift the turns they came
 # from (of the person asked about) by OBSERVATION_WEIGHT, like a topic. With the packaged 135M
@@ -143,6 +150,13 @@ class RankingWeights:
     observation_weight: float = OBSERVATION_WEIGHT
     observation_cosine: float = OBSERVATION_COSINE
     observation_top: int = OBSERVATION_TOP
+    sentence_weight: float = SENTENCE_WEIGHT
+    clause_weight: float = CLAUSE_WEIGHT
+    context_weight: float = CONTEXT_WEIGHT
+
+    def part_weights(self) -> dict[str, float]:
+        """How far each kind of part vector moves its turn's cosine (memory/part_index.py)."""
+        return {"sentence": self.sentence_weight, "clause": self.clause_weight, "context": self.context_weight}
 
 
 @dataclass

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import sqlite3
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +23,7 @@ from convers.memory.centring import centre
 from convers.memory.derived_keys import TopicVectors, query_entities
 from convers.memory.judgement import is_judgement, towards_topic
 from convers.memory.observation_index import ObservationIndex
+from convers.memory.part_index import PartIndex
 from convers.memory.ranking import (
     CANDIDATES,
     FTS_WEIGHTS,
@@ -99,6 +100,8 @@ class TurnSearch:
     topics: TopicVectors = field(default_factory=TopicVectors)
     # The observation keys' vectors (memory/observations.py): an observation near the question lifts its turns.
     observations: ObservationIndex = field(default_factory=ObservationIndex)
+    # The part vectors (memory/turn_parts.py): a turn's sentences, clauses and the question it answers.
+    parts: PartIndex = field(default_factory=PartIndex)
 
     # ----------------------------------------------------------------- keeping the vectors in step
 
@@ -113,6 +116,14 @@ class TurnSearch:
                 "memory %s: %s; vector recall covers only turns from one embedder. To re-embed everything: "
                 "`convers memory export F`, `convers memory wipe`, `convers memory import F`", self.path, error
             )
+
+    def add_parts(self, ids: list[int], turns: list[int], kinds: list[str], vectors: np.ndarray,
+                  times: Sequence[float]) -> None:
+        """Adds committed part vectors (memory/turn_parts.py) once the index is loaded."""
+        try:
+            self.parts.add(ids, turns, kinds, vectors, times)
+        except ValueError as error:
+            log.warning("memory %s: part vectors left out: %s", self.path, error)
 
     @staticmethod
     def _stored_generation(conn: sqlite3.Connection) -> str | None:
@@ -139,8 +150,10 @@ class TurnSearch:
         generation = self._stored_generation(conn)
         if self.loaded_to_rowid < 0 or generation != self.generation:
             self.index.clear()
+            self.parts.clear()
             self.loaded_to_rowid = 0
             self.generation = generation
+        self.parts.sync(conn, embedder_key, self.index.dimension or self.width)
         top = conn.execute("SELECT max(rowid) FROM turns").fetchone()[0] or 0
         if top <= self.loaded_to_rowid:
             return
@@ -367,7 +380,15 @@ class TurnSearch:
             log.warning("memory %s holds %s-wide vectors but the query is %d wide: searching by words",
                         self.path, self.index.dimension, width)
             return None
-        return self.index.query(self.speakers.with_label(vector, label), CANDIDATES, within)
+        query = self.speakers.with_label(vector, label)
+        weights = self.weights.part_weights()
+        if not len(self.parts) or not any(weights.values()):
+            return self.index.query(query, CANDIDATES, within)
+
+        def lift(scores: np.ndarray, position: Mapping[int, int]) -> None:
+            self.parts.lift(query, scores, position, weights, within)
+
+        return self.index.query(query, CANDIDATES, within, lift)
 
     def lexical(self, conn: sqlite3.Connection, query: str, limit: int) -> Hits:
         """BM25 over what was said (and answered, and when); the speaker column only when that finds nothing.
