@@ -180,6 +180,8 @@ class BenchConfig:
     cache_dir: Path | None = None
     # Observation keys written by the configured language model for every turn worth one.
     observations: bool = False
+    # Every turn wrapped in small talk (bench/memory_long_turns.py): turns of several sentences.
+    long_turns: bool = False
 
 
 def _percentiles(samples: Sequence[float]) -> dict[str, float]:
@@ -474,6 +476,10 @@ def run_benchmark(settings: Settings, config: BenchConfig, progress: Callable[[s
     embedder = make_embedder()
     rankings = rankings or default_rankings()
     corpus = build_corpus(config.conversations, config.seed)
+    if config.long_turns:
+        from convers.bench.memory_long_turns import lengthen
+
+        corpus = [lengthen(c, config.seed) for c in corpus]
     vectors = _Vectors(embedder, config.cache_dir)
     result: dict[str, Any] = {
         "benchmark": "memory",
@@ -482,7 +488,7 @@ def run_benchmark(settings: Settings, config: BenchConfig, progress: Callable[[s
         "embedder": getattr(embedder, "name", str(embedder)),
         "config": {**asdict(config), "cache_dir": str(config.cache_dir) if config.cache_dir else None},
         "corpus": {
-            "conversations": len(corpus), "turns": [len(c.turns) for c in corpus],
+            "conversations": len(corpus), "turns": [len(c.turns) for c in corpus], "long_turns": config.long_turns,
             "questions": sum(len(c.questions) for c in corpus),
             "questions_by_type": {t: sum(q.kind == t for c in corpus for q in c.questions) for t in QUESTION_TYPES},
             "tune": [c.name for c in corpus[: config.tune_conversations]],

@@ -16,6 +16,8 @@ from typing import Literal
 
 import numpy as np
 
+from convers.memory.sentences import sentences
+
 Fusion = Literal["rrf", "blend", "words"]
 SearchMode = Literal["fused", "vector", "lexical"]
 
@@ -45,6 +47,11 @@ RECENCY_WEIGHT = 0.0
 QUESTION_PENALTY = 0.3
 SHORT_PENALTY = 0.3
 SHORT_TURN_WORDS = 3
+# The question penalty is scaled by how much of the turn asks: the share of its content words in
+# sentences ending with "?" (`question_share`). A real turn often tells something and then asks
+# back ("We brought a beagle home last week. How about you?"); it is not a question. False: the whole
+# penalty for any turn ending with "?".
+QUESTION_SHARE = True
 # A later turn of the same speaker this close in meaning to a better-ranked earlier one takes its
 # place (just above it): when a plan changes, the latest version is what the user means. 0: off,
 # the default: on `convers bench memory` it lifted changed plans (0.59 -> 0.81 held out) only without
@@ -153,6 +160,7 @@ class RankingWeights:
     sentence_weight: float = SENTENCE_WEIGHT
     clause_weight: float = CLAUSE_WEIGHT
     context_weight: float = CONTEXT_WEIGHT
+    question_share: bool = QUESTION_SHARE
 
     def part_weights(self) -> dict[str, float]:
         """How far each kind of part vector moves its turn's cosine (memory/part_index.py)."""
@@ -204,11 +212,21 @@ def prior(text: str, weights: RankingWeights) -> float:
     """
     value = 1.0
     if text.rstrip().endswith("?"):
-        value -= weights.question_penalty
+        value -= weights.question_penalty * (question_share(text) if weights.question_share else 1.0)
     content = len(query_terms(text))
     if content < SHORT_TURN_WORDS:
         value -= weights.short_penalty * (SHORT_TURN_WORDS - content) / SHORT_TURN_WORDS
     return value
+
+
+def question_share(text: str) -> float:
+    """How much of a turn asks: the share of its content words in its sentences that end with "?"
+    (1 for a question of no content words, "Really?"; 0 when no sentence asks)."""
+    counts = [(len(query_terms(s)), s.endswith("?")) for s in sentences(text)]
+    total = sum(n for n, _ in counts)
+    if not total:
+        return 1.0 if text.rstrip().endswith("?") else 0.0
+    return sum(n for n, asks in counts if asks) / total
 
 
 def gather(vector_hits: Sequence[tuple[int, float]], lexical_hits: Sequence[tuple[int, float]],

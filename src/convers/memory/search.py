@@ -88,9 +88,9 @@ class TurnSearch:
     # The database's vector generation the index matches; another one means rows changed in place.
     generation: str | None = field(init=False, default=None)
     # Each turn's prior (ranking.prior of its text) by rowid; a turn's text never changes under its rowid.
-    # Kept for one pair of penalties (_priors_for): the benchmark changes them between rankings.
+    # Kept for one set of penalties (_priors_for): the benchmark changes them between rankings.
     _priors: dict[int, float] = field(init=False, repr=False, default_factory=dict)
-    _priors_for: tuple[float, float] = field(init=False, repr=False, default=(-1.0, -1.0))
+    _priors_for: tuple[float, float, bool] = field(init=False, repr=False, default=(-1.0, -1.0, False))
     # Rows each query word matches (for COMMON_TERM_ROWS), and the row count they were counted at.
     term_rows: dict[str, int] = field(init=False, repr=False, default_factory=dict)
     _term_rows_at: int = field(init=False, repr=False, default=0)
@@ -433,7 +433,7 @@ class TurnSearch:
         return kept or [min(zip(counts, terms, strict=True))[1]]
 
     def _with_priors(self, hits: Hits, rows: dict[int, tuple[Any, ...]]) -> Hits:
-        penalties = (self.weights.question_penalty, self.weights.short_penalty)
+        penalties = (self.weights.question_penalty, self.weights.short_penalty, self.weights.question_share)
         if penalties != self._priors_for:
             self._priors.clear()
             self._priors_for = penalties

@@ -11,12 +11,12 @@ embeds the turn (in the background writer, never on the reply's path).
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Sequence
 from typing import Literal
 
 from convers.contracts.memory import MemoryTurn
 from convers.memory.ranking import query_terms
+from convers.memory.sentences import clauses, sentences
 from convers.memory.turn_text import answered
 
 PartKind = Literal["sentence", "clause", "context"]
@@ -31,22 +31,6 @@ MAX_PARTS = 8
 # A context part is the question and its answer as one text: only for answers short enough to need
 # it (a long answer says what it is about itself), counted in content words.
 CONTEXT_MAX_WORDS = 12
-# Sentence ends: ., ! or ? (one or more), closing quotes or brackets, then a space.
-_SENTENCE_END = re.compile(r"(?<=[.!?…])[\"'”’)\]]*\s+")
-# Clause breaks inside a sentence: a comma, semicolon, colon or dash followed by a space.
-_CLAUSE_BREAK = re.compile(r"\s*[,;:]\s+|\s+[-–—]+\s+")
-
-
-def sentences(text: str) -> list[str]:
-    """The sentences of `text` (split after ., ! or ? and a space), stripped, none empty."""
-    return [s.strip() for s in _SENTENCE_END.split(" ".join(text.split())) if s.strip()]
-
-
-def clauses(sentence: str) -> list[str]:
-    """The clauses of one sentence (split at commas, semicolons, colons and dashes)."""
-    return [c.strip() for c in _CLAUSE_BREAK.split(sentence) if c.strip()]
-
-
 def _worth(parts: Iterable[str]) -> list[str]:
     """The parts with MIN_PART_WORDS content words or more, without repeats."""
     return list(dict.fromkeys(p for p in parts if len(query_terms(p)) >= MIN_PART_WORDS))
