@@ -87,14 +87,30 @@ class PartIndex:
         self.loaded_to_id = max(self.loaded_to_id, part_table.last_id(conn))
 
     def lift(self, query: np.ndarray, scores: np.ndarray, position: Mapping[int, int],
-             weights: Mapping[str, float], within: tuple[float, float] | None) -> None:
+             weights: Mapping[str, float], within: tuple[float, float] | None,
+             centring: tuple[VectorIndex, np.ndarray, float] | None = None) -> None:
         """Raises `scores` (the turns' cosines, by column `position` of each turn rowid) in place where a
-        part of the turn is nearer `query`: by weight x the difference, the weight of the part's kind."""
+        part of the turn is nearer `query`: by weight x the difference, the weight of the part's kind.
+
+        With `centring` (the turns' index, its mean vector, the centring weight; memory/centring.py),
+        a part's cosine first loses weight x how much more it shares with the mean than its turn
+        does: the search centres the turn's own vector later, so a part counts as if it were
+        centred too. Small talk said in many turns ("it's been a hectic week") is near the mean,
+        and would otherwise lift every turn that holds it.
+        """
         if not len(self.index) or not any(weights.values()) or self.index.dimension != len(query):
             return
         found = self.index.query(query, PART_CANDIDATES, within)
-        for part, cosine in dict((*found.nearest, *found.nearest_within)).items():
-            weight = weights.get(self.kind_of.get(part, ""), 0.0)
-            at = position.get(self.turn_of.get(part, -1))
-            if weight and at is not None and cosine > scores[at]:
-                scores[at] += weight * (cosine - scores[at])
+        pairs = [(part, cosine) for part, cosine in dict((*found.nearest, *found.nearest_within)).items()
+                 if weights.get(self.kind_of.get(part, ""), 0.0) and self.turn_of.get(part) in position]
+        if not pairs:
+            return
+        cosines = np.asarray([c for _, c in pairs], dtype=np.float32)
+        turns = [self.turn_of[p] for p, _ in pairs]
+        if centring is not None and centring[2]:
+            turn_index, mean, weight = centring
+            cosines -= weight * (self.index.dots([p for p, _ in pairs], mean) - turn_index.dots(turns, mean))
+        for (part, _), turn, cosine in zip(pairs, turns, cosines, strict=True):
+            at = position[turn]
+            if cosine > scores[at]:
+                scores[at] += weights[self.kind_of[part]] * (cosine - scores[at])

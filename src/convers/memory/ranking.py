@@ -106,6 +106,8 @@ JUDGEMENT_TOPIC_WEIGHT = 0.2
 SENTENCE_WEIGHT = 0.0
 CLAUSE_WEIGHT = 0.0
 CONTEXT_WEIGHT = 0.0
+# A part's cosine is centred like its turn's before it lifts it (memory/part_index.py).
+PART_CENTRING = True
 # Observation keys (memory/observations.py, off unless `memory.observation_keys`): the question's
 # OBSERVATION_TOP nearest observations that are OBSERVATION_COSINE close lift the turns they came
 # from (of the person asked about) by OBSERVATION_WEIGHT, like a topic. With the packaged 135M
@@ -160,6 +162,7 @@ class RankingWeights:
     sentence_weight: float = SENTENCE_WEIGHT
     clause_weight: float = CLAUSE_WEIGHT
     context_weight: float = CONTEXT_WEIGHT
+    part_centring: bool = PART_CENTRING
     question_share: bool = QUESTION_SHARE
 
     def part_weights(self) -> dict[str, float]:

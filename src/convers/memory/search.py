@@ -385,8 +385,11 @@ class TurnSearch:
         if not len(self.parts) or not any(weights.values()):
             return self.index.query(query, CANDIDATES, within)
 
+        mean = self.index.mean() if self.weights.part_centring else None
+        centring = None if mean is None else (self.index, mean, self.weights.centre_weight)
+
         def lift(scores: np.ndarray, position: Mapping[int, int]) -> None:
-            self.parts.lift(query, scores, position, weights, within)
+            self.parts.lift(query, scores, position, weights, within, centring)
 
         return self.index.query(query, CANDIDATES, within, lift)
 

@@ -184,6 +184,15 @@ class VectorIndex:
         at = top if positions is None else positions[top]
         return [(int(self._rowids[i]), float(s)) for i, s in zip(at, scores[top], strict=True)]
 
+    def dots(self, rowids: Sequence[int], vector: np.ndarray) -> np.ndarray:
+        """Each of `rowids`' stored vector's dot product with `vector` (0 for a rowid not stored)."""
+        at = [self._position.get(int(r), -1) for r in rowids]
+        known = np.asarray([a for a in at if a >= 0], dtype=np.int64)
+        out = np.zeros(len(at), dtype=np.float32)
+        if len(known):
+            out[[i for i, a in enumerate(at) if a >= 0]] = vector @ self._matrix[:, known]
+        return out
+
     def vector(self, rowid: int) -> np.ndarray | None:
         """The stored vector of `rowid` (a copy), or None."""
         at = self._position.get(rowid)
