@@ -21,8 +21,8 @@ from convers.memory.turn_text import answered
 
 PartKind = Literal["sentence", "clause", "context"]
 PART_KINDS: tuple[PartKind, ...] = ("sentence", "clause", "context")
-# The kinds a store writes (memory/ranking.py weighs them when it searches).
-STORED_PART_KINDS: tuple[PartKind, ...] = PART_KINDS
+# The kinds a store writes (memory/ranking.py weighs them when it searches; only sentences paid).
+STORED_PART_KINDS: tuple[PartKind, ...] = ("sentence",)
 # A part of fewer content words says too little to be found by it ("Anyway.", "Oh wow!"), and a
 # turn gets at most this many parts (a long monologue keeps its first sentences: the index grows by
 # the part count, and so does every search's matrix pass).
