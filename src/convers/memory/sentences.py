@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import re
 
-# Sentence ends: ., ! or ? (one or more), closing quotes or brackets, then a space.
-_SENTENCE_END = re.compile(r"(?<=[.!?…])[\"'”’)\]]*\s+")
+# Sentence ends: ., ! or ? (and a closing quote or bracket), then a space.
+_SENTENCE_END = re.compile(r"(?<=[.!?…])\s+|(?<=[.!?…][\"'”’)\]])\s+")
 # Clause breaks inside a sentence: a comma, semicolon or colon and a space, or a free-standing dash.
 _CLAUSE_BREAK = re.compile(r"\s*[,;:]\s+|\s+[-–—]+\s+")
 
