@@ -88,32 +88,30 @@ def default_rankings() -> list[Ranking]:
     """What is compared: the ranking before this benchmark existed, one change at a time, and grids."""
     # What issue 26 added (derived keys, sessions), off: the rankings from before it.
     # What its second round added (centring, the judgement topic), off: the rows built on the first.
-    round1 = dict(centre_weight=0.0, judgement_topic_weight=0.0)
+    # What its third round added (sentence vectors, the question share), off: the rows built on the first two.
+    round1: dict[str, Any] = dict(centre_weight=0.0, judgement_topic_weight=0.0, sentence_weight=0.0,
+                                  question_share=False)
     off = dict(entity_weight=0.0, topic_weight=0.0, per_session=0, similar_cosine=1.0, **round1)
     before = dict(speaker_weight=0.0, query_speaker_weight=0.0, fusion="blend", date_weight=0.0,
                   question_penalty=0.0, short_penalty=0.0, supersede_cosine=0.0, **off)
     rankings = [
-        Ranking("before: bare text, blend 0.85", **before),  # type: ignore[arg-type]
-        Ranking("before, words only", **{**before, "mode": "lexical"}),  # type: ignore[arg-type]
-        Ranking("before, vector only", **{**before, "mode": "vector"}),  # type: ignore[arg-type]
-        Ranking("before, rrf", **{**before, "fusion": "rrf"}),  # type: ignore[arg-type]
-        Ranking("+ dates", **{**before, "date_weight": 1.0}),  # type: ignore[arg-type]
-        Ranking("+ dates + speaker", **{**before, "date_weight": 1.0, "speaker_weight": 0.5,  # type: ignore[arg-type]
+        Ranking("before: bare text, blend 0.85", **before),
+        Ranking("before, words only", **{**before, "mode": "lexical"}),
+        Ranking("before, vector only", **{**before, "mode": "vector"}),
+        Ranking("before, rrf", **{**before, "fusion": "rrf"}),
+        Ranking("+ dates", **{**before, "date_weight": 1.0}),
+        Ranking("+ dates + speaker", **{**before, "date_weight": 1.0, "speaker_weight": 0.5,
                                          "query_speaker_weight": 0.4}),
-        Ranking("+ dates + speaker + priors", **{**before, "date_weight": 1.0, "speaker_weight": 0.5,  # type: ignore[arg-type]
+        Ranking("+ dates + speaker + priors", **{**before, "date_weight": 1.0, "speaker_weight": 0.5,
                                                  "query_speaker_weight": 0.4, "question_penalty": 0.3,
                                                  "short_penalty": 0.3}),
-        Ranking("previous defaults (no keys, no session spread)", **off),  # type: ignore[arg-type]
+        Ranking("previous defaults (no keys, no session spread)", **off),
         Ranking("previous defaults, words only", mode="lexical", **off),
         Ranking("previous defaults, vector only", mode="vector", **off),
-        Ranking("+ entity keys", topic_weight=0.0, per_session=0, similar_cosine=1.0, centre_weight=0.0,
-                judgement_topic_weight=0.0),
-        Ranking("+ topic keys", entity_weight=0.0, per_session=0, similar_cosine=1.0, centre_weight=0.0,
-                judgement_topic_weight=0.0),
-        Ranking("+ session spread", entity_weight=0.0, topic_weight=0.0, similar_cosine=1.0, centre_weight=0.0,
-                judgement_topic_weight=0.0),
-        Ranking("+ similar spread", entity_weight=0.0, topic_weight=0.0, per_session=0, centre_weight=0.0,
-                judgement_topic_weight=0.0),
+        Ranking("+ entity keys", topic_weight=0.0, per_session=0, similar_cosine=1.0, **round1),
+        Ranking("+ topic keys", entity_weight=0.0, per_session=0, similar_cosine=1.0, **round1),
+        Ranking("+ session spread", entity_weight=0.0, topic_weight=0.0, similar_cosine=1.0, **round1),
+        Ranking("+ similar spread", entity_weight=0.0, topic_weight=0.0, per_session=0, **round1),
         Ranking("all, no similar spread", similar_cosine=1.0),
         Ranking("all, no session cap", per_session=0),
         Ranking("all, 1 per session", per_session=1),
@@ -125,12 +123,20 @@ def default_rankings() -> list[Ranking]:
         Ranking("all, answers after questions", answer_neighbours=True),
         Ranking("all, rrf", fusion="rrf"),
         Ranking("all, blend 0.7", blend_vector_weight=0.7),
-        Ranking("round 1 defaults (no centring, no judgement topic)", centre_weight=0.0, judgement_topic_weight=0.0),
+        Ranking("round 1 defaults (no centring, no judgement topic)", **round1),
+        Ranking("round 2 defaults (no sentence vectors, whole-turn question prior)", sentence_weight=0.0,
+                question_share=False),
         Ranking("all, no centring", centre_weight=0.0),
         Ranking("all, centring 0.3", centre_weight=0.3),
         Ranking("all, centring 1.0", centre_weight=1.0),
         Ranking("all, no judgement topic", judgement_topic_weight=0.0),
         Ranking("all, judgement topic 0.3", judgement_topic_weight=0.3),
+        Ranking("all, no sentence vectors", sentence_weight=0.0),
+        Ranking("all, sentence vectors 0.5", sentence_weight=0.5),
+        Ranking("all, sentence vectors not centred", part_centring=False),
+        Ranking("all, clause vectors 0.5", clause_weight=0.5),
+        Ranking("all, answered-question vectors 0.5", context_weight=0.5),
+        Ranking("all, whole-turn question prior", question_share=False),
         Ranking("all, words only", mode="lexical"),
         Ranking("all, vector only", mode="vector"),
     ]
