@@ -9,8 +9,9 @@ The embedder is called outside the database lock, and a failing embedder stores 
 NULL vector for `backfill` to fill later: a turn is never lost or delayed for want of a vector.
 
 Why this module is over 400 lines: each write path (add_many, backfill, attach_vector, forget,
-wipe) changes three things that must agree, the row, its word-index row and the in-memory vector,
-in one transaction under one lock, and the in-memory index follows only committed rows. Spread
+wipe) changes things that must agree, the row, its word-index row, its part rows (memory/turn_parts.py)
+and their in-memory vectors, in one transaction under one lock, and the in-memory indexes follow only
+committed rows. Spread
 over modules, that rule could no longer be read and checked in one place.
 """
 
