@@ -88,9 +88,10 @@ def default_rankings() -> list[Ranking]:
     """What is compared: the ranking before this benchmark existed, one change at a time, and grids."""
     # What issue 26 added (derived keys, sessions), off: the rankings from before it.
     # What its second round added (centring, the judgement topic), off: the rows built on the first.
-    # What its third round added (sentence vectors, the question share), off: the rows built on the first two.
+    # What its third round added (sentence vectors, the question share, 150 candidates), off: the rows
+    # built on the first two.
     round1: dict[str, Any] = dict(centre_weight=0.0, judgement_topic_weight=0.0, sentence_weight=0.0,
-                                  question_share=False)
+                                  question_share=False, candidates=50)
     off = dict(entity_weight=0.0, topic_weight=0.0, per_session=0, similar_cosine=1.0, **round1)
     before = dict(speaker_weight=0.0, query_speaker_weight=0.0, fusion="blend", date_weight=0.0,
                   question_penalty=0.0, short_penalty=0.0, supersede_cosine=0.0, **off)
@@ -124,8 +125,8 @@ def default_rankings() -> list[Ranking]:
         Ranking("all, rrf", fusion="rrf"),
         Ranking("all, blend 0.7", blend_vector_weight=0.7),
         Ranking("round 1 defaults (no centring, no judgement topic)", **round1),
-        Ranking("round 2 defaults (no sentence vectors, whole-turn question prior)", sentence_weight=0.0,
-                question_share=False),
+        Ranking("round 2 defaults (no sentence vectors, whole-turn question prior, 50 candidates)",
+                sentence_weight=0.0, question_share=False, candidates=50),
         Ranking("all, no centring", centre_weight=0.0),
         Ranking("all, centring 0.3", centre_weight=0.3),
         Ranking("all, centring 1.0", centre_weight=1.0),
@@ -137,6 +138,8 @@ def default_rankings() -> list[Ranking]:
         Ranking("all, clause vectors 0.5", clause_weight=0.5),
         Ranking("all, answered-question vectors 0.5", context_weight=0.5),
         Ranking("all, whole-turn question prior", question_share=False),
+        Ranking("all, 50 candidates", candidates=50),
+        Ranking("all, 100 candidates", candidates=100),
         Ranking("all, words only", mode="lexical"),
         Ranking("all, vector only", mode="vector"),
     ]

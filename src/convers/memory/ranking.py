@@ -124,8 +124,12 @@ PART_CENTRING = True
 OBSERVATION_WEIGHT = 0.15
 OBSERVATION_COSINE = 0.5
 OBSERVATION_TOP = 10
-# Each ranking contributes this many candidates to fusion.
-CANDIDATES = 50
+# Each ranking (vectors, words, a time span, each kind of key) contributes this many candidates to
+# fusion: a turn a key lifts, or one the words find, is compared only if it is among them. Recall@5
+# on the tuning half of `convers bench memory` (plain / --long-turns): 25 0.689 / -, 50 0.702 /
+# 0.618, 100 0.705 / 0.628, 150 0.707 / 0.629, 200 0.707 / -. At 10k turns 150 costs
+# about 1 ms a search more than 50 (fetching and fusing the rows); docs/memory.md.
+CANDIDATES = 150
 # Two hits this close in meaning say the same thing; the prompt needs only one.
 NEAR_DUPLICATE_COSINE = 0.97
 # Longer questions are cut to this many characters (the embedder reads ~256 word pieces anyway)
@@ -166,6 +170,7 @@ class RankingWeights:
     observation_weight: float = OBSERVATION_WEIGHT
     observation_cosine: float = OBSERVATION_COSINE
     observation_top: int = OBSERVATION_TOP
+    candidates: int = CANDIDATES
     sentence_weight: float = SENTENCE_WEIGHT
     clause_weight: float = CLAUSE_WEIGHT
     context_weight: float = CONTEXT_WEIGHT

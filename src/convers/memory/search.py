@@ -25,7 +25,6 @@ from convers.memory.judgement import is_judgement, towards_topic
 from convers.memory.observation_index import ObservationIndex
 from convers.memory.part_index import PartIndex
 from convers.memory.ranking import (
-    CANDIDATES,
     FTS_WEIGHTS,
     Fusion,
     RankingWeights,
@@ -220,7 +219,7 @@ class TurnSearch:
                     job.plan.set_result((label, within))
                 elif vector is not None:
                     found_by_vector = self._pass(vector, label, within)
-            lexical_hits = self.lexical(conn, words, CANDIDATES) if mode != "vector" else []
+            lexical_hits = self.lexical(conn, words, self.weights.candidates) if mode != "vector" else []
             rows = self._rows(conn, [r for r, _ in lexical_hits])  # while the vector side may still run
             entity_rowids = self._entity_turns(conn, words) if mode == "fused" else []
         finally:
@@ -365,13 +364,12 @@ class TurnSearch:
         speaker = next((name for name, known in self.speakers.known(conn).items() if known == label), None)
         return key_table.turns_with(conn, "observation", [key for key, _ in near], speaker)
 
-    @staticmethod
-    def _by_cosine(found: VectorPass, rowids: list[int]) -> Hits:
-        """`rowids` with a vector, nearest to the question first, the best CANDIDATES of them."""
+    def _by_cosine(self, found: VectorPass, rowids: list[int]) -> Hits:
+        """`rowids` with a vector, nearest to the question first, the best `weights.candidates` of them."""
         if not rowids:
             return []
         cosines = found.cosines(rowids)
-        return sorted(cosines.items(), key=lambda hit: -hit[1])[:CANDIDATES]
+        return sorted(cosines.items(), key=lambda hit: -hit[1])[: self.weights.candidates]
 
     def _pass(self, vector: np.ndarray, label: str | None, within: tuple[float, float] | None) -> VectorPass | None:
         """`vector` (plus the label of the speaker asked about) over the index; None when widths differ."""
@@ -383,7 +381,7 @@ class TurnSearch:
         query = self.speakers.with_label(vector, label)
         weights = self.weights.part_weights()
         if not len(self.parts) or not any(weights.values()):
-            return self.index.query(query, CANDIDATES, within)
+            return self.index.query(query, self.weights.candidates, within)
 
         mean = self.index.mean() if self.weights.part_centring else None
         centring = None if mean is None else (self.index, mean, self.weights.centre_weight)
@@ -391,7 +389,7 @@ class TurnSearch:
         def lift(scores: np.ndarray, position: Mapping[int, int]) -> None:
             self.parts.lift(query, scores, position, weights, within, centring)
 
-        return self.index.query(query, CANDIDATES, within, lift)
+        return self.index.query(query, self.weights.candidates, within, lift)
 
     def lexical(self, conn: sqlite3.Connection, query: str, limit: int) -> Hits:
         """BM25 over what was said (and answered, and when); the speaker column only when that finds nothing.
