@@ -130,3 +130,22 @@ def test_observation_answers_are_cached_so_a_rerun_asks_the_model_nothing(tmp_pa
     other = ScriptedLlm(["x"])
     model_answers(other, "another model", turns[:1], cache, lambda _: None)
     assert len(other.prompts) == 1  # another model's answers are its own
+
+
+def test_long_turns_wrap_every_turn_in_small_talk_that_names_nothing_asked_about(corpus) -> None:
+    from convers.bench.memory_long_turns import ASIDES, FOLLOW_UPS, REACTIONS, lengthen
+    from convers.memory.sentences import sentences
+
+    long = lengthen(corpus[0], 13)
+    assert long.questions == corpus[0].questions
+    assert [(t.id, t.time, t.speaker) for t in long.turns] == [(t.id, t.time, t.speaker) for t in corpus[0].turns]
+    assert all(old.text in new.text for old, new in zip(corpus[0].turns, long.turns, strict=True))
+    several = sum(len(sentences(t.text)) > len(sentences(o.text)) for t, o in zip(long.turns, corpus[0].turns,
+                                                                                     strict=True))
+    assert several > len(long.turns) // 2
+    assert lengthen(corpus[0], 13).turns == long.turns  # deterministic
+    names = {corpus[0].user.lower(), corpus[0].friend.lower()}
+    small_talk = " ".join(REACTIONS + ASIDES + FOLLOW_UPS)
+    shared = {w for c in corpus for q in c.questions for w in shared_words(q.text, small_talk, names)}
+    # Only everyday words ("three days ago", "these days", "last weekend"), no pet, job, food, place or pastime.
+    assert shared <= {"days", "week", "weeke", "doing", "like", "get"}

@@ -79,4 +79,4 @@ def test_status_shows_counts_and_what_still_needs_a_vector(tmp_path: Path) -> No
     assert status.exit_code == 0, status.output
     assert "3 turns, 0 summaries, 1 derived key (" in status.output  # "Biscuit" inside a sentence
     assert "re-embedding: 0 of 3 current, 3 without a vector" in status.output
-    assert "schema 4" in status.output
+    assert "schema 5" in status.output

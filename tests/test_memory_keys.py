@@ -161,7 +161,7 @@ def test_an_older_database_gains_the_keys_table_and_its_turns_get_keys_as_they_a
     conn.commit()
     conn.close()
     with SqliteMemoryStore(path, embedder=WordHashEmbedder()) as store:
-        assert store.schema_version() == len(MIGRATIONS) == 4
+        assert store.schema_version() == len(MIGRATIONS) == 5
         assert store.keys() == [] and store.pending_vectors() == 1
         assert store.backfill() == 1
         assert {k.key for k in store.keys(kind="entity")} == {"ilse", "quito"}

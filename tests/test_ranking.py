@@ -44,10 +44,18 @@ def test_query_terms_keep_content_words_once(text: str, expected: list[str]) -> 
         ("Did you start the new job at the bakery?", 1.0 - WEIGHTS.question_penalty),
         ("Oh nice!", 1.0 - WEIGHTS.short_penalty / 3),  # two content words of the three a turn needs
         ("Really?", 1.0 - WEIGHTS.question_penalty - WEIGHTS.short_penalty),
+        # Telling something and asking back is not a question; a reaction before a question is a quarter of it.
+        ("We finally brought home a beagle from the shelter. How about you?", 1.0),
+        ("Oh wow, that's great! How was your week?", 1.0 - WEIGHTS.question_penalty / 4),
     ],
 )
 def test_prior_weighs_down_questions_and_short_turns(text: str, expected: float) -> None:
     assert prior(text, WEIGHTS) == pytest.approx(expected)
+
+
+def test_the_whole_turn_counts_as_a_question_without_question_share() -> None:
+    whole = RankingWeights(question_share=False)
+    assert prior("We brought home a beagle from the shelter. How about you?", whole) == 1.0 - whole.question_penalty
 
 
 def test_seconds_reads_a_time_without_a_zone_as_utc() -> None:

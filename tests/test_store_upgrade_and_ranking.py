@@ -257,3 +257,15 @@ def test_searches_from_many_threads_at_once_all_finish(tmp_path: Path) -> None:
             t.join(timeout=30)
         assert not any(t.is_alive() for t in threads), "searches from several threads never finished"
         assert not errors and len(found) == 100 and all(ids == expected for ids in found)
+
+
+def test_each_ranking_hands_the_fusion_as_many_candidates_as_the_weights_say(tmp_path: Path) -> None:
+    animals = ["fox", "owl", "seal", "crab", "gull", "eel"]
+    turns = [turn(i, f"The lighthouse keeper met a {animal}") for i, animal in enumerate(animals)]
+    with SqliteMemoryStore(tmp_path / "m.db", embedder=WordHashEmbedder(),
+                           weights=RankingWeights(candidates=2)) as store:
+        store.add_many(turns)
+        assert len(store.search("lighthouse keeper", 6, mode="lexical", floor=0.0)) == 2
+        assert len(store.search("lighthouse keeper", 6, mode="vector", floor=0.0)) == 2
+        store.use_weights(RankingWeights(candidates=5))
+        assert len(store.search("lighthouse keeper", 6, mode="lexical", floor=0.0)) == 5

@@ -31,7 +31,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 from zoneinfo import ZoneInfo
 
 import numpy as np
@@ -47,6 +47,7 @@ from convers.contracts.memory import MemoryTurn
 from convers.memory.ranking import RankingWeights
 from convers.memory.speakers import QUERY_SPEAKER_WEIGHT, SPEAKER_WEIGHT
 from convers.memory.store import SqliteMemoryStore
+from convers.memory.turn_parts import PART_KINDS
 from convers.memory.vectors import embed_blocking
 
 if TYPE_CHECKING:
@@ -87,32 +88,31 @@ def default_rankings() -> list[Ranking]:
     """What is compared: the ranking before this benchmark existed, one change at a time, and grids."""
     # What issue 26 added (derived keys, sessions), off: the rankings from before it.
     # What its second round added (centring, the judgement topic), off: the rows built on the first.
-    round1 = dict(centre_weight=0.0, judgement_topic_weight=0.0)
+    # What its third round added (sentence vectors, the question share, 150 candidates), off: the rows
+    # built on the first two.
+    round1: dict[str, Any] = dict(centre_weight=0.0, judgement_topic_weight=0.0, sentence_weight=0.0,
+                                  question_share=False, candidates=50)
     off = dict(entity_weight=0.0, topic_weight=0.0, per_session=0, similar_cosine=1.0, **round1)
     before = dict(speaker_weight=0.0, query_speaker_weight=0.0, fusion="blend", date_weight=0.0,
                   question_penalty=0.0, short_penalty=0.0, supersede_cosine=0.0, **off)
     rankings = [
-        Ranking("before: bare text, blend 0.85", **before),  # type: ignore[arg-type]
-        Ranking("before, words only", **{**before, "mode": "lexical"}),  # type: ignore[arg-type]
-        Ranking("before, vector only", **{**before, "mode": "vector"}),  # type: ignore[arg-type]
-        Ranking("before, rrf", **{**before, "fusion": "rrf"}),  # type: ignore[arg-type]
-        Ranking("+ dates", **{**before, "date_weight": 1.0}),  # type: ignore[arg-type]
-        Ranking("+ dates + speaker", **{**before, "date_weight": 1.0, "speaker_weight": 0.5,  # type: ignore[arg-type]
+        Ranking("before: bare text, blend 0.85", **before),
+        Ranking("before, words only", **{**before, "mode": "lexical"}),
+        Ranking("before, vector only", **{**before, "mode": "vector"}),
+        Ranking("before, rrf", **{**before, "fusion": "rrf"}),
+        Ranking("+ dates", **{**before, "date_weight": 1.0}),
+        Ranking("+ dates + speaker", **{**before, "date_weight": 1.0, "speaker_weight": 0.5,
                                          "query_speaker_weight": 0.4}),
-        Ranking("+ dates + speaker + priors", **{**before, "date_weight": 1.0, "speaker_weight": 0.5,  # type: ignore[arg-type]
+        Ranking("+ dates + speaker + priors", **{**before, "date_weight": 1.0, "speaker_weight": 0.5,
                                                  "query_speaker_weight": 0.4, "question_penalty": 0.3,
                                                  "short_penalty": 0.3}),
-        Ranking("previous defaults (no keys, no session spread)", **off),  # type: ignore[arg-type]
+        Ranking("previous defaults (no keys, no session spread)", **off),
         Ranking("previous defaults, words only", mode="lexical", **off),
         Ranking("previous defaults, vector only", mode="vector", **off),
-        Ranking("+ entity keys", topic_weight=0.0, per_session=0, similar_cosine=1.0, centre_weight=0.0,
-                judgement_topic_weight=0.0),
-        Ranking("+ topic keys", entity_weight=0.0, per_session=0, similar_cosine=1.0, centre_weight=0.0,
-                judgement_topic_weight=0.0),
-        Ranking("+ session spread", entity_weight=0.0, topic_weight=0.0, similar_cosine=1.0, centre_weight=0.0,
-                judgement_topic_weight=0.0),
-        Ranking("+ similar spread", entity_weight=0.0, topic_weight=0.0, per_session=0, centre_weight=0.0,
-                judgement_topic_weight=0.0),
+        Ranking("+ entity keys", topic_weight=0.0, per_session=0, similar_cosine=1.0, **round1),
+        Ranking("+ topic keys", entity_weight=0.0, per_session=0, similar_cosine=1.0, **round1),
+        Ranking("+ session spread", entity_weight=0.0, topic_weight=0.0, similar_cosine=1.0, **round1),
+        Ranking("+ similar spread", entity_weight=0.0, topic_weight=0.0, per_session=0, **round1),
         Ranking("all, no similar spread", similar_cosine=1.0),
         Ranking("all, no session cap", per_session=0),
         Ranking("all, 1 per session", per_session=1),
@@ -124,12 +124,22 @@ def default_rankings() -> list[Ranking]:
         Ranking("all, answers after questions", answer_neighbours=True),
         Ranking("all, rrf", fusion="rrf"),
         Ranking("all, blend 0.7", blend_vector_weight=0.7),
-        Ranking("round 1 defaults (no centring, no judgement topic)", centre_weight=0.0, judgement_topic_weight=0.0),
+        Ranking("round 1 defaults (no centring, no judgement topic)", **round1),
+        Ranking("round 2 defaults (no sentence vectors, whole-turn question prior, 50 candidates)",
+                sentence_weight=0.0, question_share=False, candidates=50),
         Ranking("all, no centring", centre_weight=0.0),
         Ranking("all, centring 0.3", centre_weight=0.3),
         Ranking("all, centring 1.0", centre_weight=1.0),
         Ranking("all, no judgement topic", judgement_topic_weight=0.0),
         Ranking("all, judgement topic 0.3", judgement_topic_weight=0.3),
+        Ranking("all, no sentence vectors", sentence_weight=0.0),
+        Ranking("all, sentence vectors 0.5", sentence_weight=0.5),
+        Ranking("all, sentence vectors not centred", part_centring=False),
+        Ranking("all, clause vectors 0.5", clause_weight=0.5),
+        Ranking("all, answered-question vectors 0.5", context_weight=0.5),
+        Ranking("all, whole-turn question prior", question_share=False),
+        Ranking("all, 50 candidates", candidates=50),
+        Ranking("all, 100 candidates", candidates=100),
         Ranking("all, words only", mode="lexical"),
         Ranking("all, vector only", mode="vector"),
     ]
@@ -179,6 +189,8 @@ class BenchConfig:
     cache_dir: Path | None = None
     # Observation keys written by the configured language model for every turn worth one.
     observations: bool = False
+    # Every turn wrapped in small talk (bench/memory_long_turns.py): turns of several sentences.
+    long_turns: bool = False
 
 
 def _percentiles(samples: Sequence[float]) -> dict[str, float]:
@@ -207,6 +219,27 @@ class _Vectors:
             self.cache_dir.mkdir(parents=True, exist_ok=True)
             np.save(path, vectors)
         return vectors
+
+
+class _CachedEmbedder:
+    """The conversations' stores' embedder: each text embedded once per run (its part vectors, the
+    speaker labels, the topic descriptions), the batches a store asks for kept in `vectors`' folder.
+    Each text is embedded alone by the int8 encoder, so a cached vector is the one it would make."""
+
+    def __init__(self, embedder: Embedder, vectors: _Vectors) -> None:
+        self.name = getattr(embedder, "name", "?")
+        self.dimension = getattr(embedder, "dimension", None)
+        self._vectors = vectors
+        self._memo: dict[str, np.ndarray] = {}
+
+    def embed_sync(self, texts: list[str]) -> np.ndarray:
+        missing = list(dict.fromkeys(t for t in texts if t not in self._memo))
+        if missing:
+            self._memo.update(zip(missing, self._vectors(missing), strict=True))
+        return np.stack([self._memo[t] for t in texts])
+
+    async def embed(self, texts: list[str]) -> np.ndarray:
+        return self.embed_sync(texts)
 
 
 @dataclass
@@ -314,6 +347,7 @@ def _prepare(corpus: list[BenchConversation], rankings: list[Ranking], vectors: 
              folder: Path, progress: Callable[[str], None]) -> list[_Prepared]:
     """One store per conversation and speaker weight, every turn's text embedded once (real MiniLM)."""
     weights = sorted({r.speaker_weight for r in rankings})
+    cached = cast("Embedder", _CachedEmbedder(embedder, vectors))
     prepared = []
     for conversation in corpus:
         progress(f"{conversation.name}: embedding {len(conversation.turns)} turns and "
@@ -322,8 +356,9 @@ def _prepare(corpus: list[BenchConversation], rankings: list[Ranking], vectors: 
         text_vectors = vectors([t.text for t in conversation.turns])
         stores = {}
         for weight in weights:
-            store = SqliteMemoryStore(folder / f"{conversation.name}-{weight}.db", embedder=embedder, zone=zone,
-                                      speaker_weight=weight)
+            # Every kind of part vector is stored: the rankings weigh them (0: not used).
+            store = SqliteMemoryStore(folder / f"{conversation.name}-{weight}.db", embedder=cached, zone=zone,
+                                      speaker_weight=weight, part_kinds=PART_KINDS)
             store.add_many(conversation.turns, vectors=text_vectors)
             stores[weight] = store
         negatives = _negatives(conversation)
@@ -450,6 +485,10 @@ def run_benchmark(settings: Settings, config: BenchConfig, progress: Callable[[s
     embedder = make_embedder()
     rankings = rankings or default_rankings()
     corpus = build_corpus(config.conversations, config.seed)
+    if config.long_turns:
+        from convers.bench.memory_long_turns import lengthen
+
+        corpus = [lengthen(c, config.seed) for c in corpus]
     vectors = _Vectors(embedder, config.cache_dir)
     result: dict[str, Any] = {
         "benchmark": "memory",
@@ -458,7 +497,7 @@ def run_benchmark(settings: Settings, config: BenchConfig, progress: Callable[[s
         "embedder": getattr(embedder, "name", str(embedder)),
         "config": {**asdict(config), "cache_dir": str(config.cache_dir) if config.cache_dir else None},
         "corpus": {
-            "conversations": len(corpus), "turns": [len(c.turns) for c in corpus],
+            "conversations": len(corpus), "turns": [len(c.turns) for c in corpus], "long_turns": config.long_turns,
             "questions": sum(len(c.questions) for c in corpus),
             "questions_by_type": {t: sum(q.kind == t for c in corpus for q in c.questions) for t in QUESTION_TYPES},
             "tune": [c.name for c in corpus[: config.tune_conversations]],

@@ -16,6 +16,8 @@ from typing import Literal
 
 import numpy as np
 
+from convers.memory.sentences import sentences
+
 Fusion = Literal["rrf", "blend", "words"]
 SearchMode = Literal["fused", "vector", "lexical"]
 
@@ -45,6 +47,12 @@ RECENCY_WEIGHT = 0.0
 QUESTION_PENALTY = 0.3
 SHORT_PENALTY = 0.3
 SHORT_TURN_WORDS = 3
+# The question penalty is scaled by how much of the turn asks: the share of its content words in
+# sentences ending with "?" (`question_share`). A real turn often tells something and then asks
+# back ("We brought a beagle home last week. How about you?"); it is not a question. False: the whole
+# penalty for any turn ending with "?". `convers bench memory --long-turns`, tuning half, recall@5:
+# 0.473 without, 0.602 with (the plain run has no such turn and does not move).
+QUESTION_SHARE = True
 # A later turn of the same speaker this close in meaning to a better-ranked earlier one takes its
 # place (just above it): when a plan changes, the latest version is what the user means. 0: off,
 # the default: on `convers bench memory` it lifted changed plans (0.59 -> 0.81 held out) only without
@@ -92,6 +100,21 @@ CENTRE_WEIGHT = 0.6
 # 0.25 0.417, 0.3 0.417, 0.4 0.401, 0.7 0.391 (no other type has such questions). For every question
 # at 0.2: recall@5 0.697 -> 0.635 (single-hop 0.683 -> 0.625, open-domain 0.775 -> 0.550).
 JUDGEMENT_TOPIC_WEIGHT = 0.2
+# Part vectors (memory/turn_parts.py, memory/part_index.py): a turn's cosine moves this far towards
+# the cosine of its part nearest the question when that is higher (1: the best of its vectors; 0:
+# the part is not used), per kind of part: its sentences, its clauses, the question it answers with
+# the answer. Recall@5 on the tuning half of `convers bench memory --long-turns` (turns of several
+# sentences; the plain run has no evidence turn of two sentences, and moves by 0.01 at most):
+# none 0.602; sentences 0.5 0.617, 0.75 0.610, 1.0 0.618; with clauses 0.5 0.623, 0.75 0.620; with
+# the question answered 0.25 0.619, 0.5 0.619. Clauses and answers gained within noise on both runs
+# (plain: clauses 0.5 0.701, answers 0.5 0.711 against 0.702) and cost inference questions, so only
+# sentences are stored (turn_parts.STORED_PART_KINDS).
+SENTENCE_WEIGHT = 1.0
+CLAUSE_WEIGHT = 0.0
+CONTEXT_WEIGHT = 0.0
+# A part's cosine is centred like its turn's before it lifts it (memory/part_index.py): small talk
+# said in many turns sits near the mean. Long turns, tuning half: 0.618 centred, 0.609 not.
+PART_CENTRING = True
 # Observation keys (memory/observations.py, off unless `memory.observation_keys`): the question's
 # OBSERVATION_TOP nearest observations that are OBSERVATION_COSINE close lift the turns they came
 # from (of the person asked about) by OBSERVATION_WEIGHT, like a topic. With the packaged 135M
@@ -101,8 +124,12 @@ JUDGEMENT_TOPIC_WEIGHT = 0.2
 OBSERVATION_WEIGHT = 0.15
 OBSERVATION_COSINE = 0.5
 OBSERVATION_TOP = 10
-# Each ranking contributes this many candidates to fusion.
-CANDIDATES = 50
+# Each ranking (vectors, words, a time span, each kind of key) contributes this many candidates to
+# fusion: a turn a key lifts, or one the words find, is compared only if it is among them. Recall@5
+# on the tuning half of `convers bench memory` (plain / --long-turns): 25 0.689 / -, 50 0.702 /
+# 0.618, 100 0.705 / 0.628, 150 0.707 / 0.629, 200 0.707 / -. At 10k turns 150 costs
+# about 1 ms a search more than 50 (fetching and fusing the rows); docs/memory.md.
+CANDIDATES = 150
 # Two hits this close in meaning say the same thing; the prompt needs only one.
 NEAR_DUPLICATE_COSINE = 0.97
 # Longer questions are cut to this many characters (the embedder reads ~256 word pieces anyway)
@@ -143,6 +170,16 @@ class RankingWeights:
     observation_weight: float = OBSERVATION_WEIGHT
     observation_cosine: float = OBSERVATION_COSINE
     observation_top: int = OBSERVATION_TOP
+    candidates: int = CANDIDATES
+    sentence_weight: float = SENTENCE_WEIGHT
+    clause_weight: float = CLAUSE_WEIGHT
+    context_weight: float = CONTEXT_WEIGHT
+    part_centring: bool = PART_CENTRING
+    question_share: bool = QUESTION_SHARE
+
+    def part_weights(self) -> dict[str, float]:
+        """How far each kind of part vector moves its turn's cosine (memory/part_index.py)."""
+        return {"sentence": self.sentence_weight, "clause": self.clause_weight, "context": self.context_weight}
 
 
 @dataclass
@@ -190,11 +227,21 @@ def prior(text: str, weights: RankingWeights) -> float:
     """
     value = 1.0
     if text.rstrip().endswith("?"):
-        value -= weights.question_penalty
+        value -= weights.question_penalty * (question_share(text) if weights.question_share else 1.0)
     content = len(query_terms(text))
     if content < SHORT_TURN_WORDS:
         value -= weights.short_penalty * (SHORT_TURN_WORDS - content) / SHORT_TURN_WORDS
     return value
+
+
+def question_share(text: str) -> float:
+    """How much of a turn asks: the share of its content words in its sentences that end with "?"
+    (1 for a question of no content words, "Really?"; 0 when no sentence asks)."""
+    counts = [(len(query_terms(s)), s.endswith("?")) for s in sentences(text)]
+    total = sum(n for n, _ in counts)
+    if not total:
+        return 1.0 if text.rstrip().endswith("?") else 0.0
+    return sum(n for n, asks in counts if asks) / total
 
 
 def gather(vector_hits: Sequence[tuple[int, float]], lexical_hits: Sequence[tuple[int, float]],

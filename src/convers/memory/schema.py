@@ -102,6 +102,21 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             embedder TEXT
         )""",
     ),
+    (
+        # Part vectors (memory/turn_parts.py): a turn's sentences, clauses and the question it answers
+        # with its answer, each with a vector that points at the turn by its rowid. Old turns get
+        # theirs as they are re-embedded (turn_text.EMBED_TEXT_VERSION 3). AUTOINCREMENT: ids are
+        # never reused, so the search loads the parts after the last id it has.
+        """CREATE TABLE turn_parts (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            turn_rowid INTEGER NOT NULL,
+            kind TEXT NOT NULL CHECK (kind IN ('sentence', 'clause', 'context')),
+            text TEXT NOT NULL,
+            embedding BLOB NOT NULL,
+            embedder TEXT
+        )""",
+        "CREATE INDEX turn_parts_by_turn ON turn_parts (turn_rowid)",
+    ),
 )
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import sqlite3
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,8 +23,8 @@ from convers.memory.centring import centre
 from convers.memory.derived_keys import TopicVectors, query_entities
 from convers.memory.judgement import is_judgement, towards_topic
 from convers.memory.observation_index import ObservationIndex
+from convers.memory.part_index import PartIndex
 from convers.memory.ranking import (
-    CANDIDATES,
     FTS_WEIGHTS,
     Fusion,
     RankingWeights,
@@ -87,9 +87,9 @@ class TurnSearch:
     # The database's vector generation the index matches; another one means rows changed in place.
     generation: str | None = field(init=False, default=None)
     # Each turn's prior (ranking.prior of its text) by rowid; a turn's text never changes under its rowid.
-    # Kept for one pair of penalties (_priors_for): the benchmark changes them between rankings.
+    # Kept for one set of penalties (_priors_for): the benchmark changes them between rankings.
     _priors: dict[int, float] = field(init=False, repr=False, default_factory=dict)
-    _priors_for: tuple[float, float] = field(init=False, repr=False, default=(-1.0, -1.0))
+    _priors_for: tuple[float, float, bool] = field(init=False, repr=False, default=(-1.0, -1.0, False))
     # Rows each query word matches (for COMMON_TERM_ROWS), and the row count they were counted at.
     term_rows: dict[str, int] = field(init=False, repr=False, default_factory=dict)
     _term_rows_at: int = field(init=False, repr=False, default=0)
@@ -99,6 +99,8 @@ class TurnSearch:
     topics: TopicVectors = field(default_factory=TopicVectors)
     # The observation keys' vectors (memory/observations.py): an observation near the question lifts its turns.
     observations: ObservationIndex = field(default_factory=ObservationIndex)
+    # The part vectors (memory/turn_parts.py): a turn's sentences, clauses and the question it answers.
+    parts: PartIndex = field(default_factory=PartIndex)
 
     # ----------------------------------------------------------------- keeping the vectors in step
 
@@ -113,6 +115,14 @@ class TurnSearch:
                 "memory %s: %s; vector recall covers only turns from one embedder. To re-embed everything: "
                 "`convers memory export F`, `convers memory wipe`, `convers memory import F`", self.path, error
             )
+
+    def add_parts(self, ids: list[int], turns: list[int], kinds: list[str], vectors: np.ndarray,
+                  times: Sequence[float]) -> None:
+        """Adds committed part vectors (memory/turn_parts.py) once the index is loaded."""
+        try:
+            self.parts.add(ids, turns, kinds, vectors, times)
+        except ValueError as error:
+            log.warning("memory %s: part vectors left out: %s", self.path, error)
 
     @staticmethod
     def _stored_generation(conn: sqlite3.Connection) -> str | None:
@@ -139,8 +149,10 @@ class TurnSearch:
         generation = self._stored_generation(conn)
         if self.loaded_to_rowid < 0 or generation != self.generation:
             self.index.clear()
+            self.parts.clear()
             self.loaded_to_rowid = 0
             self.generation = generation
+        self.parts.sync(conn, embedder_key, self.index.dimension or self.width)
         top = conn.execute("SELECT max(rowid) FROM turns").fetchone()[0] or 0
         if top <= self.loaded_to_rowid:
             return
@@ -207,7 +219,7 @@ class TurnSearch:
                     job.plan.set_result((label, within))
                 elif vector is not None:
                     found_by_vector = self._pass(vector, label, within)
-            lexical_hits = self.lexical(conn, words, CANDIDATES) if mode != "vector" else []
+            lexical_hits = self.lexical(conn, words, self.weights.candidates) if mode != "vector" else []
             rows = self._rows(conn, [r for r, _ in lexical_hits])  # while the vector side may still run
             entity_rowids = self._entity_turns(conn, words) if mode == "fused" else []
         finally:
@@ -352,13 +364,12 @@ class TurnSearch:
         speaker = next((name for name, known in self.speakers.known(conn).items() if known == label), None)
         return key_table.turns_with(conn, "observation", [key for key, _ in near], speaker)
 
-    @staticmethod
-    def _by_cosine(found: VectorPass, rowids: list[int]) -> Hits:
-        """`rowids` with a vector, nearest to the question first, the best CANDIDATES of them."""
+    def _by_cosine(self, found: VectorPass, rowids: list[int]) -> Hits:
+        """`rowids` with a vector, nearest to the question first, the best `weights.candidates` of them."""
         if not rowids:
             return []
         cosines = found.cosines(rowids)
-        return sorted(cosines.items(), key=lambda hit: -hit[1])[:CANDIDATES]
+        return sorted(cosines.items(), key=lambda hit: -hit[1])[: self.weights.candidates]
 
     def _pass(self, vector: np.ndarray, label: str | None, within: tuple[float, float] | None) -> VectorPass | None:
         """`vector` (plus the label of the speaker asked about) over the index; None when widths differ."""
@@ -367,7 +378,18 @@ class TurnSearch:
             log.warning("memory %s holds %s-wide vectors but the query is %d wide: searching by words",
                         self.path, self.index.dimension, width)
             return None
-        return self.index.query(self.speakers.with_label(vector, label), CANDIDATES, within)
+        query = self.speakers.with_label(vector, label)
+        weights = self.weights.part_weights()
+        if not len(self.parts) or not any(weights.values()):
+            return self.index.query(query, self.weights.candidates, within)
+
+        mean = self.index.mean() if self.weights.part_centring else None
+        centring = None if mean is None else (self.index, mean, self.weights.centre_weight)
+
+        def lift(scores: np.ndarray, position: Mapping[int, int]) -> None:
+            self.parts.lift(query, scores, position, weights, within, centring)
+
+        return self.index.query(query, self.weights.candidates, within, lift)
 
     def lexical(self, conn: sqlite3.Connection, query: str, limit: int) -> Hits:
         """BM25 over what was said (and answered, and when); the speaker column only when that finds nothing.
@@ -412,7 +434,7 @@ class TurnSearch:
         return kept or [min(zip(counts, terms, strict=True))[1]]
 
     def _with_priors(self, hits: Hits, rows: dict[int, tuple[Any, ...]]) -> Hits:
-        penalties = (self.weights.question_penalty, self.weights.short_penalty)
+        penalties = (self.weights.question_penalty, self.weights.short_penalty, self.weights.question_share)
         if penalties != self._priors_for:
             self._priors.clear()
             self._priors_for = penalties

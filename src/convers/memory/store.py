@@ -9,8 +9,9 @@ The embedder is called outside the database lock, and a failing embedder stores 
 NULL vector for `backfill` to fill later: a turn is never lost or delayed for want of a vector.
 
 Why this module is over 400 lines: each write path (add_many, backfill, attach_vector, forget,
-wipe) changes three things that must agree, the row, its word-index row and the in-memory vector,
-in one transaction under one lock, and the in-memory index follows only committed rows. Spread
+wipe) changes things that must agree, the row, its word-index row, its part rows (memory/turn_parts.py)
+and their in-memory vectors, in one transaction under one lock, and the in-memory indexes follow only
+committed rows. Spread
 over modules, that rule could no longer be read and checked in one place.
 """
 
@@ -33,7 +34,7 @@ from convers.config import ProviderOptions, provider_options
 from convers.contracts.embedder import Embedder, EmbedderError
 from convers.contracts.memory import MemoryHit, MemoryStoreError, MemoryTurn
 from convers.contracts.provider import Availability
-from convers.memory import key_table, turn_table
+from convers.memory import key_table, part_table, turn_table
 from convers.memory.derived_keys import TOPICS, DerivedKey, entities
 from convers.memory.jsonl import read_turns, write_turns
 from convers.memory.observation_index import note_deletion
@@ -54,7 +55,9 @@ from convers.memory.schema import (
 )
 from convers.memory.search import TurnSearch
 from convers.memory.speakers import QUERY_SPEAKER_WEIGHT, SPEAKER_WEIGHT, SpeakerVectors
+from convers.memory.turn_parts import STORED_PART_KINDS, PartKind, turn_parts
 from convers.memory.turn_text import (
+    EMBED_TEXT_VERSION,
     in_zone,
     local_zone,
 )
@@ -66,6 +69,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+# A turn's parts (kind, text) and their stored vectors (one row each; None when it has none).
+Parts = tuple[list[tuple[PartKind, str]], np.ndarray | None]
 
 # Re-exported: the schema and the query's words are part of what the store promises its callers.
 __all__ = ["DB_FILE_NAME", "MIGRATIONS", "SqliteMemoryStore", "StoreStats", "query_terms"]
@@ -105,6 +110,9 @@ class SqliteMemoryStore:
     zone: tzinfo | None = None
     busy_timeout_s: float = 10.0
     embed_failures: int = 0
+    # Which parts of a turn get vectors of their own (memory/turn_parts.py); the benchmark stores all
+    # kinds to compare them.
+    part_kinds: tuple[PartKind, ...] = STORED_PART_KINDS
     speakers: SpeakerVectors = field(init=False, repr=False)
     _conn: sqlite3.Connection = field(init=False, repr=False)
     _lock: threading.RLock = field(init=False, repr=False, default_factory=threading.RLock)
@@ -235,6 +243,53 @@ class SqliteMemoryStore:
             log.warning("stored %d turn(s) without a vector, to be filled in later: %s", len(texts), error)
             return None
 
+    def _parts(self, turns: Sequence[MemoryTurn],
+               previous: Sequence[MemoryTurn | None]) -> builtins.list[Parts] | None:
+        """Each turn's parts (memory/turn_parts.py) with their stored vectors (the speaker added, as for a
+        turn); None when they could not be embedded (the turn is then stored a version behind, and the
+        backfill makes them later)."""
+        parts = [turn_parts(t, p, self.part_kinds) if self.part_kinds else [] for t, p in zip(turns, previous, strict=True)]
+        texts = [text for found in parts for _, text in found]
+        if not texts:
+            return [(found, None) for found in parts]
+        if self.embedder is None:
+            return None
+        try:
+            text_vectors = embed_blocking(self.embedder, texts)
+        except EmbedderError as error:
+            log.info("part vectors postponed, the embedder failed: %s", error)
+            return None
+        vectors = self.speakers.turn_vectors([t for t, found in zip(turns, parts, strict=True) for _ in found],
+                                             text_vectors)
+        out: builtins.list[Parts] = []
+        start = 0
+        for found in parts:
+            out.append((found, vectors[start : start + len(found)] if found else None))
+            start += len(found)
+        return out
+
+    def _write_parts(self, rowid: int, parts: Parts, added: builtins.list[tuple[int, int, str, np.ndarray]],
+                     gone: builtins.list[int]) -> None:
+        """Replaces a turn's part rows (inside the caller's transaction); notes what the index must follow."""
+        found, vectors = parts
+        if vectors is None:
+            gone += part_table.delete_for(self._conn, [rowid])
+            return
+        removed, ids = part_table.replace_parts(self._conn, rowid, found, [v.tobytes() for v in vectors],
+                                                self.embedder_key)
+        gone += removed
+        added += [(part, rowid, kind, vector) for part, (kind, _), vector in zip(ids, found, vectors, strict=True)]
+
+    def _index_parts(self, added: builtins.list[tuple[int, int, str, np.ndarray]], gone: builtins.list[int],
+                     times: dict[int, float]) -> None:
+        """After the commit: the in-memory parts follow the rows written (`times`: each turn rowid's)."""
+        with self._lock:
+            if gone:
+                self._search.parts.remove(gone)
+            if added:
+                self._search.add_parts([a[0] for a in added], [a[1] for a in added], [a[2] for a in added],
+                                       np.stack([a[3] for a in added]), [times[a[1]] for a in added])
+
     def add(self, turn: MemoryTurn, source_id: str | None = None, vector: np.ndarray | None = None) -> str:
         """Stores one turn, with `vector` or embedding it first (NULL if the embedder fails). Returns its id.
 
@@ -277,25 +332,32 @@ class SqliteMemoryStore:
         elif vectors is not None and len(vectors) != len(turns):
             raise ValueError(f"{len(vectors)} vectors for {len(turns)} turns")
         topics = self._topic_keys(vectors, [t.text for t in turns])
+        parts = None
         if vectors is not None:
             vectors = self.speakers.turn_vectors(turns, np.asarray(vectors, dtype=np.float32).reshape(len(turns), -1))
+            parts = self._parts(turns, previous)
+        version = EMBED_TEXT_VERSION if parts is not None else EMBED_TEXT_VERSION - 1
         added: list[tuple[int, int]] = []  # (rowid, position in turns)
+        added_parts: list[tuple[int, int, str, np.ndarray]] = []
         with self._write("storing turns"):
             for i, turn in enumerate(turns):
                 blob = None if vectors is None else vectors[i].tobytes()
                 source = source_ids[i] if source_ids is not None else None
-                rowid = turn_table.insert_turn(self._conn, turn, source, blob, self.embedder_key)
+                rowid = turn_table.insert_turn(self._conn, turn, source, blob, self.embedder_key, version)
                 if rowid is not None:
                     turn_table.index_words(self._conn, rowid, turn, previous[i], self.local_zone)
                     key_table.replace_keys(self._conn, rowid, "entity", entities(turn.text))
                     if topics is not None:
                         key_table.replace_keys(self._conn, rowid, "topic", topics[i])
+                    if parts is not None:
+                        self._write_parts(rowid, parts[i], added_parts, [])
                     added.append((rowid, i))
         # The index only follows committed rows, so a failed transaction leaves no phantom vectors.
         if vectors is not None and added:
+            times = self._times(turns[i] for _, i in added)
             with self._lock:
-                self._search.add_vectors([r for r, _ in added], vectors[[i for _, i in added]],
-                                         self._times(turns[i] for _, i in added))
+                self._search.add_vectors([r for r, _ in added], vectors[[i for _, i in added]], times)
+            self._index_parts(added_parts, [], {r: t for (r, _), t in zip(added, times, strict=True)})
         return len(added)
 
     def backfill(self, limit: int = 64) -> int:
@@ -325,7 +387,13 @@ class SqliteMemoryStore:
             return 0
         topics = self._topic_keys(text_vectors, [t.text for t in turns])
         vectors = self.speakers.turn_vectors(turns, text_vectors)
+        parts = self._parts(turns, previous)
+        if parts is None:
+            log.info("backfill postponed, the embedder failed on the turns' parts")
+            return 0
         filled: list[int] = []  # positions in rows
+        added_parts: list[tuple[int, int, str, np.ndarray]] = []
+        gone: list[int] = []
         with self._write("storing backfilled vectors"):
             for i, ((rowid, turn), before) in enumerate(zip(rows, previous, strict=True)):
                 if turn_table.set_vector(self._conn, rowid, vectors[i].tobytes(), key):
@@ -333,12 +401,15 @@ class SqliteMemoryStore:
                     key_table.replace_keys(self._conn, rowid, "entity", entities(turn.text))
                     if topics is not None:
                         key_table.replace_keys(self._conn, rowid, "topic", topics[i])
+                    self._write_parts(rowid, parts[i], added_parts, gone)
                     filled.append(i)
             self._search.note_rewrite(self._conn, uuid.uuid4().hex)
         self._upgrade_cursor = rows[-1][0]
         if filled:
+            times = self._times(turns[i] for i in filled)
             with self._lock:
-                self._search.add_vectors([rows[i][0] for i in filled], vectors[filled], self._times(turns[i] for i in filled))
+                self._search.add_vectors([rows[i][0] for i in filled], vectors[filled], times)
+            self._index_parts(added_parts, gone, {rows[i][0]: t for i, t in zip(filled, times, strict=True)})
         return len(filled)
 
     def pending_vectors(self) -> int:
@@ -359,16 +430,26 @@ class SqliteMemoryStore:
         rowid, turn = found
         topics = self._topic_keys(vector, [turn.text])
         unit = self.speakers.turn_vectors([turn], np.asarray(vector, dtype=np.float32).reshape(1, -1))
+        before = (self._read("reading the previous turn", turn_table.previous_turn, turn.session, rowid)
+                  if turn.kind == "turn" else None)
+        parts = self._parts([turn], [before])  # on the writer's thread, like the vector it attaches
+        added_parts: list[tuple[int, int, str, np.ndarray]] = []
+        gone: list[int] = []
         with self._write("storing a turn's vector"):
             attached = turn_table.set_vector(self._conn, rowid, unit[0].tobytes(), self.embedder_key,
-                                             only_if_missing=True)
+                                             only_if_missing=True,
+                                             version=EMBED_TEXT_VERSION if parts else EMBED_TEXT_VERSION - 1)
             if attached:
                 if topics is not None:
                     key_table.replace_keys(self._conn, rowid, "topic", topics[0])
+                if parts:
+                    self._write_parts(rowid, parts[0], added_parts, gone)
                 self._search.note_rewrite(self._conn, uuid.uuid4().hex)
         if attached:
+            times = self._times([turn])
             with self._lock:
-                self._search.add_vectors([rowid], unit, self._times([turn]))
+                self._search.add_vectors([rowid], unit, times)
+            self._index_parts(added_parts, gone, {rowid: times[0]})
         return attached
 
     def add_observations(self, turn_ids: Sequence[str], observations: Sequence[str]) -> int:
@@ -402,12 +483,14 @@ class SqliteMemoryStore:
         with self._write("forgetting a turn"):
             rowids = turn_table.delete_with_digests(self._conn, turn_id)
             key_table.delete_for(self._conn, rowids)
+            parts = part_table.delete_for(self._conn, rowids)
             if rowids and key_table.drop_unused_observations(self._conn):
                 note_deletion(self._conn)
             if rowids:
                 self._search.note_rewrite(self._conn, uuid.uuid4().hex)
         with self._lock:
             self._search.index.remove(rowids)
+            self._search.parts.remove(parts)
         return bool(rowids)
 
     def wipe(self) -> int:
@@ -415,10 +498,12 @@ class SqliteMemoryStore:
         with self._write("wiping memory"):
             count = turn_table.delete_all(self._conn)
             key_table.delete_all(self._conn)
+            part_table.delete_all(self._conn)
             note_deletion(self._conn)
             self._search.note_rewrite(self._conn, uuid.uuid4().hex)
         with self._lock:
             self._search.index.clear()
+            self._search.parts.clear()
             # Old pages also live in the write-ahead log until a checkpoint copies and truncates it.
             try:
                 self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")

@@ -20,13 +20,14 @@ NEEDS_VECTOR = "(embedding IS NULL OR embed_version < ? OR (embedder IS NOT NULL
 
 
 def insert_turn(conn: sqlite3.Connection, turn: MemoryTurn, source_id: str | None, vector: bytes | None,
-                embedder_key: str | None) -> int | None:
-    """The new row's rowid, or None when a turn with this id is stored already."""
+                embedder_key: str | None, version: int = EMBED_TEXT_VERSION) -> int | None:
+    """The new row's rowid, or None when a turn with this id is stored already. `version`: what the
+    vector and its derived rows are made of (an older one is redone by the backfill)."""
     cursor = conn.execute(
         "INSERT INTO turns (id, session, time, speaker, role, text, kind, source_id, embedding, "
         "embed_version, embedder) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
         (turn.id, turn.session, turn.time.isoformat(), turn.speaker, turn.role, turn.text, turn.kind, source_id,
-         vector, EMBED_TEXT_VERSION if vector is not None else 0, embedder_key if vector is not None else None),
+         vector, version if vector is not None else 0, embedder_key if vector is not None else None),
     )
     return int(cursor.lastrowid) if cursor.rowcount == 1 else None  # type: ignore[arg-type]
 
@@ -42,12 +43,13 @@ def index_words(conn: sqlite3.Connection, rowid: int, turn: MemoryTurn, previous
 
 
 def set_vector(conn: sqlite3.Connection, rowid: int, vector: bytes, embedder_key: str | None, *,
-               only_if_missing: bool = False) -> bool:
-    """Stores a row's vector (made from today's embedding text); False when the row is gone (or has one)."""
+               only_if_missing: bool = False, version: int = EMBED_TEXT_VERSION) -> bool:
+    """Stores a row's vector (made from today's embedding text, with its derived rows as of `version`);
+    False when the row is gone (or has one)."""
     missing = " AND embedding IS NULL" if only_if_missing else ""
     cursor = conn.execute(
         f"UPDATE turns SET embedding = ?, embed_version = ?, embedder = ? WHERE rowid = ?{missing}",
-        (vector, EMBED_TEXT_VERSION, embedder_key, rowid),
+        (vector, version, embedder_key, rowid),
     )
     return cursor.rowcount == 1
 

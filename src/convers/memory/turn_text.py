@@ -22,8 +22,10 @@ log = logging.getLogger(__name__)
 # Bump when what a stored vector is made of changes: rows with an older version are re-embedded
 # in the background (SqliteMemoryStore.backfill). 0: the bare text's vector (schema 1);
 # 1: the text's vector + SPEAKER_WEIGHT x the speaker label's vector; 2: the same vector, and the
-# turn's derived keys (memory/derived_keys.py) written with it.
-EMBED_TEXT_VERSION = 2
+# turn's derived keys (memory/derived_keys.py) written with it; 3: and its part vectors
+# (memory/turn_parts.py). A turn whose parts could not be embedded is stored at the version before,
+# so the backfill makes them later.
+EMBED_TEXT_VERSION = 3
 # The question a turn answers is kept up to this many characters: enough for "what about your job?".
 ANSWERED_CHARS = 160
 

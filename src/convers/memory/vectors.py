@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -151,15 +151,21 @@ class VectorIndex:
             return None
         return (self._sum / self._size).astype(np.float32)
 
-    def query(self, query: np.ndarray, k: int, within: tuple[float, float] | None = None) -> VectorPass:
+    def query(self, query: np.ndarray, k: int, within: tuple[float, float] | None = None,
+              adjust: Callable[[np.ndarray, Mapping[int, int]], None] | None = None) -> VectorPass:
         """One pass over the matrix: the `k` nearest rowids, the `k` nearest said `within` [start, end)
-        seconds (when given), and the cosine of every stored vector for later look-ups."""
+        seconds (when given), and the cosine of every stored vector for later look-ups.
+
+        `adjust(scores, position)` may change the scores in place before anything is picked (the
+        part vectors raise their turns', memory/part_index.py); `position` maps a rowid to its column."""
         if self._size == 0 or k <= 0:
             return VectorPass([], [], np.zeros(0, dtype=np.float32), {})
         query = np.asarray(query, dtype=np.float32).reshape(-1)
         if query.shape[0] != self.dimension:
             raise ValueError(f"query width {query.shape[0]} does not match the index width {self.dimension}")
         scores = query @ self._matrix[:, : self._size]
+        if adjust is not None:
+            adjust(scores, self._position)
         nearest_within: list[tuple[int, float]] = []
         if within is not None:
             times = self._times[: self._size]
@@ -177,6 +183,15 @@ class VectorIndex:
         top = top[np.argsort(-scores[top], kind="stable")]
         at = top if positions is None else positions[top]
         return [(int(self._rowids[i]), float(s)) for i, s in zip(at, scores[top], strict=True)]
+
+    def dots(self, rowids: Sequence[int], vector: np.ndarray) -> np.ndarray:
+        """Each of `rowids`' stored vector's dot product with `vector` (0 for a rowid not stored)."""
+        at = [self._position.get(int(r), -1) for r in rowids]
+        known = np.asarray([a for a in at if a >= 0], dtype=np.int64)
+        out = np.zeros(len(at), dtype=np.float32)
+        if len(known):
+            out[[i for i, a in enumerate(at) if a >= 0]] = vector @ self._matrix[:, known]
+        return out
 
     def vector(self, rowid: int) -> np.ndarray | None:
         """The stored vector of `rowid` (a copy), or None."""
