@@ -32,7 +32,8 @@ def test_with_the_canceller_the_agent_does_not_interrupt_itself_and_still_hears_
     # Without the canceller the agent hears itself and stops, again and again (about 100 times here).
     assert off["self_interruptions"] >= 20, off
     # With it, at most a few brief slips at 0 dB: AEC3's output differs a little from run to run, and
-    # in 8 runs of this scenario 0, 1 or 3 pauses came where it let a burst of echo through.
+    # in 8 runs of this scenario 0, 1 or 3 self-interruptions (mostly pauses) came where it let a burst
+    # of echo through.
     assert on["self_interruptions"] <= 3, (on["self_events"], on["self_heard"])
     assert on["barge_ins"] >= 3 and on["caught"] == on["barge_ins"], on
     # A learning trial ran beside the sessions, and its figures are its own.
