@@ -495,7 +495,8 @@ def run_benchmark(settings: Settings, config: BenchConfig, progress: Callable[[s
         "time": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": {"python": platform.python_version(), "processor": platform.processor() or platform.machine()},
         "embedder": getattr(embedder, "name", str(embedder)),
-        "config": {**asdict(config), "cache_dir": str(config.cache_dir) if config.cache_dir else None},
+        # Whether embeddings came from a cache, not where it is: results carry no machine paths.
+        "config": {**{k: v for k, v in asdict(config).items() if k != "cache_dir"}, "cached": config.cache_dir is not None},
         "corpus": {
             "conversations": len(corpus), "turns": [len(c.turns) for c in corpus], "long_turns": config.long_turns,
             "questions": sum(len(c.questions) for c in corpus),
