@@ -298,26 +298,30 @@ def test_speech_over_the_agent_while_learning_is_a_person_only_by_length_and_wor
 
 def test_pieces_of_speech_over_the_agent_close_together_are_judged_as_one() -> None:
     """The learning canceller's suppressor cuts a voice into pieces: a question of 1.3 s came as 0.22 s
-    and 0.47 s with 0.24 s between; the second piece is judged from the first one's start."""
+    and 0.47 s with 0.24 s between; the second piece is judged, and read, from the first one's start."""
     arbiter = BargeInArbiter()
+    audio: dict[float, AudioFrame] = {}
 
     def piece(start: float, end: float) -> SuspectEcho | None:
+        audio[start] = AudioFrame(bytes(round((end - start) * RATE) * 2), RATE)
         arbiter.heard(SpeechOnset(at=start, started_at=start), Reply(), echo_learning=True)
-        arbiter.heard(UserTurnEnded(at=end + 0.5, audio=AudioFrame(b"", RATE), started_at=start, ended_at=end),
+        arbiter.heard(UserTurnEnded(at=end + 0.5, audio=audio[start], started_at=start, ended_at=end),
                       Reply(), echo_learning=True)
         return arbiter.ended_suspect
 
     first = piece(1.0, 1.22)
-    assert first is not None and not first.joins_previous
+    assert first is not None and first.since is None
     second = piece(1.46, 1.93)
-    assert second is not None and second.joins_previous and abs(second.speech_s - 0.93) < 1e-9
+    assert second is not None and second.since is audio[1.0] and abs(second.speech_s - 0.93) < 1e-9
     third = piece(2.2, 2.5)
-    assert third is not None and third.joins_previous and abs(third.speech_s - 1.5) < 1e-9
+    assert third is not None and third.since is audio[1.0] and abs(third.speech_s - 1.5) < 1e-9
     assert arbiter.transcribed("words", "what sort of animal did I adopt", Reply(), third) == [
         StartReply("what sort of animal did I adopt")]
-    # Past the gap, a piece stands alone.
+    # Past the gap, a piece stands alone, and starts a run of its own.
     alone = piece(3.5, 3.8)
-    assert alone is not None and not alone.joins_previous and abs(alone.speech_s - 0.3) < 1e-9
+    assert alone is not None and alone.since is None and abs(alone.speech_s - 0.3) < 1e-9
+    after = piece(4.0, 4.3)
+    assert after is not None and after.since is audio[3.5] and abs(after.speech_s - 0.8) < 1e-9
 
 
 def test_short_speech_over_the_agent_while_learning_is_echo_and_the_next_turn_is_heard() -> None:

@@ -25,8 +25,8 @@ class Residuals:
         return self.answer
 
 
-def suspect(joins: bool = False) -> SuspectEcho:
-    return SuspectEcho(speech_s=0.5, said="Welcome back", joins_previous=joins)
+def suspect(since: AudioFrame | None = None) -> SuspectEcho:
+    return SuspectEcho(speech_s=0.5, said="Welcome back", since=since)
 
 
 def test_speech_that_did_not_begin_over_a_learning_canceller_is_read_as_heard() -> None:
@@ -51,15 +51,8 @@ def test_pieces_the_arbiter_joins_are_read_from_the_start_of_the_first() -> None
     pieces = [piece(0.2), piece(0.3), piece(0.4)]
     for index, audio in enumerate(pieces):
         speech.onset(True)
-        speech.ended(audio, suspect(joins=index > 0), residuals)
-    assert [since for _, since in residuals.asked] == [None, pieces[0], pieces[0]]
-    # A piece the arbiter does not join starts a run of its own.
-    later = piece(0.5)
-    speech.onset(True)
-    speech.ended(later, suspect(joins=False), residuals)
-    speech.onset(True)
-    speech.ended(piece(0.6), suspect(joins=True), residuals)
-    assert residuals.asked[-1][1] is later
+        speech.ended(audio, suspect(since=pieces[0] if index > 0 else None), residuals)
+    assert residuals.asked == [(pieces[0], None), (pieces[1], pieces[0]), (pieces[2], pieces[0])]
 
 
 def test_without_a_residual_at_hand_the_cleaned_audio_is_read() -> None:

@@ -26,7 +26,6 @@ class LinearResidual:
     """The last `KEEP_S` of cleaned audio and of the linear residual, block for block (PCM16, one rate)."""
 
     def __init__(self, sample_rate: int, keep_s: float = KEEP_S) -> None:
-        self.sample_rate = sample_rate
         self._limit = round(keep_s * sample_rate) * 2
         self._cleaned = bytearray()
         self._residual = bytearray()

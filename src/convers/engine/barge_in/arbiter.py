@@ -33,6 +33,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
+from convers.contracts.audio import AudioFrame
 from convers.engine.barge_in.own_words import own_words_share
 from convers.engine.listening.turn_taking import (
     SpeechDropped,
@@ -119,12 +120,13 @@ Action = Pause | Resume | Cut | Restart | StartReply | PlayedOut
 class SuspectEcho:
     """A user turn that began over the agent while the echo canceller learnt and ended before the cut."""
 
-    # From the start of the first piece it joins (see `joins_previous`) to its end.
+    # From the start of the first piece it joins (see `since`) to its end.
     speech_s: float
     # What the agent had put into words in the reply it spoke over (its echo repeats these).
     said: str
-    # It began within `echo_learning_join_gap_s` of the previous such turn's end: judge them as one.
-    joins_previous: bool = False
+    # When it began within `echo_learning_join_gap_s` of the previous such turn's end: the audio of
+    # the first piece of that run, from whose start they are judged and read as one; else None.
+    since: AudioFrame | None = None
 
 
 # The client reports what it played in whole milliseconds: within this of the end counts as the end.
@@ -161,8 +163,8 @@ class BargeInArbiter:
         self._onset_while_learning = False
         # The user turn that ended last was such speech, shorter than the cut: its transcript decides.
         self.ended_suspect: SuspectEcho | None = None
-        # Where the run of such turns that ended last began, and when it ended.
-        self._suspect_run: tuple[float, float] | None = None
+        # The run of such turns that ended last: where it began, when it ended, its first piece's audio.
+        self._suspect_run: tuple[float, float, AudioFrame] | None = None
         # A pause on the canceller's double-talk cue that no speech onset has confirmed yet resumes
         # at this time, unless the cue goes on. Only read while that pause stands: every onset
         # clears it and every double-talk pause sets it, so no other path needs to.
@@ -268,10 +270,12 @@ class BargeInArbiter:
     def _suspect(self, ended: UserTurnEnded, reply: ReplyView | None) -> SuspectEcho:
         """The turn that just ended began over the agent while the canceller learnt: what to judge it by."""
         run = self._suspect_run
-        joins = run is not None and ended.started_at - run[1] <= self.policy.echo_learning_join_gap_s
-        start = run[0] if joins and run is not None else ended.started_at
-        self._suspect_run = (start, ended.ended_at)
-        return SuspectEcho(ended.ended_at - start, reply.said_text() if reply is not None else "", joins)
+        if run is not None and ended.started_at - run[1] <= self.policy.echo_learning_join_gap_s:
+            start, first, since = run[0], run[2], run[2]
+        else:
+            start, first, since = ended.started_at, ended.audio, None
+        self._suspect_run = (start, ended.ended_at, first)
+        return SuspectEcho(ended.ended_at - start, reply.said_text() if reply is not None else "", since)
 
     def _a_person(self, verdict: Verdict, text: str, suspect: SuspectEcho) -> bool:
         """Speech that began over the agent while the canceller learnt: a person's words, not the echo."""

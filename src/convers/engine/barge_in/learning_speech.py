@@ -3,8 +3,8 @@
 While the canceller learns a room, its suppressor thins a voice over the agent until Whisper cannot
 read it, and cuts it into pieces the VAD hears apart. Such a turn is transcribed from the linear echo
 filter's residual of the same stretch (`convers.linear_residual`, the transport's
-`echo_unsuppressed`), and pieces the arbiter joins (`SuspectEcho.joins_previous`) are read as one,
-from the start of the first. The session (engine/session/voice.py) and `convers bench echo` use it alike.
+`echo_unsuppressed`), and pieces the arbiter joins (`SuspectEcho.since`) are read as one, from the
+start of the first. The session (engine/session/voice.py) and `convers bench echo` use it alike.
 """
 
 from __future__ import annotations
@@ -28,8 +28,6 @@ class LearningSpeech:
     def __init__(self) -> None:
         # The utterance under way began over the agent while the canceller learnt.
         self._began_over_learning = False
-        # The cleaned audio of the first piece of the arbiter's current run of suspect turns.
-        self._run_audio: AudioFrame | None = None
 
     def onset(self, over_agent_while_learning: bool) -> None:
         """An utterance began (over the agent, while the canceller learnt, or not)."""
@@ -39,12 +37,10 @@ class LearningSpeech:
         """The utterance ended with cleaned `audio` (`suspect`: the arbiter's `ended_suspect`): the audio
         to transcribe instead, or None to transcribe `audio` itself."""
         began, self._began_over_learning = self._began_over_learning, False
-        since = self._run_audio if suspect is not None and suspect.joins_previous else None
-        self._run_audio = (since or audio) if suspect is not None else None
         if not began or unsuppress is None:
             return None
         try:
-            return unsuppress(audio, since)
+            return unsuppress(audio, suspect.since if suspect is not None else None)
         except Exception as error:  # noqa: BLE001 - a better reading is optional: the cleaned audio still is one
             log.warning("no unsuppressed audio for speech over the agent: %s", error)
             return None

@@ -148,11 +148,12 @@ class VoiceTurns:
             verdict = verdict_of(transcript.text, self.arbiter.policy)
             judged = True
             actions = self.arbiter.transcribed(verdict, transcript.text, session.current, suspect)
+            replies = any(isinstance(action, StartReply) for action in actions)
             if suspect is not None:
                 session.events.emit(EventKind.LEARNING_SPEECH, speech_s=round(suspect.speech_s, 3),
-                                    joined=suspect.joins_previous, residual=unsuppressed is not None,
-                                    person=any(isinstance(action, StartReply) for action in actions))
-            if result is not None and not any(isinstance(action, StartReply) for action in actions):
+                                    joined=suspect.since is not None, residual=unsuppressed is not None,
+                                    person=replies)
+            if result is not None and not replies:
                 result.discard()  # no reply comes of it (no words, or taken for echo): stop its work
             await self.apply(actions, metrics=metrics, speculative=result, audio=audio)
         finally:
