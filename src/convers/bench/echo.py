@@ -301,6 +301,17 @@ class _Person:
     text: str
     start: float
 
+    @classmethod
+    def over(cls, reply: np.ndarray, which: int, voices: Voices, rng: np.random.Generator, now: float) -> _Person:
+        """Interruption `which` at a random moment of `reply`, which begins after the gap that follows `now`."""
+        start_s = float(rng.uniform(BARGE_IN_FROM_S, len(reply) / RATE - BARGE_IN_BEFORE_END_S))
+        return cls(voices.person[which], voices.person_texts[which], now + GAP_S + start_s)
+
+    @staticmethod
+    def fits(reply: np.ndarray) -> bool:
+        """The reply is long enough to be interrupted where interruptions start."""
+        return len(reply) > (BARGE_IN_FROM_S + BARGE_IN_BEFORE_END_S) * RATE
+
     @property
     def onset(self) -> float:
         return self.start + _voice_onset(self.audio) / RATE
@@ -479,10 +490,8 @@ async def run_scenario(scenario: Scenario, voices: Voices, vad: Any, stt: Any, s
         reply_index = index % len(voices.agent)
         audio = voices.agent[reply_index]
         person: _Person | None = None
-        if index % 2 == 1 and len(audio) > (BARGE_IN_FROM_S + BARGE_IN_BEFORE_END_S) * RATE:
-            which = (index // 2) % len(voices.person)
-            start_s = float(rng.uniform(BARGE_IN_FROM_S, len(audio) / RATE - BARGE_IN_BEFORE_END_S))
-            person = _Person(voices.person[which], voices.person_texts[which], player.now + GAP_S + start_s)
+        if index % 2 == 1 and _Person.fits(audio):
+            person = _Person.over(audio, (index // 2) % len(voices.person), voices, rng, player.now)
             result.barge_ins += 1
         index += 1
         result.replies += 1
@@ -497,12 +506,11 @@ async def _learning_trial(player: _Player, turn: int, scenario: Scenario, voices
                           rng: np.random.Generator) -> None:
     """A person speaks over the first reply in a new room, while its canceller is learning (as over a greeting)."""
     room = _Room.new(rng, scenario, vad, settings)
-    long_enough = [i for i, a in enumerate(voices.agent) if len(a) > (BARGE_IN_FROM_S + BARGE_IN_BEFORE_END_S) * RATE]
+    long_enough = [i for i, a in enumerate(voices.agent) if _Person.fits(a)]
     reply_index = long_enough[int(rng.integers(len(long_enough)))]
     audio = voices.agent[reply_index]
     which = int(rng.integers(len(voices.person)))
-    start_s = float(rng.uniform(BARGE_IN_FROM_S, len(audio) / RATE - BARGE_IN_BEFORE_END_S))
-    person = _Person(voices.person[which], voices.person_texts[which], player.now + GAP_S + start_s)
+    person = _Person.over(audio, which, voices, rng, player.now)
     player.result.learning_barge_ins += 1
     await player.play(room, _Reply(turn, audio, text=voices.agent_texts[reply_index]), person, learning_trial=True, noise_rng=rng)
 
