@@ -73,7 +73,8 @@ class PartIndex:
         if self.loaded_to_id < 0:
             self.clear()
             self.loaded_to_id = 0
-        if part_table.last_id(conn) <= self.loaded_to_id:
+        last = part_table.last_id(conn)
+        if last <= self.loaded_to_id:
             return
         rows = part_table.parts_after(conn, self.loaded_to_id, embedder_key)
         if rows:
@@ -83,8 +84,8 @@ class PartIndex:
                 matrix = np.frombuffer(b"".join(r[3] for r in good), dtype=np.float32).reshape(len(good), width)
                 self.add([r[0] for r in good], [r[1] for r in good], [r[2] for r in good], matrix,
                          [ranking.seconds(r[4]) for r in good])
-            self.loaded_to_id = rows[-1][0]
-        self.loaded_to_id = max(self.loaded_to_id, part_table.last_id(conn))
+        # Past every row read, and past rows of another embedder up to `last` (they are never loaded).
+        self.loaded_to_id = max(last, rows[-1][0]) if rows else last
 
     def lift(self, query: np.ndarray, scores: np.ndarray, position: Mapping[int, int],
              weights: Mapping[str, float], within: tuple[float, float] | None,

@@ -14,9 +14,7 @@ from collections.abc import Sequence
 def replace_parts(conn: sqlite3.Connection, rowid: int, parts: Sequence[tuple[str, str]],
                   vectors: Sequence[bytes], embedder_key: str | None) -> tuple[list[int], list[int]]:
     """Sets the parts of one turn (its earlier parts go): (the ids deleted, the new ids, in order)."""
-    gone = [int(r[0]) for r in conn.execute("SELECT id FROM turn_parts WHERE turn_rowid = ?", (rowid,))]
-    if gone:
-        conn.execute("DELETE FROM turn_parts WHERE turn_rowid = ?", (rowid,))
+    gone = delete_for(conn, [rowid])
     ids = []
     for (kind, text), vector in zip(parts, vectors, strict=True):
         cursor = conn.execute("INSERT INTO turn_parts (turn_rowid, kind, text, embedding, embedder) "

@@ -280,15 +280,19 @@ class SqliteMemoryStore:
         gone += removed
         added += [(part, rowid, kind, vector) for part, (kind, _), vector in zip(ids, found, vectors, strict=True)]
 
-    def _index_parts(self, added: builtins.list[tuple[int, int, str, np.ndarray]], gone: builtins.list[int],
-                     times: dict[int, float]) -> None:
-        """After the commit: the in-memory parts follow the rows written (`times`: each turn rowid's)."""
+    def _index_committed(self, rowids: builtins.list[int], vectors: np.ndarray, turns: Iterable[MemoryTurn],
+                         added: builtins.list[tuple[int, int, str, np.ndarray]], gone: builtins.list[int]) -> None:
+        """After the commit: the in-memory indexes follow the rows written, the turns' vectors (`turns`,
+        one a rowid) and their parts (`added`, `gone`)."""
+        times = self._times(turns)
+        when = dict(zip(rowids, times, strict=True))
         with self._lock:
+            self._search.add_vectors(rowids, vectors, times)
             if gone:
                 self._search.parts.remove(gone)
             if added:
                 self._search.add_parts([a[0] for a in added], [a[1] for a in added], [a[2] for a in added],
-                                       np.stack([a[3] for a in added]), [times[a[1]] for a in added])
+                                       np.stack([a[3] for a in added]), [when[a[1]] for a in added])
 
     def add(self, turn: MemoryTurn, source_id: str | None = None, vector: np.ndarray | None = None) -> str:
         """Stores one turn, with `vector` or embedding it first (NULL if the embedder fails). Returns its id.
@@ -354,10 +358,8 @@ class SqliteMemoryStore:
                     added.append((rowid, i))
         # The index only follows committed rows, so a failed transaction leaves no phantom vectors.
         if vectors is not None and added:
-            times = self._times(turns[i] for _, i in added)
-            with self._lock:
-                self._search.add_vectors([r for r, _ in added], vectors[[i for _, i in added]], times)
-            self._index_parts(added_parts, [], {r: t for (r, _), t in zip(added, times, strict=True)})
+            self._index_committed([r for r, _ in added], vectors[[i for _, i in added]], (turns[i] for _, i in added),
+                                  added_parts, [])
         return len(added)
 
     def backfill(self, limit: int = 64) -> int:
@@ -406,10 +408,8 @@ class SqliteMemoryStore:
             self._search.note_rewrite(self._conn, uuid.uuid4().hex)
         self._upgrade_cursor = rows[-1][0]
         if filled:
-            times = self._times(turns[i] for i in filled)
-            with self._lock:
-                self._search.add_vectors([rows[i][0] for i in filled], vectors[filled], times)
-            self._index_parts(added_parts, gone, {rows[i][0]: t for i, t in zip(filled, times, strict=True)})
+            self._index_committed([rows[i][0] for i in filled], vectors[filled], (turns[i] for i in filled),
+                                  added_parts, gone)
         return len(filled)
 
     def pending_vectors(self) -> int:
@@ -446,10 +446,7 @@ class SqliteMemoryStore:
                     self._write_parts(rowid, parts[0], added_parts, gone)
                 self._search.note_rewrite(self._conn, uuid.uuid4().hex)
         if attached:
-            times = self._times([turn])
-            with self._lock:
-                self._search.add_vectors([rowid], unit, times)
-            self._index_parts(added_parts, gone, {rowid: times[0]})
+            self._index_committed([rowid], unit, [turn], added_parts, gone)
         return attached
 
     def add_observations(self, turn_ids: Sequence[str], observations: Sequence[str]) -> int:
