@@ -213,3 +213,16 @@ async def test_the_page_can_ask_the_server_to_cancel_its_echo(tmp_path: Path, mi
         await double.wait_for(lambda: any(ms >= 800 for ms in double.played(1)))
         played = np.frombuffer(b"".join(canceller.rendered[before:]), dtype="<i2")
         assert np.abs(played).max() > 2000, "what the page played did not reach the reference channel"
+        # The tab names its echo room: when it reconnects (here the server closed the connection) and
+        # when it is reloaded, the server hands the same canceller back instead of a new one.
+        room = await page.evaluate("sessionStorage.getItem('convers.echoRoom')")
+        assert isinstance(room, str) and len(room) == 32
+        echo = transport.echo
+        await transport.close()
+        again = await double.wait_for(lambda: len(double.transports) > 1 and double.transports[1], timeout_s=15)
+        assert again.echo is echo
+        await page.reload()
+        await page.wait_for_selector('#conn[data-state="connected"]')
+        reloaded = await double.wait_for(lambda: len(double.transports) > 2 and double.transports[2], timeout_s=15)
+        assert reloaded.echo is echo
+        assert await page.evaluate("sessionStorage.getItem('convers.echoRoom')") == room

@@ -7,7 +7,7 @@ import logging
 import numpy as np
 import pytest
 
-from convers.double_talk import DoubleTalk
+from convers.double_talk import SETTLE_S, DoubleTalk
 from convers.linear_echo import LinearEchoFilter
 
 RATE = 16000
@@ -144,3 +144,14 @@ def test_the_linear_filter_rests_while_the_agent_is_long_silent() -> None:
     resting = witness.calls
     room.run(0.5, played=0.1, person=0.0, cleaned=0.0001)
     assert witness.calls - resting == round(0.5 / BLOCK_S)
+
+
+def test_the_double_talk_cue_waits_for_the_agent_again_after_a_reconnection() -> None:
+    room = Room()
+    room.run(3.0, played=0.1, person=0.0, cleaned=0.0001)
+    room.detector.new_stream()
+    # The agent speaks on, a person over it at once: not trusted until SETTLE_S of agent speech...
+    early = room.run(SETTLE_S - 0.1, played=0.1, person=0.05, cleaned=None)
+    assert not any(early)
+    # ... then it is (without new_stream the first window already said so: test_a_voice_over_the_agent_is_double_talk_within_a_window).
+    assert room.run(0.2, played=0.1, person=0.05, cleaned=None)[-1]

@@ -154,6 +154,28 @@ def test_a_failing_canceller_lets_the_microphone_through(caplog: pytest.LogCaptu
     assert "echo cancellation failed" in caplog.text
 
 
+def test_a_resumed_canceller_keeps_what_it_learnt_and_drops_the_old_streams_audio() -> None:
+    canceller = CountingCanceller()
+    echo = EchoCancelling(canceller, learning_s=0.5)
+    echo.played(AudioFrame(pcm(speech_like(1.0))[: 2 * (RATE + 80)], RATE))  # 80 samples past a block
+    out = echo.cleaned(AudioFrame(b"\x10\x00" * 250, RATE))  # one block out, 90 samples wait
+    assert out.samples == 160 and echo.unsuppressed(out) is not None
+    echo.played(AudioFrame(pcm(speech_like(0.05)), 48000))  # queued: the next microphone frame would render it
+    assert not echo.learning
+    heard_s, rendered = echo.heard_s, len(canceller.rendered)
+
+    echo.resume_stream()
+
+    assert echo.heard_s == heard_s and not echo.learning
+    assert echo.unsuppressed(out) is None  # the old stream's audio is not kept
+    echo.played(AudioFrame(b"\x00\x00" * 80, RATE))  # 80 + the old 80 would make a block
+    out = echo.cleaned(AudioFrame(b"\x20\x00" * 160, RATE))
+    assert len(canceller.rendered) == rendered  # neither the queued 50 ms nor the old remainder
+    assert out.samples == 160 and values(out) == [16]  # the new microphone alone, halved
+    # The new stream may come at another rate.
+    assert echo.cleaned(AudioFrame(b"\x20\x00" * 960, 48000)).sample_rate == RATE
+
+
 def test_canceller_factory_follows_the_settings(caplog: pytest.LogCaptureFixture) -> None:
     assert canceller_factory(Settings(echo={"enabled": False})) is None
     made = canceller_factory(Settings())

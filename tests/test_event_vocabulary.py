@@ -28,6 +28,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 WIRE = [
     (ReadyMessage(24000), {"type": "ready", "audio_out": {"sample_rate": 24000, "format": "pcm16"}}),
+    (ReadyMessage(24000, "server", "kept"),
+     {"type": "ready", "audio_out": {"sample_rate": 24000, "format": "pcm16"}, "aec": "server", "echo_room": "kept"}),
     (StateMessage("thinking"), {"type": "state", "state": "thinking"}),
     (TranscriptMessage("hi there"), {"type": "transcript", "text": "hi there", "final": True}),
     (TranscriptMessage("hi", final=False), {"type": "transcript", "text": "hi", "final": False}),

@@ -87,6 +87,20 @@ class DoubleTalk:
             witness = None
         return cls(frame_samples / sample_rate, witness)
 
+    def new_stream(self) -> None:
+        """A new connection feeds the same room: its queued blocks, window and timers start again as
+        after a long silence of the agent, so the cue waits for SETTLE_S of its speech. The witness
+        keeps the room it learnt (only its delay may differ, which it follows), and the floor keeps
+        the room's noise levels (no audio; they roll out within FLOOR_S): a fresh floor would be set
+        by whoever speaks first, and a person speaking from the start would never stand above it."""
+        for blocks in (self._mic, self._cleaned, self._residual):
+            blocks.clear()
+        self._queued.clear()
+        self._speaking_s = 0.0
+        self._quiet_s = math.inf
+        self.now = False
+        self.residual = None
+
     def played(self, pcm: bytes, audible: bool) -> None:
         """One block the speaker played; `audible`: the agent's voice, not silence (as `echo_cancelling` counts it)."""
         if self.witness is not None:

@@ -79,6 +79,21 @@ class EchoCancelling:
         residual = self._linear.of(audio.pcm, since.pcm if since is not None else None)
         return AudioFrame(residual, self.rate) if residual is not None else None
 
+    def resume_stream(self) -> None:
+        """Makes this canceller ready for a new stream from the same room (a page that reconnected):
+        drops the played audio still queued, the remainders of half blocks and the resamplers' state
+        (the new stream may have another rate), and the double-talk cue's and linear residual's
+        recent audio; keeps what was learnt: the canceller's filter and `heard_s`. No audio of the
+        old stream is kept here afterwards, apart from the native canceller's own short buffers."""
+        with self._lock:
+            self._played.clear()
+        self._played_resampler = self._mic_resampler = None
+        self._render_blocks.reset()
+        self._capture_blocks.reset()
+        self._double_talk.new_stream()
+        if self._linear is not None:
+            self._linear.clear()
+
     def played(self, frame: AudioFrame) -> None:
         """What the speaker played just now (silence included); safe to call from an audio thread."""
         with self._lock:

@@ -41,6 +41,11 @@ class LinearResidual:
             del self._cleaned[: -self._limit]
             del self._residual[: -self._limit]
 
+    def clear(self) -> None:
+        """Forgets the stream kept so far (a new connection: its audio is not this one's)."""
+        self._cleaned.clear()
+        self._residual.clear()
+
     def of(self, cleaned: bytes, since: bytes | None = None) -> bytes | None:
         """The residual of the latest stretch whose cleaned audio is `cleaned`, from the start of the
         earlier stretch `since` when given; None when a stretch is not kept (too old, or not from this

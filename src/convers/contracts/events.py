@@ -22,15 +22,19 @@ AgentState = Literal["listening", "thinking", "speaking"]
 @dataclass(frozen=True)
 class ReadyMessage:
     """The answer to a hello: the rate of all agent audio on this connection, and, to a client that
-    cancelled no echo, whether the server does ("server") or cannot ("unavailable")."""
+    cancelled no echo, whether the server does ("server") or cannot ("unavailable"); to one that
+    named its `echo_room`, whether its canceller was kept from before ("kept") or starts anew ("new")."""
 
     sample_rate: int
     aec: str | None = None
+    echo_room: str | None = None
 
     def to_wire(self) -> dict[str, Any]:
         wire: dict[str, Any] = {"type": "ready", "audio_out": {"sample_rate": self.sample_rate, "format": PCM_FORMAT}}
         if self.aec is not None:
             wire["aec"] = self.aec
+        if self.echo_room is not None:
+            wire["echo_room"] = self.echo_room
         return wire
 
 

@@ -38,6 +38,7 @@ from convers.contracts.events import ErrorMessage
 from convers.contracts.memory import KEY_KINDS, MemoryStatus
 from convers.contracts.transport import Transport
 from convers.transports.browser.auth import COOKIE_NAME, token_matches
+from convers.transports.browser.echo_rooms import EchoRooms
 from convers.transports.browser.websocket_transport import (
     CLOSE_FORBIDDEN_ORIGIN,
     CLOSE_NO_HELLO,
@@ -110,6 +111,8 @@ def create_app(
     # default worker thread (the store itself is thread-safe; sessions use it from their own threads).
     memory_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="memory-api")
     sessions: set[asyncio.Task[Any]] = set()
+    # The learned echo cancellers of pages that left, for their reconnection (hello `echo_room`).
+    echo_rooms = EchoRooms()
 
     def authorized(conn: HTTPConnection, allow_query: bool) -> bool:
         if config.token is None:
@@ -153,7 +156,9 @@ def create_app(
         if not authorized(websocket, allow_query=True):
             await websocket.close(CLOSE_UNAUTHORIZED, "access token missing or wrong")
             return
-        transport = WebSocketTransport(websocket, config.output_sample_rate, echo_canceller=config.echo_canceller)
+        transport = WebSocketTransport(
+            websocket, config.output_sample_rate, echo_canceller=config.echo_canceller, echo_rooms=echo_rooms
+        )
         transport.start()
         try:
             if not await transport.handshake(config.hello_timeout_s):
@@ -298,6 +303,7 @@ def create_app(
     ]
     app = Starlette(routes=routes, lifespan=lifespan)
     app.state.sessions = sessions
+    app.state.echo_rooms = echo_rooms
     return SecurityHeaders(app)  # type: ignore[return-value]
 
 

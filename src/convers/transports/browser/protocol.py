@@ -51,6 +51,9 @@ class Hello:
     # With `aec` false: each microphone message carries a second channel, what the client played at
     # the same instant (sample-aligned, the exact reference). Without it, its `played` reports.
     echo_reference: bool = False
+    # With `aec` false: an opaque id of the page (one per browser tab) under which the server keeps
+    # its learned echo canceller for a while after the connection ends (`echo_rooms.py`).
+    echo_room: str | None = None
 
 
 @dataclass(frozen=True)
@@ -149,6 +152,9 @@ def _refuse_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a JSON number")
 
 
+# A hello's `echo_room`: an opaque id, long enough to be unguessable when random, short enough to log.
+ECHO_ROOM = re.compile(r"[A-Za-z0-9_-]{16,64}")
+
 # Persona overlays a hello may name: names only (files under data_dir/persona/), a handful at most.
 MAX_OVERLAYS = 4
 OVERLAY_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,39}$")
@@ -176,7 +182,11 @@ def _parse_hello(data: dict[str, Any]) -> Hello | ProtocolError:
         return ProtocolError("bad_hello", f"aec {shown(aec)} must be true or false")
     if not isinstance(reference, bool):
         return ProtocolError("bad_hello", f"echo_reference {shown(reference)} must be true or false")
-    return Hello(int(rate), tuple(overlays), aec, reference and not aec)
+    room = data.get("echo_room")
+    # fullmatch: `$` would let a trailing newline through.
+    if "echo_room" in data and not (isinstance(room, str) and ECHO_ROOM.fullmatch(room)):
+        return ProtocolError("bad_hello", f"echo_room {shown(room)} must be a string of 16 to 64 letters, digits, '-' and '_'")
+    return Hello(int(rate), tuple(overlays), aec, reference and not aec, room if not aec else None)
 
 
 def _non_negative_int(value: Any) -> TypeGuard[int]:
@@ -208,5 +218,5 @@ def decode_audio(message: bytes) -> tuple[int, int, bytes]:
     return turn, seq, message[AUDIO_HEADER.size :]
 
 
-def ready_event(output_sample_rate: int, aec: str | None = None) -> dict[str, Any]:
-    return ReadyMessage(output_sample_rate, aec).to_wire()
+def ready_event(output_sample_rate: int, aec: str | None = None, echo_room: str | None = None) -> dict[str, Any]:
+    return ReadyMessage(output_sample_rate, aec, echo_room).to_wire()

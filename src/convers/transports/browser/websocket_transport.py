@@ -16,6 +16,7 @@ from convers.contracts.echo import EchoCanceller
 from convers.contracts.events import FlushMessage, PauseMessage, ResumeMessage
 from convers.contracts.transport import InboundAudio, InboundEvent, InboundPlayed
 from convers.echo_cancelling import EchoCancelling
+from convers.transports.browser.echo_rooms import EchoRooms
 from convers.transports.browser.error_replies import ErrorReplies
 from convers.transports.browser.outbound import SendQueue
 from convers.transports.browser.protocol import (
@@ -45,6 +46,8 @@ class WebSocketTransport:
     A client whose hello says `"aec": false` has its microphone cleaned of the agent's echo here,
     when `echo_canceller` is given: with the second channel of its audio messages as the reference
     (`"echo_reference": true`), else with what its `played` reports say it played (`PlayedAudio`).
+    With `echo_rooms`, a hello's `echo_room` takes the canceller that page's last connection learnt,
+    and the canceller goes back there when this connection stops using it.
     """
 
     name = "browser"
@@ -55,6 +58,7 @@ class WebSocketTransport:
         output_sample_rate: int,
         queue: SendQueue | None = None,
         echo_canceller: Callable[[], EchoCanceller] | None = None,
+        echo_rooms: EchoRooms | None = None,
     ) -> None:
         self.websocket = websocket
         self.output_format = AudioFormat(sample_rate=output_sample_rate)
@@ -73,6 +77,9 @@ class WebSocketTransport:
         self._error_summary: asyncio.TimerHandle | None = None
         self._make_canceller = echo_canceller
         self.echo: EchoCancelling | None = None
+        self._echo_rooms = echo_rooms
+        # The page's id under which `echo` goes back to `echo_rooms` (the latest hello's).
+        self._echo_room: str | None = None
         self._played_audio: PlayedAudio | None = None
         # Reference samples owed to the canceller: a microphone frame rarely lasts whole samples at 16 kHz.
         self._owed_samples = 0.0
@@ -123,20 +130,25 @@ class WebSocketTransport:
 
     async def inbound(self) -> AsyncIterator[InboundEvent]:
         early, self._early = self._early, []
-        for event in early:
-            yield event
-        while not self._closed:
-            parsed = await self._receive()
-            if parsed is _GONE:
-                return
-            if isinstance(parsed, (Hello, ProtocolError)) or parsed is None:
-                self._handle_control(parsed)
-            elif self.echo is not None or self._reference_channel:
-                cleaned = self._without_echo(parsed)
-                if cleaned is not None:
-                    yield cleaned
-            else:
-                yield parsed
+        try:
+            for event in early:
+                yield event
+            while not self._closed:
+                parsed = await self._receive()
+                if parsed is _GONE:
+                    return
+                if isinstance(parsed, (Hello, ProtocolError)) or parsed is None:
+                    self._handle_control(parsed)
+                elif self.echo is not None or self._reference_channel:
+                    cleaned = self._without_echo(parsed)
+                    if cleaned is not None:
+                        yield cleaned
+                else:
+                    yield parsed
+        finally:
+            # The microphone stopped here: the canceller is free for the page's next connection now,
+            # not once the session has finished storing its turns (which may outlast a quick reconnect).
+            self._release_echo()
 
     def _without_echo(self, event: InboundEvent) -> InboundEvent | None:
         """A microphone frame cleaned of the agent's echo (None while a block is incomplete); a played
@@ -197,10 +209,10 @@ class WebSocketTransport:
             if self.input_sample_rate is None:
                 self.overlays = parsed.overlays  # a later hello only changes the rate: the session is built
             self.input_sample_rate = parsed.sample_rate
-            aec = self._set_echo(parsed.aec, parsed.echo_reference)
+            aec, room = self._set_echo(parsed.aec, parsed.echo_reference, parsed.echo_room)
             # Two channels come whatever the answer: the page sends them once it asked.
             self._reference_channel = parsed.echo_reference
-            self._enqueue_event(ready_event(self.output_format.sample_rate, aec))
+            self._enqueue_event(ready_event(self.output_format.sample_rate, aec, room))
         elif isinstance(parsed, ProtocolError):
             self.protocol_errors += 1
             if self.protocol_errors <= self._errors.burst:
@@ -211,25 +223,38 @@ class WebSocketTransport:
             if self._errors.held_back and self._error_summary is None:
                 self._error_summary = loop.call_later(self._errors.wait_s(), self._send_error_summary)
 
-    def _set_echo(self, client_cancels: bool, sends_reference: bool) -> str | None:
-        """Echo cancellation here for a client that does none; what `ready` tells it (None: nothing).
+    def _set_echo(self, client_cancels: bool, sends_reference: bool, room: str | None) -> tuple[str | None, str | None]:
+        """Echo cancellation here for a client that does none; what `ready` tells it in `aec` and
+        `echo_room` (None: nothing). A canceller runs on: "kept" unless one was made for this hello.
         The sent audio is kept and played out by the reports only for a client that sends no reference."""
         if client_cancels:
-            self.echo = self._played_audio = None
-            return None
+            self._release_echo()
+            return None, None
+        kept = "kept"
         if self.echo is None:
             if self._make_canceller is None:
-                return "unavailable"
-            try:
-                self.echo = EchoCancelling(self._make_canceller())
-            except Exception as error:  # noqa: BLE001 - optional: the conversation goes on without it
-                log.warning("echo cancellation for a browser client could not start: %s", error)
-                return "unavailable"
+                return "unavailable", None
+            self.echo = self._echo_rooms.take(room) if self._echo_rooms is not None and room is not None else None
+            if self.echo is None:
+                kept = "new"
+                try:
+                    self.echo = EchoCancelling(self._make_canceller())
+                except Exception as error:  # noqa: BLE001 - optional: the conversation goes on without it
+                    log.warning("echo cancellation for a browser client could not start: %s", error)
+                    return "unavailable", None
+        self._echo_room = room
         if sends_reference:
             self._played_audio = None
         elif self._played_audio is None:
             self._played_audio = PlayedAudio(self.echo.rate)
-        return "server"
+        return "server", kept if room is not None and self._echo_rooms is not None else None
+
+    def _release_echo(self) -> None:
+        """This connection no longer cancels echo (it ended, or its page now cancels its own): the
+        canceller goes back to `echo_rooms` under the page's id, if it has one."""
+        echo, self.echo, self._played_audio = self.echo, None, None
+        if echo is not None and self._echo_room is not None and self._echo_rooms is not None:
+            self._echo_rooms.keep(self._echo_room, echo)
 
     def _send_error_summary(self) -> None:
         """The count of held-back errors goes out even if no further bad message comes."""
@@ -312,6 +337,7 @@ class WebSocketTransport:
         if self._closed and self._writer is None:
             return
         self._closed = True
+        self._release_echo()
         if self._error_summary is not None:
             self._error_summary.cancel()
             self._error_summary = None

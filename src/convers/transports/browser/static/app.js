@@ -35,6 +35,22 @@ if (ui.serverEcho) {
   });
 }
 
+// This tab's id for the server's learned echo canceller (hello `echo_room`): the server keeps the
+// canceller a few minutes after a connection ends, so a reconnection does not learn the room again.
+// Per tab (sessionStorage): a reload keeps it, a new tab gets its own. Random, and a key to nothing else.
+const ECHO_ROOM_KEY = 'convers.echoRoom';
+let echoRoomId = null;
+function echoRoom() {
+  if (echoRoomId) return echoRoomId;
+  try { echoRoomId = sessionStorage.getItem(ECHO_ROOM_KEY); } catch { /* private mode */ }
+  if (!echoRoomId || !/^[A-Za-z0-9_-]{16,64}$/.test(echoRoomId)) {
+    const bytes = crypto.getRandomValues(new Uint8Array(16));
+    echoRoomId = Array.from(bytes, (b) => b.toString(16).padStart(2, '0')).join('');
+    try { sessionStorage.setItem(ECHO_ROOM_KEY, echoRoomId); } catch { /* kept for this page only */ }
+  }
+  return echoRoomId;
+}
+
 const app = {
   ws: null,
   ready: false,
@@ -72,7 +88,9 @@ function connect() {
   ws.binaryType = 'arraybuffer';
   app.ws = ws;
   ws.onopen = () => {
-    ws.send(JSON.stringify({ type: 'hello', sample_rate: CAPTURE_RATE, format: 'pcm16', overlays: personaOverlays(), aec: !serverEcho(), echo_reference: serverEcho() }));
+    const hello = { type: 'hello', sample_rate: CAPTURE_RATE, format: 'pcm16', overlays: personaOverlays(), aec: !serverEcho(), echo_reference: serverEcho() };
+    if (serverEcho()) hello.echo_room = echoRoom();
+    ws.send(JSON.stringify(hello));
   };
   ws.onmessage = (message) => {
     if (typeof message.data === 'string') {
