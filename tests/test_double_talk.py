@@ -155,3 +155,13 @@ def test_the_double_talk_cue_waits_for_the_agent_again_after_a_reconnection() ->
     assert not any(early)
     # ... then it is (without new_stream the first window already said so: test_a_voice_over_the_agent_is_double_talk_within_a_window).
     assert room.run(0.2, played=0.1, person=0.05, cleaned=None)[-1]
+
+
+def test_a_faint_sound_far_under_the_agents_echo_is_no_double_talk() -> None:
+    # Between two words the microphone holds only the reverberation's fading tail, which neither
+    # filter removes much of; it is far quieter than the echo of the words around it.
+    room = Room()
+    room.run(3.0, played=0.1, person=0.0, cleaned=0.0001)
+    assert not any(room.run(0.3, played=0.002, person=0.002, cleaned=None))
+    # The same sound as loud as the agent's echo is a person.
+    assert room.run(0.1, played=0.002, person=0.05, cleaned=None)[-1]

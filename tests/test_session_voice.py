@@ -407,10 +407,22 @@ async def test_a_double_talk_pause_confirmed_by_the_vad_becomes_a_barge_in(rig_o
     assert ("flush", 1) in rig.transport.log and ("resume", 1) not in rig.transport.log
 
 
-async def test_a_double_talk_cue_with_a_silent_vad_pauses_nothing(rig_of: Callable[..., Rig]) -> None:
+async def test_by_default_the_double_talk_cue_pauses_even_while_the_vad_hears_nothing(rig_of: Callable[..., Rig]) -> None:
+    # The suppressor thins a person's first syllables below what the VAD scores as speech at all.
+    vad = FaintVad()
+    vad.faint = 0.0
+    rig = rig_of([], [], vad=vad, min_barge_in_speech_s=0.25)
+    cancelling_echo(rig, learning=False, double_talk=True)
+    await agent_is_speaking(rig)
+    await rig.played(1, 500)
+    await rig.feed(True, 0.04)
+    assert ("pause", 1) in rig.transport.log
+
+
+async def test_with_a_vad_gate_a_double_talk_cue_with_a_silent_vad_pauses_nothing(rig_of: Callable[..., Rig]) -> None:
     vad = FaintVad()
     vad.faint = 0.05
-    rig = rig_of([], [], vad=vad, min_barge_in_speech_s=0.25)
+    rig = rig_of([], [], vad=vad, min_barge_in_speech_s=0.25, double_talk_min_probability=0.2)
     cancelling_echo(rig, learning=False, double_talk=True)
     await agent_is_speaking(rig)
     await rig.played(1, 500)

@@ -89,11 +89,14 @@ class BargeInPolicy:
     # Once the canceller has learnt the room, playback also pauses as soon as it says someone speaks
     # over the agent (it removed little of the microphone, `convers.double_talk`) and the VAD gives
     # that frame at least `double_talk_min_probability`: the canceller's suppressor thins a person's
-    # first syllables, so the VAD alone reaches its start threshold late (echo 0 dB: onset to pause
-    # p50 251 -> 146-164 ms, -5 dB 166 -> 109-127 ms, docs/benchmarks.md "Speakerphone"). Such a pause that the VAD does not confirm
-    # as speech onset within `double_talk_hold_s` of the last such frame resumes.
+    # first syllables, so the VAD alone reaches its start threshold late. 0 (no VAD gate) by default:
+    # the thinned cleaned audio scores under 0.05 for most of the first 100 ms of a person's voice,
+    # so at 0.2 the gate was most of the delay (echo 0 dB: onset to pause p50 146-181 ms with it,
+    # docs/benchmarks.md "Speakerphone"), and the cue's own loudness test keeps the echo out. Such a
+    # pause that the VAD does not confirm as speech onset within `double_talk_hold_s` of the last
+    # such frame resumes (a cup set down over the agent costs it 0.3 s).
     pause_on_double_talk: bool = True
-    double_talk_min_probability: float = 0.2
+    double_talk_min_probability: float = 0.0
     double_talk_hold_s: float = 0.3
     # After a double-talk pause that nothing confirmed, the cue is not used for this long: when the
     # canceller lets a stretch of echo through, the cue fires again every time its hold ends (one
