@@ -4,7 +4,9 @@ The agent's replies are spoken by the voice a fresh install picks (Piper) and pl
 the microphone hears them after `delay` (20-200 ms), with a decaying reverberation tail, at an echo
 level from -20 to 0 dB against what the speaker played, with optional background noise. In every
 other reply a person (espeak-ng, a different voice) speaks over the agent at a random moment, at the
-level the agent's output has. Before every other session, a learning trial: a person over the first
+level the agent's output has. Optionally the speaker distorts (`speaker_drive`: what it plays goes
+through tanh(drive x) / drive, which no linear filter follows, as a small speaker driven hard does).
+Before every other session, a learning trial: a person over the first
 reply in a room of its own, while the canceller is still learning it (as a person answering the
 greeting would). Each microphone block (20 ms, what `convers talk` reads) goes, with the
 canceller on, through the same `EchoCancelling` the local transport runs, with exactly what the speaker
@@ -121,15 +123,19 @@ class Room:
 
 
 class RoomEcho:
-    """Streams what the speaker plays through a room's impulse response (FFT overlap-save)."""
+    """Streams what the speaker plays through a room's impulse response (FFT overlap-save), after the
+    speaker's own distortion when `drive` > 0 (tanh(drive x) / drive)."""
 
-    def __init__(self, impulse: np.ndarray, gain: float) -> None:
+    def __init__(self, impulse: np.ndarray, gain: float, drive: float = 0.0) -> None:
         self.gain = gain
+        self.drive = drive
         self.size = 1 << math.ceil(math.log2(len(impulse) + BLOCK))
         self._spectrum = np.fft.rfft(impulse, self.size)
         self._history = np.zeros(self.size)
 
     def push(self, played: np.ndarray) -> np.ndarray:
+        if self.drive > 0:
+            played = np.tanh(self.drive * played) / self.drive
         self._history = np.concatenate([self._history[len(played):], played])
         out = np.fft.irfft(np.fft.rfft(self._history) * self._spectrum, self.size)
         return out[-len(played):] * self.gain
@@ -271,6 +277,8 @@ class Scenario:
     minutes: float
     noise_dbfs: float | None = None
     seed: int = 7
+    # The speaker's distortion (RoomEcho's `drive`); 0: a clean speaker.
+    speaker_drive: float = 0.0
 
 
 @dataclass
@@ -287,7 +295,7 @@ class _Room:
     @classmethod
     def new(cls, rng: np.random.Generator, scenario: Scenario, vad: Any, settings: Any) -> _Room:
         room = Room(float(rng.uniform(20, 200)), float(rng.uniform(0.15, 0.5)), scenario.echo_db)
-        echo = RoomEcho(room.impulse(rng), 10 ** (room.echo_db / 20))
+        echo = RoomEcho(room.impulse(rng), 10 ** (room.echo_db / 20), scenario.speaker_drive)
         cancelling = EchoCancelling(scenario.canceller()) if scenario.canceller is not None else None
         vad.reset()
         return cls(echo, cancelling, Listener(vad, settings.turns), BargeInArbiter(settings.barge_in))
@@ -517,7 +525,7 @@ async def _learning_trial(player: _Player, turn: int, scenario: Scenario, voices
 
 def run_benchmark(settings: Any, progress: Callable[[str], None], *, echo_levels: Sequence[float] = (-20, -10, -5, 0),
                   minutes: float = 10.0, off_minutes: float = 2.0, noise_dbfs: float | None = None,
-                  seed: int = 7) -> dict[str, Any]:
+                  seed: int = 7, speaker_drive: float = 0.0) -> dict[str, Any]:
     """Every echo level with the canceller on (`minutes` of agent speech each) and off (`off_minutes`)."""
     from convers.app.wiring import build, provider_name
     from convers.echo_cancelling import canceller_factory
@@ -539,7 +547,7 @@ def run_benchmark(settings: Any, progress: Callable[[str], None], *, echo_levels
             for factory, length in ((canceller, minutes), (None, off_minutes)):
                 if length <= 0:
                     continue
-                scenario = Scenario(level, factory, length, noise_dbfs, seed)
+                scenario = Scenario(level, factory, length, noise_dbfs, seed, speaker_drive)
                 results.append(await run_scenario(scenario, voices, vad, stt, settings, progress))
         return results
 
@@ -556,7 +564,7 @@ def run_benchmark(settings: Any, progress: Callable[[str], None], *, echo_levels
         "stt": provider_name("stt", settings),
         "vad": provider_name("vad", settings),
         "config": {"echo_levels_db": list(echo_levels), "minutes": minutes, "off_minutes": off_minutes,
-                   "noise_dbfs": noise_dbfs, "seed": seed, "delay_ms": [20, 200], "rt60_s": [0.15, 0.5],
+                   "noise_dbfs": noise_dbfs, "seed": seed, "speaker_drive": speaker_drive, "delay_ms": [20, 200], "rt60_s": [0.15, 0.5],
                    "person_level": "the agent's output level", "block_ms": BLOCK * 1000 // RATE},
         "scenarios": [result.summary() for result in results],
     }

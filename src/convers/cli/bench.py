@@ -297,10 +297,12 @@ def speech_bench(ctx: click.Context, cases: str | None, deterministic: bool, raw
 @click.option("--off-minutes", default=2.0, show_default=True, help="Minutes of agent speech per level with the canceller off (0: skip).")
 @click.option("--noise", "noise_dbfs", type=float, help="Background noise level in dBFS (default: none).")
 @click.option("--seed", default=7, show_default=True)
+@click.option("--speaker-distortion", "speaker_drive", type=click.FloatRange(min=0.0), default=0.0, show_default=True,
+              help="A speaker that distorts: what it plays goes through tanh(D x) / D before the room (0: clean; 2.5 squashes a 0.5 peak by a quarter).")
 @click.option("--out", type=click.Path(path_type=Path), help="JSON result file (default bench/results/echo-<time>.json).")
 @click.pass_context
 def echo_bench(ctx: click.Context, levels: str, minutes: float, off_minutes: float, noise_dbfs: float | None, seed: int,
-               out: Path | None) -> None:
+               speaker_drive: float, out: Path | None) -> None:
     """The agent on a speakerphone: its own voice through a simulated room, the person speaking over it."""
     from convers.bench.echo import print_table, run_benchmark, write_result
 
@@ -310,7 +312,8 @@ def echo_bench(ctx: click.Context, levels: str, minutes: float, off_minutes: flo
         raise click.UsageError(f"--levels {levels!r}: give numbers in dB, like -20,-10,0") from None
     try:
         result = run_benchmark(settings_from(ctx), lambda text: click.echo(text, err=True), echo_levels=echo_levels,
-                               minutes=minutes, off_minutes=off_minutes, noise_dbfs=noise_dbfs, seed=seed)
+                               minutes=minutes, off_minutes=off_minutes, noise_dbfs=noise_dbfs, seed=seed,
+                               speaker_drive=speaker_drive)
     except (RuntimeError, OSError) as error:
         raise click.ClickException(str(error)) from None
     print_table(result, click.echo)
