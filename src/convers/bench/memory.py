@@ -194,6 +194,8 @@ class BenchConfig:
     observations: bool = False
     # Every turn wrapped in small talk (bench/memory_long_turns.py): turns of several sentences.
     long_turns: bool = False
+    # The share of questions asked in their evidence's words (memory_corpus.echo_words); 0: all paraphrase.
+    echoed_words: float = 0.0
 
 
 def _percentiles(samples: Sequence[float]) -> dict[str, float]:
@@ -487,7 +489,7 @@ def run_benchmark(settings: Settings, config: BenchConfig, progress: Callable[[s
 
     embedder = make_embedder()
     rankings = rankings or default_rankings()
-    corpus = build_corpus(config.conversations, config.seed)
+    corpus = build_corpus(config.conversations, config.seed, config.echoed_words)
     if config.long_turns:
         from convers.bench.memory_long_turns import lengthen
 
@@ -502,6 +504,7 @@ def run_benchmark(settings: Settings, config: BenchConfig, progress: Callable[[s
         "config": {**{k: v for k, v in asdict(config).items() if k != "cache_dir"}, "cached": config.cache_dir is not None},
         "corpus": {
             "conversations": len(corpus), "turns": [len(c.turns) for c in corpus], "long_turns": config.long_turns,
+            "echoed_words": config.echoed_words,
             "questions": sum(len(c.questions) for c in corpus),
             "questions_by_type": {t: sum(q.kind == t for c in corpus for q in c.questions) for t in QUESTION_TYPES},
             "tune": [c.name for c in corpus[: config.tune_conversations]],
