@@ -16,6 +16,10 @@ Questions carry their evidence turn ids and a type:
 - `open-domain`: a preference to infer from ("what kind of concert would Maya enjoy?").
 - `changed-plan`: the plan changed; the evidence is the latest statement only.
 
+Every question also has an echoed wording in its evidence's words, never naming the slot value it
+asks for ("What did I bring home from the shelter?"); `echoed_words` asks that share of questions in
+it (`convers bench memory --echoed-words`), as people reuse their words on real long conversations.
+
 Questions about the user are in the first person ("What did I cook two weeks ago?"), as the user asks
 the agent; questions about the friend name them. Everything is generated from templates, so the
 same seed gives the same corpus byte for byte, and nothing comes from a public benchmark.
