@@ -67,15 +67,29 @@ def test_every_question_has_evidence_turns_said_before_it_was_asked(corpus) -> N
                 assert len(question.evidence) == (2 if question.kind == "multi-hop" else 1)
 
 
-def test_questions_paraphrase_their_evidence(corpus) -> None:
-    # Names and slot values (people, pets, places, things) may be repeated; other content words not.
+def _slot_values() -> list[str]:
+    """Every name and slot value the corpus fills into its sentences (people, pets, places, things)."""
     m = corpus_module
     pools = [m.USERS, m.FRIENDS, m.KIN, m.PETS, m.CITIES, m.COWORKERS, m.FIANCES, m.DESTINATIONS, m.SPORTS,
              m.HOBBIES, m.FOODS, m.INSTRUMENTS, m.SPECIES, m.BONES, m.VENTURES, m.CAREERS, m.LANDSCAPES, m.GADGETS,
              m.TEAS, m.JOBS, m.TEACHERS, m.CARS, m.BOOKS, m.DISTRICTS, m.RELATIVES,
              [" ".join(pair) for pair in (*m.CUISINES, *m.GENRES)],
              *[items for _, items, _ in hard.SEVERAL.values()]]
-    names = {word for pool in pools for value in pool for word in value.lower().split()}
+    return [value.lower() for pool in pools for value in pool]
+
+
+def _names() -> set[str]:
+    return {word for value in _slot_values() for word in value.split()}
+
+
+def _shares_a_word(conversation, question, names: set[str]) -> bool:
+    turns = {t.id: t for t in conversation.turns}
+    return any(shared_words(question.text, turns[e].text, names) for e in question.evidence)
+
+
+def test_questions_paraphrase_their_evidence(corpus) -> None:
+    # Names and slot values (people, pets, places, things) may be repeated; other content words not.
+    names = _names()
     repeated = total = 0
     for conversation in corpus:
         turns = {t.id: t for t in conversation.turns}
@@ -84,6 +98,47 @@ def test_questions_paraphrase_their_evidence(corpus) -> None:
                 total += 1
                 repeated += bool(shared_words(question.text, turns[evidence].text, names))
     assert repeated / total < 0.05
+
+
+@pytest.fixture(scope="module")
+def echoed():
+    return build_corpus(echoed_words=0.5)
+
+
+def test_echoed_words_ask_that_share_of_questions_in_their_evidence_words(corpus, echoed) -> None:
+    names = _names()
+    questions = [(c, q) for c in echoed for q in c.questions]
+    sharing = sum(_shares_a_word(c, q, names) for c, q in questions) / len(questions)
+    assert 0.4 <= sharing <= 0.6
+    plain = [(c, q) for c in corpus for q in c.questions]
+    assert sum(_shares_a_word(c, q, names) for c, q in plain) / len(plain) < 0.05
+    # Only the wording of about half the questions changes: the turns, ids, types, evidence and times stay.
+    changed = [(c, q) for (c, q), (_, old) in zip(questions, plain, strict=True) if q.text != old.text]
+    assert abs(len(changed) / len(questions) - 0.5) < 0.02
+    assert sum(_shares_a_word(c, q, names) for c, q in changed) / len(changed) > 0.9
+    for new, old in zip(echoed, corpus, strict=True):
+        assert new.turns == old.turns
+        assert [(q.id, q.kind, q.evidence, q.asked_at) for q in new.questions] == [
+            (q.id, q.kind, q.evidence, q.asked_at) for q in old.questions]
+    assert build_conversation(3, 13, echoed_words=0.5).questions == echoed[3].questions  # deterministic
+    assert {q.kind for _, q in changed} == set(QUESTION_TYPES)
+
+
+def test_echoed_words_never_give_the_answer_away(corpus) -> None:
+    # The echoed wording reuses the evidence's topic and verbs, never a slot value the paraphrase does not
+    # name already (the pet's species in "What has my beagle chewed through?" is in both).
+    import re
+
+    values = [*_slot_values(), *(d.lower() for d in corpus_module.DISHES), *(f.lower() for f in corpus_module.FILMS)]
+
+    def named(text: str) -> set[str]:
+        return {v for v in values if re.search(rf"\b{re.escape(v)}\b", text.lower())}
+
+    for new, old in zip(build_corpus(2, echoed_words=1.0), corpus[:2], strict=True):
+        turns = {t.id: t for t in new.turns}
+        for question, paraphrase in zip(new.questions, old.questions, strict=True):
+            said = set().union(*(named(turns[e].text) for e in question.evidence))
+            assert not (named(question.text) & said) - named(paraphrase.text), question.text
 
 
 def test_a_changed_plan_keeps_its_older_version_as_a_distractor(corpus) -> None:

@@ -123,7 +123,10 @@ def default_rankings() -> list[Ranking]:
         Ranking("all, entity 0.1", entity_weight=0.1),
         Ranking("all, answers after questions", answer_neighbours=True),
         Ranking("all, rrf", fusion="rrf"),
+        Ranking("all, blend 0.5", blend_vector_weight=0.5),
+        Ranking("all, blend 0.6", blend_vector_weight=0.6),
         Ranking("all, blend 0.7", blend_vector_weight=0.7),
+        Ranking("all, blend 0.75", blend_vector_weight=0.75),
         Ranking("round 1 defaults (no centring, no judgement topic)", **round1),
         Ranking("round 2 defaults (no sentence vectors, whole-turn question prior, 50 candidates)",
                 sentence_weight=0.0, question_share=False, candidates=50),
@@ -191,6 +194,8 @@ class BenchConfig:
     observations: bool = False
     # Every turn wrapped in small talk (bench/memory_long_turns.py): turns of several sentences.
     long_turns: bool = False
+    # The share of questions asked in their evidence's words (memory_corpus.echo_words); 0: all paraphrase.
+    echoed_words: float = 0.0
 
 
 def _percentiles(samples: Sequence[float]) -> dict[str, float]:
@@ -484,7 +489,7 @@ def run_benchmark(settings: Settings, config: BenchConfig, progress: Callable[[s
 
     embedder = make_embedder()
     rankings = rankings or default_rankings()
-    corpus = build_corpus(config.conversations, config.seed)
+    corpus = build_corpus(config.conversations, config.seed, config.echoed_words)
     if config.long_turns:
         from convers.bench.memory_long_turns import lengthen
 
@@ -499,6 +504,7 @@ def run_benchmark(settings: Settings, config: BenchConfig, progress: Callable[[s
         "config": {**{k: v for k, v in asdict(config).items() if k != "cache_dir"}, "cached": config.cache_dir is not None},
         "corpus": {
             "conversations": len(corpus), "turns": [len(c.turns) for c in corpus], "long_turns": config.long_turns,
+            "echoed_words": config.echoed_words,
             "questions": sum(len(c.questions) for c in corpus),
             "questions_by_type": {t: sum(q.kind == t for c in corpus for q in c.questions) for t in QUESTION_TYPES},
             "tune": [c.name for c in corpus[: config.tune_conversations]],

@@ -16,6 +16,10 @@ Questions carry their evidence turn ids and a type:
 - `open-domain`: a preference to infer from ("what kind of concert would Maya enjoy?").
 - `changed-plan`: the plan changed; the evidence is the latest statement only.
 
+Every question also has an echoed wording in its evidence's words, never naming the slot value it
+asks for ("What did I bring home from the shelter?"); `echoed_words` asks that share of questions in
+it (`convers bench memory --echoed-words`), as people reuse their words on real long conversations.
+
 Questions about the user are in the first person ("What did I cook two weeks ago?"), as the user asks
 the agent; questions about the friend name them. Everything is generated from templates, so the
 same seed gives the same corpus byte for byte, and nothing comes from a public benchmark.
@@ -85,14 +89,20 @@ enchiladas|a cottage pie|tom yum|a frittata|bolognese|katsu curry|halloumi skewe
 FILMS = ["Harbour Lights", "The Last Orchard", "Midnight in Lagos", "Copper Sky", "The Ninth Wave", "Small Hours",
          "Dust and Thunder", "The Paper Crown", "Blue Vertigo", "A Long Way Down", "Silent Tide", "The Understudy",
          "Ghost Frequency", "Wild Geese", "The Cartographer"]
+# (statement, question, the question in the statement's words for --echoed-words).
 EVENTS = [
-    ("I ran my first half marathon this morning, my legs feel like jelly.", "When did {X} do the long-distance race?"),
-    ("I finally passed my driving test today, third attempt!", "When did {X} get a licence to drive?"),
-    ("We painted the whole living room a dark green this weekend.", "When did {X} redecorate the lounge?"),
+    ("I ran my first half marathon this morning, my legs feel like jelly.", "When did {X} do the long-distance race?",
+     "When did {X} run a half marathon?"),
+    ("I finally passed my driving test today, third attempt!", "When did {X} get a licence to drive?",
+     "When did {X} pass the driving test?"),
+    ("We painted the whole living room a dark green this weekend.", "When did {X} redecorate the lounge?",
+     "When did {X} paint the living room?"),
     ("I gave my first talk at a conference this afternoon, my hands were shaking.",
-     "When did {X} present at an industry event?"),
-    ("We planted an apple tree in the back garden today.", "When did {X} put a sapling in the yard?"),
-    ("I got my hair cut really short yesterday, it feels so light.", "When did {X} change hairstyle?"),
+     "When did {X} present at an industry event?", "When did {X} give a talk at a conference?"),
+    ("We planted an apple tree in the back garden today.", "When did {X} put a sapling in the yard?",
+     "When did {X} plant the apple tree?"),
+    ("I got my hair cut really short yesterday, it feels so light.", "When did {X} change hairstyle?",
+     "When did {X} get a really short haircut?"),
 ]
 REACTIONS = ["Oh nice!", "No way, really?", "That's wonderful.", "Oh no, that sounds rough.", "Ha, classic.",
              "Good for you.", "I had no idea.", "Tell me everything.", "Wow.", "That's so you.", "Honestly, fair.",
@@ -183,7 +193,8 @@ class _Plan:
     """What one conversation will contain before it is laid out in sessions."""
 
     beats: dict[int, list[list[_Line]]] = field(default_factory=dict)
-    questions: list[tuple[str, str, tuple[str, ...], object]] = field(default_factory=list)
+    # (type, question, evidence tags, when asked or None, the question in its evidence's words)
+    questions: list[tuple[str, str, tuple[str, ...], object, str]] = field(default_factory=list)
 
     def beat(self, session: int, lines: list[_Line]) -> None:
         self.beats.setdefault(session, []).append(lines)
@@ -247,67 +258,89 @@ def _life(rng: random.Random, taken: dict[str, set[str]]) -> dict[str, str]:
     }
 
 
-# (prompt by the other speaker or None, statement, [(question, tag)]) for one-turn facts.
+# (prompt by the other speaker or None, statement, [(question, echoed question)]) for one-turn facts. The
+# echoed question (`--echoed-words`) reuses a word of the statement, as people ask in their own words,
+# but never the slot value it asks for.
 SINGLE = [
     ("Anything new at home?", "We finally brought home a little {species} from the shelter, we're calling him {pet}.",
-     ["What sort of animal did {X} adopt?", "What did {X} name the new companion?"]),
+     [("What sort of animal did {X} adopt?", "What did {X} bring home from the shelter?"),
+      ("What did {X} name the new companion?", "What did {X} name the pet from the shelter?")]),
     ("Any news on the work front?", "{workplace} hired me, I start there as a {job} on Monday.",
-     ["What {is} {Xs} new occupation?"]),
-    (None, "My {rel} {sib} packed up and relocated to {city} last weekend.", ["Where is {sib} staying these days?"]),
+     [("What {is} {Xs} new occupation?", "What job was {X} hired for?")]),
+    (None, "My {rel} {sib} packed up and relocated to {city} last weekend.",
+     [("Where is {sib} staying these days?", "Where has {sib} relocated to?")]),
     ("What are you doing with your Thursdays now?", "I signed up for a {hobby} course at the community centre.",
-     ["What pastime {has} {X} taken up recently?"]),
-    (None, "I can't touch {food}, my throat swells up every time.", ["Is there an ingredient {X} must avoid?"]),
+     [("What pastime {has} {X} taken up recently?", "What course {has} {X} signed up for?")]),
+    (None, "I can't touch {food}, my throat swells up every time.",
+     [("Is there an ingredient {X} must avoid?", "What makes {Xs} throat swell up?")]),
     ("How are you getting around?", "The old hatchback finally died, so I bought a second-hand {car}.",
-     ["What vehicle {do} {X} drive now?"]),
+     [("What vehicle {do} {X} drive now?", "What did {X} buy when the old hatchback died?")]),
     (None, "{col} from my team keeps pinching my lunch from the office fridge.",
-     ["Who has been taking {Xs} food at work?"]),
+     [("Who has been taking {Xs} food at work?", "Who keeps pinching {Xs} lunch?")]),
     ("Why the bandage?", "I came off my bike on the way home and fractured my {bone}.",
-     ["What did {X} break in the cycling accident?"]),
-    (None, "I stayed up until two finishing {book}, what an ending.", ["Which novel {has} {X} just read?"]),
-    (None, "I turn {age} on {month} {day}, I want something low-key.", ["When is {Xs} birthday?"]),
+     [("What did {X} break in the cycling accident?", "What did {X} fracture in the bike accident?")]),
+    (None, "I stayed up until two finishing {book}, what an ending.",
+     [("Which novel {has} {X} just read?", "Which book did {X} stay up late finishing?")]),
+    (None, "I turn {age} on {month} {day}, I want something low-key.",
+     [("When is {Xs} birthday?", "When {do} {X} turn {age}?")]),
     ("What's that noise in the background?", "I dug my old {instrument} out of the attic, I'm practising scales every night.",
-     ["What instrument {has} {X} picked up again?"]),
+     [("What instrument {has} {X} picked up again?", "Which instrument did {X} dig out of the attic?")]),
     ("Did the flat hunt work out?", "We got the keys to a place in {district}, right by the canal.",
-     ["Which part of town {is} {X} living in now?"]),
+     [("Which part of town {is} {X} living in now?", "Where is {Xs} new place by the canal?")]),
 ]
-# (first statement's SINGLE index, later statement, question): both turns are evidence.
+# (first statement's SINGLE index, later statement, question, echoed question): both turns are evidence.
 MULTI = [
     (2, "Huge news, {sib} and {fiance} are getting married next summer!",
-     "Who is {Xs} {rel} in {city} going to wed?"),
+     "Who is {Xs} {rel} in {city} going to wed?", "Who is {Xs} {rel} in {city} getting married to?"),
     (0, "{pet} chewed through the sofa cushions again, there's stuffing everywhere.",
-     "What did {Xs} {species} wreck?"),
+     "What did {Xs} {species} wreck?", "What has {Xs} {species} chewed through?"),
     (6, "{col} handed in her notice, she's off to a firm in {city2}.",
-     "Where is the coworker who eats {Xs} food heading?"),
+     "Where is the coworker who eats {Xs} food heading?", "Where is the coworker who keeps pinching {Xs} lunch off to?"),
     (3, "My teacher {teacher} says my work is good enough for the spring show.",
-     "Who is instructing {Xo} in {hobby}?"),
+     "Who is instructing {Xo} in {hobby}?", "Who is {Xs} {hobby} teacher?"),
 ]
+# statement|question|echoed question
 OPEN = [
-    "I could listen to {genre} records all day, {artist} especially.|What sort of concert tickets would make {Xo} happy?",
-    "Nothing beats the {dish} at that little {cuisine} place downtown.|What kind of restaurant would {X} pick for a night out?",
-    "Crowded beaches are my nightmare, give me a quiet cabin in the {landscape} any day.|What kind of getaway would suit {Xo}?",
-    "I've been eyeing a {gadget} for months but it's so pricey.|What present would {X} love to receive?",
-    "I gave up coffee, it's only {tea} tea for me now.|What drink should be offered to {Xo} on a visit?",
+    "I could listen to {genre} records all day, {artist} especially.|What sort of concert tickets would make {Xo} happy?"
+    "|What music could {X} listen to all day?",
+    "Nothing beats the {dish} at that little {cuisine} place downtown.|What kind of restaurant would {X} pick for a night out?"
+    "|What kind of place downtown would {X} pick for a night out?",
+    "Crowded beaches are my nightmare, give me a quiet cabin in the {landscape} any day.|What kind of getaway would suit {Xo}?"
+    "|Where would {X} like a cabin for a getaway?",
+    "I've been eyeing a {gadget} for months but it's so pricey.|What present would {X} love to receive?"
+    "|What present {has} {X} been eyeing for months?",
+    "I gave up coffee, it's only {tea} tea for me now.|What drink should be offered to {Xo} on a visit?"
+    "|What should {X} be offered instead of coffee on a visit?",
 ]
-# (first statement, later statement, question): the evidence is the later statement only.
+# (first statement, later statement, question, echoed question): the evidence is the later statement only.
 CHANGED = [
     ("We booked a week in {dest_a} for {trip_month}.", "Change of plans, {dest_a} is off, we're flying to {dest_b} instead.",
-     "Where {is} {X} going on holiday in {trip_month}?"),
+     "Where {is} {X} going on holiday in {trip_month}?", "Where {is} {X} flying to in {trip_month}?"),
     ("I'm seriously thinking of quitting to open a {venture}.",
-     "Forget the {venture}, I've applied to retrain as a {career}.", "What new line of work {is} {X} aiming for?"),
+     "Forget the {venture}, I've applied to retrain as a {career}.", "What new line of work {is} {X} aiming for?",
+     "What {has} {X} applied to retrain as?"),
     ("The housewarming is on the {d1}, you're invited.", "We had to push the housewarming back to the {d2}.",
-     "On which date is {Xs} party at the new place?"),
+     "On which date is {Xs} party at the new place?", "On which date is {Xs} housewarming now?"),
     ("I joined a {sport_a} club, training twice a week.",
-     "I quit {sport_a}, my knees couldn't take it, it's {sport_b} now.", "Which sport {is} {X} doing these days?"),
+     "I quit {sport_a}, my knees couldn't take it, it's {sport_b} now.", "Which sport {is} {X} doing these days?",
+     "Which sport {is} {X} doing now, having quit the old one?"),
 ]
-DINNER = ["I made {dish} tonight, way too much garlic.", "Tonight was {dish}, I'm stuffed.",
-          "I tried {dish} for the first time this evening, not bad.", "Dinner was {dish}, the kids loved it."]
-FILM = ["Saw {film} at the cinema, the soundtrack was great.", "We went to see {film}, I cried at the end.",
-        "I finally watched {film}, a bit slow in the middle."]
+# (statement, the time question in its words for --echoed-words; {when} is the time expression).
+DINNER = [("I made {dish} tonight, way too much garlic.", "What did {X} make {when}, with way too much garlic?"),
+          ("Tonight was {dish}, I'm stuffed.", "Which dinner left {Xo} stuffed {when}?"),
+          ("I tried {dish} for the first time this evening, not bad.",
+           "What did {X} try for the first time {when}?"),
+          ("Dinner was {dish}, the kids loved it.", "What did {Xs} kids love for dinner {when}?")]
+FILM = [("Saw {film} at the cinema, the soundtrack was great.", "Which film did {X} see at the cinema {when}?"),
+        ("We went to see {film}, I cried at the end.", "Which film did {X} go to see {when}?"),
+        ("I finally watched {film}, a bit slow in the middle.", "Which film did {X} finally watch {when}?")]
 
 
-def build_conversation(index: int, seed: int, shape: CorpusShape | None = None) -> BenchConversation:
+def build_conversation(index: int, seed: int, shape: CorpusShape | None = None,
+                       echoed_words: float = 0.0) -> BenchConversation:
     """Conversation number `index`: the same seed, index and shape (default: CorpusShape()) give the
-    same conversation."""
+    same conversation. `echoed_words` (0..1) is the share of its questions asked in their evidence's
+    words (see `echo_words`); 0 leaves every question a paraphrase."""
     shape = shape or CorpusShape()
     sessions_n = shape.sessions
     rng = random.Random(seed * 1000 + index)
@@ -339,55 +372,65 @@ def build_conversation(index: int, seed: int, shape: CorpusShape | None = None) 
             lines = [] if prompt is None else [_Line(other[who], prompt)]
             lines += [_Line(who, statement.format(**life), tag), _Line(other[who], rng.choice(REACTIONS))]
             plan.beat(session, lines)
-            for q in questions:
-                plan.questions.append(("single-hop", _ask(q, who, names, **life), (tag,), None))
-        for n, (first, later, question) in enumerate(MULTI):
+            for q, echoed in questions:
+                plan.questions.append(("single-hop", _ask(q, who, names, **life), (tag,), None,
+                                       _ask(echoed, who, names, **life)))
+        for n, (first, later, question, echoed) in enumerate(MULTI):
             session = rng.randint(single_sessions[first] + 1, sessions_n - 1)
             tag = f"{who}-multi-{n}"
             plan.beat(session, [_Line(who, later.format(**life), tag), _Line(other[who], rng.choice(REACTIONS))])
-            plan.questions.append(("multi-hop", _ask(question, who, names, **life), (f"{who}-single-{first}", tag), None))
+            plan.questions.append(("multi-hop", _ask(question, who, names, **life), (f"{who}-single-{first}", tag), None,
+                                   _ask(echoed, who, names, **life)))
         for n, template in enumerate(OPEN):
-            statement, question = template.split("|")
+            statement, question, echoed = template.split("|")
             tag = f"{who}-open-{n}"
             plan.beat(rng.randrange(sessions_n), [_Line(who, statement.format(**life), tag),
                                                 _Line(other[who], rng.choice(REACTIONS))])
-            plan.questions.append(("open-domain", _ask(question, who, names, **life), (tag,), None))
-        for n, (before, later, question) in enumerate(CHANGED):
+            plan.questions.append(("open-domain", _ask(question, who, names, **life), (tag,), None,
+                                   _ask(echoed, who, names, **life)))
+        for n, (before, later, question, echoed) in enumerate(CHANGED):
             early = rng.randint(0, sessions_n // 2)
             late = rng.randint(early + 2, sessions_n - 1)
             plan.beat(early, [_Line(who, before.format(**life), f"{who}-plan-{n}-old"),
                               _Line(other[who], rng.choice(REACTIONS))])
             tag = f"{who}-plan-{n}"
             plan.beat(late, [_Line(who, later.format(**life), tag), _Line(other[who], rng.choice(REACTIONS))])
-            plan.questions.append(("changed-plan", _ask(question, who, names, **life), (tag,), None))
-        for n, (statement, question) in enumerate(rng.sample(EVENTS, 3)):
+            plan.questions.append(("changed-plan", _ask(question, who, names, **life), (tag,), None,
+                                   _ask(echoed, who, names, **life)))
+        for n, (statement, question, echoed) in enumerate(rng.sample(EVENTS, 3)):
             tag = f"{who}-event-{n}"
             plan.beat(rng.randrange(sessions_n), [_Line(who, statement, tag), _Line(other[who], rng.choice(REACTIONS))])
-            plan.questions.append(("temporal", _ask(question, who, names), (tag,), None))
+            plan.questions.append(("temporal", _ask(question, who, names), (tag,), None, _ask(echoed, who, names)))
         # A dinner in every session: only a time expression tells them apart.
         dishes = rng.sample(DISHES, sessions_n)
+        dinner_echoes: dict[int, str] = {}
         for session in sessions:
-            text = rng.choice(DINNER).format(dish=dishes[session])
+            dinner, dinner_echoes[session] = rng.choice(DINNER)
             plan.beat(session, [_Line(other[who], "What did you have for dinner?" if rng.random() < 0.5 else
-                                      "Did you cook tonight?"), _Line(who, text, f"{who}-dinner-{session}")])
+                                      "Did you cook tonight?"),
+                                _Line(who, dinner.format(dish=dishes[session]), f"{who}-dinner-{session}")])
         for session, offset, phrase in _day_questions(rng, days):
             question = _ask("What did {X} cook {when}?", who, names, when=phrase)
-            plan.questions.append(("temporal", question, (f"{who}-dinner-{session}",), days[session] + offset))
+            plan.questions.append(("temporal", question, (f"{who}-dinner-{session}",), days[session] + offset,
+                                   _ask(dinner_echoes[session], who, names, when=phrase)))
         # A film in the first session of each month.
         films = rng.sample(FILMS, 8)
         months: dict[tuple[int, int], int] = {}
         for session in sessions:
             months.setdefault((days[session].year, days[session].month), session)
         film_sessions = list(months.values())
+        film_echoes: dict[int, str] = {}
         for n, session in enumerate(film_sessions):
-            plan.beat(session, [_Line(who, rng.choice(FILM).format(film=films[n]), f"{who}-film-{session}"),
+            film, film_echoes[session] = rng.choice(FILM)
+            plan.beat(session, [_Line(who, film.format(film=films[n]), f"{who}-film-{session}"),
                                 _Line(other[who], rng.choice(REACTIONS))])
         for session in rng.sample(film_sessions[:-1], 2):
             month = days[session].strftime("%B")
             asked = days[-1] + timedelta(days=2)
             phrase = f"last {month}" if rng.random() < 0.5 else f"in {month}"
             question = _ask("Which movie did {X} catch {when}?", who, names, when=phrase)
-            plan.questions.append(("temporal", question, (f"{who}-film-{session}",), asked))
+            plan.questions.append(("temporal", question, (f"{who}-film-{session}",), asked,
+                                   _ask(film_echoes[session], who, names, when=phrase)))
         if not shape.hard:
             continue
         hard_beats, hard_questions = plan_hard(rng, who, sessions_n, days, {"instruments": f"{who}-single-10"},
@@ -395,11 +438,25 @@ def build_conversation(index: int, seed: int, shape: CorpusShape | None = None) 
         for hard in hard_beats:
             plan.beat(hard.session, [_Line(who, hard.text, hard.tag), _Line(other[who], rng.choice(REACTIONS))])
         for hard_question in hard_questions:
-            plan.questions.append((hard_question.kind, _ask(hard_question.template, who, names,
-                                                            **dict(hard_question.slots)),
-                                   hard_question.tags, hard_question.asked))
+            slots = dict(hard_question.slots)
+            plan.questions.append((hard_question.kind, _ask(hard_question.template, who, names, **slots),
+                                   hard_question.tags, hard_question.asked,
+                                   _ask(hard_question.echoed, who, names, **slots)))
 
+    if echoed_words:
+        plan.questions = echo_words(plan.questions, echoed_words, f"{seed}-{index}-echoed")
     return _lay_out(index, rng, plan, lives, names, zone_name, days, shape.session_turns)
+
+
+def echo_words(questions: list[tuple[str, str, tuple[str, ...], object, str]], share: float,
+               seed: str) -> list[tuple[str, str, tuple[str, ...], object, str]]:
+    """The questions with `share` of them (drawn with their own seeded random, so the turns and the
+    other questions are as without it) asked in the echoed wording: the words of the evidence, as
+    people ask about what they said ("When did I paint the living room?" after "We painted the whole
+    living room a dark green"), never the slot value asked for. The type, evidence and time stay."""
+    chosen = set(random.Random(seed).sample(range(len(questions)), round(share * len(questions))))
+    return [(kind, echoed if n in chosen else text, tags, asked, echoed)
+            for n, (kind, text, tags, asked, echoed) in enumerate(questions)]
 
 
 def _day_questions(rng: random.Random, days: list[datetime]) -> list[tuple[int, timedelta, str]]:
@@ -452,7 +509,7 @@ def _lay_out(index: int, rng: random.Random, plan: _Plan, lives: dict[str, dict[
             if line.tag:
                 tag_ids[line.tag] = turn_id
     last = days[-1] + timedelta(days=1, hours=-6)
-    for number, (kind, text, tags, asked) in enumerate(plan.questions):
+    for number, (kind, text, tags, asked, _echoed) in enumerate(plan.questions):
         asked_at = asked if isinstance(asked, datetime) else last
         evidence = tuple(tag_ids[t] for t in tags)
         conversation.questions.append(BenchQuestion(f"c{index}-q{number:03d}", conversation.name, _tidy(text), kind,
@@ -460,9 +517,10 @@ def _lay_out(index: int, rng: random.Random, plan: _Plan, lives: dict[str, dict[
     return conversation
 
 
-def build_corpus(conversations: int = 8, seed: int = 13) -> list[BenchConversation]:
-    """`conversations` long conversations (8 by default: about 2,900 turns and 540 questions)."""
-    return [build_conversation(i, seed) for i in range(conversations)]
+def build_corpus(conversations: int = 8, seed: int = 13, echoed_words: float = 0.0) -> list[BenchConversation]:
+    """`conversations` long conversations (8 by default: about 5,900 turns and 680 questions), with
+    `echoed_words` of the questions in their evidence's words (0: none)."""
+    return [build_conversation(i, seed, echoed_words=echoed_words) for i in range(conversations)]
 
 
 _WORD = re.compile(r"[a-z]+")

@@ -24,10 +24,13 @@ def bench() -> None:
 @click.option("--cache", type=click.Path(file_okay=False, path_type=Path), help="Keep embeddings (and observation notes) here between runs.")
 @click.option("--observations", is_flag=True, help="Also write observation keys with the configured language model (its answers cached under --cache, else DATA_DIR/bench-cache).")
 @click.option("--long-turns", is_flag=True, help="Wrap every generated turn in small talk (turns of several sentences).")
+@click.option("--echoed-words", type=click.FloatRange(0.0, 1.0), default=0.0, show_default=True,
+              help="Share of questions asked in their evidence's words, as people do (0: every question a paraphrase).")
 @click.option("--out", type=click.Path(path_type=Path), help="JSON result file (default bench/results/memory-<time>.json).")
 @click.pass_context
 def memory_bench(ctx: click.Context, conversations: int, latency_sizes: str, queries: int, synthetic: bool, seed: int,
-                 cache: Path | None, observations: bool, long_turns: bool, out: Path | None) -> None:
+                 cache: Path | None, observations: bool, long_turns: bool, echoed_words: float,
+                 out: Path | None) -> None:
     """Recall@5/@10 per question type on long generated conversations, search latency, the synthetic set."""
     from convers.bench.memory import (
         BenchConfig,
@@ -45,7 +48,7 @@ def memory_bench(ctx: click.Context, conversations: int, latency_sizes: str, que
     settings = settings_from(ctx)
     config = BenchConfig(conversations=conversations, seed=seed, tune_conversations=conversations // 2,
                          latency_sizes=size_list, latency_queries=queries, synthetic=synthetic, cache_dir=cache,
-                         observations=observations, long_turns=long_turns)
+                         observations=observations, long_turns=long_turns, echoed_words=echoed_words)
     result = run_benchmark(settings, config, progress=lambda text: click.echo(text, err=True))
     print_table(result, click.echo)
     path = write_result(result, out)
