@@ -266,7 +266,7 @@ SINGLE = [
      [("What sort of animal did {X} adopt?", "What did {X} bring home from the shelter?"),
       ("What did {X} name the new companion?", "What did {X} name the pet from the shelter?")]),
     ("Any news on the work front?", "{workplace} hired me, I start there as a {job} on Monday.",
-     [("What {is} {Xs} new occupation?", "What job was {X} hired for?")]),
+     [("What is {Xs} new occupation?", "What job was {X} hired for?")]),
     (None, "My {rel} {sib} packed up and relocated to {city} last weekend.",
      [("Where is {sib} staying these days?", "Where has {sib} relocated to?")]),
     ("What are you doing with your Thursdays now?", "I signed up for a {hobby} course at the community centre.",
