@@ -265,9 +265,8 @@ TABLES: dict[str, list[tuple[Step, list[Action]]]] = {
         (double_talk(2.2), []),
         (double_talk(2.4), [Pause(1)]),
     ],
-    "a double-talk cue with the VAD under its minimum pauses nothing": [
-        (double_talk(0.0, probability=0.1), []),
-        (tick(1.0), []),
+    "by default a double-talk cue pauses whatever the VAD scores (the suppressor thins a first syllable)": [
+        (double_talk(0.0, probability=0.0), [Pause(1)]),
     ],
     "a double-talk cue while the canceller is learning the room pauses nothing": [
         (double_talk(0.0, learning=True), []),
@@ -292,6 +291,10 @@ def test_barge_in_paths(name: str) -> None:
 
 def test_turned_off_it_never_pauses_or_cuts() -> None:
     play([(onset(0.0), []), (voice(1.0), []), (dropped(1.1), [])], BargeInPolicy(enabled=False))
+
+
+def test_a_double_talk_cue_with_the_vad_under_a_set_minimum_pauses_nothing() -> None:
+    play([(double_talk(0.0, probability=0.1), []), (tick(1.0), [])], BargeInPolicy(double_talk_min_probability=0.2))
 
 
 def test_double_talk_pauses_nothing_when_switched_off() -> None:
