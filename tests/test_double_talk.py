@@ -188,3 +188,15 @@ def test_the_witness_follows_a_speaker_that_runs_ahead_of_the_microphone(burst: 
             heard.append(np.mean(echo**2))
             left.append(np.mean((np.frombuffer(detector.residual or b"", dtype="<i2") / 32768) ** 2))
     assert 10 * np.log10(sum(heard) / sum(left)) > 15
+
+
+def test_a_small_lead_of_the_speaker_is_left_as_it_is() -> None:
+    # Up to MAX_LEAD_S it is also how late the event loop got to the microphone, which comes and goes
+    # with the load: realigning on it would make the filter learn a new alignment again and again.
+    detector = DoubleTalk(BLOCK_S, LinearEchoFilter(RATE, BLOCK))
+    for index in range(300):
+        while index % 3 == 0 and len(detector._queued) < 3:
+            detector.played(pcm(noise(0.1, index)), audible=True)
+        detector.played(pcm(noise(0.1, index)), audible=True)
+        detector.heard(pcm(noise(0.05, index)), pcm(noise(0.0001, index)))
+    assert detector.realignments == 0
