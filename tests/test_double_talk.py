@@ -165,3 +165,38 @@ def test_a_faint_sound_far_under_the_agents_echo_is_no_double_talk() -> None:
     assert not any(room.run(0.3, played=0.002, person=0.002, cleaned=None))
     # The same sound as loud as the agent's echo is a person.
     assert room.run(0.1, played=0.002, person=0.05, cleaned=None)[-1]
+
+
+@pytest.mark.parametrize("burst", [1, 4])
+def test_the_witness_follows_a_speaker_that_runs_ahead_of_the_microphone(burst: int) -> None:
+    # As through PulseAudio (`convers bench pulse-room`): the speaker's callback has handed over 170 ms
+    # more than the microphone has heard, in bursts, and the echo is 60 ms behind the newest block
+    # played. Paired in order, the microphone met blocks older than its echo and the witness removed
+    # nothing (0 dB there); now it keeps up with the newest block and removes most of the echo.
+    detector = DoubleTalk(BLOCK_S, LinearEchoFilter(RATE, BLOCK))
+    ahead, behind = 17, 6
+    signal = [noise(0.1, index) for index in range(600)]
+    played = 0
+    heard, left = [], []
+    for index in range(600 - ahead - burst):
+        while played < index + ahead + (burst - index % burst):
+            detector.played(pcm(signal[played]), audible=True)
+            played += 1
+        echo = 0.5 * signal[index + ahead - behind]
+        detector.heard(pcm(echo), pcm(echo * 0.001))
+        if index >= 400:
+            heard.append(np.mean(echo**2))
+            left.append(np.mean((np.frombuffer(detector.residual or b"", dtype="<i2") / 32768) ** 2))
+    assert 10 * np.log10(sum(heard) / sum(left)) > 15
+
+
+def test_a_small_lead_of_the_speaker_is_left_as_it_is() -> None:
+    # Up to MAX_LEAD_S it is also how late the event loop got to the microphone, which comes and goes
+    # with the load: realigning on it would make the filter learn a new alignment again and again.
+    detector = DoubleTalk(BLOCK_S, LinearEchoFilter(RATE, BLOCK))
+    for index in range(300):
+        while index % 3 == 0 and len(detector._queued) < 3:
+            detector.played(pcm(noise(0.1, index)), audible=True)
+        detector.played(pcm(noise(0.1, index)), audible=True)
+        detector.heard(pcm(noise(0.05, index)), pcm(noise(0.0001, index)))
+    assert detector.realignments == 0

@@ -209,3 +209,20 @@ async def test_transport_cancels_the_echo_of_what_its_speaker_played(monkeypatch
     assert mic and all(f.sample_rate == 16000 for f in mic)
     assert sum(f.samples for f in mic) == 160 * len(canceller.captured)
     assert not transport.echo_learning  # 100 ms of audible voice is past this test's 50 ms
+
+
+async def test_convers_talk_prints_each_side_of_the_conversation_once(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    # Through PulseAudio `convers talk` printed "Juniper: Sure,agent> Sure, that that sounds sounds good.":
+    # the local transport and the talk command's printer both wrote every word.
+    from convers.cli.talk import TranscriptPrinter
+
+    monkeypatch.setitem(sys.modules, "sounddevice", fake_sounddevice())
+    printed: list[str] = []
+    transport = LocalAudioTransport(stdout=types.SimpleNamespace(write=printed.append, flush=lambda: None))
+    talk = TranscriptPrinter(transport, "Juniper")
+    await talk.send_event({"type": "transcript", "text": "hello", "final": True})
+    for delta in ("Sure,", " that sounds good."):
+        await talk.send_event({"type": "reply", "turn": 1, "delta": delta})
+    await talk.close()
+    assert capsys.readouterr().out == "you: hello\nJuniper: Sure, that sounds good.\n"
+    assert printed == []

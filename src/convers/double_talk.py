@@ -63,6 +63,20 @@ LOUD_DB = 10.0
 # Played blocks kept for the witness when the microphone falls behind: beyond this they are dropped
 # (its filter follows a shifted alignment within a second or two).
 MAX_QUEUED_S = 0.3
+# On a real machine the speaker's callback runs ahead of the microphone's: its stream opens sooner and
+# keeps its device buffer full, so more blocks are played than heard (through PulseAudio, 130-210 ms
+# more, `convers bench pulse-room`). Paired in order, each microphone block then met a played block
+# older than the echo it held, which a filter that only looks back cannot explain: the witness removed
+# 0 dB of the agent's echo and agreed with every false alarm of AEC3's test. So when played blocks have
+# stayed queued after every pairing for this long, the oldest are dropped until the least of those
+# queues is none: the microphone then meets the newest block played, and its echo, which cannot be
+# heard before it is played, lies in the filter's tail. The least, not the latest: the speaker's
+# callbacks come in bursts (up to 160 ms ahead there), which do not shift the alignment. Nor does a
+# least queue up to MAX_LEAD_S: that is also how late the event loop got to the microphone, which
+# varies with the machine's load, and every drop makes the filter learn a new alignment, while an
+# echo that comes later than the devices' own latency (40-60 ms there) is still in the filter's tail.
+LEAD_WINDOW_S = 1.0
+MAX_LEAD_S = 0.03
 # The agent silent this long: the room's echo of it has died away, the linear filter is not run.
 WITNESS_IDLE_S = 1.0
 
@@ -83,6 +97,11 @@ class DoubleTalk:
         self._residual: deque[float] = deque(maxlen=window)
         # Played blocks not yet paired with the microphone block that heard them, oldest first.
         self._queued: deque[bytes] = deque(maxlen=max(1, round(MAX_QUEUED_S / block_s)))
+        # How many played blocks stayed queued after each of the latest pairings.
+        self._leads: deque[int] = deque(maxlen=max(1, round(LEAD_WINDOW_S / block_s)))
+        self._max_lead = round(MAX_LEAD_S / block_s)
+        # How often played blocks were dropped to keep up with the speaker (a figure for benchmarks).
+        self.realignments = 0
         self._windows: deque[float] = deque(maxlen=max(1, round(FLOOR_S / block_s)))
         # The microphone's windows over the same span, for the loudness of what the witness left.
         self._mic_windows: deque[float] = deque(maxlen=max(1, round(FLOOR_S / block_s)))
@@ -113,10 +132,20 @@ class DoubleTalk:
         for blocks in (self._mic, self._cleaned, self._residual):
             blocks.clear()
         self._queued.clear()
+        self._leads.clear()
         self._speaking_s = 0.0
         self._quiet_s = math.inf
         self.now = False
         self.residual = None
+
+    def _align(self) -> None:
+        """Drops the played blocks that have stayed queued after every pairing of the last LEAD_WINDOW_S, when more than MAX_LEAD_S (see there)."""
+        self._leads.append(len(self._queued))
+        if len(self._leads) == self._leads.maxlen and (surplus := min(self._leads)) > self._max_lead:
+            for _ in range(surplus):
+                self._queued.popleft()
+            self._leads.clear()
+            self.realignments += 1
 
     def played(self, pcm: bytes, audible: bool) -> None:
         """One block the speaker played; `audible`: the agent's voice, not silence (as `echo_cancelling` counts it)."""
@@ -136,6 +165,7 @@ class DoubleTalk:
             return
         # The n-th microphone block heard the n-th played block (the filter finds the room's delay).
         played = self._queued.popleft() if self._queued else bytes(len(mic))
+        self._align()
         mic_energy = mean_square(mic)
         if self._quiet_s < WITNESS_IDLE_S:
             self.residual = self.witness.residual(mic, played)

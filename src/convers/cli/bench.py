@@ -323,6 +323,24 @@ def echo_bench(ctx: click.Context, levels: str, minutes: float, off_minutes: flo
     click.echo(f"wrote {write_result(result, out)}")
 
 
+@bench.command("pulse-room")
+@click.option("--replies", default=12, show_default=True, help="Agent replies to play (about 6 s each).")
+@click.option("--person-every", default=2, show_default=True, help="A person speaks over every N-th reply (0: never).")
+@click.option("--out", type=click.Path(path_type=Path), help="JSON result file (default bench/results/pulse-room-<time>.json).")
+@click.pass_context
+def pulse_room_bench(ctx: click.Context, replies: int, person_every: int, out: Path | None) -> None:
+    """`convers talk`'s transport and echo canceller through a private PulseAudio server (a null sink as the room)."""
+    from convers.bench.pulse_room import PulseUnavailable, print_summary, run_benchmark, write_result
+
+    try:
+        result = run_benchmark(settings_from(ctx), lambda text: click.echo(text, err=True), replies=replies,
+                               person_every=person_every)
+    except (PulseUnavailable, RuntimeError, OSError) as error:
+        raise click.ClickException(str(error)) from None
+    print_summary(result, click.echo)
+    click.echo(f"wrote {write_result(result, out)}")
+
+
 @bench.command("speech-cost")
 @click.option("--replies", "replies_file", type=click.Path(path_type=Path), help="Case file of replies (JSON list of {\"reply\": ...}); default tests/data/sentence_cases.json where it exists.")
 @click.option("--rounds", default=5, show_default=True, help="Timed passes; the best is reported.")

@@ -58,6 +58,9 @@ class TranscriptPrinter:
         self.output_format = inner.output_format
         self.agent_name = agent_name
         self._open_turn: int | None = None
+        if hasattr(inner, "print_conversation"):
+            # One printer: the local transport printed every word a second time beside this one's.
+            inner.print_conversation = False
 
     def inbound(self) -> AsyncIterator[InboundEvent]:
         return self.inner.inbound()

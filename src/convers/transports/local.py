@@ -187,6 +187,8 @@ class LocalAudioTransport:
         self._streams: list[Any] = []
         self._open_turn: int | None = None
         self.echo = echo
+        # Prints what is said ("you> ", "agent> "); off when a wrapper prints it instead (`convers talk`).
+        self.print_conversation = True
 
     @classmethod
     def from_settings(cls, settings: Settings) -> LocalAudioTransport:
@@ -295,6 +297,8 @@ class LocalAudioTransport:
         self._playback.push(turn, frame.pcm)
 
     async def send_event(self, event: dict[str, Any]) -> None:
+        if not self.print_conversation:
+            return
         kind = event.get("type")
         if kind == "transcript" and event.get("final"):
             self._end_line()
