@@ -3,7 +3,7 @@
 # its default models (Whisper tiny.en, the Piper voice en_US-joe-medium, all-MiniLM-L6-v2, smart-turn v3.2,
 # SmolLM2-135M-Instruct run in process by a prebuilt llama.cpp).
 #   bash scripts/install.sh          everything a user needs to talk to the agent
-#   bash scripts/install.sh --dev    plus the test tools: pytest, ruff, mypy, Chromium
+#   bash scripts/install.sh --dev    plus the test tools: pytest, ruff, mypy, Chromium, PulseAudio
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -17,7 +17,8 @@ for arg in "$@"; do
 done
 
 packages=(espeak-ng libespeak-ng1 libportaudio2 libspeexdsp1 sox)
-if [ "$dev" = 1 ]; then packages+=(chromium); fi
+# The tests also drive `convers talk` through a private PulseAudio (a null sink as the room: tests/test_pulse_room.py).
+if [ "$dev" = 1 ]; then packages+=(chromium pulseaudio pulseaudio-utils libasound2-plugins); fi
 if ! python3 -c 'import ensurepip' 2>/dev/null; then packages+=(python3-venv); fi
 
 missing=()
