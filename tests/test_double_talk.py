@@ -67,11 +67,11 @@ def test_echo_the_canceller_lets_through_is_no_double_talk_when_the_linear_filte
     assert not any(room.run(0.3, played=0.1, person=0.0, cleaned=0.03))
 
 
-def test_not_trusted_in_the_first_second_after_the_agent_was_silent() -> None:
+def test_not_trusted_in_the_agents_first_moments_after_a_silence() -> None:
     room = Room()
     room.run(3.0, played=0.1, person=0.0, cleaned=0.0001)
     room.run(0.5, played=0.0, person=0.0, cleaned=0.0)  # the agent pauses between replies
-    assert not any(room.run(0.9, played=0.1, person=0.05, cleaned=None))
+    assert not any(room.run(SETTLE_S - 0.1, played=0.1, person=0.05, cleaned=None))
     assert room.run(0.2, played=0.1, person=0.05, cleaned=None)[-1]
 
 

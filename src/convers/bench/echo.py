@@ -66,8 +66,9 @@ PERSON_TAIL_S = 1.0
 # The room, the canceller and the listener are new every this many replies (a new session); the
 # agent's first words in a session are the canceller's hardest, before it has learnt the room.
 REPLIES_PER_SESSION = 4
-# The person starts speaking at least this far into a reply, and this far before its end.
-BARGE_IN_FROM_S = 1.0
+# The person starts speaking at least this far into a reply, and this far before its end. People
+# interrupt as soon as they hear where a reply is going, often in its first second.
+BARGE_IN_FROM_S = 0.5
 BARGE_IN_BEFORE_END_S = 2.0
 
 # What the agent says: replies of two to four sentences, as a companion talks.
