@@ -135,6 +135,35 @@ def test_blocks_reach_the_canceller_played_first_and_in_whole_blocks() -> None:
     assert out.samples == 160
 
 
+def test_the_canceller_s_output_is_used_only_while_the_agents_echo_may_be_in_the_room() -> None:
+    canceller = CountingCanceller()
+    echo = EchoCancelling(canceller)
+    # Nothing played yet: the microphone comes out as it is (the canceller still hears every block).
+    assert values(echo.cleaned(AudioFrame(b"\x10\x00" * 160, RATE))) == [16]
+    echo.played(AudioFrame(pcm(speech_like(0.5)), RATE))
+    assert values(echo.cleaned(AudioFrame(b"\x10\x00" * 160, RATE))) == [8]  # the agent speaks: its output
+    echo.played(AudioFrame(b"\x00\x00" * round(0.9 * RATE), RATE))
+    assert values(echo.cleaned(AudioFrame(b"\x10\x00" * 160, RATE))) == [8]  # its echo may still ring
+    echo.played(AudioFrame(b"\x00\x00" * round(0.2 * RATE), RATE))
+    assert values(echo.cleaned(AudioFrame(b"\x10\x00" * 160, RATE))) == [16]  # silent a second: gone
+    assert len(canceller.captured) == 4
+
+
+def test_webrtc_canceller_s_output_is_its_input_8_ms_late_with_nothing_played() -> None:
+    # Why the microphone itself is handed on once the agent's echo is gone.
+    from convers.providers.echo.webrtc import WebRtcEchoCanceller
+
+    canceller = WebRtcEchoCanceller()
+    noise = np.random.default_rng(1).standard_normal(2 * RATE) * 0.1
+    out = []
+    for start in range(0, len(noise), 160):
+        canceller.render(bytes(320))
+        out.append(np.frombuffer(canceller.capture(pcm(noise[start : start + 160])), dtype="<i2") / 32768)
+    heard = np.concatenate(out)
+    lags = [float(np.dot(heard[RATE + lag : RATE + lag + 8000], noise[RATE : RATE + 8000])) for lag in range(400)]
+    assert int(np.argmax(lags)) == 128
+
+
 def test_learning_counts_only_audible_agent_speech() -> None:
     echo = EchoCancelling(CountingCanceller(), learning_s=0.5)
     assert echo.learning
@@ -174,7 +203,8 @@ def test_a_resumed_canceller_keeps_what_it_learnt_and_drops_the_old_streams_audi
     echo.played(AudioFrame(b"\x00\x00" * 80, RATE))  # 80 + the old 80 would make a block
     out = echo.cleaned(AudioFrame(b"\x20\x00" * 160, RATE))
     assert len(canceller.rendered) == rendered  # neither the queued 50 ms nor the old remainder
-    assert out.samples == 160 and values(out) == [16]  # the new microphone alone, halved
+    # The new microphone alone (as it is: after a reconnection the agent is silent, no echo to remove).
+    assert out.samples == 160 and values(out) == [32]
     # The new stream may come at another rate.
     assert echo.cleaned(AudioFrame(b"\x20\x00" * 960, 48000)).sample_rate == RATE
 

@@ -141,6 +141,11 @@ class DoubleTalk:
         self.now = False
         self.residual = None
 
+    @property
+    def echo_gone(self) -> bool:
+        """The agent has been silent for WITNESS_IDLE_S: no echo of it is left in the room."""
+        return self._quiet_s >= WITNESS_IDLE_S
+
     def _align(self) -> None:
         """Drops the played blocks that have stayed queued after every pairing of the last LEAD_WINDOW_S, when more than MAX_LEAD_S (see there)."""
         self._leads.append(len(self._queued))

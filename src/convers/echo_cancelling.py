@@ -36,8 +36,9 @@ class EchoCancelling:
     """Feeds `canceller` what was played and what the microphone heard; hands back the cleaned microphone.
 
     The cleaned audio comes out at the canceller's rate (16 kHz for WebRTC, what the VAD wants), in
-    whole canceller blocks: up to one block (10 ms) waits for the next microphone frame. A canceller
-    that fails is switched off with one warning and the microphone passes through: the conversation
+    whole canceller blocks: up to one block (10 ms) waits for the next microphone frame. While the
+    agent has been silent for a second, the microphone itself comes out (its echo is gone, and AEC3's
+    output would be the same 8 ms later). A canceller that fails is switched off with one warning and the microphone passes through: the conversation
     goes on, with the barge-in rules alone against the echo.
     """
 
@@ -118,8 +119,15 @@ class EchoCancelling:
                         self.heard_s += block.duration_s
             cleaned = []
             for block in self._capture_blocks.push(mic):
-                cleaned.append(self.canceller.capture(block.pcm))
-                self._double_talk.heard(block.pcm, cleaned[-1])
+                out = self.canceller.capture(block.pcm)
+                self._double_talk.heard(block.pcm, out)
+                # Once the agent's echo has died away there is nothing to remove, and AEC3's output is
+                # the microphone 8 ms late (its internal framing): the person's words would start and end
+                # that much later for the VAD. So the microphone itself is handed on then. Switching
+                # drops 8 ms of the room, or repeats them when the agent speaks again: both happen
+                # while the agent has been silent a second, and its echo starts no sooner than it is played.
+                # The canceller still gets every block, so it keeps what it learnt.
+                cleaned.append(block.pcm if self._double_talk.echo_gone else out)
                 if self._linear is not None:
                     self._linear.add(cleaned[-1], self._double_talk.residual or block.pcm)
             return AudioFrame(b"".join(cleaned), self.rate)
