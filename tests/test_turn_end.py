@@ -143,6 +143,14 @@ def test_a_transcript_on_its_way_is_waited_for_whatever_the_model_says(probabili
     assert silence_needed_s(TIMING, probability, "What time is it?", transcript_coming=True) == CHECK
 
 
+def test_a_short_answer_over_the_agent_waits_the_silence_rule() -> None:
+    # A barge-in opens with a word or two and a breath; its question follows.
+    assert silence_needed_s(TIMING, 0.9, "Oh God.", over_agent=True) == SILENCE
+    assert silence_needed_s(TIMING, 0.9, "Oh God.") == CHECK
+    # A question over the agent still ends at the check.
+    assert silence_needed_s(TIMING, 0.2, "Can you say that again?", over_agent=True) == CHECK
+
+
 def test_the_thinking_pause_is_bounded_and_the_check_comes_first() -> None:
     assert CHECK < SILENCE < THINK <= 1.5
 
@@ -183,6 +191,7 @@ async def run_timeline(
     transcript: str | None = None,
     transcript_after_s: float = 0.0,
     transcripts: bool = False,
+    over_agent: bool = False,
 ) -> tuple[list[UserTurnEnded], list[float]]:
     """Feeds (loud, seconds) spans frame by frame; the transcript of each pause arrives `transcript_after_s` into it.
 
@@ -191,6 +200,7 @@ async def run_timeline(
     turns = TurnTaker(TIMING, sample_rate=RATE)
     events_log = EventLog(None)
     watch = TurnEndWatch(model, TIMING, events_log, transcripts=transcripts)
+    watch.utterance_began(over_agent)
     ended: list[UserTurnEnded] = []
     pauses: list[float] = []
     at = 0.0
@@ -234,6 +244,14 @@ async def test_a_statement_the_model_calls_done_ends_early() -> None:
 async def test_a_statement_the_model_doubts_waits_as_the_silence_rule() -> None:
     ended, pauses = await run_timeline(ScriptedModel(0.1), [(True, 1.0), (False, 1.0)], "I really like jazz music.")
     assert len(ended) == 1 and SILENCE <= pauses[0] < SILENCE + 2 * FRAME_S
+
+
+@pytest.mark.parametrize("over_agent", [True, False])
+async def test_a_barge_in_that_opens_with_a_word_and_a_breath_stays_one_turn(over_agent: bool) -> None:
+    # "Hold on, [0.3 s] can you say that again?" over the agent, its opening heard as "Oh God.".
+    script = [(True, 0.5), (False, 0.3), (True, 1.0), (False, 1.0)]
+    ended, _ = await run_timeline(ScriptedModel(0.9), script, "Oh God.", transcript_after_s=0.05, over_agent=over_agent)
+    assert len(ended) == (1 if over_agent else 2)
 
 
 async def test_a_thinking_pause_after_for_keeps_one_turn() -> None:

@@ -153,12 +153,14 @@ def transcript_ending(text: str) -> Ending:
 
 
 def silence_needed_s(
-    timing: TurnTiming, model_probability: float | None, transcript: str | None, transcript_coming: bool = False
+    timing: TurnTiming, model_probability: float | None, transcript: str | None, transcript_coming: bool = False,
+    over_agent: bool = False,
 ) -> float:
     """The silence after the end of speech that ends this pause as a turn (see the module docstring).
 
     `model_probability` and `transcript` are None until they are known; `transcript_coming` says a
-    provisional transcript is being decoded. `turn_check_pause_s` means "as soon as the pause is checked".
+    provisional transcript is being decoded; `over_agent`: the utterance began while the agent spoke.
+    `turn_check_pause_s` means "as soon as the pause is checked".
     """
     model_done = model_probability is not None and model_probability >= timing.turn_done_probability
     if transcript is not None:
@@ -172,6 +174,12 @@ def silence_needed_s(
         if ending == "trails_off":
             model_not_done = model_probability is not None and not model_done
             return timing.thinking_pause_s if model_not_done else timing.end_of_turn_silence_s
+        if ending == "short_answer" and over_agent:
+            # A barge-in opens with a word or two and a breath ("Hold on, can you say that again?",
+            # "Sorry, what did you mean?"), and over a speakerphone the canceller has thinned that
+            # opening into something else ("Oh God.", "All right."): ended at the check pause, the
+            # question became a second turn. A short answer over the agent waits the silence rule.
+            return timing.end_of_turn_silence_s
         if ending in ("question", "short_answer") or (ending == "statement" and model_done):
             return timing.turn_check_pause_s
         return timing.end_of_turn_silence_s
@@ -205,6 +213,8 @@ class TurnEndWatch:
         self._turns: TurnTaker | None = None
         # The model has no opinion (the silence rule): it is not asked again.
         self._silent_model = False
+        # The utterance under way began while the agent spoke (a barge-in).
+        self._over_agent = False
 
     def observe(self, events: Sequence[TurnEvent], turns: TurnTaker) -> None:
         """Called after every frame the TurnTaker scored, with the events that frame produced."""
@@ -216,6 +226,10 @@ class TurnEndWatch:
             elif isinstance(event, (SpeechResumed, UserTurnEnded)):
                 self._new_pause(pausing=False)
         self._maybe_ask()
+
+    def utterance_began(self, over_agent: bool) -> None:
+        """A new utterance began, over the agent's speech or not (its short answers then wait longer)."""
+        self._over_agent = over_agent
 
     def transcript(self, text: str) -> None:
         """The provisional transcript of the current pause's audio (from speculation)."""
@@ -281,7 +295,8 @@ class TurnEndWatch:
         if self._silent_model:
             needed = self.timing.end_of_turn_silence_s  # no opinion: the silence rule, transcript or not
         else:
-            needed = silence_needed_s(self.timing, self._probability, self._transcript, self.transcripts)
+            needed = silence_needed_s(self.timing, self._probability, self._transcript, self.transcripts,
+                                      over_agent=self._over_agent)
         if needed != self._turns.silence_needed_s:
             # Why a pause ended a turn sooner or later than the silence rule: the log says.
             self.events.emit(

@@ -96,6 +96,11 @@ class Hearing:
         finished = self.live.observe(turn_events, turns, hold=hold) if self.live is not None else None
         return turn_events, finished
 
+    def utterance_began(self, over_agent: bool) -> None:
+        """The user started speaking (`SpeechStarted`), over the agent or not."""
+        if self.turn_end is not None:
+            self.turn_end.utterance_began(over_agent)
+
     def claim(self, ended: UserTurnEnded) -> Speculation | None:
         """The speculation that ran on exactly this turn's audio, if any."""
         return self.speculator.claim(ended.audio) if self.speculator is not None else None

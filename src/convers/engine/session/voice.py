@@ -107,6 +107,7 @@ class VoiceTurns:
             self._learning_speech.onset(speaking and self._echo_learning)
         elif isinstance(event, SpeechStarted):
             self.session.user_speaking(True)
+            self.hearing.utterance_began(over_agent=speaking)
             events.emit(EventKind.SPEECH_START, at=round(event.started_at, 4), over_agent=speaking)
             if not speaking:
                 self.session.read_ahead()  # the model reads the prompt so far while the person speaks
