@@ -302,10 +302,10 @@ def analyse(run: RoomRun) -> dict[str, Any]:
 
     people = []
     for (onset, end), person in zip(person_spans, run.people, strict=True):
-        heard = [t for t in run.onsets_cleaned if onset - PERSON_BEFORE_S <= t <= end]
+        onsets = [t for t in run.onsets_cleaned if onset - PERSON_BEFORE_S <= t <= end]
         cue = _first_cue(c, mic_ends, onset, end)
         people.append({"said": person.text, "onset_s": round(onset, 3),
-                       "vad_onset_after_ms": round((heard[0] - onset) * 1000) if heard else None,
+                       "vad_onset_after_ms": round((onsets[0] - onset) * 1000) if onsets else None,
                        "vad_onset_alone_ms": person.alone_onset_ms,
                        "double_talk_after_ms": round((cue - onset) * 1000) if cue is not None else None})
     minutes = run.agent_s / 60
