@@ -175,7 +175,7 @@ class DoubleTalk:
         played = self._queued.popleft() if self._queued else bytes(len(mic))
         self._align()
         mic_energy = mean_square(mic)
-        if self._quiet_s < WITNESS_IDLE_S:
+        if not self.echo_gone:
             self.residual = self.witness.residual(mic, played)
             self._residual.append(mean_square(self.residual))
         else:

@@ -38,8 +38,9 @@ class EchoCancelling:
     The cleaned audio comes out at the canceller's rate (16 kHz for WebRTC, what the VAD wants), in
     whole canceller blocks: up to one block (10 ms) waits for the next microphone frame. While the
     agent has been silent for a second, the microphone itself comes out (its echo is gone, and AEC3's
-    output would be the same 8 ms later). A canceller that fails is switched off with one warning and the microphone passes through: the conversation
-    goes on, with the barge-in rules alone against the echo.
+    output would be the same 8 ms later). A canceller that fails is switched off with one warning and
+    the microphone passes through: the conversation goes on, with the barge-in rules alone against
+    the echo.
     """
 
     def __init__(self, canceller: EchoCanceller, learning_s: float = LEARNING_S) -> None:
