@@ -200,3 +200,27 @@ def test_a_small_lead_of_the_speaker_is_left_as_it_is() -> None:
         detector.played(pcm(noise(0.1, index)), audible=True)
         detector.heard(pcm(noise(0.05, index)), pcm(noise(0.0001, index)))
     assert detector.realignments == 0
+
+
+def test_the_witness_says_how_much_of_a_stretch_was_the_agents_echo() -> None:
+    room = Room()
+    room.run(3.0, played=0.1, person=0.0, cleaned=0.0001)
+    echo_only = room.detector.witness_removed_db(0.3)
+    room.run(0.3, played=0.1, person=0.05, cleaned=None)  # a person as loud as the echo
+    over_person = room.detector.witness_removed_db(0.3)
+    assert echo_only is not None and echo_only > 15
+    assert over_person is not None and over_person < 6
+    # The same echo-only stretch, asked about once it lies 0.3 s back.
+    assert room.detector.witness_removed_db(0.3, ago_s=0.3) == pytest.approx(echo_only)
+
+
+def test_once_the_agents_echo_has_died_away_the_witness_explains_nothing() -> None:
+    room = Room()
+    room.run(3.0, played=0.1, person=0.0, cleaned=0.0001)
+    room.run(1.5, played=0.0, person=0.05, cleaned=None)  # the agent silent: a person alone
+    assert room.detector.witness_removed_db(0.3) == pytest.approx(0.0)
+
+
+def test_without_a_witness_or_audio_nothing_is_said() -> None:
+    assert DoubleTalk(BLOCK_S, None).witness_removed_db(0.3) is None
+    assert DoubleTalk(BLOCK_S, LinearEchoFilter(RATE, BLOCK)).witness_removed_db(0.3) is None

@@ -48,6 +48,9 @@ class Reply:
     def unheard_text(self) -> str:
         return REST
 
+    def said_text(self) -> str:
+        return "The kettle is on."
+
 
 class Timeline:
     """The reply of the moment; `None` once the session has cut or replaced it."""
@@ -59,8 +62,9 @@ class Timeline:
 Step = Callable[[BargeInArbiter, Timeline], list[Action]]
 
 
-def onset(at: float) -> Step:
-    return lambda arbiter, t: arbiter.heard(SpeechOnset(at=at, started_at=at - 0.02), t.reply)
+def onset(at: float, removed_db: float | None = None, learning: bool = False) -> Step:
+    """A speech onset; `removed_db`: how much of it the linear echo filter explained as the agent's echo."""
+    return lambda arbiter, t: arbiter.heard(SpeechOnset(at=at, started_at=at - 0.02), t.reply, learning, removed_db)
 
 
 def started(at: float) -> Step:
@@ -79,10 +83,10 @@ def resumed(at: float) -> Step:
     return lambda arbiter, t: arbiter.heard(SpeechResumed(at=at, paused_s=0.2), t.reply)
 
 
-def ended(at: float) -> Step:
+def ended(at: float, removed_db: float | None = None) -> Step:
     audio = AudioFrame(b"\x00\x00" * 160, 16000)
     event = UserTurnEnded(at=at, audio=audio, started_at=at - 0.7, ended_at=at - 0.5)
-    return lambda arbiter, t: arbiter.heard(event, t.reply)
+    return lambda arbiter, t: arbiter.heard(event, t.reply, False, removed_db)
 
 
 def double_talk(at: float, probability: float = 0.3, learning: bool = False) -> Step:
@@ -90,8 +94,8 @@ def double_talk(at: float, probability: float = 0.3, learning: bool = False) -> 
     return lambda arbiter, t: arbiter.double_talk(probability, at, t.reply, learning)
 
 
-def voice(seconds: float) -> Step:
-    return lambda arbiter, t: arbiter.voice(seconds, t.reply)
+def voice(seconds: float, removed_db: float | None = None) -> Step:
+    return lambda arbiter, t: arbiter.voice(seconds, t.reply, False, removed_db)
 
 
 def verdict(kind: Verdict, text: str = "") -> Step:
@@ -275,6 +279,33 @@ TABLES: dict[str, list[tuple[Step, list[Action]]]] = {
         (reply_is(generating=False, played_ms=2000.0), []),
         (double_talk(0.0), []),
     ],
+    "echo the linear filter explains pauses nothing, cuts nothing and is no turn": [
+        (onset(0.0, removed_db=23.0), []),
+        (voice(0.3, removed_db=22.0), []),
+        (voice(0.6, removed_db=20.0), []),
+        (ended(1.2, removed_db=21.0), []),
+        (tick(5.0), []),
+    ],
+    "a person the linear filter cannot explain pauses and cuts as ever": [
+        (onset(0.0, removed_db=3.0), [Pause(1)]),
+        (voice(0.3, removed_db=2.0), [CUT]),
+    ],
+    "echo that becomes a person: the cut waits until the filter no longer explains the voice": [
+        (onset(0.0, removed_db=25.0), []),
+        (voice(0.3, removed_db=14.0), []),
+        (voice(0.4, removed_db=6.0), [CUT]),
+    ],
+    "a short turn over the agent that the filter explains resumes a pause it made": [
+        (double_talk(-0.05), [Pause(1)]),
+        (onset(0.0, removed_db=18.0), []),
+        (ended(0.7, removed_db=15.0), [Resume(1, "echo")]),
+        (verdict("words", "love all of us"), [StartReply("love all of us")]),  # never asked: see the test below
+    ],
+    "while the canceller learns the filter is not asked (it is learning too)": [
+        (onset(0.0, removed_db=25.0, learning=True), []),
+        (ended(0.7, removed_db=25.0), []),  # judged as speech over a learning canceller: by its transcript
+        (verdict("words", "hello there"), [StartReply("hello there")]),
+    ],
     "an onset that drops after a double-talk pause resumes as noise": [
         (double_talk(0.0), [Pause(1)]),
         (onset(0.03), []),
@@ -287,6 +318,23 @@ TABLES: dict[str, list[tuple[Step, list[Action]]]] = {
 @pytest.mark.parametrize("name", list(TABLES))
 def test_barge_in_paths(name: str) -> None:
     play(TABLES[name])
+
+
+def test_echo_that_ended_is_marked_so_the_session_does_not_transcribe_it() -> None:
+    arbiter = BargeInArbiter(BargeInPolicy())
+    reply = Reply()
+    audio = AudioFrame(b"\x00\x00" * 160, 16000)
+    arbiter.heard(SpeechOnset(at=0.0, started_at=-0.02), reply, False, 20.0)
+    arbiter.heard(UserTurnEnded(at=1.0, audio=audio, started_at=0.0, ended_at=0.6), reply, False, 20.0)
+    assert arbiter.ended_echo
+    arbiter.heard(SpeechOnset(at=2.0, started_at=1.98), reply, False, 2.0)
+    arbiter.heard(UserTurnEnded(at=3.0, audio=audio, started_at=2.0, ended_at=2.6), reply, False, 2.0)
+    assert not arbiter.ended_echo
+    assert arbiter.transcribed("words", "wait", reply) == [StartReply("wait")]
+
+
+def test_the_echo_threshold_is_the_policys() -> None:
+    play([(onset(0.0, removed_db=23.0), [Pause(1)])], BargeInPolicy(echo_witness_removed_db=30.0))
 
 
 def test_turned_off_it_never_pauses_or_cuts() -> None:

@@ -303,12 +303,53 @@ async def test_a_short_turn_with_words_over_the_agent_replaces_the_reply(rig_of:
     assert rig.transport.reply_text(2) == "Okay."
 
 
-def cancelling_echo(rig: Rig, *, learning: bool, double_talk: bool, unsuppressed: AudioFrame | None = None) -> None:
+def cancelling_echo(rig: Rig, *, learning: bool, double_talk: bool, unsuppressed: AudioFrame | None = None,
+                    removed_db: float | None = None) -> list[tuple[float, float]]:
     """Makes the rig's transport an `EchoCancellingTransport` in the given state; `unsuppressed` is
-    what it hands for any stretch of its cleaned audio."""
+    what it hands for any stretch of its cleaned audio, `removed_db` how much of any stretch its
+    linear filter explained as echo. Returns the list of (span, ago) it is asked about."""
+    asked: list[tuple[float, float]] = []
+
+    def echo_removed_db(span_s: float, ago_s: float = 0.0) -> float | None:
+        asked.append((span_s, ago_s))
+        return removed_db
+
     rig.transport.echo_learning = learning  # type: ignore[attr-defined]
     rig.transport.echo_double_talk = double_talk  # type: ignore[attr-defined]
     rig.transport.echo_unsuppressed = lambda audio, since=None: unsuppressed  # type: ignore[attr-defined]
+    rig.transport.echo_removed_db = echo_removed_db  # type: ignore[attr-defined]
+    return asked
+
+
+async def test_speech_over_the_agent_that_the_linear_filter_explains_is_ignored(rig_of: Callable[..., Rig]) -> None:
+    rig = rig_of([], ["love all of us."], min_barge_in_speech_s=0.25)
+    logged: list[dict[str, object]] = []
+    rig.session.events.listeners.append(logged.append)
+    asked = cancelling_echo(rig, learning=False, double_talk=False, removed_db=25.0)
+    await agent_is_speaking(rig)
+    await rig.played(1, 500)
+    await rig.feed(True, 0.6)  # longer than the barge-in minimum
+    await rig.feed(False, 0.8)
+    await rig.settle()
+    assert not rig.stt.heard, "the agent's own echo is not transcribed"
+    assert ("pause", 1) not in rig.transport.log and ("flush", 1) not in rig.transport.log
+    assert rig.session.current is not None and rig.session.current.turn == 1
+    assert [event["event"] for event in logged].count("echo_heard") == 1
+    # The onset's last 0.1 s, the voice as it grew, and the ended utterance (which lies in the past).
+    assert asked[0] == (pytest.approx(0.1), 0.0)
+    assert any(ago > 0 for _, ago in asked)
+
+
+async def test_speech_over_the_agent_that_the_linear_filter_cannot_explain_cuts(rig_of: Callable[..., Rig]) -> None:
+    rig = rig_of([], ["wait a moment"], min_barge_in_speech_s=0.25)
+    cancelling_echo(rig, learning=False, double_talk=False, removed_db=2.0)
+    await agent_is_speaking(rig)
+    await rig.played(1, 500)
+    await rig.feed(True, 0.6)
+    await rig.feed(False, 0.8)
+    await rig.settle()
+    assert ("pause", 1) in rig.transport.log and ("flush", 1) in rig.transport.log
+    assert rig.stt.heard
 
 
 async def test_while_the_echo_canceller_learns_short_speech_over_the_agent_is_taken_for_echo(

@@ -42,6 +42,7 @@ from __future__ import annotations
 import logging
 import math
 from collections import deque
+from itertools import islice
 
 from convers.audio import mean_square
 from convers.linear_echo import LinearEchoFilter
@@ -82,6 +83,9 @@ LEAD_WINDOW_S = 1.0
 MAX_LEAD_S = 0.03
 # The agent silent this long: the room's echo of it has died away, the linear filter is not run.
 WITNESS_IDLE_S = 1.0
+# How far back `witness_removed_db` can look: the longest utterance (`turns.max_utterance_s`, 30 s)
+# with its pre-roll and the silence that ended it.
+HISTORY_S = 35.0
 
 
 def _db(energy: float) -> float:
@@ -115,6 +119,8 @@ class DoubleTalk:
         # What the linear witness left of the latest microphone block (the block itself while it
         # rests: the agent's echo has died away); None without a witness.
         self.residual: bytes | None = None
+        # The microphone's and the witness's residual energy of each block, newest last.
+        self._history: deque[tuple[float, float]] = deque(maxlen=max(1, round(HISTORY_S / block_s)))
 
     @classmethod
     def for_blocks(cls, sample_rate: int, frame_samples: int) -> DoubleTalk:
@@ -134,12 +140,25 @@ class DoubleTalk:
         by whoever speaks first, and a person speaking from the start would never stand above it."""
         for blocks in (self._mic, self._cleaned, self._residual):
             blocks.clear()
+        self._history.clear()
         self._queued.clear()
         self._leads.clear()
         self._speaking_s = 0.0
         self._quiet_s = math.inf
         self.now = False
         self.residual = None
+
+    def witness_removed_db(self, span_s: float, ago_s: float = 0.0) -> float | None:
+        """How much of the microphone the linear witness explained as the agent's echo over the `span_s`
+        of audio that ended `ago_s` ago, in dB (0 where the agent's echo had died away); None without a
+        witness or without audio of that span."""
+        if self.witness is None:
+            return None
+        skip = round(ago_s / self.block_s)
+        blocks = list(islice(reversed(self._history), skip, skip + max(1, round(span_s / self.block_s))))
+        if not blocks:
+            return None
+        return _db(sum(mic for mic, _ in blocks)) - _db(sum(residual for _, residual in blocks))
 
     @property
     def echo_gone(self) -> bool:
@@ -177,12 +196,14 @@ class DoubleTalk:
         mic_energy = mean_square(mic)
         if not self.echo_gone:
             self.residual = self.witness.residual(mic, played)
-            self._residual.append(mean_square(self.residual))
+            residual_energy = mean_square(self.residual)
         else:
             # The agent has been silent long enough that no echo is left: the filter (most of this
             # detector's cost) rests and keeps the room it learnt; the cue is off until SETTLE_S anyway.
             self.residual = mic
-            self._residual.append(mic_energy)
+            residual_energy = mic_energy
+        self._residual.append(residual_energy)
+        self._history.append((mic_energy, residual_energy))
         self._mic.append(mic_energy)
         self._cleaned.append(mean_square(cleaned))
         mic_db = _db(sum(self._mic))

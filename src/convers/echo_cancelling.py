@@ -70,6 +70,11 @@ class EchoCancelling:
         """Someone speaks over the agent: the canceller removed little of the last microphone block (`convers.double_talk`)."""
         return not self.failed and self._double_talk.now
 
+    def witness_removed_db(self, span_s: float, ago_s: float = 0.0) -> float | None:
+        """How much of the microphone the linear echo filter explained as the agent's echo over `span_s`
+        of audio that ended `ago_s` ago (dB; `DoubleTalk.witness_removed_db`); None when not at hand."""
+        return None if self.failed else self._double_talk.witness_removed_db(span_s, ago_s)
+
     def unsuppressed(self, audio: AudioFrame, since: AudioFrame | None = None) -> AudioFrame | None:
         """`audio`, a stretch of this canceller's recent output, as the linear filter alone left it: the
         person's voice whole, with some echo (`convers.linear_residual`); from the start of the earlier

@@ -50,6 +50,7 @@ from convers.bench.run_info import machine_info
 from convers.contracts.echo import EchoCanceller
 from convers.echo_cancelling import EchoCancelling
 from convers.engine.barge_in.arbiter import BargeInArbiter, Cut, Pause, Restart, Resume, StartReply
+from convers.engine.barge_in.echo_witness import event_echo_removed_db
 from convers.engine.barge_in.learning_speech import LearningSpeech
 from convers.engine.listening.listener import Listener
 from convers.engine.listening.turn_taking import SpeechOnset, UserTurnEnded
@@ -181,6 +182,8 @@ class ScenarioResult:
     self_pauses: int = 0
     self_cuts: int = 0
     self_replies: int = 0
+    # Of those, the ones that answered speech begun while the room's canceller was still learning.
+    self_while_learning: int = 0
     self_heard: list[str] = field(default_factory=list)
     # Each self-interruption: when, what the arbiter did, how far into the reply (seconds).
     self_events: list[dict[str, Any]] = field(default_factory=list)
@@ -198,6 +201,12 @@ class ScenarioResult:
     cleaned_db: list[float] = field(default_factory=list)
     canceller_cpu_s: float = 0.0
     simulated_s: float = 0.0
+    # What the linear echo filter had removed at VAD onsets over the learnt canceller (dB): a person's, the echo's.
+    person_onset_removed_db: list[float] = field(default_factory=list)
+    echo_onset_removed_db: list[float] = field(default_factory=list)
+    # Utterances over the agent taken for its echo by that filter: the echo's, a person's.
+    echo_ignored: int = 0
+    people_taken_for_echo: int = 0
 
     def summary(self) -> dict[str, Any]:
         minutes = self.agent_speech_s / 60
@@ -213,6 +222,7 @@ class ScenarioResult:
             "self_pauses": self.self_pauses,
             "self_cuts": self.self_cuts,
             "self_replies": self.self_replies,
+            "self_interruptions_while_learning": self.self_while_learning,
             "self_heard": self.self_heard[:10],
             "self_events": self.self_events[:20],
             "barge_ins": self.barge_ins,
@@ -227,6 +237,10 @@ class ScenarioResult:
             "onset_to_pause_ms": _percentiles(self.onset_to_pause_ms),
             "echo_removed_db_p50": round(float(np.median(removed)), 1) if removed else None,
             "canceller_cpu_share_of_one_core": round(self.canceller_cpu_s / self.simulated_s, 4) if self.simulated_s else None,
+            "onset_witness_removed_db": {"person": _spread(self.person_onset_removed_db),
+                                         "echo": _spread(self.echo_onset_removed_db)},
+            "echo_utterances_ignored": self.echo_ignored,
+            "people_taken_for_echo": self.people_taken_for_echo,
         }
 
 
@@ -235,6 +249,14 @@ def _percentiles(values: Sequence[float]) -> dict[str, float | None]:
         return {"p50": None, "p95": None, "n": 0}
     array = np.asarray(values)
     return {"p50": round(float(np.percentile(array, 50)), 1), "p95": round(float(np.percentile(array, 95)), 1),
+            "n": len(values)}
+
+
+def _spread(values: Sequence[float]) -> dict[str, float | None]:
+    """Least, median and most (dB figures, where the extremes are what a threshold must clear)."""
+    if not values:
+        return {"min": None, "p50": None, "max": None, "n": 0}
+    return {"min": round(min(values), 1), "p50": round(float(np.median(values)), 1), "max": round(max(values), 1),
             "n": len(values)}
 
 
@@ -399,22 +421,37 @@ class _Player:
             person_window = person_onset <= now <= person_end + PERSON_TAIL_S
             actions = []
             learning = cancelling is not None and cancelling.learning
+            # What happens now answers speech that began while the canceller learnt.
+            over_learning = learning
             for event in listener.feed(cleaned, now):
-                actions += arbiter.heard(event, reply, learning)
+                removed = event_echo_removed_db(cancelling.witness_removed_db if cancelling is not None else None, event, now)
+                if (isinstance(event, SpeechOnset) and removed is not None and not learning and not learning_trial
+                        and not stopped and 0 < reply.position < len(audio)):
+                    (result.person_onset_removed_db if person_window else result.echo_onset_removed_db).append(removed)
+                actions += arbiter.heard(event, reply, learning, removed)
                 if isinstance(event, SpeechOnset):
                     room.learning_speech.onset(learning and not stopped and 0 < reply.position < len(audio))
                 if isinstance(event, UserTurnEnded):
+                    if arbiter.ended_echo:
+                        # Taken for the agent's echo, as the session does: not transcribed.
+                        if person_window:
+                            result.people_taken_for_echo += 1
+                        else:
+                            result.echo_ignored += 1
+                        continue
                     unsuppress = cancelling.unsuppressed if cancelling is not None else None
                     unsuppressed = room.learning_speech.ended(event.audio, arbiter.ended_suspect, unsuppress)
                     transcript = await self.stt.transcribe(unsuppressed or event.audio)
                     verdict = verdict_of(transcript.text, arbiter.policy)
                     decided = arbiter.transcribed(verdict, transcript.text, reply, arbiter.ended_suspect)
+                    over_learning = over_learning or arbiter.ended_suspect is not None
                     if not person_window and verdict == "words":
                         result.self_heard.append(transcript.text)
                     actions += decided
             if cancelling is not None and cancelling.double_talk:
                 actions += arbiter.double_talk(listener.last_probability, now, reply, learning)
-            actions += arbiter.voice(listener.voice_s, reply, learning)
+            voice_removed = cancelling.witness_removed_db(listener.voice_s) if cancelling is not None and arbiter.judging else None
+            actions += arbiter.voice(listener.voice_s, reply, learning, voice_removed)
             actions += arbiter.tick(now, reply)
             for action in actions:
                 if isinstance(action, Pause):
@@ -423,7 +460,7 @@ class _Player:
                         if paused_at is None:
                             paused_at = now
                     else:
-                        self._self_interruption("pause", reply, learning_trial)
+                        self._self_interruption("pause", reply, learning_trial, learning=learning)
                 elif isinstance(action, Resume | Restart):
                     reply.paused = False
                 elif isinstance(action, Cut | StartReply):
@@ -441,7 +478,8 @@ class _Player:
                                 paused_at = now
                         else:
                             self._self_interruption("cut" if isinstance(action, Cut) else "reply", reply, learning_trial,
-                                                    action.text if isinstance(action, StartReply) else None)
+                                                    action.text if isinstance(action, StartReply) else None,
+                                                    learning=over_learning)
                     stopped = True
                     reply.settled = True
             done_playing = stopped or reply.position >= len(audio)
@@ -453,18 +491,23 @@ class _Player:
             result.onset_to_pause_ms.append((paused_at - person_onset) * 1000)
         reply.settled = True
 
-    def _self_interruption(self, action: str, reply: _Reply, learning_trial: bool, heard: str | None = None) -> None:
+    def _self_interruption(self, action: str, reply: _Reply, learning_trial: bool, heard: str | None = None, *,
+                           learning: bool = False) -> None:
+        """`learning`: it answered speech that began while the canceller was still learning the room."""
         result = self.result
         if learning_trial:
             result.learning_self_interruptions += 1
             return
+        if learning:
+            result.self_while_learning += 1
         if action == "pause":
             result.self_pauses += 1
         elif action == "cut":
             result.self_cuts += 1
         else:
             result.self_replies += 1
-        event: dict[str, Any] = {"at_s": round(self.now, 2), "action": action, "reply_at_s": reply.position / RATE}
+        event: dict[str, Any] = {"at_s": round(self.now, 2), "action": action, "reply_at_s": reply.position / RATE,
+                                 "while_learning": learning}
         if heard is not None:
             event["heard"] = heard  # the words a reply would have answered
         result.self_events.append(event)
@@ -572,16 +615,18 @@ def run_benchmark(settings: Any, progress: Callable[[str], None], *, echo_levels
 
 
 def print_table(result: dict[str, Any], echo: Callable[[str], None]) -> None:
-    echo(f"{'canceller':<10} {'echo dB':>7} {'agent min':>9} {'self-int':>8} {'/min':>6} {'caught':>9} "
+    echo(f"{'canceller':<10} {'echo dB':>7} {'agent min':>9} {'self-int':>8} {'learning':>8} {'/min':>6} {'caught':>9} "
          f"{'onset->pause p50/p95 ms':>24} {'removed dB':>10} {'cpu':>6}")
     for row in result["scenarios"]:
         pause = row["onset_to_pause_ms"]
         removed = row["echo_removed_db_p50"]
         cpu = row["canceller_cpu_share_of_one_core"]
         echo(f"{row['canceller']:<10} {row['echo_db']:>7.0f} {row['agent_speech_min']:>9.1f} {row['self_interruptions']:>8} "
-             f"{row['self_interruptions_per_min'] or 0:>6.2f} {row['caught']:>4}/{row['barge_ins']:<4} "
+             f"{row['self_interruptions_while_learning']:>8} {row['self_interruptions_per_min'] or 0:>6.2f} {row['caught']:>4}/{row['barge_ins']:<4} "
              f"{str(pause['p50']) + ' / ' + str(pause['p95']):>24} {'' if removed is None else removed:>10} "
              f"{'' if cpu is None else f'{cpu:.1%}':>6}")
+    echo("(self-int: the agent paused, cut or answered itself; learning: of those, answering speech that began while a"
+         " room's canceller was still learning it, its first 6 s of agent speech)")
     learning = [row for row in result["scenarios"] if row.get("learning_barge_ins")]
     if learning:
         echo("learning trials (a person over a new room's first reply, while the canceller learnt it):")

@@ -209,6 +209,8 @@ class EventKind(StrEnum):
     BARGE_IN = "barge_in"
     # Speech over the agent while the echo canceller learnt, ended before the cut: a person or echo.
     LEARNING_SPEECH = "learning_speech"
+    # Speech over the agent that the linear echo filter explained as the agent's own echo: ignored.
+    ECHO_HEARD = "echo_heard"
     SPECULATION_START = "speculation_start"
     SPECULATION_COMMIT = "speculation_commit"
     SPECULATION_DISCARD = "speculation_discard"

@@ -80,6 +80,12 @@ class EchoCancellingTransport(Protocol):
         """The canceller removed little of the latest microphone audio while the agent spoke: someone talks over it."""
         ...
 
+    def echo_removed_db(self, span_s: float, ago_s: float = 0.0) -> float | None:
+        """How much of the microphone's `span_s` of audio that ended `ago_s` ago a linear echo filter
+        explained as the agent's echo, in dB (much for the agent's echo let through, little for a
+        person); None when not known."""
+        ...
+
     def echo_unsuppressed(self, audio: AudioFrame, since: AudioFrame | None = None) -> AudioFrame | None:
         """`audio`, a recent stretch of the cleaned microphone, with the echo only subtracted, not
         suppressed (a voice over the agent whole, some echo left); from the start of the earlier

@@ -14,6 +14,11 @@ Paths (BargeInPolicy in policies.py holds every knob):
   `echo_learning_person_min_s` and its transcript is not mostly the agent's own words
   (engine/barge_in/own_words.py; Whisper writes "Thank you." or runs of the agent's words for echo):
   then it is a person's turn (`StartReply`);
+- once the canceller has learnt the room, speech over the agent of which the linear echo filter
+  explained `echo_witness_removed_db` or more (engine/barge_in/echo_witness.py, passed in as
+  `echo_removed_db`) is the agent's own echo, let through by the canceller's suppressor: its onset
+  pauses nothing, it cuts nothing while that holds, and when it ends it is not a turn
+  (`ended_echo`: not transcribed; a pause resumes, "echo");
 - once the canceller has learnt the room, it may say someone speaks over the agent before the VAD
   does (`double_talk`, see convers.double_talk): -> `Pause` at once; if no onset follows within
   `double_talk_hold_s` of the last such frame -> `Resume` ("noise"), and the cue rests for
@@ -79,7 +84,7 @@ class Resume:
     """Play the paused `turn` on from where it stopped."""
 
     turn: int
-    reason: Literal["noise", "no_words", "timeout"]
+    reason: Literal["noise", "no_words", "timeout", "echo"]
 
 
 @dataclass(frozen=True)
@@ -163,6 +168,9 @@ class BargeInArbiter:
         self._onset_while_learning = False
         # The user turn that ended last was such speech, shorter than the cut: its transcript decides.
         self.ended_suspect: SuspectEcho | None = None
+        # The user turn that ended last began over the agent and was its echo, by the linear filter:
+        # it is not transcribed (`transcribed` is not called for it).
+        self.ended_echo = False
         # The run of such turns that ended last: where it began, when it ended, its first piece's audio.
         self._suspect_run: tuple[float, float, AudioFrame] | None = None
         # A pause on the canceller's double-talk cue that no speech onset has confirmed yet resumes
@@ -182,8 +190,11 @@ class BargeInArbiter:
         """The turn whose playback is paused by this arbiter, if any."""
         return self._paused_turn
 
-    def heard(self, event: TurnEvent, reply: ReplyView | None, echo_learning: bool = False) -> list[Action]:
-        """One TurnTaker event, with the reply as it is now and whether the echo canceller is learning."""
+    def heard(self, event: TurnEvent, reply: ReplyView | None, echo_learning: bool = False,
+              echo_removed_db: float | None = None) -> list[Action]:
+        """One TurnTaker event, with the reply as it is now, whether the echo canceller is learning and
+        how much of the event's audio its linear filter explained as echo (dB; onset: the last
+        `echo_witness.ONSET_WITNESS_S`; turn end: the utterance; None when unknown)."""
         if isinstance(event, SpeechOnset):
             self._user_active = True
             self._unconfirmed_until = None
@@ -192,7 +203,8 @@ class BargeInArbiter:
             assert reply is not None
             self._onset_at = event.started_at
             self._onset_while_learning = echo_learning
-            if self.policy.pause_on_onset and not echo_learning and self._paused_turn != reply.turn:
+            if (self.policy.pause_on_onset and not echo_learning and not self._echo(echo_removed_db)
+                    and self._paused_turn != reply.turn):
                 self._paused_turn = reply.turn
                 self._paused_at = event.at
                 return [Pause(reply.turn)]
@@ -205,10 +217,14 @@ class BargeInArbiter:
         if isinstance(event, UserTurnEnded):
             # Ended short of the barge-in minimum: the pause holds until the transcript's verdict.
             self._user_active = False
-            self.ended_suspect = self._suspect(event, reply) if self._onset_at is not None and self._onset_while_learning else None
+            over_agent = self._onset_at is not None
+            self.ended_echo = over_agent and not self._onset_while_learning and self._echo(echo_removed_db)
+            self.ended_suspect = self._suspect(event, reply) if over_agent and self._onset_while_learning else None
             if self.ended_suspect is None:
                 self._suspect_run = None
             self._onset_at = None
+            if self.ended_echo:
+                return self._resume(reply, "echo")
             self._transcribing += 1
         return []
 
@@ -231,12 +247,16 @@ class BargeInArbiter:
         self._unconfirmed_until = at + policy.double_talk_hold_s
         return [Pause(reply.turn)]
 
-    def voice(self, voice_s: float, reply: ReplyView | None, echo_learning: bool = False) -> list[Action]:
-        """How long the voice has lasted after a frame's events: past the minimum, the reply is cut."""
+    def voice(self, voice_s: float, reply: ReplyView | None, echo_learning: bool = False,
+              echo_removed_db: float | None = None) -> list[Action]:
+        """How long the voice has lasted after a frame's events: past the minimum, the reply is cut,
+        unless the linear echo filter explained that voice as echo (`echo_removed_db`, over `voice_s`)."""
         if self._onset_at is None or reply is None or reply.settled:
             return []
         policy = self.policy
         if voice_s < (policy.min_barge_in_speech_while_echo_learning_s if echo_learning else policy.min_barge_in_speech_s):
+            return []
+        if not echo_learning and self._echo(echo_removed_db):
             return []
         onset_at, self._onset_at = self._onset_at, None
         self._onset_while_learning = False
@@ -266,6 +286,10 @@ class BargeInArbiter:
         if rest:
             actions.append(Restart(rest))
         return actions
+
+    def _echo(self, echo_removed_db: float | None) -> bool:
+        """The linear echo filter explained the voice as the agent's own echo (only asked once the canceller has learnt)."""
+        return echo_removed_db is not None and echo_removed_db >= self.policy.echo_witness_removed_db
 
     def _suspect(self, ended: UserTurnEnded, reply: ReplyView | None) -> SuspectEcho:
         """The turn that just ended began over the agent while the canceller learnt: what to judge it by."""
@@ -309,7 +333,7 @@ class BargeInArbiter:
             return []  # the user is still talking, or their words are being transcribed: those decide
         return self._resume(reply, "timeout")
 
-    def _resume(self, reply: ReplyView | None, reason: Literal["noise", "no_words", "timeout"]) -> list[Action]:
+    def _resume(self, reply: ReplyView | None, reason: Literal["noise", "no_words", "timeout", "echo"]) -> list[Action]:
         if reply is None or self._paused_turn != reply.turn or reply.settled:
             return []
         self._paused_turn = None

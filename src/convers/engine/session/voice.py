@@ -27,6 +27,7 @@ from convers.engine.barge_in.arbiter import (
     StartReply,
     SuspectEcho,
 )
+from convers.engine.barge_in.echo_witness import event_echo_removed_db
 from convers.engine.barge_in.learning_speech import LearningSpeech
 from convers.engine.listening.hearing import Hearing, Speculation, turn_metrics
 from convers.engine.listening.speculation import SpeculativeResult
@@ -93,7 +94,9 @@ class VoiceTurns:
         if cancelling is not None and cancelling.echo_double_talk:
             probability = self.hearing.listener.last_probability
             await self.apply(self.arbiter.double_talk(probability, now, session.current, self._echo_learning))
-        await self.apply(self.arbiter.voice(self.hearing.voice_s, session.current, self._echo_learning))
+        voice_s = self.hearing.voice_s
+        removed = cancelling.echo_removed_db(voice_s) if cancelling is not None and self.arbiter.judging else None
+        await self.apply(self.arbiter.voice(voice_s, session.current, self._echo_learning, removed))
         # The timeout runs on the session's clock, judged at each frame: no timer task, no real sleep.
         await self.apply(self.arbiter.tick(now, session.current))
 
@@ -102,7 +105,9 @@ class VoiceTurns:
         events = self.session.events
         current = self.session.current
         speaking = current is not None and current.audible and not current.settled
-        await self.apply(self.arbiter.heard(event, current, self._echo_learning))
+        measure = self._cancelling.echo_removed_db if self._cancelling is not None else None
+        removed = event_echo_removed_db(measure, event, self.session.events.now())
+        await self.apply(self.arbiter.heard(event, current, self._echo_learning, removed))
         if isinstance(event, SpeechOnset):
             self._learning_speech.onset(speaking and self._echo_learning)
         elif isinstance(event, SpeechStarted):
@@ -117,6 +122,11 @@ class VoiceTurns:
             self.session.user_speaking(False)
             events.emit(EventKind.SPEECH_END, duration_s=round(event.speech_s, 3), reason=event.reason)
             speculation = self.hearing.claim(event)
+            if self.arbiter.ended_echo:
+                # The agent's own echo (the linear filter explained it): nobody to transcribe or answer.
+                events.emit(EventKind.ECHO_HEARD, duration_s=round(event.speech_s, 3))
+                await self.hearing.drop(speculation, live)
+                return
             suspect = self.arbiter.ended_suspect
             unsuppress = self._cancelling.echo_unsuppressed if self._cancelling is not None else None
             unsuppressed = self._learning_speech.ended(event.audio, suspect, unsuppress)

@@ -96,6 +96,10 @@ class WebSocketTransport:
         """Someone speaks over the agent in this client's room, by what the server's canceller could not remove."""
         return self.echo is not None and self.echo.double_talk
 
+    def echo_removed_db(self, span_s: float, ago_s: float = 0.0) -> float | None:
+        """How much of that stretch of the microphone the linear echo filter explained as the agent's echo (dB)."""
+        return self.echo.witness_removed_db(span_s, ago_s) if self.echo is not None else None
+
     def echo_unsuppressed(self, audio: AudioFrame, since: AudioFrame | None = None) -> AudioFrame | None:
         """`audio` (from the start of `since`) through the linear echo filter alone (the transcript of a voice over the agent while the canceller learns)."""
         return self.echo.unsuppressed(audio, since) if self.echo is not None else None
