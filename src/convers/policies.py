@@ -105,11 +105,11 @@ class BargeInPolicy:
     # Once the canceller has learnt the room, speech over the agent of which the linear echo filter
     # (Speex, the double-talk witness, `convers.double_talk`) explained this much is the agent's own
     # echo, let through by AEC3's suppressor for a moment: it does not pause, cut or answer the
-    # reply (engine/barge_in/arbiter.py). `convers bench echo`, 10 minutes a level at -10, -5 and
-    # 0 dB (rooms of seed 7): the filter had removed 23-33 dB at such echo's VAD onsets, and 0-6.6 dB
-    # at 184 onsets of a person over the agent (p95 1.4 dB); a person is taken for echo only when
-    # the agent's echo is this much louder than them at the microphone. While the canceller learns,
-    # the filter is learning too (it removed -7..11 dB of echo then): not asked.
+    # reply (engine/barge_in/arbiter.py). `convers bench echo` (rooms of seeds 7 and 11, 10 minutes a
+    # level): the filter had removed 21-39 dB at the 11 VAD onsets of such echo, and -0.1 to 6.6 dB at
+    # 626 onsets of a person over the agent (p50 0.1-0.3 dB); a person is taken for echo only when the
+    # agent's echo is about this much louder than them at the microphone. While the canceller
+    # learns, the filter is learning too (it removed -7..11 dB of echo then): not asked.
     echo_witness_removed_db: float = 12.0
     # Utterances that say "I'm listening" rather than "stop": a transcript of only these (lower case,
     # without punctuation) never costs the agent its reply.
