@@ -47,6 +47,7 @@ import numpy as np
 from convers.audio import concat, dbfs, frame_from_float, pcm16_to_float32, resample
 from convers.bench.results import write_json_result
 from convers.bench.run_info import machine_info
+from convers.bench.summary import summarise
 from convers.contracts.echo import EchoCanceller
 from convers.echo_cancelling import EchoCancelling
 from convers.engine.barge_in.arbiter import BargeInArbiter, Cut, Pause, Restart, Resume, StartReply
@@ -232,32 +233,16 @@ class ScenarioResult:
             "learning_self_interruptions": self.learning_self_interruptions,
             "learning_barge_ins": self.learning_barge_ins,
             "learning_caught": self.learning_caught,
-            "learning_onset_to_stop_ms": _percentiles(self.learning_onset_to_stop_ms),
+            "learning_onset_to_stop_ms": summarise(self.learning_onset_to_stop_ms),
             "learning_heard": self.learning_heard[:20],
-            "onset_to_pause_ms": _percentiles(self.onset_to_pause_ms),
+            "onset_to_pause_ms": summarise(self.onset_to_pause_ms),
             "echo_removed_db_p50": round(float(np.median(removed)), 1) if removed else None,
             "canceller_cpu_share_of_one_core": round(self.canceller_cpu_s / self.simulated_s, 4) if self.simulated_s else None,
-            "onset_witness_removed_db": {"person": _spread(self.person_onset_removed_db),
-                                         "echo": _spread(self.echo_onset_removed_db)},
+            "onset_witness_removed_db": {"person": summarise(self.person_onset_removed_db, ("min", "p50", "max")),
+                                         "echo": summarise(self.echo_onset_removed_db, ("min", "p50", "max"))},
             "echo_utterances_ignored": self.echo_ignored,
             "people_taken_for_echo": self.people_taken_for_echo,
         }
-
-
-def _percentiles(values: Sequence[float]) -> dict[str, float | None]:
-    if not values:
-        return {"p50": None, "p95": None, "n": 0}
-    array = np.asarray(values)
-    return {"p50": round(float(np.percentile(array, 50)), 1), "p95": round(float(np.percentile(array, 95)), 1),
-            "n": len(values)}
-
-
-def _spread(values: Sequence[float]) -> dict[str, float | None]:
-    """Least, median and most (dB figures, where the extremes are what a threshold must clear)."""
-    if not values:
-        return {"min": None, "p50": None, "max": None, "n": 0}
-    return {"min": round(min(values), 1), "p50": round(float(np.median(values)), 1), "max": round(max(values), 1),
-            "n": len(values)}
 
 
 async def _speak(tts: Any, text: str) -> np.ndarray:

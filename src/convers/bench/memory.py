@@ -43,6 +43,7 @@ from convers.bench.memory_corpus import (
     build_corpus,
 )
 from convers.bench.results import write_json_result
+from convers.bench.summary import summarise
 from convers.contracts.memory import MemoryTurn
 from convers.memory.ranking import RankingWeights
 from convers.memory.speakers import QUERY_SPEAKER_WEIGHT, SPEAKER_WEIGHT
@@ -198,10 +199,8 @@ class BenchConfig:
     echoed_words: float = 0.0
 
 
-def _percentiles(samples: Sequence[float]) -> dict[str, float]:
-    values = np.asarray(samples) * 1000
-    return {"p50_ms": round(float(np.percentile(values, 50)), 2), "p95_ms": round(float(np.percentile(values, 95)), 2),
-            "max_ms": round(float(values.max()), 2), "n": len(values)}
+def _times_ms(seconds: Sequence[float]) -> dict[str, float | int | None]:
+    return summarise(seconds, ("p50", "p95", "max"), digits=2, scale=1000, suffix="_ms")
 
 
 class _Vectors:
@@ -443,8 +442,8 @@ def _latency(embedder: Embedder, new_embedder: Callable[[], Embedder], corpus: l
             fresh.close()
             starts["warmed" if warm else "cold"] = {"warm_up_s": warm_s, "first_ms": first[0], "tenth_ms": first[9],
                                                     "first_ten_ms": first}
-        rows.append({"size": store.count(kind=None), "with_query_embedding": _percentiles(samples),
-                     "search_only": _percentiles(search_only), "embedding_only": _percentiles(embed_only),
+        rows.append({"size": store.count(kind=None), "with_query_embedding": _times_ms(samples),
+                     "search_only": _times_ms(search_only), "embedding_only": _times_ms(embed_only),
                      "after_start": starts})
     store.close()
     return rows

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from convers.bench.summary import summarise
 from convers.contracts.memory import MemoryTurn
 from convers.memory.store import SqliteMemoryStore
 from convers.memory.vectors import embed_blocking
@@ -158,10 +159,8 @@ def filler_turns(corpus: Corpus, count: int, offset: int, seed: int) -> list[tup
     return out
 
 
-def _percentiles(samples: list[float]) -> dict[str, float]:
-    ordered = sorted(samples)
-    pick = lambda q: ordered[min(len(ordered) - 1, int(q * len(ordered)))]  # noqa: E731
-    return {"p50_ms": round(pick(0.5) * 1000, 3), "p95_ms": round(pick(0.95) * 1000, 3)}
+def _latency(seconds: list[float]) -> dict[str, float | int | None]:
+    return summarise(seconds, ("p50", "p95"), digits=3, scale=1000, suffix="_ms", count=False)
 
 
 def recall_at(store: SqliteMemoryStore, questions: list[Question], vectors: np.ndarray, k: int,
@@ -217,7 +216,7 @@ def run_synthetic(settings: Settings, config: BenchConfig, embedder: Embedder,
         t0 = time.perf_counter()
         embed_blocking(embedder, [question.text])
         single.append(time.perf_counter() - t0)
-    query_embed = _percentiles(single)
+    query_embed = _latency(single)
 
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="convers-bench-") as folder:
@@ -255,7 +254,7 @@ def run_synthetic(settings: Settings, config: BenchConfig, embedder: Embedder,
                     t0 = time.perf_counter()
                     store.search(corpus.questions[i].text, settings.memory.recall_k, vector=question_vectors[i], mode=mode)
                     samples.append(time.perf_counter() - t0)
-                latency[mode] = _percentiles(samples)
+                latency[mode] = _latency(samples)
             row["search_latency"] = latency
             rows.append(row)
         store.close()

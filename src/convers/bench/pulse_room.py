@@ -38,6 +38,7 @@ from convers.audio import concat, dbfs, float32_to_pcm16, frame_from_float, pcm1
 from convers.bench.echo import AGENT_REPLIES, PERSON_INTERRUPTIONS, Voices, _voice_onset
 from convers.bench.results import write_json_result
 from convers.bench.run_info import machine_info
+from convers.bench.summary import summarise
 from convers.contracts.audio import AudioFrame
 from convers.contracts.transport import InboundAudio
 from convers.echo_cancelling import EchoCancelling
@@ -322,23 +323,23 @@ def analyse(run: RoomRun) -> dict[str, Any]:
         "mic_rate": run.mic_rate,
         "wall_s": round(run.wall_s, 1),
         "agent_speech_min": round(minutes, 2),
-        "delay_ms": _spread(delays_ms),
+        "delay_ms": _spread_of(delays_ms),
         "delay_ms_by_time": [[round(t, 1), round(d, 1)] for t, d in zip(delay_at_s, delays_ms, strict=True)][::4],
         "delay_ms_first_vs_last_10": [round(float(np.median(delays_ms[:10])), 1), round(float(np.median(delays_ms[-10:])), 1)]
         if len(delays_ms) >= 20 else None,
-        "wall_delay_ms": _spread(wall_delays_ms),
-        "speaker_lead_ms": _spread(list(lead_ms)),
+        "wall_delay_ms": _spread_of(wall_delays_ms),
+        "speaker_lead_ms": _spread_of(list(lead_ms)),
         "speaker_lead_ms_first_vs_last_tenth": [round(float(np.median(lead_ms[:tenth])), 1), round(float(np.median(lead_ms[-tenth:])), 1)]
         if len(lead_ms) else None,
         "stream_status": run.stream_status,
-        "reference_queued_ms": _spread(c.queued_ms),
-        "speaker_callback_gap_ms": _spread(list(callback_gaps)),
-        "mic_frame_gap_ms": _spread(list(mic_gaps)),
+        "reference_queued_ms": _spread_of(c.queued_ms),
+        "speaker_callback_gap_ms": _spread_of(list(callback_gaps)),
+        "mic_frame_gap_ms": _spread_of(list(mic_gaps)),
         "echo_removed_db_p50": round(float(np.median(removed)), 1) if removed else None,
         "echo_removed_db_p10": round(float(np.percentile(removed, 10)), 1) if removed else None,
         "echo_removed_db_learning_p50": round(float(np.median(removed_learning)), 1) if removed_learning else None,
         "witness_removed_db_p50": round(float(np.median(witness_removed)), 1) if witness_removed else None,
-        "witness_queued_blocks": _spread(c.witness_queued),
+        "witness_queued_blocks": _spread_of(c.witness_queued),
         "witness_realignments": c.witness_realignments,
         "echo_left_dbfs_p90": round(float(np.percentile([dbfs(f) for f in c.cleaned_frames if f.pcm], 90)), 1)
         if c.cleaned_frames else None,
@@ -354,12 +355,8 @@ def analyse(run: RoomRun) -> dict[str, Any]:
     }
 
 
-def _spread(values: Sequence[float]) -> dict[str, float | int | None]:
-    if not len(values):
-        return {"n": 0, "p50": None}
-    a = np.asarray(values, dtype=float)
-    return {"n": len(a), "min": round(float(a.min()), 1), "p5": round(float(np.percentile(a, 5)), 1),
-            "p50": round(float(np.median(a)), 1), "p95": round(float(np.percentile(a, 95)), 1), "max": round(float(a.max()), 1)}
+def _spread_of(values: Sequence[float]) -> dict[str, float | int | None]:
+    return summarise(values, ("min", "p5", "p50", "p95", "max"))
 
 
 def _in_spans(lo: float, hi: float, spans: Sequence[tuple[float, float]]) -> bool:
@@ -531,10 +528,9 @@ def measure(settings: Any, make_canceller: Callable[[], Any], room: PulseRoom, v
     transport_log.addHandler(statuses)
     transport_log.setLevel(logging.DEBUG)  # the stream status flags are logged at debug
     try:
-        with open(os.devnull, "w", encoding="utf-8") as quiet:
-            transport = LocalAudioTransport("pulse", "pulse", stdout=quiet, echo=cancelling)
-            run = asyncio.run(play_room(transport, cancelling, room, voices, vad_cleaned, vad_raw, settings,
-                                        replies=replies, person_every=person_every, workdir=workdir, progress=progress))
+        transport = LocalAudioTransport("pulse", "pulse", echo=cancelling)
+        run = asyncio.run(play_room(transport, cancelling, room, voices, vad_cleaned, vad_raw, settings,
+                                    replies=replies, person_every=person_every, workdir=workdir, progress=progress))
     finally:
         transport_log.removeHandler(statuses)
         transport_log.setLevel(level)

@@ -58,9 +58,6 @@ class TranscriptPrinter:
         self.output_format = inner.output_format
         self.agent_name = agent_name
         self._open_turn: int | None = None
-        if hasattr(inner, "print_conversation"):
-            # One printer: the local transport printed every word a second time beside this one's.
-            inner.print_conversation = False
 
     def inbound(self) -> AsyncIterator[InboundEvent]:
         return self.inner.inbound()
@@ -79,7 +76,7 @@ class TranscriptPrinter:
                 self._open_turn = event.get("turn")
                 click.echo(f"{self.agent_name}: ", nl=False)
             click.echo(str(event["delta"]), nl=False)
-        elif kind == "error":
+        elif kind in ("error", "notice"):
             self._end_line()
             click.echo(f"! {event.get('message')}", err=True)
         await self.inner.send_event(event)

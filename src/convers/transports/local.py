@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import sys
 import threading
 from collections import deque
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, Any
 
 from convers.audio import StreamResampler, resample
 from convers.contracts.audio import AudioFormat, AudioFrame
@@ -159,7 +158,8 @@ class LocalAudioTransport:
     """Talks through this machine's default (or configured) microphone and speaker.
 
     Mic audio is resampled to 16 kHz; the speaker runs at the device's own rate, which is what
-    `output_format` tells the session to synthesise for. Transcripts and replies are printed.
+    `output_format` tells the session to synthesise for. It prints nothing: `convers talk` wraps it in
+    a printer of the conversation (cli/talk.py `TranscriptPrinter`).
     With an echo canceller (`echo.enabled`, on by default), the microphone is cleaned of what the
     speaker played, block by block as the sound card plays it: a speakerphone needs no headset.
     """
@@ -170,7 +170,6 @@ class LocalAudioTransport:
         self,
         input_device: str | None = None,
         output_device: str | None = None,
-        stdout: TextIO | None = None,
         echo: EchoCancelling | None = None,
     ) -> None:
         self._sd = import_sounddevice()
@@ -180,15 +179,11 @@ class LocalAudioTransport:
         self.output_device = output_device
         self._device_input_rate = int(self._input_info.get("default_samplerate") or INPUT_RATE)
         self.output_format = AudioFormat(sample_rate=int(self._output_info.get("default_samplerate") or 24000))
-        self._out = stdout or sys.stdout
         self._loop: asyncio.AbstractEventLoop | None = None
         self._inbox: asyncio.Queue[object] = asyncio.Queue()
         self._playback = PlaybackQueue(self._played_from_audio_thread, self.output_format.sample_rate)
         self._streams: list[Any] = []
-        self._open_turn: int | None = None
         self.echo = echo
-        # Prints what is said ("you> ", "agent> "); off when a wrapper prints it instead (`convers talk`).
-        self.print_conversation = True
 
     @classmethod
     def from_settings(cls, settings: Settings) -> LocalAudioTransport:
@@ -301,21 +296,7 @@ class LocalAudioTransport:
         self._playback.push(turn, frame.pcm)
 
     async def send_event(self, event: dict[str, Any]) -> None:
-        if not self.print_conversation:
-            return
-        kind = event.get("type")
-        if kind == "transcript" and event.get("final"):
-            self._end_line()
-            self._write(f"you> {event.get('text', '')}\n")
-        elif kind == "reply" and event.get("delta"):
-            if self._open_turn != event.get("turn"):
-                self._end_line()
-                self._open_turn = event.get("turn")
-                self._write("agent> ")
-            self._write(str(event["delta"]))
-        elif kind in ("error", "notice"):
-            self._end_line()
-            self._write(f"! {event.get('message')}\n")
+        """The session's events have no client here to go to (`convers talk` prints the conversation)."""
 
     async def flush(self, turn: int) -> None:
         self._playback.flush(turn)
@@ -334,14 +315,4 @@ class LocalAudioTransport:
             except Exception as error:  # noqa: BLE001 - closing must never raise out of session teardown
                 log.debug("closing audio stream failed: %s", error)
         self._streams = []
-        self._end_line()
         self._inbox.put_nowait(_END)
-
-    def _end_line(self) -> None:
-        if self._open_turn is not None:
-            self._write("\n")
-            self._open_turn = None
-
-    def _write(self, text: str) -> None:
-        self._out.write(text)
-        self._out.flush()
