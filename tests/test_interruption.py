@@ -20,6 +20,7 @@ from convers.engine.barge_in.arbiter import (
     Restart,
     Resume,
     StartReply,
+    SuspectEcho,
 )
 from convers.engine.listening.turn_taking import (
     SpeechDropped,
@@ -331,6 +332,22 @@ def test_echo_that_ended_is_marked_so_the_session_does_not_transcribe_it() -> No
     arbiter.heard(UserTurnEnded(at=3.0, audio=audio, started_at=2.0, ended_at=2.6), reply, False, 2.0)
     assert not arbiter.ended_echo
     assert arbiter.transcribed("words", "wait", reply) == [StartReply("wait")]
+
+
+def test_speech_over_a_learning_canceller_is_read_again_from_the_microphone_before_it_is_a_person() -> None:
+    arbiter = BargeInArbiter(BargeInPolicy())
+    reply = Reply()
+    suspect = SuspectEcho(speech_s=1.4, said="I remember you love old films. Tonight there is a Hitchcock.")
+    # The residual's reading is not the agent's words: the microphone's own audio is asked for ...
+    assert arbiter.wants_microphone_reading("words", "the bill.", suspect)
+    # ... and when it reads as the agent's words, it is echo.
+    assert arbiter.transcribed("words", "the bill.", reply, suspect, "old films. Tonight there is a Hitchcock") == []
+    assert arbiter.transcribed("words", "the bill.", reply, suspect, "what time is it") == [StartReply("the bill.")]
+    assert arbiter.transcribed("words", "the bill.", reply, suspect, "") == [StartReply("the bill.")]
+    # A reading that is echo already, or too short to be a person, needs no second one.
+    assert not arbiter.wants_microphone_reading("words", "you love old films", suspect)
+    assert not arbiter.wants_microphone_reading("words", "the bill.", SuspectEcho(speech_s=0.5, said=suspect.said))
+    assert not arbiter.wants_microphone_reading("words", "the bill.", None)
 
 
 def test_the_echo_threshold_is_the_policys() -> None:

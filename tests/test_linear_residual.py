@@ -29,20 +29,21 @@ def likeness(frame: AudioFrame, voice: np.ndarray) -> float:
 
 def test_the_residual_of_a_stretch_of_cleaned_audio_is_found_by_its_bytes() -> None:
     kept = LinearResidual(RATE)
-    cleaned, residual = noise_blocks(50, 1), noise_blocks(50, 2)
-    for c, r in zip(cleaned, residual, strict=True):
-        kept.add(c, r)
+    cleaned, residual, heard = noise_blocks(50, 1), noise_blocks(50, 2), noise_blocks(50, 3)
+    for c, r, m in zip(cleaned, residual, heard, strict=True):
+        kept.add(c, r, m)
     # A stretch starting mid-block, as an utterance with its pre-roll does.
     stretch = b"".join(cleaned)[1000:6000]
     assert kept.of(stretch) == b"".join(residual)[1000:6000]
+    assert kept.microphone_of(stretch) == b"".join(heard)[1000:6000]
 
 
 def test_a_match_off_the_sample_grid_is_passed_over_for_the_one_on_it() -> None:
     kept = LinearResidual(RATE)
     needle = bytes([1, 2, 1, 2, 1, 2, 1, 2])
     # Earlier on the grid; later, one byte off it (which would split every sample in two).
-    kept.add(b"\0\0" + needle + b"\0\0", b"\1\1" + b"\7" * len(needle) + b"\1\1")
-    kept.add(b"\0" + needle + b"\0", b"\2" * (len(needle) + 2))
+    kept.add(b"\0\0" + needle + b"\0\0", b"\1\1" + b"\7" * len(needle) + b"\1\1", bytes(len(needle) + 4))
+    kept.add(b"\0" + needle + b"\0", b"\2" * (len(needle) + 2), bytes(len(needle) + 2))
     assert kept.of(needle) == b"\7" * len(needle)
 
 
@@ -50,7 +51,7 @@ def test_a_match_off_the_sample_grid_is_passed_over_for_the_one_on_it() -> None:
 def test_silence_an_odd_length_or_audio_from_elsewhere_has_no_residual(stretch: bytes) -> None:
     kept = LinearResidual(RATE)
     for c, r in zip(noise_blocks(20, 3), noise_blocks(20, 4), strict=True):
-        kept.add(c + bytes(640), r + bytes(640))
+        kept.add(c + bytes(640), r + bytes(640), c + bytes(640))
     assert kept.of(stretch) is None
 
 
@@ -58,14 +59,14 @@ def test_only_the_last_seconds_are_kept() -> None:
     kept = LinearResidual(RATE, keep_s=0.1)  # 10 blocks
     blocks = noise_blocks(40, 5)
     for block in blocks:
-        kept.add(block, block)
+        kept.add(block, block, block)
     assert kept.of(blocks[-1]) == blocks[-1]
     assert kept.of(blocks[0]) is None
 
 
 def test_blocks_of_different_lengths_are_refused() -> None:
     with pytest.raises(ValueError, match="residual"):
-        LinearResidual(RATE).add(bytes(320), bytes(318))
+        LinearResidual(RATE).add(bytes(320), bytes(318), bytes(320))
 
 
 def test_a_voice_over_the_agent_while_the_canceller_learns_is_whole_in_the_unsuppressed_audio() -> None:
@@ -109,7 +110,7 @@ def test_the_residual_from_an_earlier_stretch_runs_to_the_end_of_the_later_one()
     kept = LinearResidual(RATE)
     cleaned, residual = noise_blocks(30, 6), noise_blocks(30, 7)
     for c, r in zip(cleaned, residual, strict=True):
-        kept.add(c, r)
+        kept.add(c, r, c)
     stream, res = b"".join(cleaned), b"".join(residual)
     first, second = stream[640:1600], stream[3200:4800]
     assert kept.of(second, since=first) == res[640:4800]

@@ -304,7 +304,7 @@ async def test_a_short_turn_with_words_over_the_agent_replaces_the_reply(rig_of:
 
 
 def cancelling_echo(rig: Rig, *, learning: bool, double_talk: bool, unsuppressed: AudioFrame | None = None,
-                    removed_db: float | None = None) -> list[tuple[float, float]]:
+                    removed_db: float | None = None, microphone: AudioFrame | None = None) -> list[tuple[float, float]]:
     """Makes the rig's transport an `EchoCancellingTransport` in the given state; `unsuppressed` is
     what it hands for any stretch of its cleaned audio, `removed_db` how much of any stretch its
     linear filter explained as echo. Returns the list of (span, ago) it is asked about."""
@@ -318,6 +318,7 @@ def cancelling_echo(rig: Rig, *, learning: bool, double_talk: bool, unsuppressed
     rig.transport.echo_double_talk = double_talk  # type: ignore[attr-defined]
     rig.transport.echo_unsuppressed = lambda audio, since=None: unsuppressed  # type: ignore[attr-defined]
     rig.transport.echo_removed_db = echo_removed_db  # type: ignore[attr-defined]
+    rig.transport.echo_microphone = lambda audio, since=None: microphone  # type: ignore[attr-defined]
     return asked
 
 
@@ -394,6 +395,46 @@ async def test_while_the_echo_canceller_learns_a_person_over_the_agent_is_heard_
     assert rig.transport.reply_text(2) == "At ten."
     judged = [e for e in logged if e["event"] == "learning_speech"]
     assert [(e["person"], e["residual"]) for e in judged] == [(True, True)]
+
+
+async def test_while_the_echo_canceller_learns_echo_garbled_in_the_residual_is_read_again_from_the_microphone(
+    rig_of: Callable[..., Rig],
+) -> None:
+    """The residual's reading ("the bill.") is not the agent's words; the microphone's own audio, read
+    as well, is: echo, no reply."""
+    residual = AudioFrame(bytes(2 * RATE * 2), RATE)  # 2.0 s
+    microphone = AudioFrame(bytes(3 * RATE * 2), RATE)  # 3.0 s
+    rig = rig_of([], ["the bill.", "a long answer that keeps going"], min_barge_in_speech_s=0.25,
+                 min_barge_in_speech_while_echo_learning_s=2.5)
+    cancelling_echo(rig, learning=True, double_talk=False, unsuppressed=residual, microphone=microphone)
+    logged: list[dict[str, object]] = []
+    rig.session.events.listeners.append(logged.append)
+    await agent_is_speaking(rig)
+    await rig.played(1, 500)
+    await rig.feed(True, 1.2)
+    await rig.feed(False, 0.6)
+    await rig.settle()
+    assert rig.stt.heard == [2.0, 3.0]
+    assert ("flush", 1) not in rig.transport.log and not rig.transport.reply_text(2)
+    judged = [e for e in logged if e["event"] == "learning_speech"]
+    assert [(e["person"], e["microphone_text"]) for e in judged] == [(False, "a long answer that keeps going")]
+
+
+async def test_while_the_echo_canceller_learns_a_person_read_again_from_the_microphone_is_still_heard(
+    rig_of: Callable[..., Rig],
+) -> None:
+    microphone = AudioFrame(bytes(3 * RATE * 2), RATE)
+    rig = rig_of([], ["what time is my appointment", "what time is my appointment"], min_barge_in_speech_s=0.25,
+                 min_barge_in_speech_while_echo_learning_s=2.5)
+    cancelling_echo(rig, learning=True, double_talk=False, microphone=microphone)
+    await agent_is_speaking(rig)
+    rig.llm.tokens = ["At ten."]
+    await rig.played(1, 500)
+    await rig.feed(True, 1.2)
+    await rig.feed(False, 0.6)
+    await rig.settle()
+    assert len(rig.stt.heard) == 2 and rig.stt.heard[1] == 3.0
+    assert rig.transport.reply_text(2) == "At ten."
 
 
 async def test_while_the_echo_canceller_learns_the_agents_own_words_coming_back_are_echo(

@@ -79,12 +79,21 @@ class EchoCancelling:
         """`audio`, a stretch of this canceller's recent output, as the linear filter alone left it: the
         person's voice whole, with some echo (`convers.linear_residual`); from the start of the earlier
         stretch `since` when given; None when that is not at hand."""
+        return self._kept(audio, since, microphone=False)
+
+    def microphone(self, audio: AudioFrame, since: AudioFrame | None = None) -> AudioFrame | None:
+        """`audio`, a stretch of this canceller's recent output, as the microphone heard it (the agent's
+        echo and all); from the start of the earlier stretch `since` when given; None when not at hand."""
+        return self._kept(audio, since, microphone=True)
+
+    def _kept(self, audio: AudioFrame, since: AudioFrame | None, microphone: bool) -> AudioFrame | None:
         if self._linear is None or self.failed or audio.sample_rate != self.rate:
             return None
         if since is not None and since.sample_rate != self.rate:
             return None
-        residual = self._linear.of(audio.pcm, since.pcm if since is not None else None)
-        return AudioFrame(residual, self.rate) if residual is not None else None
+        read = self._linear.microphone_of if microphone else self._linear.of
+        kept = read(audio.pcm, since.pcm if since is not None else None)
+        return AudioFrame(kept, self.rate) if kept is not None else None
 
     def resume_stream(self) -> None:
         """Makes this canceller ready for a new stream from the same room (a page that reconnected):
@@ -135,7 +144,7 @@ class EchoCancelling:
                 # The canceller still gets every block, so it keeps what it learnt.
                 cleaned.append(block.pcm if self._double_talk.echo_gone else out)
                 if self._linear is not None:
-                    self._linear.add(cleaned[-1], self._double_talk.residual or block.pcm)
+                    self._linear.add(cleaned[-1], self._double_talk.residual or block.pcm, block.pcm)
             return AudioFrame(b"".join(cleaned), self.rate)
         except Exception as error:  # noqa: BLE001 - a failed canceller must not take the microphone with it
             self.failed = True

@@ -424,11 +424,17 @@ class _Player:
                         else:
                             result.echo_ignored += 1
                         continue
+                    suspect = arbiter.ended_suspect
                     unsuppress = cancelling.unsuppressed if cancelling is not None else None
-                    unsuppressed = room.learning_speech.ended(event.audio, arbiter.ended_suspect, unsuppress)
+                    unsuppressed = room.learning_speech.ended(event.audio, suspect, unsuppress)
                     transcript = await self.stt.transcribe(unsuppressed or event.audio)
                     verdict = verdict_of(transcript.text, arbiter.policy)
-                    decided = arbiter.transcribed(verdict, transcript.text, reply, arbiter.ended_suspect)
+                    microphone_text = None
+                    if cancelling is not None and arbiter.wants_microphone_reading(verdict, transcript.text, suspect):
+                        assert suspect is not None
+                        heard = cancelling.microphone(event.audio, suspect.since)
+                        microphone_text = (await self.stt.transcribe(heard)).text if heard is not None else None
+                    decided = arbiter.transcribed(verdict, transcript.text, reply, suspect, microphone_text)
                     over_learning = over_learning or arbiter.ended_suspect is not None
                     if not person_window and verdict == "words":
                         result.self_heard.append(transcript.text)

@@ -91,3 +91,8 @@ class EchoCancellingTransport(Protocol):
         suppressed (a voice over the agent whole, some echo left); from the start of the earlier
         stretch `since` when given; None when not at hand."""
         ...
+
+    def echo_microphone(self, audio: AudioFrame, since: AudioFrame | None = None) -> AudioFrame | None:
+        """`audio`, a recent stretch of the cleaned microphone, as the microphone heard it (the agent's
+        echo and all); from the start of the earlier stretch `since` when given; None when not at hand."""
+        ...

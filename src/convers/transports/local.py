@@ -209,6 +209,10 @@ class LocalAudioTransport:
         """`audio` (from the start of `since`) through the linear echo filter alone (the transcript of a voice over the agent while the canceller learns)."""
         return self.echo.unsuppressed(audio, since) if self.echo is not None else None
 
+    def echo_microphone(self, audio: AudioFrame, since: AudioFrame | None = None) -> AudioFrame | None:
+        """`audio` (from the start of `since`) as the microphone heard it (a second reading of a voice over the agent while the canceller learns)."""
+        return self.echo.microphone(audio, since) if self.echo is not None else None
+
     @classmethod
     def availability(cls, settings: Settings) -> Availability:
         try:

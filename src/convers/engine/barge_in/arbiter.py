@@ -12,8 +12,9 @@ Paths (BargeInPolicy in policies.py holds every knob):
   through then sounds like a person for a moment, a person does not stop after a moment; such
   speech that ends before the cut (`ended_suspect`) is echo unless it lasted
   `echo_learning_person_min_s` and its transcript is not mostly the agent's own words
-  (engine/barge_in/own_words.py; Whisper writes "Thank you." or runs of the agent's words for echo):
-  then it is a person's turn (`StartReply`);
+  (engine/barge_in/own_words.py; Whisper writes "Thank you." or runs of the agent's words for echo)
+  and the microphone's own audio of it, read as well (`wants_microphone_reading`), is not mostly
+  the agent's words either: then it is a person's turn (`StartReply`);
 - once the canceller has learnt the room, speech over the agent of which the linear echo filter
   explained `echo_witness_removed_db` or more (engine/barge_in/echo_witness.py, passed in as
   `echo_removed_db`) is the agent's own echo, let through by the canceller's suppressor: its onset
@@ -266,12 +267,18 @@ class BargeInArbiter:
             self._paused_turn = None
         return [Cut(reply.turn, onset_at=onset_at)]
 
+    def wants_microphone_reading(self, verdict: Verdict, text: str, suspect: SuspectEcho | None) -> bool:
+        """Whether an ended turn's transcript leaves it to the microphone's own audio of the turn to say
+        whether a person spoke (then read it, and pass its transcript to `transcribed`)."""
+        return suspect is not None and self._a_person(verdict, text, suspect)
+
     def transcribed(self, verdict: Verdict, text: str, reply: ReplyView | None,
-                    suspect: SuspectEcho | None = None) -> list[Action]:
+                    suspect: SuspectEcho | None = None, microphone_text: str | None = None) -> list[Action]:
         """The verdict on one ended user turn (one call per `UserTurnEnded`, failed ones included);
-        `suspect`: what `ended_suspect` said when that turn ended."""
+        `suspect`: what `ended_suspect` said when that turn ended; `microphone_text`: the transcript of
+        the microphone's own audio of it, when `wants_microphone_reading` asked for one."""
         self._transcribing = max(0, self._transcribing - 1)
-        if suspect is not None and not self._a_person(verdict, text, suspect):
+        if suspect is not None and not self._a_person(verdict, text, suspect, microphone_text):
             return []  # the canceller's first echo of the agent (see the module docstring): nothing to do
         if verdict == "failed":
             return []  # no verdict: the timeout decides
@@ -301,12 +308,18 @@ class BargeInArbiter:
         self._suspect_run = (start, ended.ended_at, first)
         return SuspectEcho(ended.ended_at - start, reply.said_text() if reply is not None else "", since)
 
-    def _a_person(self, verdict: Verdict, text: str, suspect: SuspectEcho) -> bool:
+    def _a_person(self, verdict: Verdict, text: str, suspect: SuspectEcho, microphone_text: str | None = None) -> bool:
         """Speech that began over the agent while the canceller learnt: a person's words, not the echo."""
         policy = self.policy
         if verdict != "words" or suspect.speech_s < policy.echo_learning_person_min_s:
             return False
-        return own_words_share(text, suspect.said) < policy.echo_learning_own_words_max
+        if own_words_share(text, suspect.said) >= policy.echo_learning_own_words_max:
+            return False
+        # The linear filter's residual holds echo it has not yet learnt garbled past recognising; the
+        # microphone holds it whole, and read from there it is the agent's words. (No words there:
+        # no reading, not an echo.)
+        return not (microphone_text and microphone_text.strip()
+                    and own_words_share(microphone_text, suspect.said) >= policy.echo_learning_microphone_own_words_min)
 
     def played(self, reply: ReplyView | None) -> list[Action]:
         """A played report has reached `reply.played_ms`."""

@@ -130,14 +130,18 @@ class VoiceTurns:
             suspect = self.arbiter.ended_suspect
             unsuppress = self._cancelling.echo_unsuppressed if self._cancelling is not None else None
             unsuppressed = self._learning_speech.ended(event.audio, suspect, unsuppress)
-            self._spawn(self._transcribe(event.audio, turn_metrics(event), speculation, live, suspect, unsuppressed))
+            # Kept now, while the canceller still holds it: a second reading if the first says a person.
+            heard = (self._cancelling.echo_microphone(event.audio, suspect.since)
+                     if suspect is not None and self._cancelling is not None else None)
+            self._spawn(self._transcribe(event.audio, turn_metrics(event), speculation, live, suspect, unsuppressed, heard))
 
     async def _transcribe(
         self, audio: AudioFrame, metrics: TurnMetrics, speculation: Speculation | None, live: SpeechStream | None,
-        suspect: SuspectEcho | None = None, unsuppressed: AudioFrame | None = None,
+        suspect: SuspectEcho | None = None, unsuppressed: AudioFrame | None = None, heard: AudioFrame | None = None,
     ) -> None:
         """One ended user turn to text, and its verdict to the arbiter (exactly once, even on failure).
-        With `unsuppressed` audio, that is what is decoded (the speculation and live stream heard the other)."""
+        With `unsuppressed` audio, that is what is decoded (the speculation and live stream heard the
+        other); `heard`, the microphone's own audio of the turn, is decoded too when the arbiter asks."""
         session = self.session
         judged = False
         try:
@@ -157,19 +161,32 @@ class VoiceTurns:
             metrics.durations_ms["stt_decode_ms"] = transcript.decode_s * 1000
             session.events.emit(EventKind.STT_FINAL, text=transcript.text, decode_s=round(transcript.decode_s, 4))
             verdict = verdict_of(transcript.text, self.arbiter.policy)
+            microphone_text = None
+            if heard is not None and self.arbiter.wants_microphone_reading(verdict, transcript.text, suspect):
+                microphone_text = await self._read_microphone(heard)
             judged = True
-            actions = self.arbiter.transcribed(verdict, transcript.text, session.current, suspect)
+            actions = self.arbiter.transcribed(verdict, transcript.text, session.current, suspect, microphone_text)
             replies = any(isinstance(action, StartReply) for action in actions)
             if suspect is not None:
                 session.events.emit(EventKind.LEARNING_SPEECH, speech_s=round(suspect.speech_s, 3),
                                     joined=suspect.since is not None, residual=unsuppressed is not None,
-                                    person=replies)
+                                    microphone_text=microphone_text, person=replies)
             if result is not None and not replies:
                 result.discard()  # no reply comes of it (no words, or taken for echo): stop its work
             await self.apply(actions, metrics=metrics, speculative=result, audio=audio)
         finally:
             if not judged:
                 self.arbiter.transcribed("failed", "", session.current)
+
+    async def _read_microphone(self, heard: AudioFrame) -> str | None:
+        """The transcript of the microphone's own audio of a turn; None when it cannot be read (the
+        first reading then decides alone)."""
+        try:
+            transcript, _ = await self.hearing.transcribe(heard, None, None)
+        except Exception as error:  # noqa: BLE001 - a second reading is optional
+            log.warning("no second reading of speech over the agent: %s", error)
+            return None
+        return transcript.text
 
     async def apply(self, actions: list[Action], **user_turn: Any) -> None:
         """Carries out the arbiter's actions in order; `user_turn` goes with a `StartReply`."""
