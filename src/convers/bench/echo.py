@@ -36,6 +36,7 @@ import asyncio
 import math
 import os
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -205,6 +206,9 @@ class ScenarioResult:
     # What the linear echo filter had removed at VAD onsets over the learnt canceller (dB): a person's, the echo's.
     person_onset_removed_db: list[float] = field(default_factory=list)
     echo_onset_removed_db: list[float] = field(default_factory=list)
+    # Speech over a learning canceller read a second time, from the microphone: whose ("person"
+    # or "echo"), and what that reading made it ("person_echo": a person taken for echo).
+    microphone_readings: Counter[str] = field(default_factory=Counter)
     # Utterances over the agent taken for its echo by that filter: the echo's, a person's.
     echo_ignored: int = 0
     people_taken_for_echo: int = 0
@@ -240,6 +244,8 @@ class ScenarioResult:
             "canceller_cpu_share_of_one_core": round(self.canceller_cpu_s / self.simulated_s, 4) if self.simulated_s else None,
             "onset_witness_removed_db": {"person": summarise(self.person_onset_removed_db, ("min", "p50", "max")),
                                          "echo": summarise(self.echo_onset_removed_db, ("min", "p50", "max"))},
+            "microphone_readings": {key: self.microphone_readings[key]
+                                    for key in ("person_person", "person_echo", "echo_person", "echo_echo")},
             "echo_utterances_ignored": self.echo_ignored,
             "people_taken_for_echo": self.people_taken_for_echo,
         }
@@ -435,6 +441,11 @@ class _Player:
                         heard = cancelling.microphone(event.audio, suspect.since)
                         microphone_text = (await self.stt.transcribe(heard)).text if heard is not None else None
                     decided = arbiter.transcribed(verdict, transcript.text, reply, suspect, microphone_text)
+                    if microphone_text is not None:
+                        # What the second reading decided: a would-be person taken for echo, or not.
+                        flipped = not any(isinstance(action, StartReply) for action in decided)
+                        key = "person" if person_window else "echo"
+                        result.microphone_readings[f"{key}_{'echo' if flipped else 'person'}"] += 1
                     over_learning = over_learning or arbiter.ended_suspect is not None
                     if not person_window and verdict == "words":
                         result.self_heard.append(transcript.text)
