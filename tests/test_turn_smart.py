@@ -87,7 +87,7 @@ def test_a_missing_configured_model_is_passed_over_for_the_packaged_one(tmp_path
 
 def test_a_pulled_model_that_fails_its_checksum_is_not_loaded(tmp_path: Path) -> None:
     from convers.downloads import PULLED_RECORD, models_dir, smart_turn_path
-    from convers.model_checks import write_json_atomically
+    from convers.private_files import write_json_atomically
 
     settings = Settings(data_dir=tmp_path)
     pulled = smart_turn_path(settings)

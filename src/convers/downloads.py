@@ -105,7 +105,7 @@ def _read_pulled(record_path: Path) -> dict[str, str]:
 
 
 def _remember_pulled(record_path: Path, path: Path, sha256: str) -> None:
-    from convers.model_checks import write_json_atomically
+    from convers.private_files import write_json_atomically
 
     record = _read_pulled(record_path)
     record[str(path)] = sha256

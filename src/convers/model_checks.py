@@ -12,14 +12,13 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from convers.contracts.provider import RANK_USER_MODEL, AutoChoice
-from convers.private_files import private_dir
+from convers.private_files import write_json_atomically
 
 if TYPE_CHECKING:
     from convers.config import Settings
@@ -32,17 +31,6 @@ CHUNK_BYTES = 1 << 20
 
 class ModelFileError(ValueError):
     """A model file is missing, unreadable or not the file that was recorded; the message names it and the fix."""
-
-
-def write_json_atomically(path: Path, data: object) -> None:
-    """Writes `data` as JSON through a temporary file and a rename: readers see the old file or the new one."""
-    temporary = path.with_name(path.name + ".tmp")
-    try:
-        private_dir(path.parent)
-        temporary.write_text(json.dumps(data, indent=1, sort_keys=True), encoding="utf-8")
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
 
 
 def sha256_of(path: Path) -> str:

@@ -5,11 +5,13 @@ other local account may read them. Files are created with the private mode (not 
 window in which they were readable), and a directory or file an earlier version left readable is
 tightened when convers next opens it. Only group and other bits are removed, and only on what this
 user owns: a read-only file stays read-only, and a shared folder someone passed as --data-dir is
-left alone with a warning.
+left alone with a warning. JSON records (the models' checksums) are written through a private
+temporary file and a rename (`write_json_atomically`).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import stat
@@ -73,3 +75,14 @@ def open_private_append(path: Path) -> IO[str]:
         raise
     tighten(path)
     return handle
+
+
+def write_json_atomically(path: Path, data: object) -> None:
+    """Writes `data` as JSON through a temporary file and a rename: readers see the old file or the new one."""
+    temporary = path.with_name(path.name + ".tmp")
+    try:
+        private_dir(path.parent)
+        temporary.write_text(json.dumps(data, indent=1, sort_keys=True), encoding="utf-8")
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
