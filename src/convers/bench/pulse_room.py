@@ -346,6 +346,8 @@ def analyse(run: RoomRun) -> dict[str, Any]:
         "false_onsets_cleaned": len(false_cleaned),
         "false_onsets_cleaned_per_min": round(len(false_cleaned) / minutes, 2) if minutes else None,
         "false_onsets_cleaned_at_s": [round(t, 2) for t in false_cleaned[:10]],
+        # Once learnt: while it learns, an onset over the agent pauses nothing (the arbiter's learning rules).
+        "false_onsets_cleaned_learnt": sum(1 for t in false_cleaned if t >= LEARNT_AFTER_S),
         "false_onsets_raw_per_min": round(len(false_raw) / minutes, 2) if minutes else None,
         "double_talk_agent_only_fires": double_talk_fires,
         "double_talk_agent_only_frames": double_talk_frames,
