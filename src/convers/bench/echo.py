@@ -52,7 +52,7 @@ from convers.bench.summary import summarise
 from convers.contracts.echo import EchoCanceller
 from convers.echo_cancelling import EchoCancelling
 from convers.engine.barge_in.arbiter import BargeInArbiter, Cut, Pause, Restart, Resume, StartReply
-from convers.engine.barge_in.echo_witness import event_echo_removed_db
+from convers.engine.barge_in.echo_witness import event_echo_removed_db, voice_echo_removed_db
 from convers.engine.barge_in.learning_speech import LearningSpeech
 from convers.engine.listening.listener import Listener
 from convers.engine.listening.turn_taking import SpeechOnset, UserTurnEnded
@@ -414,8 +414,9 @@ class _Player:
             learning = cancelling is not None and cancelling.learning
             # What happens now answers speech that began while the canceller learnt.
             over_learning = learning
+            measure = cancelling.witness_removed_db if cancelling is not None else None
             for event in listener.feed(cleaned, now):
-                removed = event_echo_removed_db(cancelling.witness_removed_db if cancelling is not None else None, event, now)
+                removed = event_echo_removed_db(measure, event, now)
                 if (isinstance(event, SpeechOnset) and removed is not None and not learning and not learning_trial
                         and not stopped and 0 < reply.position < len(audio)):
                     (result.person_onset_removed_db if person_window else result.echo_onset_removed_db).append(removed)
@@ -452,7 +453,7 @@ class _Player:
                     actions += decided
             if cancelling is not None and cancelling.double_talk:
                 actions += arbiter.double_talk(listener.last_probability, now, reply, learning)
-            voice_removed = cancelling.witness_removed_db(listener.voice_s) if cancelling is not None and arbiter.judging else None
+            voice_removed = voice_echo_removed_db(measure, listener.voice_s, arbiter.judging, learning)
             actions += arbiter.voice(listener.voice_s, reply, learning, voice_removed)
             actions += arbiter.tick(now, reply)
             for action in actions:

@@ -5,8 +5,9 @@ echo through now and then, which the VAD hears as speech. Speex's linear filter 
 double-talk witness, `convers.double_talk`) models the same echo without suppressing anything: of
 such a moment it removes 20 dB or more, of a person over the agent a few dB at most (they are not
 in what was played). The arbiter reads that figure (`BargeInPolicy.echo_witness_removed_db`) at a
-speech onset, over the last `ONSET_WITNESS_S`, and at a turn's end, over the whole utterance. The
-session (engine/session/voice.py) and `convers bench echo` ask it alike.
+speech onset, over the last `ONSET_WITNESS_S`, before a cut, over the voice so far, and at a turn's
+end, over the whole utterance. The session (engine/session/voice.py) and `convers bench echo` ask it
+alike.
 """
 
 from __future__ import annotations
@@ -34,3 +35,12 @@ def event_echo_removed_db(removed_db: RemovedDb | None, event: TurnEvent, now: f
     if isinstance(event, UserTurnEnded):
         return removed_db(event.ended_at - event.started_at, max(0.0, now - event.ended_at))
     return None
+
+
+def voice_echo_removed_db(removed_db: RemovedDb | None, voice_s: float, judging: bool, learning: bool) -> float | None:
+    """How much of the voice so far the linear filter explained as the agent's echo, asked only when
+    the arbiter reads it before a cut: speech over the agent is being judged and the canceller has
+    learnt the room (while it learns, the filter is learning too). None otherwise."""
+    if removed_db is None or not judging or learning:
+        return None
+    return removed_db(voice_s, 0.0)

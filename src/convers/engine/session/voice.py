@@ -27,7 +27,7 @@ from convers.engine.barge_in.arbiter import (
     StartReply,
     SuspectEcho,
 )
-from convers.engine.barge_in.echo_witness import event_echo_removed_db
+from convers.engine.barge_in.echo_witness import event_echo_removed_db, voice_echo_removed_db
 from convers.engine.barge_in.learning_speech import LearningSpeech
 from convers.engine.listening.hearing import Hearing, Speculation, turn_metrics
 from convers.engine.listening.speculation import SpeculativeResult
@@ -95,7 +95,8 @@ class VoiceTurns:
             probability = self.hearing.listener.last_probability
             await self.apply(self.arbiter.double_talk(probability, now, session.current, self._echo_learning))
         voice_s = self.hearing.voice_s
-        removed = cancelling.echo_removed_db(voice_s) if cancelling is not None and self.arbiter.judging else None
+        measure = cancelling.echo_removed_db if cancelling is not None else None
+        removed = voice_echo_removed_db(measure, voice_s, self.arbiter.judging, self._echo_learning)
         await self.apply(self.arbiter.voice(voice_s, session.current, self._echo_learning, removed))
         # The timeout runs on the session's clock, judged at each frame: no timer task, no real sleep.
         await self.apply(self.arbiter.tick(now, session.current))
