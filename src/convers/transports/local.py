@@ -21,6 +21,7 @@ from convers.contracts.transport import (
 )
 from convers.echo_cancelling import EchoCancelling, canceller_factory
 from convers.registry import ProviderUnavailableError
+from convers.transports.echo_side import EchoSide
 
 if TYPE_CHECKING:
     from convers.config import Settings
@@ -154,7 +155,7 @@ class PlaybackQueue:
         return bytes(out)
 
 
-class LocalAudioTransport:
+class LocalAudioTransport(EchoSide):
     """Talks through this machine's default (or configured) microphone and speaker.
 
     Mic audio is resampled to 16 kHz; the speaker runs at the device's own rate, which is what
@@ -190,28 +191,6 @@ class LocalAudioTransport:
         make_canceller = canceller_factory(settings)
         echo = EchoCancelling(make_canceller()) if make_canceller is not None else None
         return cls(settings.transport.input_device, settings.transport.output_device, echo=echo)
-
-    @property
-    def echo_learning(self) -> bool:
-        """The echo canceller has not yet learnt the room (the barge-in arbiter waits a little longer)."""
-        return self.echo is not None and self.echo.learning
-
-    @property
-    def echo_double_talk(self) -> bool:
-        """Someone speaks over the agent, by what the canceller could not remove (the arbiter pauses sooner)."""
-        return self.echo is not None and self.echo.double_talk
-
-    def echo_removed_db(self, span_s: float, ago_s: float = 0.0) -> float | None:
-        """How much of that stretch of the microphone the linear echo filter explained as the agent's echo (dB)."""
-        return self.echo.witness_removed_db(span_s, ago_s) if self.echo is not None else None
-
-    def echo_unsuppressed(self, audio: AudioFrame, since: AudioFrame | None = None) -> AudioFrame | None:
-        """`audio` (from the start of `since`) through the linear echo filter alone (the transcript of a voice over the agent while the canceller learns)."""
-        return self.echo.unsuppressed(audio, since) if self.echo is not None else None
-
-    def echo_microphone(self, audio: AudioFrame, since: AudioFrame | None = None) -> AudioFrame | None:
-        """`audio` (from the start of `since`) as the microphone heard it (a second reading of a voice over the agent while the canceller learns)."""
-        return self.echo.microphone(audio, since) if self.echo is not None else None
 
     @classmethod
     def availability(cls, settings: Settings) -> Availability:

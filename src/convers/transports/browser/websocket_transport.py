@@ -27,6 +27,7 @@ from convers.transports.browser.protocol import (
     parse_text,
     ready_event,
 )
+from convers.transports.echo_side import EchoSide
 from convers.transports.played_audio import PlayedAudio
 
 log = logging.getLogger(__name__)
@@ -38,7 +39,7 @@ CLOSE_CLIENT_STALLED = 4408
 CLOSE_NO_HELLO = 4400
 
 
-class WebSocketTransport:
+class WebSocketTransport(EchoSide):
     """One connected page. Inbound messages become InboundEvents; outbound ones go through a bounded queue.
 
     `send_*`, `flush`, `pause` and `resume` only enqueue, so the engine never waits on the network.
@@ -85,28 +86,6 @@ class WebSocketTransport:
         self._owed_samples = 0.0
         # The client sends what it played as a second channel of its microphone messages.
         self._reference_channel = False
-
-    @property
-    def echo_learning(self) -> bool:
-        """The server's echo canceller has not yet learnt this client's room."""
-        return self.echo is not None and self.echo.learning
-
-    @property
-    def echo_double_talk(self) -> bool:
-        """Someone speaks over the agent in this client's room, by what the server's canceller could not remove."""
-        return self.echo is not None and self.echo.double_talk
-
-    def echo_removed_db(self, span_s: float, ago_s: float = 0.0) -> float | None:
-        """How much of that stretch of the microphone the linear echo filter explained as the agent's echo (dB)."""
-        return self.echo.witness_removed_db(span_s, ago_s) if self.echo is not None else None
-
-    def echo_unsuppressed(self, audio: AudioFrame, since: AudioFrame | None = None) -> AudioFrame | None:
-        """`audio` (from the start of `since`) through the linear echo filter alone (the transcript of a voice over the agent while the canceller learns)."""
-        return self.echo.unsuppressed(audio, since) if self.echo is not None else None
-
-    def echo_microphone(self, audio: AudioFrame, since: AudioFrame | None = None) -> AudioFrame | None:
-        """`audio` (from the start of `since`) as the microphone heard it (a second reading of a voice over the agent while the canceller learns)."""
-        return self.echo.microphone(audio, since) if self.echo is not None else None
 
     @property
     def closed(self) -> bool:
