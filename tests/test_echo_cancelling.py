@@ -94,6 +94,30 @@ def test_webrtc_canceller_tells_a_person_over_the_agent_from_its_echo(speaker_dr
     assert sum(said for t, said in talk if 5.0 <= t < 6.5) > 0.2 * 1.5 / 0.02
 
 
+def _echo_delay_samples(room: RoomEcho, seconds: float) -> list[int]:
+    """Where one click a second comes back from `room`: its delay, in samples, each second."""
+    delays = []
+    for _ in range(round(seconds)):
+        played = np.zeros(RATE)
+        played[0] = 1.0
+        heard = np.concatenate([room.push(played[at : at + 320]) for at in range(0, RATE, 320)])
+        delays.append(int(np.argmax(np.abs(heard))))
+    return delays
+
+
+@pytest.mark.parametrize("drift_ppm", [200.0, -200.0])
+def test_a_room_with_two_clocks_drifts_its_echo_delay_at_the_stated_rate(drift_ppm: float) -> None:
+    impulse = np.zeros(800)
+    impulse[480] = 1.0  # 30 ms, nothing else
+    steady = _echo_delay_samples(RoomEcho(impulse, 1.0), 30)
+    assert set(steady) == {480}
+    drifting = _echo_delay_samples(RoomEcho(impulse, 1.0, drift_ppm=drift_ppm, drift_reserve_s=60), 30)
+    # 200 ppm: 3.2 samples more (or less) delay every second, 93 over the 29 seconds between.
+    change = drifting[-1] - drifting[0]
+    assert abs(change - drift_ppm / 1e6 * RATE * 29) <= 2, drifting
+    assert min(drifting) >= 480  # a slower microphone starts late enough never to hear the echo early
+
+
 def test_webrtc_canceller_refuses_a_block_of_the_wrong_size() -> None:
     with pytest.raises(ValueError, match="160 samples"):
         WebRtcEchoCanceller().capture(b"\x00\x00" * 100)

@@ -66,9 +66,10 @@ GAP_S = 0.8
 # A pause or cut up to this long after the person's last sample is still theirs (their turn's end,
 # its transcript).
 PERSON_TAIL_S = 1.0
-# The room, the canceller and the listener are new every this many replies (a new session); the
-# agent's first words in a session are the canceller's hardest, before it has learnt the room.
-REPLIES_PER_SESSION = 4
+# By default the room, the canceller and the listener are new every this many replies (a new
+# session); the agent's first words in a session are the canceller's hardest, before it has learnt
+# the room. `--replies-per-room 0` keeps one room for the whole run, as one long conversation.
+REPLIES_PER_ROOM = 4
 # The person starts speaking at least this far into a reply, and this far before its end. People
 # interrupt as soon as they hear where a reply is going, often in its first second.
 BARGE_IN_FROM_S = 0.5
@@ -128,21 +129,60 @@ class Room:
 
 class RoomEcho:
     """Streams what the speaker plays through a room's impulse response (FFT overlap-save), after the
-    speaker's own distortion when `drive` > 0 (tanh(drive x) / drive)."""
+    speaker's own distortion when `drive` > 0 (tanh(drive x) / drive).
 
-    def __init__(self, impulse: np.ndarray, gain: float, drive: float = 0.0) -> None:
+    With `drift_ppm`, the microphone's clock runs that much faster (or, below 0, slower) than the
+    speaker's, as with a USB microphone and a speaker on another card: microphone sample n hears the
+    echo at speaker time n / (1 + drift_ppm / 1e6) (a 16-tap windowed-sinc fractional delay), so the
+    echo path's delay grows (or shrinks) by drift_ppm microseconds every second. A slower microphone
+    hears everything `drift_reserve_s` x |drift_ppm| / 1e6 later, so its delay stays above the room's
+    own for that long of audio.
+    """
+
+    def __init__(self, impulse: np.ndarray, gain: float, drive: float = 0.0, drift_ppm: float = 0.0,
+                 drift_reserve_s: float = 0.0) -> None:
         self.gain = gain
         self.drive = drive
         self.size = 1 << math.ceil(math.log2(len(impulse) + BLOCK))
         self._spectrum = np.fft.rfft(impulse, self.size)
         self._history = np.zeros(self.size)
+        self._step = 1 / (1 + drift_ppm / 1e6)
+        # The microphone's next sample, and where it reads: `_echo` holds the echo from speaker sample
+        # `_echo_start` on.
+        self._heard = 0
+        self._lag = _SINC_TAPS + (abs(drift_ppm) / 1e6 * drift_reserve_s * RATE if drift_ppm < 0 else 0.0)
+        self._echo = np.zeros(0)
+        self._echo_start = 0
+        self.drifting = drift_ppm != 0
 
     def push(self, played: np.ndarray) -> np.ndarray:
         if self.drive > 0:
             played = np.tanh(self.drive * played) / self.drive
         self._history = np.concatenate([self._history[len(played):], played])
         out = np.fft.irfft(np.fft.rfft(self._history) * self._spectrum, self.size)
-        return out[-len(played):] * self.gain
+        echo = out[-len(played):] * self.gain
+        if not self.drifting:
+            return echo
+        return self._drifted(echo)
+
+    def _drifted(self, echo: np.ndarray) -> np.ndarray:
+        """The microphone's next `len(echo)` samples of the echo stream, read on its own clock."""
+        self._echo = np.concatenate([self._echo, echo])
+        at = (self._heard + np.arange(len(echo))) * self._step - self._lag - self._echo_start
+        self._heard += len(echo)
+        base = np.floor(at).astype(int)
+        taps = base[:, None] + np.arange(-_SINC_TAPS // 2 + 1, _SINC_TAPS // 2 + 1)
+        weights = np.sinc(at[:, None] - taps) * np.hanning(_SINC_TAPS + 2)[1:-1]
+        padded = np.concatenate([np.zeros(1), self._echo, np.zeros(1)])  # before the start: silence
+        values = padded[np.clip(taps + 1, 0, len(padded) - 1)]
+        heard = np.sum(values * weights, axis=1)
+        keep = max(0, int(base.min()) - _SINC_TAPS)  # what the next block may still read
+        self._echo, self._echo_start = self._echo[keep:], self._echo_start + keep
+        return heard
+
+
+# The fractional delay's length (samples): its gain is flat within 0.2 dB up to 6 kHz.
+_SINC_TAPS = 16
 
 
 @dataclass
@@ -293,6 +333,10 @@ class Scenario:
     seed: int = 7
     # The speaker's distortion (RoomEcho's `drive`); 0: a clean speaker.
     speaker_drive: float = 0.0
+    # How many replies a room lasts before a new session starts in a new one; 0: one room throughout.
+    replies_per_room: int = REPLIES_PER_ROOM
+    # How much faster the microphone's clock runs than the speaker's (RoomEcho's `drift_ppm`).
+    clock_drift_ppm: float = 0.0
 
 
 @dataclass
@@ -309,7 +353,8 @@ class _Room:
     @classmethod
     def new(cls, rng: np.random.Generator, scenario: Scenario, vad: Any, settings: Any) -> _Room:
         room = Room(float(rng.uniform(20, 200)), float(rng.uniform(0.15, 0.5)), scenario.echo_db)
-        echo = RoomEcho(room.impulse(rng), 10 ** (room.echo_db / 20), scenario.speaker_drive)
+        echo = RoomEcho(room.impulse(rng), 10 ** (room.echo_db / 20), scenario.speaker_drive, scenario.clock_drift_ppm,
+                        drift_reserve_s=scenario.minutes * 60 * 2)
         cancelling = EchoCancelling(scenario.canceller()) if scenario.canceller is not None else None
         vad.reset()
         return cls(echo, cancelling, Listener(vad, settings.turns), BargeInArbiter(settings.barge_in))
@@ -532,8 +577,9 @@ async def run_scenario(scenario: Scenario, voices: Voices, vad: Any, stt: Any, s
     turn = 0
     room: _Room | None = None
     while result.agent_speech_s < scenario.minutes * 60:
-        if index % REPLIES_PER_SESSION == 0:
-            if scenario.canceller is not None and index % (2 * REPLIES_PER_SESSION) == 0:
+        per_room = scenario.replies_per_room
+        if (index % per_room == 0) if per_room else index == 0:
+            if scenario.canceller is not None and (index % (2 * per_room) == 0 if per_room else True):
                 turn += 1
                 await _learning_trial(player, turn, scenario, voices, vad, settings, trial_rng)
             # A new session: a room of its own, and a canceller, VAD and arbiter that know nothing yet.
@@ -572,7 +618,8 @@ async def _learning_trial(player: _Player, turn: int, scenario: Scenario, voices
 
 def run_benchmark(settings: Any, progress: Callable[[str], None], *, echo_levels: Sequence[float] = (-20, -10, -5, 0),
                   minutes: float = 10.0, off_minutes: float = 2.0, noise_dbfs: float | None = None,
-                  seed: int = 7, speaker_drive: float = 0.0) -> dict[str, Any]:
+                  seed: int = 7, speaker_drive: float = 0.0, replies_per_room: int = REPLIES_PER_ROOM,
+                  clock_drift_ppm: float = 0.0) -> dict[str, Any]:
     """Every echo level with the canceller on (`minutes` of agent speech each) and off (`off_minutes`)."""
     from convers.app.wiring import build, provider_name
     from convers.echo_cancelling import canceller_factory
@@ -594,7 +641,7 @@ def run_benchmark(settings: Any, progress: Callable[[str], None], *, echo_levels
             for factory, length in ((canceller, minutes), (None, off_minutes)):
                 if length <= 0:
                     continue
-                scenario = Scenario(level, factory, length, noise_dbfs, seed, speaker_drive)
+                scenario = Scenario(level, factory, length, noise_dbfs, seed, speaker_drive, replies_per_room, clock_drift_ppm)
                 results.append(await run_scenario(scenario, voices, vad, stt, settings, progress))
         return results
 
@@ -611,7 +658,8 @@ def run_benchmark(settings: Any, progress: Callable[[str], None], *, echo_levels
         "stt": provider_name("stt", settings),
         "vad": provider_name("vad", settings),
         "config": {"echo_levels_db": list(echo_levels), "minutes": minutes, "off_minutes": off_minutes,
-                   "noise_dbfs": noise_dbfs, "seed": seed, "speaker_drive": speaker_drive, "delay_ms": [20, 200], "rt60_s": [0.15, 0.5],
+                   "noise_dbfs": noise_dbfs, "seed": seed, "speaker_drive": speaker_drive,
+                   "replies_per_room": replies_per_room, "clock_drift_ppm": clock_drift_ppm, "delay_ms": [20, 200], "rt60_s": [0.15, 0.5],
                    "person_level": "the agent's output level", "block_ms": BLOCK * 1000 // RATE},
         "scenarios": [result.summary() for result in results],
     }
