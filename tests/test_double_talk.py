@@ -26,10 +26,13 @@ def pcm(samples: np.ndarray) -> bytes:
 class Room:
     """Plays noise at `played`; the microphone hears it 3 ms later at half the level, plus a person at `person`."""
 
-    def __init__(self) -> None:
+    def __init__(self, followable: bool = True) -> None:
         self.detector = DoubleTalk(BLOCK_S, LinearEchoFilter(RATE, BLOCK))
         self.blocks = 0
         self._last = np.zeros(BLOCK)
+        # False: what the microphone hears of the agent is nothing a linear filter of what was played
+        # can model (as with two clocks far apart): a sound as loud as the echo, unrelated to it.
+        self.followable = followable
 
     def run(self, seconds: float, played: float, person: float, cleaned: float | None) -> list[bool]:
         """`cleaned`: the level of what the canceller let through (None: the person, as they are)."""
@@ -38,6 +41,8 @@ class Room:
             self.blocks += 1
             out = noise(played, self.blocks)
             echo = 0.5 * np.concatenate([self._last[-48:], out[:-48]])
+            if not self.followable:
+                echo = noise(played * 0.5, 30_000 + self.blocks)
             self._last = out
             voice = noise(person, 10_000 + self.blocks)
             self.detector.played(pcm(out), audible=played > 0)
@@ -57,6 +62,21 @@ def test_a_voice_over_the_agent_is_double_talk_within_a_window() -> None:
     room.run(3.0, played=0.1, person=0.0, cleaned=0.0001)
     verdicts = room.run(0.1, played=0.1, person=0.05, cleaned=None)
     assert verdicts[-1] and sum(verdicts) >= len(verdicts) - 3  # within one window (30 ms)
+
+
+def test_no_cue_while_the_linear_filter_does_not_follow_the_agents_echo(caplog: pytest.LogCaptureFixture) -> None:
+    room = Room(followable=False)
+    with caplog.at_level(logging.INFO, logger="convers.double_talk"):
+        room.run(5.0, played=0.1, person=0.0, cleaned=0.0001)
+        # Its test ("removed little") passes for the agent's echo alone too: it says nothing of a person.
+        assert not any(room.run(0.3, played=0.1, person=0.05, cleaned=None))
+    assert not room.detector.witness_follows_echo
+    assert caplog.text.count("does not follow this room's echo") == 1
+    # Where it follows, the same person is a cue (test_a_voice_over_the_agent_is_double_talk_within_a_window).
+    followed = Room()
+    followed.run(5.0, played=0.1, person=0.0, cleaned=0.0001)
+    assert followed.detector.witness_follows_echo
+    assert followed.run(0.3, played=0.1, person=0.05, cleaned=None)[-1]
 
 
 def test_echo_the_canceller_lets_through_is_no_double_talk_when_the_linear_filter_removes_it() -> None:

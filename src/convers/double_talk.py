@@ -30,6 +30,19 @@ and with a speaker that distorts (tanh, which a linear filter cannot follow) at 
 false alarms at 0 / -10 dB. Without AEC3's test that speaker raised 2 false alarms, with the loud
 test at 15 dB 3-4.
 
+Not trusted while the witness does not follow the room's echo (`witness_follows_echo`): its test
+("removed little") means a person only where it removes a lot of the agent's echo alone. A
+microphone and a speaker on two clocks (a USB microphone, a Bluetooth speaker) drift apart by tens of
+parts per million, and the echo's delay moves with them: AEC3 follows that (53 dB removed at 100 ppm,
+59 dB at none, simulated rooms of `convers bench echo --clock-drift`), Speex's filter does not (the
+median it removed of 4 s of the agent's speech fell from 45 dB to 17 dB at 10 ppm, 9 dB at 30 ppm
+and 3 dB at 100 ppm). Then every moment of the agent's voice passed its test, and at 100 ppm the
+cue paused the agent for its own voice 60-69 times in 10 minutes a level. So the cue asks for the
+witness to have removed `MIN_WITNESS_FOLLOWS_DB` (median) of the last `WITNESS_FOLLOWS_S` of the
+agent's speech; without that it stays off, and the VAD alone pauses the agent, as without a witness.
+Room noise that the echo does not stand far above does the same (at -45 dBFS of noise and an echo
+10 dB under the agent's output: 10 dB): there the witness's test cannot tell either.
+
 Not trusted right after the agent starts speaking again after a silence (`SETTLE_S`): until its echo
 has reached the microphone, the window holds little but the room's fading tail. On 10 minutes of
 `convers bench echo` a level (0, -5, -10 dB) the rule raised 33-34 false alarms a level within the
@@ -43,6 +56,8 @@ import logging
 import math
 from collections import deque
 from itertools import islice
+
+import numpy as np
 
 from convers.audio import mean_square
 from convers.linear_echo import LinearEchoFilter
@@ -83,6 +98,13 @@ LEAD_WINDOW_S = 1.0
 MAX_LEAD_S = 0.03
 # The agent silent this long: the room's echo of it has died away, the linear filter is not run.
 WITNESS_IDLE_S = 1.0
+# The witness must have removed this much (dB, the median block) of the agent's echo over the last
+# WITNESS_FOLLOWS_S of its speech for the cue to trust it, and heard at least WITNESS_FOLLOWS_MIN_S of it.
+# Once it has learnt a room on one clock it removes 17-46 dB (rolling 4 s medians); on two clocks
+# 10 ppm apart 14-17 dB, 30 ppm 7-9 dB.
+MIN_WITNESS_FOLLOWS_DB = 15.0
+WITNESS_FOLLOWS_S = 4.0
+WITNESS_FOLLOWS_MIN_S = 1.0
 # How far back `witness_removed_db` can look: the longest utterance (`turns.max_utterance_s`, 30 s)
 # with its pre-roll and the silence that ended it.
 HISTORY_S = 35.0
@@ -121,6 +143,10 @@ class DoubleTalk:
         self.residual: bytes | None = None
         # The microphone's and the witness's residual energy of each block, newest last.
         self._history: deque[tuple[float, float]] = deque(maxlen=max(1, round(HISTORY_S / block_s)))
+        # What the witness removed of each block (dB) while the agent spoke, newest last.
+        self._removed_while_speaking: deque[float] = deque(maxlen=max(1, round(WITNESS_FOLLOWS_S / block_s)))
+        self._follows_min_blocks = round(WITNESS_FOLLOWS_MIN_S / block_s)
+        self._said_not_following = False
 
     @classmethod
     def for_blocks(cls, sample_rate: int, frame_samples: int) -> DoubleTalk:
@@ -135,7 +161,8 @@ class DoubleTalk:
     def new_stream(self) -> None:
         """A new connection feeds the same room: its queued blocks, window and timers start again as
         after a long silence of the agent, so the cue waits for SETTLE_S of its speech. The witness
-        keeps the room it learnt (only its delay may differ, which it follows), and the floor keeps
+        keeps the room it learnt (only its delay may differ, which it follows), and with it what it removed
+        of the agent's echo of late (`witness_follows_echo`), and the floor keeps
         the room's noise levels (no audio; they roll out within FLOOR_S): a fresh floor would be set
         by whoever speaks first, and a person speaking from the start would never stand above it."""
         for blocks in (self._mic, self._cleaned, self._residual):
@@ -159,6 +186,21 @@ class DoubleTalk:
         if not blocks:
             return None
         return _db(sum(mic for mic, _ in blocks)) - _db(sum(residual for _, residual in blocks))
+
+    @property
+    def witness_follows_echo(self) -> bool:
+        """The linear witness removes most of the agent's echo (MIN_WITNESS_FOLLOWS_DB over the last
+        WITNESS_FOLLOWS_S of its speech), so a moment it removed little of is more than echo."""
+        removed = self._removed_while_speaking
+        if len(removed) < self._follows_min_blocks:
+            return False
+        follows = float(np.median(removed)) >= MIN_WITNESS_FOLLOWS_DB
+        if not follows and not self._said_not_following and len(removed) == removed.maxlen:
+            self._said_not_following = True
+            log.info("the linear echo filter does not follow this room's echo (%.0f dB removed; a microphone and "
+                     "speaker on two clocks, or a noisy room?): the double-talk cue is off while it does not",
+                     float(np.median(removed)))
+        return follows
 
     @property
     def echo_gone(self) -> bool:
@@ -212,6 +254,8 @@ class DoubleTalk:
         self._windows.append(cleaned_db)
         self._mic_windows.append(mic_db)
         settled = self._quiet_s < SILENCE_S and self._speaking_s >= SETTLE_S
+        if settled:
+            self._removed_while_speaking.append(_db(mic_energy) - _db(residual_energy))
         self.now = (
             settled
             and len(self._mic) == self._mic.maxlen
@@ -219,4 +263,5 @@ class DoubleTalk:
             and cleaned_db > min(self._windows) + ABOVE_FLOOR_DB
             and residual_db - mic_db > -MAX_WITNESS_REMOVED_DB
             and residual_db > max(self._mic_windows) - LOUD_DB
+            and self.witness_follows_echo  # last: the median is the dearest test
         )
