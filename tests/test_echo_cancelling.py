@@ -76,9 +76,11 @@ def test_webrtc_canceller_removes_the_echo_of_what_was_played() -> None:
 # cannot follow that part of the echo, so the double-talk cue must not take it for a person.
 @pytest.mark.parametrize("speaker_drive", [0.0, 2.5])
 def test_webrtc_canceller_tells_a_person_over_the_agent_from_its_echo(speaker_drive: float) -> None:
-    played = speech_like(8.0)
+    # The person comes 10 s in: on this buzz of harmonics (a poorer teacher than a voice) the linear
+    # filter has removed 10 dB of the agent's echo by then, and the cue trusts it from there.
+    played = speech_like(13.0)
     person = np.zeros_like(played)
-    start, end = round(5.0 * RATE), round(6.5 * RATE)
+    start, end = round(10.0 * RATE), round(11.5 * RATE)
     person[start:end] = speech_like(1.5, seed=9)[: end - start] * 1.3
     room = RoomEcho(Room(delay_ms=60, rt60_s=0.3, echo_db=0).impulse(np.random.default_rng(3)), 1.0, speaker_drive)
     echo = EchoCancelling(WebRtcEchoCanceller())
@@ -88,10 +90,10 @@ def test_webrtc_canceller_tells_a_person_over_the_agent_from_its_echo(speaker_dr
         echo.played(AudioFrame(pcm(block), RATE))
         echo.cleaned(AudioFrame(pcm(room.push(block) + person[at : at + 320]), RATE))
         talk.append(((at + 320) / RATE, echo.double_talk))
-    assert not any(said for t, said in talk if 3.0 <= t < 5.0)  # the agent alone, once learnt
-    assert any(said for t, said in talk if 5.0 <= t < 5.2)  # the person, within 200 ms
+    assert not any(said for t, said in talk if 3.0 <= t < 10.0)  # the agent alone, once learnt
+    assert any(said for t, said in talk if 10.0 <= t < 10.2)  # the person, within 200 ms
     # Heard through its syllables (half of this voice is the gaps between them).
-    assert sum(said for t, said in talk if 5.0 <= t < 6.5) > 0.2 * 1.5 / 0.02
+    assert sum(said for t, said in talk if 10.0 <= t < 11.5) > 0.2 * 1.5 / 0.02
 
 
 def _echo_delay_samples(room: RoomEcho, seconds: float) -> list[int]:

@@ -59,7 +59,8 @@ from itertools import islice
 
 import numpy as np
 
-from convers.audio import mean_square
+from convers.audio import float32_to_pcm16, mean_square, pcm16_to_float32
+from convers.clock_drift import TAPS, ClockReader, DriftEstimator
 from convers.linear_echo import LinearEchoFilter
 
 log = logging.getLogger(__name__)
@@ -102,9 +103,16 @@ WITNESS_IDLE_S = 1.0
 # WITNESS_FOLLOWS_S of its speech for the cue to trust it, and heard at least WITNESS_FOLLOWS_MIN_S of it.
 # Once it has learnt a room on one clock it removes 17-46 dB (rolling 4 s medians); on two clocks
 # 10 ppm apart 14-17 dB, 30 ppm 7-9 dB.
-MIN_WITNESS_FOLLOWS_DB = 15.0
+MIN_WITNESS_FOLLOWS_DB = 10.0
 WITNESS_FOLLOWS_S = 4.0
 WITNESS_FOLLOWS_MIN_S = 1.0
+# The most the microphone's and the speaker's clocks are taken to differ (a drift measured beyond is
+# not followed further): consumer audio devices are within about 100 ppm of their nominal rate.
+MAX_DRIFT = 1e-3
+# A drift measured under this is one clock read with noise (+-0.7 ppm seen on one): the witness then
+# reads what was played as it is, whole band and all. Speex follows 2 ppm by itself (the echo moves
+# a sample in half a minute).
+MIN_DRIFT = 2e-6
 # How far back `witness_removed_db` can look: the longest utterance (`turns.max_utterance_s`, 30 s)
 # with its pre-roll and the silence that ended it.
 HISTORY_S = 35.0
@@ -147,6 +155,20 @@ class DoubleTalk:
         self._removed_while_speaking: deque[float] = deque(maxlen=max(1, round(WITNESS_FOLLOWS_S / block_s)))
         self._follows_min_blocks = round(WITNESS_FOLLOWS_MIN_S / block_s)
         self._said_not_following = False
+        # The witness reads what was played on the microphone's clock (`convers.clock_drift`): how
+        # much faster that clock runs (samples per sample: 1e-4 is 100 ppm), as measured so far.
+        self.drift = 0.0
+        # Until a drift is found the witness is given each played block as it is. From then on it is
+        # read between samples, `_lag` samples later: the interpolation needs TAPS / 2 samples past
+        # each one, and a reading a hair faster than the blocks come (a drift below zero) takes a
+        # block early. Without that block of slack the next microphone block found nothing queued
+        # and was paired with silence, which moved the echo by a block (the witness then removed
+        # 1 dB of it for seconds).
+        frame = witness.frame_samples if witness is not None else 0
+        self._lag = TAPS // 2 + 1 + frame
+        self._reader = ClockReader(history=self._lag)
+        self._between_samples = False
+        self._estimator = DriftEstimator(witness.sample_rate) if witness is not None else None
 
     @classmethod
     def for_blocks(cls, sample_rate: int, frame_samples: int) -> DoubleTalk:
@@ -170,6 +192,11 @@ class DoubleTalk:
         self._history.clear()
         self._queued.clear()
         self._leads.clear()
+        # The drift is the devices' own and stays; where the new stream's audio lies is measured anew.
+        self._reader = ClockReader(history=self._lag)
+        self._between_samples = False
+        if self._estimator is not None:
+            self._estimator.clear()
         self._speaking_s = 0.0
         self._quiet_s = math.inf
         self.now = False
@@ -216,6 +243,24 @@ class DoubleTalk:
             self._leads.clear()
             self.realignments += 1
 
+    @property
+    def drift_ppm(self) -> float:
+        """How much faster the microphone's clock runs than the speaker's, as followed now (ppm)."""
+        return self.drift * 1e6
+
+    def _follow_clock(self, mic: bytes, reference: np.ndarray, realigned: int) -> None:
+        """Measures the drift left in the reading of what was played, and reads on corrected by it."""
+        estimator = self._estimator
+        if estimator is None:
+            return
+        if realigned != self.realignments:
+            estimator.clear()  # the reading jumped: delays before and after do not line up
+        estimator.add(pcm16_to_float32(mic).astype(np.float64), reference)
+        left = estimator.drift()
+        if left is not None:
+            self.drift = float(np.clip(self.drift + left, -MAX_DRIFT, MAX_DRIFT))
+            estimator.clear()
+
     def played(self, pcm: bytes, audible: bool) -> None:
         """One block the speaker played; `audible`: the agent's voice, not silence (as `echo_cancelling` counts it)."""
         if self.witness is not None:
@@ -232,16 +277,28 @@ class DoubleTalk:
         """One microphone block and what the canceller made of it."""
         if self.witness is None:
             return
-        # The n-th microphone block heard the n-th played block (the filter finds the room's delay).
-        played = self._queued.popleft() if self._queued else bytes(len(mic))
-        self._align()
+        # The n-th microphone block heard the n-th played block (the filter finds the room's delay),
+        # as read on the microphone's clock.
+        count = len(mic) // 2
+        if not self._between_samples and abs(self.drift) >= MIN_DRIFT:
+            self._between_samples = True
+            self._reader.skip(-self._lag)
+        step = 1 / (1 + self.drift) if self._between_samples else 1.0
+        realigned = self.realignments
+        while self._reader.ahead() < count * step + (TAPS / 2 if self._between_samples else 0):
+            self._reader.feed(pcm16_to_float32(self._queued.popleft() if self._queued else bytes(len(mic))))
+            self._align()
         mic_energy = mean_square(mic)
         if not self.echo_gone:
+            reference = self._reader.read(count, step)
+            played = float32_to_pcm16(reference.astype(np.float32))
             self.residual = self.witness.residual(mic, played)
             residual_energy = mean_square(self.residual)
+            self._follow_clock(mic, reference, realigned)
         else:
             # The agent has been silent long enough that no echo is left: the filter (most of this
             # detector's cost) rests and keeps the room it learnt; the cue is off until SETTLE_S anyway.
+            self._reader.skip(count * step)
             self.residual = mic
             residual_energy = mic_energy
         self._residual.append(residual_energy)

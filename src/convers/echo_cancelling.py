@@ -70,6 +70,12 @@ class EchoCancelling:
         """Someone speaks over the agent: the canceller removed little of the last microphone block (`convers.double_talk`)."""
         return not self.failed and self._double_talk.now
 
+    @property
+    def clock_drift_ppm(self) -> float | None:
+        """How much faster the microphone's clock runs than the speaker's, as the double-talk witness
+        follows it (`convers.clock_drift`); None without the witness."""
+        return None if self._double_talk.witness is None else self._double_talk.drift_ppm
+
     def witness_removed_db(self, span_s: float, ago_s: float = 0.0) -> float | None:
         """How much of the microphone the linear echo filter explained as the agent's echo over `span_s`
         of audio that ended `ago_s` ago (dB; `DoubleTalk.witness_removed_db`); None when not at hand."""

@@ -49,6 +49,7 @@ from convers.audio import concat, dbfs, frame_from_float, pcm16_to_float32, resa
 from convers.bench.results import write_json_result
 from convers.bench.run_info import machine_info
 from convers.bench.summary import summarise
+from convers.clock_drift import TAPS, ClockReader
 from convers.contracts.echo import EchoCanceller
 from convers.echo_cancelling import EchoCancelling
 from convers.engine.barge_in.arbiter import BargeInArbiter, Cut, Pause, Restart, Resume, StartReply
@@ -133,10 +134,11 @@ class RoomEcho:
 
     With `drift_ppm`, the microphone's clock runs that much faster (or, below 0, slower) than the
     speaker's, as with a USB microphone and a speaker on another card: microphone sample n hears the
-    echo at speaker time n / (1 + drift_ppm / 1e6) (a windowed-sinc fractional delay), so the
-    echo path's delay grows (or shrinks) by drift_ppm microseconds every second. A slower microphone
-    hears everything `drift_reserve_s` x |drift_ppm| / 1e6 later, so its delay stays above the room's
-    own for that long of audio.
+    echo at speaker time n / (1 + drift_ppm / 1e6) (`convers.clock_drift.ClockReader`), so the echo
+    path's delay grows (or shrinks) by drift_ppm microseconds every second. The sample counts stay in
+    step (the microphone's stream is read as fast as the speaker's): only the echo moves. A slower
+    microphone hears everything `drift_reserve_s` x |drift_ppm| / 1e6 later, so its delay stays
+    above the room's own for that long of audio.
     """
 
     def __init__(self, impulse: np.ndarray, gain: float, drive: float = 0.0, drift_ppm: float = 0.0,
@@ -147,13 +149,8 @@ class RoomEcho:
         self._spectrum = np.fft.rfft(impulse, self.size)
         self._history = np.zeros(self.size)
         self._step = 1 / (1 + drift_ppm / 1e6)
-        # The microphone's next sample, and where it reads: `_echo` holds the echo from speaker sample
-        # `_echo_start` on.
-        self._heard = 0
-        self._lag = _SINC_TAPS + (abs(drift_ppm) / 1e6 * drift_reserve_s * RATE if drift_ppm < 0 else 0.0)
-        self._echo = np.zeros(0)
-        self._echo_start = 0
-        self.drifting = drift_ppm != 0
+        reserve = abs(drift_ppm) / 1e6 * drift_reserve_s * RATE if drift_ppm < 0 else 0.0
+        self._heard = ClockReader(lag=TAPS + reserve) if drift_ppm else None
 
     def push(self, played: np.ndarray) -> np.ndarray:
         if self.drive > 0:
@@ -161,40 +158,10 @@ class RoomEcho:
         self._history = np.concatenate([self._history[len(played):], played])
         out = np.fft.irfft(np.fft.rfft(self._history) * self._spectrum, self.size)
         echo = out[-len(played):] * self.gain
-        if not self.drifting:
+        if self._heard is None:
             return echo
-        return self._drifted(echo)
-
-    def _drifted(self, echo: np.ndarray) -> np.ndarray:
-        """The microphone's next `len(echo)` samples of the echo stream, read on its own clock."""
-        self._echo = np.concatenate([self._echo, echo])
-        at = (self._heard + np.arange(len(echo))) * self._step - self._lag - self._echo_start
-        self._heard += len(echo)
-        base = np.floor(at).astype(int)
-        taps = base[:, None] + np.arange(-_SINC_TAPS // 2 + 1, _SINC_TAPS // 2 + 1)
-        weights = _fractional_delay(at[:, None] - taps)
-        padded = np.concatenate([np.zeros(1), self._echo, np.zeros(1)])  # before the start: silence
-        values = padded[np.clip(taps + 1, 0, len(padded) - 1)]
-        heard = np.sum(values * weights, axis=1)
-        keep = max(0, int(base.min()) - _SINC_TAPS)  # what the next block may still read
-        self._echo, self._echo_start = self._echo[keep:], self._echo_start + keep
-        return heard
-
-
-# The fractional delay's length (samples), band edge (of the Nyquist frequency) and Kaiser window.
-# Its gain is the same at every fraction of a sample to 0.001 dB up to 6 kHz (-3.5 dB at 7 kHz), so
-# the drift moves the echo in time and changes nothing else of it, as two real clocks would. (A
-# coarser one, 16 taps with a Hann window over the whole band, changes the top octave by up to 1.5 dB
-# as the fraction moves; measured, the cancellers fared the same with it.)
-_SINC_TAPS = 32
-_SINC_BAND = 0.9
-_SINC_BETA = 8.0
-
-
-def _fractional_delay(offsets: np.ndarray) -> np.ndarray:
-    """The interpolation weights of samples at `offsets` (samples) from the time read."""
-    window = np.i0(_SINC_BETA * np.sqrt(np.clip(1 - (offsets / (_SINC_TAPS / 2)) ** 2, 0.0, None))) / np.i0(_SINC_BETA)
-    return _SINC_BAND * np.sinc(_SINC_BAND * offsets) * window
+        self._heard.feed(echo)
+        return self._heard.read(len(echo), self._step)
 
 
 @dataclass
@@ -254,6 +221,8 @@ class ScenarioResult:
     mic_db: list[float] = field(default_factory=list)
     cleaned_db: list[float] = field(default_factory=list)
     canceller_cpu_s: float = 0.0
+    # The clock drift each room's canceller followed at the room's end (ppm).
+    drift_followed_ppm: list[float] = field(default_factory=list)
     simulated_s: float = 0.0
     # What the linear echo filter had removed at VAD onsets over the learnt canceller (dB): a person's, the echo's.
     person_onset_removed_db: list[float] = field(default_factory=list)
@@ -294,6 +263,7 @@ class ScenarioResult:
             "onset_to_pause_ms": summarise(self.onset_to_pause_ms),
             "echo_removed_db_p50": round(float(np.median(removed)), 1) if removed else None,
             "canceller_cpu_share_of_one_core": round(self.canceller_cpu_s / self.simulated_s, 4) if self.simulated_s else None,
+            "clock_drift_followed_ppm": summarise(self.drift_followed_ppm, ("min", "p50", "max"), digits=2),
             "onset_witness_removed_db": {"person": summarise(self.person_onset_removed_db, ("min", "p50", "max")),
                                          "echo": summarise(self.echo_onset_removed_db, ("min", "p50", "max"))},
             "microphone_readings": {key: self.microphone_readings[key]
@@ -595,6 +565,7 @@ async def run_scenario(scenario: Scenario, voices: Voices, vad: Any, stt: Any, s
                 turn += 1
                 await _learning_trial(player, turn, scenario, voices, vad, settings, trial_rng)
             # A new session: a room of its own, and a canceller, VAD and arbiter that know nothing yet.
+            _note_drift(result, room)
             room = _Room.new(rng, scenario, vad, settings)
             if room.cancelling is not None:
                 result.canceller = room.cancelling.canceller.name
@@ -609,10 +580,17 @@ async def run_scenario(scenario: Scenario, voices: Voices, vad: Any, stt: Any, s
         index += 1
         result.replies += 1
         await player.play(room, _Reply(turn, audio, text=voices.agent_texts[reply_index]), person)
+    _note_drift(result, room)
     progress(f"canceller {result.canceller}, echo {scenario.echo_db:+.0f} dB: {result.summary()['self_interruptions']} self-interruptions "
              f"in {result.agent_speech_s / 60:.1f} min, caught {result.caught}/{result.barge_ins}, "
              f"while learning {result.learning_caught}/{result.learning_barge_ins}")
     return result
+
+
+def _note_drift(result: ScenarioResult, room: _Room | None) -> None:
+    """The clock drift the room's canceller followed by its end."""
+    if room is not None and room.cancelling is not None and (drift := room.cancelling.clock_drift_ppm) is not None:
+        result.drift_followed_ppm.append(drift)
 
 
 async def _learning_trial(player: _Player, turn: int, scenario: Scenario, voices: Voices, vad: Any, settings: Any,
