@@ -668,6 +668,10 @@ def print_table(result: dict[str, Any], echo: Callable[[str], None]) -> None:
              f"{'' if cpu is None else f'{cpu:.1%}':>6}")
     echo("(self-int: the agent paused, cut or answered itself; learning: of those, answering speech that began while a"
          " room's canceller was still learning it, its first 6 s of agent speech)")
+    if result["config"].get("clock_drift_ppm"):
+        followed = ", ".join(f"{row['echo_db']:.0f} dB: {row['clock_drift_followed_ppm']['p50']}"
+                             for row in result["scenarios"] if row.get("clock_drift_followed_ppm", {}).get("n"))
+        echo(f"clock drift {result['config']['clock_drift_ppm']:g} ppm; followed at each room's end (p50 ppm): {followed}")
     learning = [row for row in result["scenarios"] if row.get("learning_barge_ins")]
     if learning:
         echo("learning trials (a person over a new room's first reply, while the canceller learnt it):")
