@@ -140,8 +140,9 @@ class DriftEstimator:
         """Forgets the delays measured (the reference moved: a realignment, or a new reading of it)."""
         self.delays.clear()
 
-    def add(self, mic: np.ndarray, reference: np.ndarray) -> None:
-        """The next samples of the microphone and of the reference as paired, the same number of each."""
+    def add(self, mic: np.ndarray, reference: np.ndarray) -> bool:
+        """The next samples of the microphone and of the reference as paired, the same number of each;
+        True when they completed a window whose delay was measured."""
         self._mic.append(mic)
         self._reference.append(reference)
         self._held += len(mic)
@@ -156,6 +157,8 @@ class DriftEstimator:
                                 np.concatenate(self._reference)[-(self.window + self.max_delay):])
             if delay is not None:
                 self.delays.append((self._count, delay))
+                return True
+        return False
 
     def _delay(self, mic: np.ndarray, reference: np.ndarray) -> float | None:
         """Where in `reference` (max_delay samples longer, ending with `mic`) the echo in `mic` lies:

@@ -258,7 +258,8 @@ class DoubleTalk:
             return
         if realigned != self.realignments:
             estimator.clear()  # the reading jumped: delays before and after do not line up
-        estimator.add(pcm16_to_float32(mic).astype(np.float64), reference)
+        if not estimator.add(pcm16_to_float32(mic).astype(np.float64), reference):
+            return
         left = estimator.drift()
         if left is not None:
             self.drift = float(np.clip(self.drift + left, -MAX_DRIFT, MAX_DRIFT))
