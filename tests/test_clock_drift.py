@@ -99,3 +99,19 @@ def test_the_witness_follows_two_clocks_apart() -> None:
     unfollowed, _ = _witness_removed_db(100.0, follow=False)
     assert unfollowed < 10.0
     assert removed > unfollowed + 15.0
+
+
+def test_the_time_the_agent_was_silent_counts_in_the_drift() -> None:
+    # Two seconds of every five the agent is silent and nothing is measured (the witness rests); the
+    # echo's delay moves on all the same, and the drift is its move per second of all of them.
+    played = babble(45.0, seed=4)
+    heard = drifting_echo(played, 100.0)
+    estimator = DriftEstimator(RATE)
+    for at in range(0, len(played), BLOCK):
+        if (at / RATE) % 5.0 >= 3.0:
+            estimator.skip(BLOCK)
+        else:
+            estimator.add(heard[at : at + BLOCK], played[at : at + BLOCK])
+    drift = estimator.drift()
+    assert drift is not None
+    assert drift * 1e6 == pytest.approx(100.0, abs=2.0)

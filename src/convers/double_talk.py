@@ -315,6 +315,8 @@ class DoubleTalk:
             # The agent has been silent long enough that no echo is left: the filter (most of this
             # detector's cost) rests and keeps the room it learnt; the cue is off until SETTLE_S anyway.
             self._reader.skip(count * step)
+            if self._estimator is not None:
+                self._estimator.skip(count)
             self.residual = mic
             residual_energy = mic_energy
         self._residual.append(residual_energy)
