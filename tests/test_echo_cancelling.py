@@ -16,6 +16,7 @@ import websockets
 
 from convers.audio import resample
 from convers.bench.echo import Room, RoomEcho
+from convers.clock_drift import TAPS
 from convers.config import ConfigError, Settings
 from convers.contracts.audio import AudioFrame
 from convers.contracts.transport import InboundAudio
@@ -118,6 +119,22 @@ def test_a_room_with_two_clocks_drifts_its_echo_delay_at_the_stated_rate(drift_p
     change = drifting[-1] - drifting[0]
     assert abs(change - drift_ppm / 1e6 * RATE * 29) <= 2, drifting
     assert min(drifting) >= 480  # a slower microphone starts late enough never to hear the echo early
+
+
+def test_a_microphone_of_its_own_rate_delivers_its_clocks_samples() -> None:
+    # 200 ppm faster: 1.0002 samples heard for every one played, and the echo (30 ms, a click a
+    # second) where the microphone's clock puts it: the click played at sample s, at (s + 480) x 1.0002.
+    impulse = np.zeros(800)
+    impulse[480] = 1.0
+    room = RoomEcho(impulse, 1.0, drift_ppm=200.0, own_rate=True)
+    played = np.zeros(30 * RATE)
+    played[:: RATE] = 1.0
+    heard = np.concatenate([room.push(played[at : at + 320]) for at in range(0, len(played), 320)])
+    assert abs(len(heard) - len(played) * 1.0002) <= 1
+    starts = range(RATE, len(played) - RATE, RATE)
+    clicks = [at + int(np.argmax(np.abs(heard[at : at + 2000]))) for at in starts]
+    expected = [(at + 480 + TAPS) * 1.0002 for at in starts]
+    assert np.max(np.abs(np.asarray(clicks) - np.asarray(expected))) <= 1.5
 
 
 def test_webrtc_canceller_refuses_a_block_of_the_wrong_size() -> None:

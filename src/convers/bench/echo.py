@@ -138,19 +138,23 @@ class RoomEcho:
     path's delay grows (or shrinks) by drift_ppm microseconds every second. The sample counts stay in
     step (the microphone's stream is read as fast as the speaker's): only the echo moves. A slower
     microphone hears everything `drift_reserve_s` x |drift_ppm| / 1e6 later, so its delay stays
-    above the room's own for that long of audio.
+    above the room's own for that long of audio. With `own_rate`, the microphone also delivers
+    samples at its own rate, 1 + drift_ppm / 1e6 of them for every sample played (two devices read
+    by one program): `push` then gives that many, and the echo's delay stays the room's.
     """
 
     def __init__(self, impulse: np.ndarray, gain: float, drive: float = 0.0, drift_ppm: float = 0.0,
-                 drift_reserve_s: float = 0.0) -> None:
+                 drift_reserve_s: float = 0.0, own_rate: bool = False) -> None:
         self.gain = gain
         self.drive = drive
         self.size = 1 << math.ceil(math.log2(len(impulse) + BLOCK))
         self._spectrum = np.fft.rfft(impulse, self.size)
         self._history = np.zeros(self.size)
         self._step = 1 / (1 + drift_ppm / 1e6)
-        reserve = abs(drift_ppm) / 1e6 * drift_reserve_s * RATE if drift_ppm < 0 else 0.0
+        reserve = abs(drift_ppm) / 1e6 * drift_reserve_s * RATE if drift_ppm < 0 and not own_rate else 0.0
         self._heard = ClockReader(lag=TAPS + reserve) if drift_ppm else None
+        self.own_rate = own_rate
+        self._due = 0.0  # microphone samples owed (own_rate)
 
     def push(self, played: np.ndarray) -> np.ndarray:
         if self.drive > 0:
@@ -161,7 +165,12 @@ class RoomEcho:
         if self._heard is None:
             return echo
         self._heard.feed(echo)
-        return self._heard.read(len(echo), self._step)
+        count = len(echo)
+        if self.own_rate:
+            self._due += len(echo) / self._step
+            count = int(self._due)
+            self._due -= count
+        return self._heard.read(count, self._step)
 
 
 @dataclass
@@ -317,8 +326,10 @@ class Scenario:
     speaker_drive: float = 0.0
     # How many replies a room lasts before a new session starts in a new one; 0: one room throughout.
     replies_per_room: int = REPLIES_PER_ROOM
-    # How much faster the microphone's clock runs than the speaker's (RoomEcho's `drift_ppm`).
+    # How much faster the microphone's clock runs than the speaker's (RoomEcho's `drift_ppm`), and
+    # whether it also delivers samples at its own rate (RoomEcho's `own_rate`).
     clock_drift_ppm: float = 0.0
+    microphone_own_rate: bool = False
 
 
 @dataclass
@@ -336,7 +347,7 @@ class _Room:
     def new(cls, rng: np.random.Generator, scenario: Scenario, vad: Any, settings: Any) -> _Room:
         room = Room(float(rng.uniform(20, 200)), float(rng.uniform(0.15, 0.5)), scenario.echo_db)
         echo = RoomEcho(room.impulse(rng), 10 ** (room.echo_db / 20), scenario.speaker_drive, scenario.clock_drift_ppm,
-                        drift_reserve_s=scenario.minutes * 60 * 2)
+                        drift_reserve_s=scenario.minutes * 60 * 2, own_rate=scenario.microphone_own_rate)
         cancelling = EchoCancelling(scenario.canceller()) if scenario.canceller is not None else None
         vad.reset()
         return cls(echo, cancelling, Listener(vad, settings.turns), BargeInArbiter(settings.barge_in))
@@ -411,16 +422,17 @@ class _Player:
                     result.agent_speech_s += BLOCK / RATE
             else:
                 played = np.zeros(BLOCK)
-            mic = room.echo.push(played)
+            mic = room.echo.push(played)  # BLOCK samples, or about that on a microphone of its own rate
+            samples = len(mic)
             if person is not None:
                 offset = round((self.now - person_start) * RATE)
-                if -BLOCK < offset < len(person.audio):
-                    part = np.zeros(BLOCK)
-                    lo, hi = max(0, offset), min(len(person.audio), offset + BLOCK)
+                if -samples < offset < len(person.audio):
+                    part = np.zeros(samples)
+                    lo, hi = max(0, offset), min(len(person.audio), offset + samples)
                     part[lo - offset : hi - offset] = person.audio[lo:hi]
                     mic = mic + part
             if self.noise_gain:
-                mic = mic + noise_rng.standard_normal(BLOCK) * self.noise_gain
+                mic = mic + noise_rng.standard_normal(samples) * self.noise_gain
             frame = frame_from_float(mic, RATE)
             self.now += BLOCK / RATE
             now = self.now
@@ -609,7 +621,7 @@ async def _learning_trial(player: _Player, turn: int, scenario: Scenario, voices
 def run_benchmark(settings: Any, progress: Callable[[str], None], *, echo_levels: Sequence[float] = (-20, -10, -5, 0),
                   minutes: float = 10.0, off_minutes: float = 2.0, noise_dbfs: float | None = None,
                   seed: int = 7, speaker_drive: float = 0.0, replies_per_room: int = REPLIES_PER_ROOM,
-                  clock_drift_ppm: float = 0.0) -> dict[str, Any]:
+                  clock_drift_ppm: float = 0.0, microphone_own_rate: bool = False) -> dict[str, Any]:
     """Every echo level with the canceller on (`minutes` of agent speech each) and off (`off_minutes`)."""
     from convers.app.wiring import build, provider_name
     from convers.echo_cancelling import canceller_factory
@@ -631,7 +643,8 @@ def run_benchmark(settings: Any, progress: Callable[[str], None], *, echo_levels
             for factory, length in ((canceller, minutes), (None, off_minutes)):
                 if length <= 0:
                     continue
-                scenario = Scenario(level, factory, length, noise_dbfs, seed, speaker_drive, replies_per_room, clock_drift_ppm)
+                scenario = Scenario(level, factory, length, noise_dbfs, seed, speaker_drive, replies_per_room, clock_drift_ppm,
+                                    microphone_own_rate)
                 results.append(await run_scenario(scenario, voices, vad, stt, settings, progress))
         return results
 
@@ -649,7 +662,8 @@ def run_benchmark(settings: Any, progress: Callable[[str], None], *, echo_levels
         "vad": provider_name("vad", settings),
         "config": {"echo_levels_db": list(echo_levels), "minutes": minutes, "off_minutes": off_minutes,
                    "noise_dbfs": noise_dbfs, "seed": seed, "speaker_drive": speaker_drive,
-                   "replies_per_room": replies_per_room, "clock_drift_ppm": clock_drift_ppm, "delay_ms": [20, 200], "rt60_s": [0.15, 0.5],
+                   "replies_per_room": replies_per_room, "clock_drift_ppm": clock_drift_ppm,
+                   "microphone_own_rate": microphone_own_rate, "delay_ms": [20, 200], "rt60_s": [0.15, 0.5],
                    "person_level": "the agent's output level", "block_ms": BLOCK * 1000 // RATE},
         "scenarios": [result.summary() for result in results],
     }

@@ -306,10 +306,13 @@ def speech_bench(ctx: click.Context, cases: str | None, deterministic: bool, raw
               help="Replies before a new session starts in a new room (0: one room for the whole run, as one long conversation).")
 @click.option("--clock-drift", "clock_drift_ppm", type=click.FloatRange(-1000.0, 1000.0), default=0.0, show_default=True,
               help="How much faster the microphone's clock runs than the speaker's, in parts per million (two USB devices: up to about 100).")
+@click.option("--microphone-own-rate", is_flag=True,
+              help="With --clock-drift: the microphone also delivers samples at its own rate (two devices), not in step with what is played.")
 @click.option("--out", type=click.Path(path_type=Path), help="JSON result file (default bench/results/echo-<time>.json).")
 @click.pass_context
 def echo_bench(ctx: click.Context, levels: str, minutes: float, off_minutes: float, noise_dbfs: float | None, seed: int,
-               speaker_drive: float, replies_per_room: int, clock_drift_ppm: float, out: Path | None) -> None:
+               speaker_drive: float, replies_per_room: int, clock_drift_ppm: float, microphone_own_rate: bool,
+               out: Path | None) -> None:
     """The agent on a speakerphone: its own voice through a simulated room, the person speaking over it."""
     from convers.bench.echo import print_table, run_benchmark, write_result
 
@@ -321,7 +324,7 @@ def echo_bench(ctx: click.Context, levels: str, minutes: float, off_minutes: flo
         result = run_benchmark(settings_from(ctx), lambda text: click.echo(text, err=True), echo_levels=echo_levels,
                                minutes=minutes, off_minutes=off_minutes, noise_dbfs=noise_dbfs, seed=seed,
                                speaker_drive=speaker_drive, replies_per_room=replies_per_room,
-                               clock_drift_ppm=clock_drift_ppm)
+                               clock_drift_ppm=clock_drift_ppm, microphone_own_rate=microphone_own_rate)
     except (RuntimeError, OSError) as error:
         raise click.ClickException(str(error)) from None
     print_table(result, click.echo)
