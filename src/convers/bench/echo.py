@@ -5,7 +5,9 @@ the microphone hears them after `delay` (20-200 ms), with a decaying reverberati
 level from -20 to 0 dB against what the speaker played, with optional background noise. In every
 other reply a person (espeak-ng, a different voice) speaks over the agent at a random moment, at the
 level the agent's output has. Optionally the speaker distorts (`speaker_drive`: what it plays goes
-through tanh(drive x) / drive, which no linear filter follows, as a small speaker driven hard does).
+through tanh(drive x) / drive, which no linear filter follows, as a small speaker driven hard does),
+the microphone runs on a clock of its own (`clock_drift_ppm`, `microphone_own_rate`: RoomEcho), and
+one room lasts the whole run (`replies_per_room` 0) instead of 4 replies.
 Before every other session, a learning trial: a person over the first
 reply in a room of its own, while the canceller is still learning it (as a person answering the
 greeting would). Each microphone block (20 ms, what `convers talk` reads) goes, with the
