@@ -122,7 +122,9 @@ class DriftEstimator:
         self.max_delay = round(max_delay_s * rate)
         self.min_span = min_span_s * rate
         self.min_points = min_points
-        self._size = 1 << math.ceil(math.log2(2 * (self.window + self.max_delay)))
+        # Long enough that the delays looked at (0 to max_delay) do not wrap around: a window's
+        # samples meet the reference's only up to its end.
+        self._size = 1 << math.ceil(math.log2(self.window + self.max_delay))
         # Whitened, every frequency bin counts the same: the bins where speech has little energy (and
         # the reading's interpolation none, above 0.9 of the Nyquist frequency) only add noise.
         bins = np.fft.rfftfreq(self._size, 1 / rate)
