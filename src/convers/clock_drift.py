@@ -19,6 +19,7 @@ by that slope and measures again, so what is left shrinks towards nothing.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections import deque
 
@@ -43,11 +44,14 @@ def interpolation_weights(offsets: np.ndarray) -> np.ndarray:
     return BAND * np.sinc(BAND * offsets) * window
 
 
+@functools.cache
 def _kernel_table() -> np.ndarray:
     """`interpolation_weights` of the TAPS samples around a time `phase / PHASES` past a sample, for
-    every phase from 0 to PHASES (rows)."""
+    every phase from 0 to PHASES (rows); made once (4 ms) and shared, read-only, by every reader."""
     fractions = np.arange(PHASES + 1)[:, None] / PHASES
-    return interpolation_weights(fractions - np.arange(-TAPS // 2 + 1, TAPS // 2 + 1))
+    table = interpolation_weights(fractions - np.arange(-TAPS // 2 + 1, TAPS // 2 + 1))
+    table.setflags(write=False)
+    return table
 
 
 class ClockReader:

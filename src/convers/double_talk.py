@@ -251,13 +251,11 @@ class DoubleTalk:
         """How much faster the microphone's clock runs than the speaker's, as followed now (ppm)."""
         return self.drift * 1e6
 
-    def _follow_clock(self, mic: bytes, reference: np.ndarray, realigned: int) -> None:
+    def _follow_clock(self, mic: bytes, reference: np.ndarray) -> None:
         """Measures the drift left in the reading of what was played, and reads on corrected by it."""
         estimator = self._estimator
         if estimator is None:
             return
-        if realigned != self.realignments:
-            estimator.clear()  # the reading jumped: delays before and after do not line up
         if not estimator.add(pcm16_to_float32(mic).astype(np.float64), reference):
             return
         left = estimator.drift()
@@ -302,15 +300,18 @@ class DoubleTalk:
             else:
                 self._reader.feed(np.zeros(count))  # nothing played yet to pair with
         if realigned != self.realignments:
-            # What the witness removed before no longer says how well it follows: it learns anew.
+            # What the witness removed before no longer says how well it follows: it learns anew. And
+            # the echo's delays before and after the jump do not line up for the drift.
             self._removed_while_speaking.clear()
+            if self._estimator is not None:
+                self._estimator.clear()
         mic_energy = mean_square(mic)
         if not self.echo_gone:
             reference = self._reader.read(count, step)
             played = float32_to_pcm16(reference.astype(np.float32))
             self.residual = self.witness.residual(mic, played)
             residual_energy = mean_square(self.residual)
-            self._follow_clock(mic, reference, realigned)
+            self._follow_clock(mic, reference)
         else:
             # The agent has been silent long enough that no echo is left: the filter (most of this
             # detector's cost) rests and keeps the room it learnt; the cue is off until SETTLE_S anyway.

@@ -573,9 +573,9 @@ async def run_scenario(scenario: Scenario, voices: Voices, vad: Any, stt: Any, s
     turn = 0
     room: _Room | None = None
     while result.agent_speech_s < scenario.minutes * 60:
-        per_room = scenario.replies_per_room
-        if (index % per_room == 0) if per_room else index == 0:
-            if scenario.canceller is not None and (index % (2 * per_room) == 0 if per_room else True):
+        room_number, reply_in_room = divmod(index, scenario.replies_per_room) if scenario.replies_per_room else (0, index)
+        if reply_in_room == 0:
+            if scenario.canceller is not None and room_number % 2 == 0:
                 turn += 1
                 await _learning_trial(player, turn, scenario, voices, vad, settings, trial_rng)
             # A new session: a room of its own, and a canceller, VAD and arbiter that know nothing yet.
