@@ -79,6 +79,17 @@ def test_no_cue_while_the_linear_filter_does_not_follow_the_agents_echo(caplog: 
     assert followed.run(0.3, played=0.1, person=0.05, cleaned=None)[-1]
 
 
+def test_after_the_echo_moved_the_cue_waits_until_the_witness_follows_again() -> None:
+    room = Room()
+    room.run(5.0, played=0.1, person=0.0, cleaned=0.0001)
+    assert room.detector.witness_follows_echo
+    room.detector.echo_moved()  # a sound device lost samples: what it removed before says nothing now
+    assert not room.detector.witness_follows_echo
+    assert not room.run(0.3, played=0.1, person=0.05, cleaned=None)[-1]
+    room.run(2.0, played=0.1, person=0.0, cleaned=0.0001)
+    assert room.detector.witness_follows_echo
+
+
 def test_echo_the_canceller_lets_through_is_no_double_talk_when_the_linear_filter_removes_it() -> None:
     room = Room()
     room.run(3.0, played=0.1, person=0.0, cleaned=0.0001)

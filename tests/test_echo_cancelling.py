@@ -20,7 +20,7 @@ from convers.clock_drift import TAPS
 from convers.config import ConfigError, Settings
 from convers.contracts.audio import AudioFrame
 from convers.contracts.transport import InboundAudio
-from convers.echo_cancelling import EchoCancelling, canceller_factory
+from convers.echo_cancelling import RELEARN_S, EchoCancelling, canceller_factory
 from convers.engine.barge_in.arbiter import BargeInArbiter, Cut, Pause, StartReply, SuspectEcho
 from convers.engine.listening.turn_taking import SpeechOnset, UserTurnEnded
 from convers.engine.listening.verdict import Verdict
@@ -214,6 +214,26 @@ def test_learning_counts_only_audible_agent_speech() -> None:
     echo.cleaned(AudioFrame(b"\x00\x00" * 160, RATE))
     assert echo.learning
     echo.played(AudioFrame(pcm(speech_like(1.0)), RATE))
+    echo.cleaned(AudioFrame(b"\x00\x00" * 160, RATE))
+    assert not echo.learning
+
+
+def test_after_a_device_glitch_the_room_is_learnt_again_for_a_moment_of_agent_speech() -> None:
+    def voice(seconds: float) -> AudioFrame:  # audible in every block, so every block counts
+        return AudioFrame(pcm(np.random.default_rng(3).standard_normal(round(seconds * RATE)) * 0.1), RATE)
+
+    echo = EchoCancelling(CountingCanceller(), learning_s=3.0)
+    echo.played(voice(3.2))
+    echo.cleaned(AudioFrame(b"\x00\x00" * 160, RATE))
+    assert not echo.learning
+    echo.device_glitched()  # from the speaker's audio thread: it underflowed
+    assert not echo.learning  # told at the next microphone frame, in order with the audio
+    echo.cleaned(AudioFrame(b"\x00\x00" * 160, RATE))
+    assert echo.learning
+    echo.played(voice(RELEARN_S - 0.2))
+    echo.cleaned(AudioFrame(b"\x00\x00" * 160, RATE))
+    assert echo.learning
+    echo.played(voice(0.4))
     echo.cleaned(AudioFrame(b"\x00\x00" * 160, RATE))
     assert not echo.learning
 

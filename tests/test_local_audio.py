@@ -208,6 +208,37 @@ async def test_transport_cancels_the_echo_of_what_its_speaker_played(monkeypatch
     assert not transport.echo_learning  # 100 ms of audible voice is past this test's 50 ms
 
 
+@pytest.mark.parametrize("glitch", ["output_underflow", "input_overflow"])
+async def test_a_device_that_lost_samples_makes_the_canceller_learn_the_room_again(
+        monkeypatch: pytest.MonkeyPatch, glitch: str) -> None:
+    from convers.echo_cancelling import EchoCancelling
+    from tests.test_echo_cancelling import CountingCanceller
+
+    card = fake_sounddevice(rate=16000)
+    monkeypatch.setitem(sys.modules, "sounddevice", card)
+    transport = LocalAudioTransport(echo=EchoCancelling(CountingCanceller(), learning_s=0.05))
+    task, _ = await listening(transport)
+    microphone, speaker = card.streams  # type: ignore[attr-defined]
+    await transport.send_audio(1, 0, AudioFrame(pcm(3200, 3000), 16000))  # 200 ms of agent voice
+    out = bytearray(320 * 2)
+    flags = {"output_underflow": False, "input_overflow": False}
+    fine = types.SimpleNamespace(**flags)
+
+    def exchange(status: Any) -> None:  # the card plays 20 ms, then the microphone hears 20 ms
+        speaker.kwargs["callback"](memoryview(out), 320, None, status if glitch == "output_underflow" else fine)
+        microphone.kwargs["callback"](pcm(320, 1000), 320, None, status if glitch == "input_overflow" else fine)
+
+    for _ in range(4):
+        exchange(fine)
+    await asyncio.sleep(0.01)
+    assert not transport.echo_learning
+    exchange(types.SimpleNamespace(**{**flags, glitch: True}))
+    await asyncio.sleep(0.01)
+    assert transport.echo_learning
+    await transport.close()
+    await asyncio.wait_for(task, 2)
+
+
 async def test_convers_talk_prints_each_side_of_the_conversation_once(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     # Through PulseAudio `convers talk` printed "Juniper: Sure,agent> Sure, that that sounds sounds good.":
     # the local transport and the talk command's printer both wrote every word.

@@ -246,6 +246,14 @@ class DoubleTalk:
             self._leads.clear()
             self.realignments += 1
 
+    def echo_moved(self) -> None:
+        """The echo's delay against what was played jumped (a realignment here, or a sound device that
+        lost samples): what the witness removed before no longer says how well it follows, as it
+        learns anew; and the echo's delays before and after the jump do not line up for the drift."""
+        self._removed_while_speaking.clear()
+        if self._estimator is not None:
+            self._estimator.clear()
+
     @property
     def drift_ppm(self) -> float:
         """How much faster the microphone's clock runs than the speaker's, as followed now (ppm)."""
@@ -300,11 +308,7 @@ class DoubleTalk:
             else:
                 self._reader.feed(np.zeros(count))  # nothing played yet to pair with
         if realigned != self.realignments:
-            # What the witness removed before no longer says how well it follows: it learns anew. And
-            # the echo's delays before and after the jump do not line up for the drift.
-            self._removed_while_speaking.clear()
-            if self._estimator is not None:
-                self._estimator.clear()
+            self.echo_moved()
         mic_energy = mean_square(mic)
         if not self.echo_gone:
             reference = self._reader.read(count, step)

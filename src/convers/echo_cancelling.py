@@ -28,6 +28,13 @@ log = logging.getLogger(__name__)
 # (which Silero scores 0.45-0.63) between 1.5 and 2.9 s into a session's first reply, and never
 # after (simulated rooms, 20-200 ms, `convers bench echo`). 4 s of agent speech keeps a margin.
 LEARNING_S = 6.0
+# After a sound device under- or overflowed, the echo's delay against what was played has moved by
+# however many samples it lost or added. WebRTC AEC3 finds it again, but let the agent's echo through
+# up to 1.4 s after a 20-60 ms jump (simulated rooms, Piper's voice), and the double-talk witness
+# removed next to nothing of it for 4 s and more. For this much agent speech after such a moment
+# the room counts as being learnt again: an onset over the agent pauses nothing, and a cut waits
+# (the barge-in arbiter's learning rules).
+RELEARN_S = 2.0
 # A played block quieter than this is not speech the canceller learns from.
 _AUDIBLE_DBFS = -50.0
 
@@ -52,6 +59,8 @@ class EchoCancelling:
         self.heard_s = 0.0
         self._lock = threading.Lock()
         self._played: deque[AudioFrame] = deque()
+        # A sound device lost or added samples since the last microphone frame (`device_glitched`).
+        self._glitched = False
         self._played_resampler: StreamResampler | None = None
         self._mic_resampler: StreamResampler | None = None
         self._render_blocks = Rechunker(canceller.frame_samples, self.rate)
@@ -121,10 +130,22 @@ class EchoCancelling:
         with self._lock:
             self._played.append(frame)
 
+    def device_glitched(self) -> None:
+        """The speaker underflowed or the microphone overflowed (PortAudio's stream flags): the echo
+        no longer comes where the canceller learnt it, so the room counts as being learnt again for
+        RELEARN_S of agent speech, and the double-talk witness must show again that it follows the
+        echo. Safe to call from an audio thread."""
+        with self._lock:
+            self._glitched = True
+
     def cleaned(self, frame: AudioFrame) -> AudioFrame:
         """The microphone `frame` with the echo of what was played removed, at `self.rate`."""
         with self._lock:
             played, self._played = self._played, deque()
+            glitched, self._glitched = self._glitched, False
+        if glitched:
+            self.heard_s = min(self.heard_s, max(0.0, self.learning_s - RELEARN_S))
+            self._double_talk.echo_moved()
         self._mic_resampler = _resampler_for(self._mic_resampler, frame.sample_rate, self.rate)
         mic = self._mic_resampler.push(frame)
         if self.failed:

@@ -22,9 +22,11 @@ import asyncio
 import logging
 import math
 import os
+import random
 import shutil
 import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -42,6 +44,7 @@ from convers.bench.summary import summarise
 from convers.contracts.audio import AudioFrame
 from convers.contracts.transport import InboundAudio
 from convers.echo_cancelling import EchoCancelling
+from convers.engine.barge_in.echo_witness import event_echo_removed_db
 from convers.engine.listening.listener import Listener
 from convers.engine.listening.turn_taking import SpeechOnset
 
@@ -49,6 +52,8 @@ RATE = 16000
 SINK = "room"
 # What the canceller needs before its removal is counted (echo_cancelling.LEARNING_S of agent speech).
 LEARNT_AFTER_S = 6.0
+# How often `--stall-ms` stalls the process.
+STALL_EVERY_S = 0.7
 # Silence between two replies.
 GAP_S = 0.8
 # Onsets this long before a person's first sample to this long after their last are theirs.
@@ -160,6 +165,11 @@ class RecordingEchoCancelling(EchoCancelling):
         self.witness_realignments = 0
         self.witness_left_db: list[float | None] = []
         self._played_total = 0
+        self.glitches = 0
+
+    def device_glitched(self) -> None:
+        super().device_glitched()
+        self.glitches += 1
 
     def played(self, frame: AudioFrame) -> None:
         with self._lock:
@@ -206,7 +216,15 @@ class RoomRun:
     cancelling: RecordingEchoCancelling
     played_rate: int
     mic_rate: int
+    # The arbiter's `echo_witness_removed_db`: an onset the linear filter explains this much of pauses nothing.
+    witness_echo_db: float
     onsets_cleaned: list[float] = field(default_factory=list)  # stream seconds of the cleaned microphone
+    # Per cleaned onset: how much of its audio the linear filter explained as echo (dB), as the session
+    # asks it at that moment (engine/barge_in/echo_witness.py; the arbiter pauses nothing above
+    # `BargeInPolicy.echo_witness_removed_db`), and whether the canceller was learning the room then
+    # (at the start, and again after a device glitch: an onset pauses nothing then).
+    onsets_cleaned_witness_db: list[float | None] = field(default_factory=list)
+    onsets_cleaned_learning: list[bool] = field(default_factory=list)
     onsets_raw: list[float] = field(default_factory=list)  # stream seconds of the raw microphone
     people: list[_PersonPlayed] = field(default_factory=list)
     agent_s: float = 0.0
@@ -311,6 +329,9 @@ def analyse(run: RoomRun) -> dict[str, Any]:
                        "double_talk_after_ms": round((cue - onset) * 1000) if cue is not None else None})
     minutes = run.agent_s / 60
     false_cleaned = outside(run.onsets_cleaned)
+    false_learnt = [db for t, db, learning in zip(run.onsets_cleaned, run.onsets_cleaned_witness_db,
+                                                  run.onsets_cleaned_learning, strict=True)
+                    if not _in_spans(t, t, person_spans) and not learning]
     false_raw = outside(run.onsets_raw)
     # How far the reference handed over ran ahead of the microphone, by sample counts (ms): it grows
     # when one clock runs faster than the other or a device buffer under- or overflows.
@@ -347,7 +368,14 @@ def analyse(run: RoomRun) -> dict[str, Any]:
         "false_onsets_cleaned_per_min": round(len(false_cleaned) / minutes, 2) if minutes else None,
         "false_onsets_cleaned_at_s": [round(t, 2) for t in false_cleaned[:10]],
         # Once learnt: while it learns, an onset over the agent pauses nothing (the arbiter's learning rules).
-        "false_onsets_cleaned_learnt": sum(1 for t in false_cleaned if t >= LEARNT_AFTER_S),
+        # While the canceller counted the room learnt (not in its first LEARNING_S of agent speech, nor
+        # RELEARN_S after a device glitch), what the linear filter explained of each as echo (dB), and
+        # how many would pause the agent: the arbiter lets through an onset the filter explains
+        # (`echo_witness_removed_db`).
+        "false_onsets_cleaned_learnt": len(false_learnt),
+        "false_onsets_learnt_witness_db": [None if db is None else round(db, 1) for db in false_learnt],
+        "false_onsets_learnt_pausing": sum(1 for db in false_learnt if db is None or db < run.witness_echo_db),
+        "device_glitches": c.glitches,
         "false_onsets_raw_per_min": round(len(false_raw) / minutes, 2) if minutes else None,
         "double_talk_agent_only_fires": double_talk_fires,
         "double_talk_agent_only_frames": double_talk_frames,
@@ -397,7 +425,8 @@ async def play_room(transport: Any, cancelling: RecordingEchoCancelling, room: P
                     workdir: Path, progress: Callable[[str], None] = lambda _: None) -> RoomRun:
     """Plays `replies` of the agent's replies through `transport` (a person over every `person_every`-th,
     0: none) while listening to the cleaned and the raw microphone; returns what was recorded."""
-    run = RoomRun(cancelling, transport.output_format.sample_rate, transport._device_input_rate)
+    run = RoomRun(cancelling, transport.output_format.sample_rate, transport._device_input_rate,
+                  settings.barge_in.echo_witness_removed_db)
     listen_cleaned = Listener(vad_cleaned, settings.turns)
     listen_raw = Listener(vad_raw, settings.turns)
     heard_samples = [0, 0]  # stream position of the cleaned and the raw microphone (samples at RATE)
@@ -411,6 +440,8 @@ async def play_room(transport: Any, cancelling: RecordingEchoCancelling, room: P
             for e in listen_cleaned.feed(event.frame, heard_samples[0] / RATE):
                 if isinstance(e, SpeechOnset):
                     run.onsets_cleaned.append(e.at)
+                    run.onsets_cleaned_witness_db.append(event_echo_removed_db(cancelling.witness_removed_db, e, e.at))
+                    run.onsets_cleaned_learning.append(cancelling.learning)
             # The raw microphone frames that went in since (one, unless a frame left no whole block).
             for raw in cancelling.mic_frames[raw_fed:]:
                 heard_samples[1] += round(len(raw.pcm) // 2 * RATE / raw.sample_rate)
@@ -471,7 +502,7 @@ def _onset_alone(audio: np.ndarray, vad: Any, settings: Any) -> float | None:
 
 
 def run_benchmark(settings: Any, progress: Callable[[str], None], *, replies: int = 8, person_every: int = 2,
-                  directory: Path | None = None) -> dict[str, Any]:
+                  directory: Path | None = None, stall_ms: float = 0.0) -> dict[str, Any]:
     """Starts a private PulseAudio, plays `replies` of the agent through the real local transport, analyses."""
     from convers.app.wiring import build, provider_name
     from convers.echo_cancelling import canceller_factory
@@ -490,7 +521,7 @@ def run_benchmark(settings: Any, progress: Callable[[str], None], *, replies: in
             voices = asyncio.run(Voices.synthesise(build("tts", settings), build("tts", settings, "espeak-ng"),
                                                    AGENT_REPLIES[: max(1, replies)], PERSON_INTERRUPTIONS))
             result = measure(settings, make_canceller, room, voices, replies=replies, person_every=person_every,
-                             workdir=workdir, progress=progress)
+                             workdir=workdir, progress=progress, stall_ms=stall_ms)
         finally:
             for key, value in saved.items():
                 if value is None:
@@ -505,15 +536,18 @@ def run_benchmark(settings: Any, progress: Callable[[str], None], *, replies: in
         "load_average_after": [round(x, 2) for x in os.getloadavg()],
         "agent_voice": provider_name("tts", settings),
         "vad": provider_name("vad", settings),
-        "config": {"replies": replies, "person_every": person_every, "room": "PulseAudio null sink, its monitor as the microphone",
+        "config": {"replies": replies, "person_every": person_every, "stall_ms": stall_ms,
+                   "room": "PulseAudio null sink, its monitor as the microphone",
                    "echo_db": 0.0, "device": "ALSA pulse"},
         **result,
     }
 
 
 def measure(settings: Any, make_canceller: Callable[[], Any], room: PulseRoom, voices: Voices, *, replies: int,
-            person_every: int, workdir: Path, progress: Callable[[str], None] = lambda _: None) -> dict[str, Any]:
-    """One run through an already started room (its environment already set in this process)."""
+            person_every: int, workdir: Path, progress: Callable[[str], None] = lambda _: None,
+            stall_ms: float = 0.0) -> dict[str, Any]:
+    """One run through an already started room (its environment already set in this process); with
+    `stall_ms`, the process stalls that long every STALL_EVERY_S (`Stalls`)."""
     from convers.app.wiring import build
     from convers.transports.local import LocalAudioTransport, import_sounddevice
 
@@ -531,13 +565,50 @@ def measure(settings: Any, make_canceller: Callable[[], Any], room: PulseRoom, v
     transport_log.setLevel(logging.DEBUG)  # the stream status flags are logged at debug
     try:
         transport = LocalAudioTransport("pulse", "pulse", echo=cancelling)
-        run = asyncio.run(play_room(transport, cancelling, room, voices, vad_cleaned, vad_raw, settings,
-                                    replies=replies, person_every=person_every, workdir=workdir, progress=progress))
+        with Stalls(stall_ms) as stalls:
+            run = asyncio.run(play_room(transport, cancelling, room, voices, vad_cleaned, vad_raw, settings,
+                                        replies=replies, person_every=person_every, workdir=workdir, progress=progress))
     finally:
         transport_log.removeHandler(statuses)
         transport_log.setLevel(level)
     run.stream_status = dict(statuses.counts)
-    return analyse(run)
+    return {**analyse(run), "stalls": {"ms": stall_ms, "every_s": STALL_EVERY_S, "count": stalls.count}}
+
+
+class Stalls:
+    """While entered, a thread holds the interpreter lock for `stall_ms` every STALL_EVERY_S (0: never),
+    as a busy moment of the agent can: the sound devices' callbacks, Python code, then come late,
+    and the devices under- and overflow, as on a loaded machine. The lock is held by sorting a list
+    of floats (one C call), of a length timed at the start to take `stall_ms`."""
+
+    def __init__(self, stall_ms: float) -> None:
+        self.stall_ms = stall_ms
+        self.count = 0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._items: list[float] = []
+
+    def __enter__(self) -> Stalls:
+        if self.stall_ms > 0:
+            rng = random.Random(7)
+            probe = [rng.random() for _ in range(100_000)]
+            started = time.perf_counter()
+            sorted(probe)
+            per_item_ms = (time.perf_counter() - started) * 1000 / len(probe)
+            self._items = [rng.random() for _ in range(max(1, round(self.stall_ms / per_item_ms)))]
+            self._thread = threading.Thread(target=self._run, name="stalls", daemon=True)
+            self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        while not self._stop.wait(STALL_EVERY_S):
+            sorted(self._items)
+            self.count += 1
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
 
 
 class _StatusCounter(logging.Handler):
@@ -569,6 +640,9 @@ def print_summary(result: dict[str, Any], echo: Callable[[str], None]) -> None:
     echo(f"false onsets while only the agent spoke: cleaned {result['false_onsets_cleaned']} "
          f"({result['false_onsets_cleaned_per_min']}/min), raw microphone {result['false_onsets_raw_per_min']}/min; "
          f"double-talk cue fired {result['double_talk_agent_only_fires']} times")
+    echo(f"device glitches (each: the room is learnt again for a moment): {result['device_glitches']}")
+    echo(f"false onsets once learnt: {result['false_onsets_cleaned_learnt']}, the linear filter explained "
+         f"{result['false_onsets_learnt_witness_db']} dB of them; {result['false_onsets_learnt_pausing']} would pause the agent")
     for person in result["people"]:
         echo(f"person {person['said']!r}: VAD onset {person['vad_onset_after_ms']} ms (alone {person['vad_onset_alone_ms']} ms), double talk {person['double_talk_after_ms']} ms after their first sample")
 

@@ -334,15 +334,17 @@ def echo_bench(ctx: click.Context, levels: str, minutes: float, off_minutes: flo
 @bench.command("pulse-room")
 @click.option("--replies", default=12, show_default=True, help="Agent replies to play (about 6 s each).")
 @click.option("--person-every", default=2, show_default=True, help="A person speaks over every N-th reply (0: never).")
+@click.option("--stall-ms", default=0.0, show_default=True,
+              help="Stall the process this long every 0.7 s (the devices' callbacks come late, as on a loaded machine).")
 @click.option("--out", type=click.Path(path_type=Path), help="JSON result file (default bench/results/pulse-room-<time>.json).")
 @click.pass_context
-def pulse_room_bench(ctx: click.Context, replies: int, person_every: int, out: Path | None) -> None:
+def pulse_room_bench(ctx: click.Context, replies: int, person_every: int, stall_ms: float, out: Path | None) -> None:
     """`convers talk`'s transport and echo canceller through a private PulseAudio server (a null sink as the room)."""
     from convers.bench.pulse_room import PulseUnavailable, print_summary, run_benchmark, write_result
 
     try:
         result = run_benchmark(settings_from(ctx), lambda text: click.echo(text, err=True), replies=replies,
-                               person_every=person_every)
+                               person_every=person_every, stall_ms=stall_ms)
     except (PulseUnavailable, RuntimeError, OSError) as error:
         raise click.ClickException(str(error)) from None
     print_summary(result, click.echo)

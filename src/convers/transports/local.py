@@ -211,12 +211,16 @@ class LocalAudioTransport(EchoSide):
     def _mic_callback(self, indata: Any, frames: int, time_info: Any, status: Any) -> None:
         if status:
             log.debug("microphone status: %s", status)
+            if status.input_overflow and self.echo is not None:
+                self.echo.device_glitched()  # samples lost: the echo moved
         if self._loop is not None:
             self._loop.call_soon_threadsafe(self._inbox.put_nowait, bytes(indata))
 
     def _speaker_callback(self, outdata: Any, frames: int, time_info: Any, status: Any) -> None:
         if status:
             log.debug("speaker status: %s", status)
+            if status.output_underflow and self.echo is not None:
+                self.echo.device_glitched()  # the device played what it was not handed: the echo moved
         pcm = self._playback.fill(len(outdata))
         outdata[:] = pcm
         if self.echo is not None:
