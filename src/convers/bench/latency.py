@@ -273,7 +273,7 @@ def seed_returning(settings: Any) -> str:
     from convers.memory.store import SqliteMemoryStore
 
     settings.data_path.mkdir(parents=True, exist_ok=True)
-    embedder = registry.create("embedder", settings.embedder.provider, settings)
+    embedder = registry.create("embedder", registry.provider_name("embedder", settings), settings)
     store = SqliteMemoryStore.from_settings(settings, embedder)
     try:
         person = seed_returning_person(settings.data_path, store)

@@ -484,7 +484,7 @@ def run_benchmark(settings: Settings, config: BenchConfig, progress: Callable[[s
     from convers import registry
 
     def make_embedder() -> Embedder:
-        return registry.create("embedder", settings.embedder.provider, settings)
+        return registry.create("embedder", registry.provider_name("embedder", settings), settings)
 
     embedder = make_embedder()
     rankings = rankings or default_rankings()

@@ -100,7 +100,8 @@ def provider_info(
         "tts": built.get("tts", {}).get("model"),
         "llm": "convers-reference" if reference is not None
         else built.get("llm", {}).get("model") or settings.llm.model or str(settings.llm.model_path or ""),
-        "embedder": "all-MiniLM-L6-v2" if providers["embedder"] == "minilm" else settings.embedder.ollama_model,
+        "embedder": {"minilm": "all-MiniLM-L6-v2", "mpnet": "all-mpnet-base-v2"}.get(
+            str(providers["embedder"]), settings.embedder.ollama_model),
     }
     files: dict[str, str | None] = {kind: built[kind]["file"] for kind in ("stt", "tts", "turn_end") if kind in built}
     return providers, models, files

@@ -26,7 +26,7 @@ def _open_store(settings: Settings, with_embedder: bool) -> SqliteMemoryStore:
         from convers import registry
 
         try:
-            embedder = registry.create("embedder", settings.embedder.provider, settings)
+            embedder = registry.create("embedder", registry.provider_name("embedder", settings), settings)
         except Exception as error:  # noqa: BLE001 - word search still works
             click.echo(f"note: embedder unavailable, searching by words only ({error})", err=True)
     try:

@@ -20,13 +20,13 @@ import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
 from convers.config import ProviderOptions, provider_options
 from convers.contracts.embedder import EmbedderError
-from convers.contracts.provider import Availability
+from convers.contracts.provider import RANK_PACKAGED, RANK_USER_MODEL, AutoChoice, Availability
 
 if TYPE_CHECKING:
     from onnxruntime import InferenceSession
@@ -210,6 +210,13 @@ class MiniLmEmbedder:
         return cls(model_dir, settings.data_path / ONNX_CACHE_FOLDER, backend, settings.embedder.threads)
 
     @classmethod
+    def auto_choice(cls, settings: Settings) -> AutoChoice:
+        """A folder the user configured ranks first; the packaged model below all-mpnet-base-v2."""
+        available = cls.availability(settings)
+        rank = RANK_USER_MODEL if settings.embedder.model_dir is not None else RANK_PACKAGED
+        return AutoChoice(rank, available.usable, available.detail)
+
+    @classmethod
     def availability(cls, settings: Settings) -> Availability:
         model_dir = find_model_dir(settings)
         if model_dir is None:
@@ -241,9 +248,8 @@ class MiniLmEmbedder:
             return self._tokenizer
 
     def _open_int8(self, weights: dict[str, np.ndarray], config: dict[str, Any]) -> InferenceSession:
-        import onnxruntime as ort
-
         from convers.providers.embedder import minilm_onnx
+        from convers.providers.embedder.onnx_graph import open_session
 
         assert self.cache_dir is not None  # _choose_backend picks int8 only with a cache folder
         path = minilm_onnx.cached_graph_path(self.cache_dir, minilm_onnx.weights_digest(self.model_dir))
@@ -251,11 +257,7 @@ class MiniLmEmbedder:
             if not path.is_file():
                 log.info("building the int8 all-MiniLM-L6-v2 graph at %s (once)", path)
                 minilm_onnx.build_int8_graph(weights, config, path)
-            options = ort.SessionOptions()
-            options.intra_op_num_threads = self.threads
-            options.inter_op_num_threads = 1
-            options.log_severity_level = 3  # shape-merge warnings from the quantized graph are noise
-            return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+            return cast("InferenceSession", open_session(path, self.threads))
         except Exception as error:
             raise EmbedderError(
                 f"cannot build or open the int8 all-MiniLM-L6-v2 graph at {path}: {error}; delete the file "

@@ -1,0 +1,133 @@
+"""What the in-process sentence encoders share: an ONNX graph written node by node from safetensors
+weights (no torch, no model hub), quantized to int8 once and cached under a name that carries the
+weights' digest, so changed weights or a changed graph build a new file.
+
+Why int8: a short query through a float32 encoder spends nearly all its time reading the weights from
+memory. Dynamic int8 quantization (onnxruntime's `quantize_dynamic`, weights int8 per channel,
+activations quantized per call) reads a quarter of that and runs in onnxruntime's MLAS kernels,
+which are built for small matrices. `onnx` is needed only to build a graph; with a cached file
+present onnxruntime alone runs it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from convers.private_files import private_dir
+
+OPSET = 17
+
+
+def weights_digest(model_dir: Path) -> str:
+    """sha256 of model.safetensors (first 16 hex digits): names the cached graph made from it."""
+    digest = hashlib.sha256()
+    with (model_dir / "model.safetensors").open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()[:16]
+
+
+class GraphBuilder:
+    """Collects an ONNX graph's nodes and constant tensors; every node is named by its one output."""
+
+    def __init__(self) -> None:
+        self.inits: list[Any] = []
+        self.nodes: list[Any] = []
+        self._gelu_consts: tuple[str, str, str] | None = None
+
+    def const(self, name: str, value: np.ndarray) -> str:
+        from onnx import numpy_helper
+
+        self.inits.append(numpy_helper.from_array(np.ascontiguousarray(value), name))
+        return name
+
+    def node(self, op: str, inputs: list[str], output: str, **attrs: Any) -> str:
+        from onnx import helper
+
+        self.nodes.append(helper.make_node(op, inputs, [output], name=output, **attrs))
+        return output
+
+    def norm(self, x: str, weights: dict[str, np.ndarray], prefix: str, out: str, eps: float) -> str:
+        """LayerNorm with the weights `prefix`.weight and `prefix`.bias."""
+        return self.node("LayerNormalization", [x, self.const(prefix + ".w", weights[prefix + ".weight"]),
+                                                 self.const(prefix + ".b", weights[prefix + ".bias"])],
+                         out, axis=-1, epsilon=eps)
+
+    def linear(self, x: str, weights: dict[str, np.ndarray], prefix: str, out: str) -> str:
+        """A torch Linear: it stores (out, in), the graph multiplies x @ W, so W is stored transposed."""
+        product = self.node("MatMul", [x, self.const(prefix + ".wT", weights[prefix + ".weight"].T)], out + ".mm")
+        return self.node("Add", [product, self.const(prefix + ".b", weights[prefix + ".bias"])], out)
+
+    def gelu(self, x: str, prefix: str) -> str:
+        """Exact (erf) GELU, as BERT and MPNet define it; onnxruntime fuses this pattern into one kernel."""
+        if self._gelu_consts is None:
+            self._gelu_consts = (self.const("half", np.array(0.5, dtype=np.float32)),
+                                 self.const("one_g", np.array(1.0, dtype=np.float32)),
+                                 self.const("root2", np.array(np.sqrt(2.0), dtype=np.float32)))
+        half, one, root2 = self._gelu_consts
+        erf = self.node("Erf", [self.node("Div", [x, root2], f"{prefix}.gelu_div")], f"{prefix}.gelu_erf")
+        return self.node("Mul", [self.node("Mul", [x, half], f"{prefix}.gelu_half"),
+                                 self.node("Add", [erf, one], f"{prefix}.gelu_add")], f"{prefix}.gelu")
+
+    def model(self, name: str, inputs: list[Any], outputs: list[Any]) -> Any:
+        from onnx import helper
+
+        graph = helper.make_graph(self.nodes, name, inputs, outputs, self.inits)
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
+        model.ir_version = 8
+        return model
+
+
+class _DropMessage(logging.Filter):
+    """Drops log records whose message contains `text`."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__()
+        self.text = text
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return self.text not in record.getMessage()
+
+
+def write_int8(model: Any, target: Path) -> Path:
+    """Quantizes the float32 `model` (a ModelProto) and writes it to `target`, atomically: a
+    half-written file is never found. Needs `onnx`."""
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    private_dir(target.parent)
+    with tempfile.TemporaryDirectory(dir=target.parent) as scratch:
+        fp32 = Path(scratch) / "fp32.onnx"
+        int8 = Path(scratch) / "int8.onnx"
+        onnx.save(model, str(fp32))
+        # Only the weight MatMuls (constant right side) are quantized; attention stays float32.
+        # onnxruntime advises "pre-processing" (shape inference, graph fusions) on the root logger for
+        # any graph without its marker; these graphs are built here with every shape known and only their
+        # MatMuls quantized, so the advice is not for the person running convers.
+        advice = _DropMessage("pre-processing before quantization")
+        logging.getLogger().addFilter(advice)
+        try:
+            quantize_dynamic(str(fp32), str(int8), op_types_to_quantize=["MatMul"], per_channel=True,
+                             weight_type=QuantType.QInt8)
+        finally:
+            logging.getLogger().removeFilter(advice)
+        os.replace(int8, target)
+    return target
+
+
+def open_session(path: Path, threads: int) -> Any:
+    """An onnxruntime session of a cached graph on `threads` threads."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3  # shape-merge warnings from the quantized graph are noise
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
