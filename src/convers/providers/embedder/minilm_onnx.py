@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from convers.providers.embedder.onnx_graph import GraphBuilder, weights_digest, write_int8
+from convers.providers.embedder.onnx_graph import GraphBuilder, LayerNames, weights_digest, write_int8
 
 __all__ = ["GRAPH_VERSION", "build_fp32_graph", "build_int8_graph", "cached_graph_path", "weights_digest"]
 
@@ -53,32 +53,11 @@ def build_fp32_graph(weights: dict[str, np.ndarray], config: dict[str, Any]) -> 
     key_bias = g.node("Mul", [inverted, g.const("neg", np.array(-1e9, dtype=np.float32))], "key_bias0")
     key_bias = g.node("Unsqueeze", [key_bias, g.const("axes12", np.array([1, 2], dtype=np.int64))], "key_bias")
 
-    split_shape = g.const("split_shape", np.array([0, 0, heads, head], dtype=np.int64))
-    merge_shape = g.const("merge_shape", np.array([0, 0, hidden], dtype=np.int64))
-    scale = g.const("scale", np.array(1.0 / np.sqrt(head), dtype=np.float32))
+    names = LayerNames("attention.self.query", "attention.self.key", "attention.self.value",
+                       "attention.output.dense", "attention.output.LayerNorm")
     for i in range(layers):
-        p = f"encoder.layer.{i}."
-        per_head = {}
-        for part in ("query", "key", "value"):
-            projected = g.linear(x, w, p + f"attention.self.{part}", f"l{i}.{part}")
-            split = g.node("Reshape", [projected, split_shape], f"l{i}.{part}.split")
-            # query/value: (batch, heads, tokens, head); key: (batch, heads, head, tokens).
-            perm = [0, 2, 3, 1] if part == "key" else [0, 2, 1, 3]
-            per_head[part] = g.node("Transpose", [split], f"l{i}.{part}.heads", perm=perm)
-        scores = g.node("MatMul", [per_head["query"], per_head["key"]], f"l{i}.scores0")
-        scores = g.node("Mul", [scores, scale], f"l{i}.scores1")
-        scores = g.node("Add", [scores, key_bias], f"l{i}.scores")
-        probs = g.node("Softmax", [scores], f"l{i}.probs", axis=-1)
-        context = g.node("MatMul", [probs, per_head["value"]], f"l{i}.context0")
-        context = g.node("Transpose", [context], f"l{i}.context1", perm=[0, 2, 1, 3])
-        context = g.node("Reshape", [context, merge_shape], f"l{i}.context")
-        attended = g.linear(context, w, p + "attention.output.dense", f"l{i}.attn_out")
-        attended = g.node("Add", [attended, x], f"l{i}.attn_res")
-        x = g.norm(attended, w, p + "attention.output.LayerNorm", f"l{i}.attn_norm", eps)
-        gelu = g.gelu(g.linear(x, w, p + "intermediate.dense", f"l{i}.ff_in"), f"l{i}")
-        out = g.linear(gelu, w, p + "output.dense", f"l{i}.ff_out")
-        out = g.node("Add", [out, x], f"l{i}.ff_res")
-        x = g.norm(out, w, p + "output.LayerNorm", f"l{i}.out" if i < layers - 1 else "states", eps)
+        x = g.encoder_layer(x, w, f"encoder.layer.{i}.", names, i, key_bias, (heads, head), eps,
+                            f"l{i}.out" if i < layers - 1 else "states")
 
     return g.model(
         "all-MiniLM-L6-v2",

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from convers.providers.embedder.onnx_graph import GraphBuilder, write_int8
+from convers.providers.embedder.onnx_graph import GraphBuilder, LayerNames, write_int8
 
 # Bump when the graph or the quantization settings change: the cache name carries it.
 GRAPH_VERSION = 1
@@ -74,31 +74,11 @@ def build_fp32_graph(weights: dict[str, np.ndarray], config: dict[str, Any]) -> 
                            g.const("axis0", np.array([0], dtype=np.int64))], "pos_e")
     x = g.norm(g.node("Add", [word, pos], "emb_sum"), w, "embeddings.LayerNorm", "emb", eps)
 
-    split_shape = g.const("split_shape", np.array([0, 0, heads, head], dtype=np.int64))
-    merge_shape = g.const("merge_shape", np.array([0, 0, hidden], dtype=np.int64))
-    scale = g.const("scale", np.array(1.0 / np.sqrt(head), dtype=np.float32))
+    names = LayerNames("attention.attn.q", "attention.attn.k", "attention.attn.v", "attention.attn.o",
+                       "attention.LayerNorm")
     for i in range(layers):
-        p = f"encoder.layer.{i}."
-        per_head = {}
-        for part in ("q", "k", "v"):
-            projected = g.linear(x, w, p + f"attention.attn.{part}", f"l{i}.{part}")
-            split = g.node("Reshape", [projected, split_shape], f"l{i}.{part}.split")
-            perm = [0, 2, 3, 1] if part == "k" else [0, 2, 1, 3]
-            per_head[part] = g.node("Transpose", [split], f"l{i}.{part}.heads", perm=perm)
-        scores = g.node("MatMul", [per_head["q"], per_head["k"]], f"l{i}.scores0")
-        scores = g.node("Mul", [scores, scale], f"l{i}.scores1")
-        scores = g.node("Add", [scores, "bias"], f"l{i}.scores")
-        probs = g.node("Softmax", [scores], f"l{i}.probs", axis=-1)
-        context = g.node("MatMul", [probs, per_head["v"]], f"l{i}.context0")
-        context = g.node("Transpose", [context], f"l{i}.context1", perm=[0, 2, 1, 3])
-        context = g.node("Reshape", [context, merge_shape], f"l{i}.context")
-        attended = g.linear(context, w, p + "attention.attn.o", f"l{i}.attn_out")
-        attended = g.node("Add", [attended, x], f"l{i}.attn_res")
-        x = g.norm(attended, w, p + "attention.LayerNorm", f"l{i}.attn_norm", eps)
-        gelu = g.gelu(g.linear(x, w, p + "intermediate.dense", f"l{i}.ff_in"), f"l{i}")
-        out = g.linear(gelu, w, p + "output.dense", f"l{i}.ff_out")
-        out = g.node("Add", [out, x], f"l{i}.ff_res")
-        x = g.norm(out, w, p + "output.LayerNorm", f"l{i}.out" if i < layers - 1 else "states", eps)
+        x = g.encoder_layer(x, w, f"encoder.layer.{i}.", names, i, "bias", (heads, head), eps,
+                            f"l{i}.out" if i < layers - 1 else "states")
 
     return g.model(
         "all-mpnet-base-v2",

@@ -15,6 +15,7 @@ import hashlib
 import logging
 import os
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,20 @@ def weights_digest(model_dir: Path) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class LayerNames:
+    """Where a transformer layer's weights are, relative to its prefix ("encoder.layer.3.")."""
+
+    query: str
+    key: str
+    value: str
+    attention_out: str
+    attention_norm: str
+    inner: str = "intermediate.dense"
+    out: str = "output.dense"
+    out_norm: str = "output.LayerNorm"
 
 
 class GraphBuilder:
@@ -75,6 +90,36 @@ class GraphBuilder:
         erf = self.node("Erf", [self.node("Div", [x, root2], f"{prefix}.gelu_div")], f"{prefix}.gelu_erf")
         return self.node("Mul", [self.node("Mul", [x, half], f"{prefix}.gelu_half"),
                                  self.node("Add", [erf, one], f"{prefix}.gelu_add")], f"{prefix}.gelu")
+
+    def encoder_layer(self, x: str, weights: dict[str, np.ndarray], prefix: str, names: LayerNames, i: int,
+                      score_bias: str, shape: tuple[int, int], eps: float, out: str) -> str:
+        """One post-norm transformer layer: self-attention with `score_bias` added to the scaled
+        scores (a padding mask, a position bias), then the GELU feed-forward, each with its residual
+        and LayerNorm. `shape`: (heads, head width)."""
+        heads, head = shape
+        split_shape = self.const(f"l{i}.split_shape", np.array([0, 0, heads, head], dtype=np.int64))
+        merge_shape = self.const(f"l{i}.merge_shape", np.array([0, 0, heads * head], dtype=np.int64))
+        per_head = {}
+        for part, key in (("query", names.query), ("key", names.key), ("value", names.value)):
+            projected = self.linear(x, weights, prefix + key, f"l{i}.{part}")
+            split = self.node("Reshape", [projected, split_shape], f"l{i}.{part}.split")
+            # query/value: (batch, heads, tokens, head); key: (batch, heads, head, tokens).
+            perm = [0, 2, 3, 1] if part == "key" else [0, 2, 1, 3]
+            per_head[part] = self.node("Transpose", [split], f"l{i}.{part}.heads", perm=perm)
+        scale = self.const(f"l{i}.scale", np.array(1.0 / np.sqrt(head), dtype=np.float32))
+        scores = self.node("MatMul", [per_head["query"], per_head["key"]], f"l{i}.scores0")
+        scores = self.node("Mul", [scores, scale], f"l{i}.scores1")
+        scores = self.node("Add", [scores, score_bias], f"l{i}.scores")
+        probs = self.node("Softmax", [scores], f"l{i}.probs", axis=-1)
+        context = self.node("MatMul", [probs, per_head["value"]], f"l{i}.context0")
+        context = self.node("Transpose", [context], f"l{i}.context1", perm=[0, 2, 1, 3])
+        context = self.node("Reshape", [context, merge_shape], f"l{i}.context")
+        attended = self.linear(context, weights, prefix + names.attention_out, f"l{i}.attn_out")
+        attended = self.node("Add", [attended, x], f"l{i}.attn_res")
+        x = self.norm(attended, weights, prefix + names.attention_norm, f"l{i}.attn_norm", eps)
+        gelu = self.gelu(self.linear(x, weights, prefix + names.inner, f"l{i}.ff_in"), f"l{i}")
+        fed = self.node("Add", [self.linear(gelu, weights, prefix + names.out, f"l{i}.ff_out"), x], f"l{i}.ff_res")
+        return self.norm(fed, weights, prefix + names.out_norm, out, eps)
 
     def model(self, name: str, inputs: list[Any], outputs: list[Any]) -> Any:
         from onnx import helper
