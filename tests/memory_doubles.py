@@ -146,3 +146,17 @@ class ListMemoryStore:
 
     def close(self) -> None:
         self.closed = True
+
+
+class QueryPathEmbedder(WordHashEmbedder):
+    """Has the faster path for one text the conversation waits for, and counts what goes through it."""
+
+    name = "query-path"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.queries: list[str] = []
+
+    def embed_query_sync(self, text: str) -> np.ndarray:
+        self.queries.append(text)
+        return self.embed_sync([text])[0]

@@ -148,6 +148,8 @@ def test_the_real_model_embeds_meaning(tmp_path: Path) -> None:
     sims = vectors @ vectors.T
     assert sims[0, 1] > 0.4 > max(sims[0, 2], sims[1, 2])
     assert sims[3, 4] > max(sims[3, 0], sims[3, 2], sims[4, 0], sims[4, 2])
-    # Each text alone: its vector does not depend on what else was embedded with it.
+    # Each text alone: its vector does not depend on what else was embedded with it, nor on the
+    # threads of the query path.
     np.testing.assert_allclose(embedder.embed_sync([texts[2]])[0], vectors[2], atol=1e-6)
+    np.testing.assert_allclose(embedder.embed_query_sync(texts[4]), vectors[4], atol=1e-5)
     assert json.loads((embedder.folder / "config.json").read_text())["model_type"] == "mpnet"

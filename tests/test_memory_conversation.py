@@ -13,7 +13,7 @@ from convers.memory.profile import ProfileFile
 from convers.memory.reflection import MEMO_FILE, Reflection
 from convers.memory.store import SqliteMemoryStore
 from tests.doubles import ScriptedLlm
-from tests.memory_doubles import BlockedEmbedder, FlakyEmbedder, WordHashEmbedder
+from tests.memory_doubles import BlockedEmbedder, FlakyEmbedder, QueryPathEmbedder, WordHashEmbedder
 
 
 def make(tmp_path: Path, embedder=None, llm=None, **options) -> CompanionMemory:
@@ -47,6 +47,22 @@ async def test_recall_finds_earlier_turns_but_not_the_ones_still_in_the_rolling_
     await memory.settled()
     hits = await memory.recall("Where does Ana live now? Lisbon?")
     assert [h.id for h in hits] == ["p1"]
+    await memory.aclose()
+
+
+async def test_the_words_recall_waits_for_take_the_embedders_query_path(tmp_path: Path) -> None:
+    embedder = QueryPathEmbedder()
+    memory = make(tmp_path, embedder=embedder, recall_k=3)
+    memory.store.add(past_turn(1, "My sister Ana moved to Lisbon"))
+    await memory.settled()
+    hits = await memory.recall("Where does Ana live now?")
+    assert [h.id for h in hits] == ["p1"]
+    # The question once, on the query path (beside the store's warm-up question); the stored turn
+    # went the background way.
+    assert embedder.queries.count("Where does Ana live now?") == 1
+    assert "My sister Ana moved to Lisbon" not in embedder.queries
+    assert memory.store.search("Lisbon sister", 1)[0].id == "p1"  # the store's own embedding of a question too
+    assert embedder.queries[-1] == "Lisbon sister"
     await memory.aclose()
 
 

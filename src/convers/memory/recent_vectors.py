@@ -8,7 +8,7 @@ from collections import OrderedDict
 import numpy as np
 
 from convers.contracts.embedder import Embedder
-from convers.memory.vectors import embed_blocking
+from convers.memory.vectors import embed_query_blocking
 
 
 class RecentVectors:
@@ -39,5 +39,5 @@ class RecentVectors:
         self._futures.clear()
 
     async def _embed(self, text: str) -> np.ndarray:
-        vectors = await asyncio.to_thread(embed_blocking, self.embedder, [text])
-        return vectors[0]
+        # The user's words: recall waits for this vector (the store's write reuses it).
+        return await asyncio.to_thread(embed_query_blocking, self.embedder, text)

@@ -61,7 +61,7 @@ from convers.memory.turn_text import (
     in_zone,
     local_zone,
 )
-from convers.memory.vectors import embed_blocking
+from convers.memory.vectors import embed_blocking, embed_query_blocking
 from convers.memory.when import TimeSpan, find_time_span, without_time_words
 
 if TYPE_CHECKING:
@@ -580,7 +580,7 @@ class SqliteMemoryStore:
         if self.embedder is None:
             return None
         try:
-            return embed_blocking(self.embedder, [query])[0]
+            return embed_query_blocking(self.embedder, query)
         except EmbedderError as error:
             log.warning("recall falls back to word search: %s", error)
             return None

@@ -30,6 +30,22 @@ def embed_blocking(embedder: Embedder, texts: Sequence[str]) -> np.ndarray:
     return unit_rows(np.asarray(vectors, dtype=np.float32))
 
 
+def embed_query_blocking(embedder: Embedder, text: str) -> np.ndarray:
+    """One text the conversation waits for (a question to recall by, the user's words), from a worker
+    thread: the provider's `embed_query_sync` when it has one (a faster path for a single text, on
+    more threads while nothing else runs), else as `embed_blocking`. The vector is the same either way."""
+    query = getattr(embedder, "embed_query_sync", None)
+    if not callable(query):
+        return embed_blocking(embedder, [text])[0]
+    try:
+        vector = query(text)
+    except EmbedderError:
+        raise
+    except Exception as error:
+        raise EmbedderError(f"embedder {getattr(embedder, 'name', embedder)!r} failed: {error!r}") from error
+    return unit_rows(np.asarray(vector, dtype=np.float32))[0]
+
+
 def unit_rows(vectors: np.ndarray) -> np.ndarray:
     """Rows scaled to length 1 (zero rows stay zero), as contiguous float32."""
     vectors = np.atleast_2d(np.asarray(vectors, dtype=np.float32))
