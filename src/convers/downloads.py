@@ -35,6 +35,7 @@ MINILM_REPO = f"{HF}/sentence-transformers/all-MiniLM-L6-v2/resolve/main"
 MINILM_FILES = ("config.json", "tokenizer.json", "model.safetensors")
 MPNET_NAME = "all-mpnet-base-v2"
 MPNET_REPO = f"{HF}/sentence-transformers/all-mpnet-base-v2/resolve/main"
+MPNET_FILES = ("model.safetensors", "tokenizer.json", "config.json")
 PIPER_VOICE = "en_US-lessac-medium"
 PIPER_VOICE_URL = f"{HF}/rhasspy/piper-voices/resolve/v1.0.0/en/en_US/lessac/medium/{PIPER_VOICE}"
 # smart-turn v3.2, int8 CPU build; size and sha256 of the file pipecat-ai 1.14.0 ships (the same upload).
@@ -186,7 +187,7 @@ def catalogue(settings: Settings) -> dict[str, ModelBundle]:
             record,
         ) if settings.embedder.provider == "minilm" else ModelBundle(
             "embedder", MPNET_NAME, "sentence embeddings for recall (440 MB)",
-            tuple(RemoteFile(f"{MPNET_REPO}/{n}", mpnet / n) for n in MINILM_FILES),
+            tuple(RemoteFile(f"{MPNET_REPO}/{n}", mpnet / n) for n in MPNET_FILES),
             mpnet / "model.safetensors",
             record,
         ),

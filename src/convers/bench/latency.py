@@ -268,12 +268,12 @@ async def run_loopback(
 
 def seed_returning(settings: Any) -> str:
     """Seeds settings.data_dir with a returning person (bench/returning.py); returns the agent's name."""
-    from convers import registry
+    from convers.app.wiring import build
     from convers.bench.returning import seed_returning_person
     from convers.memory.store import SqliteMemoryStore
 
     settings.data_path.mkdir(parents=True, exist_ok=True)
-    embedder = registry.create("embedder", registry.provider_name("embedder", settings), settings)
+    embedder = build("embedder", settings)
     store = SqliteMemoryStore.from_settings(settings, embedder)
     try:
         person = seed_returning_person(settings.data_path, store)

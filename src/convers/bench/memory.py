@@ -481,10 +481,10 @@ def _observations(settings: Settings, corpus: list[BenchConversation], prepared:
 
 def run_benchmark(settings: Settings, config: BenchConfig, progress: Callable[[str], None] = print,
                   rankings: list[Ranking] | None = None) -> dict[str, Any]:
-    from convers import registry
+    from convers.app.wiring import build
 
     def make_embedder() -> Embedder:
-        return registry.create("embedder", registry.provider_name("embedder", settings), settings)
+        return build("embedder", settings)
 
     embedder = make_embedder()
     rankings = rankings or default_rankings()

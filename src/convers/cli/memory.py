@@ -23,10 +23,10 @@ from convers.recordings import Recordings
 def _open_store(settings: Settings, with_embedder: bool) -> SqliteMemoryStore:
     embedder = None
     if with_embedder:
-        from convers import registry
+        from convers.app.wiring import build
 
         try:
-            embedder = registry.create("embedder", registry.provider_name("embedder", settings), settings)
+            embedder = build("embedder", settings)
         except Exception as error:  # noqa: BLE001 - word search still works
             click.echo(f"note: embedder unavailable, searching by words only ({error})", err=True)
     try:

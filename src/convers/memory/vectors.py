@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -17,17 +18,10 @@ def embed_blocking(embedder: Embedder, texts: Sequence[str]) -> np.ndarray:
     Any failure becomes EmbedderError, so callers have one thing to catch and can store the row without
     a vector. The result is re-normalised: the index relies on unit vectors for cosine = dot product.
     """
-    try:
-        sync = getattr(embedder, "embed_sync", None)
-        if callable(sync):
-            vectors = sync(list(texts))
-        else:
-            vectors = asyncio.run(embedder.embed(list(texts)))
-    except EmbedderError:
-        raise
-    except Exception as error:
-        raise EmbedderError(f"embedder {getattr(embedder, 'name', embedder)!r} failed: {error!r}") from error
-    return unit_rows(np.asarray(vectors, dtype=np.float32))
+    sync = getattr(embedder, "embed_sync", None)
+    if callable(sync):
+        return _unit_vectors_of(embedder, lambda: sync(list(texts)))
+    return _unit_vectors_of(embedder, lambda: asyncio.run(embedder.embed(list(texts))))
 
 
 def embed_query_blocking(embedder: Embedder, text: str) -> np.ndarray:
@@ -37,13 +31,18 @@ def embed_query_blocking(embedder: Embedder, text: str) -> np.ndarray:
     query = getattr(embedder, "embed_query_sync", None)
     if not callable(query):
         return embed_blocking(embedder, [text])[0]
+    return _unit_vectors_of(embedder, lambda: query(text))[0]
+
+
+def _unit_vectors_of(embedder: Embedder, compute: Callable[[], Any]) -> np.ndarray:
+    """`compute()`'s vectors as unit rows; any failure of it as EmbedderError."""
     try:
-        vector = query(text)
+        vectors = compute()
     except EmbedderError:
         raise
     except Exception as error:
         raise EmbedderError(f"embedder {getattr(embedder, 'name', embedder)!r} failed: {error!r}") from error
-    return unit_rows(np.asarray(vector, dtype=np.float32))[0]
+    return unit_rows(np.asarray(vectors, dtype=np.float32))
 
 
 def unit_rows(vectors: np.ndarray) -> np.ndarray:

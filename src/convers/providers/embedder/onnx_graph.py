@@ -55,12 +55,18 @@ class GraphBuilder:
     def __init__(self) -> None:
         self.inits: list[Any] = []
         self.nodes: list[Any] = []
-        self._gelu_consts: tuple[str, str, str] | None = None
+        self._shared: set[str] = set()
 
     def const(self, name: str, value: np.ndarray) -> str:
         from onnx import numpy_helper
 
         self.inits.append(numpy_helper.from_array(np.ascontiguousarray(value), name))
+        return name
+
+    def shared(self, name: str, value: np.ndarray) -> str:
+        """A constant every layer reads: made at its first use, the same tensor after."""
+        if name not in self._shared:
+            self._shared.add(self.const(name, value))
         return name
 
     def node(self, op: str, inputs: list[str], output: str, **attrs: Any) -> str:
@@ -82,11 +88,9 @@ class GraphBuilder:
 
     def gelu(self, x: str, prefix: str) -> str:
         """Exact (erf) GELU, as BERT and MPNet define it; onnxruntime fuses this pattern into one kernel."""
-        if self._gelu_consts is None:
-            self._gelu_consts = (self.const("half", np.array(0.5, dtype=np.float32)),
-                                 self.const("one_g", np.array(1.0, dtype=np.float32)),
-                                 self.const("root2", np.array(np.sqrt(2.0), dtype=np.float32)))
-        half, one, root2 = self._gelu_consts
+        half = self.shared("half", np.array(0.5, dtype=np.float32))
+        one = self.shared("one_g", np.array(1.0, dtype=np.float32))
+        root2 = self.shared("root2", np.array(np.sqrt(2.0), dtype=np.float32))
         erf = self.node("Erf", [self.node("Div", [x, root2], f"{prefix}.gelu_div")], f"{prefix}.gelu_erf")
         return self.node("Mul", [self.node("Mul", [x, half], f"{prefix}.gelu_half"),
                                  self.node("Add", [erf, one], f"{prefix}.gelu_add")], f"{prefix}.gelu")
@@ -97,8 +101,8 @@ class GraphBuilder:
         scores (a padding mask, a position bias), then the GELU feed-forward, each with its residual
         and LayerNorm. `shape`: (heads, head width)."""
         heads, head = shape
-        split_shape = self.const(f"l{i}.split_shape", np.array([0, 0, heads, head], dtype=np.int64))
-        merge_shape = self.const(f"l{i}.merge_shape", np.array([0, 0, heads * head], dtype=np.int64))
+        split_shape = self.shared("split_shape", np.array([0, 0, heads, head], dtype=np.int64))
+        merge_shape = self.shared("merge_shape", np.array([0, 0, heads * head], dtype=np.int64))
         per_head = {}
         for part, key in (("query", names.query), ("key", names.key), ("value", names.value)):
             projected = self.linear(x, weights, prefix + key, f"l{i}.{part}")
@@ -106,7 +110,7 @@ class GraphBuilder:
             # query/value: (batch, heads, tokens, head); key: (batch, heads, head, tokens).
             perm = [0, 2, 3, 1] if part == "key" else [0, 2, 1, 3]
             per_head[part] = self.node("Transpose", [split], f"l{i}.{part}.heads", perm=perm)
-        scale = self.const(f"l{i}.scale", np.array(1.0 / np.sqrt(head), dtype=np.float32))
+        scale = self.shared("scale", np.array(1.0 / np.sqrt(head), dtype=np.float32))
         scores = self.node("MatMul", [per_head["query"], per_head["key"]], f"l{i}.scores0")
         scores = self.node("Mul", [scores, scale], f"l{i}.scores1")
         scores = self.node("Add", [scores, score_bias], f"l{i}.scores")
