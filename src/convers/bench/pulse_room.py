@@ -367,7 +367,6 @@ def analyse(run: RoomRun) -> dict[str, Any]:
         "false_onsets_cleaned": len(false_cleaned),
         "false_onsets_cleaned_per_min": round(len(false_cleaned) / minutes, 2) if minutes else None,
         "false_onsets_cleaned_at_s": [round(t, 2) for t in false_cleaned[:10]],
-        # Once learnt: while it learns, an onset over the agent pauses nothing (the arbiter's learning rules).
         # While the canceller counted the room learnt (not in its first LEARNING_S of agent speech, nor
         # RELEARN_S after a device glitch), what the linear filter explained of each as echo (dB), and
         # how many would pause the agent: the arbiter lets through an onset the filter explains
