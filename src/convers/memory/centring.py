@@ -12,26 +12,23 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
-import numpy as np
-
 from convers.memory.ranking import Candidate
 
 
-def centre(candidates: Iterable[Candidate], vectors: Mapping[int, np.ndarray], mean: np.ndarray | None,
-           weight: float) -> None:
-    """Lowers each candidate's cosine by `weight` x (its vector's dot product with the store's `mean`
-    less the candidates' average of it), in place; candidates without a cosine or a vector are left.
+def centre(candidates: Iterable[Candidate], shared: Mapping[int, float], weight: float) -> None:
+    """Lowers each candidate's cosine by `weight` x (its vector's dot product with the store's mean,
+    `shared` by rowid (VectorIndex.mean_dots), less the candidates' average of it), in place;
+    candidates without a cosine or a vector are left.
 
     Measured against the candidates' own average, a typical turn keeps its cosine (and so the
     similarity floor keeps its meaning); only turns nearer the mean than their peers lose some.
     """
-    if weight <= 0 or mean is None:
+    if weight <= 0:
         return
-    scored = [c for c in candidates if c.cosine is not None and c.rowid in vectors]
+    scored = [c for c in candidates if c.cosine is not None and c.rowid in shared]
     if not scored:
         return
-    shared = np.stack([vectors[c.rowid] for c in scored]) @ mean
-    average = float(shared.mean())
-    for c, value in zip(scored, shared, strict=True):
+    average = sum(shared[c.rowid] for c in scored) / len(scored)
+    for c in scored:
         assert c.cosine is not None
-        c.cosine -= weight * (float(value) - average)
+        c.cosine -= weight * (shared[c.rowid] - average)

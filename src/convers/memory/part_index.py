@@ -110,7 +110,7 @@ class PartIndex:
         turns = [self.turn_of[p] for p, _ in pairs]
         if centring is not None and centring[2]:
             turn_index, mean, weight = centring
-            cosines -= weight * (self.index.dots([p for p, _ in pairs], mean) - turn_index.dots(turns, mean))
+            cosines -= weight * (self.index.held_dots([p for p, _ in pairs], mean) - turn_index.held_dots(turns, mean))
         for (part, _), turn, cosine in zip(pairs, turns, cosines, strict=True):
             at = position[turn]
             if cosine > scores[at]:

@@ -259,7 +259,7 @@ class TurnSearch:
             for rowid, cosine in found_by_vector.cosines(missing).items():
                 found[rowid].cosine = cosine
         if fused and weights.centre_weight:
-            centre(found.values(), self.index.vectors_for(found), self.index.mean(), weights.centre_weight)
+            centre(found.values(), self.index.mean_dots(found), weights.centre_weight)
         candidates = ranking.fuse(found.values(), weights, fusion, only_words=not vector_hits,
                                   only_vectors=not lexical_hits and not fused)
         if weights.recency_weight and len(candidates) > 1:
