@@ -179,10 +179,9 @@ def open_session(path: Path, threads: int) -> Any:
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     options.log_severity_level = 3  # shape-merge warnings from the quantized graph are noise
-    # onnxruntime's worker threads spin between the graph's nodes and, by default, after each run,
-    # waiting for the next: a core taken from the language model and the voice between two
-    # embeddings. They spin within a run only (a short question: 10.4-10.9 ms p50 against 12.6-12.8
-    # with them sleeping between nodes, on 2 threads; the same graph, here) and stop when it ends.
-    options.add_session_config_entry("session.intra_op.allow_spinning", "1")
-    options.add_session_config_entry("session.force_spinning_stop", "1")
+    # onnxruntime's worker threads spin after each run, waiting for the next: a core taken from the
+    # language model and the voice between two embeddings. They sleep instead. (Spinning within a
+    # run only, `session.force_spinning_stop`, embedded a lone question faster, 10.4-10.9 against
+    # 12.6-12.8 ms p50, but slower in a store's searches, 13.4-15.2 against 11.0-11.2 ms.)
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
