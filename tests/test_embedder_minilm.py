@@ -134,6 +134,28 @@ def test_int8_graph_is_built_once_and_named_by_the_weights(model_dir: Path, int8
     np.testing.assert_allclose(again.embed_sync(["warm"]), int8.embed_sync(["warm"]), atol=1e-6)
 
 
+def test_weights_digest_is_remembered_until_the_file_changes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from convers import model_checks
+
+    model_dir, cache = tmp_path / "model", tmp_path / "cache"
+    model_dir.mkdir()
+    cache.mkdir()
+    (model_dir / "model.safetensors").write_bytes(b"one")
+    first = minilm_onnx.weights_digest(model_dir, cache)
+    assert first == minilm_onnx.weights_digest(model_dir)  # the same digest, remembered or not
+
+    def no_hashing(path: Path) -> str:
+        raise AssertionError(f"{path} was hashed again")
+
+    real_hash = model_checks.sha256_of
+    monkeypatch.setattr(model_checks, "sha256_of", no_hashing)
+    assert minilm_onnx.weights_digest(model_dir, cache) == first
+    monkeypatch.setattr(model_checks, "sha256_of", real_hash)
+    (model_dir / "model.safetensors").write_bytes(b"three")  # another size: hashed again
+    assert minilm_onnx.weights_digest(model_dir, cache) != first
+    assert minilm_onnx.weights_digest(model_dir, cache) == minilm_onnx.weights_digest(model_dir)
+
+
 def test_weights_digest_follows_the_file(tmp_path: Path) -> None:
     (tmp_path / "model.safetensors").write_bytes(b"one")
     first = minilm_onnx.weights_digest(tmp_path)

@@ -92,6 +92,20 @@ class VerifiedFiles:
         if changed:
             self._write(record)
 
+    def sha256(self, path: Path) -> str:
+        """The file's SHA-256: the recorded one while its size and modification time are those
+        recorded with it, else hashed now (and recorded). Raises OSError when it cannot be read."""
+        key = str(path.resolve())
+        identity = _identity(path)
+        record = self._read()
+        remembered = record.get(key)
+        if isinstance(remembered, dict) and remembered.get("identity") == identity and remembered.get("sha256"):
+            return str(remembered["sha256"])
+        digest = sha256_of(path)
+        record[key] = {"identity": identity, "sha256": digest}
+        self._write(record)
+        return digest
+
     def _read(self) -> dict[str, dict[str, str]]:
         if self.record_path is None:
             return {}

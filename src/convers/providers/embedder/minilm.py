@@ -252,7 +252,7 @@ class MiniLmEmbedder:
         from convers.providers.embedder.onnx_graph import open_session
 
         assert self.cache_dir is not None  # _choose_backend picks int8 only with a cache folder
-        path = minilm_onnx.cached_graph_path(self.cache_dir, minilm_onnx.weights_digest(self.model_dir))
+        path = minilm_onnx.cached_graph_path(self.cache_dir, minilm_onnx.weights_digest(self.model_dir, self.cache_dir))
         try:
             if not path.is_file():
                 log.info("building the int8 all-MiniLM-L6-v2 graph at %s (once)", path)

