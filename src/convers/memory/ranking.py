@@ -69,8 +69,9 @@ SUPERSEDE_TOP = 20
 # On the tuning half of `convers bench memory`, recall@5: topic 0 0.576, 0.05 0.637, 0.1 0.645,
 # 0.15 0.651, 0.2 0.651 (the smaller of the best two), with MiniLM. With all-mpnet-base-v2 (the
 # default embedder since): 0.1 against 0.15, 0.787 against 0.781, and the same or better on the
-# other two corpora (--long-turns 0.738 / 0.739, --echoed-words 0.5 0.854 / 0.848). Entity keys changed nothing there: its questions name places and people that words
-# already find (BM25); they are kept for the turns that only a name links.
+# other two corpora (--long-turns 0.738 / 0.739, --echoed-words 0.5 0.854 / 0.848). Entity keys
+# changed nothing there: its questions name places and people that words already find (BM25);
+# they are kept for the turns that only a name links.
 ENTITY_WEIGHT = 0.05
 TOPIC_WEIGHT = 0.1
 # At most this many hits of one session among the first k while other sessions have candidates:

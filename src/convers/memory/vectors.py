@@ -219,15 +219,6 @@ class VectorIndex:
         at = top if positions is None else positions[top]
         return [(int(self._rowids[i]), float(s)) for i, s in zip(at, scores[top], strict=True)]
 
-    def dots(self, rowids: Sequence[int], vector: np.ndarray) -> np.ndarray:
-        """Each of `rowids`' stored vector's dot product with `vector` (0 for a rowid not stored)."""
-        at = [self._position.get(int(r), -1) for r in rowids]
-        known = np.asarray([a for a in at if a >= 0], dtype=np.int64)
-        out = np.zeros(len(at), dtype=np.float32)
-        if len(known):
-            out[[i for i, a in enumerate(at) if a >= 0]] = vector @ self._matrix[:, known]
-        return out
-
     def mean_dots(self, rowids: Iterable[int]) -> dict[int, float]:
         """Each stored one of `rowids`' dot product with the index's mean (for centring), as `held_dots`."""
         mean = self.mean()
@@ -237,9 +228,9 @@ class VectorIndex:
         return dict(zip(known, self.held_dots(known, mean).tolist(), strict=True))
 
     def held_dots(self, rowids: Sequence[int], vector: np.ndarray) -> np.ndarray:
-        """As `dots`, for a vector that changes little between calls (a store's mean): every column's
-        dot product with it is kept, and recomputed in one pass only when `vector` has moved more than
-        HELD_DRIFT since. Reading a search's few hundred columns one by one cost ~0.7 ms a call: the
+        """Each of `rowids`' stored vector's dot product with `vector` (0 for a rowid not stored), for a
+        vector that changes little between calls (a store's mean): every column's dot product with it
+        is kept, and recomputed in one pass only when `vector` has moved more than HELD_DRIFT since. Reading a search's few hundred columns one by one cost ~0.7 ms a call: the
         matrix holds a vector per column, so each is spread over the whole matrix."""
         vector = np.asarray(vector, dtype=np.float32).reshape(-1)
         held = self._held
