@@ -48,6 +48,20 @@ def _identity(path: Path) -> str:
     return f"{stat.st_size}:{stat.st_mtime_ns}"
 
 
+def _sha256_in(record: dict[str, dict[str, str]], path: Path) -> str:
+    """The file's SHA-256: the one `record` holds for it while its size and modification time are
+    those recorded with it, else hashed now and put in `record`. Raises OSError (FileNotFoundError
+    for a missing file) when it cannot be read."""
+    identity = _identity(path)
+    key = str(path.resolve())
+    remembered = record.get(key)
+    if isinstance(remembered, dict) and remembered.get("identity") == identity and remembered.get("sha256"):
+        return str(remembered["sha256"])
+    digest = sha256_of(path)
+    record[key] = {"identity": identity, "sha256": digest}
+    return digest
+
+
 class VerifiedFiles:
     """Checks files against expected SHA-256 values and remembers the matches in a JSON record.
 
@@ -64,46 +78,31 @@ class VerifiedFiles:
         `fix` tells the user what to do about it ("reinstall the package with ...").
         """
         record = self._read()
-        changed = False
+        before = dict(record)
         for path, sha256 in expected.items():
-            key = str(path.resolve()) if path.exists() else str(path)
             try:
-                identity = _identity(path)
+                actual = _sha256_in(record, path)
             except FileNotFoundError:
                 raise ModelFileError(f"model file {path} is missing; {fix}") from None
             except OSError as error:
                 raise ModelFileError(f"model file {path} cannot be read ({error.strerror or error}); {fix}") from None
-            remembered = record.get(key)
-            if remembered == {"identity": identity, "sha256": sha256}:
-                continue
-            try:
-                actual = sha256_of(path)
-            except OSError as error:
-                raise ModelFileError(f"model file {path} cannot be read ({error.strerror or error}); {fix}") from None
             if actual != sha256:
-                record.pop(key, None)
+                record.pop(str(path.resolve()), None)
                 self._write(record)
                 raise ModelFileError(
                     f"model file {path} has SHA-256 {actual}, expected {sha256}: it is corrupt or not the "
                     f"file convers was built for, so it is not loaded; {fix}"
                 )
-            record[key] = {"identity": identity, "sha256": sha256}
-            changed = True
-        if changed:
+        if record != before:
             self._write(record)
 
     def sha256(self, path: Path) -> str:
-        """The file's SHA-256: the recorded one while its size and modification time are those
-        recorded with it, else hashed now (and recorded). Raises OSError when it cannot be read."""
-        key = str(path.resolve())
-        identity = _identity(path)
+        """The file's SHA-256, remembered as `check` remembers a match. Raises OSError when it cannot be read."""
         record = self._read()
-        remembered = record.get(key)
-        if isinstance(remembered, dict) and remembered.get("identity") == identity and remembered.get("sha256"):
-            return str(remembered["sha256"])
-        digest = sha256_of(path)
-        record[key] = {"identity": identity, "sha256": digest}
-        self._write(record)
+        before = dict(record)
+        digest = _sha256_in(record, path)
+        if record != before:
+            self._write(record)
         return digest
 
     def _read(self) -> dict[str, dict[str, str]]:

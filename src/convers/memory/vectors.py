@@ -230,8 +230,9 @@ class VectorIndex:
     def held_dots(self, rowids: Sequence[int], vector: np.ndarray) -> np.ndarray:
         """Each of `rowids`' stored vector's dot product with `vector` (0 for a rowid not stored), for a
         vector that changes little between calls (a store's mean): every column's dot product with it
-        is kept, and recomputed in one pass only when `vector` has moved more than HELD_DRIFT since. Reading a search's few hundred columns one by one cost ~0.7 ms a call: the
-        matrix holds a vector per column, so each is spread over the whole matrix."""
+        is kept, and recomputed in one pass only when `vector` has moved more than HELD_DRIFT since.
+        Reading a search's few hundred columns one by one cost ~0.7 ms a call: the matrix holds a
+        vector per column, so each is spread over the whole matrix."""
         vector = np.asarray(vector, dtype=np.float32).reshape(-1)
         held = self._held
         if (held is None or held.shape != vector.shape

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from convers.model_checks import RECORD_NAME, VerifiedFiles, sha256_of
 from convers.private_files import private_dir
 
 OPSET = 17
@@ -31,8 +32,6 @@ def weights_digest(model_dir: Path, cache_dir: Path | None = None) -> str:
     With `cache_dir`, the digest is remembered there (model_checks' record, by the file's size and
     modification time), so a start does not hash the weights again: 440 MB for all-mpnet-base-v2
     took about 0.4 s of a core at every start, while the greeting is being spoken."""
-    from convers.model_checks import RECORD_NAME, VerifiedFiles, sha256_of
-
     weights = model_dir / "model.safetensors"
     if cache_dir is None:
         return sha256_of(weights)[:16]
